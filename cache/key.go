@@ -1,0 +1,122 @@
+package cache
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"sort"
+	"strings"
+)
+
+// keyVersion tags the encoding; bump it whenever the encoding or the meaning
+// of any input changes so that old entries can never be confused with new ones.
+const keyVersion = "builder.cachekey.v1"
+
+// Key identifies the result of one build step. It is a sha256 over a
+// canonical, length-prefixed encoding of the parent key and the step's
+// Inputs. The zero Key is the parent of a stage root.
+type Key [sha256.Size]byte
+
+// String returns "sha256:<hex>".
+func (k Key) String() string { return "sha256:" + hex.EncodeToString(k[:]) }
+
+// Hex returns the hex digest without the algorithm prefix.
+func (k Key) Hex() string { return hex.EncodeToString(k[:]) }
+
+// IsZero reports whether k is the zero key.
+func (k Key) IsZero() bool { return k == Key{} }
+
+// MarshalText implements encoding.TextMarshaler.
+func (k Key) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (k *Key) UnmarshalText(b []byte) error {
+	p, err := ParseKey(string(b))
+	if err != nil {
+		return err
+	}
+	*k = p
+	return nil
+}
+
+// ParseKey parses "sha256:<hex>".
+func ParseKey(s string) (Key, error) {
+	var k Key
+	h, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(h) != 2*sha256.Size {
+		return k, fmt.Errorf("cache: invalid key %q", s)
+	}
+	if _, err := hex.Decode(k[:], []byte(h)); err != nil {
+		return k, fmt.Errorf("cache: invalid key %q: %w", s, err)
+	}
+	return k, nil
+}
+
+// Field is one named input of a step. Names are stable identifiers such as
+// "instruction", "env.PATH", "arg.VERSION", "user", "workdir", "network",
+// "base.digest", "platform", "dest", "flag.chown". Values are opaque strings.
+type Field struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// FileInput describes one source file selected by a COPY or ADD. Mtime and
+// ownership of context files are deliberately absent.
+type FileInput struct {
+	Path   string `json:"path"`             // slash-separated, relative to the source root
+	Type   string `json:"type"`             // "file", "dir", "symlink"
+	Mode   uint32 `json:"mode"`             // permission bits plus setuid/setgid/sticky
+	Digest string `json:"digest,omitempty"` // "sha256:<hex>" of the content, files only
+	Link   string `json:"link,omitempty"`   // symlink target
+}
+
+// Inputs is everything that can change a step's result. The executor fills
+// it; the cache only encodes and compares it.
+type Inputs struct {
+	Op     string      `json:"op"` // "FROM", "RUN", "COPY", "ADD", "WORKDIR"
+	Fields []Field     `json:"fields,omitempty"`
+	Files  []FileInput `json:"files,omitempty"`
+}
+
+// KeyOf returns the key of a step with the given parent key and inputs. Field
+// order is significant only among fields with the same name; fields are sorted
+// by name (stably) and files by path before hashing, so callers need not sort.
+func KeyOf(parent Key, in Inputs) Key {
+	h := sha256.New()
+	writeString(h, keyVersion)
+	h.Write(parent[:])
+	writeString(h, in.Op)
+	fields := append([]Field(nil), in.Fields...)
+	sort.SliceStable(fields, func(i, j int) bool { return fields[i].Name < fields[j].Name })
+	writeInt(h, len(fields))
+	for _, f := range fields {
+		writeString(h, f.Name)
+		writeString(h, f.Value)
+	}
+	files := append([]FileInput(nil), in.Files...)
+	sort.SliceStable(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+	writeInt(h, len(files))
+	for _, f := range files {
+		writeString(h, f.Path)
+		writeString(h, f.Type)
+		writeInt(h, int(f.Mode))
+		writeString(h, f.Digest)
+		writeString(h, f.Link)
+	}
+	var k Key
+	h.Sum(k[:0])
+	return k
+}
+
+func writeString(h hash.Hash, s string) {
+	writeInt(h, len(s))
+	h.Write([]byte(s))
+}
+
+func writeInt(h hash.Hash, n int) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	h.Write(b[:])
+}

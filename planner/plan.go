@@ -1,0 +1,90 @@
+// Package planner turns a parsed Dockerfile into a Plan: the stage DAG pruned
+// to the target, with every instruction's variables expanded exactly as
+// Docker does (buildkit's shell lexer), build args scoped per stage, and
+// ONBUILD triggers of base images inserted. It is pure: it never touches the
+// filesystem; base image configs come through Options.ResolveImage.
+package planner
+
+import (
+	"context"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+)
+
+// ImageInfo is a resolved base image.
+type ImageInfo struct {
+	Ref    string         // the reference as the user wrote it, expanded
+	Digest string         // manifest digest "sha256:<hex>"
+	Config *v1.ConfigFile // never nil
+}
+
+// Options configure New.
+type Options struct {
+	// DockerfilePath names the Dockerfile in errors.
+	DockerfilePath string
+	// BuildArgs are --build-arg values. A nil value means "--build-arg K"
+	// without "=" (take it from the environment, resolved by the caller
+	// before New; nil here means unset).
+	BuildArgs map[string]*string
+	// Target is the --target stage name; empty means the last stage.
+	Target string
+	// Platform is the target platform (--platform); zero means the host's.
+	Platform v1.Platform
+	// BuildPlatform is the platform of the machine running the build.
+	BuildPlatform v1.Platform
+	// ResolveImage returns the config of an image reference for FROM and
+	// COPY --from=<image>. It is called once per distinct reference.
+	ResolveImage func(ctx context.Context, ref string, platform v1.Platform) (*ImageInfo, error)
+}
+
+// Plan is the stages needed to build the target, dependencies first.
+type Plan struct {
+	Stages []*Stage // topological order; Stages[len-1] is the target
+	Target *Stage
+	// UnusedBuildArgs lists --build-arg keys no stage consumed (a warning).
+	UnusedBuildArgs []string
+}
+
+// Stage is one FROM section of the Dockerfile.
+type Stage struct {
+	Index     int    // position among all stages of the Dockerfile
+	Name      string // "AS name", lower-cased; empty when unnamed
+	Line      int    // line of the FROM instruction
+	Text      string // original source of the FROM instruction
+	Base      Base
+	Platform  v1.Platform
+	Steps     []*Step
+	DependsOn []int // indexes (Stage.Index) of stages this one needs
+}
+
+// Base is what a stage starts from: scratch, an earlier stage or an image.
+type Base struct {
+	Scratch bool
+	Stage   *Stage     // FROM <earlier stage>
+	Image   *ImageInfo // FROM <image>
+}
+
+// Step is one instruction with its variables expanded.
+type Step struct {
+	Line, EndLine int                  // 1-based source lines of the instruction
+	Text          string               // original source text (for errors and history)
+	Cmd           instructions.Command // expanded copy of the parsed command
+	// Env is the stage's environment before this step: base image env plus
+	// ENV instructions so far, "K=V" in image-config order.
+	Env []string
+	// Args are the build args in scope before this step with their values,
+	// "K=V" in declaration order (predefined platform args included once
+	// declared). RUN sees them in its environment unless Env sets the same key.
+	Args []string
+	// UsedArgs are the Args whose values change this step's result: for RUN
+	// every arg in scope except the predefined proxy args; otherwise the args
+	// referenced in the instruction's text.
+	UsedArgs []string
+	// From is the source of COPY --from / RUN --mount from=: an earlier
+	// stage or an image. Nil for the build context.
+	FromStage *Stage
+	FromImage *ImageInfo
+	// OnBuild is true for a trigger inherited from the base image's ONBUILD.
+	OnBuild bool
+}
