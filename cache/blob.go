@@ -1,0 +1,213 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// parseDigest validates "sha256:<64 lower-case hex>" and returns the hex.
+// It keeps hostile digests such as "sha256:../../x" out of paths.
+func parseDigest(d string) (string, error) {
+	h, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(h) != 2*sha256.Size {
+		return "", fmt.Errorf("cache: invalid digest %q", d)
+	}
+	for _, c := range h {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return "", fmt.Errorf("cache: invalid digest %q", d)
+		}
+	}
+	return h, nil
+}
+
+func (s *Store) blobPath(digest string) (string, error) {
+	h, err := parseDigest(digest)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(s.blobs, h), nil
+}
+
+// WriteBlob stores the content of r and returns its digest and size. If want
+// is not empty ("sha256:<hex>") the content must match it, and if a blob with
+// that digest already exists r is not read at all. The content is streamed
+// to a temp file, fsynced, verified and renamed into place, so a blob is
+// either absent or complete. Concurrent writes of the same content, from
+// goroutines or processes, all succeed and leave one copy.
+func (s *Store) WriteBlob(ctx context.Context, r io.Reader, want string) (digest string, size int64, err error) {
+	if want != "" {
+		p, err := s.blobPath(want)
+		if err != nil {
+			return "", 0, fmt.Errorf("write blob: %w", err)
+		}
+		if fi, err := os.Stat(p); err == nil {
+			return want, fi.Size(), nil
+		}
+	}
+	digest, size, err = s.writeBlob(ctx, r, want)
+	if err != nil {
+		if want != "" {
+			return "", 0, fmt.Errorf("write blob %s: %w", want, err)
+		}
+		return "", 0, fmt.Errorf("write blob: %w", err)
+	}
+	return digest, size, nil
+}
+
+func (s *Store) writeBlob(ctx context.Context, r io.Reader, want string) (digest string, size int64, err error) {
+	f, err := s.createTemp()
+	if err != nil {
+		return "", 0, err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	h := sha256.New()
+	size, err = io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
+	if err != nil {
+		return "", 0, err
+	}
+	digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if want != "" && digest != want {
+		return "", 0, fmt.Errorf("%w: content has digest %s (%d bytes)", ErrCorrupt, digest, size)
+	}
+	if err = f.Sync(); err != nil {
+		return "", 0, err
+	}
+	if err = f.Close(); err != nil {
+		return "", 0, err
+	}
+	if err = os.Rename(f.Name(), filepath.Join(s.blobs, digest[len("sha256:"):])); err != nil {
+		return "", 0, err
+	}
+	return digest, size, syncDir(s.blobs)
+}
+
+// OpenBlob opens a blob for reading. The reader verifies the content against
+// the digest when it reaches EOF; on a mismatch (a corrupt or truncated
+// blob) it removes the blob and its Read returns an error wrapping
+// ErrCorrupt that names the blob. A missing blob gives ErrNotFound.
+func (s *Store) OpenBlob(ctx context.Context, digest string) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := s.blobPath(digest)
+	if err != nil {
+		return nil, fmt.Errorf("open blob: %w", err)
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open blob %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", digest, err)
+	}
+	return &verifyReader{ctx: ctx, f: f, h: sha256.New(), digest: digest}, nil
+}
+
+type verifyReader struct {
+	ctx    context.Context
+	f      *os.File
+	h      hash.Hash
+	digest string
+	err    error
+}
+
+func (v *verifyReader) Read(p []byte) (int, error) {
+	if v.err != nil {
+		return 0, v.err
+	}
+	if err := v.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := v.f.Read(p)
+	v.h.Write(p[:n])
+	if err == io.EOF {
+		err = v.verify()
+		v.err = err
+	} else if err != nil {
+		err = fmt.Errorf("read blob %s: %w", v.digest, err)
+		v.err = err
+	}
+	return n, err
+}
+
+func (v *verifyReader) verify() error {
+	got := "sha256:" + hex.EncodeToString(v.h.Sum(nil))
+	if got == v.digest {
+		return io.EOF
+	}
+	// Only remove the file we verified: a concurrent writer may have
+	// renamed a good copy over it since we opened it.
+	if fi, err := v.f.Stat(); err == nil {
+		if cur, err := os.Stat(v.f.Name()); err == nil && os.SameFile(fi, cur) {
+			os.Remove(v.f.Name())
+		}
+	}
+	return fmt.Errorf("read blob %s: %w: content has digest %s; blob removed", v.digest, ErrCorrupt, got)
+}
+
+func (v *verifyReader) Close() error { return v.f.Close() }
+
+// ReadBlob returns the verified content of a blob.
+func (s *Store) ReadBlob(ctx context.Context, digest string) ([]byte, error) {
+	rc, err := s.OpenBlob(ctx, digest)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// HasBlob reports whether a blob with the digest is stored. It does not
+// verify the content.
+func (s *Store) HasBlob(digest string) bool {
+	p, err := s.blobPath(digest)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(p)
+	return err == nil
+}
+
+// BlobSize returns the stored size of a blob, or ErrNotFound.
+func (s *Store) BlobSize(digest string) (int64, error) {
+	p, err := s.blobPath(digest)
+	if err != nil {
+		return 0, fmt.Errorf("stat blob: %w", err)
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("stat blob %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat blob %s: %w", digest, err)
+	}
+	return fi.Size(), nil
+}
+
+// RemoveBlob deletes a blob. Removing an absent blob is not an error.
+func (s *Store) RemoveBlob(ctx context.Context, digest string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := s.blobPath(digest)
+	if err != nil {
+		return fmt.Errorf("remove blob: %w", err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove blob %s: %w", digest, err)
+	}
+	return nil
+}

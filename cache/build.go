@@ -1,0 +1,166 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// BuildRecord is what one build did, kept for `builder history` and to
+// explain the next build's cache misses.
+type BuildRecord struct {
+	ID          string       `json:"id"`
+	Project     string       `json:"project"` // identifies Dockerfile path + context + target; the caller computes it
+	Target      string       `json:"target,omitempty"`
+	Started     time.Time    `json:"started"`
+	Finished    time.Time    `json:"finished"` // zero while running or after a failure
+	ImageDigest string       `json:"imageDigest,omitempty"`
+	Tags        []string     `json:"tags,omitempty"`
+	Steps       []StepRecord `json:"steps,omitempty"`
+}
+
+// StepRecord is one step of a build.
+type StepRecord struct {
+	Stage       string  `json:"stage"`
+	Line        int     `json:"line"`
+	Instruction string  `json:"instruction"`
+	Key         Key     `json:"key"`
+	Inputs      *Inputs `json:"inputs,omitempty"`
+	Cache       string  `json:"cache"` // "hit" or "miss"
+	Reason      string  `json:"reason,omitempty"`
+	DurationMS  int64   `json:"durationMS"`
+	Layer       string  `json:"layer,omitempty"` // diffID
+}
+
+// validBuildID accepts non-empty IDs made of letters, digits, '.', '_' and
+// '-', not starting with '.', so an ID is always one plain file name.
+func validBuildID(id string) error {
+	if id == "" || len(id) > 128 || id[0] == '.' {
+		return fmt.Errorf("cache: invalid build id %q", id)
+	}
+	for _, c := range id {
+		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("._-", c)
+		if !ok {
+			return fmt.Errorf("cache: invalid build id %q", id)
+		}
+	}
+	return nil
+}
+
+// PutBuild stores (or replaces) builds/<ID>.json atomically.
+func (s *Store) PutBuild(ctx context.Context, b *BuildRecord) error {
+	if b == nil {
+		return errors.New("put build: nil record")
+	}
+	if err := validBuildID(b.ID); err != nil {
+		return fmt.Errorf("put build: %w", err)
+	}
+	data, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return fmt.Errorf("put build %s: %w", b.ID, err)
+	}
+	if err := s.writeFileAtomic(ctx, s.builds, b.ID+".json", data); err != nil {
+		return fmt.Errorf("put build %s: %w", b.ID, err)
+	}
+	return nil
+}
+
+// GetBuild returns the build with the given ID, or ErrNotFound.
+func (s *Store) GetBuild(ctx context.Context, id string) (*BuildRecord, error) {
+	if err := validBuildID(id); err != nil {
+		return nil, fmt.Errorf("get build: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := readBuild(filepath.Join(s.builds, id+".json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("get build %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get build %s: %w", id, err)
+	}
+	return b, nil
+}
+
+// LatestBuild returns the finished build of project that finished last, or
+// ErrNotFound.
+func (s *Store) LatestBuild(ctx context.Context, project string) (*BuildRecord, error) {
+	b, err := s.newestBuild(ctx, func(b *BuildRecord) bool { return b.Project == project })
+	if err != nil {
+		return nil, fmt.Errorf("latest build of %q: %w", project, err)
+	}
+	return b, nil
+}
+
+// BuildForImage returns the newest finished build that produced imageDigest,
+// or ErrNotFound.
+func (s *Store) BuildForImage(ctx context.Context, imageDigest string) (*BuildRecord, error) {
+	b, err := s.newestBuild(ctx, func(b *BuildRecord) bool { return b.ImageDigest == imageDigest })
+	if err != nil {
+		return nil, fmt.Errorf("build for image %s: %w", imageDigest, err)
+	}
+	return b, nil
+}
+
+// newestBuild scans builds/ for the finished record matching keep with the
+// latest Finished time. Unreadable records are skipped: they cannot be the
+// answer, and one bad file must not hide every other build.
+func (s *Store) newestBuild(ctx context.Context, keep func(*BuildRecord) bool) (*BuildRecord, error) {
+	var best *BuildRecord
+	err := s.eachBuild(ctx, func(_ string, b *BuildRecord) error {
+		if !b.Finished.IsZero() && keep(b) && (best == nil || b.Finished.After(best.Finished)) {
+			best = b
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if best == nil {
+		return nil, ErrNotFound
+	}
+	return best, nil
+}
+
+// eachBuild calls fn for every decodable build record.
+func (s *Store) eachBuild(ctx context.Context, fn func(path string, b *BuildRecord) error) error {
+	entries, err := os.ReadDir(s.builds)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		p := filepath.Join(s.builds, e.Name())
+		b, err := readBuild(p)
+		if err != nil {
+			continue
+		}
+		if err := fn(p, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readBuild(p string) (*BuildRecord, error) {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	b := new(BuildRecord)
+	if err := json.Unmarshal(data, b); err != nil {
+		return nil, fmt.Errorf("decode %s: %w: %v", p, ErrCorrupt, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,252 @@
+// Package cache is builder's on-disk store: content-addressed blobs, cache
+// keys mapped to step results, the local image index (tags), build records,
+// a memo of context file hashes, locking and garbage collection.
+//
+// # Layout
+//
+//	<root>/blobs/sha256/<hex>   content-addressed blobs, verified on read
+//	<root>/keys/<hex>.json      cache key → Record
+//	<root>/images/index.json    OCI image index of tagged images
+//	<root>/builds/<id>.json     build records
+//	<root>/hashes/<xx>.memo     context file hash memo, 256 shards
+//	<root>/tmp/<pid>.<rand>     files being written; cleaned by Open
+//	<root>/lock                 flock: builds hold it shared, Prune exclusive
+//
+// Every directory is created 0700. Every write goes to a temp file in tmp/,
+// is fsynced and renamed into place, and the parent directory is fsynced, so
+// readers never see a torn file and a record is never visible before the
+// blobs it names (callers write blobs first; Put checks Record.Blobs).
+//
+// A Store is safe for concurrent use by many goroutines, and several
+// processes may open the same root at once.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// ErrNotFound is returned when a blob, record, tag or build is absent.
+	ErrNotFound = errors.New("cache: not found")
+	// ErrCorrupt is returned when stored data does not match its digest or
+	// cannot be decoded. The offending entry has been removed.
+	ErrCorrupt = errors.New("cache: corrupt")
+)
+
+const (
+	dirPerm  = 0o700
+	filePerm = 0o600
+
+	// staleTemp is the age after which any temp file is removed by Open.
+	staleTemp = time.Hour
+	// orphanGrace is the age after which a temp file whose writer pid is
+	// gone is removed; the grace covers writers in another pid namespace
+	// that are still between two writes.
+	orphanGrace = time.Minute
+)
+
+var subdirs = []string{
+	filepath.Join("blobs", "sha256"),
+	"keys",
+	"images",
+	"builds",
+	"hashes",
+	"tmp",
+}
+
+// Store is an open cache root. The zero value is not usable; call Open.
+type Store struct {
+	root   string
+	tmp    string
+	blobs  string
+	keys   string
+	images string
+	builds string
+	hashes *memo
+}
+
+// Open creates (if needed) and opens the store at root. Directories are
+// created with mode 0700 and tightened to 0700 if they already exist. Stale
+// temp files left by crashed writers are removed.
+func Open(root string) (*Store, error) {
+	if root == "" {
+		return nil, errors.New("open cache: empty root path")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", root, err)
+	}
+	for _, d := range append([]string{""}, subdirs...) {
+		if err := makePrivateDir(filepath.Join(abs, d)); err != nil {
+			return nil, fmt.Errorf("open cache %s: %w", abs, err)
+		}
+	}
+	s := &Store{
+		root:   abs,
+		tmp:    filepath.Join(abs, "tmp"),
+		blobs:  filepath.Join(abs, "blobs", "sha256"),
+		keys:   filepath.Join(abs, "keys"),
+		images: filepath.Join(abs, "images"),
+		builds: filepath.Join(abs, "builds"),
+	}
+	s.hashes = newMemo(filepath.Join(abs, "hashes"), s)
+	if err := s.cleanTemp(time.Now()); err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// Root returns the absolute path of the store.
+func (s *Store) Root() string { return s.root }
+
+// Close writes the file hash memo (see FlushHashes) and releases the store.
+// Locks returned by Lock and RLock are independent of Close.
+func (s *Store) Close() error {
+	return s.FlushHashes(context.Background())
+}
+
+func makePrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, dirPerm); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s: not a directory", dir)
+	}
+	if fi.Mode().Perm() != dirPerm {
+		return os.Chmod(dir, dirPerm)
+	}
+	return nil
+}
+
+// cleanTemp removes temp files older than staleTemp, and those whose writer
+// process no longer exists and which have not been written for orphanGrace.
+func (s *Store) cleanTemp(now time.Time) error {
+	entries, err := os.ReadDir(s.tmp)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed concurrently
+		}
+		age := now.Sub(fi.ModTime())
+		if age > staleTemp || (age > orphanGrace && writerGone(e.Name())) {
+			if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// writerGone reports whether the pid encoded in a temp name ("<pid>.<rand>")
+// is not a live process. Names without a pid count as gone.
+func writerGone(name string) bool {
+	p, _, _ := strings.Cut(name, ".")
+	pid, err := strconv.Atoi(p)
+	if err != nil || pid <= 0 {
+		return true
+	}
+	if pid == os.Getpid() {
+		return false
+	}
+	return errors.Is(unix.Kill(pid, 0), unix.ESRCH)
+}
+
+// createTemp creates a temp file in the store's tmp directory, named after
+// this process so that Open can tell orphans from live writes.
+func (s *Store) createTemp() (*os.File, error) {
+	return os.CreateTemp(s.tmp, strconv.Itoa(os.Getpid())+".*")
+}
+
+// durability says whether a write must survive a power loss.
+type durability int
+
+const (
+	// durable: fsync the file before the rename and the directory after.
+	durable durability = iota
+	// bestEffort: rename only; for data that is checksummed and can be
+	// recomputed (the hash memo), where a lost write costs only time.
+	bestEffort
+)
+
+// writeFileAtomic writes data to dir/name durably.
+func (s *Store) writeFileAtomic(ctx context.Context, dir, name string, data []byte) error {
+	return s.writeFile(ctx, dir, name, data, durable)
+}
+
+// writeFile writes data to dir/name via a temp file and a rename, so readers
+// see the old or the new content, never a mix. Concurrent writers of the
+// same name all succeed; the last rename wins.
+func (s *Store) writeFile(ctx context.Context, dir, name string, data []byte, d durability) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, err := s.createTemp()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if d == durable {
+		if err = f.Sync(); err != nil {
+			return err
+		}
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	if d == durable {
+		return syncDir(dir)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// ctxReader fails a long read once ctx is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   interface{ Read([]byte) (int, error) }
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
