@@ -1,0 +1,239 @@
+package exporter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Annotation keys Docker 25+ and containerd put on index.json entries.
+const (
+	annotationImageName = "io.containerd.image.name"
+	annotationRefName   = "org.opencontainers.image.ref.name"
+)
+
+// dockerManifestEntry is one element of a docker-save manifest.json.
+type dockerManifestEntry struct {
+	Config   string
+	RepoTags []string
+	Layers   []string
+}
+
+// WriteDocker writes images to path as `docker save` of Docker 25+ does:
+// manifest.json, repositories, oci-layout, index.json and blobs/sha256/
+// holding manifests, configs and uncompressed layers (each once). The tar is
+// deterministic and replaces path atomically.
+func WriteDocker(ctx context.Context, path string, images []Tagged) error {
+	a := &dockerArchive{blobs: blobSet{}, repos: map[string]map[string]string{}}
+	for i, t := range images {
+		if err := a.add(t); err != nil {
+			return fmt.Errorf("write docker archive %s: image %d: %w", path, i, err)
+		}
+	}
+	if err := writeAtomic(ctx, path, a.write); err != nil {
+		return fmt.Errorf("write docker archive %s: %w", path, err)
+	}
+	return nil
+}
+
+type dockerArchive struct {
+	blobs     blobSet
+	manifests []dockerManifestEntry
+	index     []v1.Descriptor
+	repos     map[string]map[string]string
+}
+
+func (a *dockerArchive) add(t Tagged) error {
+	names, err := parseTags(t.Tags)
+	if err != nil {
+		return err
+	}
+	img, err := uncompressedImage(t.Image)
+	if err != nil {
+		return err
+	}
+	desc, err := addImageBlobs(a.blobs, img)
+	if err != nil {
+		return err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	entry := dockerManifestEntry{Config: "blobs/sha256/" + m.Config.Digest.Hex, RepoTags: []string{}}
+	for _, l := range m.Layers {
+		entry.Layers = append(entry.Layers, "blobs/sha256/"+l.Digest.Hex)
+	}
+	for _, n := range names {
+		entry.RepoTags = append(entry.RepoTags, n.Familiar())
+		a.index = append(a.index, annotated(desc, n))
+		if len(m.Layers) > 0 {
+			a.addRepo(n, m.Layers[len(m.Layers)-1].Digest.Hex)
+		}
+	}
+	if len(names) == 0 {
+		a.index = append(a.index, desc)
+	}
+	a.manifests = append(a.manifests, entry)
+	return nil
+}
+
+func (a *dockerArchive) addRepo(n imageName, top string) {
+	if a.repos[n.Repo()] == nil {
+		a.repos[n.Repo()] = map[string]string{}
+	}
+	a.repos[n.Repo()][n.Tag()] = top
+}
+
+func annotated(d v1.Descriptor, n imageName) v1.Descriptor {
+	d.Annotations = map[string]string{annotationImageName: n.Full(), annotationRefName: n.Tag()}
+	return d
+}
+
+func (a *dockerArchive) write(t *detTar) error {
+	if err := t.blobs(a.blobs); err != nil {
+		return err
+	}
+	files := []struct {
+		name string
+		v    any
+	}{
+		{"index.json", indexOf(a.index)},
+		{"manifest.json", a.manifests},
+		{"oci-layout", ociLayout()},
+		{"repositories", a.repos},
+	}
+	for _, f := range files {
+		data, err := json.Marshal(f.v)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", f.name, err)
+		}
+		if err := t.file(f.name, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func indexOf(descs []v1.Descriptor) *v1.IndexManifest {
+	if descs == nil {
+		descs = []v1.Descriptor{}
+	}
+	return &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: descs}
+}
+
+func ociLayout() map[string]string { return map[string]string{"imageLayoutVersion": "1.0.0"} }
+
+// addImageBlobs adds the manifest, config and layers of img to set and
+// returns the manifest's descriptor.
+func addImageBlobs(set blobSet, img v1.Image) (v1.Descriptor, error) {
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("manifest: %w", err)
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("config: %w", err)
+	}
+	desc, err := partial.Descriptor(img)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("descriptor: %w", err)
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("config digest: %w", err)
+	}
+	set.addBytes(desc.Digest.Hex, rawManifest)
+	set.addBytes(cfgName.Hex, rawCfg)
+	layers, err := img.Layers()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("layers: %w", err)
+	}
+	for i, l := range layers {
+		d, err := layerDescriptor(l)
+		if err != nil {
+			return v1.Descriptor{}, fmt.Errorf("layer %d: %w", i, err)
+		}
+		set.add(blobEntry{hex: d.Digest.Hex, size: d.Size, open: l.Compressed})
+	}
+	return v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, nil
+}
+
+// uncompressedImage returns img itself when its manifest is OCI and all its
+// layers are plain tars, and otherwise an equivalent OCI image whose layers
+// are the uncompressed tars (same config, same diffIDs).
+func uncompressedImage(img v1.Image) (v1.Image, error) {
+	mt, err := img.MediaType()
+	if err != nil {
+		return nil, fmt.Errorf("media type: %w", err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("layers: %w", err)
+	}
+	converted := make([]v1.Layer, len(layers))
+	same := mt == types.OCIManifestSchema1
+	for i, l := range layers {
+		if converted[i], err = uncompressedLayer(l); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		same = same && converted[i] == l
+	}
+	if same {
+		return img, nil
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return imageFromParts(rawCfg, types.OCIConfigJSON, converted)
+}
+
+// uncompressedLayer returns l when it is a plain tar, and otherwise a view
+// of its uncompressed stream, measured (and its diffID checked) by reading
+// it once.
+func uncompressedLayer(l v1.Layer) (v1.Layer, error) {
+	mt, err := l.MediaType()
+	if err != nil {
+		return nil, fmt.Errorf("media type: %w", err)
+	}
+	if isUncompressed(mt) {
+		return l, nil
+	}
+	diffID, err := l.DiffID()
+	if err != nil {
+		return nil, fmt.Errorf("diffID: %w", err)
+	}
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return nil, fmt.Errorf("uncompress: %w", err)
+	}
+	defer rc.Close()
+	got, size, err := v1.SHA256(rc)
+	if err != nil {
+		return nil, fmt.Errorf("uncompress: %w", err)
+	}
+	if got != diffID {
+		return nil, fmt.Errorf("uncompressed digest %s does not match diffID %s", got, diffID)
+	}
+	return &plainLayer{l: l, diffID: diffID, size: size}, nil
+}
+
+// plainLayer is the uncompressed form of a compressed layer.
+type plainLayer struct {
+	l      v1.Layer
+	diffID v1.Hash
+	size   int64
+}
+
+func (p *plainLayer) DiffID() (v1.Hash, error)             { return p.diffID, nil }
+func (p *plainLayer) Digest() (v1.Hash, error)             { return p.diffID, nil }
+func (p *plainLayer) Size() (int64, error)                 { return p.size, nil }
+func (p *plainLayer) MediaType() (types.MediaType, error)  { return types.OCIUncompressedLayer, nil }
+func (p *plainLayer) Uncompressed() (io.ReadCloser, error) { return p.l.Uncompressed() }
+func (p *plainLayer) Compressed() (io.ReadCloser, error)   { return p.l.Uncompressed() }

@@ -1,0 +1,167 @@
+// Package exporter assembles images with go-containerregistry, writes them
+// as docker-save and OCI layout archives or into a directory, reads such
+// archives back, and is the image view of the local store.
+package exporter
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Tagged is an image together with the references it is known by
+// ("app:v1", "localhost:5000/x/y:tag"). Tags may be empty.
+type Tagged struct {
+	Image v1.Image
+	Tags  []string
+}
+
+// NewImage returns a deterministic image with an OCI manifest and an OCI
+// config media type, made of cfg and layers. cfg.RootFS.DiffIDs must list the
+// layers' diffIDs in order. The manifest is computed once, so the image's
+// digest depends only on cfg and the layers' descriptors.
+func NewImage(cfg *v1.ConfigFile, layers []v1.Layer) (v1.Image, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("new image: nil config")
+	}
+	if err := checkDiffIDs(cfg, layers); err != nil {
+		return nil, fmt.Errorf("new image: %w", err)
+	}
+	rawCfg, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new image: encode config: %w", err)
+	}
+	return imageFromParts(rawCfg, types.OCIConfigJSON, layers)
+}
+
+// imageFromParts builds the OCI manifest for a raw config and its layers.
+func imageFromParts(rawCfg []byte, cfgType types.MediaType, layers []v1.Layer) (v1.Image, error) {
+	cfgDigest, cfgSize, err := v1.SHA256(bytes.NewReader(rawCfg))
+	if err != nil {
+		return nil, fmt.Errorf("hash config: %w", err)
+	}
+	m := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		Config:        v1.Descriptor{MediaType: cfgType, Digest: cfgDigest, Size: cfgSize},
+		Layers:        make([]v1.Descriptor, 0, len(layers)),
+	}
+	for i, l := range layers {
+		d, err := layerDescriptor(l)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		m.Layers = append(m.Layers, d)
+	}
+	rawManifest, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	return newRawImage(rawManifest, rawCfg, layers)
+}
+
+func checkDiffIDs(cfg *v1.ConfigFile, layers []v1.Layer) error {
+	if len(cfg.RootFS.DiffIDs) != len(layers) {
+		return fmt.Errorf("config lists %d diff_ids but image has %d layers", len(cfg.RootFS.DiffIDs), len(layers))
+	}
+	for i, l := range layers {
+		d, err := l.DiffID()
+		if err != nil {
+			return fmt.Errorf("layer %d diffID: %w", i, err)
+		}
+		if d != cfg.RootFS.DiffIDs[i] {
+			return fmt.Errorf("layer %d diffID %s does not match config diff_id %s", i, d, cfg.RootFS.DiffIDs[i])
+		}
+	}
+	return nil
+}
+
+func layerDescriptor(l v1.Layer) (v1.Descriptor, error) {
+	d, err := l.Digest()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("digest: %w", err)
+	}
+	size, err := l.Size()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("size: %w", err)
+	}
+	mt, err := l.MediaType()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("media type: %w", err)
+	}
+	return v1.Descriptor{MediaType: mt, Digest: d, Size: size}, nil
+}
+
+// rawImage is a partial.CompressedImageCore over a fixed manifest, a fixed
+// config and the layers the manifest names.
+type rawImage struct {
+	manifest []byte
+	mt       types.MediaType
+	config   []byte
+	layers   map[v1.Hash]v1.Layer
+}
+
+// newRawImage checks that every layer the manifest lists is among layers
+// and that the config's diff_ids pair up with them.
+func newRawImage(rawManifest, rawCfg []byte, layers []v1.Layer) (v1.Image, error) {
+	var m v1.Manifest
+	if err := json.Unmarshal(rawManifest, &m); err != nil {
+		return nil, fmt.Errorf("decode manifest: %w", err)
+	}
+	ri := &rawImage{manifest: rawManifest, mt: m.MediaType, config: rawCfg, layers: map[v1.Hash]v1.Layer{}}
+	if ri.mt == "" {
+		ri.mt = types.OCIManifestSchema1
+	}
+	for _, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("layer digest: %w", err)
+		}
+		ri.layers[d] = l
+	}
+	for i, d := range m.Layers {
+		if _, ok := ri.layers[d.Digest]; !ok {
+			return nil, fmt.Errorf("manifest layer %d (%s) has no content", i, d.Digest)
+		}
+	}
+	return partial.CompressedToImage(ri)
+}
+
+func (ri *rawImage) RawConfigFile() ([]byte, error)      { return ri.config, nil }
+func (ri *rawImage) MediaType() (types.MediaType, error) { return ri.mt, nil }
+func (ri *rawImage) RawManifest() ([]byte, error)        { return ri.manifest, nil }
+
+func (ri *rawImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	if l, ok := ri.layers[h]; ok {
+		return l, nil
+	}
+	return nil, fmt.Errorf("layer %s: not part of image", h)
+}
+
+// isUncompressed reports whether a layer media type is a plain tar.
+func isUncompressed(mt types.MediaType) bool {
+	switch mt {
+	case types.OCIUncompressedLayer, types.DockerUncompressedLayer, types.OCIUncompressedRestrictedLayer:
+		return true
+	}
+	return false
+}
+
+// contextReader makes a stream fail once ctx is done.
+type contextReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c contextReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
