@@ -1,0 +1,70 @@
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// defaultCaps is Docker's default capability set for containers.
+var defaultCaps = []int{
+	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FSETID, unix.CAP_FOWNER,
+	unix.CAP_MKNOD, unix.CAP_NET_RAW, unix.CAP_SETGID, unix.CAP_SETUID,
+	unix.CAP_SETFCAP, unix.CAP_SETPCAP, unix.CAP_NET_BIND_SERVICE,
+	unix.CAP_SYS_CHROOT, unix.CAP_KILL, unix.CAP_AUDIT_WRITE,
+}
+
+// dropCapabilities limits the calling thread, which must be locked to its
+// goroutine, to defaultCaps: bounding set, effective and permitted; the
+// inheritable and ambient sets are cleared (as Docker does since
+// CVE-2022-24769). Everything it execs as root gets at most these.
+func dropCapabilities() error {
+	last, err := lastCap()
+	if err != nil {
+		return err
+	}
+	keep := map[int]bool{}
+	for _, c := range defaultCaps {
+		keep[c] = true
+	}
+	for c := 0; c <= last; c++ {
+		if keep[c] {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("drop capability %d from bounding set: %w", c, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && err != unix.EINVAL {
+		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	return capset(defaultCaps)
+}
+
+func capset(caps []int) error {
+	var data [2]unix.CapUserData
+	for _, c := range caps {
+		data[c/32].Effective |= 1 << (uint(c) % 32)
+		data[c/32].Permitted |= 1 << (uint(c) % 32)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("set capabilities: %w", err)
+	}
+	return nil
+}
+
+func lastCap() (int, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return 0, fmt.Errorf("read last capability: %w", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("parse /proc/sys/kernel/cap_last_cap: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,28 @@
+// Package sandbox runs one command isolated on a prepared root filesystem,
+// the way a Dockerfile RUN step needs it.
+//
+// The builder re-executes its own binary (/proc/self/exe) with the hidden
+// argument InitArg in new mount, PID, UTS and IPC namespaces (plus a new
+// network namespace for Network "none"). That child, the sandbox init, reads
+// the Spec as JSON from a pipe, mounts the root filesystem inside its private
+// mount namespace, adds /proc, a minimal /dev, a read-only /sys and the
+// generated /etc/hosts, /etc/resolv.conf and /etc/hostname, pivots into the
+// root and starts the command with Docker's default capabilities as the
+// requested uid/gid. As PID 1 of the namespace it reaps orphans, forwards
+// SIGINT/SIGTERM and, once the command exits, kills whatever is left, unmounts
+// its mount points, removes the stubs it had to create for them (restoring the
+// parent directories' times, so a snapshot diff sees nothing) and exits with
+// the command's status.
+//
+// Every mount lives in the child's mount namespace only, so nothing is left
+// mounted on the host when the child dies, however it dies.
+//
+// main must call Init before anything else:
+//
+//	func main() {
+//		if sandbox.Init() {
+//			return // not reached: Init exits the process
+//		}
+//		...
+//	}
+package sandbox

@@ -1,0 +1,75 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// File descriptors the parent passes to the init through ExtraFiles.
+const (
+	specFD   = 3
+	resultFD = 4
+)
+
+// Init runs the sandbox init and exits the process when os.Args[1] is
+// InitArg; otherwise it returns false at once. main must call it first.
+func Init() bool {
+	if len(os.Args) < 2 || os.Args[1] != InitArg {
+		return false
+	}
+	os.Exit(initMain())
+	return true
+}
+
+// initMain is the whole life of the sandbox init (PID 1 of the new PID
+// namespace). It returns the process exit code.
+func initMain() int {
+	resF := os.NewFile(resultFD, "result")
+	res := runInit(os.NewFile(specFD, "spec"))
+	_ = json.NewEncoder(resF).Encode(res)
+	_ = resF.Close()
+	switch {
+	case res.Error != "":
+		return 1
+	default:
+		return res.Code
+	}
+}
+
+func runInit(specF *os.File) result {
+	// Nothing but stdio may reach the command, and the init itself must
+	// not be inspectable (no /proc/1/exe, /proc/1/fd for the command).
+	if err := unix.CloseRange(specFD, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return result{Error: fmt.Sprintf("set close-on-exec: %v", err)}
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return result{Error: fmt.Sprintf("set non-dumpable: %v", err)}
+	}
+	unix.Umask(0o022)
+	var cfg config
+	err := json.NewDecoder(specF).Decode(&cfg)
+	_ = specF.Close()
+	if err != nil {
+		return result{Error: fmt.Sprintf("decode spec: %v", err)}
+	}
+	return runSandbox(&cfg)
+}
+
+func runSandbox(cfg *config) result {
+	rootDir := filepath.Join(cfg.Dir, "root")
+	sb := &sandbox{root: rootDir}
+	res := result{}
+	if err := sb.setup(cfg); err != nil {
+		res.Error = err.Error()
+	} else {
+		res = supervise(cfg)
+	}
+	if err := sb.teardown(); err != nil && res.Error == "" {
+		res.Error = err.Error()
+	}
+	return res
+}

@@ -1,0 +1,257 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/builder-dev/builder/snapshot"
+	"golang.org/x/sys/unix"
+)
+
+// mountFlags are the mount options that are flags, not filesystem data.
+var mountFlags = map[string]uintptr{
+	"bind":   unix.MS_BIND,
+	"rbind":  unix.MS_BIND | unix.MS_REC,
+	"ro":     unix.MS_RDONLY,
+	"rw":     0,
+	"nosuid": unix.MS_NOSUID,
+	"nodev":  unix.MS_NODEV,
+	"noexec": unix.MS_NOEXEC,
+}
+
+// mountRoot mounts ms, in order, on target.
+func mountRoot(ms []snapshot.Mount, target string) error {
+	for _, m := range ms {
+		if err := mountOne(m, target); err != nil {
+			return fmt.Errorf("mount root %s (%s) on %s: %w", m.Source, m.Type, target, err)
+		}
+	}
+	return nil
+}
+
+func mountOne(m snapshot.Mount, target string) error {
+	var flags uintptr
+	var data []string
+	for _, o := range m.Options {
+		if f, ok := mountFlags[o]; ok {
+			flags |= f
+		} else {
+			data = append(data, o)
+		}
+	}
+	if m.Type == "bind" {
+		flags |= unix.MS_BIND
+	}
+	if flags&unix.MS_BIND == 0 {
+		src := m.Source
+		if src == "" {
+			src = m.Type
+		}
+		return unix.Mount(src, target, m.Type, flags, strings.Join(data, ","))
+	}
+	if len(data) > 0 {
+		return fmt.Errorf("unsupported bind options %q", data)
+	}
+	if err := unix.Mount(m.Source, target, "", flags&(unix.MS_BIND|unix.MS_REC), ""); err != nil {
+		return err
+	}
+	// Bind mounts take ro, nosuid... only on a remount.
+	if rest := flags &^ (unix.MS_BIND | unix.MS_REC); rest != 0 {
+		return unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|rest, "")
+	}
+	return nil
+}
+
+type devNode struct {
+	name         string
+	major, minor uint32
+}
+
+var devNodes = []devNode{
+	{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7},
+	{"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+}
+
+var devLinks = [][2]string{
+	{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+	{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+	{"pts/ptmx", "ptmx"},
+}
+
+// mountDev mounts a minimal /dev on dev: a tmpfs with the usual character
+// devices, a private devpts, /dev/shm and the fd symlinks.
+func mountDev(dev string) error {
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", dev, err)
+	}
+	for _, n := range devNodes {
+		p := filepath.Join(dev, n.name)
+		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
+			return fmt.Errorf("create device %s: %w", p, err)
+		}
+		if err := unix.Chmod(p, 0o666); err != nil {
+			return fmt.Errorf("chmod device %s: %w", p, err)
+		}
+	}
+	for _, l := range devLinks {
+		if err := os.Symlink(l[0], filepath.Join(dev, l[1])); err != nil {
+			return fmt.Errorf("create /dev symlink: %w", err)
+		}
+	}
+	return mountDevSubdirs(dev)
+}
+
+func mountDevSubdirs(dev string) error {
+	pts, shm := filepath.Join(dev, "pts"), filepath.Join(dev, "shm")
+	for _, d := range []string{pts, shm} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
+		return fmt.Errorf("mount devpts on %s: %w", pts, err)
+	}
+	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", shm, err)
+	}
+	return nil
+}
+
+// mountSys mounts a read-only sysfs on sys, or binds the host's read-only
+// where a new sysfs is refused.
+func mountSys(sys string) error {
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY)
+	err := unix.Mount("sysfs", sys, "sysfs", flags, "")
+	if err == nil {
+		return nil
+	}
+	if err := unix.Mount("/sys", sys, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind /sys on %s: %w", sys, err)
+	}
+	if err := unix.Mount("", sys, "", unix.MS_BIND|unix.MS_REMOUNT|flags, ""); err != nil {
+		return fmt.Errorf("remount %s read-only: %w", sys, err)
+	}
+	return nil
+}
+
+// maskedPaths and readonlyPaths are runc's defaults as Docker sets them.
+var (
+	maskedPaths = []string{
+		"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore",
+		"/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+		"/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+	}
+	readonlyPaths = []string{
+		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+	}
+)
+
+// maskPaths runs inside the new root: it hides maskedPaths (an empty
+// read-only tmpfs on directories, /dev/null on files) and makes
+// readonlyPaths read-only. Paths the kernel does not have are skipped.
+func maskPaths() error {
+	for _, p := range maskedPaths {
+		if err := mask(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range readonlyPaths {
+		if err := readonly(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mask(p string) error {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("mask %s: %w", p, err)
+	}
+	if fi.IsDir() {
+		err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY, "size=0")
+	} else {
+		err = unix.Mount("/dev/null", p, "", unix.MS_BIND, "")
+	}
+	if err != nil {
+		return fmt.Errorf("mask %s: %w", p, err)
+	}
+	return nil
+}
+
+func readonly(p string) error {
+	err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, "")
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err == nil {
+		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+		err = unix.Mount("", p, "", flags, "")
+	}
+	if err != nil {
+		return fmt.Errorf("make %s read-only: %w", p, err)
+	}
+	return nil
+}
+
+// pivot makes root (a mount point) the root of the mount namespace and
+// detaches the old root, the way runc does with pivot_root(".", ".").
+func pivot(root string) error {
+	oldRoot, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open old root: %w", err)
+	}
+	defer unix.Close(oldRoot)
+	newRoot, err := unix.Open(root, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open new root %s: %w", root, err)
+	}
+	defer unix.Close(newRoot)
+	if err := unix.Fchdir(newRoot); err != nil {
+		return fmt.Errorf("enter new root %s: %w", root, err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root to %s: %w", root, err)
+	}
+	// The old root is now stacked on "/": detach it without propagating.
+	if err := unix.Fchdir(oldRoot); err != nil {
+		return fmt.Errorf("enter old root: %w", err)
+	}
+	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make old root slave: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("enter /: %w", err)
+	}
+	return nil
+}
+
+// loopbackUp brings lo up in the new network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open socket for lo: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,160 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// errNotFound is the lookup failure of Args[0]; like a shell, the init then
+// exits 127.
+var errNotFound = errors.New("executable file not found in $PATH")
+
+// supervise starts the command, forwards SIGINT/SIGTERM to it, reaps every
+// child until it exits, then kills and reaps whatever is left in the PID
+// namespace.
+func supervise(cfg *config) result {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
+	defer signal.Stop(sigs)
+
+	p, err := startCommand(cfg)
+	if err != nil {
+		code := 126
+		if errors.Is(err, errNotFound) || errors.Is(err, unix.ENOENT) {
+			code = 127
+		}
+		fmt.Fprintf(os.Stderr, "sandbox: exec %s: %v\n", cfg.Args[0], err)
+		return result{Code: code}
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go forward(sigs, done, p.Pid)
+	ws, err := waitFor(p.Pid)
+	killAll()
+	if err != nil {
+		return result{Error: err.Error()}
+	}
+	return statusResult(ws)
+}
+
+func forward(sigs <-chan os.Signal, done <-chan struct{}, pid int) {
+	for {
+		select {
+		case s := <-sigs:
+			_ = unix.Kill(pid, s.(syscall.Signal))
+		case <-done:
+			return
+		}
+	}
+}
+
+// waitFor reaps children, orphans included, until pid exits.
+func waitFor(pid int) (unix.WaitStatus, error) {
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, fmt.Errorf("wait for command: %w", err)
+		}
+		if got == pid {
+			return ws, nil
+		}
+	}
+}
+
+// killAll kills every other process of the PID namespace and reaps them.
+func killAll() {
+	_ = unix.Kill(-1, unix.SIGKILL)
+	for {
+		_, err := unix.Wait4(-1, nil, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func statusResult(ws unix.WaitStatus) result {
+	if ws.Signaled() {
+		return result{Code: 128 + int(ws.Signal()), Signal: unix.SignalName(ws.Signal())}
+	}
+	return result{Code: ws.ExitStatus()}
+}
+
+// startCommand starts Args with Docker's default capabilities, as
+// UID/GID/Groups, in Cwd, with stdin /dev/null and the init's stdout and
+// stderr. Capabilities are per thread and the child inherits those of the
+// thread that forks it: the start happens on a locked thread that drops
+// them first and is never unlocked, so it exits with its goroutine.
+func startCommand(cfg *config) (*os.Process, error) {
+	path, err := lookPath(cfg.Args[0], cfg.Env, cfg.Cwd)
+	if err != nil {
+		return nil, err
+	}
+	stdin, err := os.Open("/dev/null")
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/null: %w", err)
+	}
+	defer stdin.Close()
+	attr := &os.ProcAttr{
+		Dir:   cfg.Cwd,
+		Env:   cfg.Env,
+		Files: []*os.File{stdin, os.Stdout, os.Stderr},
+		Sys: &syscall.SysProcAttr{Credential: &syscall.Credential{
+			Uid: cfg.UID, Gid: cfg.GID, Groups: cfg.Groups,
+		}},
+	}
+	type started struct {
+		p   *os.Process
+		err error
+	}
+	ch := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see above
+		if err := dropCapabilities(); err != nil {
+			ch <- started{err: err}
+			return
+		}
+		p, err := os.StartProcess(path, cfg.Args, attr)
+		ch <- started{p, err}
+	}()
+	s := <-ch
+	return s.p, s.err
+}
+
+// lookPath finds name in the PATH of env (DefaultPath if unset), relative
+// entries being relative to cwd. A name with a slash is used as is.
+func lookPath(name string, env []string, cwd string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	search := DefaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			search = v
+		}
+	}
+	for _, dir := range filepath.SplitList(search) {
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(cwd, dir)
+		}
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", errNotFound
+}

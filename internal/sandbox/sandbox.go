@@ -1,0 +1,138 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path"
+
+	"github.com/builder-dev/builder/snapshot"
+)
+
+// InitArg is the hidden argv[1] with which the builder re-executes itself to
+// become the sandbox init. See Init.
+const InitArg = "__builder-sandbox-init"
+
+// Network modes of a Spec.
+const (
+	NetworkNone = "none" // a new network namespace with only lo, up
+	NetworkHost = "host" // the host's network namespace
+)
+
+// DefaultHostname is the hostname of a sandbox whose Spec leaves it empty.
+const DefaultHostname = "buildkitsandbox"
+
+// DefaultPath is the PATH used to find Args[0] when Env has no PATH.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// ErrInvalidSpec is returned by Run for a Spec it refuses before starting.
+var ErrInvalidSpec = errors.New("sandbox: invalid spec")
+
+// Spec describes one command to run isolated. The zero value is not usable:
+// Mounts and Args are required.
+type Spec struct {
+	// Mounts make up the root filesystem, mounted in order on the same
+	// target inside the sandbox's own mount namespace: "overlay" with
+	// lowerdir/upperdir/workdir options, or "bind" with {"rbind","rw"}.
+	Mounts []snapshot.Mount
+	// Args is the argv. Args[0] is looked up in the root's PATH (from Env,
+	// else DefaultPath) unless it contains a slash.
+	Args []string
+	// Env is the exact environment of the command; nothing comes from the host.
+	Env []string
+	// Cwd is the absolute working directory, created (0755, root) if missing.
+	// Empty means "/".
+	Cwd string
+	// UID, GID and AdditionalGids are the credentials of the command.
+	UID, GID       uint32
+	AdditionalGids []uint32
+	// Network is NetworkNone (the default when empty) or NetworkHost.
+	Network string
+	// Hostname is the UTS hostname and the content of /etc/hostname;
+	// DefaultHostname when empty.
+	Hostname string
+	// Hosts and ResolvConf are the contents of /etc/hosts and
+	// /etc/resolv.conf. When nil, Hosts maps localhost and Hostname to the
+	// loopback addresses and ResolvConf is a copy of the host's.
+	Hosts, ResolvConf []byte
+	// Stdout and Stderr receive the command's output; nil discards it.
+	Stdout, Stderr io.Writer
+}
+
+// ExitError reports a command that exited non-zero or was killed by a
+// signal. For a signal, Code is 128 plus the signal number and Signal its
+// name ("SIGKILL").
+type ExitError struct {
+	Code   int
+	Signal string
+}
+
+func (e *ExitError) Error() string {
+	if e.Signal != "" {
+		return fmt.Sprintf("killed by signal %s (exit code %d)", e.Signal, e.Code)
+	}
+	return fmt.Sprintf("exit code %d", e.Code)
+}
+
+// config is what the parent sends to the sandbox init as JSON.
+type config struct {
+	Mounts     []snapshot.Mount
+	Args       []string
+	Env        []string
+	Cwd        string
+	UID, GID   uint32
+	Groups     []uint32
+	Network    string
+	Hostname   string
+	Hosts      []byte
+	ResolvConf []byte
+	// Dir is an empty private directory on the host; the init mounts a
+	// tmpfs on it (in its namespace) to hold the root mount point and the
+	// generated /etc files.
+	Dir string
+}
+
+// result is what the sandbox init reports back to the parent as JSON.
+type result struct {
+	Error  string `json:",omitempty"` // setup failed before or after the command
+	Code   int
+	Signal string `json:",omitempty"`
+}
+
+func validate(spec Spec) error {
+	if len(spec.Mounts) == 0 {
+		return fmt.Errorf("%w: no root filesystem mounts", ErrInvalidSpec)
+	}
+	if len(spec.Args) == 0 || spec.Args[0] == "" {
+		return fmt.Errorf("%w: empty command", ErrInvalidSpec)
+	}
+	if spec.Cwd != "" && !path.IsAbs(spec.Cwd) {
+		return fmt.Errorf("%w: working directory %q is not absolute", ErrInvalidSpec, spec.Cwd)
+	}
+	switch spec.Network {
+	case "", NetworkNone, NetworkHost:
+	default:
+		return fmt.Errorf("%w: unknown network mode %q (want %q or %q)", ErrInvalidSpec, spec.Network, NetworkNone, NetworkHost)
+	}
+	if !validHostname(spec.Hostname) {
+		return fmt.Errorf("%w: invalid hostname %q", ErrInvalidSpec, spec.Hostname)
+	}
+	return nil
+}
+
+func validHostname(h string) bool {
+	if len(h) > 64 {
+		return false
+	}
+	for _, r := range h {
+		ok := r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func defaultHosts(hostname string) []byte {
+	return fmt.Appendf(nil, "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", hostname)
+}

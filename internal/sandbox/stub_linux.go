@@ -1,0 +1,110 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+)
+
+// stub is a file or directory the init created in the root only to mount
+// on it, with the times its parent directory had before.
+type stub struct {
+	rel         string
+	parentTimes [2]unix.Timespec // atime, mtime
+}
+
+// ensure resolves rel inside the root (symlinks cannot leave it) and
+// creates what is missing of it: directories, and the last element as a
+// directory (dir) or an empty file. It returns the resolved host path.
+func (sb *sandbox) ensure(rel string, dir bool) (string, error) {
+	full, err := securejoin.SecureJoin(sb.root, rel)
+	if err != nil {
+		return "", fmt.Errorf("resolve /%s in root: %w", rel, err)
+	}
+	resolved, err := filepath.Rel(sb.root, full)
+	if err != nil || resolved == "." || strings.HasPrefix(resolved, "..") {
+		return "", fmt.Errorf("resolve /%s in root: got %s", rel, full)
+	}
+	parts := strings.Split(resolved, string(filepath.Separator))
+	for i := range parts {
+		last := i == len(parts)-1
+		cur := filepath.Join(parts[:i+1]...)
+		if err := sb.ensureOne(cur, dir || !last); err != nil {
+			return "", fmt.Errorf("mount point /%s: %w", rel, err)
+		}
+	}
+	return full, nil
+}
+
+// ensureOne makes sure rel exists with the right type, creating it as a
+// stub when missing.
+func (sb *sandbox) ensureOne(rel string, dir bool) error {
+	p := filepath.Join(sb.root, rel)
+	fi, err := os.Lstat(p)
+	switch {
+	case err == nil && fi.IsDir() != dir:
+		return fmt.Errorf("/%s exists with type %s", rel, fi.Mode().Type())
+	case err == nil:
+		return nil
+	case !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Dir(p), &st); err != nil {
+		return fmt.Errorf("stat parent of /%s: %w", rel, err)
+	}
+	if dir {
+		err = unix.Mkdir(p, 0o755)
+	} else {
+		err = createFile(p)
+	}
+	if err != nil {
+		return fmt.Errorf("create /%s: %w", rel, err)
+	}
+	sb.stubs = append(sb.stubs, stub{rel: rel, parentTimes: [2]unix.Timespec{st.Atim, st.Mtim}})
+	return nil
+}
+
+func createFile(p string) error {
+	fd, err := unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// removeStubs removes the stubs newest first. A stub directory the command
+// filled is real content now: it stays, and so do its parent's times.
+func (sb *sandbox) removeStubs() error {
+	var errs []error
+	for i := len(sb.stubs) - 1; i >= 0; i-- {
+		s := sb.stubs[i]
+		p := filepath.Join(sb.root, s.rel)
+		if err := unix.Unlinkat(unix.AT_FDCWD, p, unlinkFlags(p)); err != nil {
+			if err != unix.ENOTEMPTY && err != unix.EEXIST && err != unix.ENOENT {
+				errs = append(errs, fmt.Errorf("remove stub /%s: %w", s.rel, err))
+			}
+			continue
+		}
+		parent := filepath.Dir(p)
+		ts := s.parentTimes[:]
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, parent, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			errs = append(errs, fmt.Errorf("restore times of %s: %w", parent, err))
+		}
+	}
+	sb.stubs = nil
+	return errors.Join(errs...)
+}
+
+func unlinkFlags(p string) int {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return unix.AT_REMOVEDIR
+	}
+	return 0
+}
