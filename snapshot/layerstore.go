@@ -1,0 +1,382 @@
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotReproducible is returned by WriteTar for a layer that entered the
+// store by Unpack: its directory does not serialize to the original blob,
+// so the caller must use the blob it kept.
+var ErrNotReproducible = errors.New("snapshot: layer tar is not reproducible from its directory")
+
+const (
+	layerFS   = "fs"
+	layerMeta = "layer.json"
+)
+
+// LayerStore holds committed layers, one directory per diffID:
+//
+//	<root>/<hex>/fs          the layer in overlay upper format (a lowerdir)
+//	<root>/<hex>/layer.json  size of the layer tar and how the layer was made
+//
+// A layer directory appears by an atomic rename of a complete temporary
+// directory, so a present layer is always whole.
+type LayerStore struct {
+	root string
+}
+
+// layerMetadata is the content of layer.json.
+type layerMetadata struct {
+	DiffID string `json:"diffID"`
+	Size   int64  `json:"size"`
+	// Committed layers serialize to exactly the tar hashed as DiffID.
+	Committed bool `json:"committed"`
+}
+
+// OpenLayerStore opens (creating it if needed) the layer store at root.
+func OpenLayerStore(root string) (*LayerStore, error) {
+	if strings.ContainsAny(root, ":,") {
+		return nil, fmt.Errorf("open layer store %s: path must not contain ':' or ','", root)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open layer store %s: %w", root, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("open layer store %s: %w", abs, err)
+	}
+	if err := os.Chmod(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("open layer store %s: %w", abs, err)
+	}
+	return &LayerStore{root: abs}, nil
+}
+
+// Root is the directory of the store.
+func (s *LayerStore) Root() string { return s.root }
+
+// Has reports whether the layer diffID is in the store.
+func (s *LayerStore) Has(diffID string) bool {
+	hex, err := digestHex(diffID)
+	if err != nil {
+		return false
+	}
+	_, err = os.Lstat(filepath.Join(s.root, hex, layerMeta))
+	return err == nil
+}
+
+// Dir is the directory holding the layer diffID, usable as an overlay
+// lowerdir. It does not check that the layer exists.
+func (s *LayerStore) Dir(diffID string) string {
+	hex, err := digestHex(diffID)
+	if err != nil {
+		return filepath.Join(s.root, "invalid")
+	}
+	return filepath.Join(s.root, hex, layerFS)
+}
+
+// Size is the size in bytes of the uncompressed tar of the layer diffID.
+func (s *LayerStore) Size(diffID string) (int64, error) {
+	meta, err := s.metadata(diffID)
+	if err != nil {
+		return 0, err
+	}
+	return meta.Size, nil
+}
+
+// List returns the diffIDs of all layers in the store, sorted.
+func (s *LayerStore) List(ctx context.Context) ([]string, error) {
+	names, err := readDirNames(s.root)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		diffID := "sha256:" + name
+		if _, err := digestHex(diffID); err == nil && s.Has(diffID) {
+			out = append(out, diffID)
+		}
+	}
+	return out, nil
+}
+
+// Remove deletes the layer diffID. The layer disappears atomically; removing
+// a missing layer returns ErrNotFound.
+func (s *LayerStore) Remove(ctx context.Context, diffID string) error {
+	hex, err := digestHex(diffID)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(s.root, ".rm-")
+	if err != nil {
+		return fmt.Errorf("remove layer %s: %w", diffID, err)
+	}
+	defer os.RemoveAll(tmp)
+	err = os.Rename(filepath.Join(s.root, hex), filepath.Join(tmp, hex))
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove layer %s: %w", diffID, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("remove layer %s: %w", diffID, err)
+	}
+	if err := removeAll(ctx, tmp); err != nil {
+		return fmt.Errorf("remove layer %s: %w", diffID, err)
+	}
+	return nil
+}
+
+// DiskUsage returns the bytes of disk the store uses, counting each inode
+// once.
+func (s *LayerStore) DiskUsage(ctx context.Context) (int64, error) {
+	seen := map[uint64]bool{}
+	var total int64
+	err := walkTree(ctx, s.root, func(p string, st *unix.Stat_t) error {
+		if seen[st.Ino] {
+			return nil
+		}
+		seen[st.Ino] = true
+		total += st.Blocks * 512
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("disk usage of %s: %w", s.root, err)
+	}
+	return total, nil
+}
+
+// Unpack stores the uncompressed layer tar read from r as layer diffID. The
+// stream's sha256 must equal diffID. A layer already present is left as is;
+// two processes unpacking the same layer both succeed.
+func (s *LayerStore) Unpack(ctx context.Context, diffID string, r io.Reader) (Layer, error) {
+	hexID, err := digestHex(diffID)
+	if err != nil {
+		return Layer{}, err
+	}
+	if s.Has(diffID) {
+		return s.layer(diffID)
+	}
+	tmp, err := os.MkdirTemp(s.root, ".unpack-")
+	if err != nil {
+		return Layer{}, fmt.Errorf("unpack layer %s: %w", diffID, err)
+	}
+	defer removeAll(context.WithoutCancel(ctx), tmp)
+	h := sha256.New()
+	cr := &countingReader{r: io.TeeReader(r, h)}
+	fs := filepath.Join(tmp, layerFS)
+	if err := os.Mkdir(fs, 0o755); err != nil {
+		return Layer{}, fmt.Errorf("unpack layer %s: %w", diffID, err)
+	}
+	if _, err := Apply(ctx, fs, cr, WithOverlayWhiteouts()); err != nil {
+		return Layer{}, fmt.Errorf("unpack layer %s: %w", diffID, err)
+	}
+	if _, err := io.Copy(io.Discard, cr); err != nil {
+		return Layer{}, fmt.Errorf("unpack layer %s: read: %w", diffID, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != hexID {
+		return Layer{}, fmt.Errorf("unpack layer %s: content has digest sha256:%s", diffID, got)
+	}
+	meta := layerMetadata{DiffID: diffID, Size: cr.n}
+	if err := s.install(tmp, hexID, meta); err != nil {
+		return Layer{}, fmt.Errorf("unpack layer %s: %w", diffID, err)
+	}
+	return Layer{DiffID: diffID, Size: cr.n}, nil
+}
+
+// commitDir serializes the upper-format directory dir, hashes it, and moves
+// it into the store as a committed layer. If the layer exists already, dir
+// is discarded. dir must be on the store's file system.
+func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
+	h := sha256.New()
+	size, err := writeLayerTar(ctx, dir, h)
+	if err != nil {
+		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
+	}
+	diffID := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	layer := Layer{DiffID: diffID, Size: size}
+	if s.Has(diffID) {
+		return layer, removeAll(context.WithoutCancel(ctx), dir)
+	}
+	tmp, err := os.MkdirTemp(s.root, ".commit-")
+	if err != nil {
+		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
+	}
+	defer removeAll(context.WithoutCancel(ctx), tmp)
+	if err := os.Rename(dir, filepath.Join(tmp, layerFS)); err != nil {
+		return Layer{}, fmt.Errorf("commit %s: move into layer store (must be one file system): %w", dir, err)
+	}
+	meta := layerMetadata{DiffID: diffID, Size: size, Committed: true}
+	if err := s.install(tmp, diffID[len("sha256:"):], meta); err != nil {
+		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
+	}
+	return layer, nil
+}
+
+// install writes the metadata into the complete temporary layer directory
+// tmp, syncs it, and renames it to its final name. Losing a race to another
+// process that installed the same layer is success.
+func (s *LayerStore) install(tmp, hexID string, meta layerMetadata) error {
+	data, err := json.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	if err := writeFileSync(filepath.Join(tmp, layerMeta), data); err != nil {
+		return err
+	}
+	if err := syncFS(tmp); err != nil {
+		return err
+	}
+	final := filepath.Join(s.root, hexID)
+	err = os.Rename(tmp, final)
+	if err != nil && s.Has(meta.DiffID) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("install layer %s: %w", final, err)
+	}
+	return syncDir(s.root)
+}
+
+// WriteTar writes the tar of the committed layer diffID to w and returns its
+// size. The stream is hashed on the way; if the directory no longer
+// serializes to diffID the result is an error (and w got a bad tar).
+func (s *LayerStore) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64, error) {
+	meta, err := s.metadata(diffID)
+	if err != nil {
+		return 0, err
+	}
+	if !meta.Committed {
+		return 0, fmt.Errorf("write tar of layer %s: %w", diffID, ErrNotReproducible)
+	}
+	h := sha256.New()
+	n, err := writeLayerTar(ctx, s.Dir(diffID), io.MultiWriter(w, h))
+	if err != nil {
+		return n, fmt.Errorf("write tar of layer %s: %w", diffID, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
+		return n, fmt.Errorf("write tar of layer %s: directory %s serializes to %s (modified on disk)", diffID, s.Dir(diffID), got)
+	}
+	return n, nil
+}
+
+func (s *LayerStore) layer(diffID string) (Layer, error) {
+	meta, err := s.metadata(diffID)
+	if err != nil {
+		return Layer{}, err
+	}
+	return Layer{DiffID: diffID, Size: meta.Size}, nil
+}
+
+func (s *LayerStore) metadata(diffID string) (layerMetadata, error) {
+	hexID, err := digestHex(diffID)
+	if err != nil {
+		return layerMetadata{}, err
+	}
+	p := filepath.Join(s.root, hexID, layerMeta)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return layerMetadata{}, fmt.Errorf("layer %s: %w", diffID, ErrNotFound)
+	}
+	if err != nil {
+		return layerMetadata{}, fmt.Errorf("read layer metadata %s: %w", p, err)
+	}
+	var meta layerMetadata
+	if err := json.Unmarshal(data, &meta); err != nil {
+		return layerMetadata{}, fmt.Errorf("read layer metadata %s: %w", p, err)
+	}
+	if meta.DiffID != diffID {
+		return layerMetadata{}, fmt.Errorf("read layer metadata %s: records %s", p, meta.DiffID)
+	}
+	return meta, nil
+}
+
+// digestHex validates a "sha256:<64 hex>" diffID and returns the hex part.
+func digestHex(diffID string) (string, error) {
+	h, ok := strings.CutPrefix(diffID, "sha256:")
+	if !ok || len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("invalid layer diffID %q: want sha256:<64 lower-case hex digits>", diffID)
+	}
+	return h, nil
+}
+
+func writeFileSync(p string, data []byte) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", p, err)
+	}
+	return f.Close()
+}
+
+// syncFS flushes the file system holding p, making a whole layer directory
+// durable with one call.
+func syncFS(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("sync file system of %s: %w", p, err)
+	}
+	return nil
+}
+
+func syncDir(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", p, err)
+	}
+	return nil
+}
+
+// removeAll removes p, first making directories writable so a tree with
+// 0500 directories can go too.
+func removeAll(ctx context.Context, p string) error {
+	err := os.RemoveAll(p)
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	_ = walkTree(ctx, p, func(q string, st *unix.Stat_t) error {
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			_ = os.Chmod(q, 0o700)
+		}
+		return nil
+	})
+	_ = os.Chmod(p, 0o700)
+	return os.RemoveAll(p)
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

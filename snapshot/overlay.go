@@ -1,0 +1,335 @@
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Overlay is a Snapshotter backed by overlayfs. An active snapshot is
+//
+//	<root>/<id>/snapshot.json  key and parents
+//	<root>/<id>/upper          the overlay upperdir, which becomes the layer
+//	<root>/<id>/work           the overlay workdir
+//
+// root must be on the same file system as the LayerStore, so Commit can
+// rename the upper directory into it.
+type Overlay struct {
+	layers    *LayerStore
+	root      string
+	mountOpts []string
+}
+
+// NewOverlay returns an overlay snapshotter keeping active snapshots in root.
+func NewOverlay(layers *LayerStore, root string) (*Overlay, error) {
+	abs, err := openActiveRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	return &Overlay{layers: layers, root: abs, mountOpts: overlayMountOptions()}, nil
+}
+
+// overlayMountOptions turns off the overlay features that make an upper
+// directory unfit to be a layer, for those the kernel knows.
+func overlayMountOptions() []string {
+	var opts []string
+	for _, name := range []string{"index", "redirect_dir", "metacopy"} {
+		if _, err := os.Stat(filepath.Join("/sys/module/overlay/parameters", name)); err == nil {
+			opts = append(opts, name+"=off")
+		}
+	}
+	return opts
+}
+
+// activeMeta is the content of snapshot.json.
+type activeMeta struct {
+	Key      string   `json:"key"`
+	Parents  []string `json:"parents"`
+	ReadOnly bool     `json:"readOnly,omitempty"`
+}
+
+// Prepare creates the writable snapshot key over parents.
+func (o *Overlay) Prepare(ctx context.Context, key string, parents []string) ([]Mount, error) {
+	return o.prepare(ctx, activeMeta{Key: key, Parents: parents})
+}
+
+// View creates the read-only snapshot key over parents.
+func (o *Overlay) View(ctx context.Context, key string, parents []string) ([]Mount, error) {
+	return o.prepare(ctx, activeMeta{Key: key, Parents: parents, ReadOnly: true})
+}
+
+func (o *Overlay) prepare(ctx context.Context, meta activeMeta) ([]Mount, error) {
+	dir, err := createActive(ctx, o.layers, o.root, meta)
+	if err != nil {
+		return nil, err
+	}
+	for _, sub := range []string{"upper", "work"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
+			_ = removeAll(ctx, dir)
+			return nil, fmt.Errorf("prepare %s: %w", meta.Key, err)
+		}
+	}
+	return o.mounts(dir, meta), nil
+}
+
+func (o *Overlay) mounts(dir string, meta activeMeta) []Mount {
+	upper := filepath.Join(dir, "upper")
+	lowers := make([]string, len(meta.Parents))
+	for i, p := range meta.Parents {
+		lowers[len(lowers)-1-i] = o.layers.Dir(p)
+	}
+	switch {
+	case len(lowers) == 0 && meta.ReadOnly:
+		return []Mount{{Type: "bind", Source: upper, Options: []string{"rbind", "ro"}}}
+	case len(lowers) == 0:
+		return []Mount{{Type: "bind", Source: upper, Options: []string{"rbind", "rw"}}}
+	case len(lowers) == 1 && meta.ReadOnly:
+		return []Mount{{Type: "bind", Source: lowers[0], Options: []string{"rbind", "ro"}}}
+	}
+	opts := []string{"lowerdir=" + strings.Join(lowers, ":")}
+	if !meta.ReadOnly {
+		opts = append(opts, "upperdir="+upper, "workdir="+filepath.Join(dir, "work"))
+	}
+	opts = append(opts, o.mountOpts...)
+	return []Mount{{Type: "overlay", Source: "overlay", Options: opts}}
+}
+
+// Commit turns the upper directory of key into a layer: entries copied up
+// but unchanged are dropped, mtimes are clamped if asked, and the directory
+// is renamed into the LayerStore.
+func (o *Overlay) Commit(ctx context.Context, key string, opts ...DiffOption) (Layer, error) {
+	dir, meta, err := readActive(o.root, key)
+	if err != nil {
+		return Layer{}, err
+	}
+	if meta.ReadOnly {
+		return Layer{}, fmt.Errorf("commit %s: is a read-only view", key)
+	}
+	upper := filepath.Join(dir, "upper")
+	lower := rootLowerDir(layerDirs(o.layers, meta.Parents))
+	if _, err := pruneDir(ctx, upper, "", lower); err != nil {
+		return Layer{}, fmt.Errorf("commit %s: %w", key, err)
+	}
+	return finishCommit(ctx, o.layers, dir, upper, opts)
+}
+
+// Remove discards the active snapshot key.
+func (o *Overlay) Remove(ctx context.Context, key string) error {
+	return removeActive(ctx, o.root, key)
+}
+
+// Close releases nothing: all state is on disk.
+func (o *Overlay) Close() error { return nil }
+
+// pruneDir drops from the upper directory rel every entry that overlayfs
+// copied up but that is identical to the lower one, and reports whether
+// anything is left in it.
+func pruneDir(ctx context.Context, upper, rel string, lower lowerDir) (bool, error) {
+	dir := filepath.Join(upper, rel)
+	var dirSt unix.Stat_t
+	if err := unix.Lstat(dir, &dirSt); err != nil {
+		return false, fmt.Errorf("stat %s: %w", dir, err)
+	}
+	names, err := readDirNames(dir)
+	if err != nil {
+		return false, err
+	}
+	kept, removed := false, false
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		keep, err := pruneEntry(ctx, upper, path.Join(rel, name), lower)
+		if err != nil {
+			return false, err
+		}
+		if keep {
+			kept = true
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return false, fmt.Errorf("drop unchanged %s: %w", filepath.Join(dir, name), err)
+		}
+		removed = true
+	}
+	if removed {
+		return kept, setTimes(dir, &dirSt)
+	}
+	return kept, nil
+}
+
+// pruneEntry decides whether the upper entry rel is a change.
+func pruneEntry(ctx context.Context, upper, rel string, parent lowerDir) (bool, error) {
+	p := filepath.Join(upper, rel)
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return false, fmt.Errorf("stat %s: %w", p, err)
+	}
+	if isWhiteout(&st) {
+		return true, nil
+	}
+	if err := checkUpper(p); err != nil {
+		return false, err
+	}
+	if err := stripOverlayXattrs(p); err != nil {
+		return false, err
+	}
+	name := path.Base(rel)
+	le, found, err := parent.lookup(name)
+	if err != nil {
+		return false, err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return pruneDirEntry(ctx, upper, rel, &st, parent, le, found)
+	}
+	if !found || (st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1) {
+		return true, nil
+	}
+	same, err := sameEntry(p, &st, le.path, &le.st)
+	return !same, err
+}
+
+func pruneDirEntry(ctx context.Context, upper, rel string, st *unix.Stat_t, parent lowerDir, le lowerEntry, found bool) (bool, error) {
+	p := filepath.Join(upper, rel)
+	opaque, err := isOpaque(p)
+	if err != nil {
+		return false, err
+	}
+	lowerIsDir := found && le.st.Mode&unix.S_IFMT == unix.S_IFDIR
+	var child lowerDir
+	if lowerIsDir && !opaque {
+		if child, err = parent.child(path.Base(rel)); err != nil {
+			return false, err
+		}
+	}
+	childKept, err := pruneDir(ctx, upper, rel, child)
+	if err != nil || childKept || opaque || !lowerIsDir {
+		return true, err
+	}
+	same, err := sameEntry(p, st, le.path, &le.st)
+	return !same, err
+}
+
+// finishCommit clamps mtimes if asked, moves the upper-format directory
+// upper into the layer store, and removes the active snapshot dir.
+func finishCommit(ctx context.Context, layers *LayerStore, dir, upper string, opts []DiffOption) (Layer, error) {
+	var o DiffOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.SourceDateEpoch != nil {
+		if err := clampTimes(ctx, upper, *o.SourceDateEpoch); err != nil {
+			return Layer{}, err
+		}
+	}
+	layer, err := layers.commitDir(ctx, upper)
+	if err != nil {
+		return Layer{}, err
+	}
+	if err := removeAll(context.WithoutCancel(ctx), dir); err != nil {
+		return Layer{}, fmt.Errorf("remove committed snapshot %s: %w", dir, err)
+	}
+	return layer, nil
+}
+
+func layerDirs(layers *LayerStore, parents []string) []string {
+	dirs := make([]string, len(parents))
+	for i, p := range parents {
+		dirs[i] = layers.Dir(p)
+	}
+	return dirs
+}
+
+func openActiveRoot(root string) (string, error) {
+	if strings.ContainsAny(root, ":,") {
+		return "", fmt.Errorf("open snapshotter %s: path must not contain ':' or ','", root)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return "", fmt.Errorf("open snapshotter %s: %w", root, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return "", fmt.Errorf("open snapshotter %s: %w", abs, err)
+	}
+	return abs, nil
+}
+
+// activeID names the directory of an active key: keys may hold any bytes.
+func activeID(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:12])
+}
+
+// createActive makes the directory of a new active snapshot; mkdir is the
+// lock that makes a second Prepare of key fail with ErrExists.
+func createActive(ctx context.Context, layers *LayerStore, root string, meta activeMeta) (string, error) {
+	for _, p := range meta.Parents {
+		if !layers.Has(p) {
+			return "", fmt.Errorf("prepare %s: parent layer %s: %w", meta.Key, p, ErrNotFound)
+		}
+	}
+	dir := filepath.Join(root, activeID(meta.Key))
+	if err := os.Mkdir(dir, 0o700); errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("prepare %s: %w", meta.Key, ErrExists)
+	} else if err != nil {
+		return "", fmt.Errorf("prepare %s: %w", meta.Key, err)
+	}
+	data, err := json.Marshal(meta)
+	if err == nil {
+		err = writeFileSync(filepath.Join(dir, "snapshot.json"), data)
+	}
+	if err != nil {
+		_ = removeAll(ctx, dir)
+		return "", fmt.Errorf("prepare %s: %w", meta.Key, err)
+	}
+	return dir, nil
+}
+
+func readActive(root, key string) (string, activeMeta, error) {
+	dir := filepath.Join(root, activeID(key))
+	data, err := os.ReadFile(filepath.Join(dir, "snapshot.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", activeMeta{}, fmt.Errorf("snapshot %s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return "", activeMeta{}, fmt.Errorf("read snapshot %s: %w", key, err)
+	}
+	var meta activeMeta
+	if err := json.Unmarshal(data, &meta); err != nil {
+		return "", activeMeta{}, fmt.Errorf("read snapshot %s: %s: %w", key, dir, err)
+	}
+	if meta.Key != key {
+		return "", activeMeta{}, fmt.Errorf("read snapshot %s: %s belongs to %q", key, dir, meta.Key)
+	}
+	return dir, meta, nil
+}
+
+// removeActive renames the snapshot directory away (so the key is free at
+// once) and deletes it.
+func removeActive(ctx context.Context, root, key string) error {
+	dir, _, err := readActive(root, key)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(root, ".rm-")
+	if err != nil {
+		return fmt.Errorf("remove snapshot %s: %w", key, err)
+	}
+	if err := os.Rename(dir, filepath.Join(tmp, "s")); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("remove snapshot %s: %w", key, err)
+	}
+	if err := removeAll(context.WithoutCancel(ctx), tmp); err != nil {
+		return fmt.Errorf("remove snapshot %s: %w", key, err)
+	}
+	return nil
+}
