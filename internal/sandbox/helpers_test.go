@@ -177,3 +177,12 @@ func sandboxDirs(t *testing.T) map[string]bool {
 	}
 	return set
 }
+
+func readHostFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,186 @@
+package sandbox_test
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/builder-dev/builder/internal/sandbox"
+	"github.com/builder-dev/builder/snapshot"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	mounts := []snapshot.Mount{{Type: "bind", Source: "/nonexistent", Options: []string{"rbind"}}}
+	cases := map[string]sandbox.Spec{
+		"no mounts":     {Args: []string{"true"}},
+		"no args":       {Mounts: mounts},
+		"empty argv0":   {Mounts: mounts, Args: []string{""}},
+		"relative cwd":  {Mounts: mounts, Args: []string{"true"}, Cwd: "work"},
+		"bad network":   {Mounts: mounts, Args: []string{"true"}, Network: "bridge"},
+		"bad hostname":  {Mounts: mounts, Args: []string{"true"}, Hostname: "a b"},
+		"long hostname": {Mounts: mounts, Args: []string{"true"}, Hostname: strings.Repeat("a", 65)},
+	}
+	for name, spec := range cases {
+		if err := sandbox.Run(t.Context(), spec); !errors.Is(err, sandbox.ErrInvalidSpec) {
+			t.Errorf("%s: got %v, want ErrInvalidSpec", name, err)
+		}
+	}
+}
+
+func TestEcho(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	out, stderr, err := run(t.Context(), shSpec(root, "echo out; echo err >&2"))
+	if err != nil || out != "out\n" || stderr != "err\n" {
+		t.Fatalf("got stdout %q, stderr %q, err %v", out, stderr, err)
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	cases := []struct {
+		args []string
+		want sandbox.ExitError
+	}{
+		{[]string{"/bin/sh", "-c", "exit 3"}, sandbox.ExitError{Code: 3}},
+		{[]string{"/bin/sh", "-c", "kill -9 $$"}, sandbox.ExitError{Code: 137, Signal: "SIGKILL"}},
+		{[]string{"/bin/sh", "-c", "nosuchcommand"}, sandbox.ExitError{Code: 127}},
+		{[]string{"nosuchcommand"}, sandbox.ExitError{Code: 127}},
+		{[]string{"/etc/passwd"}, sandbox.ExitError{Code: 126}},
+	}
+	for _, c := range cases {
+		spec := shSpec(root, "")
+		spec.Args = c.args
+		_, stderr, err := run(t.Context(), spec)
+		var ee *sandbox.ExitError
+		if !errors.As(err, &ee) || *ee != c.want {
+			t.Errorf("%q: got %v (stderr %q), want %v", c.args, err, stderr, &c.want)
+		}
+	}
+}
+
+func TestEnvIsExact(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	env := []string{"PATH=/bin", "FOO=bar baz", "EMPTY="}
+	out := mustRun(t, sandbox.Spec{Mounts: bindRoot(root), Args: []string{"env"}, Env: env})
+	got := strings.Split(strings.TrimSpace(out), "\n")
+	if diff := cmp.Diff(env, got); diff != "" {
+		t.Errorf("environment (-want +got):\n%s", diff)
+	}
+}
+
+func TestCredentials(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	spec := shSpec(root, "id -u; id -g; id -G; grep -E '^Cap(Eff|Bnd)' /proc/self/status")
+	spec.UID, spec.GID, spec.AdditionalGids = 1000, 1000, []uint32{10, 20}
+	want := "1000\n1000\n1000 10 20\nCapEff:\t0000000000000000\nCapBnd:\t00000000a80425fb\n"
+	if diff := cmp.Diff(want, mustRun(t, spec)); diff != "" {
+		t.Errorf("user 1000 (-want +got):\n%s", diff)
+	}
+	spec.UID, spec.GID, spec.AdditionalGids = 0, 0, nil
+	want = "0\n0\n0\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\n"
+	if diff := cmp.Diff(want, mustRun(t, spec)); diff != "" {
+		t.Errorf("root (-want +got):\n%s", diff)
+	}
+}
+
+func TestCwdHostnameEtc(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	spec := shSpec(root, "pwd; hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf")
+	spec.Cwd = "/work/sub"
+	spec.Hostname = "step7"
+	spec.ResolvConf = []byte("nameserver 192.0.2.1\n")
+	want := "/work/sub\nstep7\nstep7\n" +
+		"127.0.0.1\tlocalhost step7\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+		"nameserver 192.0.2.1\n"
+	if diff := cmp.Diff(want, mustRun(t, spec)); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if !fileExists(root + "/work/sub") {
+		t.Errorf("working directory not created in the root")
+	}
+	spec.Hosts = []byte("10.0.0.1 db\n")
+	spec.Args = []string{"cat", "/etc/hosts"}
+	if got := mustRun(t, spec); got != "10.0.0.1 db\n" {
+		t.Errorf("custom hosts: got %q", got)
+	}
+}
+
+// RUN-02: only stdio reaches the command; the init's binary is out of reach.
+func TestFileDescriptorsAndInit(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	// ls opens the directory as fd 3 itself.
+	if got := mustRun(t, shSpec(root, "ls /proc/self/fd")); got != "0\n1\n2\n3\n" {
+		t.Errorf("open fds: got %q, want 0 1 2 and ls's own 3", got)
+	}
+	script := `echo pwned >> /proc/1/exe 2>/dev/null && echo exe-writable
+readlink /proc/1/exe >/dev/null 2>&1 && echo exe-visible
+for f in /proc/1/fd/*; do readlink $f 2>/dev/null && echo fd-visible; cat $f </dev/null >/dev/null 2>&1 && echo fd-open; done
+echo done`
+	if got := mustRun(t, shSpec(root, script)); got != "done\n" {
+		t.Errorf("init reachable: got %q", got)
+	}
+}
+
+func TestMaskedAndReadonly(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	script := `test -s /proc/kcore && echo kcore-readable
+cat /proc/keys
+ls /sys/firmware
+touch /sys/kernel/x 2>/dev/null && echo sys-writable
+echo 1 > /proc/sys/kernel/x 2>/dev/null && echo proc-sys-writable
+echo h > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable
+grep -E ' /sys | /proc/sys ' /proc/mounts | grep -vc ' ro,'
+true`
+	if got := mustRun(t, shSpec(root, script)); got != "0\n" {
+		t.Errorf("masked or read-only paths exposed:\n%s", got)
+	}
+}
+
+func TestNetwork(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	spec := shSpec(root, "grep : /proc/net/dev | while read -r name rest; do echo $name; done; ip link show lo | grep -c UP")
+	if got := mustRun(t, spec); !strings.HasPrefix(got, "lo:\n") || strings.Count(got, ":\n") != 1 || !strings.HasSuffix(got, "1\n") {
+		t.Errorf("network none: want only lo, up; got %q", got)
+	}
+	spec.Network = sandbox.NetworkHost
+	spec.Args = []string{"cat", "/proc/net/dev"}
+	got := mustRun(t, spec)
+	host := hostInterfaces(t)
+	for _, name := range host {
+		if !strings.Contains(got, name+":") {
+			t.Errorf("network host: interface %s missing from %q", name, got)
+		}
+	}
+}
+
+func hostInterfaces(t *testing.T) []string {
+	t.Helper()
+	out := readHostFile(t, "/proc/net/dev")
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		if name, _, ok := strings.Cut(line, ":"); ok && !strings.Contains(name, "|") {
+			names = append(names, strings.TrimSpace(name))
+		}
+	}
+	slices.Sort(names)
+	return names
+}
