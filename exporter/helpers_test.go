@@ -188,3 +188,7 @@ func checkImage(t *testing.T, img v1.Image) {
 		}
 	}
 }
+
+func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
+	return context.WithCancel(t.Context())
+}

@@ -201,8 +201,8 @@ func layoutManifest(ctx context.Context, ix *tarIndex, rawManifest []byte) (v1.I
 	}
 	layers := make([]v1.Layer, len(m.Layers))
 	for i, d := range m.Layers {
-		if !ix.has(blobPath(d.Digest)) {
-			return nil, fmt.Errorf("layer %d: %s: not found in archive", i, blobPath(d.Digest))
+		if _, err := ix.resolve(blobPath(d.Digest)); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
 		if isUncompressed(d.MediaType) && d.Digest != cfg.RootFS.DiffIDs[i] {
 			return nil, fmt.Errorf("layer %d: uncompressed digest %s does not match diff_id %s", i, d.Digest, cfg.RootFS.DiffIDs[i])

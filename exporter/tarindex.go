@@ -139,9 +139,10 @@ func linkTarget(from, target string) (string, error) {
 	return c, nil
 }
 
+// has reports whether the archive holds an entry name (of any type).
 func (ix *tarIndex) has(name string) bool {
-	_, err := ix.resolve(name)
-	return err == nil
+	_, ok := ix.entries[name]
+	return ok
 }
 
 // open returns the content of the member name.

@@ -1,0 +1,255 @@
+package exporter
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+)
+
+func twoImages(t *testing.T) []Tagged {
+	ls := newFakeLayers()
+	shared := map[string]string{"bin/sh": "shell"}
+	a := testImage(t, ls, shared, map[string]string{"app": "v1"})
+	b := testImage(t, ls, shared, map[string]string{"app": "v2"})
+	return []Tagged{{Image: a, Tags: []string{"app:v1", "app:latest"}}, {Image: b, Tags: []string{"localhost:5000/team/app:v2"}}}
+}
+
+func TestWriteDockerFormat(t *testing.T) {
+	images := twoImages(t)
+	path := filepath.Join(t.TempDir(), "out.tar")
+	if err := WriteDocker(t.Context(), path, images); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := indexTar(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m []dockerManifestEntry
+	if err := readJSON(ix, "manifest.json", &m); err != nil {
+		t.Fatal(err)
+	}
+	if got := [][]string{m[0].RepoTags, m[1].RepoTags}; !cmp.Equal(got, [][]string{{"app:v1", "app:latest"}, {"localhost:5000/team/app:v2"}}) {
+		t.Errorf("RepoTags = %v", got)
+	}
+	if m[0].Layers[0] != m[1].Layers[0] {
+		t.Errorf("shared layer named twice: %v %v", m[0].Layers, m[1].Layers)
+	}
+	var idx v1.IndexManifest
+	if err := readJSON(ix, "index.json", &idx); err != nil {
+		t.Fatal(err)
+	}
+	wantAnn := []map[string]string{
+		{annotationImageName: "docker.io/library/app:v1", annotationRefName: "v1"},
+		{annotationImageName: "docker.io/library/app:latest", annotationRefName: "latest"},
+		{annotationImageName: "localhost:5000/team/app:v2", annotationRefName: "v2"},
+	}
+	var gotAnn []map[string]string
+	for _, d := range idx.Manifests {
+		gotAnn = append(gotAnn, d.Annotations)
+	}
+	if diff := cmp.Diff(wantAnn, gotAnn); diff != "" {
+		t.Errorf("index annotations (-want +got):\n%s", diff)
+	}
+	for _, f := range []string{"oci-layout", "repositories"} {
+		if !ix.has(f) {
+			t.Errorf("%s missing", f)
+		}
+	}
+	blobs := 0
+	for n := range ix.entries {
+		if filepath.Dir(n) == "blobs/sha256" {
+			blobs++
+		}
+	}
+	if blobs != 7 { // 2 manifests, 2 configs, 3 distinct layers
+		t.Errorf("%d blobs, want 7", blobs)
+	}
+	// GGCR reads it back through manifest.json; validate.Image is the full check.
+	for i, tag := range []string{"app:v1", "localhost:5000/team/app:v2"} {
+		ref, err := name.NewTag(tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := tarball.ImageFromPath(path, &ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate.Image(img); err != nil {
+			t.Errorf("validate %s: %v", tag, err)
+		}
+		wantCfg, _ := images[i].Image.ConfigName()
+		if gotCfg, _ := img.ConfigName(); gotCfg != wantCfg {
+			t.Errorf("%s config %s, want %s", tag, gotCfg, wantCfg)
+		}
+	}
+}
+
+func TestWriteDeterministic(t *testing.T) {
+	for name, write := range map[string]func(t *testing.T, path string) error{
+		"docker": func(t *testing.T, p string) error { return WriteDocker(t.Context(), p, twoImages(t)) },
+		"oci":    func(t *testing.T, p string) error { return WriteOCI(t.Context(), p, twoImages(t)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			a, b := filepath.Join(dir, "a.tar"), filepath.Join(dir, "b.tar")
+			if err := write(t, a); err != nil {
+				t.Fatal(err)
+			}
+			if err := write(t, b); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(mustRead(t, a), mustRead(t, b)) {
+				t.Error("two writes of the same images differ")
+			}
+			entries, _ := os.ReadDir(dir)
+			if len(entries) != 2 {
+				t.Errorf("leftover files: %v", entries)
+			}
+		})
+	}
+}
+
+func TestWriteOCILayout(t *testing.T) {
+	images := twoImages(t)
+	path := filepath.Join(t.TempDir(), "oci.tar")
+	if err := WriteOCI(t.Context(), path, images); err != nil {
+		t.Fatal(err)
+	}
+	// Unpack into a directory for GGCR's layout reader.
+	dir := t.TempDir()
+	ix, err := indexTar(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range ix.entries {
+		data, err := ix.readAll(n, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(n)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(im.Manifests) != 3 || im.Manifests[0].Annotations[annotationRefName] != "v1" {
+		t.Fatalf("index = %+v", im.Manifests)
+	}
+	for _, d := range im.Manifests {
+		img, err := p.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate.Image(img); err != nil {
+			t.Errorf("validate %s: %v", d.Digest, err)
+		}
+	}
+}
+
+func TestWriteReplacesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "out.tar")
+	if err := os.Symlink(victim, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteDocker(t.Context(), path, twoImages(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(mustRead(t, victim)); got != "keep" {
+		t.Errorf("symlink target overwritten: %q", got)
+	}
+	if st, err := os.Lstat(path); err != nil || !st.Mode().IsRegular() {
+		t.Errorf("dest is not a regular file: %v %v", st, err)
+	}
+}
+
+func TestWriteCancelledKeepsOld(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.tar")
+	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := contextWithCancel(t)
+	cancel()
+	if err := WriteDocker(ctx, path, twoImages(t)); err == nil {
+		t.Fatal("write with a cancelled context succeeded")
+	}
+	if got := string(mustRead(t, path)); got != "old" {
+		t.Errorf("dest = %q, want old content", got)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("temp files left: %v", entries)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for name, write := range map[string]func(t *testing.T, p string, imgs []Tagged) error{
+		"docker": func(t *testing.T, p string, imgs []Tagged) error { return WriteDocker(t.Context(), p, imgs) },
+		"oci":    func(t *testing.T, p string, imgs []Tagged) error { return WriteOCI(t.Context(), p, imgs) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			images := twoImages(t)
+			path := filepath.Join(t.TempDir(), "x.tar")
+			if err := write(t, path, images); err != nil {
+				t.Fatal(err)
+			}
+			got, err := ReadArchive(t.Context(), path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 2 {
+				t.Fatalf("%d images, want 2", len(got))
+			}
+			for i := range got {
+				checkImage(t, got[i].Image)
+				wantCfg, _ := images[i].Image.RawConfigFile()
+				gotCfg, _ := got[i].Image.RawConfigFile()
+				if !bytes.Equal(wantCfg, gotCfg) {
+					t.Errorf("image %d config differs", i)
+				}
+				if name == "docker" && mustDigest(t, got[i].Image) != mustDigest(t, images[i].Image) {
+					t.Errorf("image %d digest changed", i)
+				}
+			}
+			wantTags := [][]string{{"docker.io/library/app:v1", "docker.io/library/app:latest"}, {"localhost:5000/team/app:v2"}}
+			if diff := cmp.Diff(wantTags, [][]string{got[0].Tags, got[1].Tags}); diff != "" {
+				t.Errorf("tags (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func jsonBytes(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

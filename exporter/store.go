@@ -1,0 +1,455 @@
+package exporter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/snapshot"
+)
+
+// blobStore is the part of cache.Store the image view uses: blobs and the
+// image index.
+type blobStore interface {
+	blobOpener
+	WriteBlob(ctx context.Context, r io.Reader, want string) (string, int64, error)
+	ReadBlob(ctx context.Context, digest string) ([]byte, error)
+	HasBlob(digest string) bool
+	SetTag(ctx context.Context, name, digest string) error
+	ResolveTag(ctx context.Context, name string) (string, error)
+	Tags(ctx context.Context) ([]cache.Tag, error)
+	RemoveTag(ctx context.Context, name string) error
+}
+
+// layerStore is the part of snapshot.LayerStore the image view uses.
+type layerStore interface {
+	tarWriter
+	Has(diffID string) bool
+	Unpack(ctx context.Context, diffID string, r io.Reader) (snapshot.Layer, error)
+}
+
+// Store is the local image store seen as images: manifests and configs are
+// blobs, tags live in the blob store's index, layers built here stay in the
+// layer store and are referenced by diffID with the uncompressed media
+// type, other layers are blobs as they came. It holds no state of its own
+// and is safe for concurrent use as far as its stores are.
+type Store struct {
+	blobs  blobStore
+	layers layerStore
+}
+
+// NewStore returns the image view over blobs and layers.
+func NewStore(blobs *cache.Store, layers *snapshot.LayerStore) *Store {
+	return &Store{blobs: blobs, layers: layers}
+}
+
+// ImageSummary is one line of List.
+type ImageSummary struct {
+	Tags         []string  `json:"tags"` // familiar names, "app:v1"
+	Digest       string    `json:"digest"`
+	ConfigDigest string    `json:"configDigest"` // docker's image ID
+	Size         int64     `json:"size"`         // config plus layers as stored
+	Created      time.Time `json:"created"`
+}
+
+// ImageInspect is what Inspect reports.
+type ImageInspect struct {
+	ID       string         `json:"id"` // config digest
+	Digest   string         `json:"digest"`
+	RepoTags []string       `json:"repoTags"`
+	Size     int64          `json:"size"`
+	Manifest *v1.Manifest   `json:"manifest"`
+	Config   *v1.ConfigFile `json:"config"`
+}
+
+// Put stores img's config, manifest and any layer blob the stores lack,
+// then points tags at it. It returns the manifest digest.
+func (s *Store) Put(ctx context.Context, img v1.Image, tags []string) (v1.Hash, error) {
+	names, err := parseTags(tags)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	digest, err := s.putImage(ctx, img)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("put image: %w", err)
+	}
+	for _, n := range names {
+		if err := s.blobs.SetTag(ctx, n.Full(), digest.String()); err != nil {
+			return v1.Hash{}, fmt.Errorf("put image %s: %w", n.Familiar(), err)
+		}
+	}
+	return digest, nil
+}
+
+func (s *Store) putImage(ctx context.Context, img v1.Image) (v1.Hash, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("layers: %w", err)
+	}
+	for i, l := range layers {
+		if err := s.putLayer(ctx, l); err != nil {
+			return v1.Hash{}, fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("config: %w", err)
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("config digest: %w", err)
+	}
+	if err := s.putBytes(ctx, rawCfg, cfgName); err != nil {
+		return v1.Hash{}, fmt.Errorf("config: %w", err)
+	}
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("manifest: %w", err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("manifest digest: %w", err)
+	}
+	return digest, s.putBytes(ctx, rawManifest, digest)
+}
+
+func (s *Store) putBytes(ctx context.Context, data []byte, digest v1.Hash) error {
+	if s.blobs.HasBlob(digest.String()) {
+		return nil
+	}
+	_, _, err := s.blobs.WriteBlob(ctx, strings.NewReader(string(data)), digest.String())
+	return err
+}
+
+// putLayer writes l as a blob unless it is already a blob or, for a plain
+// tar, a layer of the layer store.
+func (s *Store) putLayer(ctx context.Context, l v1.Layer) error {
+	d, err := layerDescriptor(l)
+	if err != nil {
+		return err
+	}
+	if s.blobs.HasBlob(d.Digest.String()) {
+		return nil
+	}
+	if isUncompressed(d.MediaType) && s.layers.Has(d.Digest.String()) {
+		return nil
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, _, err = s.blobs.WriteBlob(ctx, rc, d.Digest.String())
+	return err
+}
+
+// Image returns the stored image ref names: a tag ("busybox" means
+// "docker.io/library/busybox:latest"), "name@sha256:…", a manifest or
+// config digest, or an unambiguous prefix of one.
+func (s *Store) Image(ctx context.Context, ref string) (v1.Image, error) {
+	digest, err := s.resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	img, err := s.imageAt(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	return img, nil
+}
+
+func (s *Store) imageAt(ctx context.Context, digest string) (v1.Image, error) {
+	rawManifest, err := s.blobs.ReadBlob(ctx, digest)
+	if err != nil {
+		return nil, err
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(rawManifest, &m); err != nil {
+		return nil, fmt.Errorf("decode manifest %s: %w", digest, err)
+	}
+	if !m.MediaType.IsImage() && m.MediaType != "" {
+		return nil, fmt.Errorf("manifest %s: media type %q is not an image", digest, m.MediaType)
+	}
+	rawCfg, err := s.blobs.ReadBlob(ctx, m.Config.Digest.String())
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := v1.ParseConfigFile(strings.NewReader(string(rawCfg)))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", m.Config.Digest, err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, fmt.Errorf("config %s lists %d diff_ids but the manifest has %d layers", m.Config.Digest, len(cfg.RootFS.DiffIDs), len(m.Layers))
+	}
+	layers := make([]v1.Layer, len(m.Layers))
+	for i, d := range m.Layers {
+		if layers[i], err = s.layer(ctx, d, cfg.RootFS.DiffIDs[i]); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	return newRawImage(rawManifest, rawCfg, layers)
+}
+
+func (s *Store) layer(ctx context.Context, d v1.Descriptor, diffID v1.Hash) (v1.Layer, error) {
+	if s.blobs.HasBlob(d.Digest.String()) {
+		return LayerFromBlob(ctx, s.blobs, d, diffID)
+	}
+	if isUncompressed(d.MediaType) && d.Digest == diffID && s.layers.Has(diffID.String()) {
+		return LayerFromStore(ctx, s.layers, diffID.String(), d.Size)
+	}
+	return nil, fmt.Errorf("%s: %w", d.Digest, cache.ErrNotFound)
+}
+
+// Tag points dst at the image src names.
+func (s *Store) Tag(ctx context.Context, src, dst string) error {
+	digest, err := s.resolve(ctx, src)
+	if err != nil {
+		return err
+	}
+	n, err := parseTag(dst)
+	if err != nil {
+		return err
+	}
+	return s.blobs.SetTag(ctx, n.Full(), digest)
+}
+
+// Remove deletes the tag ref or, for a digest, every tag of that image.
+// Blobs and layers stay until the cache is pruned.
+func (s *Store) Remove(ctx context.Context, ref string) error {
+	if n, err := parseTag(ref); err == nil {
+		err := s.blobs.RemoveTag(ctx, n.Full())
+		if err == nil || !errors.Is(err, cache.ErrNotFound) {
+			return err
+		}
+	}
+	digest, err := s.resolve(ctx, ref)
+	if err != nil {
+		return err
+	}
+	tags, err := s.blobs.Tags(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range tags {
+		if t.Digest == digest {
+			if err := s.blobs.RemoveTag(ctx, t.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Save writes the images refs name to path as a docker-save archive; refs
+// that are tags keep their names.
+func (s *Store) Save(ctx context.Context, path string, refs []string) error {
+	var set tagSet
+	for _, ref := range refs {
+		digest, err := s.resolve(ctx, ref)
+		if err != nil {
+			return err
+		}
+		img, err := s.imageAt(ctx, digest)
+		if err != nil {
+			return fmt.Errorf("save %s: %w", ref, err)
+		}
+		h, err := v1.NewHash(digest)
+		if err != nil {
+			return err
+		}
+		set.add(h, img, tagOf(ref))
+	}
+	return WriteDocker(ctx, path, set.list())
+}
+
+// tagOf returns ref when it names a tag, "" for digests and prefixes.
+func tagOf(ref string) string {
+	if strings.Contains(ref, "@") || looksLikeDigest(ref) {
+		return ""
+	}
+	if _, err := parseTag(ref); err != nil {
+		return ""
+	}
+	return ref
+}
+
+// Load reads the archive at path, stores its blobs (compressed layers as
+// they are), unpacks every layer into the layer store (checking its
+// diffID), and tags the images. It returns the loaded tags (familiar form),
+// or the digest of an untagged image.
+func (s *Store) Load(ctx context.Context, path string) ([]string, error) {
+	images, err := ReadArchive(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	var loaded []string
+	for i, t := range images {
+		if err := s.loadLayers(ctx, t.Image); err != nil {
+			return nil, fmt.Errorf("load %s: image %d: %w", path, i, err)
+		}
+		digest, err := s.Put(ctx, t.Image, t.Tags)
+		if err != nil {
+			return nil, fmt.Errorf("load %s: %w", path, err)
+		}
+		names, _ := parseTags(t.Tags)
+		for _, n := range names {
+			loaded = append(loaded, n.Familiar())
+		}
+		if len(names) == 0 {
+			loaded = append(loaded, digest.String())
+		}
+	}
+	return loaded, nil
+}
+
+func (s *Store) loadLayers(ctx context.Context, img v1.Image) error {
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for i, l := range layers {
+		if err := s.loadLayer(ctx, l); err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) loadLayer(ctx context.Context, l v1.Layer) error {
+	digest, err := l.Digest()
+	if err != nil {
+		return err
+	}
+	if !s.blobs.HasBlob(digest.String()) {
+		rc, err := l.Compressed()
+		if err != nil {
+			return err
+		}
+		_, _, err = s.blobs.WriteBlob(ctx, rc, digest.String())
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	diffID, err := l.DiffID()
+	if err != nil || s.layers.Has(diffID.String()) {
+		return err
+	}
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = s.layers.Unpack(ctx, diffID.String(), rc)
+	return err
+}
+
+// summaries groups the index by image.
+func (s *Store) summaries(ctx context.Context) (map[string]*ImageSummary, error) {
+	tags, err := s.blobs.Tags(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*ImageSummary{}
+	for _, t := range tags {
+		sum, ok := out[t.Digest]
+		if !ok {
+			if sum, err = s.summary(ctx, t.Digest); err != nil {
+				return nil, err
+			}
+			out[t.Digest] = sum
+		}
+		sum.Tags = append(sum.Tags, cache.FamiliarName(t.Name))
+	}
+	return out, nil
+}
+
+func (s *Store) summary(ctx context.Context, digest string) (*ImageSummary, error) {
+	img, err := s.imageAt(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", digest, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	size := m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	return &ImageSummary{Digest: digest, ConfigDigest: m.Config.Digest.String(), Size: size, Created: cfg.Created.Time}, nil
+}
+
+// List returns the tagged images, newest first.
+func (s *Store) List(ctx context.Context) ([]ImageSummary, error) {
+	sums, err := s.summaries(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	out := make([]ImageSummary, 0, len(sums))
+	for _, sum := range sums {
+		out = append(out, *sum)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.After(out[j].Created)
+		}
+		return out[i].Digest < out[j].Digest
+	})
+	return out, nil
+}
+
+// Inspect returns the manifest, config and digests of the image ref names.
+func (s *Store) Inspect(ctx context.Context, ref string) (*ImageInspect, error) {
+	digest, err := s.resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	sum, err := s.summary(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", ref, err)
+	}
+	img, err := s.imageAt(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", ref, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", ref, err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", ref, err)
+	}
+	tags, err := s.tagsOf(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", ref, err)
+	}
+	return &ImageInspect{ID: sum.ConfigDigest, Digest: digest, RepoTags: tags, Size: sum.Size, Manifest: m, Config: cfg}, nil
+}
+
+func (s *Store) tagsOf(ctx context.Context, digest string) ([]string, error) {
+	tags, err := s.blobs.Tags(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []string{}
+	for _, t := range tags {
+		if t.Digest == digest {
+			out = append(out, cache.FamiliarName(t.Name))
+		}
+	}
+	return out, nil
+}
