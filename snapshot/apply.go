@@ -183,7 +183,7 @@ func (a *applier) run(tr *tar.Reader) error {
 			return fmt.Errorf("%w: more than %d entries", ErrApplyLimit, a.opts.maxEntries)
 		}
 		if err := a.entry(hdr, tr); err != nil {
-			return fmt.Errorf("entry %q: %w", hdr.Name, err)
+			return fmt.Errorf("entry %s: %w", axQuote(hdr.Name), err)
 		}
 	}
 }
@@ -250,7 +250,7 @@ func axCleanName(name string) (string, error) {
 		case "..":
 			depth--
 			if depth < 0 {
-				return "", fmt.Errorf("%w: %q", ErrUnsafePath, name)
+				return "", ErrUnsafePath
 			}
 		default:
 			depth++
@@ -295,29 +295,47 @@ func (a *applier) markExtracted(name string) {
 func (a *applier) parent(dir string, create bool) (*os.File, error) {
 	resolved, err := securejoin.SecureJoin(a.root, dir)
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", dir, err)
+		return nil, fmt.Errorf("resolve parent directory: %w", axBareErr(err))
 	}
 	rel, err := filepath.Rel(a.root, resolved)
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", dir, err)
+		return nil, fmt.Errorf("resolve parent directory: %w", err)
 	}
 	if create {
 		f, err := pathrs.MkdirAllHandle(a.rootDir, rel, 0o755)
 		if err != nil {
-			return nil, fmt.Errorf("create directory %s: %w", dir, err)
+			return nil, fmt.Errorf("create parent directory: %w", axBareErr(err))
 		}
 		return f, nil
 	}
 	f, err := pathrs.OpenatInRoot(a.rootDir, rel)
 	if err != nil {
-		return nil, fmt.Errorf("open directory %s: %w", dir, err)
+		return nil, fmt.Errorf("open parent directory: %w", axBareErr(err))
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		f.Close()
-		return nil, fmt.Errorf("open directory %s: %w", dir, unix.ENOTDIR)
+		return nil, fmt.Errorf("open parent directory: %w", unix.ENOTDIR)
 	}
 	return f, nil
+}
+
+// axBareErr drops the host paths that path errors carry: the entry name
+// already locates the problem, and host paths of the root only add noise.
+func axBareErr(err error) error {
+	var pe *os.PathError
+	for errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return err
+}
+
+// axQuote quotes an entry name for an error, shortening huge names.
+func axQuote(name string) string {
+	if len(name) <= 256 {
+		return strconv.Quote(name)
+	}
+	return fmt.Sprintf("%q...%q (%d bytes)", name[:120], name[len(name)-120:], len(name))
 }
 
 // create makes the entry base in the directory dirfd, replacing what is
@@ -425,7 +443,7 @@ func (a *applier) regular(dirfd int, base string, size int64, body io.Reader) er
 func (a *applier) hardlink(dirfd int, base, linkname string) error {
 	target, err := axCleanName(linkname)
 	if err != nil {
-		return fmt.Errorf("hardlink target: %w", err)
+		return fmt.Errorf("hardlink target %s: %w", axQuote(linkname), err)
 	}
 	if target == "." {
 		return fmt.Errorf("hardlink target %q is the root", linkname)
@@ -553,12 +571,12 @@ func (a *applier) finish() error {
 		name, _ := axCleanName(hdr.Name)
 		if name == "." {
 			if err := axUtimes(axTarget{dir: int(a.rootDir.Fd())}, hdr); err != nil {
-				return fmt.Errorf("entry %q: %w", hdr.Name, err)
+				return fmt.Errorf("entry %s: %w", axQuote(hdr.Name), err)
 			}
 			continue
 		}
 		if err := a.dirTimes(name, hdr); err != nil {
-			return fmt.Errorf("entry %q: %w", hdr.Name, err)
+			return fmt.Errorf("entry %s: %w", axQuote(hdr.Name), err)
 		}
 	}
 	return nil
