@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -160,4 +161,68 @@ func TestLayoutIndexCycle(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "index cycle") {
 		t.Fatalf("err = %v, want an index cycle error", err)
 	}
+}
+
+func TestReadTruncated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.tar")
+	if err := WriteDocker(t.Context(), path, twoImages(t)); err != nil {
+		t.Fatal(err)
+	}
+	data := mustRead(t, path)
+	for _, n := range []int{len(data) / 3, len(data) - 1500, 100} {
+		cut := filepath.Join(t.TempDir(), "cut.tar")
+		if err := os.WriteFile(cut, data[:n], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadArchive(t.Context(), cut); err == nil || !strings.Contains(err.Error(), "cut.tar") {
+			t.Errorf("truncated at %d: err = %v", n, err)
+		}
+	}
+}
+
+// TestReadNestedIndex reads an OCI layout whose index.json points at a
+// multi-platform index: the linux/amd64 (host) image is chosen.
+func TestReadNestedIndex(t *testing.T) {
+	images := twoImages(t)[:1]
+	path := filepath.Join(t.TempDir(), "oci.tar")
+	if err := WriteOCI(t.Context(), path, images); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := indexTar(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx v1.IndexManifest
+	if err := readJSON(ix, "index.json", &idx); err != nil {
+		t.Fatal(err)
+	}
+	host := idx.Manifests[0]
+	host.Annotations = nil
+	host.Platform = &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	other := v1.Descriptor{MediaType: host.MediaType, Size: 10, Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("b", 64)},
+		Platform: &v1.Platform{OS: "linux", Architecture: "s390x-none"}}
+	nested := jsonBytes(t, v1.IndexManifest{SchemaVersion: 2, MediaType: "application/vnd.oci.image.index.v1+json", Manifests: []v1.Descriptor{other, host}})
+	nestedDigest := sha(nested)
+	top := jsonBytes(t, v1.IndexManifest{SchemaVersion: 2, Manifests: []v1.Descriptor{{
+		MediaType: "application/vnd.oci.image.index.v1+json", Digest: v1.Hash{Algorithm: "sha256", Hex: strings.TrimPrefix(nestedDigest, "sha256:")},
+		Size: int64(len(nested)), Annotations: map[string]string{annotationRefName: "example.com/multi:1"}}}})
+	members := []member{{name: "oci-layout", body: `{"imageLayoutVersion":"1.0.0"}`}, {name: "index.json", body: string(top)},
+		{name: "blobs/sha256/" + strings.TrimPrefix(nestedDigest, "sha256:"), body: string(nested)}}
+	for n := range ix.entries {
+		if strings.HasPrefix(n, "blobs/sha256/") {
+			data, err := ix.readAll(n, 1<<30)
+			if err != nil {
+				t.Fatal(err)
+			}
+			members = append(members, member{name: n, body: string(data)})
+		}
+	}
+	got, err := ReadArchive(t.Context(), writeArchive(t, members))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || mustDigest(t, got[0].Image) != host.Digest || len(got[0].Tags) != 1 || got[0].Tags[0] != "example.com/multi:1" {
+		t.Fatalf("got %+v", got)
+	}
+	checkImage(t, got[0].Image)
 }
