@@ -1,0 +1,106 @@
+package executor
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestAddURL(t *testing.T) {
+	copyRequireRoot(t)
+	t.Parallel()
+	tarBody := copyTar(t)
+	sum := sha256.Sum256([]byte("payload"))
+	good := "sha256:" + hex.EncodeToString(sum[:])
+	mux := http.NewServeMux()
+	mux.HandleFunc("/files/app.txt", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Last-Modified", copyMtime.Format(http.TimeFormat))
+		w.Write([]byte("payload"))
+	})
+	mux.HandleFunc("/files/pkg.tar", func(w http.ResponseWriter, r *http.Request) { w.Write(tarBody) })
+	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/loop", http.StatusFound) })
+	mux.HandleFunc("/reset", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.Write([]byte("partial"))
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	tests := []struct {
+		name    string
+		req     copyRequest
+		want    map[string]copyWant
+		wantErr string
+	}{
+		{name: "file into dir", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/dl/"},
+			want: map[string]copyWant{"dl/app.txt": {typ: "file", mode: 0o600, content: "payload", mtime: true}}},
+		{name: "file renamed", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt?x=1"}, Dest: "/dl/renamed"},
+			want: map[string]copyWant{"dl/renamed": {typ: "file", mode: 0o600, content: "payload"}}},
+		{name: "tar not extracted", req: copyRequest{Sources: []string{srv.URL + "/files/pkg.tar"}, Dest: "/dl/"},
+			want: map[string]copyWant{"dl/pkg.tar": {typ: "file", mode: 0o600, content: string(tarBody)}, "dl/pkg": {typ: "absent"}}},
+		{name: "no file name", req: copyRequest{Sources: []string{srv.URL + "/"}, Dest: "/dl/"}, wantErr: "404"},
+		{name: "checksum ok", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: good},
+			want: map[string]copyWant{"c": {typ: "file", content: "payload"}}},
+		{name: "checksum mismatch", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: "sha256:" + strings.Repeat("0", 64)},
+			wantErr: "checksum mismatch"},
+		{name: "checksum malformed", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: "md5:abc"},
+			wantErr: "invalid checksum"},
+		{name: "404", req: copyRequest{Sources: []string{srv.URL + "/missing"}, Dest: "/"}, wantErr: "unexpected status 404"},
+		{name: "redirect loop", req: copyRequest{Sources: []string{srv.URL + "/loop"}, Dest: "/"}, wantErr: "stopped after 10 redirects"},
+		{name: "reset mid-body", req: copyRequest{Sources: []string{srv.URL + "/reset"}, Dest: "/"}, wantErr: "read body"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctxDir, rootfs, victim := copySetup(t)
+			tmp := t.TempDir()
+			tt.req.Add, tt.req.TempDir, tt.req.HTTPClient = true, tmp, srv.Client()
+			err := copyRun(t, tt.req, ctxDir, rootfs)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			copyVerify(t, rootfs, tt.want)
+			copyVerifyVictim(t, victim)
+			if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+				t.Errorf("temp downloads left behind: %v", ents)
+			}
+		})
+	}
+}
+
+func TestAddURLKeyInputs(t *testing.T) {
+	t.Parallel()
+	body := "v1"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(body)) }))
+	t.Cleanup(srv.Close)
+	fields := func() map[string]string {
+		p, err := copyPrepare(t.Context(), copyRequest{Add: true, Sources: []string{srv.URL + "/f"}, Dest: "/", HTTPClient: srv.Client(), TempDir: t.TempDir()})
+		copyCheck(t, err)
+		defer p.Close()
+		out := map[string]string{}
+		for _, f := range p.Fields() {
+			out[f.Name] = f.Value
+		}
+		return out
+	}
+	a := fields()
+	body = "v2"
+	b := fields()
+	if a["source.0.url.digest"] == "" || a["source.0.url.digest"] == b["source.0.url.digest"] {
+		t.Errorf("URL content digest not in key fields: %v vs %v", a, b)
+	}
+	if _, err := copyPrepare(t.Context(), copyRequest{Sources: []string{"a"}, Dest: "/", Checksum: "sha256:00"}); err == nil {
+		t.Error("COPY --checksum: want error")
+	}
+}
