@@ -1,0 +1,61 @@
+# builder — see README.md.
+GO      ?= go
+BIN     := bin/builder
+DEMO    := .demo
+ROOT    := $(DEMO)/root
+FUZZTIME ?= 30s
+
+.PHONY: all build test test-short vet bench fuzz demo demo-deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/builder
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+# Unit, integration and Docker-compatibility tests. Tests that need root,
+# overlayfs, Docker or a registry skip on a developer machine without them
+# and FAIL when CI=true.
+test: vet
+	$(GO) test -count=1 -timeout 25m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./...
+
+fuzz:
+	$(GO) test ./parser -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./snapshot -run '^$$' -fuzz FuzzApply -fuzztime $(FUZZTIME)
+	$(GO) test ./snapshot -run '^$$' -fuzz FuzzDecompress -fuzztime $(FUZZTIME)
+
+# busybox-static provides the base image's only binary.
+demo-deps:
+	@if [ ! -x /bin/busybox ] || ! /bin/busybox --list >/dev/null 2>&1; then \
+		echo "installing busybox-static"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static; \
+	fi
+
+# Build the binary, make the busybox base image with builder itself, build
+# the example, rebuild it from cache, and show its history.
+demo: build demo-deps
+	rm -rf $(DEMO)/base
+	mkdir -p $(DEMO)/base
+	$(GO) run ./fixtures/cmd/mkbase $(DEMO)/base/rootfs
+	printf 'FROM scratch\nCOPY rootfs/ /\nCMD ["sh"]\n' > $(DEMO)/base/Dockerfile
+	$(BIN) --root $(ROOT) build --progress plain -t busybox:demo $(DEMO)/base
+	$(BIN) --root $(ROOT) build --progress plain -t app:v1 -o type=docker,dest=$(DEMO)/app.tar fixtures/demo
+	@echo; echo "== rebuild: every step comes from the cache =="
+	$(BIN) --root $(ROOT) build --progress plain -t app:v1 fixtures/demo
+	@echo; echo "== builder history app:v1 =="
+	$(BIN) --root $(ROOT) history app:v1
+	@echo; echo "== builder images =="
+	$(BIN) --root $(ROOT) images
+	@echo; echo "docker-loadable archive: $(DEMO)/app.tar"
+
+clean:
+	rm -rf bin $(DEMO)

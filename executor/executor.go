@@ -1,0 +1,223 @@
+// Package executor walks a build plan: it computes each step's cache key,
+// reuses cached results, runs the steps that miss (RUN in a sandbox, COPY and
+// ADD into a snapshot) and evolves the image config, producing the final
+// image and a build record that explains every cache miss.
+package executor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/internal/buildcontext"
+	"github.com/builder-dev/builder/planner"
+	"github.com/builder-dev/builder/snapshot"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// ImageSource resolves image references (name:tag or digest) in the local
+// image store.
+type ImageSource interface {
+	Image(ctx context.Context, ref string) (v1.Image, error)
+}
+
+// Options wire an Executor to its stores. All fields but Progress,
+// HTTPClient and SourceDateEpoch are required.
+type Options struct {
+	Cache       *cache.Store
+	Layers      *snapshot.LayerStore
+	Snapshotter snapshot.Snapshotter
+	Images      ImageSource
+	// Context is the build context; nil when the build has none (-f - with
+	// no context files needed).
+	Context        *buildcontext.Context
+	DockerfilePath string
+	// Project identifies "this Dockerfile in this context with this target"
+	// so a build can be compared with the previous one of the same project.
+	Project string
+	// NoCache rebuilds every step; NoCacheStages only the named stages.
+	NoCache       bool
+	NoCacheStages []string
+	// Network is the default network mode of RUN: "host" or "none".
+	Network string
+	// AllowNetworkHost permits RUN --network=host when Network is "none".
+	AllowNetworkHost bool
+	// Labels are added to the final image's config (--label).
+	Labels map[string]string
+	// SourceDateEpoch, when set, clamps every timestamp (SOURCE_DATE_EPOCH).
+	SourceDateEpoch *time.Time
+	Progress        Progress
+	HTTPClient      *http.Client
+	// TempDir holds mount points and downloads; it must be on the same
+	// machine, and is removed by the caller.
+	TempDir string
+}
+
+// Executor runs plans. It is safe to call Run once per Executor.
+type Executor struct {
+	opts Options
+}
+
+// New returns an Executor.
+func New(opts Options) *Executor {
+	if opts.Progress == nil {
+		opts.Progress = discardProgress{}
+	}
+	if opts.Network == "" {
+		opts.Network = "host"
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = http.DefaultClient
+	}
+	if opts.TempDir == "" {
+		opts.TempDir = os.TempDir()
+	}
+	return &Executor{opts: opts}
+}
+
+// Result is a finished build.
+type Result struct {
+	Image  v1.Image
+	Record *cache.BuildRecord
+	// History maps each entry of the image's config history to the index
+	// in Record.Steps of the step that made it, or -1 (base image entries).
+	History []int
+}
+
+// Run executes the plan's stages (independent stages in parallel) and
+// returns the target stage's image. The build record is returned and
+// stored even when the build fails.
+func (e *Executor) Run(ctx context.Context, plan *planner.Plan) (*Result, error) {
+	b := &build{
+		e:       e,
+		plan:    plan,
+		results: map[int]*stageFuture{},
+		record: &cache.BuildRecord{
+			ID:      newID(),
+			Project: e.opts.Project,
+			Target:  plan.Target.Name,
+			Started: time.Now().UTC(),
+		},
+	}
+	if prev, err := e.opts.Cache.LatestBuild(ctx, e.opts.Project); err == nil {
+		b.prev = prev
+	}
+	for _, st := range plan.Stages {
+		b.results[st.Index] = &stageFuture{done: make(chan struct{})}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, st := range plan.Stages {
+		g.Go(func() error { return b.runStage(gctx, st) })
+	}
+	err := g.Wait()
+	if err != nil && b.firstErr != nil {
+		err = b.firstErr
+	}
+	var refs []stepRef
+	b.record.Steps, refs = b.sortedSteps()
+	b.record.Finished = time.Now().UTC()
+	if err != nil {
+		return &Result{Record: b.record}, err
+	}
+	final := b.results[plan.Target.Index].res
+	img, err := b.finalImage(final)
+	if err != nil {
+		return &Result{Record: b.record}, err
+	}
+	return &Result{Image: img, Record: b.record, History: historyIndex(final.hist, refs)}, nil
+}
+
+// historyIndex maps history entries to step record indexes.
+func historyIndex(hist, steps []stepRef) []int {
+	pos := map[stepRef]int{}
+	for i, r := range steps {
+		pos[r] = i
+	}
+	out := make([]int, len(hist))
+	for i, h := range hist {
+		out[i] = -1
+		if p, ok := pos[h]; ok && h.stage >= 0 {
+			out[i] = p
+		}
+	}
+	return out
+}
+
+// build is the state of one Run.
+type build struct {
+	e       *Executor
+	plan    *planner.Plan
+	prev    *cache.BuildRecord
+	results map[int]*stageFuture
+
+	mu       sync.Mutex
+	firstErr error
+	record   *cache.BuildRecord
+	steps    []orderedStep
+	seq      int
+}
+
+type orderedStep struct {
+	stage, stepIndex int
+	rec              cache.StepRecord
+}
+
+// stageFuture is a stage's result, available once done is closed.
+type stageFuture struct {
+	done chan struct{}
+	res  *stageState
+	err  error
+}
+
+func (b *build) wait(ctx context.Context, idx int) (*stageState, error) {
+	f, ok := b.results[idx]
+	if !ok {
+		return nil, fmt.Errorf("stage %d is not part of the plan", idx)
+	}
+	select {
+	case <-f.done:
+		if f.err != nil {
+			return nil, fmt.Errorf("stage %d failed", idx)
+		}
+		return f.res, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (b *build) addStep(stage, stepIndex int, rec cache.StepRecord) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.steps = append(b.steps, orderedStep{stage, stepIndex, rec})
+}
+
+// sortedSteps returns the step records in plan order, and which step each is.
+func (b *build) sortedSteps() ([]cache.StepRecord, []stepRef) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	order := map[int]int{}
+	for i, st := range b.plan.Stages {
+		order[st.Index] = i
+	}
+	steps := append([]orderedStep(nil), b.steps...)
+	sortSteps(steps, order)
+	out := make([]cache.StepRecord, len(steps))
+	refs := make([]stepRef, len(steps))
+	for i, s := range steps {
+		out[i] = s.rec
+		refs[i] = stepRef{s.stage, s.stepIndex}
+	}
+	return out, refs
+}
+
+// discardProgress drops every event.
+type discardProgress struct{}
+
+func (discardProgress) Event(Event)            {}
+func (discardProgress) Output(Event) io.Writer { return io.Discard }

@@ -1,0 +1,213 @@
+package executor
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/moby/sys/signal"
+)
+
+// applyMetadata applies a metadata-only instruction to img and returns the
+// history message BuildKit writes for it. ok is false for instructions that
+// are not metadata-only (RUN, COPY, ADD, WORKDIR are handled elsewhere).
+// record is false for instructions that leave no history entry (ONBUILD).
+func applyMetadata(img *dockerspec.DockerOCIImage, cmd instructions.Command, args []instructions.KeyValuePairOptional) (msg string, record, ok bool, err error) {
+	c := &img.Config
+	switch cmd := cmd.(type) {
+	case *instructions.EnvCommand:
+		var b strings.Builder
+		b.WriteString("ENV")
+		for _, kv := range cmd.Env {
+			b.WriteString(" " + kv.String())
+			c.Env = setEnv(c.Env, kv.Key, kv.Value)
+		}
+		return b.String(), true, true, nil
+	case *instructions.LabelCommand:
+		var b strings.Builder
+		b.WriteString("LABEL")
+		if c.Labels == nil {
+			c.Labels = map[string]string{}
+		}
+		for _, kv := range cmd.Labels {
+			c.Labels[kv.Key] = kv.Value
+			b.WriteString(" " + kv.String())
+		}
+		return b.String(), true, true, nil
+	case *instructions.MaintainerCommand:
+		img.Author = cmd.Maintainer
+		return "MAINTAINER " + cmd.Maintainer, true, true, nil
+	case *instructions.CmdCommand:
+		a := withShell(img, cmd.ShellDependantCmdLine)
+		c.Cmd = a
+		c.ArgsEscaped = true //nolint:staticcheck // Docker still writes it.
+		return fmt.Sprintf("CMD %q", a), true, true, nil
+	case *instructions.EntrypointCommand:
+		a := withShell(img, cmd.ShellDependantCmdLine)
+		c.Entrypoint = a
+		return fmt.Sprintf("ENTRYPOINT %q", a), true, true, nil
+	case *instructions.UserCommand:
+		c.User = cmd.User
+		return "USER " + cmd.User, true, true, nil
+	case *instructions.ExposeCommand:
+		ports, err := parsePorts(cmd.Ports)
+		if err != nil {
+			return "", false, true, err
+		}
+		if c.ExposedPorts == nil {
+			c.ExposedPorts = map[string]struct{}{}
+		}
+		for _, p := range ports {
+			c.ExposedPorts[p] = struct{}{}
+		}
+		return fmt.Sprintf("EXPOSE %v", ports), true, true, nil
+	case *instructions.VolumeCommand:
+		if c.Volumes == nil {
+			c.Volumes = map[string]struct{}{}
+		}
+		for _, v := range cmd.Volumes {
+			if v == "" {
+				return "", false, true, fmt.Errorf("VOLUME specified can not be an empty string")
+			}
+			c.Volumes[v] = struct{}{}
+		}
+		return fmt.Sprintf("VOLUME %v", cmd.Volumes), true, true, nil
+	case *instructions.StopSignalCommand:
+		if _, err := signal.ParseSignal(cmd.Signal); err != nil {
+			return "", false, true, err
+		}
+		c.StopSignal = cmd.Signal
+		return "STOPSIGNAL " + cmd.Signal, true, true, nil
+	case *instructions.ShellCommand:
+		c.Shell = append([]string(nil), cmd.Shell...)
+		return fmt.Sprintf("SHELL %v", cmd.Shell), true, true, nil
+	case *instructions.HealthCheckCommand:
+		h := *cmd.Health
+		c.Healthcheck = &h
+		return fmt.Sprintf("HEALTHCHECK %+v", h), true, true, nil
+	case *instructions.OnbuildCommand:
+		c.OnBuild = append(c.OnBuild, cmd.Expression)
+		return "", false, true, nil
+	case *instructions.ArgCommand:
+		parts := make([]string, 0, len(args))
+		for _, a := range args {
+			s := a.Key
+			if a.Value != nil {
+				s += "=" + *a.Value
+			}
+			parts = append(parts, s)
+		}
+		return "ARG " + strings.Join(parts, " "), true, true, nil
+	}
+	return "", false, false, nil
+}
+
+// withShell returns the argv of a shell-dependent command line: exec form as
+// is, shell form prefixed by the image's SHELL (default /bin/sh -c).
+func withShell(img *dockerspec.DockerOCIImage, c instructions.ShellDependantCmdLine) []string {
+	if !c.PrependShell {
+		return append([]string(nil), c.CmdLine...)
+	}
+	return append(shellOf(img), strings.Join(c.CmdLine, " "))
+}
+
+func shellOf(img *dockerspec.DockerOCIImage) []string {
+	if len(img.Config.Shell) > 0 {
+		return append([]string(nil), img.Config.Shell...)
+	}
+	return []string{"/bin/sh", "-c"}
+}
+
+// setEnv sets key=value in env, replacing an existing entry in place.
+func setEnv(env []string, key, value string) []string {
+	for i, e := range env {
+		if k, _, _ := strings.Cut(e, "="); k == key {
+			env[i] = key + "=" + value
+			return env
+		}
+	}
+	return append(env, key+"="+value)
+}
+
+// getEnv looks key up in a "K=V" list.
+func getEnv(env []string, key string) (string, bool) {
+	for _, e := range env {
+		if k, v, _ := strings.Cut(e, "="); k == key {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// parsePorts turns EXPOSE arguments ([ip:][hostPort:]port[-end][/proto])
+// into "port/proto" keys in argument order, expanding ranges, as BuildKit does.
+func parsePorts(args []string) ([]string, error) {
+	var ports []string
+	for _, raw := range args {
+		spec := raw
+		if i := strings.LastIndex(spec, ":"); i >= 0 {
+			spec = spec[i+1:]
+		}
+		port, proto, _ := strings.Cut(spec, "/")
+		if proto == "" {
+			proto = "tcp"
+		}
+		proto = strings.ToLower(proto)
+		start, end, err := parsePortRange(port)
+		if err != nil {
+			return nil, fmt.Errorf("invalid port %q: %w", raw, err)
+		}
+		for p := start; p <= end; p++ {
+			ports = append(ports, strconv.Itoa(p)+"/"+proto)
+		}
+	}
+	return ports, nil
+}
+
+func parsePortRange(s string) (int, int, error) {
+	lo, hi, isRange := strings.Cut(s, "-")
+	start, err := strconv.ParseUint(lo, 10, 16)
+	if err != nil {
+		return 0, 0, fmt.Errorf("invalid containerPort: %s", s)
+	}
+	end := start
+	if isRange {
+		if end, err = strconv.ParseUint(hi, 10, 16); err != nil || end < start {
+			return 0, 0, fmt.Errorf("invalid containerPort: %s", s)
+		}
+	}
+	return int(start), int(end), nil
+}
+
+// resolveWorkdir joins a WORKDIR argument onto the current working directory.
+func resolveWorkdir(cur, p string) string {
+	if path.IsAbs(p) {
+		return path.Clean(p)
+	}
+	if cur == "" {
+		cur = "/"
+	}
+	return path.Join(cur, p)
+}
+
+// applyMetadata applies a metadata instruction with the rules that depend on
+// the stage: ENTRYPOINT resets a CMD inherited from the base, but not one set
+// earlier in this stage.
+func (s *stageState) applyMetadata(cmd instructions.Command, args []instructions.KeyValuePairOptional) (msg string, record, ok bool, err error) {
+	msg, record, ok, err = applyMetadata(&s.img, cmd, args)
+	if err != nil || !ok {
+		return msg, record, ok, err
+	}
+	switch cmd.(type) {
+	case *instructions.CmdCommand:
+		s.cmdSet = true
+	case *instructions.EntrypointCommand:
+		if !s.cmdSet {
+			s.img.Config.Cmd = nil
+		}
+	}
+	return msg, record, ok, nil
+}

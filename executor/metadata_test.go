@@ -1,0 +1,183 @@
+package executor
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/builder-dev/builder/planner"
+	"github.com/google/go-cmp/cmp"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+)
+
+// parseCmd parses one instruction with buildkit's parser.
+func parseCmd(t *testing.T, line string) instructions.Command {
+	t.Helper()
+	res, err := bkparser.Parse(bytes.NewBufferString("FROM scratch\n" + line + "\n"))
+	if err != nil {
+		t.Fatalf("parse %q: %v", line, err)
+	}
+	c, err := instructions.ParseCommand(res.AST.Children[1])
+	if err != nil {
+		t.Fatalf("parse command %q: %v", line, err)
+	}
+	return c
+}
+
+func TestApplyMetadata(t *testing.T) {
+	tests := []struct {
+		line    string
+		base    dockerspec.DockerOCIImage
+		msg     string
+		check   func(*dockerspec.DockerOCIImage) any
+		want    any
+		wantErr string
+	}{
+		{line: "ENV A=1 B=two", msg: "ENV A=1 B=two",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Env }, want: []string{"PATH=/bin", "A=1", "B=two"}},
+		{line: "ENV PATH=/x", msg: "ENV PATH=/x",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Env }, want: []string{"PATH=/x"}},
+		{line: "ENV legacy value with spaces", msg: "ENV legacy=value with spaces",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Env }, want: []string{"PATH=/bin", "legacy=value with spaces"}},
+		{line: `CMD ["a", "b"]`, msg: `CMD ["a" "b"]`,
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Cmd }, want: []string{"a", "b"}},
+		{line: `CMD echo hi`, msg: `CMD ["/bin/sh" "-c" "echo hi"]`,
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Cmd }, want: []string{"/bin/sh", "-c", "echo hi"}},
+		{line: `CMD [not json`, msg: `CMD ["/bin/sh" "-c" "[not json"]`,
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Cmd }, want: []string{"/bin/sh", "-c", "[not json"}},
+		{line: `ENTRYPOINT ["/run"]`, msg: `ENTRYPOINT ["/run"]`,
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Entrypoint }, want: []string{"/run"}},
+		{line: "EXPOSE 80 53/UDP 8000-8001", msg: "EXPOSE [53/udp 80/tcp 8000/tcp 8001/tcp]",
+			check: func(i *dockerspec.DockerOCIImage) any { return len(i.Config.ExposedPorts) }, want: 4},
+		{line: "EXPOSE abc", wantErr: "invalid containerPort"},
+		{line: "STOPSIGNAL SIGKILL", msg: "STOPSIGNAL SIGKILL",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.StopSignal }, want: "SIGKILL"},
+		{line: "STOPSIGNAL NOPE", wantErr: "signal"},
+		{line: `SHELL ["/bin/bash", "-c"]`, msg: "SHELL [/bin/bash -c]",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Shell }, want: []string{"/bin/bash", "-c"}},
+		{line: "USER app:app", msg: "USER app:app",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.User }, want: "app:app"},
+		{line: "VOLUME /data /logs", msg: "VOLUME [/data /logs]",
+			check: func(i *dockerspec.DockerOCIImage) any { return len(i.Config.Volumes) }, want: 2},
+		{line: "LABEL a=b c=e", msg: "LABEL a=b c=e",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Labels }, want: map[string]string{"a": "b", "c": "e"}},
+		{line: "MAINTAINER someone", msg: "MAINTAINER someone",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Author }, want: "someone"},
+		{line: "ONBUILD RUN make", msg: "",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.OnBuild }, want: []string{"RUN make"}},
+		{line: "HEALTHCHECK NONE", msg: "HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Healthcheck.Test }, want: []string{"NONE"}},
+		{line: "HEALTHCHECK --interval=5s --retries=3 CMD true", msg: "HEALTHCHECK {Test:[CMD-SHELL true] Interval:5s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}",
+			check: func(i *dockerspec.DockerOCIImage) any { return i.Config.Healthcheck.Retries }, want: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.line, func(t *testing.T) {
+			img := tt.base
+			img.Config.Env = []string{"PATH=/bin"}
+			msg, _, ok, err := applyMetadata(&img, parseCmd(t, tt.line), nil)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !ok {
+				t.Fatalf("applyMetadata: ok=%v err=%v", ok, err)
+			}
+			if msg != tt.msg {
+				t.Errorf("history = %q, want %q", msg, tt.msg)
+			}
+			if diff := cmp.Diff(tt.want, tt.check(&img)); diff != "" {
+				t.Errorf("config (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEntrypointResetsInheritedCmd(t *testing.T) {
+	img := dockerspec.DockerOCIImage{}
+	img.Config.Cmd = []string{"inherited"}
+	// A stage's own CMD survives a later ENTRYPOINT; an inherited one does not.
+	st := &stageState{img: img}
+	if _, _, _, err := st.applyMetadata(parseCmd(t, `ENTRYPOINT ["/e"]`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if st.img.Config.Cmd != nil {
+		t.Errorf("Cmd = %q, want reset", st.img.Config.Cmd)
+	}
+	if _, _, _, err := st.applyMetadata(parseCmd(t, `CMD ["own"]`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := st.applyMetadata(parseCmd(t, `ENTRYPOINT ["/e"]`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"own"}, st.img.Config.Cmd); diff != "" {
+		t.Errorf("Cmd (-want +got):\n%s", diff)
+	}
+}
+
+func TestResolveWorkdir(t *testing.T) {
+	for _, tt := range []struct{ cur, p, want string }{
+		{"", "/a", "/a"}, {"/a", "b", "/a/b"}, {"/a/b", "../c", "/a/c"}, {"", "rel", "/rel"}, {"/x", "/y/../z/", "/z"},
+	} {
+		if got := resolveWorkdir(tt.cur, tt.p); got != tt.want {
+			t.Errorf("resolveWorkdir(%q, %q) = %q, want %q", tt.cur, tt.p, got, tt.want)
+		}
+	}
+}
+
+func TestRunArgvAndHistory(t *testing.T) {
+	tests := []struct {
+		line    string
+		shell   []string
+		args    []string
+		env     []string
+		argv    []string
+		history string
+	}{
+		{line: "RUN echo hi", argv: []string{"/bin/sh", "-c", "echo hi"}, history: "/bin/sh -c echo hi"},
+		{line: `RUN ["ls", "-l"]`, argv: []string{"ls", "-l"}, history: "ls -l"},
+		{line: "RUN echo $V", shell: []string{"/bin/ash", "-eo"}, args: []string{"V=1"},
+			argv: []string{"/bin/ash", "-eo", "echo $V"}, history: "|1 V=1 /bin/ash -eo echo $V"},
+		{line: "RUN echo", args: []string{"V=1"}, env: []string{"V=env"}, argv: []string{"/bin/sh", "-c", "echo"}, history: "|1 V=env /bin/sh -c echo"},
+		{line: "RUN <<EOF\necho a\necho b\nEOF", argv: []string{"/bin/sh", "-c", "echo a\necho b\n"}, history: "/bin/sh -c echo a\necho b\n"},
+		{line: "RUN cat <<EOF > /f\nx\nEOF", argv: []string{"/bin/sh", "-c", "cat <<EOF > /f\nx\nEOF"}, history: "/bin/sh -c cat <<EOF > /f\nx\nEOF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.line, func(t *testing.T) {
+			c := parseCmd(t, tt.line).(*instructions.RunCommand)
+			argv, err := runArgv(&tt.shell, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.argv, argv); diff != "" {
+				t.Errorf("argv (-want +got):\n%s", diff)
+			}
+			step := &planner.Step{Env: tt.env, Args: tt.args}
+			if got := runCommandString(argv, step); got != tt.history {
+				t.Errorf("history = %q, want %q", got, tt.history)
+			}
+		})
+	}
+}
+
+func TestRunEnv(t *testing.T) {
+	step := &planner.Step{Env: []string{"A=env"}, Args: []string{"A=arg", "B=arg"}}
+	want := []string{"A=env", "B=arg", "PATH=" + defaultPath}
+	if diff := cmp.Diff(want, runEnv(step)); diff != "" {
+		t.Errorf("env (-want +got):\n%s", diff)
+	}
+}
+
+func TestCopyHistoryText(t *testing.T) {
+	c := parseCmd(t, "COPY --chown=1:2 --chmod=755 a b* /dst/").(*instructions.CopyCommand)
+	if got, want := copyArgsOf(c).historyText(), "COPY --chown=1:2 --chmod=755 a b* /dst/ # buildkit"; got != want {
+		t.Errorf("history = %q, want %q", got, want)
+	}
+	a := parseCmd(t, "ADD https://x/y.tgz /").(*instructions.AddCommand)
+	if got, want := addArgsOf(a).historyText(), "ADD https://x/y.tgz / # buildkit"; got != want {
+		t.Errorf("history = %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,58 @@
+package executor
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"sort"
+	"time"
+)
+
+// EventKind tells what happened to a step.
+type EventKind int
+
+const (
+	// StepStarted is sent before a step's cache lookup.
+	StepStarted EventKind = iota
+	// StepDone is sent when a step finished, hit or miss, or failed.
+	StepDone
+)
+
+// Event reports the progress of one step.
+type Event struct {
+	Kind        EventKind
+	Stage       string // stage name, or its index when unnamed
+	Step, Total int    // 1-based position in the stage
+	Line        int
+	Instruction string
+	Cache       string // "hit" or "miss" (StepDone)
+	Reason      string // why it missed (StepDone)
+	Duration    time.Duration
+	Err         error
+}
+
+// Progress receives step events and the output of RUN steps. Implementations
+// must be safe for concurrent use: stages run in parallel.
+type Progress interface {
+	Event(Event)
+	// Output returns where the RUN output of the step in ev goes.
+	Output(ev Event) io.Writer
+}
+
+func sortSteps(steps []orderedStep, stageOrder map[int]int) {
+	sort.SliceStable(steps, func(i, j int) bool {
+		a, b := stageOrder[steps[i].stage], stageOrder[steps[j].stage]
+		if a != b {
+			return a < b
+		}
+		return steps[i].stepIndex < steps[j].stepIndex
+	})
+}
+
+func newID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return hex.EncodeToString(b[:])
+}

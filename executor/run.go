@@ -1,0 +1,333 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"sync"
+
+	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/internal/sandbox"
+	"github.com/builder-dev/builder/internal/user"
+	"github.com/builder-dev/builder/planner"
+	"github.com/builder-dev/builder/snapshot"
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+)
+
+// proxyArgs are predefined build args that never invalidate the cache.
+var proxyArgs = map[string]bool{
+	"HTTP_PROXY": true, "http_proxy": true, "HTTPS_PROXY": true, "https_proxy": true,
+	"FTP_PROXY": true, "ftp_proxy": true, "NO_PROXY": true, "no_proxy": true,
+	"ALL_PROXY": true, "all_proxy": true,
+}
+
+// dispatchRun runs a RUN step in a sandbox on a snapshot of the stage.
+func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.RunCommand) error {
+	s := sc.s
+	argv, err := runArgv(&s.img.Config.Shell, c)
+	if err != nil {
+		return err
+	}
+	network, err := b.runNetwork(c)
+	if err != nil {
+		return err
+	}
+	if mounts := instructions.GetMounts(c); len(mounts) > 0 {
+		return fmt.Errorf("RUN --mount is not supported yet")
+	}
+	env := runEnv(sc.step)
+	wd := s.img.Config.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	in := cache.Inputs{Op: "RUN", Fields: []cache.Field{
+		{Name: "argv", Value: strings.Join(quoteAll(argv), " ")},
+		{Name: "user", Value: s.img.Config.User},
+		{Name: "workdir", Value: wd},
+		{Name: "network", Value: network},
+	}}
+	for _, e := range env {
+		k, v, _ := strings.Cut(e, "=")
+		if proxyArgs[k] && !isEnvKey(sc.step.Env, k) {
+			continue
+		}
+		name := "env." + k
+		if !isEnvKey(sc.step.Env, k) {
+			name = "arg." + k
+		}
+		in.Fields = append(in.Fields, cache.Field{Name: name, Value: v})
+	}
+	out := b.e.opts.Progress.Output(sc.ev)
+	return b.keyed(ctx, sc, change{
+		inputs:    in,
+		createdBy: "RUN " + runCommandString(argv, sc.step) + " # buildkit",
+		apply: func(ctx context.Context, root string) error {
+			return b.runIn(ctx, root, s.img.Config.User, wd, argv, env, network, out)
+		},
+	})
+}
+
+// runIn resolves the user inside root and runs argv there.
+func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env []string, network string, out io.Writer) error {
+	id, err := user.Resolve(root, userSpec)
+	if err != nil {
+		return err
+	}
+	if _, ok := getEnv(env, "HOME"); !ok {
+		home := id.Home
+		if home == "" {
+			home = "/"
+		}
+		env = append(env, "HOME="+home)
+	}
+	if f, ok := out.(interface{ Flush() }); ok {
+		defer f.Flush()
+	}
+	tail := &tailBuffer{max: 20}
+	w := io.MultiWriter(out, tail)
+	err = sandbox.Run(ctx, sandbox.Spec{
+		Mounts:         []snapshot.Mount{{Type: "bind", Source: root, Options: []string{"rbind", "rw"}}},
+		Args:           argv,
+		Env:            env,
+		Cwd:            wd,
+		UID:            id.UID,
+		GID:            id.GID,
+		AdditionalGids: id.AdditionalGids,
+		Network:        network,
+		Stdout:         w,
+		Stderr:         w,
+	})
+	var exit *sandbox.ExitError
+	if errors.As(err, &exit) {
+		return &RunError{Argv: argv, Code: exit.Code, Signal: exit.Signal, Tail: tail.lines()}
+	}
+	return err
+}
+
+// runNetwork returns the network mode of a RUN step.
+func (b *build) runNetwork(c *instructions.RunCommand) (string, error) {
+	mode := instructions.GetNetwork(c)
+	switch mode {
+	case "", "default":
+		return b.e.opts.Network, nil
+	case "none":
+		return "none", nil
+	case "host":
+		if b.e.opts.Network != "host" && !b.e.opts.AllowNetworkHost {
+			return "", fmt.Errorf("%w: RUN --network=host needs --allow network.host", ErrNeedsEntitlement)
+		}
+		return "host", nil
+	}
+	return "", fmt.Errorf("unsupported network mode %q", mode)
+}
+
+// runArgv returns the argv of a RUN, following BuildKit for heredocs.
+func runArgv(shell *[]string, c *instructions.RunCommand) ([]string, error) {
+	args := c.CmdLine
+	if len(c.Files) > 0 {
+		if len(args) != 1 || !c.PrependShell {
+			return nil, fmt.Errorf("invalid heredoc RUN command: %v", args)
+		}
+		if h := parser.MustParseHeredoc(args[0]); h != nil {
+			data := c.Files[0].Data
+			if c.Files[0].Chomp {
+				data = parser.ChompHeredocContent(data)
+			}
+			if strings.HasPrefix(data, "#!") {
+				return nil, fmt.Errorf("heredoc RUN scripts with a shebang are not supported yet")
+			}
+			args = []string{data}
+		} else {
+			var sb strings.Builder
+			sb.WriteString(args[0])
+			for _, f := range c.Files {
+				sb.WriteString("\n" + f.Data + f.Name)
+			}
+			args = []string{sb.String()}
+		}
+	}
+	if !c.PrependShell {
+		return append([]string(nil), args...), nil
+	}
+	sh := []string{"/bin/sh", "-c"}
+	if len(*shell) > 0 {
+		sh = append([]string(nil), (*shell)...)
+	}
+	return append(sh, strings.Join(args, " ")), nil
+}
+
+// runEnv is the environment of a RUN: the stage env, then build args in
+// scope that ENV doesn't override, and a default PATH.
+func runEnv(step *planner.Step) []string {
+	env, args := step.Env, step.Args
+	out := append([]string(nil), env...)
+	for _, a := range args {
+		k, _, _ := strings.Cut(a, "=")
+		if !isEnvKey(out, k) {
+			out = append(out, a)
+		}
+	}
+	if !isEnvKey(out, "PATH") {
+		out = append(out, "PATH="+defaultPath)
+	}
+	return out
+}
+
+func isEnvKey(env []string, key string) bool {
+	_, ok := getEnv(env, key)
+	return ok
+}
+
+// runCommandString is BuildKit's history text of a RUN: "|N K=V ... argv".
+func runCommandString(argv []string, step *planner.Step) string {
+	env, args := step.Env, step.Args
+	var parts []string
+	for _, a := range args {
+		k, v, _ := strings.Cut(a, "=")
+		if ev, ok := getEnv(env, k); ok {
+			v = ev
+		}
+		parts = append(parts, k+"="+v)
+	}
+	if len(parts) > 0 {
+		parts = append([]string{fmt.Sprintf("|%d", len(parts))}, parts...)
+	}
+	return strings.Join(append(parts, argv...), " ")
+}
+
+func quoteAll(a []string) []string {
+	out := make([]string, len(a))
+	for i, s := range a {
+		out[i] = fmt.Sprintf("%q", s)
+	}
+	return out
+}
+
+// dispatchWorkdir sets the working directory and creates it, as BuildKit
+// does, owned by the current USER.
+func (b *build) dispatchWorkdir(ctx context.Context, sc *stepCtx, c *instructions.WorkdirCommand) error {
+	s := sc.s
+	wd := resolveWorkdir(s.img.Config.WorkingDir, c.Path)
+	s.img.Config.WorkingDir = wd
+	if wd == "/" {
+		s.history("WORKDIR "+wd, true, s.created)
+		return nil
+	}
+	userSpec := s.img.Config.User
+	return b.keyed(ctx, sc, change{
+		inputs: cache.Inputs{Op: "WORKDIR", Fields: []cache.Field{
+			{Name: "path", Value: wd}, {Name: "user", Value: userSpec},
+		}},
+		createdBy: "WORKDIR " + wd,
+		apply: func(ctx context.Context, root string) error {
+			return mkdirAllIn(root, wd, userSpec)
+		},
+	})
+}
+
+// mkdirAllIn creates dir inside root (symlinks resolved inside root), the
+// new directories owned by userSpec's uid/gid.
+func mkdirAllIn(root, dir, userSpec string) error {
+	uid, gid := 0, 0
+	if userSpec != "" {
+		id, err := user.Resolve(root, userSpec)
+		if err != nil {
+			return err
+		}
+		uid, gid = int(id.UID), int(id.GID)
+	}
+	cur := "/"
+	for _, part := range strings.Split(strings.Trim(path.Clean(dir), "/"), "/") {
+		cur = path.Join(cur, part)
+		p, err := securejoin.SecureJoin(root, cur)
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("mkdir %s: not a directory", cur)
+			}
+			continue
+		}
+		if !os.IsNotExist(err) {
+			return err
+		}
+		if err := os.Mkdir(p, 0o755); err != nil {
+			return err
+		}
+		if err := os.Lchown(p, uid, gid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RunError is a RUN command that exited non-zero or was killed.
+type RunError struct {
+	Argv   []string
+	Code   int
+	Signal string
+	Tail   []string // last lines of output
+}
+
+func (e *RunError) Error() string {
+	status := fmt.Sprintf("exit code: %d", e.Code)
+	if e.Signal != "" {
+		status = "killed by signal " + e.Signal
+	}
+	msg := fmt.Sprintf("process %q did not complete successfully: %s", strings.Join(e.Argv, " "), status)
+	if len(e.Tail) > 0 {
+		msg += "\n------\n" + strings.Join(e.Tail, "\n") + "\n------"
+	}
+	return msg
+}
+
+// tailBuffer keeps the last max lines written to it.
+type tailBuffer struct {
+	mu      sync.Mutex
+	max     int
+	partial []byte
+	done    []string
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.partial = append(t.partial, p...)
+	for {
+		i := bytes.IndexByte(t.partial, '\n')
+		if i < 0 {
+			break
+		}
+		t.done = append(t.done, string(t.partial[:i]))
+		t.partial = t.partial[i+1:]
+		if len(t.done) > t.max {
+			t.done = t.done[len(t.done)-t.max:]
+		}
+	}
+	if len(t.partial) > 4096 {
+		t.partial = t.partial[len(t.partial)-4096:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := append([]string(nil), t.done...)
+	if len(t.partial) > 0 {
+		out = append(out, string(t.partial))
+	}
+	if len(out) > t.max {
+		out = out[len(out)-t.max:]
+	}
+	return out
+}

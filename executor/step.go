@@ -1,0 +1,245 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/planner"
+	"github.com/builder-dev/builder/snapshot"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+)
+
+// emptyTarSize is the size of a tar with no entries: a layer that changes
+// nothing. BuildKit drops such layers and marks the history entry empty.
+const emptyTarSize = 1024
+
+// runStep runs one step, attaching the Dockerfile location to any error.
+func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step) (err error) {
+	ev := Event{Stage: stageName(st), Step: i + 1, Total: len(st.Steps), Line: step.Line, Instruction: step.Text}
+	b.e.opts.Progress.Event(ev)
+	rec := cache.StepRecord{Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Cache: "hit"}
+	start := time.Now()
+	defer func() {
+		if err != nil {
+			err = &StepError{Path: b.e.opts.DockerfilePath, Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Err: err}
+		}
+		rec.DurationMS = time.Since(start).Milliseconds()
+		ev.Kind, ev.Cache, ev.Reason, ev.Duration, ev.Err = StepDone, rec.Cache, rec.Reason, time.Since(start), err
+		b.e.opts.Progress.Event(ev)
+		b.addStep(st.Index, i, rec)
+	}()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.cur = stepRef{st.Index, i}
+	sc := &stepCtx{st: st, s: s, step: step, index: i, rec: &rec, ev: ev}
+	switch c := step.Cmd.(type) {
+	case *instructions.RunCommand:
+		return b.dispatchRun(ctx, sc, c)
+	case *instructions.CopyCommand:
+		return b.dispatchCopy(ctx, sc, copyArgsOf(c))
+	case *instructions.AddCommand:
+		return b.dispatchCopy(ctx, sc, addArgsOf(c))
+	case *instructions.WorkdirCommand:
+		return b.dispatchWorkdir(ctx, sc, c)
+	case *instructions.ArgCommand:
+		s.args = append(s.args, argValues(c, step)...)
+	}
+	msg, record, ok, err := s.applyMetadata(step.Cmd, s.args[len(s.args)-argCount(step.Cmd):])
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("unsupported instruction %s", step.Cmd.Name())
+	}
+	if record {
+		s.history(msg, true, time.Time{})
+	}
+	return nil
+}
+
+func argCount(c instructions.Command) int {
+	if a, ok := c.(*instructions.ArgCommand); ok {
+		return len(a.Args)
+	}
+	return 0
+}
+
+// argValues returns the ARG definitions with the values they took in this
+// build (from Step.Args, which the planner resolved).
+func argValues(c *instructions.ArgCommand, step *planner.Step) []instructions.KeyValuePairOptional {
+	out := make([]instructions.KeyValuePairOptional, 0, len(c.Args))
+	for _, a := range c.Args {
+		kv := instructions.KeyValuePairOptional{Key: a.Key, Value: a.Value}
+		if v, ok := getEnv(step.Args, a.Key); ok {
+			kv.Value = &v
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// stepCtx is what the dispatchers of one step share.
+type stepCtx struct {
+	st    *planner.Stage
+	s     *stageState
+	step  *planner.Step
+	index int
+	rec   *cache.StepRecord
+	ev    Event
+}
+
+// change is a step that produces a layer: its key inputs, its history text,
+// and the work to do on a cache miss.
+type change struct {
+	inputs    cache.Inputs
+	createdBy string
+	// apply changes the mounted root filesystem at root.
+	apply func(ctx context.Context, root string) error
+	// keepEmpty keeps an empty diff as a non-empty history entry (never
+	// the case today; BuildKit drops empty layers).
+	keepEmpty bool
+}
+
+// keyed looks the change up in the cache and executes it on a miss.
+func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
+	s := sc.s
+	if b.e.opts.SourceDateEpoch != nil {
+		ch.inputs.Fields = append(ch.inputs.Fields, cache.Field{Name: "epoch", Value: strconv.FormatInt(b.e.opts.SourceDateEpoch.Unix(), 10)})
+	}
+	key := cache.KeyOf(s.key, ch.inputs)
+	sc.rec.Key, sc.rec.Inputs = key, &ch.inputs
+	if !b.noCacheFor(sc.st) {
+		r, err := b.e.opts.Cache.Lookup(ctx, key)
+		switch {
+		case err == nil && (r.EmptyLayer || b.e.opts.Layers.Has(r.DiffID)):
+			sc.rec.Cache = "hit"
+			sc.rec.Layer = r.DiffID
+			return b.applyResult(s, key, r)
+		case err != nil && !errors.Is(err, cache.ErrNotFound):
+			return fmt.Errorf("cache lookup: %w", err)
+		}
+	}
+	sc.rec.Cache = "miss"
+	sc.rec.Reason = b.explain(sc, key, &ch.inputs)
+	sc.ev.Cache, sc.ev.Reason = "miss", sc.rec.Reason
+	r, err := b.execute(ctx, s, key, ch)
+	if err != nil {
+		return err
+	}
+	if err := b.e.opts.Cache.Put(ctx, r); err != nil {
+		return fmt.Errorf("cache put: %w", err)
+	}
+	if err := b.applyResult(s, key, r); err != nil {
+		return err
+	}
+	sc.rec.Layer = r.DiffID
+	s.parentReason = fmt.Sprintf("parent step rebuilt (line %d)", sc.step.Line)
+	return nil
+}
+
+func (b *build) noCacheFor(st *planner.Stage) bool {
+	if b.e.opts.NoCache {
+		return true
+	}
+	return st.Name != "" && slices.Contains(b.e.opts.NoCacheStages, st.Name)
+}
+
+// applyResult adds a step result to the stage.
+func (b *build) applyResult(s *stageState, key cache.Key, r *cache.Record) error {
+	if !r.EmptyLayer {
+		l, err := b.storeLayer(r.DiffID, r.Size)
+		if err != nil {
+			return err
+		}
+		s.layers = append(s.layers, layerRef{diffID: r.DiffID, size: r.Size, layer: l})
+	}
+	s.key = key
+	s.history(r.CreatedBy, r.EmptyLayer, r.Created)
+	return nil
+}
+
+// execute runs a change on a fresh snapshot and commits it.
+func (b *build) execute(ctx context.Context, s *stageState, key cache.Key, ch change) (rec *cache.Record, err error) {
+	sn := b.e.opts.Snapshotter
+	active := b.activeKey()
+	mounts, err := sn.Prepare(ctx, active, s.parents())
+	if err != nil {
+		return nil, fmt.Errorf("prepare snapshot: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			if rerr := sn.Remove(context.WithoutCancel(ctx), active); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+	}()
+	if err := b.withMounted(ctx, mounts, func(root string) error { return ch.apply(ctx, root) }); err != nil {
+		return nil, err
+	}
+	var opts []snapshot.DiffOption
+	if b.e.opts.SourceDateEpoch != nil {
+		opts = append(opts, snapshot.WithSourceDateEpoch(*b.e.opts.SourceDateEpoch))
+	}
+	layer, err := sn.Commit(ctx, active, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("commit snapshot: %w", err)
+	}
+	committed = true
+	created := time.Now().UTC()
+	if b.e.opts.SourceDateEpoch != nil {
+		created = *b.e.opts.SourceDateEpoch
+	}
+	return &cache.Record{
+		Key:        key,
+		Inputs:     ch.inputs,
+		DiffID:     layer.DiffID,
+		Size:       layer.Size,
+		EmptyLayer: layer.Size <= emptyTarSize && !ch.keepEmpty,
+		CreatedBy:  ch.createdBy,
+		Comment:    "buildkit.dockerfile.v0",
+		Created:    created,
+	}, nil
+}
+
+func (b *build) activeKey() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.seq++
+	return fmt.Sprintf("%s-%d", b.record.ID, b.seq)
+}
+
+// withMounted mounts a snapshot at a fresh temporary directory, calls fn
+// and unmounts. The builder runs in its own mount namespace, so a crash
+// cannot leave these mounts behind on the host.
+func (b *build) withMounted(ctx context.Context, mounts []snapshot.Mount, fn func(root string) error) (err error) {
+	root, err := os.MkdirTemp(b.e.opts.TempDir, "root-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := os.Remove(root); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	for _, m := range mounts {
+		if err := m.Mount(root); err != nil {
+			return fmt.Errorf("mount root filesystem (builder needs root privileges): %w", err)
+		}
+	}
+	defer func() {
+		for range mounts {
+			if uerr := snapshot.Unmount(root); uerr != nil && err == nil {
+				err = uerr
+			}
+		}
+	}()
+	return fn(root)
+}
