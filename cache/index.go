@@ -205,6 +205,12 @@ func (s *Store) readIndex(ctx context.Context) (*ociIndex, error) {
 // updateIndex runs fn on the current index and writes the result, all under
 // an exclusive flock on images/index.lock.
 func (s *Store) updateIndex(ctx context.Context, fn func(*ociIndex) error) error {
+	select {
+	case s.indexSem <- struct{}{}:
+		defer func() { <-s.indexSem }()
+	case <-ctx.Done():
+		return fmt.Errorf("lock image index: %w", ctx.Err())
+	}
 	unlock, err := flockPath(ctx, filepath.Join(s.images, "index.lock"), unix.LOCK_EX)
 	if err != nil {
 		return fmt.Errorf("lock image index: %w", err)

@@ -72,6 +72,9 @@ type Store struct {
 	images string
 	builds string
 	hashes *memo
+	// indexSem serializes this process's index updates, so its goroutines
+	// queue here instead of polling the index flock.
+	indexSem chan struct{}
 }
 
 // Open creates (if needed) and opens the store at root. Directories are
@@ -97,6 +100,8 @@ func Open(root string) (*Store, error) {
 		keys:   filepath.Join(abs, "keys"),
 		images: filepath.Join(abs, "images"),
 		builds: filepath.Join(abs, "builds"),
+
+		indexSem: make(chan struct{}, 1),
 	}
 	s.hashes = newMemo(filepath.Join(abs, "hashes"), s)
 	if err := s.cleanTemp(time.Now()); err != nil {

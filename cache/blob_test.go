@@ -1,0 +1,226 @@
+package cache
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func digestOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+func TestWriteReadBlob(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	data := []byte("hello blob")
+	d, n, err := s.WriteBlob(ctx, bytes.NewReader(data), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != digestOf(data) || n != int64(len(data)) {
+		t.Fatalf("WriteBlob = %s, %d; want %s, %d", d, n, digestOf(data), len(data))
+	}
+	got, err := s.ReadBlob(ctx, d)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("ReadBlob = %q, %v", got, err)
+	}
+	if !s.HasBlob(d) {
+		t.Error("HasBlob = false")
+	}
+	if sz, err := s.BlobSize(d); err != nil || sz != int64(len(data)) {
+		t.Errorf("BlobSize = %d, %v", sz, err)
+	}
+	fi, err := os.Stat(filepath.Join(s.Root(), "blobs", "sha256", d[7:]))
+	if err != nil || fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("blob file mode %v, %v: want private", fi.Mode(), err)
+	}
+	if err := s.RemoveBlob(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if s.HasBlob(d) {
+		t.Error("HasBlob after RemoveBlob = true")
+	}
+	if _, err := s.ReadBlob(ctx, d); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ReadBlob after remove: %v, want ErrNotFound", err)
+	}
+	if err := s.RemoveBlob(ctx, d); err != nil {
+		t.Errorf("RemoveBlob of absent blob: %v", err)
+	}
+	assertNoTemp(t, s)
+}
+
+func TestWriteBlobWant(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	data := []byte("expected content")
+	want := digestOf(data)
+	if _, _, err := s.WriteBlob(ctx, strings.NewReader("other content"), want); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("mismatched content: %v, want ErrCorrupt", err)
+	}
+	if s.HasBlob(want) {
+		t.Fatal("mismatched content was stored")
+	}
+	assertNoTemp(t, s)
+	if d, _, err := s.WriteBlob(ctx, bytes.NewReader(data), want); err != nil || d != want {
+		t.Fatalf("WriteBlob = %s, %v", d, err)
+	}
+	// An existing blob is not read again.
+	d, n, err := s.WriteBlob(ctx, failReader{}, want)
+	if err != nil || d != want || n != int64(len(data)) {
+		t.Fatalf("WriteBlob of existing = %s, %d, %v", d, n, err)
+	}
+}
+
+type failReader struct{}
+
+func (failReader) Read([]byte) (int, error) { return 0, errors.New("reader must not be read") }
+
+func TestWriteBlobReaderError(t *testing.T) {
+	s := openStore(t)
+	r := io.MultiReader(strings.NewReader("partial"), failReader{})
+	if _, _, err := s.WriteBlob(t.Context(), r, ""); err == nil {
+		t.Fatal("WriteBlob with failing reader succeeded")
+	}
+	assertNoTemp(t, s)
+	entries, _ := os.ReadDir(filepath.Join(s.Root(), "blobs", "sha256"))
+	if len(entries) != 0 {
+		t.Errorf("partial blob left: %v", entries)
+	}
+}
+
+func TestBlobInvalidDigest(t *testing.T) {
+	s := openStore(t)
+	for _, d := range []string{"", "sha256:../../etc/passwd", "md5:abcd", "sha256:" + strings.Repeat("A", 64)} {
+		if _, err := s.OpenBlob(t.Context(), d); err == nil {
+			t.Errorf("OpenBlob(%q) succeeded", d)
+		}
+		if _, _, err := s.WriteBlob(t.Context(), strings.NewReader("x"), d); d != "" && err == nil {
+			t.Errorf("WriteBlob(want=%q) succeeded", d)
+		}
+		if s.HasBlob(d) {
+			t.Errorf("HasBlob(%q) = true", d)
+		}
+	}
+}
+
+func TestCorruptBlobDetectedAndDropped(t *testing.T) {
+	for name, damage := range map[string]func(p string) error{
+		"flipped": func(p string) error {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			b[len(b)/2] ^= 0xff
+			return os.WriteFile(p, b, 0o600)
+		},
+		"truncated": func(p string) error { return os.Truncate(p, 10) },
+		"empty":     func(p string) error { return os.Truncate(p, 0) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := openStore(t)
+			d := mustWriteBlob(t, s, bytes.Repeat([]byte("layer data "), 1000))
+			if err := damage(filepath.Join(s.Root(), "blobs", "sha256", d[7:])); err != nil {
+				t.Fatal(err)
+			}
+			_, err := s.ReadBlob(t.Context(), d)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), d) {
+				t.Fatalf("ReadBlob of damaged blob: %v; want ErrCorrupt naming %s", err, d)
+			}
+			if s.HasBlob(d) {
+				t.Error("corrupt blob was not removed")
+			}
+		})
+	}
+}
+
+// TestConcurrentIdenticalBlobWrites is CACHE-03 within one process.
+func TestConcurrentIdenticalBlobWrites(t *testing.T) {
+	s := openStore(t)
+	want := digestOf(helperPayload)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := ""
+			if i%2 == 0 {
+				w = want
+			}
+			d, _, err := s.WriteBlob(t.Context(), bytes.NewReader(helperPayload), w)
+			if err == nil && d != want {
+				err = errors.New("digest " + d)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	assertOneBlob(t, s, want)
+	assertNoTemp(t, s)
+}
+
+// TestConcurrentProcessesWriteSameBlobAndRecord is CACHE-03 across
+// processes: two helpers write the same blob and record 20 times each.
+func TestConcurrentProcessesWriteSameBlobAndRecord(t *testing.T) {
+	root := t.TempDir()
+	a := startHelper(t, "write", root, nil)
+	b := startHelper(t, "write", root, nil)
+	if err := a.Wait(); err != nil {
+		t.Fatalf("helper a: %v", err)
+	}
+	if err := b.Wait(); err != nil {
+		t.Fatalf("helper b: %v", err)
+	}
+	s, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := digestOf(helperPayload)
+	assertOneBlob(t, s, want)
+	if _, err := s.ReadBlob(t.Context(), want); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Lookup(t.Context(), helperRecord(s, want).Key)
+	if err != nil || rec.DiffID != want {
+		t.Fatalf("Lookup = %+v, %v", rec, err)
+	}
+	assertNoTemp(t, s)
+}
+
+func assertOneBlob(t *testing.T, s *Store, want string) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(s.Root(), "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || "sha256:"+entries[0].Name() != want {
+		t.Errorf("blobs = %v, want exactly %s", entries, want)
+	}
+}
+
+func assertNoTemp(t *testing.T, s *Store) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(s.Root(), "tmp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("temp files left: %v", entries)
+	}
+}
