@@ -5,62 +5,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/builder-dev/builder/snapshot"
 	"golang.org/x/sys/unix"
 )
 
-// mountFlags are the mount options that are flags, not filesystem data.
-var mountFlags = map[string]uintptr{
-	"bind":   unix.MS_BIND,
-	"rbind":  unix.MS_BIND | unix.MS_REC,
-	"ro":     unix.MS_RDONLY,
-	"rw":     0,
-	"nosuid": unix.MS_NOSUID,
-	"nodev":  unix.MS_NODEV,
-	"noexec": unix.MS_NOEXEC,
-}
-
-// mountRoot mounts ms, in order, on target.
+// mountRoot mounts ms, in order, on target (snapshot.Mount.Mount handles
+// bind and overlay, including lowerdir lists longer than a page).
 func mountRoot(ms []snapshot.Mount, target string) error {
 	for _, m := range ms {
-		if err := mountOne(m, target); err != nil {
-			return fmt.Errorf("mount root %s (%s) on %s: %w", m.Source, m.Type, target, err)
+		if err := m.Mount(target); err != nil {
+			return fmt.Errorf("mount root: %w", err)
 		}
-	}
-	return nil
-}
-
-func mountOne(m snapshot.Mount, target string) error {
-	var flags uintptr
-	var data []string
-	for _, o := range m.Options {
-		if f, ok := mountFlags[o]; ok {
-			flags |= f
-		} else {
-			data = append(data, o)
-		}
-	}
-	if m.Type == "bind" {
-		flags |= unix.MS_BIND
-	}
-	if flags&unix.MS_BIND == 0 {
-		src := m.Source
-		if src == "" {
-			src = m.Type
-		}
-		return unix.Mount(src, target, m.Type, flags, strings.Join(data, ","))
-	}
-	if len(data) > 0 {
-		return fmt.Errorf("unsupported bind options %q", data)
-	}
-	if err := unix.Mount(m.Source, target, "", flags&(unix.MS_BIND|unix.MS_REC), ""); err != nil {
-		return err
-	}
-	// Bind mounts take ro, nosuid... only on a remount.
-	if rest := flags &^ (unix.MS_BIND | unix.MS_REC); rest != 0 {
-		return unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|rest, "")
 	}
 	return nil
 }

@@ -146,6 +146,9 @@ func initCommand(ctx context.Context, network string, specR, resW *os.File, stdo
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: uintptr(flags),
 		Pdeathsig:  syscall.SIGKILL,
+		// A new session has no controlling terminal: /dev/tty in the
+		// sandbox cannot reach the user's terminal.
+		Setsid: true,
 	}
 	return cmd
 }

@@ -1,7 +1,10 @@
 package sandbox_test
 
 import (
+	"crypto/sha256"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -123,12 +126,23 @@ func TestFileDescriptorsAndInit(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
 	root := newRootfs(t, rootfsOpts{})
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := fileHash(t, exe)
+	defer func() {
+		if fileHash(t, exe) != hash {
+			t.Errorf("host binary %s changed", exe)
+		}
+	}()
 	// ls opens the directory as fd 3 itself.
 	if got := mustRun(t, shSpec(root, "ls /proc/self/fd")); got != "0\n1\n2\n3\n" {
 		t.Errorf("open fds: got %q, want 0 1 2 and ls's own 3", got)
 	}
 	script := `echo pwned >> /proc/1/exe 2>/dev/null && echo exe-writable
 readlink /proc/1/exe >/dev/null 2>&1 && echo exe-visible
+echo x > /dev/tty 2>/dev/null && echo tty-writable
 for f in /proc/1/fd/*; do readlink $f 2>/dev/null && echo fd-visible; cat $f </dev/null >/dev/null 2>&1 && echo fd-open; done
 echo done`
 	if got := mustRun(t, shSpec(root, script)); got != "done\n" {
@@ -170,6 +184,34 @@ func TestNetwork(t *testing.T) {
 			t.Errorf("network host: interface %s missing from %q", name, got)
 		}
 	}
+}
+
+func TestSetupError(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	missing := filepath.Join(t.TempDir(), "missing")
+	_, _, err := run(t.Context(), shSpec(missing, "true"))
+	var ee *sandbox.ExitError
+	if err == nil || errors.As(err, &ee) || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("got %v, want a setup error naming %s", err, missing)
+	}
+	t.Log(err)
+	root := newRootfs(t, rootfsOpts{})
+	writeFile(t, filepath.Join(root, "proc"), "not a directory")
+	_, _, err = run(t.Context(), shSpec(root, "true"))
+	if err == nil || errors.As(err, &ee) || !strings.Contains(err.Error(), "/proc") {
+		t.Fatalf("got %v, want a setup error naming /proc", err)
+	}
+	t.Log(err)
+}
+
+func fileHash(t *testing.T, p string) [sha256.Size]byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
 }
 
 func hostInterfaces(t *testing.T) []string {

@@ -47,8 +47,10 @@ func (sb *sandbox) ensureOne(rel string, dir bool) error {
 	p := filepath.Join(sb.root, rel)
 	fi, err := os.Lstat(p)
 	switch {
-	case err == nil && fi.IsDir() != dir:
-		return fmt.Errorf("/%s exists with type %s", rel, fi.Mode().Type())
+	case err == nil && dir && !fi.IsDir():
+		return fmt.Errorf("/%s exists and is not a directory", rel)
+	case err == nil && !dir && fi.IsDir():
+		return fmt.Errorf("/%s exists and is a directory", rel)
 	case err == nil:
 		return nil
 	case !errors.Is(err, os.ErrNotExist):
