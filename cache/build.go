@@ -22,6 +22,9 @@ type BuildRecord struct {
 	ImageDigest string       `json:"imageDigest,omitempty"`
 	Tags        []string     `json:"tags,omitempty"`
 	Steps       []StepRecord `json:"steps,omitempty"`
+	// History maps each entry of the image config's history to the index in
+	// Steps of the step that made it, -1 for entries of the base image.
+	History []int `json:"history,omitempty"`
 }
 
 // StepRecord is one step of a build.

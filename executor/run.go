@@ -40,7 +40,10 @@ func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.Ru
 		return err
 	}
 	if mounts := instructions.GetMounts(c); len(mounts) > 0 {
-		return fmt.Errorf("RUN --mount is not supported yet")
+		return fmt.Errorf("RUN --mount=type=%s: RUN --mount is not supported yet", mounts[0].Type)
+	}
+	if sec := instructions.GetSecurity(c); sec == instructions.SecurityInsecure {
+		return fmt.Errorf("%w: RUN --security=insecure requires 'builder build --allow security.insecure', which builder does not grant", ErrNeedsEntitlement)
 	}
 	env := runEnv(sc.step)
 	wd := s.img.Config.WorkingDir
@@ -120,8 +123,10 @@ func (b *build) runNetwork(c *instructions.RunCommand) (string, error) {
 	case "none":
 		return "none", nil
 	case "host":
-		if b.e.opts.Network != "host" && !b.e.opts.AllowNetworkHost {
-			return "", fmt.Errorf("%w: RUN --network=host needs --allow network.host", ErrNeedsEntitlement)
+		// As BuildKit: the default network shares the host's, but asking
+		// for host networking explicitly needs the network.host entitlement.
+		if !b.e.opts.AllowNetworkHost {
+			return "", fmt.Errorf("%w: RUN --network=host requires 'builder build --allow network.host'", ErrNeedsEntitlement)
 		}
 		return "host", nil
 	}

@@ -40,6 +40,20 @@ func NewImage(cfg *v1.ConfigFile, layers []v1.Layer) (v1.Image, error) {
 	return imageFromParts(rawCfg, types.OCIConfigJSON, layers)
 }
 
+// NewImageRaw is NewImage for a config given as JSON bytes, kept byte for
+// byte: fields that v1.ConfigFile does not model (e.g. a healthcheck's
+// StartInterval) survive.
+func NewImageRaw(rawCfg []byte, layers []v1.Layer) (v1.Image, error) {
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(rawCfg))
+	if err != nil {
+		return nil, fmt.Errorf("new image: decode config: %w", err)
+	}
+	if err := checkDiffIDs(cfg, layers); err != nil {
+		return nil, fmt.Errorf("new image: %w", err)
+	}
+	return imageFromParts(rawCfg, types.OCIConfigJSON, layers)
+}
+
 // imageFromParts builds the OCI manifest for a raw config and its layers.
 func imageFromParts(rawCfg []byte, cfgType types.MediaType, layers []v1.Layer) (v1.Image, error) {
 	cfgDigest, cfgSize, err := v1.SHA256(bytes.NewReader(rawCfg))
@@ -95,7 +109,21 @@ func layerDescriptor(l v1.Layer) (v1.Descriptor, error) {
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("media type: %w", err)
 	}
-	return v1.Descriptor{MediaType: mt, Digest: d, Size: size}, nil
+	return v1.Descriptor{MediaType: ociLayerType(mt), Digest: d, Size: size}, nil
+}
+
+// ociLayerType maps Docker layer media types onto their OCI equivalents (the
+// bytes are the same) so that an OCI manifest is consistently OCI.
+func ociLayerType(mt types.MediaType) types.MediaType {
+	switch mt {
+	case types.DockerLayer:
+		return types.OCILayer
+	case types.DockerUncompressedLayer:
+		return types.OCIUncompressedLayer
+	case types.DockerForeignLayer:
+		return types.OCIRestrictedLayer
+	}
+	return mt
 }
 
 // rawImage is a partial.CompressedImageCore over a fixed manifest, a fixed
