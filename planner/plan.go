@@ -85,6 +85,9 @@ type Step struct {
 	// stage or an image. Nil for the build context.
 	FromStage *Stage
 	FromImage *ImageInfo
+	// MountFrom maps the from= value of each RUN --mount that has one to
+	// the stage or image it names. Nil for other steps.
+	MountFrom map[string]Base
 	// OnBuild is true for a trigger inherited from the base image's ONBUILD.
 	OnBuild bool
 }

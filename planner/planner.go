@@ -1,0 +1,206 @@
+package planner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/builder-dev/builder/parser"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	"github.com/moby/buildkit/util/suggest"
+)
+
+// planner holds the state of one New call. It is not safe for concurrent use.
+type planner struct {
+	df       *parser.Dockerfile
+	opts     Options
+	lex      *shell.Lex
+	target   v1.Platform
+	build    v1.Platform
+	global   args            // meta ARGs and predefined platform args, for FROM lines
+	declared map[string]bool // every ARG key declared by a meta ARG or a planned stage
+	stages   []*stageInfo    // every stage of the Dockerfile, by index
+	images   map[string]*ImageInfo
+}
+
+// stageInfo is what the planner knows about one stage before planning its steps.
+type stageInfo struct {
+	st        *Stage
+	src       *instructions.Stage
+	baseName  string // expanded FROM argument
+	baseStage int    // index of the base stage, or -1
+	deps      map[int]bool
+	sources   map[instructions.Command][]source
+	triggers  []instructions.Command // ONBUILD triggers inserted before Commands
+	triggered bool
+	final     *scope // env and args after the last step
+}
+
+// source is where a COPY --from or RUN --mount from= reads: a stage or an image.
+type source struct {
+	key   string // the --from / from= value as written
+	stage int    // -1 for an image
+	image string
+}
+
+// New plans the build of df: it expands every FROM line, resolves base
+// images through opts.ResolveImage (once per reference and platform),
+// prunes the stages the target does not need, and expands each step.
+// Errors are *parser.Error values naming the Dockerfile line.
+func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error) {
+	if df == nil || len(df.Stages) == 0 {
+		return nil, errors.New("plan build: no stages")
+	}
+	if opts.ResolveImage == nil {
+		opts.ResolveImage = noResolver
+	}
+	p := &planner{df: df, opts: opts, lex: shell.NewLex(df.Escape), declared: map[string]bool{}, images: map[string]*ImageInfo{}}
+	if df.Escape == 0 {
+		p.lex = shell.NewLex('\\')
+	}
+	p.target, p.build = platforms(opts)
+	target, err := p.findTarget()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.metaArgs(df.Stages[target].Name); err != nil {
+		return nil, err
+	}
+	if err := p.setupStages(); err != nil {
+		return nil, err
+	}
+	reach, err := p.resolve(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return p.plan(ctx, reach, target)
+}
+
+func noResolver(_ context.Context, ref string, _ v1.Platform) (*ImageInfo, error) {
+	return nil, fmt.Errorf("no image resolver configured for %s", ref)
+}
+
+// errAt returns a *parser.Error at line, naming opts.DockerfilePath if set.
+func (p *planner) errAt(line int, err error) error {
+	e := p.df.ErrorAt(line, err)
+	if p.opts.DockerfilePath != "" {
+		e.Path = p.opts.DockerfilePath
+	}
+	return e
+}
+
+func (p *planner) stageNames() []string {
+	var names []string
+	for _, s := range p.df.Stages {
+		if s.Name != "" && !slices.Contains(names, s.Name) {
+			names = append(names, s.Name)
+		}
+	}
+	return names
+}
+
+// findTarget returns the index of the --target stage, the last stage by default.
+func (p *planner) findTarget() (int, error) {
+	if p.opts.Target == "" {
+		return len(p.df.Stages) - 1, nil
+	}
+	if i := p.stageByName(p.opts.Target, len(p.df.Stages)); i >= 0 {
+		return i, nil
+	}
+	names := p.stageNames()
+	err := suggest.WrapError(fmt.Errorf("target stage %q could not be found", p.opts.Target), p.opts.Target, names, false)
+	if len(names) == 0 {
+		return 0, p.errAt(0, fmt.Errorf("%w; the Dockerfile has no named stages", err))
+	}
+	return 0, p.errAt(0, fmt.Errorf("%w; stages: %s", err, strings.Join(names, ", ")))
+}
+
+// stageByName returns the index of the last stage named name (case
+// insensitive) among the first n stages, or -1.
+func (p *planner) stageByName(name string, n int) int {
+	for i := n - 1; i >= 0; i-- {
+		if p.df.Stages[i].Name != "" && strings.EqualFold(p.df.Stages[i].Name, name) {
+			return i
+		}
+	}
+	return -1
+}
+
+// metaArgs fills the global scope: predefined platform args, then the ARGs
+// before the first FROM, with --build-arg values overriding both.
+func (p *planner) metaArgs(targetName string) error {
+	for _, kv := range predefinedArgs(p.target, p.build, targetName) {
+		v := kv[1]
+		if bv, ok := p.buildArg(kv[0]); ok {
+			v = bv
+		}
+		p.global = p.global.set(kv[0], &v)
+	}
+	for _, cmd := range p.df.MetaArgs {
+		line, _ := parser.Span(cmd.Location())
+		for _, kv := range cmd.Args {
+			p.declared[kv.Key] = true
+			var value *string
+			if bv, ok := p.buildArg(kv.Key); ok {
+				value = &bv
+			} else if kv.Value != nil {
+				v, _, err := p.lex.ProcessWord(*kv.Value, newLookup(nil, p.global))
+				if err != nil {
+					return p.errAt(line, fmt.Errorf("expand ARG %s: %w", kv.Key, err))
+				}
+				value = &v
+			}
+			if value != nil {
+				p.global = p.global.set(kv.Key, value)
+			}
+		}
+	}
+	return nil
+}
+
+// buildArg returns the --build-arg value of key; nil values count as unset.
+func (p *planner) buildArg(key string) (string, bool) {
+	v, ok := p.opts.BuildArgs[key]
+	if !ok || v == nil {
+		return "", false
+	}
+	return *v, true
+}
+
+// unusedBuildArgs lists --build-arg keys that no ARG declared.
+func (p *planner) unusedBuildArgs() []string {
+	var out []string
+	for k, v := range p.opts.BuildArgs {
+		if v != nil && !p.declared[k] && !isPredefined(k, p.target, p.build) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// parseStageRef resolves a COPY --from / mount from= value seen in stage
+// i: a stage name or (for COPY) index defined before i, else an image.
+func (p *planner) parseStageRef(i int, from string, allowIndex bool) (source, error) {
+	if allowIndex {
+		if n, err := strconv.Atoi(from); err == nil {
+			if n < 0 || n >= i {
+				return source{}, fmt.Errorf("invalid stage index %d: stage %d can only use stages 0 to %d", n, i, i-1)
+			}
+			return source{key: from, stage: n}, nil
+		}
+	}
+	if j := p.stageByName(from, i); j >= 0 {
+		return source{key: from, stage: j}, nil
+	}
+	if j := p.stageByName(from, len(p.df.Stages)); j >= 0 {
+		return source{}, fmt.Errorf("stage %q must be defined before the stage that uses it", from)
+	}
+	return source{key: from, stage: -1, image: from}, nil
+}

@@ -1,0 +1,265 @@
+package planner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/builder-dev/builder/parser"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/util/suggest"
+)
+
+// setupStages expands every FROM line with the global scope and records
+// each stage's base and the stages or images its commands read from.
+func (p *planner) setupStages() error {
+	for i := range p.df.Stages {
+		src := &p.df.Stages[i]
+		line, end := parser.Span(src.Location)
+		si := &stageInfo{
+			st:        &Stage{Index: i, Name: src.Name, Line: line, Text: p.df.Text(line, end)},
+			src:       src,
+			baseStage: -1,
+			deps:      map[int]bool{},
+			sources:   map[instructions.Command][]source{},
+		}
+		p.stages = append(p.stages, si)
+		if err := p.setupBase(i, si); err != nil {
+			return p.errAt(line, err)
+		}
+		for _, c := range src.Commands {
+			if err := p.addSources(i, si, c); err != nil {
+				l, _ := parser.Span(c.Location())
+				return p.errAt(l, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (p *planner) setupBase(i int, si *stageInfo) error {
+	res, err := p.lex.ProcessWordWithMatches(si.src.BaseName, newLookup(nil, p.global))
+	if err != nil {
+		return fmt.Errorf("expand FROM %s: %w", si.src.BaseName, err)
+	}
+	if res.Result == "" {
+		return fmt.Errorf("base name %q expands to an empty string%s", si.src.BaseName, undefined(res.Unmatched))
+	}
+	si.baseName = res.Result
+	if err := p.setupPlatform(si); err != nil {
+		return err
+	}
+	switch {
+	case si.baseName == "scratch":
+		si.st.Base.Scratch = true
+	case p.stageByName(si.baseName, i) >= 0:
+		si.baseStage = p.stageByName(si.baseName, i)
+	default:
+		if n, err := strconv.Atoi(si.baseName); err == nil && n >= 0 && n < i {
+			si.baseStage = n
+		}
+	}
+	if si.baseStage >= 0 {
+		si.deps[si.baseStage] = true
+	}
+	return nil
+}
+
+func (p *planner) setupPlatform(si *stageInfo) error {
+	si.st.Platform = p.target
+	if si.src.Platform == "" {
+		return nil
+	}
+	res, err := p.lex.ProcessWordWithMatches(si.src.Platform, newLookup(nil, p.global))
+	if err != nil {
+		return fmt.Errorf("expand --platform %s: %w", si.src.Platform, err)
+	}
+	if res.Result == "" {
+		return fmt.Errorf("--platform %q expands to an empty string%s", si.src.Platform, undefined(res.Unmatched))
+	}
+	pl, err := v1.ParsePlatform(res.Result)
+	if err != nil || pl.OS == "" || pl.Architecture == "" {
+		return fmt.Errorf("parse --platform %q: want os/arch[/variant]", res.Result)
+	}
+	si.st.Platform = *pl
+	return nil
+}
+
+func undefined(unmatched map[string]struct{}) string {
+	if len(unmatched) == 0 {
+		return ""
+	}
+	names := slices.Sorted(maps.Keys(unmatched))
+	return " (undefined: " + strings.Join(names, ", ") + ")"
+}
+
+// addSources records the stages and images that c reads (COPY --from,
+// RUN --mount from=) as dependencies of stage i.
+func (p *planner) addSources(i int, si *stageInfo, c instructions.Command) error {
+	var srcs []source
+	switch c := c.(type) {
+	case *instructions.CopyCommand:
+		if c.From == "" {
+			return nil
+		}
+		if res, _, err := p.lex.ProcessWord(c.From, newLookup(nil, nil)); err != nil || res != c.From {
+			return errors.New("variable expansion is not supported for --from, define a new stage with FROM using a global ARG instead")
+		}
+		s, err := p.parseStageRef(i, c.From, true)
+		if err != nil {
+			return err
+		}
+		srcs = append(srcs, s)
+	case *instructions.RunCommand:
+		for _, m := range instructions.GetMounts(c) {
+			if m.From == "" {
+				continue
+			}
+			s, err := p.parseStageRef(i, m.From, false)
+			if err != nil {
+				return err
+			}
+			srcs = append(srcs, s)
+		}
+	}
+	for _, s := range srcs {
+		if s.stage >= 0 {
+			si.deps[s.stage] = true
+		}
+	}
+	si.sources[c] = srcs
+	return nil
+}
+
+// reachable returns the stages target needs, in index order (which is a
+// topological order: every edge points to an earlier stage).
+func (p *planner) reachable(target int) []int {
+	seen := map[int]bool{}
+	var visit func(int)
+	visit = func(i int) {
+		if seen[i] {
+			return
+		}
+		seen[i] = true
+		for d := range p.stages[i].deps {
+			visit(d)
+		}
+	}
+	visit(target)
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// resolve resolves the base images of the reachable stages and inserts
+// ONBUILD triggers, repeating while triggers add new dependencies.
+func (p *planner) resolve(ctx context.Context, target int) ([]int, error) {
+	for {
+		reach := p.reachable(target)
+		grew := false
+		for _, i := range reach {
+			si := p.stages[i]
+			if err := p.resolveBase(ctx, si); err != nil {
+				return nil, err
+			}
+			n := len(si.deps)
+			if err := p.addTriggers(i, si); err != nil {
+				return nil, p.errAt(si.st.Line, err)
+			}
+			grew = grew || len(si.deps) > n
+		}
+		if !grew {
+			return reach, nil
+		}
+	}
+}
+
+func (p *planner) resolveBase(ctx context.Context, si *stageInfo) error {
+	if si.st.Base.Scratch || si.st.Base.Image != nil || si.baseStage >= 0 {
+		return nil
+	}
+	img, err := p.image(ctx, si.baseName, si.st.Platform)
+	if err != nil {
+		return p.errAt(si.st.Line, err)
+	}
+	si.st.Base.Image = img
+	return nil
+}
+
+// addTriggers parses the ONBUILD triggers a stage inherits: those of its
+// base image, or the ONBUILD instructions of its base stage (not the
+// base's own inherited ones: triggers do not reach grandchildren).
+func (p *planner) addTriggers(i int, si *stageInfo) error {
+	if si.triggered {
+		return nil
+	}
+	si.triggered = true
+	var exprs []string
+	if img := si.st.Base.Image; img != nil && img.Config != nil {
+		exprs = img.Config.Config.OnBuild
+	}
+	if si.baseStage >= 0 {
+		for _, c := range p.stages[si.baseStage].src.Commands {
+			if ob, ok := c.(*instructions.OnbuildCommand); ok {
+				exprs = append(exprs, ob.Expression)
+			}
+		}
+	}
+	for _, e := range exprs {
+		c, err := parser.ParseTrigger(e, si.st.Line)
+		if err != nil {
+			return err
+		}
+		if err := p.addSources(i, si, c); err != nil {
+			return fmt.Errorf("ONBUILD %s: %w", e, err)
+		}
+		si.triggers = append(si.triggers, c)
+	}
+	return nil
+}
+
+// image resolves ref for platform once per distinct pair.
+func (p *planner) image(ctx context.Context, ref string, platform v1.Platform) (*ImageInfo, error) {
+	key := ref + "\x00" + formatPlatform(platform) + "\x00" + platform.OSVersion
+	if img, ok := p.images[key]; ok {
+		return img, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	img, err := p.opts.ResolveImage(ctx, ref, platform)
+	if err != nil {
+		return nil, p.suggestStage(fmt.Errorf("resolve image %s: %w", ref, err), ref)
+	}
+	if img == nil || img.Config == nil {
+		return nil, fmt.Errorf("resolve image %s: resolver returned no config", ref)
+	}
+	p.images[key] = img
+	return img, nil
+}
+
+// suggestStage adds "did you mean <stage>?" when ref looks like a
+// misspelt stage name.
+func (p *planner) suggestStage(err error, ref string) error {
+	return suggest.WrapError(err, ref, p.stageNames(), false)
+}
+
+// resolveSources resolves the images that the steps of a stage read from.
+func (p *planner) resolveSources(ctx context.Context, srcs []source) (map[string]Base, error) {
+	out := map[string]Base{}
+	for _, s := range srcs {
+		if s.stage >= 0 {
+			out[s.key] = Base{Stage: p.stages[s.stage].st}
+			continue
+		}
+		img, err := p.image(ctx, s.image, p.target)
+		if err != nil {
+			return nil, err
+		}
+		out[s.key] = Base{Image: img}
+	}
+	return out, nil
+}

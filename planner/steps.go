@@ -1,0 +1,256 @@
+package planner
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/builder-dev/builder/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+)
+
+// scope is a stage's variables while its steps are planned.
+type scope struct {
+	env  []string // image config env: base env plus ENV so far
+	args args     // build args declared so far (inherited from a base stage)
+}
+
+func (s *scope) clone() *scope {
+	return &scope{env: slices.Clone(s.env), args: slices.Clone(s.args)}
+}
+
+// plan builds the Plan from the reachable stages, in index order.
+func (p *planner) plan(ctx context.Context, reach []int, target int) (*Plan, error) {
+	plan := &Plan{}
+	for _, i := range reach {
+		if err := p.planStage(ctx, p.stages[i]); err != nil {
+			return nil, err
+		}
+		plan.Stages = append(plan.Stages, p.stages[i].st)
+	}
+	plan.Target = p.stages[target].st
+	plan.UnusedBuildArgs = p.unusedBuildArgs()
+	return plan, nil
+}
+
+func (p *planner) planStage(ctx context.Context, si *stageInfo) error {
+	sc := p.initialScope(si)
+	for d := range si.deps {
+		si.st.DependsOn = append(si.st.DependsOn, d)
+	}
+	slices.Sort(si.st.DependsOn)
+	for _, c := range si.triggers {
+		if err := p.addStep(ctx, si, sc, c, c); err != nil {
+			return err
+		}
+	}
+	for _, orig := range si.src.Commands {
+		c, err := p.df.Reparse(orig)
+		if err != nil {
+			return err
+		}
+		if err := p.addStep(ctx, si, sc, orig, c); err != nil {
+			return err
+		}
+	}
+	si.final = sc
+	return nil
+}
+
+// initialScope is the env and args a stage starts with: its base stage's
+// final ones, or the base image's env; PATH is always set (BuildKit).
+func (p *planner) initialScope(si *stageInfo) *scope {
+	var sc *scope
+	switch {
+	case si.baseStage >= 0:
+		base := p.stages[si.baseStage]
+		si.st.Base.Stage = base.st
+		si.st.Platform = base.st.Platform
+		sc = base.final.clone()
+	case si.st.Base.Image != nil:
+		sc = &scope{env: slices.Clone(si.st.Base.Image.Config.Config.Env)}
+	default:
+		sc = &scope{}
+	}
+	if _, ok := envGet(sc.env, "PATH"); !ok && si.st.Platform.OS != "windows" {
+		sc.env = append(sc.env, "PATH="+defaultPath)
+	}
+	return sc
+}
+
+// addStep expands c (a fresh copy of orig, or a trigger) in scope sc,
+// appends the step and applies ENV and ARG to sc.
+func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, orig, c instructions.Command) error {
+	line, end := parser.Span(c.Location())
+	step := &Step{
+		Line: line, EndLine: end, Cmd: c,
+		Env:     slices.Clone(sc.env),
+		Args:    append(sc.args.strs(), p.proxyArgs(sc.args)...),
+		OnBuild: slices.Contains(si.triggers, orig),
+	}
+	step.Text = p.df.Text(line, end)
+	if step.OnBuild {
+		step.Text = fmt.Sprint(c)
+	}
+	used, err := p.expand(sc, c)
+	if err != nil {
+		return p.errAt(line, fmt.Errorf("expand %s: %w", c.Name(), err))
+	}
+	step.UsedArgs = used
+	if err := p.stepSources(ctx, si, step, orig); err != nil {
+		return p.errAt(line, err)
+	}
+	if err := p.apply(sc, c); err != nil {
+		return p.errAt(line, err)
+	}
+	si.st.Steps = append(si.st.Steps, step)
+	return nil
+}
+
+// proxyArgs are the undeclared predefined proxy args given as --build-arg:
+// RUN sees them, but they are not part of any cache key.
+func (p *planner) proxyArgs(declared args) []string {
+	var out []string
+	for _, k := range proxyArgs {
+		if _, ok := declared.get(k); ok {
+			continue
+		}
+		if v, ok := p.buildArg(k); ok {
+			out = append(out, k+"="+v)
+		}
+	}
+	return out
+}
+
+func (p *planner) stepSources(ctx context.Context, si *stageInfo, step *Step, orig instructions.Command) error {
+	srcs := si.sources[orig]
+	if len(srcs) == 0 {
+		return nil
+	}
+	m, err := p.resolveSources(ctx, srcs)
+	if err != nil {
+		return err
+	}
+	if cp, ok := step.Cmd.(*instructions.CopyCommand); ok {
+		b := m[cp.From]
+		step.FromStage, step.FromImage = b.Stage, b.Image
+		return nil
+	}
+	step.MountFrom = m
+	return nil
+}
+
+// expand expands c in place the way BuildKit's dispatch does and returns
+// the "K=V" args whose values the step's result depends on.
+func (p *planner) expand(sc *scope, c instructions.Command) ([]string, error) {
+	l := newLookup(sc.env, sc.args)
+	word := func(w string) (string, error) {
+		s, _, err := p.lex.ProcessWord(w, l)
+		return s, err
+	}
+	switch c := c.(type) {
+	case *instructions.ArgCommand:
+		return p.expandArgDefaults(l, c)
+	case *instructions.ExposeCommand:
+		return l.usedArgs(), p.expandPorts(l, c)
+	}
+	if ex, ok := c.(instructions.SupportsSingleWordExpansion); ok {
+		if err := ex.Expand(word); err != nil {
+			return nil, err
+		}
+	}
+	if ex, ok := c.(instructions.SupportsSingleWordExpansionRaw); ok {
+		raw := shell.NewLex('\\')
+		raw.SkipProcessQuotes = true
+		err := ex.ExpandRaw(func(w string) (string, error) {
+			s, _, err := raw.ProcessWord(w, l)
+			return s, err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if _, ok := c.(*instructions.RunCommand); ok {
+		return runArgs(sc), nil
+	}
+	return l.usedArgs(), nil
+}
+
+// runArgs are the args a RUN depends on: every declared arg with a value,
+// shadowed ones included (BuildKit passes them all into the environment).
+func runArgs(sc *scope) []string {
+	var out []string
+	for _, a := range sc.args {
+		if a.value == nil {
+			continue
+		}
+		if _, shadowed := envGet(sc.env, a.key); !shadowed {
+			out = append(out, a.key+"="+*a.value)
+		}
+	}
+	return out
+}
+
+func (p *planner) expandPorts(l *lookup, c *instructions.ExposeCommand) error {
+	var ports []string
+	for _, port := range c.Ports {
+		words, err := p.lex.ProcessWords(port, l)
+		if err != nil {
+			return err
+		}
+		ports = append(ports, words...)
+	}
+	c.Ports = ports
+	return nil
+}
+
+// expandArgDefaults expands ARG default values; keys are never expanded.
+func (p *planner) expandArgDefaults(l *lookup, c *instructions.ArgCommand) ([]string, error) {
+	for i, kv := range c.Args {
+		if kv.Value == nil {
+			continue
+		}
+		v, _, err := p.lex.ProcessWord(*kv.Value, l)
+		if err != nil {
+			return nil, err
+		}
+		c.Args[i].Value = &v
+	}
+	return l.usedArgs(), nil
+}
+
+// apply changes the scope for ENV and ARG; for ARG it also stores the
+// effective value in the expanded command (nil when unset).
+func (p *planner) apply(sc *scope, c instructions.Command) error {
+	switch c := c.(type) {
+	case *instructions.EnvCommand:
+		for _, kv := range c.Env {
+			sc.env = envSet(sc.env, kv.Key, kv.Value)
+		}
+	case *instructions.ArgCommand:
+		for i, kv := range c.Args {
+			value := p.argValue(kv)
+			c.Args[i].Value = value
+			sc.args = sc.args.set(kv.Key, value)
+			p.declared[kv.Key] = true
+		}
+	}
+	return nil
+}
+
+// argValue is BuildKit's rule for an ARG inside a stage: --build-arg wins,
+// then the (already expanded) default, then the global value of the same
+// name (meta ARG or predefined platform arg).
+func (p *planner) argValue(kv instructions.KeyValuePairOptional) *string {
+	if v, ok := p.buildArg(kv.Key); ok {
+		return &v
+	}
+	if kv.Value != nil {
+		return kv.Value
+	}
+	if v, ok := p.global.get(kv.Key); ok {
+		return &v
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package planner
+
+import (
+	"slices"
+	"strings"
+)
+
+// arg is one build arg in scope; a nil value means declared but unset.
+type arg struct {
+	key   string
+	value *string
+}
+
+// args is an ordered set of build args, in declaration order.
+type args []arg
+
+func (a args) get(key string) (string, bool) {
+	for _, x := range a {
+		if x.key == key && x.value != nil {
+			return *x.value, true
+		}
+	}
+	return "", false
+}
+
+// set replaces key in place or appends it.
+func (a args) set(key string, value *string) args {
+	for i := range a {
+		if a[i].key == key {
+			a[i].value = value
+			return a
+		}
+	}
+	return append(a, arg{key: key, value: value})
+}
+
+func (a args) keys() []string {
+	var out []string
+	for _, x := range a {
+		if x.value != nil {
+			out = append(out, x.key)
+		}
+	}
+	return out
+}
+
+// strs returns "K=V" for every arg with a value.
+func (a args) strs() []string {
+	var out []string
+	for _, x := range a {
+		if x.value != nil {
+			out = append(out, x.key+"="+*x.value)
+		}
+	}
+	return out
+}
+
+// envGet returns the value of key in a "K=V" list.
+func envGet(env []string, key string) (string, bool) {
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// envSet replaces key in place or appends it, as image config Env does.
+func envSet(env []string, key, value string) []string {
+	for i, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			env[i] = key + "=" + value
+			return env
+		}
+	}
+	return append(env, key+"="+value)
+}
+
+func envKeys(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		out = append(out, k)
+	}
+	return out
+}
+
+// lookup is the variable scope of one expansion: ENV values win over build
+// args of the same name (Docker's rule). It records which args were read,
+// so that a step's key includes exactly the args it references.
+type lookup struct {
+	env  []string
+	args args
+	hits map[string]struct{}
+}
+
+func newLookup(env []string, a args) *lookup {
+	return &lookup{env: env, args: a, hits: map[string]struct{}{}}
+}
+
+// Get implements shell.EnvGetter.
+func (l *lookup) Get(key string) (string, bool) {
+	if v, ok := envGet(l.env, key); ok {
+		return v, true
+	}
+	v, ok := l.args.get(key)
+	if ok {
+		l.hits[key] = struct{}{}
+	}
+	return v, ok
+}
+
+// Keys implements shell.EnvGetter.
+func (l *lookup) Keys() []string {
+	keys := envKeys(l.env)
+	for _, k := range l.args.keys() {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// usedArgs returns the "K=V" strings of the args l.Get returned, in
+// declaration order.
+func (l *lookup) usedArgs() []string {
+	var out []string
+	for _, x := range l.args {
+		if _, ok := l.hits[x.key]; ok && x.value != nil {
+			out = append(out, x.key+"="+*x.value)
+		}
+	}
+	return out
+}
