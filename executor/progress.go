@@ -26,9 +26,12 @@ type Event struct {
 	Line        int
 	Instruction string
 	Cache       string // "hit" or "miss" (StepDone)
-	Reason      string // why it missed (StepDone)
-	Duration    time.Duration
-	Err         error
+	// Metadata is true for steps that only change the image config:
+	// nothing to look up or run.
+	Metadata bool
+	Reason   string // why it missed (StepDone)
+	Duration time.Duration
+	Err      error
 }
 
 // Progress receives step events and the output of RUN steps. Implementations

@@ -156,7 +156,9 @@ func platformString(p v1.Platform) string {
 // imageState loads an image from the store as a stage's starting point and
 // makes sure its layers are unpacked for snapshots.
 func (b *build) imageState(ctx context.Context, ref string) (*stageState, error) {
-	img, err := b.e.opts.Images.Image(ctx, ref)
+	// The image's layers are read again at export, after Run returned and
+	// its context was cancelled: don't bind them to it.
+	img, err := b.e.opts.Images.Image(context.WithoutCancel(ctx), ref)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,7 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 		}
 		rec.DurationMS = time.Since(start).Milliseconds()
 		ev.Kind, ev.Cache, ev.Reason, ev.Duration, ev.Err = StepDone, rec.Cache, rec.Reason, time.Since(start), err
+		ev.Metadata = rec.Key.IsZero()
 		b.e.opts.Progress.Event(ev)
 		b.addStep(st.Index, i, rec)
 	}()

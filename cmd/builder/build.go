@@ -1,0 +1,443 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/builder-dev/builder/executor"
+	"github.com/builder-dev/builder/exporter"
+	"github.com/builder-dev/builder/internal/buildcontext"
+	"github.com/builder-dev/builder/parser"
+	"github.com/builder-dev/builder/planner"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// buildFlags are the options of `builder build`, named as in docker build.
+type buildFlags struct {
+	tags          []string
+	file          string
+	buildArgs     []string
+	labels        []string
+	target        string
+	outputs       []string
+	iidfile       string
+	metadataFile  string
+	progress      string
+	noCache       bool
+	noCacheFilter []string
+	network       string
+	platform      string
+	allow         []string
+	snapshotter   string
+	pull          bool
+	quiet         bool
+}
+
+func cmdBuild(ctx context.Context, a *app, args []string) error {
+	var f buildFlags
+	fs := newFlags(a, "build", "[OPTIONS] CONTEXT")
+	fs.StringArrayVarP(&f.tags, "tag", "t", nil, "name and optionally a tag (name:tag)")
+	fs.StringVarP(&f.file, "file", "f", "", "Dockerfile path (default CONTEXT/Dockerfile; - reads stdin)")
+	fs.StringArrayVar(&f.buildArgs, "build-arg", nil, "build-time variable K=V (or K to take it from the environment)")
+	fs.StringArrayVar(&f.labels, "label", nil, "label K=V for the image")
+	fs.StringVar(&f.target, "target", "", "build stage to build")
+	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR")
+	fs.StringVar(&f.iidfile, "iidfile", "", "write the image ID to FILE")
+	fs.StringVar(&f.metadataFile, "metadata-file", "", "write build metadata (digests, per-step cache results) as JSON to FILE")
+	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain, tty, quiet or rawjson")
+	fs.BoolVar(&f.noCache, "no-cache", false, "do not use the cache")
+	fs.StringSliceVar(&f.noCacheFilter, "no-cache-filter", nil, "do not use the cache for these stages")
+	fs.StringVar(&f.network, "network", "host", "network mode of RUN: host or none")
+	fs.StringVar(&f.platform, "platform", "", "target platform (only the host's platform is supported)")
+	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host")
+	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")
+	fs.BoolVar(&f.pull, "pull", false, "accepted for compatibility; base images come from the local store")
+	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := needArgs(fs, 1, 1); err != nil {
+		return err
+	}
+	if f.quiet {
+		f.progress = "quiet"
+	}
+	return runBuild(ctx, a, &f, fs.Arg(0))
+}
+
+func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (err error) {
+	outs, err := parseOutputs(f.outputs)
+	if err != nil {
+		return err
+	}
+	if err := checkNames(f.tags); err != nil {
+		return err
+	}
+	df, dfPath, dfFile, err := readDockerfile(a, f.file, contextDir)
+	if err != nil {
+		return err
+	}
+	platform, err := targetPlatform(f.platform)
+	if err != nil {
+		return err
+	}
+	epoch, err := sourceDateEpoch(f.buildArgs)
+	if err != nil {
+		return err
+	}
+	prog, err := newProgress(f.progress, a.stderr)
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+
+	st, err := a.open()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	unlock, err := st.cache.RLock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	plan, err := planner.New(ctx, df, planner.Options{
+		DockerfilePath: dfPath,
+		BuildArgs:      buildArgMap(f.buildArgs),
+		Target:         f.target,
+		Platform:       platform,
+		BuildPlatform:  hostPlatform(),
+		ResolveImage:   resolver(st, f.pull),
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range plan.UnusedBuildArgs {
+		prog.Notice(fmt.Sprintf("[warning] build arg %s was not consumed by any stage", k))
+	}
+	bctx, err := openContext(contextDir, dfFile)
+	if err != nil {
+		return err
+	}
+	sn, err := st.snapshotter(ctx, f.snapshotter, prog.Notice)
+	if err != nil {
+		return err
+	}
+	defer sn.Close()
+	tmp, err := os.MkdirTemp(filepath.Join(st.cache.Root(), "tmp"), "build-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	ex := executor.New(executor.Options{
+		Cache:            st.cache,
+		Layers:           st.layers,
+		Snapshotter:      sn,
+		Images:           st.images,
+		Context:          bctx,
+		DockerfilePath:   dfPath,
+		Project:          projectID(contextDir, dfFile, f.target),
+		NoCache:          f.noCache,
+		NoCacheStages:    f.noCacheFilter,
+		Network:          f.network,
+		AllowNetworkHost: contains(f.allow, "network.host"),
+		Labels:           keyValues(f.labels),
+		SourceDateEpoch:  epoch,
+		Progress:         prog,
+		TempDir:          tmp,
+	})
+	start := time.Now()
+	res, runErr := ex.Run(ctx, plan)
+	if ferr := st.cache.FlushHashes(context.WithoutCancel(ctx)); ferr != nil && runErr == nil {
+		runErr = ferr
+	}
+	rec := res.Record
+	defer func() {
+		rec.Finished = time.Now().UTC()
+		if perr := st.cache.PutBuild(context.WithoutCancel(ctx), rec); perr != nil && err == nil {
+			err = perr
+		}
+	}()
+	if runErr != nil {
+		return runErr
+	}
+	digest, err := exportAll(ctx, st, res.Image, f.tags, outs, prog)
+	if err != nil {
+		return err
+	}
+	rec.ImageDigest, rec.Tags, rec.History = digest.String(), f.tags, res.History
+	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
+	if f.progress == "quiet" {
+		fmt.Fprintln(a.stdout, digest)
+	}
+	if f.iidfile != "" {
+		if err := writeFileAtomic(f.iidfile, []byte(digest.String())); err != nil {
+			return err
+		}
+	}
+	if f.metadataFile != "" {
+		return writeMetadata(f.metadataFile, res.Image, digest, f.tags, rec)
+	}
+	return nil
+}
+
+// exportAll writes the requested outputs, then stores the image in the local
+// store under its tags, so a failed export never leaves a tag behind. It
+// returns the image's manifest digest.
+func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, outs []output, prog *progress) (v1.Hash, error) {
+	for _, o := range outs {
+		prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
+		tagged := []exporter.Tagged{{Image: img, Tags: tags}}
+		var err error
+		switch o.typ {
+		case "docker":
+			err = exporter.WriteDocker(ctx, o.dest, tagged)
+		case "oci":
+			err = exporter.WriteOCI(ctx, o.dest, tagged)
+		case "local":
+			err = exporter.WriteLocal(ctx, o.dest, img)
+		}
+		if err != nil {
+			return v1.Hash{}, fmt.Errorf("export %s: %w", o.typ, err)
+		}
+	}
+	digest, err := st.images.Put(ctx, img, tags)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("store image: %w", err)
+	}
+	for _, t := range tags {
+		prog.Notice("naming to " + t)
+	}
+	return digest, nil
+}
+
+// readDockerfile reads and parses the Dockerfile: -f PATH, -f - (stdin), or
+// CONTEXT/Dockerfile. It returns the name to show in messages and the file
+// read ("-" for stdin).
+func readDockerfile(a *app, file, contextDir string) (df *parser.Dockerfile, display, path string, err error) {
+	var data []byte
+	switch file {
+	case "-":
+		display, path = "Dockerfile", "-"
+		data, err = io.ReadAll(a.stdin)
+	case "":
+		display, path = "Dockerfile", filepath.Join(contextDir, "Dockerfile")
+		data, err = os.ReadFile(path)
+	default:
+		display, path = file, file
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, "", "", fmt.Errorf("read Dockerfile: %w", err)
+	}
+	df, err = parser.Parse(bytes.NewReader(data), display)
+	if err != nil {
+		return nil, "", "", err
+	}
+	return df, display, path, nil
+}
+
+func openContext(dir, dockerfile string) (*buildcontext.Context, error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("build context: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("build context %s is not a directory", dir)
+	}
+	if dockerfile == "-" {
+		dockerfile = filepath.Join(dir, "Dockerfile")
+	}
+	patterns, err := buildcontext.ReadIgnore(dir, dockerfile)
+	if err != nil {
+		return nil, err
+	}
+	return buildcontext.Open(dir, patterns)
+}
+
+// resolver looks base images up in the local store.
+func resolver(st *stores, pull bool) func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
+	return func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
+		img, err := st.images.Image(ctx, ref)
+		if err != nil {
+			return nil, fmt.Errorf("base image %s: %w (load it with 'builder load -i FILE')", ref, err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := img.ConfigFile()
+		if err != nil {
+			return nil, fmt.Errorf("base image %s config: %w", ref, err)
+		}
+		return &planner.ImageInfo{Ref: ref, Digest: d.String(), Config: cfg}, nil
+	}
+}
+
+type output struct{ typ, dest string }
+
+// parseOutputs parses -o values: type=docker|oci|local,dest=PATH, or a bare
+// path meaning type=local.
+func parseOutputs(vals []string) ([]output, error) {
+	var outs []output
+	for _, v := range vals {
+		o := output{}
+		if !strings.Contains(v, "=") {
+			o = output{typ: "local", dest: v}
+		} else {
+			for _, kv := range strings.Split(v, ",") {
+				k, val, _ := strings.Cut(kv, "=")
+				switch strings.TrimSpace(k) {
+				case "type":
+					o.typ = val
+				case "dest":
+					o.dest = val
+				default:
+					return nil, fmt.Errorf("output %q: unknown key %q", v, k)
+				}
+			}
+		}
+		switch o.typ {
+		case "docker", "oci", "local":
+		case "image", "registry":
+			return nil, fmt.Errorf("output %q: type %s is not supported yet", v, o.typ)
+		default:
+			return nil, fmt.Errorf("output %q: unknown type %q (want docker, oci or local)", v, o.typ)
+		}
+		if o.dest == "" || o.dest == "-" {
+			return nil, fmt.Errorf("output %q: dest=PATH is required", v)
+		}
+		outs = append(outs, o)
+	}
+	return outs, nil
+}
+
+func buildArgMap(vals []string) map[string]*string {
+	m := map[string]*string{}
+	for _, v := range vals {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok {
+			if env, set := os.LookupEnv(k); set {
+				m[k] = &env
+			} else {
+				m[k] = nil
+			}
+			continue
+		}
+		m[k] = &val
+	}
+	return m
+}
+
+func keyValues(vals []string) map[string]string {
+	m := map[string]string{}
+	for _, v := range vals {
+		k, val, _ := strings.Cut(v, "=")
+		m[k] = val
+	}
+	return m
+}
+
+// sourceDateEpoch reads SOURCE_DATE_EPOCH from --build-arg or the
+// environment, as BuildKit does.
+func sourceDateEpoch(buildArgs []string) (*time.Time, error) {
+	v, ok := os.LookupEnv("SOURCE_DATE_EPOCH")
+	for _, a := range buildArgs {
+		if k, val, has := strings.Cut(a, "="); k == "SOURCE_DATE_EPOCH" && has {
+			v, ok = val, true
+		}
+	}
+	if !ok || v == "" {
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("SOURCE_DATE_EPOCH %q: not a number of seconds", v)
+	}
+	t := time.Unix(n, 0).UTC()
+	return &t, nil
+}
+
+func hostPlatform() v1.Platform {
+	return v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+}
+
+func targetPlatform(s string) (v1.Platform, error) {
+	host := hostPlatform()
+	if s == "" {
+		return host, nil
+	}
+	p, err := v1.ParsePlatform(s)
+	if err != nil {
+		return v1.Platform{}, fmt.Errorf("--platform %q: %w", s, err)
+	}
+	if p.OS != host.OS || p.Architecture != host.Architecture {
+		return v1.Platform{}, fmt.Errorf("--platform %s: only the host platform %s/%s can be built (no emulation)", s, host.OS, host.Architecture)
+	}
+	return *p, nil
+}
+
+// projectID names "this Dockerfile in this context for this target": a
+// build is explained against the previous build of the same project.
+func projectID(contextDir, dockerfile, target string) string {
+	absCtx, _ := filepath.Abs(contextDir)
+	absDf := dockerfile
+	if dockerfile != "-" {
+		absDf, _ = filepath.Abs(dockerfile)
+	}
+	h := sha256.Sum256([]byte(absCtx + "\x00" + absDf + "\x00" + target))
+	return hex.EncodeToString(h[:16])
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func checkNames(tags []string) error {
+	for _, t := range tags {
+		if _, err := name.NewTag(t, name.WeakValidation); err != nil {
+			return fmt.Errorf("invalid tag %q: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// writeFileAtomic writes data to path through a temporary file in the same
+// directory, so readers see the old content or the new, never a mix.
+func writeFileAtomic(path string, data []byte) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

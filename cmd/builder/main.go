@@ -1,0 +1,168 @@
+// Command builder builds container images from Dockerfiles without a daemon.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"syscall"
+
+	"github.com/builder-dev/builder/internal/sandbox"
+	"github.com/spf13/pflag"
+)
+
+// exitError carries a specific exit status.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// app is the state shared by every subcommand.
+type app struct {
+	root   string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, a *app, args []string) error
+	// mounts is true for subcommands that mount filesystems: they run in
+	// a private mount namespace so nothing they mount outlives them.
+	mounts bool
+}
+
+var commands = map[string]command{
+	"build":   {"Build an image from a Dockerfile", cmdBuild, true},
+	"history": {"Show the layers of an image, what made them and whether they were cached", cmdHistory, false},
+	"images":  {"List images in the local store", cmdImages, false},
+	"tag":     {"Create a tag TARGET that refers to SOURCE", cmdTag, false},
+	"rmi":     {"Remove one or more image tags", cmdRmi, false},
+	"save":    {"Save images to a docker-loadable tar archive", cmdSave, false},
+	"load":    {"Load images from a docker save or OCI layout tar", cmdLoad, false},
+	"inspect": {"Show an image's manifest and config as JSON", cmdInspect, false},
+	"prune":   {"Remove unused build cache", cmdPrune, false},
+	"du":      {"Show disk usage of the store", cmdDu, false},
+}
+
+func main() {
+	if sandbox.Init() {
+		return
+	}
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	fs := pflag.NewFlagSet("builder", pflag.ContinueOnError)
+	fs.SetInterspersed(false)
+	fs.SetOutput(stderr)
+	fs.StringVar(&a.root, "root", defaultRoot(), "directory of the image store and build cache")
+	help := fs.BoolP("help", "h", false, "show help")
+	fs.Usage = func() { usage(stderr, fs) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	rest := fs.Args()
+	if *help || len(rest) == 0 {
+		usage(stdout, fs)
+		if len(rest) == 0 && !*help {
+			return 2
+		}
+		return 0
+	}
+	name, cmdArgs := rest[0], rest[1:]
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "builder: unknown command %q (see 'builder --help')\n", name)
+		return 2
+	}
+	if cmd.mounts {
+		if code, reexeced := enterMountNamespace(); reexeced {
+			return code
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd.run(ctx, a, cmdArgs); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "ERROR: %v\n", err)
+		if ctx.Err() != nil {
+			return 130
+		}
+		return 1
+	}
+	return 0
+}
+
+func usage(w io.Writer, fs *pflag.FlagSet) {
+	fmt.Fprintf(w, "Usage: builder [--root DIR] COMMAND [OPTIONS]\n\nA daemonless Dockerfile build system with a content-addressed layer cache.\n\nCommands:\n")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintf(w, "\nGlobal options:\n%s\nRun 'builder COMMAND --help' for a command's options.\n", fs.FlagUsages())
+}
+
+// defaultRoot is $XDG_DATA_HOME/builder, else ~/.local/share/builder.
+func defaultRoot() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "builder")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "builder")
+	}
+	return filepath.Join(os.TempDir(), "builder")
+}
+
+// newFlags returns a subcommand's flag set with --help wired up.
+func newFlags(a *app, name, usageLine string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	fs.StringVar(&a.root, "root", a.root, "directory of the image store and build cache")
+	fs.Usage = func() {
+		fmt.Fprintf(a.stderr, "Usage: builder %s %s\n\nOptions:\n%s", name, usageLine, fs.FlagUsages())
+	}
+	return fs
+}
+
+func needArgs(fs *pflag.FlagSet, min, max int) error {
+	n := fs.NArg()
+	if n < min || (max >= 0 && n > max) {
+		fs.Usage()
+		want := fmt.Sprintf("%d", min)
+		switch {
+		case max < 0:
+			want = fmt.Sprintf("at least %d", min)
+		case max != min:
+			want = fmt.Sprintf("%d to %d", min, max)
+		}
+		return fmt.Errorf("%q requires %s argument(s), got %d", fs.Name(), want, n)
+	}
+	return nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

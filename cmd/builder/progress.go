@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/builder-dev/builder/executor"
+)
+
+// progress renders build events: "plain" (BuildKit-like numbered lines,
+// also used for auto and tty), "quiet" (errors only) or "rawjson" (one
+// JSON object per event).
+type progress struct {
+	mu    sync.Mutex
+	w     io.Writer
+	mode  string
+	ids   map[string]int
+	next  int
+	start map[string]time.Time
+}
+
+func newProgress(mode string, w io.Writer) (*progress, error) {
+	switch mode {
+	case "auto", "tty", "plain":
+		mode = "plain"
+	case "quiet", "rawjson":
+	default:
+		return nil, fmt.Errorf("--progress %q: want auto, plain, tty, quiet or rawjson", mode)
+	}
+	return &progress{w: w, mode: mode, ids: map[string]int{}, start: map[string]time.Time{}}, nil
+}
+
+func stepKey(ev executor.Event) string { return fmt.Sprintf("%s/%d", ev.Stage, ev.Step) }
+
+func (p *progress) id(ev executor.Event) int {
+	k := stepKey(ev)
+	if n, ok := p.ids[k]; ok {
+		return n
+	}
+	p.next++
+	p.ids[k] = p.next
+	return p.next
+}
+
+// Event implements executor.Progress.
+func (p *progress) Event(ev executor.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.id(ev)
+	switch p.mode {
+	case "quiet":
+		return
+	case "rawjson":
+		p.json(n, ev)
+		return
+	}
+	if ev.Kind == executor.StepStarted {
+		fmt.Fprintf(p.w, "#%d [%s %d/%d] %s\n", n, ev.Stage, ev.Step, ev.Total, ev.Instruction)
+		return
+	}
+	switch {
+	case ev.Err != nil:
+		fmt.Fprintf(p.w, "#%d ERROR: %v\n", n, rootCause(ev.Err))
+	case ev.Metadata:
+		fmt.Fprintf(p.w, "#%d DONE 0.0s\n", n)
+	case ev.Cache == "miss":
+		fmt.Fprintf(p.w, "#%d DONE %.1fs (cache miss: %s)\n", n, ev.Duration.Seconds(), ev.Reason)
+	default:
+		fmt.Fprintf(p.w, "#%d CACHED\n", n)
+	}
+}
+
+func (p *progress) json(n int, ev executor.Event) {
+	rec := map[string]any{
+		"id": n, "stage": ev.Stage, "step": ev.Step, "total": ev.Total,
+		"line": ev.Line, "instruction": ev.Instruction,
+	}
+	if ev.Kind == executor.StepStarted {
+		rec["status"] = "started"
+	} else {
+		rec["status"] = "done"
+		rec["cache"], rec["reason"], rec["duration_ms"], rec["metadata"] = ev.Cache, ev.Reason, ev.Duration.Milliseconds(), ev.Metadata
+		if ev.Err != nil {
+			rec["status"], rec["error"] = "error", ev.Err.Error()
+		}
+	}
+	b, _ := json.Marshal(rec)
+	fmt.Fprintf(p.w, "%s\n", b)
+}
+
+// Output implements executor.Progress: RUN output, each line prefixed with
+// the step's number and the time since the step started.
+func (p *progress) Output(ev executor.Event) io.Writer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mode == "quiet" {
+		return io.Discard
+	}
+	return &lineWriter{p: p, n: p.id(ev), start: time.Now()}
+}
+
+// Notice prints a message that is not about one step.
+func (p *progress) Notice(msg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch p.mode {
+	case "quiet":
+	case "rawjson":
+		b, _ := json.Marshal(map[string]string{"notice": msg})
+		fmt.Fprintf(p.w, "%s\n", b)
+	default:
+		fmt.Fprintf(p.w, "=> %s\n", msg)
+	}
+}
+
+// Done prints the closing line.
+func (p *progress) Done(msg string) { p.Notice(msg) }
+
+// Close flushes nothing today; it exists so callers defer it.
+func (p *progress) Close() error { return nil }
+
+type lineWriter struct {
+	p     *progress
+	n     int
+	start time.Time
+	buf   []byte
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) {
+	w.buf = append(w.buf, b...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.emit(w.buf[:i])
+		w.buf = w.buf[i+1:]
+	}
+	return len(b), nil
+}
+
+func (w *lineWriter) emit(line []byte) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	if w.p.mode == "rawjson" {
+		b, _ := json.Marshal(map[string]any{"id": w.n, "log": string(line)})
+		fmt.Fprintf(w.p.w, "%s\n", b)
+		return
+	}
+	fmt.Fprintf(w.p.w, "#%d %.3f %s\n", w.n, time.Since(w.start).Seconds(), line)
+}
+
+// rootCause strips the location wrapper for the one-line step status; the
+// full error is printed at the end.
+func rootCause(err error) error {
+	var se *executor.StepError
+	if errors.As(err, &se) {
+		return se.Err
+	}
+	return err
+}
+
+// Flush prints a last line that had no newline.
+func (w *lineWriter) Flush() {
+	if len(w.buf) > 0 {
+		w.emit(w.buf)
+		w.buf = nil
+	}
+}
