@@ -3,13 +3,16 @@ package snapshot_test
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,16 +65,19 @@ func axDev(typ byte, name string, major, minor int64) axEnt {
 	return axEnt{hdr: tar.Header{Typeflag: typ, Name: name, Mode: 0o600, Devmajor: major, Devminor: minor, ModTime: axEpoch}}
 }
 
-// axTar serialises entries with archive/tar. Headers that archive/tar's
-// writer refuses (negative device numbers) are patched in raw form.
+// axTar serialises entries with archive/tar.
 func axTar(t testing.TB, ents ...axEnt) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range ents {
 		hdr := e.hdr
-		if hdr.Format == tar.FormatUnknown && hdr.PAXRecords == nil {
-			hdr.Format = tar.FormatGNU
+		switch hdr.Typeflag {
+		case tar.TypeChar, tar.TypeBlock:
+			hdr.Format = tar.FormatGNU // base-256 numbers for hostile devices
+		case tar.TypeXGlobalHeader:
+		default:
+			hdr.Format = tar.FormatPAX // sub-second times, xattrs
 		}
 		if err := tw.WriteHeader(&hdr); err != nil {
 			t.Fatalf("write header %s: %v", hdr.Name, err)
@@ -403,7 +409,7 @@ func axSymlinkCases() []axCase {
 			wantErr: "file name too long",
 		},
 		{
-			name:  "EXT-16 4 KiB path of short components",
+			name:    "EXT-16 4 KiB path of short components",
 			layer:   axStatic(axReg(strings.Repeat("d/", 2100)+"f", "x")),
 			wantErr: "file name too long",
 		},
@@ -544,5 +550,335 @@ func axCheckDev(t *testing.T, p string, kind uint32, major, minor uint32) {
 	}
 	if st.Mode&unix.S_IFMT != kind || unix.Major(st.Rdev) != major || unix.Minor(st.Rdev) != minor {
 		t.Errorf("%s: mode %o rdev %d:%d, want type %o %d:%d", p, st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev), kind, major, minor)
+	}
+}
+
+// axCap is a revision-2 security.capability value granting cap_net_raw
+// (permitted and effective).
+func axCap() string {
+	b := make([]byte, 20)
+	binary.LittleEndian.PutUint32(b[0:], 0x02000001)
+	binary.LittleEndian.PutUint32(b[4:], 1<<13)
+	return string(b)
+}
+
+func axWithMeta(e axEnt, mode int64, uid, gid int, xattrs map[string]string) axEnt {
+	e.hdr.Mode, e.hdr.Uid, e.hdr.Gid = mode, uid, gid
+	e.hdr.ModTime = time.Unix(1_600_000_000, 123_456_789)
+	if len(xattrs) > 0 {
+		e.hdr.PAXRecords = map[string]string{}
+		for k, v := range xattrs {
+			e.hdr.PAXRecords["SCHILY.xattr."+k] = v
+		}
+	}
+	return e
+}
+
+// axWant is the expected state of one extracted path.
+type axWant struct {
+	name     string
+	mode     uint32 // including the file type
+	uid, gid uint32
+	xattrs   map[string]string
+}
+
+func TestApplyMetadataRoundTrip(t *testing.T) {
+	axRequireRoot(t)
+	caps := axCap()
+	ents := []axEnt{
+		axWithMeta(axDir("sticky/"), 0o1777, 0, 0, nil),
+		axWithMeta(axDir("sgid/"), 0o2755, 0, 50, nil),
+		axWithMeta(axReg("sgid/suid", "#!"), 0o4755, 1000, 1000, nil),
+		axWithMeta(axReg("ping", "elf"), 0o755, 0, 0, map[string]string{"security.capability": caps, "user.note": "hi"}),
+		axWithMeta(axReg("nobody", "n"), 0o600, 65534, 65534, nil),
+		axWithMeta(axEnt{hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "fifo"}}, 0o640, 7, 8, nil),
+		axWithMeta(axSym("link", "ping"), 0o777, 1000, 1001, nil),
+		axWithMeta(axLink("ping.hard", "ping"), 0, 0, 0, nil),
+	}
+	wants := []axWant{
+		{"sticky", unix.S_IFDIR | 0o1777, 0, 0, nil},
+		{"sgid", unix.S_IFDIR | 0o2755, 0, 50, nil},
+		{"sgid/suid", unix.S_IFREG | 0o4755, 1000, 1000, nil},
+		{"ping", unix.S_IFREG | 0o755, 0, 0, map[string]string{"security.capability": caps, "user.note": "hi"}},
+		{"nobody", unix.S_IFREG | 0o600, 65534, 65534, nil},
+		{"fifo", unix.S_IFIFO | 0o640, 7, 8, nil},
+		{"link", unix.S_IFLNK | 0o777, 1000, 1001, nil},
+	}
+	w := axNewWorld(t)
+	if err := w.apply(t, axTar(t, ents...)); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	for _, want := range wants {
+		axCheckMeta(t, filepath.Join(w.root, want.name), want)
+	}
+	axSameInode(t, filepath.Join(w.root, "ping"), filepath.Join(w.root, "ping.hard"))
+}
+
+func axCheckMeta(t *testing.T, p string, want axWant) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		t.Fatalf("lstat %s: %v", p, err)
+	}
+	if st.Mode != want.mode || st.Uid != want.uid || st.Gid != want.gid {
+		t.Errorf("%s: mode %o owner %d:%d, want mode %o owner %d:%d", want.name, st.Mode, st.Uid, st.Gid, want.mode, want.uid, want.gid)
+	}
+	wantTime := time.Unix(1_600_000_000, 123_456_789)
+	if got := time.Unix(st.Mtim.Sec, st.Mtim.Nsec); !got.Equal(wantTime) {
+		t.Errorf("%s: mtime %v, want %v", want.name, got, wantTime)
+	}
+	for k, v := range want.xattrs {
+		buf := make([]byte, 256)
+		n, err := unix.Lgetxattr(p, k, buf)
+		if err != nil || string(buf[:n]) != v {
+			t.Errorf("%s: xattr %s = %q, %v; want %q", want.name, k, buf[:max(n, 0)], err, v)
+		}
+	}
+}
+
+func TestApplyOverlayWhiteouts(t *testing.T) {
+	axRequireRoot(t)
+	w := axNewWorld(t)
+	if err := os.WriteFile(filepath.Join(w.root, "gone"), []byte("lower"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var warnings []string
+	opaqueDir := axWithMeta(axDir("d/"), 0o755, 0, 0, map[string]string{"trusted.overlay.redirect": "/etc"})
+	data := axTar(t, opaqueDir, axReg("d/.wh..wh..opq", ""), axReg("d/x", "x"), axReg(".wh.gone", ""), axReg("e/.wh.f", ""))
+	err := w.apply(t, data, snapshot.WithOverlayWhiteouts(), snapshot.WithWarn(func(m string) { warnings = append(warnings, m) }))
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	buf := make([]byte, 16)
+	if n, err := unix.Lgetxattr(filepath.Join(w.root, "d"), "trusted.overlay.opaque", buf); err != nil || string(buf[:n]) != "y" {
+		t.Errorf("d: trusted.overlay.opaque = %q, %v; want y", buf[:max(n, 0)], err)
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(w.root, "d"), "trusted.overlay.redirect", buf); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("d: trusted.overlay.redirect from the tar was set (err=%v)", err)
+	}
+	axReadFile(t, filepath.Join(w.root, "d/x"))
+	axCheckDev(t, filepath.Join(w.root, "gone"), unix.S_IFCHR, 0, 0)
+	axCheckDev(t, filepath.Join(w.root, "e/f"), unix.S_IFCHR, 0, 0)
+	for _, p := range []string{".wh.gone", "d/.wh..wh..opq", "e/.wh.f"} {
+		axMissing(t, filepath.Join(w.root, p))
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "trusted.overlay.redirect") {
+		t.Errorf("warnings = %q, want one about trusted.overlay.redirect", warnings)
+	}
+}
+
+func TestApplyNoWhiteouts(t *testing.T) {
+	axRequireRoot(t)
+	w := axNewWorld(t)
+	if err := os.WriteFile(filepath.Join(w.root, "foo"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := axTar(t, axReg(".wh.foo", "plain"), axReg("d/.wh..wh..opq", "marker"), axReg(".wh..wh.plnk", "aufs"))
+	if err := w.apply(t, data, snapshot.WithNoWhiteouts()); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	for name, want := range map[string]string{"foo": "kept", ".wh.foo": "plain", "d/.wh..wh..opq": "marker", ".wh..wh.plnk": "aufs"} {
+		if got := axReadFile(t, filepath.Join(w.root, name)); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestApplyOwnershipOptions(t *testing.T) {
+	axRequireRoot(t)
+	data := axTar(t, axWithMeta(axReg("f", "x"), 0o644, 1000, 1000, nil), axWithMeta(axDir("d/"), 0o755, 12, 34, nil),
+		axWithMeta(axSym("s", "f"), 0o777, 5, 6, nil))
+	for _, tc := range []struct {
+		name     string
+		opt      snapshot.ApplyOption
+		uid, gid uint32
+	}{
+		{"chown", snapshot.WithChown(1234, 5678), 1234, 5678},
+		{"no same owner", snapshot.WithNoSameOwner(), uint32(os.Geteuid()), uint32(os.Getegid())},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := axNewWorld(t)
+			if err := w.apply(t, data, tc.opt); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			for _, name := range []string{"f", "d", "s"} {
+				var st unix.Stat_t
+				if err := unix.Lstat(filepath.Join(w.root, name), &st); err != nil {
+					t.Fatal(err)
+				}
+				if st.Uid != tc.uid || st.Gid != tc.gid {
+					t.Errorf("%s owned by %d:%d, want %d:%d", name, st.Uid, st.Gid, tc.uid, tc.gid)
+				}
+			}
+		})
+	}
+}
+
+func TestApplyDirTimesAfterContent(t *testing.T) {
+	axRequireRoot(t)
+	w := axNewWorld(t)
+	dirTime := time.Unix(1_000_000_000, 0)
+	d := axDir("d/")
+	d.hdr.ModTime = dirTime
+	root := axDir("./")
+	root.hdr.ModTime, root.hdr.Mode = dirTime, 0o751
+	if err := w.apply(t, axTar(t, root, d, axReg("d/f", "x"), axDir("d/sub/"), axReg("d/sub/g", "y"))); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	for _, p := range []string{w.root, filepath.Join(w.root, "d")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fi.ModTime().Equal(dirTime) {
+			t.Errorf("%s mtime %v, want %v", p, fi.ModTime(), dirTime)
+		}
+	}
+	if fi, err := os.Stat(w.root); err != nil || fi.Mode().Perm() != 0o751 {
+		t.Errorf("root mode %v, %v; want 0751 from the ./ entry", fi, err)
+	}
+}
+
+func TestApplyLimits(t *testing.T) {
+	w := axNewWorld(t)
+	big := axReg("big", strings.Repeat("z", 2<<20))
+	err := w.apply(t, axTar(t, big), snapshot.WithNoSameOwner(), snapshot.WithLimits(1<<20, 0))
+	if !errors.Is(err, snapshot.ErrApplyLimit) {
+		t.Errorf("2 MiB file with a 1 MiB limit: err = %v, want ErrApplyLimit", err)
+	}
+	var many []axEnt
+	for i := range 1500 {
+		many = append(many, axReg(fmt.Sprintf("f%04d", i), ""))
+	}
+	err = w.apply(t, axTar(t, many...), snapshot.WithNoSameOwner(), snapshot.WithLimits(0, 1000))
+	if !errors.Is(err, snapshot.ErrApplyLimit) || !strings.Contains(err.Error(), "1000 entries") {
+		t.Errorf("1500 entries with a limit of 1000: err = %v, want ErrApplyLimit", err)
+	}
+}
+
+// TestApplyGzipBomb: a few hundred KiB of gzip expanding to 256 MiB stops
+// at the limit, and the disk use stays near it (EXT-16).
+func TestApplyGzipBomb(t *testing.T) {
+	var zbuf bytes.Buffer
+	zw := gzip.NewWriter(&zbuf)
+	tw := tar.NewWriter(zw)
+	const size = 256 << 20
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bomb", Mode: 0o644, Size: size}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(tw, axZeros{}, size); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(tw.Close(), zw.Close()); err != nil {
+		t.Fatal(err)
+	}
+	w := axNewWorld(t)
+	rc, c, err := snapshot.Decompress(bytes.NewReader(zbuf.Bytes()))
+	if err != nil || c != snapshot.Gzip {
+		t.Fatalf("Decompress: %v, %v", c, err)
+	}
+	defer rc.Close()
+	const limit = 8 << 20
+	n, err := snapshot.Apply(context.Background(), w.root, rc, snapshot.WithNoSameOwner(), snapshot.WithLimits(limit, 0))
+	if !errors.Is(err, snapshot.ErrApplyLimit) {
+		t.Fatalf("Apply: %v, want ErrApplyLimit", err)
+	}
+	if n > limit {
+		t.Errorf("read %d bytes, more than the %d limit", n, limit)
+	}
+	var used int64
+	_ = filepath.WalkDir(w.root, func(p string, d fs.DirEntry, err error) error {
+		if fi, ierr := os.Lstat(p); ierr == nil {
+			used += fi.Size()
+		}
+		return nil
+	})
+	if used > limit+64<<10 {
+		t.Errorf("root holds %d bytes after the bomb, want at most about %d", used, limit)
+	}
+}
+
+type axZeros struct{}
+
+func (axZeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestApplyMalformed: EXT-17 inputs give errors, never panics; a PAX
+// global header is ignored.
+func TestApplyMalformed(t *testing.T) {
+	good := axTar(t, axReg("a", strings.Repeat("a", 3000)), axReg("b", "b"))
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(good)
+	_ = zw.Close()
+	random := make([]byte, 4096)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range random {
+		random[i] = byte(rnd.Uint32())
+	}
+	for _, tc := range []struct {
+		name, wantErr string
+		data          []byte
+	}{
+		{"truncated tar in content", "unexpected EOF", good[:1200]},
+		{"truncated tar in header", "unexpected EOF", good[:100]},
+		{"truncated gzip", "unexpected EOF", gz.Bytes()[:gz.Len()/2]},
+		{"random bytes", "read tar", random},
+		{"corrupt checksum", "invalid tar header", append([]byte{'x'}, good[1:]...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := axNewWorld(t)
+			rc, _, err := snapshot.Decompress(bytes.NewReader(tc.data))
+			if err == nil {
+				defer rc.Close()
+				_, err = snapshot.Apply(context.Background(), w.root, rc, snapshot.WithNoSameOwner())
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+	t.Run("pax global header", func(t *testing.T) {
+		w := axNewWorld(t)
+		g := axEnt{hdr: tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": "x"}}}
+		if err := w.apply(t, axTar(t, g, axReg("f", "f")), snapshot.WithNoSameOwner()); err != nil {
+			t.Fatalf("Apply: %v", err)
+		}
+		axMissing(t, filepath.Join(w.root, "pax_global_header"))
+		axReadFile(t, filepath.Join(w.root, "f"))
+	})
+}
+
+func TestApplyCountsWholeStream(t *testing.T) {
+	w := axNewWorld(t)
+	data := append(axTar(t, axReg("f", "x")), make([]byte, 10240)...)
+	n, err := snapshot.Apply(context.Background(), w.root, bytes.NewReader(data), snapshot.WithNoSameOwner())
+	if err != nil || n != int64(len(data)) {
+		t.Errorf("Apply = %d, %v; want %d bytes", n, err, len(data))
+	}
+	n, err = snapshot.Apply(context.Background(), w.root, bytes.NewReader(nil))
+	if err != nil || n != 0 {
+		t.Errorf("Apply of an empty stream = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func TestApplyCancelled(t *testing.T) {
+	w := axNewWorld(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := snapshot.Apply(ctx, w.root, bytes.NewReader(axTar(t, axReg("f", "x"))), snapshot.WithNoSameOwner())
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	axMissing(t, filepath.Join(w.root, "f"))
+}
+
+func TestApplyMissingRoot(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope")
+	_, err := snapshot.Apply(context.Background(), missing, bytes.NewReader(nil))
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("err = %v, want one naming %s", err, missing)
 	}
 }
