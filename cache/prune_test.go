@@ -14,8 +14,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// pruneFixture is a store with four records, used at different times, one
-// of which belongs to a tagged image, plus an orphan blob.
+// pruneFixture is a store with four records, used at different times and
+// not in the order they were written, one of which belongs to a tagged
+// image, plus an orphan blob.
 type pruneFixture struct {
 	s       *Store
 	keys    []Key    // r0 (image layer, oldest) .. r3 (newest)
@@ -44,16 +45,14 @@ func newPruneFixture(t *testing.T) *pruneFixture {
 	ctx := t.Context()
 	f := &pruneFixture{s: s, layers: &layerLog{}}
 	now := time.Now()
+	// Last used: r0 (the tagged image's layer) 10h ago, r1 7h, r2 9h, r3 8h.
+	ages := []time.Duration{-10 * time.Hour, -7 * time.Hour, -9 * time.Hour, -8 * time.Hour}
 	for i := range 4 {
 		f.diffIDs = append(f.diffIDs, digestOf(fmt.Appendf(nil, "layer %d", i)))
 		f.blobs = append(f.blobs, mustWriteBlob(t, s, []byte(strings.Repeat(fmt.Sprint(i), 5000))))
 		k := KeyOf(Key{}, Inputs{Op: "RUN", Fields: []Field{{Name: "instruction", Value: fmt.Sprint("RUN ", i)}}})
 		f.keys = append(f.keys, k)
-		if err := s.Put(ctx, &Record{Key: k, DiffID: f.diffIDs[i], Size: 1000, Blobs: []string{f.blobs[i]}}); err != nil {
-			t.Fatal(err)
-		}
-		used := now.Add(time.Duration(i-10) * time.Hour) // r0 10h ago ... r3 7h ago
-		if err := os.Chtimes(s.keyPath(k), used, used); err != nil {
+		if err := s.Put(ctx, &Record{Key: k, DiffID: f.diffIDs[i], Size: 1000, Blobs: []string{f.blobs[i]}, LastUsed: now.Add(ages[i])}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -97,14 +96,15 @@ func TestPruneKeepStorageLRU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The orphan goes first, then r1 (r0 is the tagged image's layer).
-	if diff := cmp.Diff([]bool{true, false, true, true}, f.present(t)); diff != "" {
+	// The orphan goes first, then r2, the least recently used record that
+	// is not the tagged image's layer (r0).
+	if diff := cmp.Diff([]bool{true, true, false, true}, f.present(t)); diff != "" {
 		t.Errorf("records present (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{f.diffIDs[1]}, f.layers.removed); diff != "" {
+	if diff := cmp.Diff([]string{f.diffIDs[2]}, f.layers.removed); diff != "" {
 		t.Errorf("layers removed (-want +got):\n%s", diff)
 	}
-	if f.s.HasBlob(f.orphan) || f.s.HasBlob(f.blobs[1]) || !f.s.HasBlob(f.blobs[2]) {
+	if f.s.HasBlob(f.orphan) || f.s.HasBlob(f.blobs[2]) || !f.s.HasBlob(f.blobs[1]) {
 		t.Error("wrong blobs removed")
 	}
 	after, _ := f.s.DiskUsage(ctx)
@@ -112,7 +112,7 @@ func TestPruneKeepStorageLRU(t *testing.T) {
 	if rep.Removed != 4 || rep.Reclaimed != wantReclaimed {
 		t.Errorf("report = %+v, want 4 removed and %d reclaimed", rep, wantReclaimed)
 	}
-	if _, err := f.s.Lookup(ctx, f.keys[2]); err != nil {
+	if _, err := f.s.Lookup(ctx, f.keys[3]); err != nil {
 		t.Errorf("kept record lookup: %v", err)
 	}
 }
@@ -120,14 +120,15 @@ func TestPruneKeepStorageLRU(t *testing.T) {
 func TestPruneLookupRefreshesLRU(t *testing.T) {
 	f := newPruneFixture(t)
 	ctx := t.Context()
-	if _, err := f.s.Lookup(ctx, f.keys[1]); err != nil { // r1 becomes the newest
+	if _, err := f.s.Lookup(ctx, f.keys[2]); err != nil { // r2 becomes the newest
 		t.Fatal(err)
 	}
 	u, _ := f.s.DiskUsage(ctx)
 	if _, err := f.s.Prune(ctx, PruneOptions{KeepStorage: u.Total() - 3000, RemoveLayer: f.layers.remove}); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]bool{true, true, false, true}, f.present(t)); diff != "" {
+	// Now r3 is the least recently used unprotected record.
+	if diff := cmp.Diff([]bool{true, true, true, false}, f.present(t)); diff != "" {
 		t.Errorf("records present (-want +got):\n%s", diff)
 	}
 }
@@ -135,12 +136,12 @@ func TestPruneLookupRefreshesLRU(t *testing.T) {
 func TestPruneUntilAndInUse(t *testing.T) {
 	f := newPruneFixture(t)
 	ctx := t.Context()
-	inUse := func(d string) bool { return d == f.diffIDs[1] }
+	inUse := func(d string) bool { return d == f.diffIDs[2] }
 	rep, err := f.s.Prune(ctx, PruneOptions{Until: 8*time.Hour + 30*time.Minute, InUse: inUse, RemoveLayer: f.layers.remove})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// r1 (9h) is in use, r2 (8h) and r3 (7h) are too recent; the orphan is old.
+	// r2 (9h) is in use, r3 (8h) and r1 (7h) are too recent; the orphan is old.
 	if diff := cmp.Diff([]bool{true, true, true, true}, f.present(t)); diff != "" {
 		t.Errorf("records present (-want +got):\n%s", diff)
 	}

@@ -71,8 +71,8 @@ func (s *Store) checkRecord(k Key, rec *Record) error {
 	return nil
 }
 
-// readRecord decodes a record file; LastUsed is the later of the stored
-// value and the file's mtime. A decode error wraps ErrNotFound and
+// readRecord decodes a record file. The file's mtime is LastUsed: Put sets
+// it and Lookup refreshes it without rewriting the record. A decode error wraps ErrNotFound and
 // ErrCorrupt, and the file is removed.
 func readRecord(p string) (*Record, error) {
 	data, err := os.ReadFile(p)
@@ -84,14 +84,14 @@ func readRecord(p string) (*Record, error) {
 		os.Remove(p)
 		return nil, fmt.Errorf("%w: %w: decode %s: %v", ErrNotFound, ErrCorrupt, p, err)
 	}
-	if fi, err := os.Stat(p); err == nil && fi.ModTime().After(rec.LastUsed) {
+	if fi, err := os.Stat(p); err == nil {
 		rec.LastUsed = fi.ModTime()
 	}
 	return rec, nil
 }
 
 // Put stores rec under rec.Key, replacing any earlier record. Created and
-// LastUsed default to now. The blobs in rec.Blobs must already be stored.
+// LastUsed default to now; LastUsed is kept as the file's mtime. The blobs in rec.Blobs must already be stored.
 // The write is atomic, so concurrent Puts of the same key all succeed.
 func (s *Store) Put(ctx context.Context, rec *Record) error {
 	if rec == nil || rec.Key.IsZero() {
@@ -118,6 +118,9 @@ func (s *Store) Put(ctx context.Context, rec *Record) error {
 		return fmt.Errorf("put record %s: %w", rec.Key, err)
 	}
 	if err := s.writeFileAtomic(ctx, s.keys, rec.Key.Hex()+".json", data); err != nil {
+		return fmt.Errorf("put record %s: %w", rec.Key, err)
+	}
+	if err := os.Chtimes(s.keyPath(rec.Key), r.LastUsed, r.LastUsed); err != nil {
 		return fmt.Errorf("put record %s: %w", rec.Key, err)
 	}
 	return nil
