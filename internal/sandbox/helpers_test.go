@@ -146,9 +146,18 @@ func mustRun(t *testing.T, spec sandbox.Spec) string {
 // hostProcesses returns the command lines of host processes containing s.
 func hostProcesses(t *testing.T, s string) []string {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
+	found, err := findProcesses(s)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return found
+}
+
+// findProcesses returns "pid: cmdline" of host processes containing s.
+func findProcesses(s string) ([]string, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
 	}
 	var found []string
 	for _, e := range entries {
@@ -161,7 +170,7 @@ func hostProcesses(t *testing.T, s string) []string {
 			found = append(found, e.Name()+": "+cmdline)
 		}
 	}
-	return found
+	return found, nil
 }
 
 // sandboxDirs lists the sandbox scratch directories in the temp dir.

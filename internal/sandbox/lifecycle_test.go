@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,4 +186,57 @@ func treeOf(t *testing.T, root string) map[string]string {
 		t.Fatal(err)
 	}
 	return tree
+}
+
+// SIGTERM to the init reaches the command.
+func TestSignalForwarded(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	signalled := make(chan int, 1)
+	go func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if pid := grandparentOf("sleep 4321"); pid > 0 && pid != os.Getpid() && pid != os.Getppid() {
+				signalled <- pid
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		signalled <- 0
+	}()
+	out, _, err := run(t.Context(), shSpec(root, "trap 'echo got-term; exit 7' TERM; sleep 4321 & wait"))
+	if pid := <-signalled; pid == 0 {
+		t.Fatal("sandbox init of sleep 4321 not found")
+	}
+	var ee *sandbox.ExitError
+	if out != "got-term\n" || !errors.As(err, &ee) || ee.Code != 7 {
+		t.Fatalf("got stdout %q, err %v; want got-term and exit code 7", out, err)
+	}
+}
+
+// grandparentOf returns the host pid of the grandparent of the process whose
+// command line starts with prefix, or 0.
+func grandparentOf(prefix string) int {
+	procs, _ := findProcesses(prefix)
+	pid := ""
+	for _, p := range procs {
+		if id, cmdline, _ := strings.Cut(p, ": "); strings.HasPrefix(cmdline, prefix) {
+			pid = id
+		}
+	}
+	if pid == "" {
+		return 0
+	}
+	for range 2 {
+		status, err := os.ReadFile(filepath.Join("/proc", pid, "status"))
+		if err != nil {
+			return 0
+		}
+		_, rest, _ := strings.Cut(string(status), "\nPPid:\t")
+		pid, _, _ = strings.Cut(rest, "\n")
+	}
+	n, _ := strconv.Atoi(pid)
+	return n
 }

@@ -109,9 +109,13 @@ func startCommand(cfg *config) (*os.Process, error) {
 		return nil, fmt.Errorf("open /dev/null: %w", err)
 	}
 	defer stdin.Close()
+	env := cfg.Env
+	if env == nil {
+		env = []string{} // nil would mean the init's own environment
+	}
 	attr := &os.ProcAttr{
 		Dir:   cfg.Cwd,
-		Env:   cfg.Env,
+		Env:   env,
 		Files: []*os.File{stdin, os.Stdout, os.Stderr},
 		Sys: &syscall.SysProcAttr{Credential: &syscall.Credential{
 			Uid: cfg.UID, Gid: cfg.GID, Groups: cfg.Groups,
