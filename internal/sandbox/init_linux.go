@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,8 +44,8 @@ func initMain() int {
 func runInit(specF *os.File) result {
 	// Nothing but stdio may reach the command, and the init itself must
 	// not be inspectable (no /proc/1/exe, /proc/1/fd for the command).
-	if err := unix.CloseRange(specFD, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return result{Error: fmt.Sprintf("set close-on-exec: %v", err)}
+	if err := closeOnExec(specFD); err != nil {
+		return result{Error: err.Error()}
 	}
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return result{Error: fmt.Sprintf("set non-dumpable: %v", err)}
@@ -72,4 +73,22 @@ func runSandbox(cfg *config) result {
 		res.Error = err.Error()
 	}
 	return res
+}
+
+// closeOnExec marks every fd from first on close-on-exec: with
+// close_range(2) (Linux 5.11), else one by one from /proc/self/fd.
+func closeOnExec(first int) error {
+	if unix.CloseRange(uint(first), ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return nil
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("set close-on-exec: %w", err)
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= first {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
 }

@@ -31,6 +31,10 @@ func supervise(cfg *config) result {
 		if errors.Is(err, errNotFound) || errors.Is(err, unix.ENOENT) {
 			code = 127
 		}
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
 		fmt.Fprintf(os.Stderr, "sandbox: exec %s: %v\n", cfg.Args[0], err)
 		return result{Code: code}
 	}
