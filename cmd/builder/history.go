@@ -106,7 +106,7 @@ func historyRows(ctx context.Context, st *stores, img v1.Image) ([]historyRow, e
 
 func printHistory(a *app, rows []historyRow, noTrunc bool) error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "IMAGE\tCREATED\tCREATED BY\tSIZE\tCACHE\tCOMMENT")
+	fmt.Fprintln(tw, "LAYER\tCREATED\tCREATED BY\tSIZE\tCACHE\tCOMMENT")
 	for _, r := range rows {
 		layer := "<empty>"
 		if r.Layer != "" {

@@ -45,11 +45,8 @@ func cmdPrune(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer st.Close()
-	unlock, err := st.cache.Lock(ctx)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	// Prune takes the store's exclusive lock itself: it waits for running
+	// builds, which hold the shared lock.
 	opts.RemoveLayer = func(ctx context.Context, diffID string) (int64, error) {
 		size := dirSize(st.layers.Dir(diffID))
 		return size, st.layers.Remove(ctx, diffID)

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/builder-dev/builder/fixtures"
+)
+
+// The end-to-end tests in this package run the real builder binary, built
+// once by TestMain, against a store root in a temporary directory.
+
+var builderBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "builder-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	builderBin = filepath.Join(dir, "builder")
+	out, err := exec.Command("go", "build", "-o", builderBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build builder: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requireRoot skips on a developer machine without root and fails in CI.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but the test needs root (uid %d)", os.Geteuid())
+		}
+		t.Skipf("needs root (uid %d)", os.Geteuid())
+	}
+}
+
+// e2eEnv is one store root with the busybox base image loaded as
+// busybox:fixture.
+type e2eEnv struct {
+	t    *testing.T
+	root string
+	dir  string // scratch space for contexts
+}
+
+// newEnv makes a store root and builds the busybox base image into it.
+func newEnv(t *testing.T) *e2eEnv {
+	t.Helper()
+	requireRoot(t)
+	dir := t.TempDir()
+	e := &e2eEnv{t: t, root: filepath.Join(dir, "root"), dir: dir}
+	base := filepath.Join(dir, "base")
+	if err := fixtures.BusyboxRootfs(context.Background(), filepath.Join(base, "rootfs")); err != nil {
+		t.Fatalf("busybox rootfs: %v", err)
+	}
+	e.write(base, "Dockerfile", "FROM scratch\nCOPY rootfs/ /\nCMD [\"sh\"]\n")
+	e.mustRun("build", "-t", "busybox:fixture", base)
+	return e
+}
+
+// write creates dir/name with content (parents included).
+func (e *e2eEnv) write(dir, name, content string) string {
+	e.t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// context makes a fresh build context directory with a Dockerfile and files.
+func (e *e2eEnv) context(dockerfile string, files map[string]string) string {
+	e.t.Helper()
+	d, err := os.MkdirTemp(e.dir, "ctx-")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.write(d, "Dockerfile", dockerfile)
+	for name, content := range files {
+		e.write(d, name, content)
+	}
+	return d
+}
+
+// run runs builder --root ROOT args... and returns stdout, stderr and error.
+func (e *e2eEnv) run(args ...string) (string, string, error) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, builderBin, append([]string{"--root", e.root}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
+// mustRun is run that fails the test on error.
+func (e *e2eEnv) mustRun(args ...string) (string, string) {
+	e.t.Helper()
+	out, errOut, err := e.run(args...)
+	if err != nil {
+		e.t.Fatalf("builder %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out, errOut)
+	}
+	return out, errOut
+}
+
+func TestE2EBuildRunHistory(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("FROM busybox:fixture\nARG V=1\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt && echo $V >> /b.txt\nCMD [\"cat\", \"/b.txt\"]\n",
+		map[string]string{"a.txt": "hello\n"})
+	_, errOut := e.mustRun("build", "--progress", "plain", "-t", "t:1", ctx)
+	if !strings.Contains(errOut, "cache miss: no earlier build") {
+		t.Errorf("first build should explain its misses:\n%s", errOut)
+	}
+	_, errOut = e.mustRun("build", "--progress", "plain", "-t", "t:1", ctx)
+	if strings.Contains(errOut, "cache miss") {
+		t.Errorf("unchanged rebuild missed:\n%s", errOut)
+	}
+	_, errOut = e.mustRun("build", "--progress", "plain", "--build-arg", "V=2", "-t", "t:1", ctx)
+	if !strings.Contains(errOut, "build arg V changed (1 → 2)") {
+		t.Errorf("changed build arg not explained:\n%s", errOut)
+	}
+	out, _ := e.mustRun("history", "t:1")
+	if !strings.Contains(out, "miss: build arg V changed (1 → 2)") || !strings.Contains(out, "COPY a.txt /a.txt # buildkit") {
+		t.Errorf("history lacks the miss reason or the COPY row:\n%s", out)
+	}
+}
