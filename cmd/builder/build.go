@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/executor"
 	"github.com/builder-dev/builder/exporter"
 	"github.com/builder-dev/builder/internal/buildcontext"
@@ -272,8 +274,11 @@ func openContext(dir, dockerfile string) (*buildcontext.Context, error) {
 func resolver(st *stores, pull bool) func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
 	return func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
 		img, err := st.images.Image(ctx, ref)
+		if errors.Is(err, cache.ErrNotFound) {
+			return nil, fmt.Errorf("not found in the local image store %s (builder does not pull; load it with 'builder load -i FILE')", st.cache.Root())
+		}
 		if err != nil {
-			return nil, fmt.Errorf("base image %s: %w (load it with 'builder load -i FILE')", ref, err)
+			return nil, err
 		}
 		d, err := img.Digest()
 		if err != nil {
