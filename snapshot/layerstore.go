@@ -189,7 +189,7 @@ func (s *LayerStore) Unpack(ctx context.Context, diffID string, r io.Reader) (La
 		return Layer{}, fmt.Errorf("unpack layer %s: content has digest sha256:%s", diffID, got)
 	}
 	meta := layerMetadata{DiffID: diffID, Size: cr.n}
-	if err := s.install(tmp, hexID, meta); err != nil {
+	if err := s.install(ctx, tmp, hexID, meta); err != nil {
 		return Layer{}, fmt.Errorf("unpack layer %s: %w", diffID, err)
 	}
 	return Layer{DiffID: diffID, Size: cr.n}, nil
@@ -218,7 +218,7 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 		return Layer{}, fmt.Errorf("commit %s: move into layer store (must be one file system): %w", dir, err)
 	}
 	meta := layerMetadata{DiffID: diffID, Size: size, Committed: true}
-	if err := s.install(tmp, diffID[len("sha256:"):], meta); err != nil {
+	if err := s.install(ctx, tmp, diffID[len("sha256:"):], meta); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}
 	return layer, nil
@@ -227,7 +227,7 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 // install writes the metadata into the complete temporary layer directory
 // tmp, syncs it, and renames it to its final name. Losing a race to another
 // process that installed the same layer is success.
-func (s *LayerStore) install(tmp, hexID string, meta layerMetadata) error {
+func (s *LayerStore) install(ctx context.Context, tmp, hexID string, meta layerMetadata) error {
 	data, err := json.Marshal(meta)
 	if err != nil {
 		return err
@@ -235,7 +235,7 @@ func (s *LayerStore) install(tmp, hexID string, meta layerMetadata) error {
 	if err := writeFileSync(filepath.Join(tmp, layerMeta), data); err != nil {
 		return err
 	}
-	if err := syncFS(tmp); err != nil {
+	if err := syncTree(ctx, tmp); err != nil {
 		return err
 	}
 	final := filepath.Join(s.root, hexID)
@@ -327,16 +327,31 @@ func writeFileSync(p string, data []byte) error {
 	return f.Close()
 }
 
-// syncFS flushes the file system holding p, making a whole layer directory
-// durable with one call.
-func syncFS(p string) error {
-	f, err := os.Open(p)
+// syncTree fsyncs every regular file and directory below and including
+// dir, so a layer is durable before the rename that publishes it. The cost
+// is proportional to the layer, not to the file system.
+func syncTree(ctx context.Context, dir string) error {
+	err := walkTree(ctx, dir, func(p string, st *unix.Stat_t) error {
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG, unix.S_IFDIR:
+			return syncPath(p)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
+	return syncPath(dir)
+}
+
+func syncPath(p string) error {
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p, err)
+	}
 	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
-		return fmt.Errorf("sync file system of %s: %w", p, err)
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", p, err)
 	}
 	return nil
 }

@@ -45,12 +45,17 @@ func TestOverlayManyLayers(t *testing.T) {
 	e := snapshottest.NewEnv(t, newOverlay)
 	parents := []string{e.Base}
 	for i := range 250 {
-		id := e.Commit(fmt.Sprintf("l%d", i), parents, func(t *testing.T, root string) {
-			if err := os.WriteFile(filepath.Join(root, fmt.Sprintf("f%03d", i)), []byte{byte(i)}, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		})
-		parents = append(parents, id)
+		key := fmt.Sprintf("l%d", i)
+		target := e.MountKey(key, parents)
+		if err := os.WriteFile(filepath.Join(target, fmt.Sprintf("f%03d", i)), []byte{byte(i)}, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.Unmount(target)
+		layer, err := e.Sn.Commit(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parents = append(parents, layer.DiffID)
 	}
 	target := e.MountKey("top", parents)
 	for _, name := range []string{"f000", "f249", "etc/passwd"} {
