@@ -2,6 +2,7 @@ package executor
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/planner"
@@ -42,10 +43,11 @@ func (b *build) explainFrom(st *planner.Stage, in *cache.Inputs) string {
 	if len(prev) == 0 || prev[0].Inputs == nil {
 		return "stage not in the earlier build"
 	}
-	if r := cache.Explain(prev[0].Inputs, in); r != "" {
-		return r
+	r := cache.Explain(prev[0].Inputs, in)
+	if r != "" && st.Base.Stage != nil {
+		return fmt.Sprintf("base stage %s rebuilt", stageName(st.Base.Stage))
 	}
-	return ""
+	return r
 }
 
 // explain says why a step missed the cache, comparing it with the same step
@@ -59,28 +61,71 @@ func (b *build) explain(sc *stepCtx, key cache.Key, in *cache.Inputs) string {
 	case b.prev == nil:
 		return "no earlier build"
 	}
-	prev := b.prevSteps(sc.ev.Stage)
-	i := sc.index + 1 // prev[0] is the FROM
-	if i >= len(prev) || prev[i].Inputs == nil {
+	p, found := b.prevStep(sc)
+	switch {
+	case !found && p == nil:
 		if sc.s.parentReason != "" {
 			return sc.s.parentReason
 		}
 		return "step not in the earlier build"
-	}
-	p := prev[i]
-	if p.Key == key {
-		return "cache entry missing (pruned or from another store)"
-	}
-	if p.Inputs.Op != in.Op {
+	case !found:
+		return "instruction changed"
+	case p.Key == key:
+		return "cache entry missing (pruned, corrupt or from another store)"
+	case p.Inputs.Op != in.Op:
 		return "instruction changed"
 	}
-	if r := cache.Explain(p.Inputs, in); r != "" {
+	if r := cache.Explain(displayInputs(p.Inputs), displayInputs(in)); r != "" {
 		return r
 	}
 	if sc.s.parentReason != "" {
 		return sc.s.parentReason
 	}
 	return fmt.Sprintf("key changed (%s)", short(key.String()))
+}
+
+// prevStep finds the earlier build's record of the step: the one at the
+// same position when its instruction text is the same, else the first
+// with the same text (the step moved because others were added or
+// removed). found is false when no earlier step has the same text; p is
+// then the step that was at this position, if any.
+func (b *build) prevStep(sc *stepCtx) (p *cache.StepRecord, found bool) {
+	prev := b.prevSteps(sc.ev.Stage)
+	i := sc.index + 1 // prev[0] is the FROM
+	if i < len(prev) && prev[i].Inputs != nil {
+		if prev[i].Instruction == sc.step.Text {
+			return &prev[i], true
+		}
+		p = &prev[i]
+	}
+	for j := 1; j < len(prev); j++ {
+		if prev[j].Inputs != nil && prev[j].Instruction == sc.step.Text {
+			return &prev[j], true
+		}
+	}
+	return p, false
+}
+
+// displayInputs returns in with the source index prefix ("0/") dropped
+// from its file paths, so reasons name files as the user wrote them, when
+// that leaves the paths unique.
+func displayInputs(in *cache.Inputs) *cache.Inputs {
+	if in == nil || len(in.Files) == 0 {
+		return in
+	}
+	out := *in
+	out.Files = make([]cache.FileInput, len(in.Files))
+	seen := make(map[string]bool, len(in.Files))
+	for i, f := range in.Files {
+		_, rest, ok := strings.Cut(f.Path, "/")
+		if !ok || seen[rest] || strings.Trim(f.Path[:len(f.Path)-len(rest)-1], "0123456789") != "" {
+			return in
+		}
+		seen[rest] = true
+		f.Path = rest
+		out.Files[i] = f
+	}
+	return &out
 }
 
 func short(d string) string {
