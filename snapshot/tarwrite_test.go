@@ -1,0 +1,108 @@
+package snapshot
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("test needs root (mknod, trusted xattrs); CI=true requires it")
+	}
+	t.Skip("test needs root (mknod, trusted xattrs)")
+}
+
+func check(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWriteLayerTar serializes a hand-made upper dir: whiteouts, an opaque
+// dir whose marker precedes its children, hardlinks, xattr filtering, and
+// skipped sockets.
+func TestWriteLayerTar(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	check(t, os.Mkdir(filepath.Join(dir, "o"), 0o755))
+	check(t, unix.Lsetxattr(filepath.Join(dir, "o"), opaqueXattr, []byte("y"), 0))
+	check(t, unix.Lsetxattr(filepath.Join(dir, "o"), "trusted.overlay.impure", []byte("y"), 0))
+	check(t, os.WriteFile(filepath.Join(dir, "o", "-dash"), []byte("d"), 0o644))
+	check(t, unix.Mknod(filepath.Join(dir, "gone"), unix.S_IFCHR, 0))
+	check(t, os.WriteFile(filepath.Join(dir, "b"), []byte("bb"), 0o644))
+	check(t, os.Link(filepath.Join(dir, "b"), filepath.Join(dir, "a")))
+	check(t, unix.Lsetxattr(filepath.Join(dir, "b"), "user.keep", []byte("1"), 0))
+	check(t, unix.Lsetxattr(filepath.Join(dir, "b"), "user.overlay.x", []byte("1"), 0))
+	check(t, unix.Mknod(filepath.Join(dir, "sock"), unix.S_IFSOCK|0o644, 0))
+
+	var buf bytes.Buffer
+	n, err := writeLayerTar(context.Background(), dir, &buf)
+	check(t, err)
+	if n != int64(buf.Len()) {
+		t.Errorf("reported %d bytes, wrote %d", n, buf.Len())
+	}
+	var got []string
+	tr := tar.NewReader(&buf)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		check(t, err)
+		s := hdr.Name + " " + string(hdr.Typeflag) + " " + hdr.Linkname
+		for k, v := range hdr.PAXRecords {
+			s += " " + k + "=" + v
+		}
+		got = append(got, strings.TrimSpace(s))
+	}
+	want := []string{
+		"a 0  SCHILY.xattr.user.keep=1", // first path of the inode is the regular entry
+		"b 1 a SCHILY.xattr.user.keep=1",
+		".wh.gone 0",
+		"o/ 5",
+		"o/.wh..wh..opq 0", // before "o/-dash" although '-' < '.'
+		"o/-dash 0",
+	}
+	if diff := cmp.Diff(sortLike(want), got); diff != "" {
+		t.Errorf("entries (-want +got):\n%s", diff)
+	}
+}
+
+// sortLike orders want as the writer does: ".wh.gone" sorts before "a".
+func sortLike(want []string) []string {
+	return []string{want[2], want[0], want[1], want[3], want[4], want[5]}
+}
+
+func TestWriteLayerTarEmpty(t *testing.T) {
+	var buf bytes.Buffer
+	n, err := writeLayerTar(context.Background(), t.TempDir(), &buf)
+	check(t, err)
+	if n != 1024 || !bytes.Equal(buf.Bytes(), make([]byte, 1024)) {
+		t.Errorf("empty layer is %d bytes, want 1024 zero bytes", n)
+	}
+}
+
+func TestWriteLayerTarCancelled(t *testing.T) {
+	dir := t.TempDir()
+	check(t, os.WriteFile(filepath.Join(dir, "f"), nil, 0o644))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := writeLayerTar(ctx, dir, io.Discard); !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v, want context.Canceled", err)
+	}
+}
