@@ -76,6 +76,12 @@ func (m *buildMeta) step(t *testing.T, stage, prefix string) stepMeta {
 	return stepMeta{}
 }
 
+// hasLayerDir reports whether the step's layer is in the layer store.
+func (s stepMeta) hasLayerDir(root string) bool {
+	_, err := os.Stat(filepath.Join(root, "snapshots", strings.TrimPrefix(s.Layer, "sha256:"), "layer.json"))
+	return s.Layer != "" && err == nil
+}
+
 // wantAllHits fails unless every step hit the cache.
 func (m *buildMeta) wantAllHits(t *testing.T) {
 	t.Helper()
@@ -522,4 +528,166 @@ func wantRow(t *testing.T, table, by, cache string) {
 		}
 	}
 	t.Errorf("history has no row with %q and %q:\n%s", by, cache, table)
+}
+
+// The store tests below damage the store the way a disk or a person can,
+// and check the damage is detected: the step is rebuilt, or the build fails
+// with an error naming what is damaged, and nothing damaged is exported.
+
+const storeDockerfile = "FROM busybox:fixture\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\n"
+
+func TestE2EStoreCorruptKeyRecord(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dir := e.context(storeDockerfile, map[string]string{"a.txt": "a\n"})
+	first := e.build(dir)
+	for _, garbage := range []string{"{not json", `{"key":"sha256:` + strings.Repeat("0", 64) + `"}`} {
+		for _, s := range first.Steps[1:] {
+			p := filepath.Join(e.root, "keys", strings.TrimPrefix(s.Key, "sha256:")+".json")
+			if err := os.WriteFile(p, []byte(garbage), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m := e.build(dir, "-o", "type=local,dest="+filepath.Join(e.dir, "out"))
+		m.wantCache(t, "", "COPY", "miss", "cache entry missing")
+		wantFileContent(t, filepath.Join(e.dir, "out", "b.txt"), "a\n")
+		e.build(dir).wantAllHits(t)
+	}
+}
+
+func TestE2EStoreMissingLayerDir(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dir := e.context(storeDockerfile, map[string]string{"a.txt": "a\n"})
+	first := e.build(dir)
+	layer := first.step(t, "", "RUN").Layer
+	if err := os.RemoveAll(filepath.Join(e.root, "snapshots", strings.TrimPrefix(layer, "sha256:"))); err != nil {
+		t.Fatal(err)
+	}
+	m := e.build(dir, "-o", "type=local,dest="+filepath.Join(e.dir, "out"))
+	m.wantCache(t, "", "COPY", "hit", "")
+	m.wantCache(t, "", "RUN", "miss", "cache entry missing")
+	wantFileContent(t, filepath.Join(e.dir, "out", "b.txt"), "a\n")
+	if !m.step(t, "", "RUN").hasLayerDir(e.root) {
+		t.Errorf("the rebuilt RUN step has no layer directory")
+	}
+}
+
+func TestE2EStoreModifiedLayerDir(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dir := e.context(storeDockerfile, map[string]string{"a.txt": "a\n"})
+	first := e.build(dir)
+	layer := strings.TrimPrefix(first.step(t, "", "RUN").Layer, "sha256:")
+	e.write(filepath.Join(e.root, "snapshots", layer, "fs"), "b.txt", "tampered\n")
+	dest := filepath.Join(e.dir, "image.tar")
+	_, errOut, err := e.run("build", "--progress", "plain", "-o", "type=docker,dest="+dest, dir)
+	if err == nil {
+		t.Fatalf("export of a modified layer succeeded:\n%s", errOut)
+	}
+	if !strings.Contains(errOut, layer) {
+		t.Errorf("error does not name the modified layer %s:\n%s", layer, errOut)
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Errorf("a damaged image was exported to %s (stat: %v)", dest, err)
+	}
+}
+
+func TestE2EStoreCorruptBlob(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	saved := filepath.Join(e.dir, "base.tar")
+	e.mustRun("save", "-o", saved, "busybox:fixture")
+	// A second root holding the base image as loaded blobs.
+	e2 := &e2eEnv{t: t, root: filepath.Join(e.dir, "root2"), dir: e.dir}
+	e2.mustRun("load", "-i", saved)
+	blob := largestBlob(t, e2.root)
+	flipByte(t, blob)
+	dir := e2.context("FROM busybox:fixture\nCOPY a.txt /a.txt\n", map[string]string{"a.txt": "a\n"})
+	dest := filepath.Join(e.dir, "image.tar")
+	_, errOut, err := e2.run("build", "--progress", "plain", "-o", "type=docker,dest="+dest, dir)
+	if err == nil {
+		t.Fatalf("export with a corrupt base layer blob succeeded:\n%s", errOut)
+	}
+	if !strings.Contains(errOut, filepath.Base(blob)) {
+		t.Errorf("error does not name the corrupt blob %s:\n%s", filepath.Base(blob), errOut)
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Errorf("an image with a corrupt blob was exported to %s (stat: %v)", dest, err)
+	}
+	if _, err := os.Stat(blob); !os.IsNotExist(err) {
+		t.Errorf("the corrupt blob %s was kept", blob)
+	}
+
+	// A corrupt manifest: the base image can't be resolved, and the error
+	// names the blob.
+	e.mustRun("tag", "busybox:fixture", "other:1")
+	e.build(e.context("FROM other:1\n", nil))
+	digest := resolveDigest(t, e, "other:1")
+	flipByte(t, filepath.Join(e.root, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:")))
+	_, errOut, err = e.run("build", "--progress", "plain", e.context("FROM other:1\nRUN true\n", nil))
+	if err == nil || !strings.Contains(errOut, digest) {
+		t.Errorf("build on a corrupt base manifest: err %v, want an error naming %s:\n%s", err, digest, errOut)
+	}
+}
+
+// resolveDigest returns the manifest digest of a stored image.
+func resolveDigest(t *testing.T, e *e2eEnv, ref string) string {
+	t.Helper()
+	out, _ := e.mustRun("inspect", ref)
+	var v struct {
+		Digest string `json:"digest"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		var list []struct {
+			Digest string `json:"digest"`
+		}
+		if err2 := json.Unmarshal([]byte(out), &list); err2 != nil || len(list) == 0 {
+			t.Fatalf("inspect %s: %v\n%s", ref, err, out)
+		}
+		v.Digest = list[0].Digest
+	}
+	return v.Digest
+}
+
+func largestBlob(t *testing.T, root string) string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(root, "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var best string
+	var size int64 = -1
+	for _, d := range entries {
+		fi, err := d.Info()
+		if err == nil && fi.Size() > size {
+			best, size = filepath.Join(root, "blobs", "sha256", d.Name()), fi.Size()
+		}
+	}
+	return best
+}
+
+// flipByte changes one byte in the middle of a file, keeping its size.
+func flipByte(t *testing.T, p string) {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantFileContent(t *testing.T, p, want string) {
+	t.Helper()
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Errorf("read output: %v", err)
+		return
+	}
+	if string(got) != want {
+		t.Errorf("%s = %q, want %q", p, got, want)
+	}
 }
