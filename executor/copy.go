@@ -1,10 +1,6 @@
 package executor
 
 import (
-	"archive/tar"
-	"bufio"
-	"bytes"
-	"compress/bzip2"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,7 +10,6 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -26,9 +21,8 @@ import (
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/buildcontext"
 	"github.com/builder-dev/builder/internal/user"
+	"github.com/builder-dev/builder/snapshot"
 	securejoin "github.com/cyphar/filepath-securejoin"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/patternmatcher"
 	"golang.org/x/sync/errgroup"
@@ -55,6 +49,9 @@ type copyRequest struct {
 	Hash       func(ctx context.Context, path string, fi os.FileInfo) (string, error)
 	HTTPClient *http.Client
 	TempDir    string
+	// Warn receives non-fatal problems, such as device nodes of an ADD
+	// archive that cannot be created in a user namespace; nil drops them.
+	Warn func(msg string)
 }
 
 // copyKind is what a selected entry is.
@@ -94,13 +91,18 @@ type copySource struct {
 	archive bool   // ADD of a local archive: extract into dest
 	data    []byte // heredoc content
 	url     *addDownload
+	// COPY --parents: the source is written at dest/name, where name is
+	// its path below pivot, and parents are the directories between
+	// pivot and the source (rel relative to dest), outermost first.
+	pivot   string
+	parents []copyEntry
 }
 
 // copyPlan is a COPY/ADD whose sources are selected and hashed; Apply
 // writes it into a rootfs. It is not safe for concurrent use.
 type copyPlan struct {
 	req     copyRequest
-	chmod   *fs.FileMode
+	chmod   *copyChmod
 	dest    string // absolute, slash-separated, inside the rootfs
 	destDir bool   // dest was written as a directory ("/" suffix, ".")
 	sources []*copySource
@@ -148,9 +150,6 @@ func (p *copyPlan) validate() error {
 	if len(req.Sources) == 0 && len(req.Heredocs) == 0 {
 		return fmt.Errorf("%s requires at least one source", op)
 	}
-	if req.Parents {
-		return fmt.Errorf("%s --parents is not supported", op)
-	}
 	for _, s := range req.Sources {
 		if addIsURL(s) && !req.Add {
 			return errors.New("source can't be a URL for COPY")
@@ -169,22 +168,13 @@ func (p *copyPlan) validate() error {
 		if err != nil {
 			return err
 		}
-		p.chmod = &m
+		p.chmod = m
 	}
 	if _, err := patternmatcher.New(req.Exclude); err != nil {
 		return fmt.Errorf("invalid --exclude pattern: %w", err)
 	}
 	p.dest, p.destDir = copyDest(req.Workdir, req.Dest)
 	return nil
-}
-
-// copyParseChmod parses an octal --chmod (BuildKit's message on error).
-func copyParseChmod(s string) (fs.FileMode, error) {
-	n, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || n > 0o7777 {
-		return 0, fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", s)
-	}
-	return copyUnixMode(uint32(n)), nil
 }
 
 // copyDest resolves dest against the workdir.
@@ -223,49 +213,170 @@ func (p *copyPlan) addSource(ctx context.Context, tree *buildcontext.Context, i 
 	if tree == nil {
 		return fmt.Errorf("source %q: no build context", src)
 	}
-	matches := []string{src}
-	if buildcontext.HasMeta(src) {
-		var err error
-		if matches, err = tree.Glob(ctx, src); err != nil {
-			return err
-		}
+	if p.req.Parents {
+		return p.addParents(ctx, tree, i, src)
+	}
+	matches, err := copyGlob(ctx, tree, src)
+	if err != nil {
+		return err
 	}
 	for _, m := range matches {
-		s, err := p.selectSource(ctx, tree, i, m)
+		// A top-level symlink is followed, as Docker does.
+		rel, err := tree.Resolve(m)
 		if err != nil {
 			return err
 		}
-		if s != nil {
-			p.sources = append(p.sources, s)
+		s := &copySource{index: i, written: m, name: path.Base(buildcontext.Clean(m))}
+		if err := p.appendSource(ctx, tree, s, rel); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// selectSource resolves one source path (following a top-level symlink, as
-// Docker does) and lists what it selects.
-func (p *copyPlan) selectSource(ctx context.Context, tree *buildcontext.Context, i int, written string) (*copySource, error) {
-	rel, err := tree.Resolve(written)
-	if err != nil {
-		return nil, err
+// copyGlob expands src when it holds wildcards.
+func copyGlob(ctx context.Context, tree *buildcontext.Context, src string) ([]string, error) {
+	if !buildcontext.HasMeta(src) {
+		return []string{src}, nil
 	}
-	name := path.Base(buildcontext.Clean(written))
-	if ex, err := p.excluded(name); err != nil || ex {
-		return nil, err
+	return tree.Glob(ctx, src)
+}
+
+// addParents selects the source of a COPY --parents. As in BuildKit, the
+// part of src before a "/./" pivot (the root without one) is dropped from
+// the destination path and the rest is kept: "a/./b/c.txt" is written at
+// <dest>/b/c.txt, "a/b/c.txt" at <dest>/a/b/c.txt. Wildcards may stand on
+// either side of the pivot.
+func (p *copyPlan) addParents(ctx context.Context, tree *buildcontext.Context, i int, src string) error {
+	pivotPattern, pattern := copySplitPivot(src)
+	pivots, err := copyGlob(ctx, tree, pivotPattern)
+	if err != nil {
+		return err
+	}
+	// Like BuildKit's RequiredPaths: a literal path must exist only when
+	// no wildcard stands on either side of the pivot.
+	optional := buildcontext.HasMeta(pivotPattern)
+	for _, pivot := range pivots {
+		pivot = buildcontext.Clean(pivot)
+		matches, err := copyGlob(ctx, tree, path.Join(pivot, pattern))
+		if err != nil {
+			return err
+		}
+		for _, m := range matches {
+			err := p.addParentsMatch(ctx, tree, i, pivot, buildcontext.Clean(m))
+			if err != nil && !(optional && errors.Is(err, buildcontext.ErrNotFound)) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (p *copyPlan) addParentsMatch(ctx context.Context, tree *buildcontext.Context, i int, pivot, m string) error {
+	name, ok := copyRelTo(m, pivot)
+	if !ok {
+		return fmt.Errorf("source %q: not below its pivot %q", "/"+m, "/"+pivot)
+	}
+	rel, err := copyResolveParent(tree, m)
+	if err != nil {
+		return err
+	}
+	s := &copySource{index: i, written: m, name: name, pivot: pivot}
+	if s.parents, err = copyParentDirs(tree, pivot, name); err != nil {
+		return err
+	}
+	return p.appendSource(ctx, tree, s, rel)
+}
+
+// copySplitPivot splits a --parents source at its first "/./".
+func copySplitPivot(src string) (pivot, pattern string) {
+	if before, after, ok := strings.Cut(src, "/./"); ok {
+		return buildcontext.Clean(before), after
+	}
+	return ".", src
+}
+
+// copyRelTo returns the clean path m relative to its ancestor dir.
+func copyRelTo(m, dir string) (string, bool) {
+	switch {
+	case dir == ".":
+		return m, true
+	case m == dir:
+		return ".", true
+	}
+	rest, ok := strings.CutPrefix(m, dir+"/")
+	return rest, ok
+}
+
+// copyResolveParent resolves the directory of m inside the tree but not
+// its final component: --parents copies a matched symlink as a symlink.
+func copyResolveParent(tree *buildcontext.Context, m string) (string, error) {
+	if m == "." {
+		return ".", nil
+	}
+	dir, err := tree.Resolve(path.Dir(m))
+	if err != nil {
+		return "", err
+	}
+	rel := path.Join(dir, path.Base(m))
+	if _, err := tree.Lstat(rel); err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, buildcontext.ErrNotFound) {
+			return "", fmt.Errorf("%q: %w", "/"+m, buildcontext.ErrNotFound)
+		}
+		return "", fmt.Errorf("stat %q: %w", "/"+m, err)
+	}
+	return rel, nil
+}
+
+// copyParentDirs describes the directories between pivot and its
+// descendant name, outermost first, each with rel relative to the
+// destination.
+func copyParentDirs(tree *buildcontext.Context, pivot, name string) ([]copyEntry, error) {
+	var dirs []string
+	for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
+		dirs = append(dirs, d)
+	}
+	out := make([]copyEntry, 0, len(dirs))
+	for i := len(dirs) - 1; i >= 0; i-- {
+		rel, err := tree.Resolve(path.Join(pivot, dirs[i]))
+		if err != nil {
+			return nil, err
+		}
+		fi, err := tree.Lstat(rel)
+		if err != nil {
+			return nil, fmt.Errorf("stat %q: %w", "/"+path.Join(pivot, dirs[i]), err)
+		}
+		e, err := copyEntryOf(tree, dirs[i], rel, fi)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// appendSource lists what the resolved entry rel selects into s and adds
+// s to the plan, unless --exclude drops it.
+func (p *copyPlan) appendSource(ctx context.Context, tree *buildcontext.Context, s *copySource, rel string) error {
+	if ex, err := p.excluded(s.name); err != nil || ex {
+		return err
 	}
 	fi, err := tree.Lstat(rel)
 	if err != nil {
-		return nil, fmt.Errorf("stat %q: %w", "/"+buildcontext.Clean(written), err)
+		return fmt.Errorf("stat %q: %w", "/"+buildcontext.Clean(s.written), err)
 	}
 	top, err := copyEntryOf(tree, "", rel, fi)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s := &copySource{index: i, written: written, name: name, entries: []copyEntry{top}}
+	s.entries = []copyEntry{top}
 	if top.kind == copyDir {
-		return s, p.selectDir(ctx, tree, s, rel)
+		if err := p.selectDir(ctx, tree, s, rel); err != nil {
+			return err
+		}
 	}
-	return s, nil
+	p.sources = append(p.sources, s)
+	return nil
 }
 
 func (p *copyPlan) selectDir(ctx context.Context, tree *buildcontext.Context, s *copySource, rel string) error {
@@ -377,7 +488,7 @@ func (p *copyPlan) hashAll(ctx context.Context, tree *buildcontext.Context) erro
 		}
 		if p.req.Add && s.url == nil && s.data == nil && s.entries[0].kind == copyFile {
 			g.Go(func() error {
-				ok, err := addIsArchive(gctx, s.entries[0].host)
+				ok, err := addIsArchive(s.entries[0].host)
 				s.archive = ok
 				return err
 			})
@@ -413,24 +524,37 @@ func (p *copyPlan) hashEntry(ctx context.Context, e *copyEntry) error {
 }
 
 // Inputs lists every selected file for the cache key. Paths are prefixed by
-// the source's index and its path as written so that sources never collide.
+// the source's index and its path as written so that sources never
+// collide; the parent directories that --parents recreates are listed at
+// their own paths, which are ancestors of the source's.
 func (p *copyPlan) Inputs() []cache.FileInput {
 	var out []cache.FileInput
+	seen := map[string]bool{}
 	for _, s := range p.sources {
 		prefix := fmt.Sprintf("%d/%s", s.index, buildcontext.Clean(s.written))
 		if s.url != nil || s.data != nil {
 			prefix = fmt.Sprintf("%d/%s", s.index, s.name)
 		}
-		for _, e := range s.entries {
-			fi := cache.FileInput{Path: path.Join(prefix, e.rel), Type: copyKindNames[e.kind],
-				Mode: copyModeBits(e.mode), Digest: e.digest, Link: e.link}
-			if e.kind == copyHardlink {
-				fi.Link = path.Join(prefix, e.link)
+		for _, d := range s.parents {
+			in := copyFileInput(fmt.Sprintf("%d/%s", s.index, path.Join(s.pivot, d.rel)), "", d)
+			if !seen[in.Path] {
+				seen[in.Path] = true
+				out = append(out, in)
 			}
-			out = append(out, fi)
+		}
+		for _, e := range s.entries {
+			out = append(out, copyFileInput(path.Join(prefix, e.rel), prefix, e))
 		}
 	}
 	return out
+}
+
+func copyFileInput(p, prefix string, e copyEntry) cache.FileInput {
+	in := cache.FileInput{Path: p, Type: copyKindNames[e.kind], Mode: copyModeBits(e.mode), Digest: e.digest, Link: e.link}
+	if e.kind == copyHardlink {
+		in.Link = path.Join(prefix, e.link)
+	}
+	return in
 }
 
 // Fields lists the flags and non-file inputs of the step for the cache key.
@@ -450,6 +574,9 @@ func (p *copyPlan) Fields() []cache.Field {
 	add("flag.checksum", p.req.Checksum)
 	add("flag.link", strconv.FormatBool(p.req.Link))
 	add("flag.keep-git-dir", strconv.FormatBool(p.req.KeepGitDir))
+	if p.req.Parents {
+		add("flag.parents", "true")
+	}
 	for _, x := range p.req.Exclude {
 		add("flag.exclude", x)
 	}
@@ -470,6 +597,8 @@ func (p *copyPlan) sourceFields(s *copySource, add func(name, v string)) {
 		add(key+".heredoc", s.written)
 	case s.archive:
 		add(key+".extract", s.written)
+	case s.pivot != "":
+		add(key+".pivot."+s.written, s.pivot)
 	}
 	for _, e := range s.entries {
 		for k, v := range e.xattrs {
@@ -539,19 +668,28 @@ func (p *copyPlan) Apply(ctx context.Context, rootfs string) error {
 	if err != nil {
 		return err
 	}
-	intoDir := p.destDir || destIsDir
+	intoDir := p.destDir || destIsDir || p.req.Parents
 	if len(p.sources) > 1 && !intoDir {
 		return errors.New("When using COPY with more than one source file, the destination must be a directory and end with a /")
 	}
+	var created []copyEntry // --parents directories, rel inside rootfs
 	for _, s := range p.sources {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if s.pivot != "" {
+			dirs, err := p.applyParents(ctx, rootfs, s, own)
+			if err != nil {
+				return err
+			}
+			created = append(created, dirs...)
+			continue
 		}
 		if err := p.applySource(ctx, rootfs, s, intoDir, own); err != nil {
 			return err
 		}
 	}
-	return nil
+	return copySetDirTimes(rootfs, created)
 }
 
 func (p *copyPlan) owner(rootfs string) (copyOwner, error) {
@@ -569,7 +707,7 @@ func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource
 	top := s.entries[0]
 	switch {
 	case s.archive:
-		return addExtract(ctx, rootfs, p.dest, top.host, p.req.Chown != "", own)
+		return p.addExtract(ctx, rootfs, s, own)
 	case top.kind == copyDir:
 		return p.applyTree(ctx, rootfs, p.dest, s, own)
 	}
@@ -581,6 +719,52 @@ func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource
 		return err
 	}
 	return p.writeEntry(rootfs, dst, s, top, own, nil)
+}
+
+// applyParents writes a --parents source at <dest>/<name>. Missing
+// directories between dest and it take the metadata of their source
+// directories (BuildKit's createParentDirs); it returns them, with rel
+// inside rootfs, so that their times are set after every source is in.
+func (p *copyPlan) applyParents(ctx context.Context, rootfs string, s *copySource, own copyOwner) ([]copyEntry, error) {
+	if err := copyMkdirAll(rootfs, p.dest, own); err != nil {
+		return nil, err
+	}
+	var created []copyEntry
+	for _, d := range s.parents {
+		at := path.Join(p.dest, d.rel)
+		ok, err := copyIsDir(rootfs, at)
+		if err != nil || ok {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := p.writeEntry(rootfs, at, s, d, own, nil); err != nil {
+			return nil, err
+		}
+		d.rel = at
+		created = append(created, d)
+	}
+	dst := path.Join(p.dest, s.name)
+	if s.entries[0].kind == copyDir {
+		return created, p.applyTree(ctx, rootfs, dst, s, own)
+	}
+	return created, p.writeEntry(rootfs, dst, s, s.entries[0], own, nil)
+}
+
+// copySetDirTimes sets the mtime of directories, innermost last created
+// first, once their content is written.
+func copySetDirTimes(rootfs string, dirs []copyEntry) error {
+	for i := len(dirs) - 1; i >= 0; i-- {
+		host, err := copyHostPath(rootfs, dirs[i].rel)
+		if err != nil {
+			return err
+		}
+		if err := copyTimes(host, dirs[i].mtime); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // applyTree copies a directory's contents into dst. A dst that exists
@@ -606,19 +790,11 @@ func (p *copyPlan) applyTree(ctx context.Context, rootfs, dst string, s *copySou
 			return err
 		}
 		if e.kind == copyDir {
+			e.rel = path.Join(dst, e.rel)
 			dirs = append(dirs, e)
 		}
 	}
-	for i := len(dirs) - 1; i >= 0; i-- { // children change a dir's mtime
-		host, err := copyHostPath(rootfs, path.Join(dst, dirs[i].rel))
-		if err != nil {
-			return err
-		}
-		if err := copyTimes(host, dirs[i].mtime); err != nil {
-			return err
-		}
-	}
-	return nil
+	return copySetDirTimes(rootfs, dirs) // children change a dir's mtime
 }
 
 // writeEntry writes one entry at dst (absolute inside rootfs). Its parent
@@ -633,8 +809,8 @@ func (p *copyPlan) writeEntry(rootfs, dst string, s *copySource, e copyEntry, ow
 		return err
 	}
 	mode := e.mode
-	if p.chmod != nil && (e.kind == copyFile || e.kind == copyDir || e.kind == copyHardlink) {
-		mode = *p.chmod
+	if p.chmod != nil && (e.kind == copyFile || e.kind == copyDir) {
+		mode = copyUnixMode(p.chmod.apply(copyModeBits(e.mode), e.kind == copyDir))
 	}
 	switch e.kind {
 	case copyFile:
@@ -826,223 +1002,200 @@ func copyReadXattrs(host string) (map[string][]byte, error) {
 	return map[string][]byte{"security.capability": buf[:n]}, nil
 }
 
-// addDecompress detects the compression of r by its magic bytes (gzip,
-// bzip2, xz, zstd; anything else is returned as is). snapshot.Decompress
-// did not exist yet when this was written; it should replace this.
-func addDecompress(ctx context.Context, r io.Reader) (io.ReadCloser, error) {
-	br := bufio.NewReader(r)
-	magic, _ := br.Peek(6)
-	switch {
-	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
-		return gzip.NewReader(br)
-	case bytes.HasPrefix(magic, []byte("BZh")):
-		return io.NopCloser(bzip2.NewReader(br)), nil
-	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		d, err := zstd.NewReader(br)
-		if err != nil {
-			return nil, err
-		}
-		return d.IOReadCloser(), nil
-	case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}):
-		return addXZ(ctx, br)
-	}
-	return io.NopCloser(br), nil
-}
-
-// addXZ decompresses with the system xz, as moby does.
-func addXZ(ctx context.Context, r io.Reader) (io.ReadCloser, error) {
-	cmd := exec.CommandContext(ctx, "xz", "-d", "-c", "-q")
-	cmd.Stdin = r
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start xz: %w", err)
-	}
-	return &addCmdReader{ReadCloser: out, cmd: cmd, stderr: &stderr}, nil
-}
-
-type addCmdReader struct {
-	io.ReadCloser
-	cmd    *exec.Cmd
-	stderr *bytes.Buffer
-}
-
-func (c *addCmdReader) Close() error {
-	c.ReadCloser.Close()
-	if err := c.cmd.Wait(); err != nil {
-		return fmt.Errorf("xz: %w: %s", err, strings.TrimSpace(c.stderr.String()))
-	}
-	return nil
-}
-
-// addIsArchive reports whether the file is a (possibly compressed) tar,
-// by content as BuildKit does: a valid first tar header.
-func addIsArchive(ctx context.Context, host string) (bool, error) {
+// addIsArchive reports whether the file at host is a tar archive,
+// compressed or not, by content as BuildKit does: its first tar header.
+func addIsArchive(host string) (bool, error) {
 	f, err := os.OpenFile(host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return false, fmt.Errorf("open %s: %w", host, err)
 	}
 	defer f.Close()
-	rc, err := addDecompress(ctx, f)
+	ok, _, err := snapshot.IsArchive(f)
 	if err != nil {
-		return false, nil // compressed-looking but corrupt: copy verbatim
+		return false, fmt.Errorf("read %s: %w", host, err)
 	}
-	defer rc.Close()
-	_, err = tar.NewReader(rc).Next()
-	return err == nil, nil
+	return ok, nil
 }
 
-// addExtract unpacks the archive at host into dest inside rootfs. Entry
-// names are clamped to dest, every path is resolved inside rootfs at write
-// time, and whiteout names are ordinary files (Docker's ADD). Ownership is
-// the archive's unless --chown is set.
-func addExtract(ctx context.Context, rootfs, dest, host string, chown bool, own copyOwner) error {
-	f, err := os.OpenFile(host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// addExtract unpacks the local archive of s into the destination, the way
+// BuildKit's ADD does through moby's chrootarchive: the destination is the
+// root of the extraction, so entry names, hardlinks and symlinks in it
+// cannot reach outside it, and names that climb out are an error. Entries
+// keep the archive's ownership unless --chown is set, ".wh." names are
+// ordinary files, and device nodes that cannot be created (EPERM in a user
+// namespace) are skipped with a warning.
+func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource, own copyOwner) error {
+	if err := copyMkdirAll(rootfs, p.dest, own); err != nil {
+		return err
+	}
+	root, err := securejoin.SecureJoin(rootfs, p.dest)
 	if err != nil {
-		return fmt.Errorf("open archive: %w", err)
+		return fmt.Errorf("resolve %s in rootfs: %w", p.dest, err)
+	}
+	f, err := os.OpenFile(s.entries[0].host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("open archive %s: %w", s.written, err)
 	}
 	defer f.Close()
-	rc, err := addDecompress(ctx, f)
+	rc, _, err := snapshot.Decompress(f)
 	if err != nil {
-		return fmt.Errorf("decompress archive: %w", err)
+		return fmt.Errorf("extract %s: %w", s.written, err)
 	}
 	defer rc.Close()
-	if err := copyMkdirAll(rootfs, dest, own); err != nil {
-		return err
+	opts := []snapshot.ApplyOption{snapshot.WithNoWhiteouts()}
+	if p.req.Warn != nil {
+		opts = append(opts, snapshot.WithWarn(p.req.Warn))
 	}
-	x := &addExtractor{rootfs: rootfs, dest: dest, chown: chown, own: own}
-	tr := tar.NewReader(rc)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return x.finish()
-		}
-		if err != nil {
-			return fmt.Errorf("read archive: %w", err)
-		}
-		if err := x.entry(hdr, tr); err != nil {
-			return err
-		}
+	if p.req.Chown != "" {
+		opts = append(opts, snapshot.WithChown(own.uid, own.gid))
 	}
-}
-
-type addExtractor struct {
-	rootfs, dest string
-	chown        bool
-	own          copyOwner
-	dirs         []copyEntry // directories whose mtime is set last
-	dirPaths     []string
-}
-
-func (x *addExtractor) entry(hdr *tar.Header, r io.Reader) error {
-	name := buildcontext.Clean(hdr.Name)
-	if name == "." {
-		return nil
-	}
-	dst := path.Join(x.dest, name)
-	if err := copyMkdirAll(x.rootfs, path.Dir(dst), x.own); err != nil {
-		return err
-	}
-	host, err := copyHostPath(x.rootfs, dst)
-	if err != nil {
-		return err
-	}
-	e, err := addEntryOf(hdr)
-	if err != nil {
-		return fmt.Errorf("archive entry %s: %w", hdr.Name, err)
-	}
-	if err := copyClear(host, dst, e.kind == copyDir); err != nil {
-		return err
-	}
-	if err := x.write(host, dst, e, r); err != nil {
-		return fmt.Errorf("extract %s: %w", hdr.Name, err)
-	}
-	if e.kind == copyHardlink {
-		return nil
-	}
-	own := x.own
-	if !x.chown {
-		own = copyOwner{uid: hdr.Uid, gid: hdr.Gid}
-	}
-	if e.kind == copyDir {
-		x.dirs, x.dirPaths = append(x.dirs, e), append(x.dirPaths, host)
-		e.mtime = time.Now()
-	}
-	return copyFinish(host, dst, e, e.mode, own)
-}
-
-func (x *addExtractor) write(host, dst string, e copyEntry, r io.Reader) error {
-	switch e.kind {
-	case copyDir:
-		return copyMkdir(host)
-	case copySymlink:
-		return os.Symlink(e.link, host)
-	case copyHardlink:
-		target, err := securejoin.SecureJoin(x.rootfs, path.Join(x.dest, buildcontext.Clean(e.link)))
-		if err != nil {
-			return err
-		}
-		return os.Link(target, host)
-	case copyFifo, copyDevice:
-		return copyMknod(host, e)
-	}
-	out, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, r); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-func (x *addExtractor) finish() error {
-	for i := len(x.dirs) - 1; i >= 0; i-- {
-		if err := copyTimes(x.dirPaths[i], x.dirs[i].mtime); err != nil {
-			return err
-		}
+	if _, err := snapshot.Apply(ctx, root, rc, opts...); err != nil {
+		return fmt.Errorf("extract %s: %w", s.written, err)
 	}
 	return nil
 }
 
-// addEntryOf converts a tar header into a copyEntry.
-func addEntryOf(hdr *tar.Header) (copyEntry, error) {
-	e := copyEntry{mode: copyUnixMode(uint32(hdr.Mode)), mtime: hdr.ModTime, link: hdr.Linkname}
-	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeRegA:
-		e.kind = copyFile
-	case tar.TypeDir:
-		e.kind = copyDir
-	case tar.TypeSymlink:
-		e.kind = copySymlink
-	case tar.TypeLink:
-		e.kind = copyHardlink
-	case tar.TypeFifo:
-		e.kind = copyFifo
-	case tar.TypeChar, tar.TypeBlock:
-		if hdr.Devmajor < 0 || hdr.Devminor < 0 || hdr.Devmajor > 0xfff || hdr.Devminor > 0xfffff {
-			return e, fmt.Errorf("invalid device number %d:%d", hdr.Devmajor, hdr.Devminor)
+// copyChmodUmask is the file creation mask that symbolic --chmod clauses
+// without a "who" ("+x", "=rw") are relative to. BuildKit parses them
+// with its daemon's umask, 022 in practice; a constant keeps the result
+// independent of the builder's own umask.
+const copyChmodUmask = 0o022
+
+// copyChmodWho maps a "who" letter to the mode bits it names.
+var copyChmodWho = map[byte]uint32{'u': 0o4700, 'g': 0o2070, 'o': 0o0007, 'a': 0o6777}
+
+// copyChmod is a parsed --chmod: an octal mode, or chmod(1) symbolic
+// clauses ("u+x,g-w", "a=r", "go=u-w") applied to each entry's own mode,
+// with BSD setmode semantics as BuildKit's parser has them.
+type copyChmod struct {
+	octal   uint32
+	actions []copyChmodAction // nil for an octal mode
+}
+
+// copyChmodAction is one operator of a symbolic clause: "ug+rx" is who
+// u and g, op '+', perm "rx".
+type copyChmodAction struct {
+	who  uint32 // bits the clause's who letters name; 0 = all, umask-masked
+	op   byte   // '+', '-' or '='
+	perm string // letters from "rwxXst", or one of "ugo" to copy a class
+}
+
+// copyParseChmod parses --chmod: octal as before (with BuildKit's message
+// when it looks numeric but is not a valid mode), or a symbolic mode.
+func copyParseChmod(s string) (*copyChmod, error) {
+	if s != "" && s[0] >= '0' && s[0] <= '9' {
+		n, err := strconv.ParseUint(s, 8, 32)
+		if err != nil || n > 0o7777 {
+			return nil, fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", s)
 		}
-		e.kind = copyDevice
-		e.rdev = unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
-		if hdr.Typeflag == tar.TypeChar {
-			e.mode |= fs.ModeCharDevice
-		}
-	default:
-		return e, fmt.Errorf("unsupported type %q", hdr.Typeflag)
+		return &copyChmod{octal: uint32(n)}, nil
 	}
-	for k, v := range hdr.PAXRecords {
-		if name, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok && name == "security.capability" {
-			e.xattrs = map[string][]byte{name: []byte(v)}
+	c := &copyChmod{}
+	for _, clause := range strings.Split(s, ",") {
+		acts, err := copyParseClause(clause)
+		if err != nil {
+			return nil, fmt.Errorf("invalid chmod parameter: '%v': %w (want octal 0-7777 or symbolic like u+x,g-w)", s, err)
+		}
+		c.actions = append(c.actions, acts...)
+	}
+	return c, nil
+}
+
+// copyParseClause parses one comma-separated clause: [ugoa]*, then one or
+// more operators each with its permission letters.
+func copyParseClause(clause string) ([]copyChmodAction, error) {
+	i := 0
+	var who uint32
+	for ; i < len(clause) && copyChmodWho[clause[i]] != 0; i++ {
+		who |= copyChmodWho[clause[i]]
+	}
+	var acts []copyChmodAction
+	for i < len(clause) {
+		op := clause[i]
+		if op != '+' && op != '-' && op != '=' {
+			return nil, fmt.Errorf("unexpected %q in %q", op, clause)
+		}
+		j := i + 1
+		for j < len(clause) && strings.IndexByte("rwxXstugo", clause[j]) >= 0 {
+			j++
+		}
+		perm := clause[i+1 : j]
+		if strings.ContainsAny(perm, "ugo") && len(perm) != 1 {
+			return nil, fmt.Errorf("%q: a class to copy (u, g, o) stands alone", clause)
+		}
+		acts = append(acts, copyChmodAction{who: who, op: op, perm: perm})
+		i = j
+	}
+	if len(acts) == 0 {
+		return nil, fmt.Errorf("clause %q has no operator", clause)
+	}
+	return acts, nil
+}
+
+// apply returns the new permission and special bits of an entry whose
+// bits are now mode.
+func (c *copyChmod) apply(mode uint32, isDir bool) uint32 {
+	if c.actions == nil {
+		return c.octal
+	}
+	orig := mode
+	for _, a := range c.actions {
+		mode = a.apply(mode, orig, isDir)
+	}
+	return mode
+}
+
+func (a copyChmodAction) apply(mode, orig uint32, isDir bool) uint32 {
+	who := a.who
+	if who == 0 {
+		who = 0o6777 &^ copyChmodUmask
+	}
+	perm := a.bits(mode, orig, isDir)
+	set := perm & who
+	if perm&0o1000 != 0 && (a.who == 0 || a.who&0o6770 != 0) { // sticky: not for "o" alone
+		set |= 0o1000
+	}
+	switch a.op {
+	case '+':
+		return mode | set
+	case '-':
+		return mode &^ set
+	}
+	clear := a.who
+	if clear == 0 {
+		clear = 0o6777
+	}
+	return mode&^clear | set
+}
+
+// bits expands the permission letters against the entry: "X" only with
+// "+" and only for directories or entries that had an execute bit, a
+// class letter copies that class's current bits.
+func (a copyChmodAction) bits(mode, orig uint32, isDir bool) uint32 {
+	var perm uint32
+	for _, l := range []byte(a.perm) {
+		switch l {
+		case 'r':
+			perm |= 0o444
+		case 'w':
+			perm |= 0o222
+		case 'x':
+			perm |= 0o111
+		case 'X':
+			if a.op == '+' && (isDir || orig&0o111 != 0) {
+				perm |= 0o111
+			}
+		case 's':
+			perm |= 0o6000
+		case 't':
+			perm |= 0o1000
+		case 'u':
+			perm |= (mode >> 6 & 7) * 0o111
+		case 'g':
+			perm |= (mode >> 3 & 7) * 0o111
+		case 'o':
+			perm |= (mode & 7) * 0o111
 		}
 	}
-	return e, nil
+	return perm
 }

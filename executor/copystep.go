@@ -80,6 +80,7 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, a xferArgs) error
 		Exclude:    a.exclude,
 		HTTPClient: b.e.opts.HTTPClient,
 		TempDir:    b.e.opts.TempDir,
+		Warn:       b.stepWarn(sc),
 	}
 	var parents []string
 	switch {
@@ -152,4 +153,11 @@ func (b *build) withView(ctx context.Context, layers []string, fn func(root stri
 		}
 	}()
 	return b.withMounted(ctx, mounts, fn)
+}
+
+// stepWarn returns a sink for a step's non-fatal problems: they go to the
+// step's output in the progress display.
+func (b *build) stepWarn(sc *stepCtx) func(msg string) {
+	out := b.e.opts.Progress.Output(sc.ev)
+	return func(msg string) { fmt.Fprintf(out, "warning: %s\n", msg) }
 }
