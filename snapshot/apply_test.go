@@ -14,8 +14,10 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -880,5 +882,54 @@ func TestApplyMissingRoot(t *testing.T) {
 	_, err := snapshot.Apply(context.Background(), missing, bytes.NewReader(nil))
 	if err == nil || !strings.Contains(err.Error(), missing) {
 		t.Errorf("err = %v, want one naming %s", err, missing)
+	}
+}
+
+// TestApplyDevicesInUserNS: in a user namespace mknod of a device fails
+// with EPERM; Apply skips the device with a warning (EXT-13). The test
+// re-runs itself in a new user namespace mapping root to root.
+func TestApplyDevicesInUserNS(t *testing.T) {
+	if os.Getenv("AX_USERNS_CHILD") == "1" {
+		axUserNSChild(t)
+		return
+	}
+	axRequireRoot(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestApplyDevicesInUserNS$", "-test.v")
+	cmd.Env = append(os.Environ(), "AX_USERNS_CHILD=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+	}
+	out, err := cmd.CombinedOutput()
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("start test in a user namespace: %v", err)
+		}
+		t.Skipf("skipping: cannot create a user namespace: %v", err)
+	}
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestApplyDevicesInUserNS") {
+		t.Fatalf("child in user namespace: %v\n%s", err, out)
+	}
+}
+
+func axUserNSChild(t *testing.T) {
+	w := axNewWorld(t)
+	var warnings []string
+	data := axTar(t, axDev(tar.TypeChar, "dev/null", 1, 3), axDev(tar.TypeBlock, "dev/sda", 8, 0), axReg("f", "x"))
+	err := w.apply(t, data, snapshot.WithWarn(func(m string) { warnings = append(warnings, m) }))
+	if err != nil {
+		t.Fatalf("Apply in a user namespace: %v", err)
+	}
+	axMissing(t, filepath.Join(w.root, "dev/null"))
+	axMissing(t, filepath.Join(w.root, "dev/sda"))
+	axReadFile(t, filepath.Join(w.root, "f"))
+	if len(warnings) != 2 || !strings.Contains(warnings[0], "skip device") {
+		t.Errorf("warnings = %q, want two skipped devices", warnings)
+	}
+	bad := axTar(t, axDev(tar.TypeChar, "dev/bad", -1, 0))
+	if err := w.apply(t, bad); err == nil || !strings.Contains(err.Error(), "invalid device number") {
+		t.Errorf("invalid device in a user namespace: err = %v, want invalid device number", err)
 	}
 }
