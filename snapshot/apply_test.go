@@ -381,11 +381,11 @@ func axSymlinkCases() []axCase {
 		{
 			name: "EXT-09 symlink replaces a written path",
 			layer: func(w axWorld) []axEnt {
-				n := filepath.Base(w.dir)
+				n := filepath.Base(filepath.Dir(w.dir)) + "-ext09"
 				return []axEnt{axReg("foo/tmp/"+n, "first"), axSym("foo", "/"), axReg("foo/tmp/"+n, "second"), axDir("foo/")}
 			},
 			check: func(t *testing.T, w axWorld) {
-				n := filepath.Base(w.dir)
+				n := filepath.Base(filepath.Dir(w.dir)) + "-ext09"
 				axMissing(t, filepath.Join("/tmp", n))
 				if got := axReadFile(t, filepath.Join(w.root, "tmp", n)); got != "second" {
 					t.Errorf("root/tmp/%s = %q", n, got)
