@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 
@@ -102,7 +103,7 @@ func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env 
 		Cwd:            wd,
 		UID:            id.UID,
 		GID:            id.GID,
-		AdditionalGids: id.AdditionalGids,
+		AdditionalGids: runGroups(id.GID, id.AdditionalGids),
 		Network:        network,
 		Stdout:         w,
 		Stderr:         w,
@@ -112,6 +113,18 @@ func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env 
 		return &RunError{Argv: argv, Code: exit.Code, Signal: exit.Signal, Tail: tail.lines()}
 	}
 	return err
+}
+
+// runGroups is the supplementary group list of a RUN: as Docker does, the
+// primary group first, then the groups /etc/group lists the user in.
+func runGroups(gid uint32, extra []uint32) []uint32 {
+	out := []uint32{gid}
+	for _, g := range extra {
+		if !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // runNetwork returns the network mode of a RUN step.
@@ -286,7 +299,7 @@ type RunError struct {
 func (e *RunError) Error() string {
 	status := fmt.Sprintf("exit code: %d", e.Code)
 	if e.Signal != "" {
-		status = "killed by signal " + e.Signal
+		status = fmt.Sprintf("killed by signal %s (exit code: %d)", e.Signal, e.Code)
 	}
 	msg := fmt.Sprintf("process %q did not complete successfully: %s", strings.Join(e.Argv, " "), status)
 	if len(e.Tail) > 0 {
