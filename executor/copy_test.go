@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,7 +78,7 @@ func copyCheck(t *testing.T, err error) {
 
 // copyWant is the expected state of one path in the rootfs.
 type copyWant struct {
-	typ      string // "file", "dir", "symlink", "absent"
+	typ      string // "file", "dir", "symlink", "char", "absent"
 	mode     uint32 // permission + special bits; 0 = don't check
 	uid, gid int
 	content  string
@@ -101,7 +102,7 @@ func copyVerify(t *testing.T, rootfs string, want map[string]copyWant) {
 			continue
 		}
 		st := fi.Sys().(*syscall.Stat_t)
-		typ := map[uint32]string{syscall.S_IFREG: "file", syscall.S_IFDIR: "dir", syscall.S_IFLNK: "symlink"}[st.Mode&syscall.S_IFMT]
+		typ := map[uint32]string{syscall.S_IFREG: "file", syscall.S_IFDIR: "dir", syscall.S_IFLNK: "symlink", syscall.S_IFCHR: "char"}[st.Mode&syscall.S_IFMT]
 		if typ != w.typ {
 			t.Errorf("%s: type %q, want %q", p, typ, w.typ)
 			continue
@@ -498,4 +499,207 @@ func copyExec(t *testing.T, tool string, in []byte) []byte {
 	out, err := cmd.Output()
 	copyCheck(t, err)
 	return out
+}
+
+func TestCopyChmod(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		spec  string
+		in    uint32
+		dir   bool
+		want  uint32
+		isErr bool
+	}{
+		{spec: "755", in: 0o600, want: 0o755},
+		{spec: "4710", in: 0o644, dir: true, want: 0o4710},
+		{spec: "u+x", in: 0o644, want: 0o744},
+		{spec: "g-w", in: 0o664, want: 0o644},
+		{spec: "a=r", in: 0o755, want: 0o444},
+		{spec: "u+x,g-w", in: 0o664, want: 0o744},
+		{spec: "ug+rw", in: 0, want: 0o660},
+		{spec: "u=rwx,g=rx,o=", in: 0o7, want: 0o750},
+		{spec: "go=", in: 0o755, want: 0o700},
+		{spec: "go=u-w", in: 0o700, want: 0o755},
+		{spec: "u+x-w", in: 0o644, want: 0o544},
+		// No "who": relative to the umask 022, as BuildKit's daemon.
+		{spec: "+x", in: 0o644, want: 0o755},
+		{spec: "+w", in: 0o444, want: 0o644},
+		{spec: "-w", in: 0o666, want: 0o466},
+		{spec: "=rw,+X", in: 0o100, want: 0o755},
+		{spec: "=rw,+X", in: 0, dir: true, want: 0o755},
+		{spec: "=rw,+X", in: 0, want: 0o644},
+		{spec: "+X", in: 0o644, want: 0o644},
+		{spec: "+X", in: 0o644, dir: true, want: 0o755},
+		{spec: "-X", in: 0o755, want: 0o755},
+		{spec: "u+s", in: 0o755, want: 0o4755},
+		{spec: "g+s", in: 0o755, want: 0o2755},
+		{spec: "o+s", in: 0o755, want: 0o755},
+		{spec: "+t", in: 0o755, dir: true, want: 0o1755},
+		{spec: "o+t", in: 0o755, want: 0o755},
+		{spec: "u=rw", in: 0o4755, want: 0o655},
+		{spec: "a-x", in: 0o6755, want: 0o6644},
+		{spec: "abc", isErr: true},
+		{spec: "u", isErr: true},
+		{spec: "u+x,", isErr: true},
+		{spec: "u+z", isErr: true},
+		{spec: "u+rg", isErr: true},
+		{spec: "x+u", isErr: true},
+		{spec: "999", isErr: true},
+		{spec: "7u", isErr: true},
+		{spec: "17777", isErr: true},
+	}
+	for _, tt := range tests {
+		c, err := copyParseChmod(tt.spec)
+		if tt.isErr {
+			if err == nil || !strings.Contains(err.Error(), "invalid chmod parameter: '"+tt.spec+"'") {
+				t.Errorf("%q: error %v, want invalid chmod parameter", tt.spec, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.spec, err)
+			continue
+		}
+		if got := c.apply(tt.in, tt.dir); got != tt.want {
+			t.Errorf("%q on %#o (dir %v) = %#o, want %#o", tt.spec, tt.in, tt.dir, got, tt.want)
+		}
+	}
+}
+
+func TestCopyParentsInputs(t *testing.T) {
+	t.Parallel()
+	ctxDir, _, _ := copySetup(t)
+	c, err := buildcontext.Open(ctxDir, nil)
+	copyCheck(t, err)
+	prepare := func(srcs ...string) ([]string, map[string]string) {
+		p, err := copyPrepare(t.Context(), copyRequest{Context: c, Sources: srcs, Dest: "/x/", Parents: true})
+		copyCheck(t, err)
+		var in []string
+		for _, f := range p.Inputs() {
+			in = append(in, f.Path+" "+f.Type)
+		}
+		fields := map[string]string{}
+		for _, f := range p.Fields() {
+			fields[f.Name] = f.Value
+		}
+		return in, fields
+	}
+	in, fields := prepare("sub/deep/h", "sub/f")
+	want := []string{"0/sub dir", "0/sub/deep dir", "0/sub/deep/h file", "1/sub dir", "1/sub/f file"}
+	if strings.Join(in, "\n") != strings.Join(want, "\n") {
+		t.Errorf("inputs:\n%s\nwant:\n%s", strings.Join(in, "\n"), strings.Join(want, "\n"))
+	}
+	if fields["flag.parents"] != "true" || fields["source.0.pivot.sub/deep/h"] != "." {
+		t.Errorf("fields %v", fields)
+	}
+	_, pivoted := prepare("sub/./deep/h", "sub/f")
+	if pivoted["source.0.pivot.sub/deep/h"] != "sub" {
+		t.Errorf("a pivot does not reach the key: %v", pivoted)
+	}
+}
+
+// copyHostileTar is one archive that ADD must refuse or confine.
+type copyHostileTar struct {
+	name    string
+	hdrs    []*tar.Header
+	chown   string
+	want    map[string]copyWant
+	wantErr string
+}
+
+func TestAddArchiveHostile(t *testing.T) {
+	copyRequireRoot(t)
+	t.Parallel()
+	reg := func(name string, size int64) *tar.Header {
+		return &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: size, ModTime: copyMtime, Uid: 7, Gid: 8}
+	}
+	tests := []copyHostileTar{
+		{name: "dotdot entry", hdrs: []*tar.Header{reg("../../escape", 0)}, wantErr: "path escapes the root"},
+		{name: "dotdot hardlink", hdrs: []*tar.Header{{Name: "h", Typeflag: tar.TypeLink, Linkname: "../../../victim/secret"}},
+			wantErr: "path escapes the root"},
+		{name: "absolute symlink stays in dest", hdrs: []*tar.Header{
+			{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/"}, reg("l/inner", 3)},
+			want: map[string]copyWant{"t/l": {typ: "symlink", link: "/"}, "t/inner": {typ: "file", uid: 7, gid: 8, content: "bin"}, "inner": {typ: "absent"}}},
+		{name: "symlink to host dir", hdrs: []*tar.Header{
+			{Name: "v", Typeflag: tar.TypeSymlink, Linkname: "../../victim"}, reg("v/secret", 3)},
+			want: map[string]copyWant{"t/victim/secret": {typ: "file", content: "bin", uid: 7, gid: 8}}},
+		{name: "absolute names", hdrs: []*tar.Header{reg("/etc/passwd", 3)},
+			want: map[string]copyWant{"t/etc/passwd": {typ: "file", content: "bin", uid: 7, gid: 8}, "etc/passwd": {typ: "file", content: copyRootfs["etc/passwd"]}}},
+		{name: "chown overrides archive owner", chown: "app", hdrs: []*tar.Header{
+			{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: copyMtime, Uid: 7}, reg("d/f", 3)},
+			want: map[string]copyWant{"t/d": {typ: "dir", uid: 1000, gid: 1001, mtime: true}, "t/d/f": {typ: "file", content: "bin", uid: 1000, gid: 1001}}},
+		{name: "device created as root", hdrs: []*tar.Header{
+			{Name: "null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}, reg("after", 3)},
+			want: map[string]copyWant{"t/null": {typ: "char", mode: 0o666}, "t/after": {typ: "file", content: "bin", uid: 7, gid: 8}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctxDir, rootfs, victim := copySetup(t)
+			copyCheck(t, os.WriteFile(filepath.Join(ctxDir, "in.tar"), copyTarOf(t, tt.hdrs), 0o644))
+			err := copyRun(t, copyRequest{Add: true, Sources: []string{"in.tar"}, Dest: "/t", Chown: tt.chown}, ctxDir, rootfs)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			copyVerify(t, rootfs, tt.want)
+			copyVerifyVictim(t, victim)
+		})
+	}
+}
+
+// copyUserNSEnv tells a re-executed test binary to act as the child of
+// TestAddArchiveDeviceUserNS, with the test's base directory as its value.
+const copyUserNSEnv = "BUILDER_TEST_ADD_USERNS_DIR"
+
+// TestAddArchiveDeviceUserNS extracts an archive with a device node in a
+// user namespace, where mknod fails with EPERM: the device is skipped with
+// a warning and the rest of the archive is extracted.
+func TestAddArchiveDeviceUserNS(t *testing.T) {
+	if dir := os.Getenv(copyUserNSEnv); dir != "" {
+		copyUserNSChild(t, dir)
+		return
+	}
+	copyRequireRoot(t)
+	ctxDir, rootfs, _ := copySetup(t)
+	archive := copyTarOf(t, []*tar.Header{
+		{Name: "null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3},
+		{Name: "disk", Typeflag: tar.TypeBlock, Mode: 0o660, Devmajor: 8, Devminor: 0},
+		{Name: "after", Typeflag: tar.TypeReg, Mode: 0o644, Size: 3, Uid: 7, Gid: 8},
+	})
+	copyCheck(t, os.WriteFile(filepath.Join(ctxDir, "dev.tar"), archive, 0o644))
+	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 65536}}
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestAddArchiveDeviceUserNS$", "-test.v")
+	cmd.Env = append(os.Environ(), copyUserNSEnv+"="+filepath.Dir(ctxDir))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: ids, GidMappings: ids}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("test requires user namespaces (CI=true): %v", err)
+		}
+		t.Skipf("test requires user namespaces: %v", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child in user namespace: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{`WARN skip device "null"`, `WARN skip device "disk"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("child output lacks %q:\n%s", want, out.String())
+		}
+	}
+	copyVerify(t, rootfs, map[string]copyWant{
+		"t/null": {typ: "absent"}, "t/disk": {typ: "absent"}, "t/after": {typ: "file", content: "bin", uid: 7, gid: 8},
+	})
+}
+
+// copyUserNSChild runs the ADD inside the user namespace and prints the
+// warnings it receives.
+func copyUserNSChild(t *testing.T, dir string) {
+	req := copyRequest{Add: true, Sources: []string{"dev.tar"}, Dest: "/t",
+		Warn: func(msg string) { fmt.Println("WARN", msg) }}
+	copyCheck(t, copyRun(t, req, filepath.Join(dir, "ctx"), filepath.Join(dir, "rootfs")))
 }
