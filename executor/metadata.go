@@ -182,10 +182,12 @@ func parsePortRange(s string) (int, int, error) {
 	return int(start), int(end), nil
 }
 
-// resolveWorkdir joins a WORKDIR argument onto the current working directory.
+// resolveWorkdir joins a WORKDIR argument onto the current working
+// directory as BuildKit does: an absolute path is kept as written, a
+// relative one is joined (and cleaned) onto the current directory.
 func resolveWorkdir(cur, p string) string {
 	if path.IsAbs(p) {
-		return path.Clean(p)
+		return p
 	}
 	if cur == "" {
 		cur = "/"

@@ -120,7 +120,7 @@ func TestEntrypointResetsInheritedCmd(t *testing.T) {
 
 func TestResolveWorkdir(t *testing.T) {
 	for _, tt := range []struct{ cur, p, want string }{
-		{"", "/a", "/a"}, {"/a", "b", "/a/b"}, {"/a/b", "../c", "/a/c"}, {"", "rel", "/rel"}, {"/x", "/y/../z/", "/z"},
+		{"", "/a", "/a"}, {"/a", "b", "/a/b"}, {"/a/b", "../c", "/a/c"}, {"", "rel", "/rel"}, {"/x", "/y/../z/", "/y/../z/"}, {"/a/b", "c/../d", "/a/b/d"},
 	} {
 		if got := resolveWorkdir(tt.cur, tt.p); got != tt.want {
 			t.Errorf("resolveWorkdir(%q, %q) = %q, want %q", tt.cur, tt.p, got, tt.want)
