@@ -141,3 +141,73 @@ func TestE2EBuildRunHistory(t *testing.T) {
 		t.Errorf("history lacks the miss reason or the COPY row:\n%s", out)
 	}
 }
+
+func TestE2EReproducibleWithSourceDateEpoch(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("FROM busybox:fixture\nCOPY a.txt /a.txt\nRUN echo built > /b.txt\nENV X=1\n",
+		map[string]string{"a.txt": "data\n"})
+	var ids []string
+	for i := 0; i < 2; i++ {
+		iid := filepath.Join(e.dir, fmt.Sprintf("iid-%d", i))
+		tarball := filepath.Join(e.dir, fmt.Sprintf("img-%d.tar", i))
+		e.mustRun("build", "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000",
+			"--iidfile", iid, "-o", "type=docker,dest="+tarball, ctx)
+		b, err := os.ReadFile(iid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, string(b))
+		time.Sleep(1100 * time.Millisecond) // a clock-dependent timestamp would now differ
+	}
+	if ids[0] != ids[1] || !strings.HasPrefix(ids[0], "sha256:") {
+		t.Fatalf("two --no-cache builds with SOURCE_DATE_EPOCH gave %q and %q", ids[0], ids[1])
+	}
+	a, err := os.ReadFile(filepath.Join(e.dir, "img-0.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(e.dir, "img-1.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Errorf("docker archives of the two builds differ (%d and %d bytes)", len(a), len(b))
+	}
+	out, _ := e.mustRun("inspect", strings.TrimSpace(ids[0]))
+	if !strings.Contains(out, "2023-11-14T22:13:20Z") {
+		t.Errorf("config times are not clamped to SOURCE_DATE_EPOCH:\n%s", out)
+	}
+}
+
+func TestE2ECachedRebuildSameDigest(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("FROM busybox:fixture\nCOPY a.txt /a.txt\nRUN echo x > /x\nLABEL a=b\n", map[string]string{"a.txt": "1\n"})
+	iid1, iid2 := filepath.Join(e.dir, "1"), filepath.Join(e.dir, "2")
+	e.mustRun("build", "--iidfile", iid1, ctx)
+	time.Sleep(1100 * time.Millisecond)
+	e.mustRun("build", "--iidfile", iid2, ctx)
+	a, _ := os.ReadFile(iid1)
+	b, _ := os.ReadFile(iid2)
+	if len(a) == 0 || string(a) != string(b) {
+		t.Errorf("fully cached rebuild changed the image digest: %q → %q", a, b)
+	}
+}
+
+func TestE2EDockerfileFromStdinAndRootAfterCommand(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("FROM scratch\n", map[string]string{"f.txt": "x"})
+	cmd := exec.Command(builderBin, "build", "--root", e.root, "-f", "-", "-t", "stdin:1", ctx)
+	cmd.Stdin = strings.NewReader("FROM busybox:fixture\nCOPY f.txt /f.txt\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build -f -: %v\n%s", err, out)
+	}
+	out, _ := e.mustRun("images")
+	if !strings.Contains(out, "stdin") {
+		t.Errorf("image built from stdin Dockerfile not listed:\n%s", out)
+	}
+	cmd = exec.Command(builderBin, "images", "--root", e.root)
+	got, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(got), "stdin") {
+		t.Errorf("--root after the subcommand: %v\n%s", err, got)
+	}
+}
