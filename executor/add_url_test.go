@@ -63,15 +63,7 @@ func TestAddURL(t *testing.T) {
 			tmp := t.TempDir()
 			tt.req.Add, tt.req.TempDir, tt.req.HTTPClient = true, tmp, srv.Client()
 			err := copyRun(t, tt.req, ctxDir, rootfs)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want %q", err, tt.wantErr)
-				}
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			copyVerify(t, rootfs, tt.want)
-			copyVerifyVictim(t, victim)
+			copyCheckResult(t, err, tt.wantErr, rootfs, victim, tt.want)
 			if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
 				t.Errorf("temp downloads left behind: %v", ents)
 			}

@@ -1061,8 +1061,38 @@ func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource,
 // independent of the builder's own umask.
 const copyChmodUmask = 0o022
 
-// copyChmodWho maps a "who" letter to the mode bits it names.
-var copyChmodWho = map[byte]uint32{'u': 0o4700, 'g': 0o2070, 'o': 0o0007, 'a': 0o6777}
+// copyChmodWho returns the mode bits a "who" letter names (0 for none).
+func copyChmodWho(l byte) uint32 {
+	switch l {
+	case 'u':
+		return 0o4700
+	case 'g':
+		return 0o2070
+	case 'o':
+		return 0o0007
+	case 'a':
+		return 0o6777
+	}
+	return 0
+}
+
+// copyChmodPerm returns the bits a permission letter (r, w, x, s, t) sets
+// across all classes.
+func copyChmodPerm(l byte) uint32 {
+	switch l {
+	case 'r':
+		return 0o444
+	case 'w':
+		return 0o222
+	case 'x':
+		return 0o111
+	case 's':
+		return 0o6000
+	case 't':
+		return 0o1000
+	}
+	return 0
+}
 
 // copyChmod is a parsed --chmod: an octal mode, or chmod(1) symbolic
 // clauses ("u+x,g-w", "a=r", "go=u-w") applied to each entry's own mode,
@@ -1106,8 +1136,8 @@ func copyParseChmod(s string) (*copyChmod, error) {
 func copyParseClause(clause string) ([]copyChmodAction, error) {
 	i := 0
 	var who uint32
-	for ; i < len(clause) && copyChmodWho[clause[i]] != 0; i++ {
-		who |= copyChmodWho[clause[i]]
+	for ; i < len(clause) && copyChmodWho(clause[i]) != 0; i++ {
+		who |= copyChmodWho(clause[i])
 	}
 	var acts []copyChmodAction
 	for i < len(clause) {
@@ -1174,27 +1204,15 @@ func (a copyChmodAction) apply(mode, orig uint32, isDir bool) uint32 {
 func (a copyChmodAction) bits(mode, orig uint32, isDir bool) uint32 {
 	var perm uint32
 	for _, l := range []byte(a.perm) {
-		switch l {
-		case 'r':
-			perm |= 0o444
-		case 'w':
-			perm |= 0o222
-		case 'x':
-			perm |= 0o111
-		case 'X':
+		switch class := strings.IndexByte("ogu", l); {
+		case class >= 0: // copy that class's bits
+			perm |= (mode >> (3 * class) & 7) * 0o111
+		case l == 'X':
 			if a.op == '+' && (isDir || orig&0o111 != 0) {
 				perm |= 0o111
 			}
-		case 's':
-			perm |= 0o6000
-		case 't':
-			perm |= 0o1000
-		case 'u':
-			perm |= (mode >> 6 & 7) * 0o111
-		case 'g':
-			perm |= (mode >> 3 & 7) * 0o111
-		case 'o':
-			perm |= (mode & 7) * 0o111
+		default:
+			perm |= copyChmodPerm(l)
 		}
 	}
 	return perm

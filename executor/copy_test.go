@@ -317,17 +317,24 @@ func TestCopy(t *testing.T) {
 			t.Parallel()
 			ctxDir, rootfs, victim := copySetup(t)
 			err := copyRun(t, tt.req, ctxDir, rootfs)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want %q", err, tt.wantErr)
-				}
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			copyVerify(t, rootfs, tt.want)
-			copyVerifyVictim(t, victim)
+			copyCheckResult(t, err, tt.wantErr, rootfs, victim, tt.want)
 		})
 	}
+}
+
+// copyCheckResult checks err against wantErr ("" for success), then the
+// rootfs against want and the victim directory for damage.
+func copyCheckResult(t *testing.T, err error, wantErr, rootfs, victim string, want map[string]copyWant) {
+	t.Helper()
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("error %v, want %q", err, wantErr)
+		}
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	copyVerify(t, rootfs, want)
+	copyVerifyVictim(t, victim)
 }
 
 func copyVerifyVictim(t *testing.T, victim string) {
@@ -638,15 +645,7 @@ func TestAddArchiveHostile(t *testing.T) {
 			ctxDir, rootfs, victim := copySetup(t)
 			copyCheck(t, os.WriteFile(filepath.Join(ctxDir, "in.tar"), copyTarOf(t, tt.hdrs), 0o644))
 			err := copyRun(t, copyRequest{Add: true, Sources: []string{"in.tar"}, Dest: "/t", Chown: tt.chown}, ctxDir, rootfs)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want %q", err, tt.wantErr)
-				}
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			copyVerify(t, rootfs, tt.want)
-			copyVerifyVictim(t, victim)
+			copyCheckResult(t, err, tt.wantErr, rootfs, victim, tt.want)
 		})
 	}
 }
