@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -31,13 +30,7 @@ func cmdHistory(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "history", "[OPTIONS] IMAGE")
 	noTrunc := fs.Bool("no-trunc", false, "don't truncate output")
 	format := fs.String("format", "table", "table or json")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := needArgs(fs, 1, 1); err != nil {
-		return err
-	}
-	st, err := a.open()
+	st, err := a.setup(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -52,9 +45,7 @@ func cmdHistory(ctx context.Context, a *app, args []string) error {
 	}
 	switch *format {
 	case "json":
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return writeJSON(a.stdout, rows)
 	case "table":
 		return printHistory(a, rows, *noTrunc)
 	}

@@ -13,10 +13,7 @@ func cmdImages(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "images", "[OPTIONS]")
 	quiet := fs.BoolP("quiet", "q", false, "only show image IDs")
 	format := fs.String("format", "table", "table or json")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	st, err := a.open()
+	st, err := a.setup(fs, args, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -51,13 +48,7 @@ func cmdImages(ctx context.Context, a *app, args []string) error {
 
 func cmdTag(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "tag", "SOURCE TARGET")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := needArgs(fs, 2, 2); err != nil {
-		return err
-	}
-	st, err := a.open()
+	st, err := a.setup(fs, args, 2, 2)
 	if err != nil {
 		return err
 	}
@@ -67,13 +58,7 @@ func cmdTag(ctx context.Context, a *app, args []string) error {
 
 func cmdRmi(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "rmi", "IMAGE [IMAGE...]")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := needArgs(fs, 1, -1); err != nil {
-		return err
-	}
-	st, err := a.open()
+	st, err := a.setup(fs, args, 1, -1)
 	if err != nil {
 		return err
 	}
@@ -147,13 +132,7 @@ func cmdLoad(ctx context.Context, a *app, args []string) error {
 
 func cmdInspect(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "inspect", "IMAGE")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := needArgs(fs, 1, 1); err != nil {
-		return err
-	}
-	st, err := a.open()
+	st, err := a.setup(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -162,9 +141,7 @@ func cmdInspect(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(a.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(info)
+	return writeJSON(a.stdout, info)
 }
 
 func splitTag(t string) (repo, tag string) {

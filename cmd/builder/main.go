@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -142,6 +143,25 @@ func newFlags(a *app, name, usageLine string) *pflag.FlagSet {
 		fmt.Fprintf(a.stderr, "Usage: builder %s %s\n\nOptions:\n%s", name, usageLine, fs.FlagUsages())
 	}
 	return fs
+}
+
+// setup parses a subcommand's flags, checks its argument count and opens
+// the store.
+func (a *app) setup(fs *pflag.FlagSet, args []string, min, max int) (*stores, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := needArgs(fs, min, max); err != nil {
+		return nil, err
+	}
+	return a.open()
+}
+
+// writeJSON writes v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func needArgs(fs *pflag.FlagSet, min, max int) error {

@@ -61,10 +61,7 @@ func cmdPrune(ctx context.Context, a *app, args []string) error {
 
 func cmdDu(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "du", "")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	st, err := a.open()
+	st, err := a.setup(fs, args, 0, 0)
 	if err != nil {
 		return err
 	}
