@@ -55,11 +55,14 @@ type leakTest struct {
 	env    []string
 }
 
-// command returns a builder build of a Dockerfile whose RUN is run.
+// command returns a builder build of a Dockerfile whose RUN is run,
+// with the overlay snapshotter for builds 0-3, 8-11, 16-19 and the copy
+// snapshotter for the others.
 func (lt *leakTest) command(ctx context.Context, i int, run string) *exec.Cmd {
 	dir := lt.e.context(fmt.Sprintf("FROM busybox:fixture\nARG N=%d\nRUN echo $N > /n\nRUN %s\n", i, run), nil)
+	sn := []string{"overlay", "copy"}[(i/4)%2]
 	cmd := exec.CommandContext(ctx, builderBin, "--root", lt.e.root, "build", "--progress", "plain",
-		"--network", "none", "-t", fmt.Sprintf("leak:%d", i), dir)
+		"--network", "none", "--snapshotter", sn, "-t", fmt.Sprintf("leak:%d", i), dir)
 	cmd.Env = append(os.Environ(), lt.env...)
 	return cmd
 }
@@ -89,8 +92,9 @@ func (lt *leakTest) build(i int, run string, wantFail int) {
 	}
 }
 
-// interrupt starts a build whose RUN sleeps, sends SIGINT once the RUN has
-// started, and wants the builder to exit non-zero within a few seconds.
+// interrupt starts a build whose RUN sleeps, sends SIGINT (SIGTERM for
+// builds 8-15) once the RUN has started, and wants the builder to exit
+// non-zero within a few seconds.
 func (lt *leakTest) interrupt(i int) {
 	t := lt.e.t
 	t.Helper()
@@ -129,7 +133,8 @@ func (lt *leakTest) interrupt(i int) {
 	if len(findProcesses(t, "sleep "+lt.marker)) == 0 {
 		t.Errorf("build %d: the running RUN's sleep is not visible in /proc", i)
 	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	sig := []syscall.Signal{syscall.SIGINT, syscall.SIGTERM}[(i/8)%2]
+	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	sent := time.Now()
@@ -138,7 +143,7 @@ func (lt *leakTest) interrupt(i int) {
 	pw.Close()
 	<-done
 	if d > 5*time.Second {
-		t.Errorf("build %d: exited %v after SIGINT\n%s", i, d, out.String())
+		t.Errorf("build %d: exited %v after %v\n%s", i, d, sig, out.String())
 	}
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() == 0 {

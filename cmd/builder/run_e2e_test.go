@@ -644,3 +644,32 @@ func whiteouts(l map[string]layerFile) []string {
 	}
 	return out
 }
+
+// TestE2ERunStubsOverBase: where the base already has the mount points
+// (/proc, /dev, /sys, /etc/hosts) or /etc/resolv.conf is a dangling
+// symlink, a RUN layer holds only what the command wrote, with both
+// snapshotters, and the base's files are untouched.
+func TestE2ERunStubsOverBase(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("FROM busybox:fixture\nCOPY rootfs/ /\nRUN echo hi > /hi && cat /etc/hosts /etc/resolv.conf > /dev/null\n",
+		map[string]string{"rootfs/etc/hosts": "10.0.0.1 base\n", "rootfs/proc/.keep": "", "rootfs/dev/.keep": "", "rootfs/sys/.keep": ""})
+	if err := os.Symlink("../run/resolv.conf", filepath.Join(ctx, "rootfs/etc/resolv.conf")); err != nil {
+		t.Fatal(err)
+	}
+	for _, sn := range []string{"overlay", "copy"} {
+		img := readImage(t, e.buildTar(ctx, "stubs-"+sn, "--no-cache", "--snapshotter", sn))
+		last := img.layers[len(img.layers)-1]
+		if got := names(last); !slices.Equal(got, []string{"hi"}) {
+			t.Errorf("%s: RUN layer entries %v, want [hi]", sn, got)
+		}
+		if h := img.tree["/etc/hosts"]; h == nil || string(h.Content) != "10.0.0.1 base\n" {
+			t.Errorf("%s: base /etc/hosts changed: %+v", sn, h)
+		}
+		if r := img.tree["/etc/resolv.conf"]; r == nil || r.Link != "../run/resolv.conf" {
+			t.Errorf("%s: base /etc/resolv.conf symlink changed: %+v", sn, r)
+		}
+		if _, ok := img.tree["/run"]; ok {
+			t.Errorf("%s: stub /run for the resolv.conf symlink left in the image", sn)
+		}
+	}
+}
