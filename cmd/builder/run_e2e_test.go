@@ -530,10 +530,13 @@ func TestE2ERunEntitlements(t *testing.T) {
 }
 
 // TestE2ERunHostBinary: RUN-02: the sandbox cannot write to the builder
-// binary through /proc/*/exe, and nothing it does changes the binary.
+// binary through /proc/*/exe, nothing it does changes the binary, and an
+// fd the builder inherited without close-on-exec (a host file) does not
+// reach the command.
 func TestE2ERunHostBinary(t *testing.T) {
 	e := newEnv(t)
 	before := fileSHA(t, builderBin)
+	sentinel := e.write(e.dir, "sentinel", "host file\n")
 	ctx := e.context(`FROM busybox:fixture
 RUN for p in /proc/[0-9]*; do \
       for f in $p/exe /proc/self/exe; do \
@@ -543,17 +546,32 @@ RUN for p in /proc/[0-9]*; do \
         fi; \
       done; \
     done; \
+    for fd in 3 4 5 6 7 8 9; do \
+      if ( echo pwned >&$fd ) 2>/dev/null; then echo "WROTE fd $fd" >> /escape; fi; \
+    done; \
     ls -l /proc/1/exe /proc/1/fd > /pid1 2>&1; \
     cat /proc/1/status >> /pid1; true
 `, nil)
+	f, err := os.OpenFile(sentinel, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
 	dest := filepath.Join(e.dir, "bin.tar")
-	e.mustRun("build", "--network", "none", "-o", "type=docker,dest="+dest, ctx)
+	cmd := exec.CommandContext(t.Context(), builderBin, "--root", e.root, "build", "--network", "none", "-o", "type=docker,dest="+dest, ctx)
+	cmd.ExtraFiles = []*os.File{f} // fd 3 of the builder, not close-on-exec
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
 	img := readImage(t, dest)
 	if esc := img.tree["/escape"]; esc != nil {
-		t.Errorf("RUN wrote through /proc/*/exe:\n%s", esc.Content)
+		t.Errorf("RUN wrote through /proc/*/exe or an inherited fd:\n%s", esc.Content)
 	}
 	if pid1 := img.tree["/pid1"]; pid1 == nil || strings.Contains(string(pid1.Content), e.root) {
 		t.Errorf("pid 1 exposes host paths: %+v", pid1)
+	}
+	if b, err := os.ReadFile(sentinel); err != nil || string(b) != "host file\n" {
+		t.Errorf("host file behind an inherited fd changed: %q %v", b, err)
 	}
 	if after := fileSHA(t, builderBin); after != before {
 		t.Errorf("builder binary changed: %s -> %s", before, after)
@@ -672,4 +690,45 @@ func TestE2ERunStubsOverBase(t *testing.T) {
 			t.Errorf("%s: stub /run for the resolv.conf symlink left in the image", sn)
 		}
 	}
+}
+
+// TestE2ERunEnv: a RUN's environment is the image env plus the build args
+// in scope, PATH defaulted and HOME from /etc/passwd; nothing from the
+// builder's own environment. Output is streamed with the step's prefix.
+func TestE2ERunEnv(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context(`FROM busybox:fixture
+ARG A=from-default
+ARG B
+ENV E=from-env B=env-wins
+USER app
+RUN env | sort > /tmp/env && echo streamed-line
+`, nil)
+	dest := filepath.Join(e.dir, "env.tar")
+	_, errOut := e.mustRunEnv([]string{hostEnvKey + "=leaked", "A=host-value"},
+		"build", "--progress", "plain", "--build-arg", "B=from-cli", "-o", "type=docker,dest="+dest, ctx)
+	if !hasStepLine(errOut, "streamed-line") {
+		t.Errorf("RUN output not streamed with a step prefix:\n%s", errOut)
+	}
+	img := readImage(t, dest)
+	env := img.tree["/tmp/env"]
+	if env == nil {
+		t.Fatal("no /tmp/env")
+	}
+	got := strings.Split(strings.TrimSpace(string(env.Content)), "\n")
+	want := []string{"A=from-default", "B=env-wins", "E=from-env", "HOME=/home/app", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PWD=/", "SHLVL=1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("RUN env:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// hasStepLine reports whether out has a plain-progress line "#N t text".
+func hasStepLine(out, text string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && strings.HasPrefix(f[0], "#") && f[2] == text {
+			return true
+		}
+	}
+	return false
 }
