@@ -1,0 +1,64 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/builder-dev/builder/snapshot"
+	securejoin "github.com/cyphar/filepath-securejoin"
+)
+
+// addIsArchive reports whether the file at host is a tar archive,
+// compressed or not, by content as BuildKit does: its first tar header.
+func addIsArchive(host string) (bool, error) {
+	f, err := os.OpenFile(host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false, fmt.Errorf("open %s: %w", host, err)
+	}
+	defer f.Close()
+	ok, _, err := snapshot.IsArchive(f)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", host, err)
+	}
+	return ok, nil
+}
+
+// addExtract unpacks the local archive of s into the destination, the way
+// BuildKit's ADD does through moby's chrootarchive: the destination is the
+// root of the extraction, so entry names, hardlinks and symlinks in it
+// cannot reach outside it, and names that climb out are an error. Entries
+// keep the archive's ownership unless --chown is set, ".wh." names are
+// ordinary files, and device nodes that cannot be created (EPERM in a user
+// namespace) are skipped with a warning.
+func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource, own copyOwner) error {
+	if err := copyMkdirAll(rootfs, p.dest, own); err != nil {
+		return err
+	}
+	root, err := securejoin.SecureJoin(rootfs, p.dest)
+	if err != nil {
+		return fmt.Errorf("resolve %s in rootfs: %w", p.dest, err)
+	}
+	f, err := os.OpenFile(s.entries[0].host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("open archive %s: %w", s.written, err)
+	}
+	defer f.Close()
+	rc, _, err := snapshot.Decompress(f)
+	if err != nil {
+		return fmt.Errorf("extract %s: %w", s.written, err)
+	}
+	defer rc.Close()
+	opts := []snapshot.ApplyOption{snapshot.WithNoWhiteouts()}
+	if p.req.Warn != nil {
+		opts = append(opts, snapshot.WithWarn(p.req.Warn))
+	}
+	if p.req.Chown != "" {
+		opts = append(opts, snapshot.WithChown(own.uid, own.gid))
+	}
+	if _, err := snapshot.Apply(ctx, root, rc, opts...); err != nil {
+		return fmt.Errorf("extract %s: %w", s.written, err)
+	}
+	return nil
+}

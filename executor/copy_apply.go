@@ -1,0 +1,239 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/builder-dev/builder/internal/user"
+	"golang.org/x/sys/unix"
+)
+
+// copyOwner is the uid/gid of written files (0:0 without --chown).
+type copyOwner struct{ uid, gid int }
+
+// Apply writes the plan into rootfs, the step's mounted root. The
+// destination and every parent are resolved inside rootfs at write time
+// (securejoin), so absolute symlinks in the image resolve inside it;
+// missing parents are created 0755, owned by --chown when given.
+func (p *copyPlan) Apply(ctx context.Context, rootfs string) error {
+	own, err := p.owner(rootfs)
+	if err != nil {
+		return err
+	}
+	destIsDir, err := copyIsDir(rootfs, p.dest)
+	if err != nil {
+		return err
+	}
+	intoDir := p.destDir || destIsDir || p.req.Parents
+	if len(p.sources) > 1 && !intoDir {
+		return errors.New("When using COPY with more than one source file, the destination must be a directory and end with a /")
+	}
+	var created []copyEntry // --parents directories, rel inside rootfs
+	for _, s := range p.sources {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if s.pivot != "" {
+			dirs, err := p.applyParents(ctx, rootfs, s, own)
+			if err != nil {
+				return err
+			}
+			created = append(created, dirs...)
+			continue
+		}
+		if err := p.applySource(ctx, rootfs, s, intoDir, own); err != nil {
+			return err
+		}
+	}
+	return copySetDirTimes(rootfs, created)
+}
+
+func (p *copyPlan) owner(rootfs string) (copyOwner, error) {
+	if p.req.Chown == "" {
+		return copyOwner{}, nil
+	}
+	uid, gid, err := user.ResolveChown(rootfs, p.req.Chown)
+	if err != nil {
+		return copyOwner{}, fmt.Errorf("resolve --chown=%s: %w", p.req.Chown, err)
+	}
+	return copyOwner{uid: uid, gid: gid}, nil
+}
+
+func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource, intoDir bool, own copyOwner) error {
+	top := s.entries[0]
+	switch {
+	case s.archive:
+		return p.addExtract(ctx, rootfs, s, own)
+	case top.kind == copyDir:
+		return p.applyTree(ctx, rootfs, p.dest, s, own)
+	}
+	dst := p.dest
+	if intoDir {
+		dst = path.Join(p.dest, s.name)
+	}
+	if err := copyMkdirAll(rootfs, path.Dir(dst), own); err != nil {
+		return err
+	}
+	return p.writeEntry(rootfs, dst, s, top, own, nil)
+}
+
+// copySetDirTimes sets the mtime of directories, innermost last created
+// first, once their content is written.
+func copySetDirTimes(rootfs string, dirs []copyEntry) error {
+	for i := len(dirs) - 1; i >= 0; i-- {
+		host, err := copyHostPath(rootfs, dirs[i].rel)
+		if err != nil {
+			return err
+		}
+		if err := copyTimes(host, dirs[i].mtime); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyTree copies a directory's contents into dst. A dst that exists
+// keeps its metadata; one that is created takes the source directory's.
+func (p *copyPlan) applyTree(ctx context.Context, rootfs, dst string, s *copySource, own copyOwner) error {
+	if err := copyMkdirAll(rootfs, path.Dir(dst), own); err != nil {
+		return err
+	}
+	existed, err := copyIsDir(rootfs, dst)
+	if err != nil {
+		return err
+	}
+	var dirs []copyEntry
+	written := map[string]string{}
+	for _, e := range s.entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if e.rel == "" && existed {
+			continue
+		}
+		if err := p.writeEntry(rootfs, path.Join(dst, e.rel), s, e, own, written); err != nil {
+			return err
+		}
+		if e.kind == copyDir {
+			e.rel = path.Join(dst, e.rel)
+			dirs = append(dirs, e)
+		}
+	}
+	return copySetDirTimes(rootfs, dirs) // children change a dir's mtime
+}
+
+// writeEntry writes one entry at dst (absolute inside rootfs). Its parent
+// is resolved inside rootfs; an existing non-directory at dst is replaced,
+// never written through.
+func (p *copyPlan) writeEntry(rootfs, dst string, s *copySource, e copyEntry, own copyOwner, written map[string]string) error {
+	host, err := copyHostPath(rootfs, dst)
+	if err != nil {
+		return err
+	}
+	if err := copyClear(host, dst, e.kind == copyDir); err != nil {
+		return err
+	}
+	mode := e.mode
+	if p.chmod != nil && (e.kind == copyFile || e.kind == copyDir) {
+		mode = copyUnixMode(p.chmod.apply(copyModeBits(e.mode), e.kind == copyDir))
+	}
+	switch e.kind {
+	case copyFile:
+		err = p.writeFile(host, s, e)
+	case copyHardlink:
+		err = os.Link(written[e.link], host)
+	case copyDir:
+		err = copyMkdir(host)
+	case copySymlink:
+		err = os.Symlink(e.link, host)
+	case copyFifo, copyDevice:
+		err = copyMknod(host, e)
+	}
+	if err != nil {
+		return fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	if written != nil {
+		written[e.rel] = host
+	}
+	if e.kind == copyHardlink {
+		return nil
+	}
+	return copyFinish(host, dst, e, mode, own)
+}
+
+func (p *copyPlan) writeFile(host string, s *copySource, e copyEntry) error {
+	var r io.Reader
+	if s.data != nil {
+		r = strings.NewReader(string(s.data))
+	} else {
+		f, err := os.OpenFile(e.host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	out, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// copyFinish sets ownership, mode, xattrs and mtime, in an order that keeps
+// setuid bits (chown clears them) and the mtime (xattrs don't touch it).
+func copyFinish(host, dst string, e copyEntry, mode fs.FileMode, own copyOwner) error {
+	if err := os.Lchown(host, own.uid, own.gid); err != nil {
+		return fmt.Errorf("chown %s: %w", dst, err)
+	}
+	if e.kind != copySymlink {
+		if err := unix.Chmod(host, copyModeBits(mode)); err != nil {
+			return fmt.Errorf("chmod %s: %w", dst, err)
+		}
+	}
+	for k, v := range e.xattrs {
+		if err := unix.Lsetxattr(host, k, v, 0); err != nil {
+			return fmt.Errorf("set xattr %s on %s: %w", k, dst, err)
+		}
+	}
+	return copyTimes(host, e.mtime)
+}
+
+func copyTimes(host string, mtime time.Time) error {
+	ts := []unix.Timespec{unix.NsecToTimespec(mtime.UnixNano()), unix.NsecToTimespec(mtime.UnixNano())}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, host, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set times of %s: %w", host, err)
+	}
+	return nil
+}
+
+func copyMkdir(host string) error {
+	fi, err := os.Lstat(host)
+	if err == nil && fi.IsDir() {
+		return nil
+	}
+	return os.Mkdir(host, 0o700)
+}
+
+func copyMknod(host string, e copyEntry) error {
+	typ := uint32(unix.S_IFIFO)
+	if e.kind == copyDevice {
+		typ = unix.S_IFBLK
+		if e.mode&fs.ModeCharDevice != 0 {
+			typ = unix.S_IFCHR
+		}
+	}
+	return unix.Mknod(host, typ|0o600, int(e.rdev))
+}

@@ -1,0 +1,246 @@
+package executor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/builder-dev/builder/internal/buildcontext"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/patternmatcher"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+)
+
+func (p *copyPlan) addSource(ctx context.Context, tree *buildcontext.Context, i int, src string) error {
+	if addIsURL(src) {
+		dl, err := addFetch(ctx, p.req.HTTPClient, p.req.TempDir, src, p.req.Checksum)
+		if err != nil {
+			return err
+		}
+		p.sources = append(p.sources, &copySource{index: i, written: src, name: dl.name, url: dl,
+			entries: []copyEntry{{kind: copyFile, mode: 0o600, mtime: dl.modTime, digest: dl.digest, host: dl.file}}})
+		return nil
+	}
+	if tree == nil {
+		return fmt.Errorf("source %q: no build context", src)
+	}
+	if p.req.Parents {
+		return p.addParents(ctx, tree, i, src)
+	}
+	matches, err := copyGlob(ctx, tree, src)
+	if err != nil {
+		return err
+	}
+	for _, m := range matches {
+		// A top-level symlink is followed, as Docker does.
+		rel, err := tree.Resolve(m)
+		if err != nil {
+			return err
+		}
+		s := &copySource{index: i, written: m, name: path.Base(buildcontext.Clean(m))}
+		if err := p.appendSource(ctx, tree, s, rel); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyGlob expands src when it holds wildcards.
+func copyGlob(ctx context.Context, tree *buildcontext.Context, src string) ([]string, error) {
+	if !buildcontext.HasMeta(src) {
+		return []string{src}, nil
+	}
+	return tree.Glob(ctx, src)
+}
+
+// appendSource lists what the resolved entry rel selects into s and adds
+// s to the plan, unless --exclude drops it.
+func (p *copyPlan) appendSource(ctx context.Context, tree *buildcontext.Context, s *copySource, rel string) error {
+	if ex, err := p.excluded(s.name); err != nil || ex {
+		return err
+	}
+	fi, err := tree.Lstat(rel)
+	if err != nil {
+		return fmt.Errorf("stat %q: %w", "/"+buildcontext.Clean(s.written), err)
+	}
+	top, err := copyEntryOf(tree, "", rel, fi)
+	if err != nil {
+		return err
+	}
+	s.entries = []copyEntry{top}
+	if top.kind == copyDir {
+		if err := p.selectDir(ctx, tree, s, rel); err != nil {
+			return err
+		}
+	}
+	p.sources = append(p.sources, s)
+	return nil
+}
+
+func (p *copyPlan) selectDir(ctx context.Context, tree *buildcontext.Context, s *copySource, rel string) error {
+	entries, err := tree.Walk(ctx, rel)
+	if err != nil {
+		return err
+	}
+	seen := map[[2]uint64]string{}
+	for _, e := range entries {
+		sub := e.Rel
+		if rel != "." {
+			sub = strings.TrimPrefix(e.Rel, rel+"/")
+		}
+		if ex, err := p.excluded(sub); err != nil || ex {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		ce, err := copyEntryOf(tree, sub, e.Rel, e.Info)
+		if err != nil {
+			return err
+		}
+		copyMarkHardlink(&ce, e.Info, seen)
+		s.entries = append(s.entries, ce)
+	}
+	return nil
+}
+
+func (p *copyPlan) excluded(rel string) (bool, error) {
+	if len(p.req.Exclude) == 0 {
+		return false, nil
+	}
+	ok, err := patternmatcher.MatchesOrParentMatches(rel, p.req.Exclude)
+	if err != nil {
+		return false, fmt.Errorf("match --exclude against %s: %w", rel, err)
+	}
+	return ok, nil
+}
+
+// copyMarkHardlink turns the second and later names of an inode into
+// hardlinks to the first one.
+func copyMarkHardlink(ce *copyEntry, fi fs.FileInfo, seen map[[2]uint64]string) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || ce.kind != copyFile || st.Nlink < 2 {
+		return
+	}
+	id := [2]uint64{st.Dev, st.Ino}
+	if first, ok := seen[id]; ok {
+		ce.kind, ce.link = copyHardlink, first
+		return
+	}
+	seen[id] = ce.rel
+}
+
+// copyEntryOf describes the resolved entry rel of tree, to be written at sub.
+func copyEntryOf(tree *buildcontext.Context, sub, rel string, fi fs.FileInfo) (copyEntry, error) {
+	host := tree.HostPath(rel)
+	ce := copyEntry{rel: sub, mode: fi.Mode(), mtime: fi.ModTime(), host: host}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		ce.kind = copyFile
+	case m.IsDir():
+		ce.kind = copyDir
+	case m&fs.ModeSymlink != 0:
+		ce.kind = copySymlink
+		target, err := os.Readlink(host)
+		if err != nil {
+			return ce, fmt.Errorf("readlink %q: %w", "/"+rel, err)
+		}
+		ce.link = target
+	case m&fs.ModeNamedPipe != 0:
+		ce.kind = copyFifo
+	case m&fs.ModeDevice != 0:
+		ce.kind = copyDevice
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ce.rdev = st.Rdev
+		}
+	default:
+		return ce, fmt.Errorf("copy %q: unsupported file type %s", "/"+rel, m.Type())
+	}
+	xattrs, err := copyReadXattrs(host)
+	if err != nil {
+		return ce, err
+	}
+	ce.xattrs = xattrs
+	return ce, nil
+}
+
+func copyHeredoc(i int, hd instructions.SourceContent) *copySource {
+	sum := sha256.Sum256([]byte(hd.Data))
+	name := path.Base(buildcontext.Clean(hd.Path))
+	return &copySource{index: i, written: "<<" + hd.Path, name: name, data: []byte(hd.Data),
+		entries: []copyEntry{{kind: copyFile, mode: 0o644, mtime: time.Now(), digest: "sha256:" + hex.EncodeToString(sum[:])}}}
+}
+
+// hashAll computes the content digest of every selected regular file in
+// parallel, and for ADD detects local archives by content.
+func (p *copyPlan) hashAll(ctx context.Context, tree *buildcontext.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0) * 2)
+	for _, s := range p.sources {
+		for j := range s.entries {
+			e := &s.entries[j]
+			if e.kind != copyFile || e.digest != "" {
+				continue
+			}
+			g.Go(func() error { return p.hashEntry(gctx, e) })
+		}
+		if p.req.Add && s.url == nil && s.data == nil && s.entries[0].kind == copyFile {
+			g.Go(func() error {
+				ok, err := addIsArchive(s.entries[0].host)
+				s.archive = ok
+				return err
+			})
+		}
+	}
+	return g.Wait()
+}
+
+func (p *copyPlan) hashEntry(ctx context.Context, e *copyEntry) error {
+	if p.req.Hash != nil {
+		fi, err := os.Lstat(e.host)
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", e.host, err)
+		}
+		d, err := p.req.Hash(ctx, e.host, fi)
+		if err != nil {
+			return err
+		}
+		e.digest = d
+		return nil
+	}
+	f, err := os.OpenFile(e.host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("hash %s: %w", e.host, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("hash %s: %w", e.host, err)
+	}
+	e.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	return nil
+}
+
+// copyReadXattrs returns the security.capability xattr of host, if any.
+func copyReadXattrs(host string) (map[string][]byte, error) {
+	buf := make([]byte, 256)
+	n, err := unix.Lgetxattr(host, "security.capability", buf)
+	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read xattrs of %s: %w", host, err)
+	}
+	return map[string][]byte{"security.capability": buf[:n]}, nil
+}
