@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,7 +57,10 @@ func validBuildID(id string) error {
 	return nil
 }
 
-// PutBuild stores (or replaces) builds/<ID>.json atomically.
+// PutBuild stores (or replaces) builds/<ID>.json atomically. Records are
+// compact JSON and not fsynced: one lists every file its COPY steps
+// selected (megabytes for a big context), and losing the newest record to
+// a power cut only costs the next build its explanations.
 func (s *Store) PutBuild(ctx context.Context, b *BuildRecord) error {
 	if b == nil {
 		return errors.New("put build: nil record")
@@ -63,14 +68,82 @@ func (s *Store) PutBuild(ctx context.Context, b *BuildRecord) error {
 	if err := validBuildID(b.ID); err != nil {
 		return fmt.Errorf("put build: %w", err)
 	}
-	data, err := json.MarshalIndent(b, "", "  ")
+	data, err := json.Marshal(b)
 	if err != nil {
 		return fmt.Errorf("put build %s: %w", b.ID, err)
 	}
-	if err := s.writeFileAtomic(ctx, s.builds, b.ID+".json", data); err != nil {
+	if err := s.writeFile(ctx, s.builds, b.ID+".json", data, bestEffort); err != nil {
 		return fmt.Errorf("put build %s: %w", b.ID, err)
 	}
+	if b.Finished.IsZero() {
+		return nil
+	}
+	if err := s.pointBuild(ctx, projectRef(b.Project), b); err != nil {
+		return fmt.Errorf("put build %s: %w", b.ID, err)
+	}
+	if b.ImageDigest != "" {
+		if err := s.pointBuild(ctx, imageRef(b.ImageDigest), b); err != nil {
+			return fmt.Errorf("put build %s: %w", b.ID, err)
+		}
+	}
 	return nil
+}
+
+// A build pointer, builds/<kind>-<hash>.ref, names the newest finished
+// build of a project or of an image, so LatestBuild and BuildForImage read
+// one record instead of decoding every record (each can be megabytes: it
+// lists every file a COPY selected). Pointers are hints: one that is
+// missing, stale or dangling falls back to a scan.
+type buildPointer struct {
+	ID       string    `json:"id"`
+	Finished time.Time `json:"finished"`
+}
+
+func projectRef(project string) string { return refName("project", project) }
+func imageRef(digest string) string    { return refName("image", digest) }
+
+func refName(kind, name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return kind + "-" + hex.EncodeToString(sum[:16]) + ".ref"
+}
+
+// pointBuild points ref at b unless it points at a build that finished
+// later.
+func (s *Store) pointBuild(ctx context.Context, ref string, b *BuildRecord) error {
+	if cur, ok := s.readPointer(ref); ok && cur.Finished.After(b.Finished) {
+		return nil
+	}
+	data, err := json.Marshal(buildPointer{ID: b.ID, Finished: b.Finished})
+	if err != nil {
+		return err
+	}
+	return s.writeFile(ctx, s.builds, ref, data, bestEffort)
+}
+
+func (s *Store) readPointer(ref string) (buildPointer, bool) {
+	var p buildPointer
+	data, err := os.ReadFile(filepath.Join(s.builds, ref))
+	if err != nil || json.Unmarshal(data, &p) != nil || validBuildID(p.ID) != nil {
+		return buildPointer{}, false
+	}
+	return p, true
+}
+
+// pointed returns the build ref points at if it still matches keep; a
+// dangling pointer is removed.
+func (s *Store) pointed(ref string, keep func(*BuildRecord) bool) (*BuildRecord, bool) {
+	p, ok := s.readPointer(ref)
+	if !ok {
+		return nil, false
+	}
+	b, err := readBuild(filepath.Join(s.builds, p.ID+".json"))
+	if errors.Is(err, os.ErrNotExist) {
+		os.Remove(filepath.Join(s.builds, ref))
+	}
+	if err != nil || b.Finished.IsZero() || !keep(b) {
+		return nil, false
+	}
+	return b, true
 }
 
 // GetBuild returns the build with the given ID, or ErrNotFound.
@@ -94,7 +167,11 @@ func (s *Store) GetBuild(ctx context.Context, id string) (*BuildRecord, error) {
 // LatestBuild returns the finished build of project that finished last, or
 // ErrNotFound.
 func (s *Store) LatestBuild(ctx context.Context, project string) (*BuildRecord, error) {
-	b, err := s.newestBuild(ctx, func(b *BuildRecord) bool { return b.Project == project })
+	keep := func(b *BuildRecord) bool { return b.Project == project }
+	if b, ok := s.pointed(projectRef(project), keep); ok {
+		return b, nil
+	}
+	b, err := s.newestBuild(ctx, keep)
 	if err != nil {
 		return nil, fmt.Errorf("latest build of %q: %w", project, err)
 	}
@@ -104,7 +181,11 @@ func (s *Store) LatestBuild(ctx context.Context, project string) (*BuildRecord, 
 // BuildForImage returns the newest finished build that produced imageDigest,
 // or ErrNotFound.
 func (s *Store) BuildForImage(ctx context.Context, imageDigest string) (*BuildRecord, error) {
-	b, err := s.newestBuild(ctx, func(b *BuildRecord) bool { return b.ImageDigest == imageDigest })
+	keep := func(b *BuildRecord) bool { return b.ImageDigest == imageDigest }
+	if b, ok := s.pointed(imageRef(imageDigest), keep); ok {
+		return b, nil
+	}
+	b, err := s.newestBuild(ctx, keep)
 	if err != nil {
 		return nil, fmt.Errorf("build for image %s: %w", imageDigest, err)
 	}

@@ -105,9 +105,6 @@ func (e *Executor) Run(ctx context.Context, plan *planner.Plan) (*Result, error)
 			Started: time.Now().UTC(),
 		},
 	}
-	if prev, err := e.opts.Cache.LatestBuild(ctx, e.opts.Project); err == nil {
-		b.prev = prev
-	}
 	for _, st := range plan.Stages {
 		b.results[st.Index] = &stageFuture{done: make(chan struct{})}
 	}
@@ -153,8 +150,13 @@ func historyIndex(hist, steps []stepRef) []int {
 type build struct {
 	e       *Executor
 	plan    *planner.Plan
-	prev    *cache.BuildRecord
 	results map[int]*stageFuture
+
+	// prev is the previous build of the project, read on the first miss
+	// that needs explaining: a record can be megabytes, and a build that
+	// hits everywhere never needs it.
+	prevOnce sync.Once
+	prev     *cache.BuildRecord
 
 	mu       sync.Mutex
 	firstErr error

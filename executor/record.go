@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -16,6 +17,25 @@ func (b *build) fail(err error) {
 	if b.firstErr == nil {
 		b.firstErr = err
 	}
+}
+
+// previous returns the previous finished build of this project, or nil.
+func (b *build) previous(ctx context.Context) *cache.BuildRecord {
+	b.prevOnce.Do(func() {
+		if prev, err := b.e.opts.Cache.LatestBuild(ctx, b.e.opts.Project); err == nil {
+			b.prev = prev
+		}
+	})
+	return b.prev
+}
+
+// parentReason says why the chain of steps before the current one differs
+// from the previous build's ("" when it does not).
+func (b *build) parentReason(ctx context.Context, s *stageState) string {
+	if !s.parentKnown {
+		s.parentReason, s.parentKnown = b.explainFrom(ctx, s.from, s.fromInputs), true
+	}
+	return s.parentReason
 }
 
 // prevSteps returns the previous build's records of a stage: its FROM
@@ -35,8 +55,8 @@ func (b *build) prevSteps(stage string) []cache.StepRecord {
 
 // explainFrom compares a stage's FROM with the previous build's, returning
 // the reason the whole chain differs ("" when it does not).
-func (b *build) explainFrom(st *planner.Stage, in *cache.Inputs) string {
-	if b.prev == nil {
+func (b *build) explainFrom(ctx context.Context, st *planner.Stage, in *cache.Inputs) string {
+	if b.previous(ctx) == nil {
 		return "no earlier build"
 	}
 	prev := b.prevSteps(stageName(st))
@@ -52,20 +72,21 @@ func (b *build) explainFrom(st *planner.Stage, in *cache.Inputs) string {
 
 // explain says why a step missed the cache, comparing it with the same step
 // of the previous build of this project.
-func (b *build) explain(sc *stepCtx, key cache.Key, in *cache.Inputs) string {
+func (b *build) explain(ctx context.Context, sc *stepCtx, key cache.Key, in *cache.Inputs) string {
 	switch {
 	case b.e.opts.NoCache:
 		return "--no-cache"
 	case b.noCacheFor(sc.st):
 		return "--no-cache-filter"
-	case b.prev == nil:
+	case b.previous(ctx) == nil:
 		return "no earlier build"
 	}
+	parent := b.parentReason(ctx, sc.s)
 	p, found := b.prevStep(sc)
 	switch {
 	case !found && p == nil:
-		if sc.s.parentReason != "" {
-			return sc.s.parentReason
+		if parent != "" {
+			return parent
 		}
 		return "step not in the earlier build"
 	case !found:
@@ -78,8 +99,8 @@ func (b *build) explain(sc *stepCtx, key cache.Key, in *cache.Inputs) string {
 	if r := cache.Explain(displayInputs(p.Inputs), displayInputs(in)); r != "" {
 		return r
 	}
-	if sc.s.parentReason != "" {
-		return sc.s.parentReason
+	if parent != "" {
+		return parent
 	}
 	return fmt.Sprintf("key changed (%s)", short(key.String()))
 }

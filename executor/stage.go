@@ -30,7 +30,11 @@ type stageState struct {
 	created time.Time
 	// parentReason says why this stage's chain differs from the previous
 	// build's, for explaining misses of steps whose own inputs are equal.
+	// Until parentKnown it is computed on demand from the stage's FROM.
 	parentReason string
+	parentKnown  bool
+	from         *planner.Stage
+	fromInputs   *cache.Inputs
 	// args are the ARG definitions dispatched so far (for history text).
 	args []instructions.KeyValuePairOptional
 	// hist[i] is the step that made img.History[i] (stage -1: the base image).
@@ -126,7 +130,7 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 	s.img.Config.OnBuild = nil
 	s.img.Created = nil
 	s.key = cache.KeyOf(cache.Key{}, in)
-	s.parentReason = b.explainFrom(st, &in)
+	s.parentReason, s.parentKnown, s.from, s.fromInputs = "", false, st, &in
 	b.addStep(st.Index, -1, cache.StepRecord{
 		Stage: stageName(st), Line: st.Line, Instruction: st.Text,
 		Key: s.key, Inputs: &in, Cache: "hit",

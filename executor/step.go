@@ -128,7 +128,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		}
 	}
 	sc.rec.Cache = "miss"
-	sc.rec.Reason = b.explain(sc, key, &ch.inputs)
+	sc.rec.Reason = b.explain(ctx, sc, key, &ch.inputs)
 	sc.ev.Cache, sc.ev.Reason = "miss", sc.rec.Reason
 	r, err := b.execute(ctx, s, key, ch)
 	if err != nil {
@@ -141,7 +141,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		return err
 	}
 	sc.rec.Layer = r.DiffID
-	s.parentReason = fmt.Sprintf("parent step rebuilt (line %d)", sc.step.Line)
+	s.parentReason, s.parentKnown = fmt.Sprintf("parent step rebuilt (line %d)", sc.step.Line), true
 	return nil
 }
 
