@@ -67,6 +67,9 @@ type copyEntry struct {
 	link   string // symlink target, or the rel of the first hardlink
 	host   string // host path to read content from
 	xattrs map[string][]byte
+	// info is the Lstat of host made when the entry was selected; hashing
+	// reuses it instead of a second stat per file.
+	info fs.FileInfo
 }
 
 // copySource is one selected top-level source with everything below it.

@@ -144,7 +144,7 @@ func copyMarkHardlink(ce *copyEntry, fi fs.FileInfo, seen map[[2]uint64]string) 
 // copyEntryOf describes the resolved entry rel of tree, to be written at sub.
 func copyEntryOf(tree *buildcontext.Context, sub, rel string, fi fs.FileInfo) (copyEntry, error) {
 	host := tree.HostPath(rel)
-	ce := copyEntry{rel: sub, mode: fi.Mode(), mtime: fi.ModTime(), host: host}
+	ce := copyEntry{rel: sub, mode: fi.Mode(), mtime: fi.ModTime(), host: host, info: fi}
 	switch m := fi.Mode(); {
 	case m.IsRegular():
 		ce.kind = copyFile
@@ -208,9 +208,12 @@ func (p *copyPlan) hashAll(ctx context.Context, tree *buildcontext.Context) erro
 
 func (p *copyPlan) hashEntry(ctx context.Context, e *copyEntry) error {
 	if p.req.Hash != nil {
-		fi, err := os.Lstat(e.host)
-		if err != nil {
-			return fmt.Errorf("stat %s: %w", e.host, err)
+		fi := e.info
+		if fi == nil {
+			var err error
+			if fi, err = os.Lstat(e.host); err != nil {
+				return fmt.Errorf("stat %s: %w", e.host, err)
+			}
 		}
 		d, err := p.req.Hash(ctx, e.host, fi)
 		if err != nil {
