@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -67,6 +68,8 @@ func goldenCmd(df *Dockerfile, c instructions.Command) goldenCommand {
 	gc := goldenCommand{Line: line, EndLine: end, Type: fmt.Sprintf("%T", c), Text: df.Text(line, end), Cmd: c}
 	if r, ok := c.(*instructions.RunCommand); ok {
 		gc.Mounts = instructions.GetMounts(r)
+		// buildkit fills FlagsUsed from a map: its order is meaningless.
+		sort.Strings(r.FlagsUsed)
 	}
 	return gc
 }
