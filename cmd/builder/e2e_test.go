@@ -211,3 +211,20 @@ func TestE2EDockerfileFromStdinAndRootAfterCommand(t *testing.T) {
 		t.Errorf("--root after the subcommand: %v\n%s", err, got)
 	}
 }
+
+func TestE2EPruneRemovesStaleSnapshots(t *testing.T) {
+	e := newEnv(t)
+	stale := filepath.Join(e.root, "active", "deadbeef-1", "upper")
+	if err := os.MkdirAll(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.write(stale, "left-by-a-killed-build", strings.Repeat("x", 4096))
+	out, _ := e.mustRun("prune")
+	if _, err := os.Stat(filepath.Dir(stale)); !os.IsNotExist(err) {
+		t.Errorf("stale snapshot survived prune (stat: %v)\n%s", err, out)
+	}
+	out, _ = e.mustRun("images")
+	if !strings.Contains(out, "busybox") {
+		t.Errorf("prune removed the tagged base image:\n%s", out)
+	}
+}

@@ -13,15 +13,15 @@ type metadataStep struct {
 	Line        int    `json:"line"`
 	Instruction string `json:"instruction"`
 	Cache       string `json:"cache"`
-	Reason      string `json:"reason,omitempty"`
-	Key         string `json:"key,omitempty"`
+	Reason      string `json:"reason"`
+	Key         string `json:"key"`
 	DurationMS  int64  `json:"duration_ms"`
-	Layer       string `json:"layer,omitempty"`
+	Layer       string `json:"layer"`
 }
 
 // writeMetadata writes the --metadata-file JSON for CI: digests, tags and
-// one entry per instruction of the stages built, in order. The keys
-// "containerimage.*" are those docker buildx writes.
+// one entry per instruction of the stages built, in order. Metadata-only
+// instructions have an empty key and layer.
 func writeMetadata(path string, img v1.Image, digest v1.Hash, tags []string, rec *cache.BuildRecord) error {
 	cfgDigest, err := img.ConfigName()
 	if err != nil {
@@ -40,13 +40,10 @@ func writeMetadata(path string, img v1.Image, digest v1.Hash, tags []string, rec
 		tags = []string{}
 	}
 	out := map[string]any{
-		"image.digest":                 digest.String(),
-		"config.digest":                cfgDigest.String(),
-		"containerimage.digest":        digest.String(),
-		"containerimage.config.digest": cfgDigest.String(),
-		"tags":                         tags,
-		"build.id":                     rec.ID,
-		"steps":                        steps,
+		"image.digest":  digest.String(),
+		"config.digest": cfgDigest.String(),
+		"tags":          tags,
+		"steps":         steps,
 	}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {

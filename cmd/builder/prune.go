@@ -55,6 +55,11 @@ func cmdPrune(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	stale, err := st.removeStaleSnapshots(ctx)
+	if err != nil {
+		return err
+	}
+	rep.Reclaimed += stale
 	fmt.Fprintf(a.stdout, "Removed %d cache entries\nTotal reclaimed space: %s\n", rep.Removed, units.HumanSize(float64(rep.Reclaimed)))
 	return nil
 }

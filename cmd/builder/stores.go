@@ -54,3 +54,36 @@ func (s *stores) snapshotter(ctx context.Context, kind string, notice func(strin
 	}
 	return nil, fmt.Errorf("unknown snapshotter %q (want overlay, copy or auto)", kind)
 }
+
+// removeStaleSnapshots deletes what killed builds left under active/:
+// snapshots that were never committed or removed. It holds the store's
+// exclusive lock, so no build is running; their mounts died with their
+// mount namespaces. It returns the bytes reclaimed.
+func (s *stores) removeStaleSnapshots(ctx context.Context) (int64, error) {
+	unlock, err := s.cache.Lock(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	active := filepath.Join(s.cache.Root(), "active")
+	entries, err := os.ReadDir(active)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	var n int64
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		p := filepath.Join(active, e.Name())
+		size := dirSize(p)
+		if err := os.RemoveAll(p); err != nil {
+			return n, fmt.Errorf("remove stale snapshot %s: %w", p, err)
+		}
+		n += size
+	}
+	return n, nil
+}
