@@ -525,8 +525,30 @@ func TestE2ERunEntitlements(t *testing.T) {
 			}
 		})
 	}
-	ctx := e.context("FROM busybox:fixture\nRUN --network=host cat /proc/net/dev > /netdev\n", nil)
-	e.mustRun("build", "--network", "none", "--allow", "network.host", ctx)
+	// Per-step network modes: host with the entitlement, none under a
+	// host default.
+	ctx := e.context("FROM busybox:fixture\nRUN --network=host cat /proc/net/dev > /host\nRUN --network=none cat /proc/net/dev > /none\n", nil)
+	dest := filepath.Join(e.dir, "net.tar")
+	e.mustRun("build", "--network", "host", "--allow", "network.host", "-o", "type=docker,dest="+dest, ctx)
+	tree := readImage(t, dest).tree
+	checkNetDev(t, treeContent(t, tree, "/none"))
+	host, err := os.ReadFile("/proc/net/dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Count(treeContent(t, tree, "/host"), ":"), strings.Count(string(host), ":"); got != want {
+		t.Errorf("RUN --network=host sees %d interfaces, the host %d:\n%s", got, want, tree["/host"].Content)
+	}
+}
+
+// treeContent returns the content of file p of tree, failing without it.
+func treeContent(t *testing.T, tree fixtures.Tree, p string) string {
+	t.Helper()
+	e := tree[p]
+	if e == nil || e.Type != "file" {
+		t.Fatalf("image lacks file %s", p)
+	}
+	return string(e.Content)
 }
 
 // TestE2ERunHostBinary: RUN-02: the sandbox cannot write to the builder
