@@ -15,10 +15,6 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 )
 
-// emptyTarSize is the size of a tar with no entries: a layer that changes
-// nothing. BuildKit drops such layers and marks the history entry empty.
-const emptyTarSize = 1024
-
 // runStep runs one step, attaching the Dockerfile location to any error.
 func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step) (err error) {
 	ev := Event{Stage: stageName(st), Step: i + 1, Total: len(st.Steps), Line: step.Line, Instruction: step.Text}
@@ -103,9 +99,6 @@ type change struct {
 	createdBy string
 	// apply changes the mounted root filesystem at root.
 	apply func(ctx context.Context, root string) error
-	// keepEmpty keeps an empty diff as a non-empty history entry (never
-	// the case today; BuildKit drops empty layers).
-	keepEmpty bool
 }
 
 // keyed looks the change up in the cache and executes it on a miss.
@@ -199,11 +192,13 @@ func (b *build) execute(ctx context.Context, s *stageState, key cache.Key, ch ch
 		created = *b.e.opts.SourceDateEpoch
 	}
 	return &cache.Record{
-		Key:        key,
-		Inputs:     ch.inputs,
-		DiffID:     layer.DiffID,
-		Size:       layer.Size,
-		EmptyLayer: layer.Size <= emptyTarSize && !ch.keepEmpty,
+		Key:    key,
+		Inputs: ch.inputs,
+		DiffID: layer.DiffID,
+		Size:   layer.Size,
+		// Like BuildKit, a step that changes nothing still adds its
+		// (empty) layer: the image's layers match its history entries.
+		EmptyLayer: false,
 		CreatedBy:  ch.createdBy,
 		Comment:    "buildkit.dockerfile.v0",
 		Created:    created,
