@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"syscall"
 
@@ -93,6 +94,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer startCPUProfile(stderr)()
 	if err := cmd.run(ctx, a, cmdArgs); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
@@ -108,6 +110,31 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// startCPUProfile writes a pprof CPU profile of the command to the file
+// named by $BUILDER_CPUPROFILE, if set (a hidden switch for profiling a
+// whole process, e.g. a no-op rebuild), and returns the function that
+// stops it.
+func startCPUProfile(stderr io.Writer) func() {
+	path := os.Getenv("BUILDER_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "builder: cpu profile: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(stderr, "builder: cpu profile: %v\n", err)
+		}
+	}
 }
 
 func usage(w io.Writer, fs *pflag.FlagSet) {
