@@ -107,6 +107,7 @@ func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env 
 		Network:        network,
 		Stdout:         w,
 		Stderr:         w,
+		TempDir:        b.e.opts.TempDir,
 	})
 	var exit *sandbox.ExitError
 	if errors.As(err, &exit) {

@@ -31,7 +31,7 @@ func Run(ctx context.Context, spec Spec) error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "builder-sandbox-")
+	dir, err := os.MkdirTemp(spec.TempDir, "builder-sandbox-")
 	if err != nil {
 		return fmt.Errorf("create sandbox directory: %w", err)
 	}

@@ -57,6 +57,11 @@ type Spec struct {
 	Hosts, ResolvConf []byte
 	// Stdout and Stderr receive the command's output; nil discards it.
 	Stdout, Stderr io.Writer
+	// TempDir is where Run makes the sandbox's empty private directory
+	// (removed when Run returns); os.TempDir() when empty. Pointing it at
+	// a build's own temporary directory keeps even a SIGKILLed build from
+	// leaving anything outside it.
+	TempDir string
 }
 
 // ExitError reports a command that exited non-zero or was killed by a
