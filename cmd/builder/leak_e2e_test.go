@@ -240,3 +240,36 @@ func checkNoTempSnapshots(t *testing.T, dir string) {
 		}
 	}
 }
+
+// TestE2EKilledBuild: SIGKILL of the builder mid-RUN cannot run any
+// cleanup code, yet the kernel must take everything that matters with it:
+// the RUN's processes (PID namespace init dies with the builder), every
+// mount (private mount namespace), and nothing may be left outside the
+// store root; the next build on the same store succeeds.
+func TestE2EKilledBuild(t *testing.T) {
+	e := newEnv(t)
+	marker := fmt.Sprintf("2%09d", (os.Getpid()*7919+int(time.Now().UnixNano()%1e6))%1e9)
+	tmp := t.TempDir()
+	lt := &leakTest{e: e, marker: marker, env: []string{"TMPDIR=" + tmp}}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := lt.command(ctx, 0, "(sleep "+marker+" &) ; sleep "+marker)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(findProcesses(t, "sleep "+marker)) < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := len(findProcesses(t, "sleep "+marker)); n < 2 {
+		t.Fatalf("RUN did not start its two sleeps (%d seen)", n)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	lt.checkProcesses()
+	checkMounts(t, e.dir, tmp)
+	checkEmptyDir(t, tmp)
+	lt.build(1, "echo ok", 0)
+}
