@@ -754,3 +754,27 @@ func hasStepLine(out, text string) bool {
 	}
 	return false
 }
+
+// TestE2ERunUsers: numeric users not in /etc/passwd run with HOME=/ and no
+// extra groups; unknown names fail with the line and the name. The
+// expected id outputs are what Docker's classic builder prints.
+func TestE2ERunUsers(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("FROM busybox:fixture\nUSER 4242:4343\nRUN { id; echo $HOME; } > /tmp/id\nUSER app:staff\nRUN id > /tmp/id2\n", nil)
+	dest := filepath.Join(e.dir, "users.tar")
+	e.mustRun("build", "-o", "type=docker,dest="+dest, ctx)
+	tree := readImage(t, dest).tree
+	if got, want := treeContent(t, tree, "/tmp/id"), "uid=4242 gid=4343 groups=4343\n/\n"; got != want {
+		t.Errorf("USER 4242:4343: %q, want %q", got, want)
+	}
+	if got, want := treeContent(t, tree, "/tmp/id2"), "uid=1000(app) gid=50(staff) groups=50(staff)\n"; got != want {
+		t.Errorf("USER app:staff: %q, want %q", got, want)
+	}
+	for _, c := range []struct{ user, want string }{{"nosuchuser", "nosuchuser"}, {"app:nosuchgroup", "nosuchgroup"}} {
+		ctx := e.context("FROM busybox:fixture\nUSER "+c.user+"\nRUN true\n", nil)
+		_, errOut, err := e.run("build", "--progress", "plain", ctx)
+		if err == nil || !strings.Contains(errOut, "Dockerfile:3") || !strings.Contains(errOut, c.want) {
+			t.Errorf("USER %s: err %v, want a failure naming line 3 and %q:\n%s", c.user, err, c.want, errOut)
+		}
+	}
+}
