@@ -21,6 +21,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -32,7 +33,10 @@ var ErrNotFound = errors.New("not found")
 
 // Context is a source tree rooted at a directory.
 type Context struct {
-	root    string
+	root string
+	// matcher compiles its patterns lazily on first use, which is not
+	// safe for concurrent use: mu guards every call.
+	mu      sync.Mutex
 	matcher *patternmatcher.PatternMatcher // nil without patterns
 }
 
@@ -102,7 +106,9 @@ func (c *Context) Excluded(rel string) (bool, error) {
 	if c.matcher == nil || rel == "." {
 		return false, nil
 	}
+	c.mu.Lock()
 	ok, err := c.matcher.MatchesOrParentMatches(filepath.FromSlash(rel))
+	c.mu.Unlock()
 	if err != nil {
 		return false, fmt.Errorf("match ignore patterns against %s: %w", rel, err)
 	}

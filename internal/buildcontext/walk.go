@@ -7,8 +7,10 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -113,50 +115,113 @@ func (c *Context) readDirNames(rel string) ([]string, error) {
 // Walk lists the visible entries below the resolved directory rel, parents
 // before children, in lexical order, without following symlinks. An
 // excluded directory that "!" patterns partly re-include is listed only
-// when something below it is.
+// when something below it is. Directories are read and their entries
+// stat'ed in parallel (2×GOMAXPROCS at a time).
 func (c *Context) Walk(ctx context.Context, rel string) ([]Entry, error) {
-	return c.walk(ctx, Clean(rel))
+	w := &walker{c: c, ctx: ctx, slots: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}
+	return w.walk(Clean(rel))
 }
 
-func (c *Context) walk(ctx context.Context, dir string) ([]Entry, error) {
-	names, err := c.readDirNames(dir)
+// walkBatch is how many entries of one directory a walker goroutine stats.
+const walkBatch = 64
+
+// walker is one Walk. slots bounds its extra goroutines; work that finds
+// no free slot runs inline, so nested fan-outs never deadlock.
+type walker struct {
+	c     *Context
+	ctx   context.Context
+	slots chan struct{}
+}
+
+// parallel calls fn(0..n-1), each on a new goroutine while a slot is free
+// and inline otherwise, and returns the error of the lowest index.
+func (w *walker) parallel(n int, fn func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		select {
+		case w.slots <- struct{}{}:
+			wg.Add(1)
+			go func() {
+				defer func() { <-w.slots; wg.Done() }()
+				errs[i] = fn(i)
+			}()
+		default:
+			errs[i] = fn(i)
+		}
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *walker) walk(dir string) ([]Entry, error) {
+	names, err := w.c.readDirNames(dir)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := w.lstatAll(dir, names)
+	if err != nil {
+		return nil, err
+	}
+	lists := make([][]Entry, len(names))
+	var dirs []int
+	for i, name := range names {
+		rel := path.Join(dir, name)
+		ex, err := w.c.Excluded(rel)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case infos[i].IsDir() && (!ex || w.c.hasExclusions()):
+			dirs = append(dirs, i)
+		case !ex && !infos[i].IsDir():
+			lists[i] = []Entry{{Rel: rel, Info: infos[i]}}
+		}
+	}
+	err = w.parallel(len(dirs), func(j int) error {
+		i := dirs[j]
+		rel := path.Join(dir, names[i])
+		children, err := w.walk(rel)
+		if err != nil {
+			return err
+		}
+		if ex, _ := w.c.Excluded(rel); ex && len(children) == 0 {
+			return nil
+		}
+		lists[i] = append([]Entry{{Rel: rel, Info: infos[i]}}, children...)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	var out []Entry
-	for _, name := range names {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		rel := path.Join(dir, name)
-		fi, err := os.Lstat(c.HostPath(rel))
-		if err != nil {
-			return nil, fmt.Errorf("lstat %q: %w", "/"+rel, err)
-		}
-		entries, err := c.walkEntry(ctx, rel, fi)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, entries...)
+	for _, l := range lists {
+		out = append(out, l...)
 	}
 	return out, nil
 }
 
-func (c *Context) walkEntry(ctx context.Context, rel string, fi fs.FileInfo) ([]Entry, error) {
-	ex, err := c.Excluded(rel)
-	if err != nil {
-		return nil, err
-	}
-	if ex && (!fi.IsDir() || !c.hasExclusions()) {
-		return nil, nil
-	}
-	self := []Entry{{Rel: rel, Info: fi}}
-	if !fi.IsDir() {
-		return self, nil
-	}
-	children, err := c.walk(ctx, rel)
-	if err != nil || (ex && len(children) == 0) {
-		return nil, err
-	}
-	return append(self, children...), nil
+// lstatAll stats the entries names of dir, in batches of walkBatch.
+func (w *walker) lstatAll(dir string, names []string) ([]fs.FileInfo, error) {
+	infos := make([]fs.FileInfo, len(names))
+	err := w.parallel((len(names)+walkBatch-1)/walkBatch, func(b int) error {
+		for i := b * walkBatch; i < min(len(names), (b+1)*walkBatch); i++ {
+			if err := w.ctx.Err(); err != nil {
+				return err
+			}
+			rel := path.Join(dir, names[i])
+			fi, err := os.Lstat(w.c.HostPath(rel))
+			if err != nil {
+				return fmt.Errorf("lstat %q: %w", "/"+rel, err)
+			}
+			infos[i] = fi
+		}
+		return nil
+	})
+	return infos, err
 }
