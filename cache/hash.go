@@ -4,15 +4,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // racyWindow guards against the "racy git" problem: a file changed within a
@@ -51,75 +54,115 @@ func statOf(fi os.FileInfo) (fileStat, bool) {
 }
 
 // HashFile returns "sha256:<hex>" of the content of the regular file at
-// path. fi is the caller's Lstat of path (nil: HashFile stats it). The
-// result is memoized by (absolute path, size, mtime, ctime, inode, device,
-// mode), so an unchanged file is read once, across processes once
-// FlushHashes has saved the memo; any change of content changes the ctime
-// and therefore forces a rehash. Safe for concurrent use.
+// path: HashFileMeta's Digest.
 func (s *Store) HashFile(ctx context.Context, path string, fi os.FileInfo) (string, error) {
+	sum, err := s.HashFileMeta(ctx, path, fi)
+	return sum.Digest, err
+}
+
+// FileSum is what HashFileMeta learns about a regular file.
+type FileSum struct {
+	Digest     string // "sha256:<hex>" of the content
+	Capability []byte // the security.capability xattr; nil when absent
+}
+
+// HashFileMeta returns the content digest and the security.capability
+// xattr of the regular file at path. fi is the caller's Lstat of path
+// (nil: HashFileMeta stats it). The result is memoized by (absolute path,
+// size, mtime, ctime, inode, device, mode), so an unchanged file is read
+// once, across processes once FlushHashes has saved the memo; any change of
+// content or xattrs changes the ctime and therefore forces a rehash. Safe
+// for concurrent use.
+func (s *Store) HashFileMeta(ctx context.Context, path string, fi os.FileInfo) (FileSum, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return "", fmt.Errorf("hash %s: %w", path, err)
+		return FileSum{}, fmt.Errorf("hash %s: %w", path, err)
 	}
 	if fi == nil {
 		if fi, err = os.Lstat(abs); err != nil {
-			return "", fmt.Errorf("hash %s: %w", path, err)
+			return FileSum{}, fmt.Errorf("hash %s: %w", path, err)
 		}
 	}
 	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("hash %s: not a regular file (%s)", path, fi.Mode().Type())
+		return FileSum{}, fmt.Errorf("hash %s: not a regular file (%s)", path, fi.Mode().Type())
 	}
 	st, ok := statOf(fi)
 	if ok {
-		if sum, hit := s.hashes.get(abs, st); hit {
-			return formatSum(sum), nil
+		if e, hit := s.hashes.get(abs, st); hit {
+			return e.fileSum(), nil
 		}
 	}
 	start := time.Now()
-	sum, st, err := hashStable(ctx, abs)
+	e, err := hashStable(ctx, abs)
 	if err != nil {
-		return "", fmt.Errorf("hash %s: %w", path, err)
+		return FileSum{}, fmt.Errorf("hash %s: %w", path, err)
 	}
-	if st.Ctime < start.Add(-racyWindow).UnixNano() {
-		s.hashes.put(abs, st, sum)
+	if e.st.Ctime < start.Add(-racyWindow).UnixNano() {
+		s.hashes.put(abs, e)
 	}
-	return formatSum(sum), nil
+	return e.fileSum(), nil
+}
+
+func (e memoEntry) fileSum() FileSum {
+	fs := FileSum{Digest: formatSum(e.sum)}
+	if e.capability != "" {
+		fs.Capability = []byte(e.capability)
+	}
+	return fs
 }
 
 func formatSum(sum [sha256.Size]byte) string { return "sha256:" + hex.EncodeToString(sum[:]) }
 
-// hashStable hashes a file and returns the metadata that the content belongs
-// to, retrying if the file changes while it is read.
-func hashStable(ctx context.Context, path string) ([sha256.Size]byte, fileStat, error) {
+// hashStable hashes a file, reads its capability xattr and returns them
+// with the metadata that they belong to, retrying if the file changes while
+// it is read.
+func hashStable(ctx context.Context, path string) (memoEntry, error) {
 	for range maxHashAttempts {
-		sum, st, stable, err := hashOnce(ctx, path)
+		e, stable, err := hashOnce(ctx, path)
 		if err != nil || stable {
-			return sum, st, err
+			return e, err
 		}
 	}
-	return [sha256.Size]byte{}, fileStat{}, fmt.Errorf("file changed while being read, %d times", maxHashAttempts)
+	return memoEntry{}, fmt.Errorf("file changed while being read, %d times", maxHashAttempts)
 }
 
-func hashOnce(ctx context.Context, path string) (sum [sha256.Size]byte, st fileStat, stable bool, err error) {
+func hashOnce(ctx context.Context, path string) (e memoEntry, stable bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return sum, st, false, err
+		return e, false, err
 	}
 	defer f.Close()
 	before, err := fstat(f)
 	if err != nil {
-		return sum, st, false, err
+		return e, false, err
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
-		return sum, st, false, err
+		return e, false, err
 	}
-	after, err := fstat(f)
+	if e.capability, err = readCapability(f); err != nil {
+		return e, false, err
+	}
+	if e.st, err = fstat(f); err != nil {
+		return e, false, err
+	}
+	h.Sum(e.sum[:0])
+	return e, before == e.st, nil
+}
+
+// readCapability returns the security.capability xattr of f ("" when
+// absent or unsupported). Setting or removing it changes the ctime, so the
+// memo key covers it.
+func readCapability(f *os.File) (string, error) {
+	var buf [256]byte
+	n, err := unix.Fgetxattr(int(f.Fd()), "security.capability", buf[:])
+	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+		return "", nil
+	}
 	if err != nil {
-		return sum, st, false, err
+		return "", fmt.Errorf("read xattrs: %w", err)
 	}
-	h.Sum(sum[:0])
-	return sum, after, before == after, nil
+	return string(buf[:n]), nil
 }
 
 func fstat(f *os.File) (fileStat, error) {
@@ -138,22 +181,41 @@ func fstat(f *os.File) (fileStat, error) {
 // HashFile and returns the digests in the order of paths.
 func (s *Store) HashFiles(ctx context.Context, paths []string) ([]string, error) {
 	out := make([]string, len(paths))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.NumCPU() * 2)
-	for i, p := range paths {
-		g.Go(func() error {
-			fi, err := os.Lstat(p)
-			if err != nil {
-				return fmt.Errorf("hash %s: %w", p, err)
-			}
-			out[i], err = s.HashFile(gctx, p, fi)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
+	err := forEach(ctx, len(paths), func(ctx context.Context, i int) error {
+		fi, err := os.Lstat(paths[i])
+		if err != nil {
+			return fmt.Errorf("hash %s: %w", paths[i], err)
+		}
+		out[i], err = s.HashFile(ctx, paths[i], fi)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// forEach calls fn(ctx, i) for every i in [0, n) on 2×NumCPU worker
+// goroutines and returns the first error, after which the remaining calls
+// are skipped. Long-lived workers (instead of a goroutine per file) keep
+// the stack they grew hashing the first file.
+func forEach(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	var next atomic.Int64
+	for range min(n, runtime.NumCPU()*2) {
+		g.Go(func() error {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				if err := fn(gctx, i); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // FlushHashes saves the memo entries added since the last flush. Each shard

@@ -18,20 +18,24 @@ import (
 // path, loaded lazily on first use and rewritten whole, only when changed.
 // A shard file is:
 //
-//	"bhm1" | entries | crc32(IEEE, of everything before)
+//	"bhm2" | entries | crc32(IEEE, of everything before)
 //	entry = uvarint len(path) | path | varint size | varint mtime |
-//	        varint ctime | uvarint ino | uvarint dev | uvarint mode | sha256
+//	        varint ctime | uvarint ino | uvarint dev | uvarint mode | sha256 |
+//	        uvarint len(capability) | capability
 //
-// A shard whose checksum or encoding is wrong is ignored (all misses) and
-// replaced at the next flush.
+// A shard whose checksum, magic (a "bhm1" shard lacks capabilities) or
+// encoding is wrong is ignored (all misses) and replaced at the next flush.
 const (
 	memoShards = 256
-	memoMagic  = "bhm1"
+	memoMagic  = "bhm2"
 )
 
+// memoEntry is what the memo knows about a file in state st: its content
+// digest and its security.capability xattr ("" for none).
 type memoEntry struct {
-	st  fileStat
-	sum [sha256.Size]byte
+	st         fileStat
+	sum        [sha256.Size]byte
+	capability string
 }
 
 type memoShard struct {
@@ -58,24 +62,24 @@ func (m *memo) shardOf(path string) (int, *memoShard) {
 
 func (m *memo) shardFile(i int) string { return fmt.Sprintf("%02x.memo", i) }
 
-func (m *memo) get(path string, st fileStat) ([sha256.Size]byte, bool) {
+func (m *memo) get(path string, st fileStat) (memoEntry, bool) {
 	i, sh := m.shardOf(path)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	m.ensureLoaded(i, sh)
 	e, ok := sh.entries[path]
 	if !ok || e.st != st {
-		return [sha256.Size]byte{}, false
+		return memoEntry{}, false
 	}
-	return e.sum, true
+	return e, true
 }
 
-func (m *memo) put(path string, st fileStat, sum [sha256.Size]byte) {
+func (m *memo) put(path string, e memoEntry) {
 	i, sh := m.shardOf(path)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	m.ensureLoaded(i, sh)
-	sh.entries[path] = memoEntry{st: st, sum: sum}
+	sh.entries[path] = e
 	sh.touched[path] = struct{}{}
 }
 
@@ -144,6 +148,8 @@ func encodeShard(entries map[string]memoEntry) []byte {
 		b.Write(tmp[:binary.PutUvarint(tmp[:], e.st.Dev)])
 		b.Write(tmp[:binary.PutUvarint(tmp[:], uint64(e.st.Mode))])
 		b.Write(e.sum[:])
+		b.Write(tmp[:binary.PutUvarint(tmp[:], uint64(len(e.capability)))])
+		b.WriteString(e.capability)
 	}
 	return binary.BigEndian.AppendUint32(b.Bytes(), crc32.ChecksumIEEE(b.Bytes()))
 }
@@ -165,6 +171,7 @@ func decodeShard(data []byte) (map[string]memoEntry, error) {
 		var e memoEntry
 		e.st = fileStat{Size: d.varint(), Mtime: d.varint(), Ctime: d.varint(), Ino: d.uvarint(), Dev: d.uvarint(), Mode: uint32(d.uvarint())}
 		copy(e.sum[:], d.bytes(sha256.Size))
+		e.capability = string(d.bytes(int(d.uvarint())))
 		entries[p] = e
 	}
 	if d.err != nil {

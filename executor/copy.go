@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/buildcontext"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/patternmatcher"
@@ -33,7 +34,7 @@ type copyRequest struct {
 	Exclude    []string
 	Context    *buildcontext.Context // the build context, or nil with SrcRoot
 	SrcRoot    string                // root of a --from stage/image when Context is nil
-	Hash       func(ctx context.Context, path string, fi os.FileInfo) (string, error)
+	Hash       func(ctx context.Context, path string, fi os.FileInfo) (cache.FileSum, error)
 	HTTPClient *http.Client
 	TempDir    string
 	// Warn receives non-fatal problems, such as device nodes of an ADD

@@ -12,6 +12,7 @@ import (
 	"path"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -167,6 +168,9 @@ func copyEntryOf(tree *buildcontext.Context, sub, rel string, fi fs.FileInfo) (c
 	default:
 		return ce, fmt.Errorf("copy %q: unsupported file type %s", "/"+rel, m.Type())
 	}
+	if ce.kind == copyFile {
+		return ce, nil // hashAll reads its xattrs with its content, in parallel
+	}
 	xattrs, err := copyReadXattrs(host)
 	if err != nil {
 		return ce, err
@@ -182,30 +186,62 @@ func copyHeredoc(i int, hd instructions.SourceContent) *copySource {
 		entries: []copyEntry{{kind: copyFile, mode: 0o644, mtime: time.Now(), digest: "sha256:" + hex.EncodeToString(sum[:])}}}
 }
 
-// hashAll computes the content digest of every selected regular file in
-// parallel, and for ADD detects local archives by content.
+// hashAll computes the content digest and reads the xattrs of every
+// selected regular file, on 2×GOMAXPROCS workers (a worker keeps the stack
+// it grew, where a goroutine per file would grow one each time), and for
+// ADD detects local archives by content.
 func (p *copyPlan) hashAll(ctx context.Context, tree *buildcontext.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0) * 2)
+	var jobs []func(context.Context) error
 	for _, s := range p.sources {
 		for j := range s.entries {
 			e := &s.entries[j]
-			if e.kind != copyFile || e.digest != "" {
-				continue
+			switch {
+			case e.kind == copyFile && e.digest == "":
+				jobs = append(jobs, func(ctx context.Context) error { return p.hashEntry(ctx, e) })
+			case e.kind == copyHardlink:
+				jobs = append(jobs, func(context.Context) error { return e.readXattrs() })
 			}
-			g.Go(func() error { return p.hashEntry(gctx, e) })
 		}
 		if p.req.Add && s.url == nil && s.data == nil && s.entries[0].kind == copyFile {
-			g.Go(func() error {
+			jobs = append(jobs, func(context.Context) error {
 				ok, err := addIsArchive(s.entries[0].host)
 				s.archive = ok
 				return err
 			})
 		}
 	}
+	return copyParallel(ctx, jobs)
+}
+
+// copyParallel runs jobs on 2×GOMAXPROCS workers and returns the first
+// error; the jobs not started by then are skipped.
+func copyParallel(ctx context.Context, jobs []func(context.Context) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	var next atomic.Int64
+	for range min(len(jobs), runtime.GOMAXPROCS(0)*2) {
+		g.Go(func() error {
+			for i := next.Add(1) - 1; i < int64(len(jobs)); i = next.Add(1) - 1 {
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				if err := jobs[i](gctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 	return g.Wait()
 }
 
+func (e *copyEntry) readXattrs() error {
+	x, err := copyReadXattrs(e.host)
+	e.xattrs = x
+	return err
+}
+
+// hashEntry sets the digest and xattrs of a regular file, through the
+// cache's memo when there is one.
 func (p *copyPlan) hashEntry(ctx context.Context, e *copyEntry) error {
 	if p.req.Hash != nil {
 		fi := e.info
@@ -215,12 +251,18 @@ func (p *copyPlan) hashEntry(ctx context.Context, e *copyEntry) error {
 				return fmt.Errorf("stat %s: %w", e.host, err)
 			}
 		}
-		d, err := p.req.Hash(ctx, e.host, fi)
+		sum, err := p.req.Hash(ctx, e.host, fi)
 		if err != nil {
 			return err
 		}
-		e.digest = d
+		e.digest = sum.Digest
+		if sum.Capability != nil {
+			e.xattrs = map[string][]byte{"security.capability": sum.Capability}
+		}
 		return nil
+	}
+	if err := e.readXattrs(); err != nil {
+		return err
 	}
 	f, err := os.OpenFile(e.host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {

@@ -101,7 +101,7 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, a xferArgs) error
 			return fmt.Errorf("no build context: %s needs one", strings.ToUpper(sc.step.Cmd.Name()))
 		}
 		req.Context = b.e.opts.Context
-		req.Hash = b.e.opts.Cache.HashFile
+		req.Hash = b.e.opts.Cache.HashFileMeta
 		return b.copyFrom(ctx, sc, a, req)
 	}
 	return b.withView(ctx, parents, func(root string) error {
