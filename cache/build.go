@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -29,17 +30,21 @@ type BuildRecord struct {
 	History []int `json:"history,omitempty"`
 }
 
-// StepRecord is one step of a build.
+// StepRecord is one step of a build. When InputsDigest is set (the
+// Record of Key stored the inputs as that blob), PutBuild stores only the
+// digest, and GetBuild, LatestBuild and BuildForImage load Inputs back from
+// the blob (leaving them nil if it is gone).
 type StepRecord struct {
-	Stage       string  `json:"stage"`
-	Line        int     `json:"line"`
-	Instruction string  `json:"instruction"`
-	Key         Key     `json:"key"`
-	Inputs      *Inputs `json:"inputs,omitempty"`
-	Cache       string  `json:"cache"` // "hit" or "miss"
-	Reason      string  `json:"reason,omitempty"`
-	DurationMS  int64   `json:"durationMS"`
-	Layer       string  `json:"layer,omitempty"` // diffID
+	Stage        string  `json:"stage"`
+	Line         int     `json:"line"`
+	Instruction  string  `json:"instruction"`
+	Key          Key     `json:"key"`
+	Inputs       *Inputs `json:"inputs,omitempty"`
+	InputsDigest string  `json:"inputsDigest,omitempty"`
+	Cache        string  `json:"cache"` // "hit" or "miss"
+	Reason       string  `json:"reason,omitempty"`
+	DurationMS   int64   `json:"durationMS"`
+	Layer        string  `json:"layer,omitempty"` // diffID
 }
 
 // validBuildID accepts non-empty IDs made of letters, digits, '.', '_' and
@@ -58,9 +63,8 @@ func validBuildID(id string) error {
 }
 
 // PutBuild stores (or replaces) builds/<ID>.json atomically. Records are
-// compact JSON and not fsynced: one lists every file its COPY steps
-// selected (megabytes for a big context), and losing the newest record to
-// a power cut only costs the next build its explanations.
+// compact JSON and not fsynced: losing the newest record to a power cut
+// only costs the next build its explanations.
 func (s *Store) PutBuild(ctx context.Context, b *BuildRecord) error {
 	if b == nil {
 		return errors.New("put build: nil record")
@@ -68,7 +72,14 @@ func (s *Store) PutBuild(ctx context.Context, b *BuildRecord) error {
 	if err := validBuildID(b.ID); err != nil {
 		return fmt.Errorf("put build: %w", err)
 	}
-	data, err := json.Marshal(b)
+	stored := *b
+	stored.Steps = slices.Clone(b.Steps)
+	for i := range stored.Steps {
+		if stored.Steps[i].InputsDigest != "" {
+			stored.Steps[i].Inputs = nil
+		}
+	}
+	data, err := json.Marshal(&stored)
 	if err != nil {
 		return fmt.Errorf("put build %s: %w", b.ID, err)
 	}
@@ -161,20 +172,40 @@ func (s *Store) GetBuild(ctx context.Context, id string) (*BuildRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get build %s: %w", id, err)
 	}
+	s.loadInputs(ctx, b)
 	return b, nil
+}
+
+// loadInputs fills in the Inputs of b's steps that name a blob. A missing
+// or corrupt blob leaves them nil: they only explain misses.
+func (s *Store) loadInputs(ctx context.Context, b *BuildRecord) {
+	loaded := map[string]*Inputs{}
+	for i := range b.Steps {
+		st := &b.Steps[i]
+		if st.Inputs != nil || st.InputsDigest == "" {
+			continue
+		}
+		in, ok := loaded[st.InputsDigest]
+		if !ok {
+			in, _ = s.ReadInputs(ctx, st.InputsDigest)
+			loaded[st.InputsDigest] = in
+		}
+		st.Inputs = in
+	}
 }
 
 // LatestBuild returns the finished build of project that finished last, or
 // ErrNotFound.
 func (s *Store) LatestBuild(ctx context.Context, project string) (*BuildRecord, error) {
 	keep := func(b *BuildRecord) bool { return b.Project == project }
-	if b, ok := s.pointed(projectRef(project), keep); ok {
-		return b, nil
+	b, ok := s.pointed(projectRef(project), keep)
+	if !ok {
+		var err error
+		if b, err = s.newestBuild(ctx, keep); err != nil {
+			return nil, fmt.Errorf("latest build of %q: %w", project, err)
+		}
 	}
-	b, err := s.newestBuild(ctx, keep)
-	if err != nil {
-		return nil, fmt.Errorf("latest build of %q: %w", project, err)
-	}
+	s.loadInputs(ctx, b)
 	return b, nil
 }
 
@@ -182,13 +213,14 @@ func (s *Store) LatestBuild(ctx context.Context, project string) (*BuildRecord, 
 // or ErrNotFound.
 func (s *Store) BuildForImage(ctx context.Context, imageDigest string) (*BuildRecord, error) {
 	keep := func(b *BuildRecord) bool { return b.ImageDigest == imageDigest }
-	if b, ok := s.pointed(imageRef(imageDigest), keep); ok {
-		return b, nil
+	b, ok := s.pointed(imageRef(imageDigest), keep)
+	if !ok {
+		var err error
+		if b, err = s.newestBuild(ctx, keep); err != nil {
+			return nil, fmt.Errorf("build for image %s: %w", imageDigest, err)
+		}
 	}
-	b, err := s.newestBuild(ctx, keep)
-	if err != nil {
-		return nil, fmt.Errorf("build for image %s: %w", imageDigest, err)
-	}
+	s.loadInputs(ctx, b)
 	return b, nil
 }
 

@@ -90,6 +90,19 @@ func (s *Store) newPruner(ctx context.Context, opts PruneOptions) (*pruner, erro
 	if p.keep, err = s.reachableFromTags(ctx); err != nil {
 		return nil, err
 	}
+	// Build records name the inputs blobs of their steps: keep them while
+	// the build record lives, so `history` and explained misses still work.
+	err = s.eachBuild(ctx, func(_ string, b *BuildRecord) error {
+		for _, st := range b.Steps {
+			if st.InputsDigest != "" {
+				p.keep.blobs[st.InputsDigest] = true
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
 	if p.records, err = s.loadRecords(ctx); err != nil {
 		return nil, err
 	}

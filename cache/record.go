@@ -1,19 +1,30 @@
 package cache
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
 // Record is the result of one build step, stored under its cache key.
+//
+// Inputs whose JSON exceeds inlineInputsMax (a COPY of a big tree lists
+// every file) are stored once as a blob named by InputsDigest, and the
+// blob is added to Blobs: Lookup then leaves Inputs zero, so a cache hit
+// never decodes them, and ReadInputs loads them when a miss is explained.
 type Record struct {
-	Key        Key               `json:"key"`
-	Inputs     Inputs            `json:"inputs"`
+	Key          Key    `json:"key"`
+	Inputs       Inputs `json:"inputs,omitzero"`
+	InputsDigest string `json:"inputsDigest,omitempty"`
+
 	DiffID     string            `json:"diffID,omitempty"` // layer diffID; "" for steps without a layer
 	Size       int64             `json:"size,omitempty"`   // uncompressed layer size
 	EmptyLayer bool              `json:"emptyLayer,omitempty"`
@@ -92,12 +103,28 @@ func readRecord(p string) (*Record, error) {
 
 // Put stores rec under rec.Key, replacing any earlier record. Created and
 // LastUsed default to now; LastUsed is kept as the file's mtime. The blobs in rec.Blobs must already be stored.
+// Large Inputs are written as a blob first and Put sets rec.InputsDigest,
+// which a build record can reference instead of repeating them.
 // The write is atomic, so concurrent Puts of the same key all succeed.
 func (s *Store) Put(ctx context.Context, rec *Record) error {
 	if rec == nil || rec.Key.IsZero() {
 		return errors.New("put record: zero key")
 	}
-	for _, b := range rec.Blobs {
+	if rec.InputsDigest == "" {
+		d, err := s.putInputs(ctx, &rec.Inputs)
+		if err != nil {
+			return fmt.Errorf("put record %s: %w", rec.Key, err)
+		}
+		rec.InputsDigest = d
+	}
+	r := *rec
+	if r.InputsDigest != "" {
+		r.Inputs = Inputs{}
+		if !slices.Contains(r.Blobs, r.InputsDigest) {
+			r.Blobs = append(slices.Clip(r.Blobs), r.InputsDigest)
+		}
+	}
+	for _, b := range r.Blobs {
 		if _, err := parseDigest(b); err != nil {
 			return fmt.Errorf("put record %s: %w", rec.Key, err)
 		}
@@ -105,7 +132,6 @@ func (s *Store) Put(ctx context.Context, rec *Record) error {
 			return fmt.Errorf("put record %s: blob %s: %w", rec.Key, b, ErrNotFound)
 		}
 	}
-	r := *rec
 	now := time.Now().UTC()
 	if r.Created.IsZero() {
 		r.Created = now
@@ -136,4 +162,34 @@ func (s *Store) RemoveRecord(ctx context.Context, k Key) error {
 		return fmt.Errorf("remove record %s: %w", k, err)
 	}
 	return nil
+}
+
+// inlineInputsMax is the size of the largest Inputs JSON kept inside a key
+// or build record; larger ones are stored as a blob (see Record).
+const inlineInputsMax = 64 << 10
+
+// putInputs stores in as a blob and returns its digest when its JSON is
+// larger than inlineInputsMax, else "". Identical inputs are stored once.
+func (s *Store) putInputs(ctx context.Context, in *Inputs) (string, error) {
+	data, err := json.Marshal(in)
+	if err != nil || len(data) <= inlineInputsMax {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	d, _, err := s.WriteBlob(ctx, bytes.NewReader(data), "sha256:"+hex.EncodeToString(sum[:]))
+	return d, err
+}
+
+// ReadInputs returns the inputs stored as the blob digest (a Record's or a
+// StepRecord's InputsDigest), verified against the digest.
+func (s *Store) ReadInputs(ctx context.Context, digest string) (*Inputs, error) {
+	data, err := s.ReadBlob(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("read inputs: %w", err)
+	}
+	in := new(Inputs)
+	if err := json.Unmarshal(data, in); err != nil {
+		return nil, fmt.Errorf("read inputs %s: %w: %v", digest, ErrCorrupt, err)
+	}
+	return in, nil
 }

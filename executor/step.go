@@ -114,7 +114,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		switch {
 		case err == nil && (r.EmptyLayer || b.e.opts.Layers.Has(r.DiffID)):
 			sc.rec.Cache = "hit"
-			sc.rec.Layer = r.DiffID
+			sc.rec.Layer, sc.rec.InputsDigest = r.DiffID, r.InputsDigest
 			return b.applyResult(s, key, r)
 		case err != nil && !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("cache lookup: %w", err)
@@ -130,6 +130,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 	if err := b.e.opts.Cache.Put(ctx, r); err != nil {
 		return fmt.Errorf("cache put: %w", err)
 	}
+	sc.rec.InputsDigest = r.InputsDigest // Put stored large inputs as this blob
 	if err := b.applyResult(s, key, r); err != nil {
 		return err
 	}
