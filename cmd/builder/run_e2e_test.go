@@ -48,7 +48,8 @@ RUN rm /t/del/f && rm -rf /t/tree && \
     echo more >> /t/mod && ln /t/mod /t/hard && ln /bin/busybox /t/bb-link && \
     ln -s /etc/passwd /t/abs && ln -s ../etc/group /t/rel && ln -s /no/such/file /t/dangling && \
     chmod 640 /t/same && touch -c /t/nonexistent && \
-    echo bbbb > /t/samesize && touch -d '2020-01-02 03:04:05' /t/samesize
+    echo bbbb > /t/samesize && touch -d '2020-01-02 03:04:05' /t/samesize && \
+    mkfifo -m 600 /t/fifo && mknod -m 640 /t/null c 1 3
 USER app
 RUN id > /tmp/id-app
 USER dev
@@ -239,6 +240,10 @@ func checkChangeLayer(t *testing.T, l map[string]layerFile) {
 	wantFile(t, l, "t/rename/new", tar.TypeReg, 0o644, 0, 0, "r\n")
 	wantFile(t, l, "t/mode/f", tar.TypeReg, 0o4755, 0, 0, "m\n")
 	wantFile(t, l, "t/own/f", tar.TypeReg, 0o644, 1000, 1001, "o\n")
+	wantFile(t, l, "t/fifo", tar.TypeFifo, 0o600, 0, 0, "")
+	if f := l["t/null"]; f.hdr == nil || f.hdr.Typeflag != tar.TypeChar || f.hdr.Devmajor != 1 || f.hdr.Devminor != 3 || f.hdr.Mode&0o7777 != 0o640 {
+		t.Errorf("char device t/null: %+v", f.hdr)
+	}
 	wantLink(t, l, "t/abs", tar.TypeSymlink, "/etc/passwd")
 	wantLink(t, l, "t/rel", tar.TypeSymlink, "../etc/group")
 	wantLink(t, l, "t/dangling", tar.TypeSymlink, "/no/such/file")
