@@ -40,7 +40,8 @@ RUN mkdir -p /t/del /t/tree/a/b /t/opq/old /t/rename /t/mode /t/own && \
     echo o > /t/opq/old/f && echo o2 > /t/opq/f && echo r > /t/rename/old && \
     echo m > /t/mode/f && chmod 644 /t/mode/f && echo o > /t/own/f && \
     echo orig > /t/mod && echo same > /t/same && chmod 640 /t/same && \
-    echo aaaa > /t/samesize && touch -d '2020-01-02 03:04:05' /t/samesize
+    echo aaaa > /t/samesize && touch -d '2020-01-02 03:04:05' /t/samesize && \
+    mkdir -p /t/d2f/sub && echo x > /t/d2f/sub/x && echo f > /t/f2d && echo l > /t/f2l
 RUN rm /t/del/f && rm -rf /t/tree && \
     rm -rf /t/opq && mkdir /t/opq && echo new > /t/opq/new && \
     mv /t/rename/old /t/rename/new && \
@@ -49,7 +50,9 @@ RUN rm /t/del/f && rm -rf /t/tree && \
     ln -s /etc/passwd /t/abs && ln -s ../etc/group /t/rel && ln -s /no/such/file /t/dangling && \
     chmod 640 /t/same && touch -c /t/nonexistent && \
     echo bbbb > /t/samesize && touch -d '2020-01-02 03:04:05' /t/samesize && \
-    mkfifo -m 600 /t/fifo && mknod -m 640 /t/null c 1 3
+    mkfifo -m 600 /t/fifo && mknod -m 640 /t/null c 1 3 && \
+    rm -rf /t/d2f && echo now-file > /t/d2f && \
+    rm /t/f2d && mkdir /t/f2d && echo in > /t/f2d/in && rm /t/f2l && ln -s /etc /t/f2l
 USER app
 RUN id > /tmp/id-app
 USER dev
@@ -183,6 +186,17 @@ func TestE2ERunLayers(t *testing.T) {
 	checkChangeLayer(t, img.layers[2])
 	checkUsers(t, img.tree)
 	checkLastRun(t, img)
+	// The flattened image applies the whiteouts.
+	for _, p := range []string{"/t/del/f", "/t/tree", "/t/opq/old", "/t/opq/f", "/t/rename/old", "/t/d2f/sub"} {
+		if _, ok := img.tree[p]; ok {
+			t.Errorf("deleted %s still in the image", p)
+		}
+	}
+	for _, p := range []string{"/t/del/keep", "/t/opq/new", "/t/same"} {
+		if _, ok := img.tree[p]; !ok {
+			t.Errorf("%s missing from the image", p)
+		}
+	}
 }
 
 // checkStubsAbsent: the base has no /proc, /dev, /sys or generated /etc
@@ -241,6 +255,9 @@ func checkChangeLayer(t *testing.T, l map[string]layerFile) {
 	wantFile(t, l, "t/mode/f", tar.TypeReg, 0o4755, 0, 0, "m\n")
 	wantFile(t, l, "t/own/f", tar.TypeReg, 0o644, 1000, 1001, "o\n")
 	wantFile(t, l, "t/fifo", tar.TypeFifo, 0o600, 0, 0, "")
+	wantFile(t, l, "t/d2f", tar.TypeReg, 0o644, 0, 0, "now-file\n")
+	wantFile(t, l, "t/f2d/in", tar.TypeReg, 0o644, 0, 0, "in\n")
+	wantLink(t, l, "t/f2l", tar.TypeSymlink, "/etc")
 	if f := l["t/null"]; f.hdr == nil || f.hdr.Typeflag != tar.TypeChar || f.hdr.Devmajor != 1 || f.hdr.Devminor != 3 || f.hdr.Mode&0o7777 != 0o640 {
 		t.Errorf("char device t/null: %+v", f.hdr)
 	}
