@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,14 @@ type buildFlags struct {
 }
 
 func cmdBuild(ctx context.Context, a *app, args []string) error {
+	if os.Getenv("GOGC") == "" {
+		// A build is one short process whose live heap is small (about
+		// 20 MB for a 20,000-file context) but which allocates it several
+		// times over: at the default 100 it spends ~8 collections on a
+		// 150 ms no-op rebuild. 400 trades a few tens of MB for most of
+		// that; GOGC in the environment still wins.
+		debug.SetGCPercent(400)
+	}
 	var f buildFlags
 	fs := newFlags(a, "build", "[OPTIONS] CONTEXT")
 	fs.StringArrayVarP(&f.tags, "tag", "t", nil, "name and optionally a tag (name:tag)")
