@@ -103,10 +103,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintf(stderr, "ERROR: %v\n", err)
 		if ctx.Err() != nil {
+			fmt.Fprintf(stderr, "ERROR: interrupted: %v\n", err)
 			return 130
 		}
+		fmt.Fprintf(stderr, "ERROR: %v\n", err)
 		return 1
 	}
 	return 0
