@@ -12,6 +12,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Entry is one visible entry below a walked directory.
@@ -96,20 +99,30 @@ func skipInGlob(err error) bool {
 
 // readDirNames lists a resolved directory; a non-directory has no entries.
 func (c *Context) readDirNames(rel string) ([]string, error) {
+	f, names, err := c.openDir(rel)
+	if f != nil {
+		f.Close()
+	}
+	return names, err
+}
+
+// openDir opens and lists a resolved directory, sorted; a non-directory
+// gives a nil file and no entries. The caller closes the file.
+func (c *Context) openDir(rel string) (*os.File, []string, error) {
 	f, err := os.OpenFile(c.HostPath(rel), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
 	if errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ELOOP) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read dir %q: %w", "/"+rel, err)
+		return nil, nil, fmt.Errorf("read dir %q: %w", "/"+rel, err)
 	}
-	defer f.Close()
 	names, err := f.Readdirnames(-1)
 	if err != nil {
-		return nil, fmt.Errorf("read dir %q: %w", "/"+rel, err)
+		f.Close()
+		return nil, nil, fmt.Errorf("read dir %q: %w", "/"+rel, err)
 	}
 	sort.Strings(names)
-	return names, nil
+	return f, names, nil
 }
 
 // Walk lists the visible entries below the resolved directory rel, parents
@@ -160,11 +173,12 @@ func (w *walker) parallel(n int, fn func(i int) error) error {
 }
 
 func (w *walker) walk(dir string) ([]Entry, error) {
-	names, err := w.c.readDirNames(dir)
-	if err != nil {
+	f, names, err := w.c.openDir(dir)
+	if err != nil || f == nil {
 		return nil, err
 	}
-	infos, err := w.lstatAll(dir, names)
+	infos, err := w.lstatAll(f, dir, names)
+	f.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -206,22 +220,89 @@ func (w *walker) walk(dir string) ([]Entry, error) {
 	return out, nil
 }
 
-// lstatAll stats the entries names of dir, in batches of walkBatch.
-func (w *walker) lstatAll(dir string, names []string) ([]fs.FileInfo, error) {
+// lstatAll stats the entries names of the open directory d (at dir), in
+// batches of walkBatch, relative to d: the kernel resolves one name, not
+// the whole path.
+func (w *walker) lstatAll(d *os.File, dir string, names []string) ([]fs.FileInfo, error) {
 	infos := make([]fs.FileInfo, len(names))
+	stats := make([]statInfo, len(names))
+	fd := int(d.Fd())
 	err := w.parallel((len(names)+walkBatch-1)/walkBatch, func(b int) error {
 		for i := b * walkBatch; i < min(len(names), (b+1)*walkBatch); i++ {
 			if err := w.ctx.Err(); err != nil {
 				return err
 			}
-			rel := path.Join(dir, names[i])
-			fi, err := os.Lstat(w.c.HostPath(rel))
-			if err != nil {
-				return fmt.Errorf("lstat %q: %w", "/"+rel, err)
+			if err := stats[i].lstatAt(fd, names[i]); err != nil {
+				return fmt.Errorf("lstat %q: %w", "/"+path.Join(dir, names[i]), err)
 			}
-			infos[i] = fi
+			infos[i] = &stats[i]
 		}
 		return nil
 	})
 	return infos, err
+}
+
+// statInfo is an fs.FileInfo made by fstatat, like os.Lstat's: Sys
+// returns a *syscall.Stat_t.
+type statInfo struct {
+	name string
+	st   syscall.Stat_t
+}
+
+func (fi *statInfo) lstatAt(dirfd int, name string) error {
+	var st unix.Stat_t
+	for {
+		err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	fi.name = name
+	fi.st = syscall.Stat_t{
+		Dev: st.Dev, Ino: st.Ino, Nlink: st.Nlink, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
+		Rdev: st.Rdev, Size: st.Size, Blksize: st.Blksize, Blocks: st.Blocks,
+		Atim: syscall.Timespec{Sec: st.Atim.Sec, Nsec: st.Atim.Nsec},
+		Mtim: syscall.Timespec{Sec: st.Mtim.Sec, Nsec: st.Mtim.Nsec},
+		Ctim: syscall.Timespec{Sec: st.Ctim.Sec, Nsec: st.Ctim.Nsec},
+	}
+	return nil
+}
+
+func (fi *statInfo) Name() string       { return fi.name }
+func (fi *statInfo) Size() int64        { return fi.st.Size }
+func (fi *statInfo) ModTime() time.Time { return time.Unix(fi.st.Mtim.Unix()) }
+func (fi *statInfo) IsDir() bool        { return fi.Mode().IsDir() }
+func (fi *statInfo) Sys() any           { return &fi.st }
+
+// Mode converts the stat mode as os.Lstat does.
+func (fi *statInfo) Mode() fs.FileMode {
+	m := fs.FileMode(fi.st.Mode & 0o777)
+	switch fi.st.Mode & syscall.S_IFMT {
+	case syscall.S_IFBLK:
+		m |= fs.ModeDevice
+	case syscall.S_IFCHR:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	case syscall.S_IFDIR:
+		m |= fs.ModeDir
+	case syscall.S_IFIFO:
+		m |= fs.ModeNamedPipe
+	case syscall.S_IFLNK:
+		m |= fs.ModeSymlink
+	case syscall.S_IFSOCK:
+		m |= fs.ModeSocket
+	}
+	if fi.st.Mode&syscall.S_ISGID != 0 {
+		m |= fs.ModeSetgid
+	}
+	if fi.st.Mode&syscall.S_ISUID != 0 {
+		m |= fs.ModeSetuid
+	}
+	if fi.st.Mode&syscall.S_ISVTX != 0 {
+		m |= fs.ModeSticky
+	}
+	return m
 }
