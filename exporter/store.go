@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/docker/go-units"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/snapshot"
@@ -44,11 +47,14 @@ type layerStore interface {
 type Store struct {
 	blobs  blobStore
 	layers layerStore
+	// compressedDir maps diffIDs of uncompressed layers to the gzip blobs
+	// made of them for a push (see Compressed).
+	compressedDir string
 }
 
 // NewStore returns the image view over blobs and layers.
 func NewStore(blobs *cache.Store, layers *snapshot.LayerStore) *Store {
-	return &Store{blobs: blobs, layers: layers}
+	return &Store{blobs: blobs, layers: layers, compressedDir: filepath.Join(blobs.Root(), compressedDirName)}
 }
 
 // ImageSummary is one line of List.
@@ -292,12 +298,9 @@ func (s *Store) Load(ctx context.Context, path string) ([]string, error) {
 	}
 	var loaded []string
 	for i, t := range images {
-		if err := s.loadLayers(ctx, t.Image); err != nil {
-			return nil, fmt.Errorf("load %s: image %d: %w", path, i, err)
-		}
-		digest, err := s.Put(ctx, t.Image, t.Tags)
+		digest, err := s.importImage(ctx, t.Image, t.Tags, nil)
 		if err != nil {
-			return nil, fmt.Errorf("load %s: %w", path, err)
+			return nil, fmt.Errorf("load %s: image %d: %w", path, i, err)
 		}
 		names, _ := parseTags(t.Tags)
 		for _, n := range names {
@@ -310,30 +313,52 @@ func (s *Store) Load(ctx context.Context, path string) ([]string, error) {
 	return loaded, nil
 }
 
-func (s *Store) loadLayers(ctx context.Context, img v1.Image) error {
+// importImage brings an image from outside (an archive, a registry) into
+// the store: every layer becomes a verified blob and an unpacked layer,
+// then config and manifest are stored and tags point at it. notify, if not
+// nil, hears one line per layer fetched. It returns the manifest digest.
+func (s *Store) importImage(ctx context.Context, img v1.Image, tags []string, notify func(string)) (v1.Hash, error) {
+	if err := s.loadLayers(ctx, img, notify); err != nil {
+		return v1.Hash{}, err
+	}
+	return s.Put(ctx, img, tags)
+}
+
+// loadLayers loads the layers of img, a few at a time.
+func (s *Store) loadLayers(ctx context.Context, img v1.Image, notify func(string)) error {
 	layers, err := img.Layers()
 	if err != nil {
 		return err
 	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(3)
 	for i, l := range layers {
-		if err := s.loadLayer(ctx, l); err != nil {
-			return fmt.Errorf("layer %d: %w", i, err)
-		}
+		g.Go(func() error {
+			if err := s.loadLayer(gctx, l, notify); err != nil {
+				return fmt.Errorf("layer %d: %w", i, err)
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
-func (s *Store) loadLayer(ctx context.Context, l v1.Layer) error {
-	digest, err := l.Digest()
+// loadLayer stores l as a blob as it comes (verified against its digest),
+// then unpacks it from that blob, so a remote layer is fetched once.
+func (s *Store) loadLayer(ctx context.Context, l v1.Layer, notify func(string)) error {
+	d, err := layerDescriptor(l)
 	if err != nil {
 		return err
 	}
-	if !s.blobs.HasBlob(digest.String()) {
+	if !s.blobs.HasBlob(d.Digest.String()) {
+		if notify != nil {
+			notify(fmt.Sprintf("fetching layer %s (%s)", shortDigest(d.Digest), units.HumanSize(float64(d.Size))))
+		}
 		rc, err := l.Compressed()
 		if err != nil {
 			return err
 		}
-		_, _, err = s.blobs.WriteBlob(ctx, rc, digest.String())
+		_, _, err = s.blobs.WriteBlob(ctx, rc, d.Digest.String())
 		rc.Close()
 		if err != nil {
 			return err
@@ -343,13 +368,25 @@ func (s *Store) loadLayer(ctx context.Context, l v1.Layer) error {
 	if err != nil || s.layers.Has(diffID.String()) {
 		return err
 	}
-	rc, err := l.Uncompressed()
+	local, err := LayerFromBlob(ctx, s.blobs, d, diffID)
+	if err != nil {
+		return err
+	}
+	rc, err := local.Uncompressed()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	_, err = s.layers.Unpack(ctx, diffID.String(), rc)
 	return err
+}
+
+// shortDigest is the first 12 hex digits of h, as docker shows layers.
+func shortDigest(h v1.Hash) string {
+	if len(h.Hex) > 12 {
+		return h.Hex[:12]
+	}
+	return h.Hex
 }
 
 // summaries groups the index by image.

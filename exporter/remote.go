@@ -1,0 +1,343 @@
+package exporter
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/docker/go-units"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrImageNotFound means the registry has no such repository, tag or
+// manifest.
+var ErrImageNotFound = errors.New("exporter: image not found in registry")
+
+// RemoteOptions configure Pull and Push. The zero value pulls for
+// linux/GOARCH with docker's credentials and HTTPS everywhere but on
+// loopback registries.
+type RemoteOptions struct {
+	// Platform picks the image of a multi-platform index on Pull.
+	Platform v1.Platform
+	// Insecure lists registries ("host" or "host:port") reached over
+	// plain HTTP or HTTPS without certificate checks. localhost,
+	// 127.0.0.1 and [::1] are always allowed plain HTTP, as in docker.
+	Insecure []string
+	// Keychain supplies credentials; nil means authn.DefaultKeychain
+	// (docker's config.json and credential helpers).
+	Keychain authn.Keychain
+	// Transport is the base HTTP transport; nil means a clone of
+	// remote.DefaultTransport.
+	Transport http.RoundTripper
+	// Progress, if not nil, hears one line per layer fetched, compressed
+	// or uploaded. It may be called from several goroutines at once.
+	Progress func(string)
+}
+
+// Pull fetches the image ref names from its registry (for a multi-platform
+// index, the image for o.Platform), stores it exactly as Load does —
+// verified blobs, unpacked layers — and tags it under ref unless ref is a
+// digest. It returns the stored manifest digest.
+func (s *Store) Pull(ctx context.Context, ref string, o RemoteOptions) (v1.Hash, error) {
+	r, err := o.parse(ref)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	reg := r.Context().RegistryStr()
+	platform := o.platform()
+	img, err := remote.Image(r, o.remote(ctx, r.Context().Registry, remote.WithPlatform(platform))...)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("pull %s from %s: %w", ref, reg, classify(err))
+	}
+	if err := checkPlatform(img, platform); err != nil {
+		o.notify(fmt.Sprintf("[warning] %s: %v", ref, err))
+	}
+	var tags []string
+	if _, ok := r.(name.Tag); ok {
+		tags = []string{ref}
+	}
+	digest, err := s.importImage(ctx, img, tags, o.Progress)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("pull %s from %s: %w", ref, reg, classify(err))
+	}
+	return digest, nil
+}
+
+// Push pushes the stored image ref names to dst (a tag or digest
+// reference; "" means ref itself). See PushImage.
+func (s *Store) Push(ctx context.Context, ref, dst string, o RemoteOptions) (v1.Hash, error) {
+	img, err := s.Image(ctx, ref)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	if dst == "" {
+		dst = ref
+	}
+	return s.PushImage(ctx, img, dst, o)
+}
+
+// PushImage uploads img to dst. Layers stored uncompressed are gzipped
+// first (once per layer: see Compressed) and the manifest is rewritten as
+// an OCI manifest with gzip layer types; an image with compressed layers
+// only is pushed byte for byte. Blobs the registry has are not uploaded.
+// It returns the digest of the pushed manifest.
+func (s *Store) PushImage(ctx context.Context, img v1.Image, dst string, o RemoteOptions) (v1.Hash, error) {
+	r, err := o.parse(dst)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s: %w", dst, err)
+	}
+	reg := r.Context().RegistryStr()
+	out, err := s.pushable(ctx, img, o.notify)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", dst, reg, err)
+	}
+	if err := remote.Write(r, out, o.remote(ctx, r.Context().Registry)...); err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", dst, reg, classify(err))
+	}
+	digest, err := out.Digest()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s: %w", dst, err)
+	}
+	return digest, nil
+}
+
+// pushable returns img with every uncompressed layer replaced by its gzip
+// blob and each layer announcing its upload through notify.
+func (s *Store) pushable(ctx context.Context, img v1.Image, notify func(string)) (v1.Image, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("layers: %w", err)
+	}
+	gz, err := s.compressAll(ctx, layers, notify)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Layer, len(layers))
+	for i, l := range layers {
+		if d, _ := l.DiffID(); gz[d] != nil {
+			l = gz[d]
+		}
+		out[i] = announcedLayer{Layer: l, notify: notify}
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(gz) > 0 {
+		return imageFromParts(rawCfg, configType(img), out)
+	}
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return newRawImage(rawManifest, rawCfg, out)
+}
+
+// compressAll compresses the distinct uncompressed layers among layers, a
+// few at a time, and returns their gzip layers by diffID.
+func (s *Store) compressAll(ctx context.Context, layers []v1.Layer, notify func(string)) (map[v1.Hash]v1.Layer, error) {
+	var mu sync.Mutex
+	gz := map[v1.Hash]v1.Layer{}
+	seen := map[v1.Hash]bool{} // a twin layer is compressed once
+	// The layers returned read their blobs with ctx, which outlives the
+	// group: a failure does not cancel the others' compression.
+	var g errgroup.Group
+	g.SetLimit(2) // each compression is parallel itself
+	for i, l := range layers {
+		mt, err := l.MediaType()
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		d, err := l.DiffID()
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		if !isUncompressed(mt) || seen[d] {
+			continue
+		}
+		seen[d] = true
+		g.Go(func() error {
+			c, err := s.Compressed(ctx, l, notify)
+			if err != nil {
+				return fmt.Errorf("layer %d: %w", i, err)
+			}
+			mu.Lock()
+			gz[d] = c
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return gz, nil
+}
+
+// configType is the config media type for an OCI manifest of img: Docker's
+// config type becomes OCI's (the JSON is the same).
+func configType(img v1.Image) types.MediaType {
+	if m, err := img.Manifest(); err == nil && m.Config.MediaType != "" && m.Config.MediaType != types.DockerConfigJSON {
+		return m.Config.MediaType
+	}
+	return types.OCIConfigJSON
+}
+
+// announcedLayer reports when its bytes are read for upload: remote.Write
+// reads a layer only when the registry lacks it.
+type announcedLayer struct {
+	v1.Layer
+	notify func(string)
+}
+
+func (l announcedLayer) Compressed() (rc io.ReadCloser, err error) {
+	if l.notify != nil {
+		d, _ := l.Digest()
+		size, _ := l.Size()
+		l.notify(fmt.Sprintf("uploading layer %s (%s)", shortDigest(d), units.HumanSize(float64(size))))
+	}
+	return l.Layer.Compressed()
+}
+
+// checkPlatform reports an image whose config names another OS or
+// architecture than p (a single-platform image picked for the wrong host).
+func checkPlatform(img v1.Image, p v1.Platform) error {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	if cfg.OS != "" && cfg.Architecture != "" && (cfg.OS != p.OS || cfg.Architecture != p.Architecture) {
+		return fmt.Errorf("image platform %s/%s does not match the build platform %s/%s", cfg.OS, cfg.Architecture, p.OS, p.Architecture)
+	}
+	return nil
+}
+
+// classify marks "no such image" answers with ErrImageNotFound.
+func classify(err error) error {
+	var terr *transport.Error
+	if !errors.As(err, &terr) {
+		return err
+	}
+	if terr.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%w: %w", ErrImageNotFound, err)
+	}
+	for _, d := range terr.Errors {
+		switch d.Code {
+		case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode:
+			return fmt.Errorf("%w: %w", ErrImageNotFound, err)
+		}
+	}
+	return err
+}
+
+func (o RemoteOptions) notify(msg string) {
+	if o.Progress != nil {
+		o.Progress(msg)
+	}
+}
+
+func (o RemoteOptions) platform() v1.Platform {
+	if o.Platform.OS == "" {
+		return v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	}
+	return o.Platform
+}
+
+// parse parses ref ("busybox" is docker.io/library/busybox:latest),
+// marking the registry insecure when o allows it.
+func (o RemoteOptions) parse(ref string) (name.Reference, error) {
+	r, err := name.ParseReference(ref, name.WeakValidation)
+	if err != nil {
+		return nil, fmt.Errorf("parse reference: %w", err)
+	}
+	if !o.insecure(r.Context().RegistryStr()) {
+		return r, nil
+	}
+	return name.ParseReference(ref, name.WeakValidation, name.Insecure)
+}
+
+// insecure reports whether o allows plain HTTP to host ("host[:port]").
+func (o RemoteOptions) insecure(host string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	switch h {
+	case "localhost", "127.0.0.1", "::1":
+		return true
+	}
+	for _, v := range o.Insecure {
+		v = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(v, "http://"), "https://"), "/")
+		if v == host || v == h {
+			return true
+		}
+	}
+	return false
+}
+
+// remote returns the go-containerregistry options for one registry.
+func (o RemoteOptions) remote(ctx context.Context, reg name.Registry, extra ...remote.Option) []remote.Option {
+	kc := o.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(kc),
+		remote.WithTransport(o.transport(reg.RegistryStr())),
+		remote.WithUserAgent("builder"),
+	}
+	return append(opts, extra...)
+}
+
+// transport is the base transport, without certificate checks for an
+// insecure registry, refusing plain HTTP to any host o does not allow
+// (go-containerregistry falls back to HTTP for private addresses too).
+func (o RemoteOptions) transport(host string) http.RoundTripper {
+	base := o.Transport
+	if base == nil {
+		base = remote.DefaultTransport.(*http.Transport).Clone()
+	}
+	if t, ok := base.(*http.Transport); ok && o.insecure(host) && !isLoopback(host) {
+		t = t.Clone()
+		if t.TLSClientConfig == nil {
+			t.TLSClientConfig = &tls.Config{}
+		}
+		t.TLSClientConfig.InsecureSkipVerify = true // the user named this registry insecure
+		base = t
+	}
+	return httpGuard{base: base, o: o}
+}
+
+func isLoopback(host string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	return h == "localhost" || h == "127.0.0.1" || h == "::1"
+}
+
+// httpGuard refuses plain-HTTP requests to registries not allowed them.
+type httpGuard struct {
+	base http.RoundTripper
+	o    RemoteOptions
+}
+
+func (g httpGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !g.o.insecure(req.URL.Host) {
+		return nil, fmt.Errorf("registry %s: plain HTTP refused (allow it with --insecure-registry %s)", req.URL.Host, req.URL.Host)
+	}
+	return g.base.RoundTrip(req)
+}
