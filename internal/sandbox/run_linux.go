@@ -57,6 +57,7 @@ func newConfig(spec Spec) (*config, error) {
 		UID: spec.UID, GID: spec.GID, Groups: spec.AdditionalGids,
 		Network: spec.Network, Hostname: spec.Hostname,
 		Hosts: spec.Hosts, ResolvConf: spec.ResolvConf,
+		Binds: spec.Binds, Tmpfs: spec.Tmpfs, Files: spec.Files,
 	}
 	if cfg.Env == nil {
 		cfg.Env = []string{}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
+	"strings"
 
 	"github.com/builder-dev/builder/snapshot"
 )
@@ -62,6 +64,38 @@ type Spec struct {
 	// a build's own temporary directory keeps even a SIGKILLed build from
 	// leaving anything outside it.
 	TempDir string
+	// Binds, Tmpfs and Files are extra mounts for the command (RUN
+	// --mount), made after the root and the system mounts, parents before
+	// children (sorted by target). Targets are absolute paths resolved
+	// inside the root (symlinks cannot leave it); missing mount points are
+	// created as stubs and removed again afterwards, like those of /proc.
+	Binds []Bind
+	Tmpfs []Tmpfs
+	Files []File
+}
+
+// Bind mounts a host directory or file into the sandbox. Source is bound
+// as it is: the caller pins it (a private copy, or a directory only the
+// builder writes), so nothing can swap it for a symlink in between.
+type Bind struct {
+	Source, Target string
+	ReadOnly       bool
+}
+
+// Tmpfs mounts an empty tmpfs; Size 0 means the kernel's default.
+type Tmpfs struct {
+	Target string
+	Size   int64
+}
+
+// File is a read-only file of the given content, mode and owner mounted at
+// Target (a secret). Its content lives only in the sandbox's memory: it
+// reaches the init through its spec pipe and a private tmpfs.
+type File struct {
+	Target   string
+	Data     []byte
+	Mode     uint32
+	UID, GID uint32
 }
 
 // ExitError reports a command that exited non-zero or was killed by a
@@ -91,6 +125,9 @@ type config struct {
 	Hostname   string
 	Hosts      []byte
 	ResolvConf []byte
+	Binds      []Bind
+	Tmpfs      []Tmpfs
+	Files      []File
 	// Dir is an empty private directory on the host; the init mounts a
 	// tmpfs on it (in its namespace) to hold the root mount point and the
 	// generated /etc files.
@@ -122,7 +159,47 @@ func validate(spec Spec) error {
 	if !validHostname(spec.Hostname) {
 		return fmt.Errorf("%w: invalid hostname %q", ErrInvalidSpec, spec.Hostname)
 	}
+	for _, m := range extraMounts(spec.Binds, spec.Tmpfs, spec.Files) {
+		if !path.IsAbs(m.target) || path.Clean(m.target) == "/" {
+			return fmt.Errorf("%w: mount target %q is not an absolute path below /", ErrInvalidSpec, m.target)
+		}
+	}
+	for _, f := range spec.Files {
+		if len(f.Data) > MaxFileSize {
+			return fmt.Errorf("%w: file for %s is larger than %d bytes", ErrInvalidSpec, f.Target, MaxFileSize)
+		}
+	}
 	return nil
+}
+
+// MaxFileSize bounds the content of a File (BuildKit's secret limit).
+const MaxFileSize = 500 * 1024
+
+// extraMount is one entry of Binds, Tmpfs or Files: kind is 'b', 't' or
+// 'f' and i its index there.
+type extraMount struct {
+	target string
+	kind   byte
+	i      int
+}
+
+// extraMounts lists the extra mounts in mount order: by cleaned target, so
+// that a parent is mounted before anything below it.
+func extraMounts(binds []Bind, tmpfs []Tmpfs, files []File) []extraMount {
+	var out []extraMount
+	for i, b := range binds {
+		out = append(out, extraMount{b.Target, 'b', i})
+	}
+	for i, t := range tmpfs {
+		out = append(out, extraMount{t.Target, 't', i})
+	}
+	for i, f := range files {
+		out = append(out, extraMount{f.Target, 'f', i})
+	}
+	slices.SortStableFunc(out, func(a, b extraMount) int {
+		return strings.Compare(path.Clean(a.target), path.Clean(b.target))
+	})
+	return out
 }
 
 func validHostname(h string) bool {

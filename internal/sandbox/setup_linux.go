@@ -39,6 +39,9 @@ func (sb *sandbox) setup(cfg *config) error {
 			return err
 		}
 	}
+	if err := sb.mountExtras(cfg, files); err != nil {
+		return err
+	}
 	if err := pivot(sb.root); err != nil {
 		return err
 	}
@@ -49,7 +52,7 @@ func (sb *sandbox) setup(cfg *config) error {
 // prepareScratch mounts a tmpfs on cfg.Dir (so nothing is written to the
 // host), with the root mount point and the generated /etc files.
 func prepareScratch(cfg *config, files string) error {
-	if err := unix.Mount("tmpfs", cfg.Dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700,size=4m"); err != nil {
+	if err := unix.Mount("tmpfs", cfg.Dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=0700,size=%d", scratchSize(cfg.Files))); err != nil {
 		return fmt.Errorf("mount scratch tmpfs on %s: %w", cfg.Dir, err)
 	}
 	for _, d := range []string{"root", "files"} {

@@ -1,0 +1,76 @@
+package sandbox_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/builder-dev/builder/internal/sandbox"
+	"github.com/google/go-cmp/cmp"
+)
+
+// Extra mounts: a read-only and a read-write bind, a tmpfs and a file, all
+// at targets that do not exist: the command sees them, the root is left
+// exactly as it was (no stubs, parent times restored), and a write through
+// the rw bind lands in its source.
+func TestExtraMounts(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	ro, rw := t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(ro, "in.txt"), "from host\n")
+	setTimes(t, root, time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC))
+	before := treeOf(t, root)
+	spec := shSpec(root, "cat /mnt/ro/in.txt; touch /mnt/ro/x 2>/dev/null || echo ro; echo w > /deep/rw/out; "+
+		"echo t > /tmp/t/f && cat /tmp/t/f; cat /run/secrets/s; ls -ln /run/secrets/s | cut -c1-10")
+	spec.Binds = []sandbox.Bind{{Source: ro, Target: "/mnt/ro", ReadOnly: true}, {Source: rw, Target: "/deep/rw"}}
+	spec.Tmpfs = []sandbox.Tmpfs{{Target: "/tmp/t", Size: 1 << 20}}
+	spec.Files = []sandbox.File{{Target: "/run/secrets/s", Data: []byte("hush\n"), Mode: 0o400}}
+	got := mustRun(t, spec)
+	if want := "from host\nro\nt\nhush\n-r--------\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if diff := cmp.Diff(before, treeOf(t, root)); diff != "" {
+		t.Errorf("root changed (-before +after):\n%s", diff)
+	}
+	if b := readHostFile(t, filepath.Join(rw, "out")); b != "w\n" {
+		t.Errorf("rw bind source has %q", b)
+	}
+}
+
+// A bind target whose path goes through a symlink leaving the root is
+// resolved inside the root.
+func TestExtraMountTargetConfined(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	victim := filepath.Join(filepath.Dir(root), "victim")
+	mustMkdir(t, victim)
+	symlink(t, "../../../../../"+victim, filepath.Join(root, "escape"))
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "f"), "x")
+	spec := shSpec(root, "cat /escape/m/f")
+	spec.Binds = []sandbox.Bind{{Source: src, Target: "/escape/m"}}
+	if got := mustRun(t, spec); got != "x" {
+		t.Errorf("got %q", got)
+	}
+	if entries, _ := os.ReadDir(victim); len(entries) != 0 {
+		t.Errorf("victim outside the root was written: %v", entries)
+	}
+}
+
+func TestExtraMountValidate(t *testing.T) {
+	t.Parallel()
+	for name, spec := range map[string]sandbox.Spec{
+		"relative": {Tmpfs: []sandbox.Tmpfs{{Target: "tmp"}}},
+		"root":     {Binds: []sandbox.Bind{{Source: "/x", Target: "/"}}},
+		"big file": {Files: []sandbox.File{{Target: "/s", Data: make([]byte, sandbox.MaxFileSize+1)}}},
+	} {
+		spec.Mounts, spec.Args = bindRoot("/nonexistent"), []string{"true"}
+		if err := sandbox.Run(t.Context(), spec); !errors.Is(err, sandbox.ErrInvalidSpec) {
+			t.Errorf("%s: got %v, want ErrInvalidSpec", name, err)
+		}
+	}
+}
