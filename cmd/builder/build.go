@@ -44,6 +44,7 @@ type buildFlags struct {
 	allow         []string
 	snapshotter   string
 	pull          bool
+	push          bool
 	quiet         bool
 }
 
@@ -63,7 +64,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringArrayVar(&f.buildArgs, "build-arg", nil, "build-time variable K=V (or K to take it from the environment)")
 	fs.StringArrayVar(&f.labels, "label", nil, "label K=V for the image")
 	fs.StringVar(&f.target, "target", "", "build stage to build")
-	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR")
+	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR | type=registry,name=REF | type=image,name=REF[,push=true]")
 	fs.StringVar(&f.iidfile, "iidfile", "", "write the image ID to FILE")
 	fs.StringVar(&f.metadataFile, "metadata-file", "", "write build metadata (digests, per-step cache results) as JSON to FILE")
 	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain, tty, quiet or rawjson")
@@ -73,7 +74,8 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringVar(&f.platform, "platform", "", "target platform (only the host's platform is supported)")
 	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host")
 	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")
-	fs.BoolVar(&f.pull, "pull", false, "accepted for compatibility; base images come from the local store")
+	fs.BoolVar(&f.pull, "pull", false, "always pull base images from their registry (default: only those missing locally)")
+	fs.BoolVar(&f.push, "push", false, "push the image to the registry of every -t name after the build")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -94,6 +96,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	}
 	if err := checkNames(f.tags); err != nil {
 		return err
+	}
+	if f.push && len(f.tags) == 0 {
+		return fmt.Errorf("--push needs at least one -t name")
 	}
 	df, dfPath, dfFile, err := readDockerfile(a, f.file, contextDir)
 	if err != nil {
@@ -130,7 +135,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Target:         f.target,
 		Platform:       platform,
 		BuildPlatform:  hostPlatform(),
-		ResolveImage:   resolver(st, f.pull),
+		ResolveImage:   resolver(st, f.pull, a.remoteOptions(platform, prog.Notice)),
 	})
 	if err != nil {
 		return err
@@ -185,7 +190,12 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if runErr != nil {
 		return runErr
 	}
-	digest, err := exportAll(ctx, st, res.Image, f.tags, outs, prog)
+	if f.push {
+		for _, t := range f.tags {
+			outs = append(outs, output{typ: "registry", name: t, push: true})
+		}
+	}
+	digest, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, a.remoteOptions(platform, prog.Notice))
 	if err != nil {
 		return err
 	}
@@ -205,21 +215,36 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	return nil
 }
 
-// exportAll writes the requested outputs, then stores the image in the local
-// store under its tags, so a failed export never leaves a tag behind. It
-// returns the image's manifest digest.
-func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, outs []output, prog *progress) (v1.Hash, error) {
+// exportAll writes the requested outputs and pushes, then stores the image
+// in the local store under its tags (and the names of type=image outputs),
+// so a failed export never leaves a tag behind. It returns the image's
+// manifest digest in the local store.
+func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, outs []output, prog *progress, ro exporter.RemoteOptions) (v1.Hash, error) {
+	tags = append([]string(nil), tags...)
 	for _, o := range outs {
-		prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 		tagged := []exporter.Tagged{{Image: img, Tags: tags}}
 		var err error
 		switch o.typ {
 		case "docker":
+			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 			err = exporter.WriteDocker(ctx, o.dest, tagged)
 		case "oci":
+			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 			err = exporter.WriteOCI(ctx, o.dest, tagged)
 		case "local":
+			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 			err = exporter.WriteLocal(ctx, o.dest, img)
+		case "image", "registry":
+			if o.typ == "image" {
+				tags = append(tags, o.name)
+			}
+			if o.push {
+				prog.Notice("pushing " + o.name)
+				var d v1.Hash
+				if d, err = st.images.PushImage(ctx, img, o.name, ro); err == nil {
+					prog.Notice(fmt.Sprintf("pushed %s@%s", o.name, d))
+				}
+			}
 		}
 		if err != nil {
 			return v1.Hash{}, fmt.Errorf("export %s: %w", o.typ, err)
@@ -279,12 +304,13 @@ func openContext(dir, dockerfile string) (*buildcontext.Context, error) {
 	return buildcontext.Open(dir, patterns)
 }
 
-// resolver looks base images up in the local store.
-func resolver(st *stores, pull bool) func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
+// resolver looks base images up in the local store and pulls those it
+// lacks, or every one with pull (--pull), for the build's platform.
+func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
 	return func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
 		img, err := st.images.Image(ctx, ref)
-		if errors.Is(err, cache.ErrNotFound) {
-			return nil, fmt.Errorf("not found in the local image store %s (builder does not pull; load it with 'builder load -i FILE')", st.cache.Root())
+		if pull || errors.Is(err, cache.ErrNotFound) {
+			img, err = pullImage(ctx, st, ref, p, ro, !pull)
 		}
 		if err != nil {
 			return nil, err
@@ -301,10 +327,34 @@ func resolver(st *stores, pull bool) func(ctx context.Context, ref string, p v1.
 	}
 }
 
-type output struct{ typ, dest string }
+// pullImage pulls ref for platform p and returns the stored image.
+// missing says the local store lacked it, for the error message.
+func pullImage(ctx context.Context, st *stores, ref string, p v1.Platform, ro exporter.RemoteOptions, missing bool) (v1.Image, error) {
+	ro.Platform = p
+	if ro.Progress != nil {
+		ro.Progress("pulling " + ref)
+	}
+	digest, err := st.images.Pull(ctx, ref, ro)
+	if err != nil {
+		if missing {
+			return nil, fmt.Errorf("not in the local image store %s, and %w", st.cache.Root(), err)
+		}
+		return nil, err
+	}
+	return st.images.Image(ctx, digest.String())
+}
 
-// parseOutputs parses -o values: type=docker|oci|local,dest=PATH, or a bare
-// path meaning type=local.
+// output is one -o value. dest is the file or directory of docker, oci
+// and local outputs; name and push belong to image and registry outputs.
+type output struct {
+	typ, dest, name string
+	push            bool
+}
+
+// parseOutputs parses -o values: type=docker|oci|local,dest=PATH,
+// type=registry,name=REF (a push), type=image,name=REF[,push=true] (a
+// local tag, pushed too with push=true), or a bare path meaning
+// type=local.
 func parseOutputs(vals []string) ([]output, error) {
 	var outs []output
 	for _, v := range vals {
@@ -319,6 +369,14 @@ func parseOutputs(vals []string) ([]output, error) {
 					o.typ = val
 				case "dest":
 					o.dest = val
+				case "name":
+					o.name = val
+				case "push":
+					b, err := strconv.ParseBool(val)
+					if err != nil {
+						return nil, fmt.Errorf("output %q: push=%q is not a boolean", v, val)
+					}
+					o.push = b
 				default:
 					return nil, fmt.Errorf("output %q: unknown key %q", v, k)
 				}
@@ -326,13 +384,19 @@ func parseOutputs(vals []string) ([]output, error) {
 		}
 		switch o.typ {
 		case "docker", "oci", "local":
+			if o.dest == "" || o.dest == "-" {
+				return nil, fmt.Errorf("output %q: dest=PATH is required", v)
+			}
 		case "image", "registry":
-			return nil, fmt.Errorf("output %q: type %s is not supported yet", v, o.typ)
+			if o.name == "" {
+				return nil, fmt.Errorf("output %q: name=REF is required", v)
+			}
+			if err := checkNames([]string{o.name}); err != nil {
+				return nil, fmt.Errorf("output %q: %w", v, err)
+			}
+			o.push = o.push || o.typ == "registry"
 		default:
-			return nil, fmt.Errorf("output %q: unknown type %q (want docker, oci or local)", v, o.typ)
-		}
-		if o.dest == "" || o.dest == "-" {
-			return nil, fmt.Errorf("output %q: dest=PATH is required", v)
+			return nil, fmt.Errorf("output %q: unknown type %q (want docker, oci, local, image or registry)", v, o.typ)
 		}
 		outs = append(outs, o)
 	}

@@ -29,6 +29,10 @@ type app struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+
+	// insecure lists registries allowed plain HTTP (--insecure-registry,
+	// $BUILDER_INSECURE_REGISTRIES).
+	insecure []string
 }
 
 type command struct {
@@ -49,6 +53,8 @@ var commands = map[string]command{
 	"load":    {"Load images from a docker save or OCI layout tar", cmdLoad, false},
 	"inspect": {"Show an image's manifest and config as JSON", cmdInspect, false},
 	"prune":   {"Remove unused build cache", cmdPrune, false},
+	"pull":    {"Pull an image from a registry into the local store", cmdPull, false},
+	"push":    {"Push an image from the local store to a registry", cmdPush, false},
 	"du":      {"Show disk usage of the store", cmdDu, false},
 }
 
@@ -65,6 +71,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.SetInterspersed(false)
 	fs.SetOutput(stderr)
 	fs.StringVar(&a.root, "root", defaultRoot(), "directory of the image store and build cache")
+	fs.StringArrayVar(&a.insecure, "insecure-registry", nil, "registry HOST[:PORT] to reach over plain HTTP or unverified TLS (repeatable)")
 	help := fs.BoolP("help", "h", false, "show help")
 	fs.Usage = func() { usage(stderr, fs) }
 	if err := fs.Parse(args); err != nil {
@@ -167,6 +174,7 @@ func newFlags(a *app, name, usageLine string) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(a.stderr)
 	fs.StringVar(&a.root, "root", a.root, "directory of the image store and build cache")
+	fs.Var(appendValue{&a.insecure}, "insecure-registry", "registry HOST[:PORT] to reach over plain HTTP or unverified TLS (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintf(a.stderr, "Usage: builder %s %s\n\nOptions:\n%s", name, usageLine, fs.FlagUsages())
 	}
