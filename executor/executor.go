@@ -54,6 +54,9 @@ type Options struct {
 	SourceDateEpoch *time.Time
 	Progress        Progress
 	HTTPClient      *http.Client
+	// Secrets are the values of RUN --mount=type=secret by id (--secret).
+	// They reach only the RUN sandboxes: never a layer, key or record.
+	Secrets map[string][]byte
 	// TempDir holds mount points and downloads; it must be on the same
 	// machine, and is removed by the caller.
 	TempDir string

@@ -40,9 +40,6 @@ func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.Ru
 	if err != nil {
 		return err
 	}
-	if mounts := instructions.GetMounts(c); len(mounts) > 0 {
-		return fmt.Errorf("RUN --mount=type=%s: RUN --mount is not supported yet", mounts[0].Type)
-	}
 	if sec := instructions.GetSecurity(c); sec == instructions.SecurityInsecure {
 		return fmt.Errorf("%w: RUN --security=insecure requires 'builder build --allow security.insecure', which builder does not grant", ErrNeedsEntitlement)
 	}
@@ -51,6 +48,18 @@ func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.Ru
 	if wd == "" {
 		wd = "/"
 	}
+	mounts, err := parseRunMounts(instructions.GetMounts(c), wd)
+	if err != nil {
+		return err
+	}
+	return b.withMountSources(ctx, sc.step, mounts, func() error {
+		return b.runKeyed(ctx, sc, argv, env, wd, network, mounts)
+	})
+}
+
+// runKeyed computes a RUN's key inputs and runs it on a cache miss.
+func (b *build) runKeyed(ctx context.Context, sc *stepCtx, argv, env []string, wd, network string, mounts []*runMount) error {
+	s := sc.s
 	in := cache.Inputs{Op: "RUN", Fields: []cache.Field{
 		{Name: "argv", Value: strings.Join(quoteAll(argv), " ")},
 		{Name: "user", Value: s.img.Config.User},
@@ -68,18 +77,32 @@ func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.Ru
 		}
 		in.Fields = append(in.Fields, cache.Field{Name: name, Value: v})
 	}
+	for i, m := range mounts {
+		in.Fields = append(in.Fields, m.keyField())
+		in.Files = append(in.Files, m.keyFiles(i)...)
+	}
 	out := b.e.opts.Progress.Output(sc.ev)
 	return b.keyed(ctx, sc, change{
 		inputs:    in,
 		createdBy: "RUN " + runCommandString(argv, sc.step) + " # buildkit",
-		apply: func(ctx context.Context, root string) error {
-			return b.runIn(ctx, root, s.img.Config.User, wd, argv, env, network, out)
+		apply: func(ctx context.Context, root string) (err error) {
+			sm, err := b.prepareMounts(ctx, mounts)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if cerr := sm.close(); cerr != nil && err == nil {
+					err = fmt.Errorf("release RUN mounts: %w", cerr)
+				}
+			}()
+			return b.runIn(ctx, root, s.img.Config.User, wd, argv, env, network, out, sm)
 		},
 	})
 }
 
-// runIn resolves the user inside root and runs argv there.
-func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env []string, network string, out io.Writer) error {
+// runIn resolves the user inside root and runs argv there with the
+// step's mounts.
+func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env []string, network string, out io.Writer, sm *stepMounts) error {
 	id, err := user.Resolve(root, userSpec)
 	if err != nil {
 		return err
@@ -90,6 +113,11 @@ func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env 
 			home = "/"
 		}
 		env = append(env, "HOME="+home)
+	}
+	for _, kv := range sm.env { // secrets as env vars win over ENV
+		k, _, _ := strings.Cut(kv, "=")
+		env = slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, k+"=") })
+		env = append(env, kv)
 	}
 	if f, ok := out.(interface{ Flush() }); ok {
 		defer f.Flush()
@@ -108,6 +136,9 @@ func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env 
 		Stdout:         w,
 		Stderr:         w,
 		TempDir:        b.e.opts.TempDir,
+		Binds:          sm.binds,
+		Tmpfs:          sm.tmpfs,
+		Files:          sm.files,
 	})
 	var exit *sandbox.ExitError
 	if errors.As(err, &exit) {

@@ -1,0 +1,355 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/internal/buildcontext"
+	"github.com/builder-dev/builder/internal/sandbox"
+	"github.com/builder-dev/builder/planner"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+)
+
+// runMount is one RUN --mount, validated and normalized with BuildKit's
+// defaults. The exported fields are its spec, part of the step's cache key
+// (never a secret's value, nor a cache mount's content).
+type runMount struct {
+	Type     instructions.MountType `json:"type"`
+	Target   string                 `json:"target,omitempty"` // absolute and clean
+	Source   string                 `json:"source,omitempty"` // absolute and clean inside its root
+	From     string                 `json:"from,omitempty"`
+	FromKey  string                 `json:"fromKey,omitempty"` // key of the from stage, digest of the image
+	ReadOnly bool                   `json:"readonly,omitempty"`
+	ID       string                 `json:"id,omitempty"` // cache or secret id
+	Sharing  string                 `json:"sharing,omitempty"`
+	Mode     *uint64                `json:"mode,omitempty"`
+	UID      *uint64                `json:"uid,omitempty"`
+	GID      *uint64                `json:"gid,omitempty"`
+	Size     int64                  `json:"size,omitempty"`
+	Required bool                   `json:"required,omitempty"`
+	Env      string                 `json:"env,omitempty"` // secret as this env var
+
+	// srcRoot is the mounted root of From (a stage or image view) while the
+	// step runs; empty for the build context.
+	srcRoot string
+	// plan is a bind mount's source, selected and hashed.
+	plan *copyPlan
+}
+
+// parseRunMounts validates a RUN's mounts and fills in BuildKit's
+// defaults; relative targets are relative to the workdir wd.
+func parseRunMounts(ms []*instructions.Mount, wd string) ([]*runMount, error) {
+	out := make([]*runMount, 0, len(ms))
+	for _, m := range ms {
+		rm, err := parseRunMount(m, wd)
+		if err != nil {
+			return nil, fmt.Errorf("RUN --mount=type=%s: %w", m.Type, err)
+		}
+		out = append(out, rm)
+	}
+	return out, nil
+}
+
+func parseRunMount(m *instructions.Mount, wd string) (*runMount, error) {
+	rm := &runMount{Type: m.Type, From: m.From, ReadOnly: m.ReadOnly,
+		Mode: m.Mode, UID: m.UID, GID: m.GID}
+	switch m.Type {
+	case instructions.MountTypeSecret:
+		return rm, rm.parseSecret(m)
+	case instructions.MountTypeSSH:
+		return nil, errors.New("ssh mounts are not supported (builder has no SSH agent forwarding)")
+	case instructions.MountTypeBind, instructions.MountTypeCache, instructions.MountTypeTmpfs:
+	default:
+		return nil, fmt.Errorf("unsupported mount type %q (want bind, cache, tmpfs or secret)", m.Type)
+	}
+	if m.Target == "" {
+		return nil, errors.New("target is required")
+	}
+	rm.Target = path.Join("/", wd, m.Target)
+	if path.IsAbs(m.Target) {
+		rm.Target = path.Clean(m.Target)
+	}
+	if rm.Target == "/" {
+		return nil, fmt.Errorf("invalid mount target %q", m.Target)
+	}
+	// A rooted join: "../../x" cannot climb above the source's root.
+	rm.Source = path.Join("/", m.Source)
+	switch m.Type {
+	case instructions.MountTypeTmpfs:
+		if m.Source != "" || m.From != "" {
+			return nil, errors.New("tmpfs mounts take no source or from")
+		}
+		rm.Source, rm.Size = "", m.SizeLimit
+	case instructions.MountTypeCache:
+		rm.ID = m.CacheID
+		if rm.ID == "" {
+			rm.ID = path.Clean(m.Target)
+		}
+		rm.Sharing = string(m.CacheSharing)
+		if rm.Sharing == "" {
+			rm.Sharing = string(instructions.MountSharingShared)
+		}
+	case instructions.MountTypeBind:
+		if m.CacheID != "" {
+			return nil, errors.New("id is only for cache and secret mounts")
+		}
+	}
+	return rm, nil
+}
+
+// parseSecret applies BuildKit's secret rules (convert_secrets.go): the
+// id defaults to the source, then the target's base name; the file goes
+// to /run/secrets/<id> unless only env= is asked for; mode 0400.
+func (rm *runMount) parseSecret(m *instructions.Mount) error {
+	rm.ID = m.CacheID
+	if m.Source != "" {
+		rm.ID = m.Source
+	}
+	if rm.ID == "" {
+		if m.Target == "" {
+			return errors.New("one of id, source or target is required")
+		}
+		rm.ID = path.Base(m.Target)
+	}
+	if m.Target != "" {
+		rm.Target = path.Join("/", m.Target)
+	}
+	if m.Env != nil {
+		rm.Env = *m.Env
+		if rm.Env == "" {
+			rm.Env = rm.ID
+		}
+		if strings.ContainsAny(rm.Env, "=\x00") {
+			return fmt.Errorf("invalid env name %q", rm.Env)
+		}
+	} else if rm.Target == "" {
+		rm.Target = "/run/secrets/" + path.Base(rm.ID)
+	}
+	if rm.Target == "/" {
+		return fmt.Errorf("invalid mount target %q", m.Target)
+	}
+	rm.Required, rm.ReadOnly = m.Required, true
+	if rm.Mode == nil {
+		mode := uint64(0o400)
+		rm.Mode = &mode
+	}
+	return nil
+}
+
+// needsFrom reports whether the mount reads from a stage or an image.
+func (rm *runMount) needsFrom() bool {
+	return rm.From != "" && (rm.Type == instructions.MountTypeBind || rm.Type == instructions.MountTypeCache)
+}
+
+// keyField is the mount's spec as a cache key field.
+func (rm *runMount) keyField() cache.Field {
+	b, _ := json.Marshal(rm) // plain strings, numbers and bools: cannot fail
+	return cache.Field{Name: "mount", Value: string(b)}
+}
+
+// keyFiles lists a bind mount's source files for the cache key: their
+// content changes the result. Paths carry the mount's index (i/…) as COPY
+// paths carry the source's.
+func (rm *runMount) keyFiles(i int) []cache.FileInput {
+	if rm.plan == nil {
+		return nil
+	}
+	files := rm.plan.Inputs()
+	prefix := fmt.Sprintf("%d/", i)
+	for j := range files {
+		files[j].Path = prefix + strings.TrimPrefix(files[j].Path, "0/")
+		if files[j].Type == copyKindNames[copyHardlink] {
+			files[j].Link = prefix + strings.TrimPrefix(files[j].Link, "0/")
+		}
+	}
+	return files
+}
+
+// withMountSources mounts a view of every from= stage or image the mounts
+// read, selects and hashes the bind mounts' sources, and calls fn while
+// they are available.
+func (b *build) withMountSources(ctx context.Context, step *planner.Step, ms []*runMount, fn func() error) error {
+	for i, rm := range ms {
+		if !rm.needsFrom() || rm.srcRoot != "" {
+			continue
+		}
+		base, ok := step.MountFrom[rm.From]
+		if !ok {
+			return fmt.Errorf("RUN --mount from=%s: no such stage or image", rm.From)
+		}
+		parents, key, err := b.mountBase(ctx, base)
+		if err != nil {
+			return fmt.Errorf("RUN --mount from=%s: %w", rm.From, err)
+		}
+		rm.FromKey = key
+		return b.withLayers(ctx, parents, func(root string) error {
+			for _, other := range ms[i:] {
+				if other.needsFrom() && other.From == rm.From {
+					other.srcRoot, other.FromKey = root, key
+				}
+			}
+			return b.withMountSources(ctx, step, ms, fn)
+		})
+	}
+	for _, rm := range ms {
+		if rm.Type != instructions.MountTypeBind {
+			continue
+		}
+		p, err := b.bindPlan(ctx, rm)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		rm.plan = p
+	}
+	return fn()
+}
+
+// withLayers is withView, with an empty directory for no layers (scratch).
+func (b *build) withLayers(ctx context.Context, layers []string, fn func(root string) error) error {
+	if len(layers) > 0 {
+		return b.withView(ctx, layers, fn)
+	}
+	dir, err := os.MkdirTemp(b.e.opts.TempDir, "scratch-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(dir)
+	return fn(dir)
+}
+
+// mountBase returns the layers and the key of a from= source.
+func (b *build) mountBase(ctx context.Context, base planner.Base) ([]string, string, error) {
+	switch {
+	case base.Stage != nil:
+		s, err := b.wait(ctx, base.Stage.Index)
+		if err != nil {
+			return nil, "", err
+		}
+		return s.parents(), s.key.String(), nil
+	case base.Image != nil:
+		s, err := b.imageState(ctx, base.Image.Digest)
+		if err != nil {
+			return nil, "", fmt.Errorf("image %s: %w", base.Image.Ref, err)
+		}
+		return s.parents(), base.Image.Digest, nil
+	}
+	return nil, "scratch", nil
+}
+
+// bindPlan selects and hashes a bind mount's source: COPY's selection,
+// so the build context's .dockerignore applies and symlinks resolve
+// inside the source's root.
+func (b *build) bindPlan(ctx context.Context, rm *runMount) (*copyPlan, error) {
+	req := copyRequest{
+		Sources: []string{buildcontext.Clean(rm.Source)},
+		Dest:    "/m",
+		TempDir: b.e.opts.TempDir,
+	}
+	switch {
+	case rm.From != "":
+		req.SrcRoot = rm.srcRoot
+	case b.e.opts.Context == nil:
+		return nil, errors.New("RUN --mount=type=bind: no build context to bind from")
+	default:
+		req.Context = b.e.opts.Context
+		req.Hash = b.e.opts.Cache.HashFileMeta
+	}
+	p, err := copyPrepare(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("RUN --mount=type=bind,source=%s: %w", rm.Source, err)
+	}
+	return p, nil
+}
+
+// stepMounts are the sandbox mounts of one RUN execution and what to
+// release after it.
+type stepMounts struct {
+	binds   []sandbox.Bind
+	tmpfs   []sandbox.Tmpfs
+	files   []sandbox.File
+	env     []string
+	cleanup []func() error
+}
+
+func (sm *stepMounts) close() error {
+	var errs []error
+	for i := len(sm.cleanup) - 1; i >= 0; i-- {
+		errs = append(errs, sm.cleanup[i]())
+	}
+	sm.cleanup = nil
+	return errors.Join(errs...)
+}
+
+// prepareMounts makes the host side of every mount: a private copy of each
+// bind source (so it is pinned, and writes to rw binds are discarded), the
+// locked cache directories, and the secrets.
+func (b *build) prepareMounts(ctx context.Context, ms []*runMount) (_ *stepMounts, err error) {
+	sm := &stepMounts{}
+	defer func() {
+		if err != nil {
+			sm.close()
+		}
+	}()
+	for _, rm := range ms {
+		switch rm.Type {
+		case instructions.MountTypeBind:
+			err = b.prepareBind(ctx, rm, sm)
+		case instructions.MountTypeCache:
+			err = b.prepareCache(ctx, rm, sm)
+		case instructions.MountTypeTmpfs:
+			sm.tmpfs = append(sm.tmpfs, sandbox.Tmpfs{Target: rm.Target, Size: rm.Size})
+		case instructions.MountTypeSecret:
+			err = b.prepareSecret(rm, sm)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return sm, nil
+}
+
+func (b *build) prepareBind(ctx context.Context, rm *runMount, sm *stepMounts) error {
+	dir, err := os.MkdirTemp(b.e.opts.TempDir, "bind-")
+	if err != nil {
+		return err
+	}
+	sm.cleanup = append(sm.cleanup, func() error { return os.RemoveAll(dir) })
+	if err := rm.plan.Apply(ctx, dir); err != nil {
+		return fmt.Errorf("RUN --mount=type=bind,source=%s: %w", rm.Source, err)
+	}
+	sm.binds = append(sm.binds, sandbox.Bind{Source: filepath.Join(dir, "m"), Target: rm.Target, ReadOnly: rm.ReadOnly})
+	return nil
+}
+
+func (b *build) prepareSecret(rm *runMount, sm *stepMounts) error {
+	data, ok := b.e.opts.Secrets[rm.ID]
+	if !ok {
+		if rm.Required {
+			return fmt.Errorf("RUN --mount=type=secret,id=%s: secret %q is required but was not provided (builder build --secret id=%s,src=PATH)", rm.ID, rm.ID, rm.ID)
+		}
+		return nil
+	}
+	if rm.Env != "" {
+		sm.env = append(sm.env, rm.Env+"="+string(data))
+	}
+	if rm.Target != "" {
+		sm.files = append(sm.files, sandbox.File{Target: rm.Target, Data: data,
+			Mode: uint32(*rm.Mode), UID: uint32(deref(rm.UID)), GID: uint32(deref(rm.GID))})
+	}
+	return nil
+}
+
+func deref(p *uint64) uint64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}

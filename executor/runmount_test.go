@@ -1,0 +1,172 @@
+package executor
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/builder-dev/builder/parser"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"golang.org/x/sys/unix"
+)
+
+// parseMountLine parses "RUN --mount=... cmd" as the planner does (buildkit's
+// parser, then Expand) and validates its mounts with workdir wd.
+func parseMountLine(t *testing.T, line, wd string) ([]*runMount, error) {
+	t.Helper()
+	df, err := parser.Parse(strings.NewReader("FROM scratch\n"+line+"\n"), "Dockerfile")
+	if err != nil {
+		return nil, err
+	}
+	run := df.Stages[0].Commands[0].(*instructions.RunCommand)
+	if err := run.Expand(func(w string) (string, error) { return w, nil }); err != nil {
+		return nil, err
+	}
+	return parseRunMounts(instructions.GetMounts(run), wd)
+}
+
+func u64(v uint64) *uint64 { return &v }
+
+func TestParseRunMounts(t *testing.T) {
+	cases := []struct {
+		line, wd string
+		want     runMount
+	}{
+		{"RUN --mount=type=cache,target=/root/.cache true", "/", runMount{Type: "cache", Target: "/root/.cache", Source: "/", ID: "/root/.cache", Sharing: "shared"}},
+		{"RUN --mount=type=cache,target=c,sharing=locked,id=../../../x,mode=0700,uid=1,gid=2 true", "/w", runMount{Type: "cache", Target: "/w/c", Source: "/", ID: "../../../x", Sharing: "locked", Mode: u64(0o700), UID: u64(1), GID: u64(2)}},
+		{"RUN --mount=target=/src true", "/", runMount{Type: "bind", Target: "/src", Source: "/", ReadOnly: true}},
+		{"RUN --mount=type=bind,source=../../etc,target=/src,rw true", "/", runMount{Type: "bind", Target: "/src", Source: "/etc"}},
+		{"RUN --mount=type=bind,from=build,src=/out,dst=out true", "/app", runMount{Type: "bind", Target: "/app/out", Source: "/out", From: "build", ReadOnly: true}},
+		{"RUN --mount=type=tmpfs,target=/t,size=1m true", "/", runMount{Type: "tmpfs", Target: "/t", Size: 1 << 20}},
+		{"RUN --mount=type=secret,id=aws true", "/", runMount{Type: "secret", ID: "aws", Target: "/run/secrets/aws", ReadOnly: true, Mode: u64(0o400)}},
+		{"RUN --mount=type=secret,target=/k/key,required,mode=0440,uid=5 true", "/", runMount{Type: "secret", ID: "key", Target: "/k/key", ReadOnly: true, Required: true, Mode: u64(0o440), UID: u64(5)}},
+		{"RUN --mount=type=secret,id=tok,env=TOKEN true", "/", runMount{Type: "secret", ID: "tok", Env: "TOKEN", ReadOnly: true, Mode: u64(0o400)}},
+		{"RUN --mount=type=secret,id=tok,env=TOKEN,target=/t true", "/", runMount{Type: "secret", ID: "tok", Env: "TOKEN", Target: "/t", ReadOnly: true, Mode: u64(0o400)}},
+	}
+	for _, c := range cases {
+		ms, err := parseMountLine(t, c.line, c.wd)
+		if err != nil {
+			t.Errorf("%s: %v", c.line, err)
+			continue
+		}
+		if diff := cmp.Diff(&c.want, ms[0], cmpopts.IgnoreUnexported(runMount{})); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", c.line, diff)
+		}
+	}
+}
+
+// RUN-05: unknown types, sharing modes and keys are rejected with a
+// suggestion; so are mounts without a target or on /.
+func TestParseRunMountsInvalid(t *testing.T) {
+	for line, want := range map[string]string{
+		"RUN --mount=type=cahce,target=/c true":             `unsupported mount type "cahce"`,
+		"RUN --mount=type=cache,target=/c,sharing=lock true": `unsupported sharing value "lock"`,
+		"RUN --mount=type=cache,target=/c,sorce=/x true":     "unexpected key 'sorce'",
+		"RUN --mount=type=ssh true":                          "ssh mounts are not supported",
+		"RUN --mount=type=bind true":                         "target is required",
+		"RUN --mount=type=cache,target=/ true":               "invalid mount target",
+		"RUN --mount=type=tmpfs,target=/t,source=/x true":    "no source",
+		"RUN --mount=type=bind,target=/t,mode=0700 true":     "mode not allowed",
+		"RUN --mount=type=bind,target=/t,id=x true":          "id is only for",
+		"RUN --mount=type=secret,id=a,target=/ true":         "invalid mount target",
+	} {
+		_, err := parseMountLine(t, line, "/")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", line, err, want)
+		}
+	}
+}
+
+func TestParseRunMountsSuggest(t *testing.T) {
+	_, err := parseMountLine(t, "RUN --mount=type=cahce,target=/c true", "/")
+	if err == nil || !strings.Contains(err.Error(), "cache") {
+		t.Errorf("no suggestion: %v", err)
+	}
+}
+
+// The key field is the mount's spec: every spec change changes it, and a
+// secret's value is never in it.
+func TestRunMountKeyField(t *testing.T) {
+	base := "RUN --mount=type=cache,target=/c true"
+	seen := map[string]string{}
+	for _, line := range []string{
+		base,
+		"RUN --mount=type=cache,target=/d true",
+		"RUN --mount=type=cache,target=/c,id=x true",
+		"RUN --mount=type=cache,target=/c,sharing=locked true",
+		"RUN --mount=type=cache,target=/c,mode=0700 true",
+		"RUN --mount=type=cache,target=/c,ro true",
+		"RUN --mount=type=bind,target=/c true",
+		"RUN --mount=type=tmpfs,target=/c true",
+		"RUN --mount=type=tmpfs,target=/c,size=1k true",
+		"RUN --mount=type=secret,id=c true",
+		"RUN --mount=type=secret,id=c,env=C true",
+	} {
+		ms, err := parseMountLine(t, line, "/")
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		f := ms[0].keyField()
+		if other, ok := seen[f.Value]; ok {
+			t.Errorf("%s and %s have the same key field %s", line, other, f.Value)
+		}
+		seen[f.Value] = line
+	}
+	ms, _ := parseMountLine(t, base, "/")
+	a := ms[0].keyField()
+	ms[0].FromKey = "sha256:1"
+	if ms[0].keyField() == a {
+		t.Errorf("from key not in the key field")
+	}
+}
+
+func TestSecretMissing(t *testing.T) {
+	b := &build{e: New(Options{Secrets: map[string][]byte{"have": []byte("v")}})}
+	ms, err := parseMountLine(t, "RUN --mount=type=secret,id=need,required --mount=type=secret,id=have,env=H true", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.prepareMounts(t.Context(), ms)
+	if err == nil || !strings.Contains(err.Error(), `secret "need" is required but was not provided`) {
+		t.Errorf("got %v", err)
+	}
+	sm, err := b.prepareMounts(t.Context(), ms[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"H=v"}, sm.env); diff != "" || len(sm.files) != 0 {
+		t.Errorf("env secret: env %v files %v", sm.env, sm.files)
+	}
+}
+
+// flockFile: exclusive locks wait for each other (cancellable), and a
+// non-blocking one reports errLockBusy.
+func TestFlockFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "l")
+	unlock, err := flockFile(t.Context(), p, unix.LOCK_EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := flockFile(t.Context(), p, unix.LOCK_EX|unix.LOCK_NB); err != errLockBusy {
+		t.Errorf("non-blocking on a held lock: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := flockFile(ctx, p, unix.LOCK_EX); err != context.DeadlineExceeded {
+		t.Errorf("blocking on a held lock: %v", err)
+	}
+	unlock()
+	unlock2, err := flockFile(t.Context(), p, unix.LOCK_EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock2()
+	if _, err := os.Stat(p); err != nil {
+		t.Error(err)
+	}
+}
