@@ -42,6 +42,7 @@ type buildFlags struct {
 	network       string
 	platform      string
 	allow         []string
+	secrets       []string
 	snapshotter   string
 	pull          bool
 	push          bool
@@ -73,6 +74,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringVar(&f.network, "network", "host", "network mode of RUN: host or none")
 	fs.StringVar(&f.platform, "platform", "", "target platform (only the host's platform is supported)")
 	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host")
+	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
 	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")
 	fs.BoolVar(&f.pull, "pull", false, "always pull base images from their registry (default: only those missing locally)")
 	fs.BoolVar(&f.push, "push", false, "push the image to the registry of every -t name after the build")
@@ -152,6 +154,10 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	defer sn.Close()
+	secrets, err := readSecrets(f.secrets)
+	if err != nil {
+		return err
+	}
 	tmp, err := os.MkdirTemp(filepath.Join(st.cache.Root(), "tmp"), "build-")
 	if err != nil {
 		return err
@@ -174,6 +180,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		SourceDateEpoch:  epoch,
 		Progress:         prog,
 		TempDir:          tmp,
+		Secrets:          secrets,
 	})
 	start := time.Now()
 	res, runErr := ex.Run(ctx, plan)
