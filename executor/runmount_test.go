@@ -64,7 +64,7 @@ func TestParseRunMounts(t *testing.T) {
 // suggestion; so are mounts without a target or on /.
 func TestParseRunMountsInvalid(t *testing.T) {
 	for line, want := range map[string]string{
-		"RUN --mount=type=cahce,target=/c true":             `unsupported mount type "cahce"`,
+		"RUN --mount=type=cahce,target=/c true":              `unsupported mount type "cahce"`,
 		"RUN --mount=type=cache,target=/c,sharing=lock true": `unsupported sharing value "lock"`,
 		"RUN --mount=type=cache,target=/c,sorce=/x true":     "unexpected key 'sorce'",
 		"RUN --mount=type=ssh true":                          "ssh mounts are not supported",
