@@ -227,4 +227,18 @@ func TestE2EPruneRemovesStaleSnapshots(t *testing.T) {
 	if !strings.Contains(out, "busybox") {
 		t.Errorf("prune removed the tagged base image:\n%s", out)
 	}
+	mount := filepath.Join(e.root, "runcache", "0123abcd")
+	e.write(mount, "data", strings.Repeat("y", 8192))
+	e.mustRun("prune")
+	if _, err := os.Stat(mount); err != nil {
+		t.Errorf("prune without --all removed a RUN cache mount: %v", err)
+	}
+	out, _ = e.mustRun("du")
+	if !strings.Contains(out, "RUN cache mounts") {
+		t.Errorf("du does not report RUN cache mounts:\n%s", out)
+	}
+	e.mustRun("prune", "--all")
+	if _, err := os.Stat(mount); !os.IsNotExist(err) {
+		t.Errorf("prune --all kept a RUN cache mount (stat: %v)", err)
+	}
 }

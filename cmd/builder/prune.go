@@ -55,7 +55,7 @@ func cmdPrune(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	stale, err := st.removeStaleSnapshots(ctx)
+	stale, err := st.removeUnused(ctx, *all)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,9 @@ func cmdDu(ctx context.Context, a *app, args []string) error {
 	fmt.Fprintf(tw, "cache records\t%s\n", units.HumanSize(float64(u.Keys)))
 	fmt.Fprintf(tw, "build records\t%s\n", units.HumanSize(float64(u.Builds)))
 	fmt.Fprintf(tw, "hash memo\t%s\n", units.HumanSize(float64(u.Hashes)))
-	fmt.Fprintf(tw, "total\t%s\n", units.HumanSize(float64(layers+u.Blobs+u.Keys+u.Builds+u.Hashes)))
+	runCache := dirSize(filepath.Join(st.cache.Root(), "runcache"))
+	fmt.Fprintf(tw, "RUN cache mounts\t%s\n", units.HumanSize(float64(runCache)))
+	fmt.Fprintf(tw, "total\t%s\n", units.HumanSize(float64(layers+u.Blobs+u.Keys+u.Builds+u.Hashes+runCache)))
 	return tw.Flush()
 }
 

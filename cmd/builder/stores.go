@@ -55,22 +55,39 @@ func (s *stores) snapshotter(ctx context.Context, kind string, notice func(strin
 	return nil, fmt.Errorf("unknown snapshotter %q (want overlay, copy or auto)", kind)
 }
 
-// removeStaleSnapshots deletes what killed builds left under active/:
-// snapshots that were never committed or removed. It holds the store's
-// exclusive lock, so no build is running; their mounts died with their
-// mount namespaces. It returns the bytes reclaimed.
-func (s *stores) removeStaleSnapshots(ctx context.Context) (int64, error) {
+// removeUnused deletes what killed builds left under active/ (snapshots that
+// were never committed or removed) and, with all, the RUN --mount=type=cache
+// directories under runcache/. It holds the store's exclusive lock, so no
+// build is running; their mounts died with their mount namespaces. It
+// returns the bytes reclaimed.
+func (s *stores) removeUnused(ctx context.Context, all bool) (int64, error) {
 	unlock, err := s.cache.Lock(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer unlock()
-	active := filepath.Join(s.cache.Root(), "active")
-	entries, err := os.ReadDir(active)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return 0, nil
+	dirs := []string{"active"}
+	if all {
+		dirs = append(dirs, "runcache")
+	}
+	var n int64
+	for _, d := range dirs {
+		m, err := removeChildren(ctx, filepath.Join(s.cache.Root(), d))
+		n += m
+		if err != nil {
+			return n, err
 		}
+	}
+	return n, nil
+}
+
+// removeChildren removes everything inside dir, returning the bytes freed.
+func removeChildren(ctx context.Context, dir string) (int64, error) {
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return 0, nil
+	}
+	if err != nil {
 		return 0, err
 	}
 	var n int64
@@ -78,10 +95,10 @@ func (s *stores) removeStaleSnapshots(ctx context.Context) (int64, error) {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		p := filepath.Join(active, e.Name())
+		p := filepath.Join(dir, e.Name())
 		size := dirSize(p)
 		if err := os.RemoveAll(p); err != nil {
-			return n, fmt.Errorf("remove stale snapshot %s: %w", p, err)
+			return n, fmt.Errorf("remove %s: %w", p, err)
 		}
 		n += size
 	}
