@@ -36,6 +36,10 @@ func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.Ru
 	if err != nil {
 		return err
 	}
+	script, err := heredocScript(c)
+	if err != nil {
+		return err
+	}
 	network, err := b.runNetwork(c)
 	if err != nil {
 		return err
@@ -53,12 +57,13 @@ func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.Ru
 		return err
 	}
 	return b.withMountSources(ctx, sc.step, mounts, func() error {
-		return b.runKeyed(ctx, sc, argv, env, wd, network, mounts)
+		return b.runKeyed(ctx, sc, argv, env, wd, network, mounts, script)
 	})
 }
 
 // runKeyed computes a RUN's key inputs and runs it on a cache miss.
-func (b *build) runKeyed(ctx context.Context, sc *stepCtx, argv, env []string, wd, network string, mounts []*runMount) error {
+// script is the file of a heredoc RUN with a shebang, or nil.
+func (b *build) runKeyed(ctx context.Context, sc *stepCtx, argv, env []string, wd, network string, mounts []*runMount, script *sandbox.File) error {
 	s := sc.s
 	in := cache.Inputs{Op: "RUN", Fields: []cache.Field{
 		{Name: "argv", Value: strings.Join(quoteAll(argv), " ")},
@@ -81,6 +86,9 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, argv, env []string, w
 		in.Fields = append(in.Fields, m.keyField())
 		in.Files = append(in.Files, m.keyFiles(i)...)
 	}
+	if script != nil {
+		in.Fields = append(in.Fields, cache.Field{Name: "heredoc " + script.Target, Value: string(script.Data)})
+	}
 	out := b.e.opts.Progress.Output(sc.ev)
 	return b.keyed(ctx, sc, change{
 		inputs:    in,
@@ -95,6 +103,9 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, argv, env []string, w
 					err = fmt.Errorf("release RUN mounts: %w", cerr)
 				}
 			}()
+			if script != nil {
+				sm.files = append(sm.files, *script)
+			}
 			return b.runIn(ctx, root, s.img.Config.User, wd, argv, env, network, out, sm)
 		},
 	})
@@ -190,10 +201,13 @@ func runArgv(shell *[]string, c *instructions.RunCommand) ([]string, error) {
 			if c.Files[0].Chomp {
 				data = parser.ChompHeredocContent(data)
 			}
-			if strings.HasPrefix(data, "#!") {
-				return nil, fmt.Errorf("heredoc RUN scripts with a shebang are not supported yet")
+			if f, err := heredocScript(c); err != nil {
+				return nil, err
+			} else if f != nil {
+				args = []string{f.Target}
+			} else {
+				args = []string{data}
 			}
-			args = []string{data}
 		} else {
 			var sb strings.Builder
 			sb.WriteString(args[0])
@@ -211,6 +225,32 @@ func runArgv(shell *[]string, c *instructions.RunCommand) ([]string, error) {
 		sh = append([]string(nil), (*shell)...)
 	}
 	return append(sh, strings.Join(args, " ")), nil
+}
+
+// heredocPipes is where BuildKit mounts the script of a heredoc RUN with
+// a shebang (read-only, mode 0755, owned by root).
+const heredocPipes = "/dev/pipes"
+
+// heredocScript returns the file a RUN runs when it is a single heredoc
+// whose (chomped) body starts with "#!": BuildKit writes the body to
+// /dev/pipes/<name> and runs that path with the shell, so the kernel
+// picks the interpreter from the shebang. Nil for any other RUN.
+func heredocScript(c *instructions.RunCommand) (*sandbox.File, error) {
+	if len(c.Files) == 0 || len(c.CmdLine) != 1 || !c.PrependShell || parser.MustParseHeredoc(c.CmdLine[0]) == nil {
+		return nil, nil
+	}
+	data := c.Files[0].Data
+	if c.Files[0].Chomp {
+		data = parser.ChompHeredocContent(data)
+	}
+	if !strings.HasPrefix(data, "#!") {
+		return nil, nil
+	}
+	name := c.Files[0].Name
+	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("heredoc script <<%s: the delimiter must be a file name", name)
+	}
+	return &sandbox.File{Target: path.Join(heredocPipes, name), Data: []byte(data), Mode: 0o755}, nil
 }
 
 // runEnv is the environment of a RUN: the stage env, then build args in
