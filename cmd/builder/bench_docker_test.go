@@ -282,3 +282,121 @@ func sourceFile(seed uint64) string {
 	}
 	return sb.String()
 }
+
+const (
+	bigFiles    = 200
+	bigFileSize = 1 << 20 // 200 × 1 MiB of random bytes: a ~200 MB layer
+)
+
+// writeBigContext writes dir/data with bigFiles files of bigFileSize random
+// (incompressible) bytes and the Dockerfile df.
+func writeBigContext(b *testing.B, dir, df string) {
+	b.Helper()
+	rng := rand.NewChaCha8([32]byte{1})
+	buf := make([]byte, bigFileSize)
+	for i := range bigFiles {
+		_, _ = rng.Read(buf) // never fails
+		writeBenchFile(b, filepath.Join(dir, "data", fmt.Sprintf("blob%03d", i)), string(buf))
+	}
+	writeBenchFile(b, filepath.Join(dir, "Dockerfile"), df)
+}
+
+// BenchmarkExportDocker measures writing a ~200 MB image as a docker-save
+// tar: `builder build -o type=docker,dest=F` of a fully cached build,
+// `builder save`, and `docker save` of the same image loaded into Docker
+// (Docker 20.10's BuildKit has no type=docker output without buildx). MB/s
+// is the tar's size over the mean time of the whole process.
+func BenchmarkExportDocker(b *testing.B) {
+	d := newDockerBench(b)
+	ctxDir := filepath.Join(d.dir, "big")
+	writeBigContext(b, ctxDir, fmt.Sprintf("FROM %s\nCOPY data/ /data/\n", d.base))
+	d.builder("build", "--progress", "quiet", "-t", d.tag, ctxDir)
+	out := filepath.Join(d.dir, "out.tar")
+	d.builder("save", "-o", out, d.tag)
+	d.docker("load", "-i", out)
+	exports := []struct {
+		name string
+		run  func(ctx context.Context) error
+	}{
+		{"builder", func(ctx context.Context) error {
+			return runBench(ctx, nil, builderBin, "--root", d.root, "build", "--progress", "quiet", "-o", "type=docker,dest="+out, ctxDir)
+		}},
+		{"builder-save", func(ctx context.Context) error {
+			return runBench(ctx, nil, builderBin, "--root", d.root, "save", "-o", out, d.tag)
+		}},
+		{"docker-save", func(ctx context.Context) error {
+			return runBench(ctx, nil, benchDockerBin, "save", "-o", out, d.tag)
+		}},
+	}
+	var builderMean time.Duration
+	for _, x := range exports {
+		b.Run(x.name, func(b *testing.B) {
+			var total time.Duration
+			n := 0
+			for b.Loop() {
+				b.StopTimer()
+				if err := os.Remove(out); err != nil && !os.IsNotExist(err) {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				start := time.Now()
+				if err := x.run(b.Context()); err != nil {
+					b.Fatal(err)
+				}
+				total += time.Since(start)
+				n++
+			}
+			mean := total / time.Duration(n)
+			fi, err := os.Stat(out)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(fi.Size())/1e6/mean.Seconds(), "MB/s")
+			if x.name == "builder" {
+				builderMean = mean
+			} else if x.name == "docker-save" && builderMean > 0 {
+				b.ReportMetric(float64(mean)/float64(builderMean), "x-builder")
+			}
+		})
+	}
+}
+
+// BenchmarkLayerDiff measures committing a ~200 MB, 200-file layer made by
+// RUN: only the RUN misses (a new build arg each iteration), and it copies
+// a directory an earlier, cached COPY put in the image. The RUN's own copy
+// is the same work for every tool; the rest is each tool's diff of the
+// step into a layer and its commit. MB/s is the layer's content over the
+// mean time of the whole build.
+func BenchmarkLayerDiff(b *testing.B) {
+	d := newDockerBench(b)
+	ctxDir := filepath.Join(d.dir, "big")
+	writeBigContext(b, ctxDir, fmt.Sprintf("FROM %s\nCOPY data/ /data/\nARG N\nRUN echo $N > /n && cp -a /data /copy\n", d.base))
+	seq := 0 // a new value every build, so the RUN always misses
+	var builderMean time.Duration
+	for _, tool := range d.tools() {
+		b.Run(tool.name, func(b *testing.B) {
+			build := func() {
+				seq++
+				if err := tool.build(b.Context(), ctxDir, "--build-arg", fmt.Sprintf("N=%d-%d", seq, time.Now().UnixNano())); err != nil {
+					b.Fatal(err)
+				}
+			}
+			build() // warm: the COPY is cached from here on
+			var total time.Duration
+			n := 0
+			for b.Loop() {
+				start := time.Now()
+				build()
+				total += time.Since(start)
+				n++
+			}
+			mean := total / time.Duration(n)
+			b.ReportMetric(float64(bigFiles*bigFileSize)/1e6/mean.Seconds(), "MB/s")
+			if tool.name == "builder" {
+				builderMean = mean
+			} else if builderMean > 0 {
+				b.ReportMetric(float64(mean)/float64(builderMean), "x-builder")
+			}
+		})
+	}
+}
