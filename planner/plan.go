@@ -36,6 +36,9 @@ type Options struct {
 	// ResolveImage returns the config of an image reference for FROM and
 	// COPY --from=<image>. It is called once per distinct reference.
 	ResolveImage func(ctx context.Context, ref string, platform v1.Platform) (*ImageInfo, error)
+	// Contexts are the named build contexts (--build-context): each
+	// replaces the stage or image of its name.
+	Contexts []NamedContext
 }
 
 // Plan is the stages needed to build the target, dependencies first.
@@ -63,6 +66,8 @@ type Base struct {
 	Scratch bool
 	Stage   *Stage     // FROM <earlier stage>
 	Image   *ImageInfo // FROM <image>
+	// Context is a named local directory context (RUN --mount from= only).
+	Context *NamedContext
 }
 
 // Step is one instruction with its variables expanded.
@@ -83,8 +88,9 @@ type Step struct {
 	UsedArgs []string
 	// From is the source of COPY --from / RUN --mount from=: an earlier
 	// stage or an image. Nil for the build context.
-	FromStage *Stage
-	FromImage *ImageInfo
+	FromStage   *Stage
+	FromImage   *ImageInfo
+	FromContext *NamedContext // a named local directory context
 	// MountFrom maps the from= value of each RUN --mount that has one to
 	// the stage or image it names. Nil for other steps.
 	MountFrom map[string]Base

@@ -47,6 +47,7 @@ type source struct {
 	key   string // the --from / from= value as written
 	stage int    // -1 for an image
 	image string
+	dir   *NamedContext // a named local directory context
 }
 
 // New plans the build of df: it expands every FROM line, resolves base
@@ -188,6 +189,9 @@ func (p *planner) unusedBuildArgs() []string {
 // parseStageRef resolves a COPY --from / mount from= value seen in stage
 // i: a stage name or (for COPY) index defined before i, else an image.
 func (p *planner) parseStageRef(i int, from string, allowIndex bool) (source, error) {
+	if s, ok := p.contextRef(i, from, allowIndex); ok {
+		return s, nil
+	}
 	if allowIndex {
 		if n, err := strconv.Atoi(from); err == nil {
 			if n < 0 || n >= i {

@@ -29,6 +29,9 @@ func (p *planner) setupStages() error {
 			sources:   map[instructions.Command][]source{},
 		}
 		p.stages = append(p.stages, si)
+		if p.overrideStage(si) {
+			continue
+		}
 		if err := p.setupBase(i, si); err != nil {
 			return p.errAt(line, err)
 		}
@@ -52,6 +55,9 @@ func (p *planner) setupBase(i int, si *stageInfo) error {
 	}
 	si.baseName = res.Result
 	if err := p.setupPlatform(si); err != nil {
+		return err
+	}
+	if ok, err := p.contextBase(si); ok || err != nil {
 		return err
 	}
 	switch {
@@ -178,6 +184,9 @@ func (p *planner) resolve(ctx context.Context, target int) ([]int, error) {
 }
 
 func (p *planner) resolveBase(ctx context.Context, si *stageInfo) error {
+	if nc := si.st.Base.Context; nc != nil {
+		return p.errAt(si.st.Line, dirContextErr(nc))
+	}
 	if si.st.Base.Scratch || si.st.Base.Image != nil || si.baseStage >= 0 {
 		return nil
 	}
@@ -253,6 +262,10 @@ func (p *planner) resolveSources(ctx context.Context, srcs []source) (map[string
 	for _, s := range srcs {
 		if s.stage >= 0 {
 			out[s.key] = Base{Stage: p.stages[s.stage].st}
+			continue
+		}
+		if s.dir != nil {
+			out[s.key] = Base{Context: s.dir}
 			continue
 		}
 		img, err := p.image(ctx, s.image, p.target)

@@ -134,7 +134,7 @@ func (p *planner) stepSources(ctx context.Context, si *stageInfo, step *Step, or
 	}
 	if cp, ok := step.Cmd.(*instructions.CopyCommand); ok {
 		b := m[cp.From]
-		step.FromStage, step.FromImage = b.Stage, b.Image
+		step.FromStage, step.FromImage, step.FromContext = b.Stage, b.Image, b.Context
 		return nil
 	}
 	step.MountFrom = m

@@ -1,0 +1,150 @@
+package planner
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// NamedContext is a named build context (--build-context NAME=VALUE, as
+// docker buildx): it replaces the stage or image called Name wherever the
+// Dockerfile uses it. Exactly one of Dir and Image is set.
+type NamedContext struct {
+	Name  string // normalized like an image reference: "alpine", not "docker.io/library/alpine:latest"
+	Dir   string // a local directory, usable by COPY --from and RUN --mount from=
+	Image string // an image reference (docker-image://REF), resolved like a FROM image
+}
+
+// ParseContext parses one --build-context value: NAME=PATH or
+// NAME=docker-image://REF. It does not touch the filesystem; the caller
+// makes Dir absolute and checks that it is a directory.
+func ParseContext(s string) (NamedContext, error) {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" || v == "" {
+		return NamedContext{}, fmt.Errorf("build context %q: want NAME=PATH or NAME=docker-image://REF", s)
+	}
+	n, err := contextName(k)
+	if err != nil {
+		return NamedContext{}, fmt.Errorf("build context %q: invalid name: %w", s, err)
+	}
+	nc := NamedContext{Name: n}
+	switch scheme, rest, _ := strings.Cut(v, "://"); {
+	case scheme == "docker-image":
+		if _, err := name.ParseReference(rest); err != nil {
+			return NamedContext{}, fmt.Errorf("build context %q: %w", s, err)
+		}
+		nc.Image = rest
+	case strings.Contains(v, "://") || strings.HasPrefix(v, "target:") || strings.HasPrefix(v, "git@"):
+		return NamedContext{}, fmt.Errorf("build context %q: only a local directory or docker-image://REF is supported", s)
+	default:
+		nc.Dir = v
+	}
+	return nc, nil
+}
+
+// contextName normalizes a context name or image reference the way
+// buildkit's dockerui.NamedContext does: the familiar form of the
+// reference without ":latest", so "busybox", "busybox:latest" and
+// "docker.io/library/busybox" are one name.
+func contextName(ref string) (string, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return "", err
+	}
+	repo := r.Context().RepositoryStr()
+	if reg := r.Context().RegistryStr(); reg != name.DefaultRegistry {
+		repo = reg + "/" + repo
+	} else if rest, ok := strings.CutPrefix(repo, "library/"); ok && !strings.Contains(rest, "/") {
+		repo = rest
+	}
+	switch r := r.(type) {
+	case name.Tag:
+		if r.TagStr() != "latest" {
+			repo += ":" + r.TagStr()
+		}
+	case name.Digest:
+		repo += "@" + r.DigestStr()
+	}
+	return repo, nil
+}
+
+// namedContext returns the context that replaces ref (a stage name or an
+// image reference), or nil.
+func (p *planner) namedContext(ref string) *NamedContext {
+	if ref == "" || len(p.opts.Contexts) == 0 {
+		return nil
+	}
+	n, err := contextName(ref)
+	if err != nil {
+		return nil
+	}
+	for i := range p.opts.Contexts {
+		if p.opts.Contexts[i].Name == n {
+			return &p.opts.Contexts[i]
+		}
+	}
+	return nil
+}
+
+// overrideStage replaces stage si by the context of its name, if any, as
+// buildkit does: none of its instructions run; an image context becomes
+// its base image, a directory makes it usable only as a source.
+func (p *planner) overrideStage(si *stageInfo) bool {
+	nc := p.namedContext(si.src.Name)
+	if nc == nil {
+		return false
+	}
+	src := *si.src
+	src.Commands = nil
+	si.src = &src
+	si.st.Platform = p.target
+	if nc.Dir != "" {
+		si.st.Base.Context = nc
+	} else {
+		si.baseName = nc.Image
+	}
+	return true
+}
+
+// contextBase makes a FROM whose (expanded) base name is a named context
+// start from that context's image. It reports whether it did.
+func (p *planner) contextBase(si *stageInfo) (bool, error) {
+	nc := p.namedContext(si.baseName)
+	if nc == nil {
+		return false, nil
+	}
+	if nc.Dir != "" {
+		return true, dirContextErr(nc)
+	}
+	si.baseName = nc.Image
+	return true, nil
+}
+
+// contextRef resolves a COPY --from / RUN --mount from= value of stage i
+// that names a context, directly or through the stage it names.
+func (p *planner) contextRef(i int, from string, allowIndex bool) (source, bool) {
+	ref := from
+	if n, err := strconv.Atoi(from); allowIndex && err == nil {
+		if n < 0 || n >= i {
+			return source{}, false
+		}
+		ref = p.df.Stages[n].Name
+	}
+	nc := p.namedContext(ref)
+	if nc == nil {
+		return source{}, false
+	}
+	if nc.Dir != "" {
+		return source{key: from, stage: -1, dir: nc}, true
+	}
+	return source{key: from, stage: -1, image: nc.Image}, true
+}
+
+func dirContextErr(nc *NamedContext) error {
+	return fmt.Errorf("build context %s is a local directory (%s): %w", nc.Name, nc.Dir, errDirContext)
+}
+
+var errDirContext = errors.New("only COPY --from and RUN --mount from= can use it, not FROM or --target")

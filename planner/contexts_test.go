@@ -1,0 +1,167 @@
+package planner
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseContext(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    NamedContext
+		wantErr string
+	}{
+		{in: "src=./dir", want: NamedContext{Name: "src", Dir: "./dir"}},
+		{in: "alpine=docker-image://busybox:2", want: NamedContext{Name: "alpine", Image: "busybox:2"}},
+		{in: "docker.io/library/alpine:latest=/abs", want: NamedContext{Name: "alpine", Dir: "/abs"}},
+		{in: "golang:1.22=docker-image://golang", want: NamedContext{Name: "golang:1.22", Image: "golang"}},
+		{in: "reg.example:5000/x/y=d", want: NamedContext{Name: "reg.example:5000/x/y", Dir: "d"}},
+		{in: "noequals", wantErr: "want NAME=PATH"},
+		{in: "=dir", wantErr: "want NAME=PATH"},
+		{in: "Upper=dir", wantErr: "invalid name"},
+		{in: "x=https://example.com/repo.git", wantErr: "only a local directory"},
+		{in: "x=target:base", wantErr: "only a local directory"},
+		{in: "x=docker-image://", wantErr: "build context"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseContext(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseContext(%q) error = %v, want it to contain %q", tt.in, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestNamedContexts(t *testing.T) {
+	dir := NamedContext{Name: "src", Dir: "/ctx/src"}
+	img := func(name, ref string) NamedContext { return NamedContext{Name: name, Image: ref} }
+	tests := []struct {
+		name     string
+		src      string
+		contexts []NamedContext
+		// check inspects the plan; stage and step lines as in src.
+		check   func(t *testing.T, p *Plan, f *fakeResolver)
+		wantErr string
+	}{
+		{
+			name:     "FROM image replaced by an image context",
+			src:      "FROM alpine\nRUN true\n",
+			contexts: []NamedContext{img("alpine", "busybox:2")},
+			check: func(t *testing.T, p *Plan, f *fakeResolver) {
+				if got := p.Target.Base.Image.Ref; got != "busybox:2" {
+					t.Errorf("base = %q, want busybox:2", got)
+				}
+				if diff := cmp.Diff([]string{"busybox:2 linux/amd64"}, f.calls); diff != "" {
+					t.Errorf("resolver calls (-want +got):\n%s", diff)
+				}
+			},
+		},
+		{
+			name:     "normalized names match",
+			src:      "FROM docker.io/library/alpine:latest\n",
+			contexts: []NamedContext{img("alpine", "golang")},
+			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
+				if got := p.Target.Base.Image.Ref; got != "golang" {
+					t.Errorf("base = %q, want golang", got)
+				}
+			},
+		},
+		{
+			name:     "stage replaced by an image context: its steps do not run",
+			src:      "FROM golang AS build\nRUN make\nFROM alpine\nCOPY --from=build /a /b\nFROM build\n",
+			contexts: []NamedContext{img("build", "busybox")},
+			check: func(t *testing.T, p *Plan, f *fakeResolver) {
+				if diff := cmp.Diff([]string{"2:"}, stageNames(p)); diff != "" {
+					t.Errorf("stages (-want +got):\n%s", diff)
+				}
+				if got := p.Target.Base.Image; got == nil || got.Ref != "busybox" {
+					t.Errorf("FROM build: base = %+v, want the busybox image", got)
+				}
+				if strings.Contains(strings.Join(f.calls, ","), "golang") {
+					t.Errorf("the replaced stage's base was resolved: %v", f.calls)
+				}
+			},
+		},
+		{
+			name:     "COPY --from a replaced stage reads the image",
+			src:      "FROM golang AS build\nRUN make\nFROM alpine\nCOPY --from=build /a /b\nCOPY --from=0 /c /d\n",
+			contexts: []NamedContext{img("build", "busybox")},
+			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
+				for _, line := range []int{4, 5} {
+					s := stepByLine(t, p.Target, line)
+					if s.FromStage != nil || s.FromImage == nil || s.FromImage.Ref != "busybox" {
+						t.Errorf("line %d: from stage %v image %+v, want the busybox image", line, s.FromStage, s.FromImage)
+					}
+				}
+				if len(p.Stages) != 1 {
+					t.Errorf("planned %d stages, want only the target", len(p.Stages))
+				}
+			},
+		},
+		{
+			name:     "COPY --from and RUN --mount from= a directory context",
+			src:      "FROM alpine\nCOPY --from=src a /a\nRUN --mount=from=src,target=/s true\n",
+			contexts: []NamedContext{dir},
+			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
+				cp := stepByLine(t, p.Target, 2)
+				if cp.FromContext == nil || cp.FromContext.Dir != "/ctx/src" || cp.FromImage != nil || cp.FromStage != nil {
+					t.Errorf("COPY: from context %+v image %+v stage %v, want the directory", cp.FromContext, cp.FromImage, cp.FromStage)
+				}
+				run := stepByLine(t, p.Target, 3)
+				if b := run.MountFrom["src"]; b.Context == nil || b.Context.Dir != "/ctx/src" {
+					t.Errorf("RUN --mount from=src: %+v, want the directory", b)
+				}
+			},
+		},
+		{
+			name:     "a directory context replaces a stage for COPY --from",
+			src:      "FROM golang AS src\nRUN make\nFROM alpine\nCOPY --from=src a /a\n",
+			contexts: []NamedContext{dir},
+			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
+				if s := stepByLine(t, p.Target, 4); s.FromContext == nil {
+					t.Errorf("COPY --from=src does not read the directory: %+v", s)
+				}
+			},
+		},
+		{
+			name:     "unrelated contexts change nothing",
+			src:      "FROM alpine AS a\nFROM a\nCOPY --from=a /x /y\n",
+			contexts: []NamedContext{dir, img("other", "golang")},
+			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
+				if s := stepByLine(t, p.Target, 3); s.FromStage == nil || s.FromContext != nil {
+					t.Errorf("COPY --from=a: %+v, want the stage", s)
+				}
+			},
+		},
+		{name: "FROM a directory context", src: "FROM src\n", contexts: []NamedContext{dir}, wantErr: "build context src is a local directory (/ctx/src): only COPY --from"},
+		{name: "target replaced by a directory", src: "FROM alpine AS src\nRUN true\n", contexts: []NamedContext{dir}, wantErr: "build context src is a local directory (/ctx/src): only COPY --from"},
+		{name: "missing context image", src: "FROM alpine\n", contexts: []NamedContext{img("alpine", "nosuch")}, wantErr: "resolve image nosuch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, f, err := plan(t, tt.src, Options{Contexts: tt.contexts})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("New() error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, p, f)
+		})
+	}
+}
