@@ -20,6 +20,24 @@ import (
 // so the caller must use the blob it kept.
 var ErrNotReproducible = errors.New("snapshot: layer tar is not reproducible from its directory")
 
+// ErrModified is matched (errors.Is) by the error of WriteTar for a
+// committed layer whose directory was changed after the commit: it no
+// longer serializes to its diffID. errors.As with *ModifiedError gives the
+// layer.
+var ErrModified = errors.New("snapshot: layer modified on disk")
+
+// ModifiedError says that the directory of layer DiffID serializes to Got.
+type ModifiedError struct {
+	DiffID, Dir, Got string
+}
+
+func (e *ModifiedError) Error() string {
+	return fmt.Sprintf("directory %s serializes to %s (modified on disk)", e.Dir, e.Got)
+}
+
+// Is makes errors.Is(err, ErrModified) true.
+func (e *ModifiedError) Is(target error) bool { return target == ErrModified }
+
 const (
 	layerFS   = "fs"
 	layerMeta = "layer.json"
@@ -251,7 +269,8 @@ func (s *LayerStore) install(ctx context.Context, tmp, hexID string, meta layerM
 
 // WriteTar writes the tar of the committed layer diffID to w and returns its
 // size. The stream is hashed on the way; if the directory no longer
-// serializes to diffID the result is an error (and w got a bad tar).
+// serializes to diffID the result is an error wrapping a *ModifiedError
+// (and w got a bad tar).
 func (s *LayerStore) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64, error) {
 	meta, err := s.metadata(diffID)
 	if err != nil {
@@ -266,7 +285,7 @@ func (s *LayerStore) WriteTar(ctx context.Context, diffID string, w io.Writer) (
 		return n, fmt.Errorf("write tar of layer %s: %w", diffID, err)
 	}
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
-		return n, fmt.Errorf("write tar of layer %s: directory %s serializes to %s (modified on disk)", diffID, s.Dir(diffID), got)
+		return n, fmt.Errorf("write tar of layer %s: %w", diffID, &ModifiedError{DiffID: diffID, Dir: s.Dir(diffID), Got: got})
 	}
 	return n, nil
 }

@@ -128,6 +128,10 @@ func TestLayerStoreWriteTarDetectsTampering(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "modified on disk") {
 		t.Fatalf("WriteTar of tampered layer: %v", err)
 	}
+	var me *snapshot.ModifiedError
+	if !errors.Is(err, snapshot.ErrModified) || !errors.As(err, &me) || me.DiffID != e.Base {
+		t.Errorf("WriteTar error %v does not match ErrModified with diffID %s", err, e.Base)
+	}
 }
 
 func TestLayerStoreDirsArePrivate(t *testing.T) {

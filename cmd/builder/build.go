@@ -22,6 +22,7 @@ import (
 	"github.com/builder-dev/builder/internal/buildcontext"
 	"github.com/builder-dev/builder/parser"
 	"github.com/builder-dev/builder/planner"
+	"github.com/builder-dev/builder/snapshot"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -204,7 +205,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	}
 	digest, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, a.remoteOptions(platform, prog.Notice))
 	if err != nil {
-		return err
+		return dropModifiedLayer(ctx, st, rec, err)
 	}
 	rec.ImageDigest, rec.Tags, rec.History = digest.String(), f.tags, res.History
 	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
@@ -265,6 +266,34 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 		prog.Notice("naming to " + t)
 	}
 	return digest, nil
+}
+
+// dropModifiedLayer handles an export that failed because a committed
+// layer's directory was changed on disk after the commit (WriteTar sees
+// it no longer hashes to its diffID): it removes the key records of this
+// build's steps that produced the layer, then the layer, so the next
+// build rebuilds those steps instead of hitting the damaged layer again,
+// and says so in the error. Other errors are returned as they are.
+func dropModifiedLayer(ctx context.Context, st *stores, rec *cache.BuildRecord, err error) error {
+	var me *snapshot.ModifiedError
+	if !errors.As(err, &me) || rec == nil {
+		return err
+	}
+	ctx = context.WithoutCancel(ctx)
+	n := 0
+	for _, s := range rec.Steps {
+		if s.Layer != me.DiffID {
+			continue
+		}
+		if rerr := st.cache.RemoveRecord(ctx, s.Key); rerr != nil {
+			return fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
+		}
+		n++
+	}
+	if rerr := st.layers.Remove(ctx, me.DiffID); rerr != nil && !errors.Is(rerr, snapshot.ErrNotFound) {
+		return fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
+	}
+	return fmt.Errorf("%w; removed it and its cache records (%s), the next build rebuilds it", err, plural(n, "record"))
 }
 
 // readDockerfile reads and parses the Dockerfile: -f PATH, -f - (stdin), or
