@@ -12,8 +12,9 @@ import (
 	"github.com/builder-dev/builder/executor"
 )
 
-// progress renders build events: "plain" (BuildKit-like numbered lines,
-// also used for auto and tty), "quiet" (errors only) or "rawjson" (one
+// progress renders build events: "plain" (BuildKit-like numbered lines),
+// "tty" (steps redrawn in place, see ttyRenderer; "auto" picks it when w
+// is a terminal, else plain), "quiet" (errors only) or "rawjson" (one
 // JSON object per event).
 type progress struct {
 	mu    sync.Mutex
@@ -22,13 +23,25 @@ type progress struct {
 	ids   map[string]int
 	next  int
 	start map[string]time.Time
+	tty   *ttyRenderer // set in tty mode
 }
 
 func newProgress(mode string, w io.Writer) (*progress, error) {
 	switch mode {
-	case "auto", "tty", "plain":
-		mode = "plain"
-	case "quiet", "rawjson":
+	case "auto", "tty":
+		width, isTerm := 0, false
+		if f, ok := w.(interface{ Fd() uintptr }); ok {
+			width, isTerm = terminalWidth(f.Fd())
+		}
+		if mode == "auto" && !isTerm {
+			mode = "plain"
+			break
+		}
+		mode = "tty"
+		p := &progress{w: w, mode: mode, ids: map[string]int{}, start: map[string]time.Time{}}
+		p.tty = newTTYRenderer(w, width, time.Now, 100*time.Millisecond)
+		return p, nil
+	case "plain", "quiet", "rawjson":
 	default:
 		return nil, fmt.Errorf("--progress %q: want auto, plain, tty, quiet or rawjson", mode)
 	}
@@ -57,6 +70,9 @@ func (p *progress) Event(ev executor.Event) {
 		return
 	case "rawjson":
 		p.json(n, ev)
+		return
+	case "tty":
+		p.tty.Event(ev, n)
 		return
 	}
 	if ev.Kind == executor.StepStarted {
@@ -101,6 +117,9 @@ func (p *progress) Output(ev executor.Event) io.Writer {
 	if p.mode == "quiet" {
 		return io.Discard
 	}
+	if p.tty != nil {
+		return p.tty.Output(ev, p.id(ev))
+	}
 	return &lineWriter{p: p, n: p.id(ev), start: time.Now()}
 }
 
@@ -110,6 +129,8 @@ func (p *progress) Notice(msg string) {
 	defer p.mu.Unlock()
 	switch p.mode {
 	case "quiet":
+	case "tty":
+		p.tty.Notice(msg)
 	case "rawjson":
 		b, _ := json.Marshal(map[string]string{"notice": msg})
 		fmt.Fprintf(p.w, "%s\n", b)
@@ -121,8 +142,14 @@ func (p *progress) Notice(msg string) {
 // Done prints the closing line.
 func (p *progress) Done(msg string) { p.Notice(msg) }
 
-// Close flushes nothing today; it exists so callers defer it.
-func (p *progress) Close() error { return nil }
+// Close prints the final state of every step in tty mode; otherwise
+// there is nothing to flush.
+func (p *progress) Close() error {
+	if p.tty != nil {
+		return p.tty.Close()
+	}
+	return nil
+}
 
 type lineWriter struct {
 	p     *progress
