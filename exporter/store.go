@@ -209,7 +209,7 @@ func (s *Store) layer(ctx context.Context, d v1.Descriptor, diffID v1.Hash) (v1.
 		return LayerFromBlob(ctx, s.blobs, d, diffID)
 	}
 	if isUncompressed(d.MediaType) && d.Digest == diffID && s.layers.Has(diffID.String()) {
-		return LayerFromStore(ctx, s.layers, diffID.String(), d.Size)
+		return LayerFromStore(ctx, s, diffID.String(), d.Size)
 	}
 	return nil, fmt.Errorf("%s: %w", d.Digest, cache.ErrNotFound)
 }

@@ -1,0 +1,407 @@
+package exporter
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/snapshot"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/match"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/pgzip"
+)
+
+// A remote cache is one OCI image manifest: its config (media type
+// CacheConfigType) lists cache records — key → layer diffID, history entry,
+// creation time — and its layers are the records' layers, gzipped, each
+// once. It lives under a tag in a registry or under a name in the
+// index.json of an OCI layout directory.
+
+// CacheConfigType is the config media type of a builder cache manifest.
+const CacheConfigType types.MediaType = "application/vnd.builder.cache.config.v1+json"
+
+// cacheVersion tags the config encoding. Keys carry their own version
+// (cache.KeyOf), so a build with other key rules simply finds no match.
+const cacheVersion = "builder.cache.v1"
+
+// refNameAnnotation names a manifest in an OCI layout's index.json.
+const refNameAnnotation = "org.opencontainers.image.ref.name"
+
+// CacheLocation is where a remote cache lives: an image reference in a
+// registry, or a name in an OCI layout directory.
+type CacheLocation struct {
+	Ref string // registry reference (type=registry,ref=REF)
+	Dir string // OCI layout directory (type=local)
+	Tag string // the manifest's name in Dir's index.json; "" means "latest"
+}
+
+func (l CacheLocation) String() string {
+	if l.Dir != "" {
+		return l.Dir
+	}
+	return l.Ref
+}
+
+func (l CacheLocation) tag() string {
+	if l.Tag == "" {
+		return "latest"
+	}
+	return l.Tag
+}
+
+// cacheConfig is the config blob of a cache manifest.
+type cacheConfig struct {
+	Version string        `json:"version"`
+	Records []cacheRecord `json:"records"`
+}
+
+// cacheRecord is one step result. Layer is the digest of the gzip layer
+// among the manifest's layers ("" for an empty layer).
+type cacheRecord struct {
+	Key        cache.Key `json:"key"`
+	DiffID     string    `json:"diffID,omitempty"`
+	Size       int64     `json:"size,omitempty"`
+	Layer      string    `json:"layer,omitempty"`
+	EmptyLayer bool      `json:"emptyLayer,omitempty"`
+	CreatedBy  string    `json:"createdBy,omitempty"`
+	Comment    string    `json:"comment,omitempty"`
+	Created    time.Time `json:"created"`
+}
+
+// ExportCache writes recs, each with its layer gzipped (once per layer
+// and machine, see Compressed), to loc as a cache manifest, replacing
+// what loc named before. Blobs the destination has are not uploaded again.
+// It returns the manifest digest.
+func (s *Store) ExportCache(ctx context.Context, recs []*cache.Record, loc CacheLocation, o RemoteOptions) (v1.Hash, error) {
+	img, err := s.cacheImage(ctx, recs, o.notify)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", loc, err)
+	}
+	if loc.Dir != "" {
+		err = writeLayoutCache(loc, img)
+	} else {
+		err = pushCache(ctx, loc.Ref, img, o)
+	}
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", loc, err)
+	}
+	return img.Digest()
+}
+
+// cacheImage builds the cache manifest of recs.
+func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, notify func(string)) (v1.Image, error) {
+	var plain []v1.Layer
+	for _, r := range recs {
+		if r.EmptyLayer || r.DiffID == "" {
+			continue
+		}
+		l, err := LayerFromStore(ctx, s, r.DiffID, r.Size)
+		if err != nil {
+			return nil, err
+		}
+		plain = append(plain, l)
+	}
+	gz, err := s.compressAll(ctx, plain, notify)
+	if err != nil {
+		return nil, err
+	}
+	cfg := cacheConfig{Version: cacheVersion, Records: make([]cacheRecord, 0, len(recs))}
+	var layers []v1.Layer
+	seen := map[v1.Hash]bool{}
+	for _, r := range recs {
+		cr := cacheRecord{Key: r.Key, DiffID: r.DiffID, Size: r.Size, EmptyLayer: r.EmptyLayer,
+			CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created}
+		if !r.EmptyLayer && r.DiffID != "" {
+			d, err := v1.NewHash(r.DiffID)
+			if err != nil {
+				return nil, fmt.Errorf("record %s: %w", r.Key, err)
+			}
+			l := gz[d]
+			digest, err := l.Digest()
+			if err != nil {
+				return nil, fmt.Errorf("record %s: %w", r.Key, err)
+			}
+			cr.Layer = digest.String()
+			if !seen[digest] {
+				seen[digest] = true
+				layers = append(layers, announcedLayer{Layer: l, notify: notify})
+			}
+		}
+		cfg.Records = append(cfg.Records, cr)
+	}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode cache config: %w", err)
+	}
+	return imageFromParts(raw, CacheConfigType, layers)
+}
+
+func pushCache(ctx context.Context, ref string, img v1.Image, o RemoteOptions) error {
+	r, err := o.parse(ref)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(r, img, o.remote(ctx, r.Context().Registry)...); err != nil {
+		return classify(err)
+	}
+	return nil
+}
+
+// writeLayoutCache adds img to the OCI layout loc.Dir (created if
+// missing) under loc's tag, replacing the manifest that tag named.
+func writeLayoutCache(loc CacheLocation, img v1.Image) error {
+	p, err := layout.FromPath(loc.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		p, err = layout.Write(loc.Dir, empty.Index)
+	}
+	if err != nil {
+		return err
+	}
+	ann := map[string]string{refNameAnnotation: loc.tag()}
+	return p.ReplaceImage(img, match.Annotation(refNameAnnotation, loc.tag()), layout.WithAnnotations(ann))
+}
+
+// ImportedCache is a remote cache whose manifest was read: it answers
+// which keys it holds and fetches their layers on demand. It is safe for
+// concurrent use.
+type ImportedCache struct {
+	s       *Store
+	loc     CacheLocation
+	records map[cache.Key]cacheRecord
+	layers  map[string]v1.Descriptor // by digest
+	blobs   func(ctx context.Context, d v1.Hash) (io.ReadCloser, error)
+}
+
+// ImportCache reads the cache manifest at loc. A missing manifest (a
+// cache never exported) is an error wrapping ErrImageNotFound.
+func (s *Store) ImportCache(ctx context.Context, loc CacheLocation, o RemoteOptions) (*ImportedCache, error) {
+	c := &ImportedCache{s: s, loc: loc}
+	var img v1.Image
+	var err error
+	if loc.Dir != "" {
+		img, c.blobs, err = layoutCache(loc)
+	} else {
+		img, c.blobs, err = remoteCache(ctx, loc.Ref, o)
+	}
+	if err == nil {
+		err = c.index(img)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("import cache from %s: %w", loc, err)
+	}
+	return c, nil
+}
+
+func layoutCache(loc CacheLocation) (v1.Image, func(context.Context, v1.Hash) (io.ReadCloser, error), error) {
+	p, err := layout.FromPath(loc.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("%w: no OCI layout at %s", ErrImageNotFound, loc.Dir)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, d := range m.Manifests {
+		if d.Annotations[refNameAnnotation] == loc.tag() {
+			img, err := p.Image(d.Digest)
+			blobs := func(_ context.Context, h v1.Hash) (io.ReadCloser, error) { return p.Blob(h) }
+			return img, blobs, err
+		}
+	}
+	return nil, nil, fmt.Errorf("%w: %s has no manifest named %q", ErrImageNotFound, loc.Dir, loc.tag())
+}
+
+func remoteCache(ctx context.Context, ref string, o RemoteOptions) (v1.Image, func(context.Context, v1.Hash) (io.ReadCloser, error), error) {
+	r, err := o.parse(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	img, err := remote.Image(r, o.remote(ctx, r.Context().Registry)...)
+	if err != nil {
+		return nil, nil, classify(err)
+	}
+	repo := r.Context()
+	blobs := func(ctx context.Context, h v1.Hash) (io.ReadCloser, error) {
+		l, err := remote.Layer(repo.Digest(h.String()), o.remote(ctx, repo.Registry)...)
+		if err != nil {
+			return nil, classify(err)
+		}
+		return l.Compressed()
+	}
+	return img, blobs, nil
+}
+
+// index decodes the manifest and config of a cache image.
+func (c *ImportedCache) index(img v1.Image) error {
+	m, err := img.Manifest()
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	if m.Config.MediaType != CacheConfigType {
+		return fmt.Errorf("not a builder cache: config media type %q, want %q", m.Config.MediaType, CacheConfigType)
+	}
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var cfg cacheConfig
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return fmt.Errorf("decode cache config: %w", err)
+	}
+	if cfg.Version != cacheVersion {
+		return fmt.Errorf("cache version %q, want %q", cfg.Version, cacheVersion)
+	}
+	c.layers = map[string]v1.Descriptor{}
+	for _, d := range m.Layers {
+		if d.MediaType != types.OCILayer {
+			return fmt.Errorf("layer %s: media type %q, want %q", d.Digest, d.MediaType, types.OCILayer)
+		}
+		c.layers[d.Digest.String()] = d
+	}
+	c.records = make(map[cache.Key]cacheRecord, len(cfg.Records))
+	for _, r := range cfg.Records {
+		if _, ok := c.layers[r.Layer]; !r.EmptyLayer && !ok {
+			return fmt.Errorf("record %s: layer %q is not in the manifest", r.Key, r.Layer)
+		}
+		c.records[r.Key] = r
+	}
+	return nil
+}
+
+// Source names the cache in progress output.
+func (c *ImportedCache) Source() string { return c.loc.String() }
+
+// Len is the number of records the cache holds.
+func (c *ImportedCache) Len() int { return len(c.records) }
+
+// Fetch makes the result of key available locally — its gzip layer a
+// verified blob of the store, unpacked into the layer store (checking its
+// diffID), recorded as the layer's compressed form so a later push or
+// cache export sends the same blob — and returns the record to put in the
+// cache. A key the cache lacks is an error wrapping cache.ErrNotFound.
+func (c *ImportedCache) Fetch(ctx context.Context, key cache.Key) (*cache.Record, error) {
+	r, ok := c.records[key]
+	if !ok {
+		return nil, fmt.Errorf("cache %s: key %s: %w", c.loc, key, cache.ErrNotFound)
+	}
+	rec := &cache.Record{Key: key, DiffID: r.DiffID, Size: r.Size, EmptyLayer: r.EmptyLayer,
+		CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created}
+	if r.EmptyLayer {
+		return rec, nil
+	}
+	desc := c.layers[r.Layer]
+	size, err := c.fetchLayer(ctx, desc, r.DiffID)
+	if err != nil {
+		return nil, fmt.Errorf("cache %s: layer %s of key %s: %w", c.loc, r.Layer, key, err)
+	}
+	rec.Size, rec.Blobs = size, []string{desc.Digest.String()}
+	return rec, nil
+}
+
+// fetchLayer downloads the blob desc unless the store has it, unpacks it
+// as layer diffID unless the layer store has it, and records the pair. It
+// returns the layer's uncompressed size.
+func (c *ImportedCache) fetchLayer(ctx context.Context, desc v1.Descriptor, diffID string) (int64, error) {
+	s := c.s
+	if !s.blobs.HasBlob(desc.Digest.String()) {
+		rc, err := c.blobs(ctx, desc.Digest)
+		if err != nil {
+			return 0, err
+		}
+		_, _, err = s.blobs.WriteBlob(ctx, contextReader{ctx, rc}, desc.Digest.String())
+		rc.Close()
+		if err != nil {
+			return 0, err
+		}
+	}
+	d, err := v1.NewHash(diffID)
+	if err != nil {
+		return 0, err
+	}
+	size, err := c.unpack(ctx, desc.Digest, diffID)
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := s.compressedRecord(d); !ok {
+		rec := compressedRecord{DiffID: d, Digest: desc.Digest, Size: desc.Size, MediaType: types.OCILayer}
+		if err := s.writeCompressedRecord(rec); err != nil {
+			return 0, err
+		}
+	}
+	return size, nil
+}
+
+// unpack gunzips the blob digest into the layer store as diffID.
+func (c *ImportedCache) unpack(ctx context.Context, digest v1.Hash, diffID string) (int64, error) {
+	rc, err := c.s.blobs.OpenBlob(ctx, digest.String())
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	zr, err := pgzip.NewReader(rc)
+	if err != nil {
+		return 0, fmt.Errorf("gunzip: %w", err)
+	}
+	defer zr.Close()
+	l, err := c.s.layers.Unpack(ctx, diffID, zr)
+	if err != nil {
+		return 0, err
+	}
+	return l.Size, nil
+}
+
+// WriteTar writes the uncompressed tar of the layer diffID of the layer
+// store to w. A layer whose directory cannot reproduce its tar (it was
+// unpacked from a remote cache, not committed here) is read from the gzip
+// blob recorded for it instead, checking its diffID.
+func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64, error) {
+	n, err := s.layers.WriteTar(ctx, diffID, w)
+	if !errors.Is(err, snapshot.ErrNotReproducible) {
+		return n, err
+	}
+	d, herr := v1.NewHash(diffID)
+	if herr != nil {
+		return n, err
+	}
+	rec, ok := s.compressedRecord(d)
+	if !ok {
+		return n, err
+	}
+	rc, err := s.blobs.OpenBlob(ctx, rec.Digest.String())
+	if err != nil {
+		return 0, fmt.Errorf("write tar of layer %s: %w", diffID, err)
+	}
+	defer rc.Close()
+	zr, err := pgzip.NewReader(rc)
+	if err != nil {
+		return 0, fmt.Errorf("write tar of layer %s: gunzip %s: %w", diffID, rec.Digest, err)
+	}
+	defer zr.Close()
+	h := sha256.New()
+	n, err = io.Copy(io.MultiWriter(w, h), contextReader{ctx, zr})
+	if err != nil {
+		return n, fmt.Errorf("write tar of layer %s: %w", diffID, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != d.Hex {
+		return n, fmt.Errorf("write tar of layer %s: blob %s holds sha256:%s", diffID, rec.Digest, got)
+	}
+	return n, nil
+}

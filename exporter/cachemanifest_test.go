@@ -1,0 +1,183 @@
+package exporter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/snapshot"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// committedLayers is a layer store whose layers all serialize (counted);
+// nothing is unpacked into it.
+type committedLayers struct{ *countingTars }
+
+func (committedLayers) Unpack(ctx context.Context, diffID string, r io.Reader) (snapshot.Layer, error) {
+	return snapshot.Layer{}, errors.New("unexpected unpack")
+}
+
+// cacheSource is a store holding two built layers and the records of four
+// steps: two share layer a, one has an empty layer.
+func cacheSource(t *testing.T) (*Store, *countingTars, []*cache.Record, map[string][]byte) {
+	t.Helper()
+	blobs, err := cache.Open(filepath.Join(t.TempDir(), "cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { blobs.Close() })
+	tars := &countingTars{fakeLayers: newFakeLayers()}
+	s := &Store{blobs: blobs, layers: committedLayers{tars}, compressedDir: filepath.Join(blobs.Root(), compressedDirName)}
+	a := layerTar(t, map[string]string{"a": "1"})
+	b := layerTar(t, map[string]string{"b/c": strings.Repeat("xyz", 100000)})
+	da, sa := tars.put(a)
+	db, sb := tars.put(b)
+	created := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	key := func(op string) cache.Key { return cache.KeyOf(cache.Key{}, cache.Inputs{Op: op}) }
+	recs := []*cache.Record{
+		{Key: key("COPY"), DiffID: da, Size: sa, CreatedBy: "COPY a /a # buildkit", Comment: "buildkit.dockerfile.v0", Created: created},
+		{Key: key("RUN"), DiffID: db, Size: sb, CreatedBy: "RUN make", Created: created.Add(time.Second)},
+		{Key: key("WORKDIR"), DiffID: da, Size: sa, CreatedBy: "WORKDIR /a", Created: created},
+		{Key: key("ADD"), EmptyLayer: true, CreatedBy: "ADD nothing", Created: created},
+	}
+	return s, tars, recs, map[string][]byte{da: a, db: b}
+}
+
+func TestExportImportCacheRegistry(t *testing.T) {
+	ctx := t.Context()
+	reg := newTestRegistry(t)
+	src, tars, recs, content := cacheSource(t)
+	ref := reg.host + "/cache/app:main"
+
+	digest, err := src.ExportCache(ctx, recs, CacheLocation{Ref: ref}, RemoteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tars.count() != 2 {
+		t.Errorf("export serialized %d layer tars, want 2 (one per distinct layer)", tars.count())
+	}
+	r, _ := name.ParseReference(ref)
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := img.Digest(); d != digest {
+		t.Errorf("registry holds %s, export returned %s", d, digest)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Config.MediaType != CacheConfigType || len(m.Layers) != 2 {
+		t.Fatalf("manifest config %s with %d layers, want %s with 2", m.Config.MediaType, len(m.Layers), CacheConfigType)
+	}
+	for _, l := range m.Layers {
+		if l.MediaType != types.OCILayer {
+			t.Errorf("layer %s media type %s, want %s", l.Digest, l.MediaType, types.OCILayer)
+		}
+	}
+
+	// A second export compresses and uploads nothing.
+	uploads := reg.uploads.Load()
+	if _, err := src.ExportCache(ctx, recs, CacheLocation{Ref: ref}, RemoteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if tars.count() != 2 || reg.uploads.Load() != uploads {
+		t.Errorf("second export: %d tars serialized, %d blobs uploaded; want 2 and %d", tars.count(), reg.uploads.Load(), uploads)
+	}
+
+	dst := newTestStore(t)
+	ic, err := dst.ImportCache(ctx, CacheLocation{Ref: ref}, RemoteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkImported(t, dst, ic, recs, content)
+
+	// The importing store exports what it imported, from its kept blobs
+	// (its unpacked layers cannot be re-serialized), into an OCI layout;
+	// a third store imports that.
+	loc := CacheLocation{Dir: filepath.Join(t.TempDir(), "layout"), Tag: "v1"}
+	var imported []*cache.Record
+	for _, r := range recs {
+		got, err := dst.blobs.(*cache.Store).Lookup(ctx, r.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imported = append(imported, got)
+	}
+	if _, err := dst.ExportCache(ctx, imported, loc, RemoteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	third := newTestStore(t)
+	ic3, err := third.ImportCache(ctx, loc, RemoteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkImported(t, third, ic3, recs, content)
+}
+
+// checkImported fetches every record of ic into s and checks what s holds.
+func checkImported(t *testing.T, s *Store, ic *ImportedCache, recs []*cache.Record, content map[string][]byte) {
+	t.Helper()
+	ctx := t.Context()
+	if ic.Len() != len(recs) {
+		t.Errorf("imported %d records, want %d", ic.Len(), len(recs))
+	}
+	if _, err := ic.Fetch(ctx, cache.KeyOf(cache.Key{}, cache.Inputs{Op: "other"})); !errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("fetch of an unknown key: %v, want ErrNotFound", err)
+	}
+	for _, want := range recs {
+		got, err := ic.Fetch(ctx, want.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.DiffID != want.DiffID || got.Size != want.Size || got.EmptyLayer != want.EmptyLayer ||
+			got.CreatedBy != want.CreatedBy || got.Comment != want.Comment || !got.Created.Equal(want.Created) {
+			t.Errorf("fetched %+v, want %+v", got, want)
+		}
+		if err := s.blobs.(*cache.Store).Put(ctx, got); err != nil {
+			t.Errorf("put fetched record: %v", err)
+		}
+		if want.EmptyLayer {
+			continue
+		}
+		var buf bytes.Buffer
+		if _, err := s.WriteTar(ctx, want.DiffID, &buf); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf.Bytes(), content[want.DiffID]) || !s.layers.Has(want.DiffID) {
+			t.Errorf("layer %s: unpacked %v, tar of %d bytes differs from the original", want.DiffID, s.layers.Has(want.DiffID), buf.Len())
+		}
+	}
+}
+
+func TestImportCacheErrors(t *testing.T) {
+	ctx := t.Context()
+	reg := newTestRegistry(t)
+	s := newTestStore(t)
+	for _, loc := range []CacheLocation{
+		{Ref: reg.host + "/cache/none:latest"},
+		{Dir: filepath.Join(t.TempDir(), "none")},
+	} {
+		if _, err := s.ImportCache(ctx, loc, RemoteOptions{}); !errors.Is(err, ErrImageNotFound) || !strings.Contains(err.Error(), loc.String()) {
+			t.Errorf("import of missing %s: %v, want ErrImageNotFound naming it", loc, err)
+		}
+	}
+	// An ordinary image is not a cache.
+	tars := &countingTars{fakeLayers: newFakeLayers()}
+	ref := reg.host + "/team/app:v1"
+	if _, err := s.PushImage(ctx, builtImage(t, tars), ref, RemoteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ImportCache(ctx, CacheLocation{Ref: ref}, RemoteOptions{}); err == nil || !strings.Contains(err.Error(), "not a builder cache") {
+		t.Errorf("import of an image: %v, want 'not a builder cache'", err)
+	}
+}
