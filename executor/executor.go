@@ -57,6 +57,9 @@ type Options struct {
 	// Secrets are the values of RUN --mount=type=secret by id (--secret).
 	// They reach only the RUN sandboxes: never a layer, key or record.
 	Secrets map[string][]byte
+	// CacheFrom are imported caches consulted, in order, on a local miss
+	// (--cache-from).
+	CacheFrom []RemoteCache
 	// TempDir holds mount points and downloads; it must be on the same
 	// machine, and is removed by the caller.
 	TempDir string

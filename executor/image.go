@@ -52,7 +52,8 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 
 // storeLayer is a layer built here, read back from the layer store.
 // Its bytes are produced when the image is exported, after Run returned, so
-// it is not bound to the build's context.
+// it is not bound to the build's context. A layer imported from a remote
+// cache is read from its kept blob (see exporter.Store.WriteTar).
 func (b *build) storeLayer(diffID string, size int64) (v1.Layer, error) {
-	return exporter.LayerFromStore(context.Background(), b.e.opts.Layers, diffID, size)
+	return exporter.LayerFromStore(context.Background(), exporter.NewStore(b.e.opts.Cache, b.e.opts.Layers), diffID, size)
 }

@@ -119,6 +119,9 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		case err != nil && !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("cache lookup: %w", err)
 		}
+		if hit, err := b.remoteHit(ctx, sc, key, &ch.inputs); hit || err != nil {
+			return err
+		}
 	}
 	sc.rec.Cache = "miss"
 	sc.rec.Reason = b.explain(ctx, sc, key, &ch.inputs)
