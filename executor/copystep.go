@@ -96,6 +96,13 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, a xferArgs) error
 			return fmt.Errorf("image %s: %w", sc.step.FromImage.Ref, err)
 		}
 		parents = src.parents()
+	case sc.step.FromContext != nil:
+		nc, err := openNamedContext(sc.step.FromContext)
+		if err != nil {
+			return err
+		}
+		req.Context, req.Hash = nc, b.e.opts.Cache.HashFileMeta
+		return b.copyFrom(ctx, sc, a, req)
 	default:
 		if b.e.opts.Context == nil && len(a.params.SourcePaths) > 0 && !allURLs(a.params.SourcePaths) {
 			return fmt.Errorf("no build context: %s needs one", strings.ToUpper(sc.step.Cmd.Name()))

@@ -39,6 +39,8 @@ type runMount struct {
 	// srcRoot is the mounted root of From (a stage or image view) while the
 	// step runs; empty for the build context.
 	srcRoot string
+	// srcCtx is From when it names a directory context (--build-context).
+	srcCtx *buildcontext.Context
 	// plan is a bind mount's source, selected and hashed.
 	plan *copyPlan
 }
@@ -184,6 +186,12 @@ func (b *build) withMountSources(ctx context.Context, step *planner.Step, ms []*
 		if !ok {
 			return fmt.Errorf("RUN --mount from=%s: no such stage or image", rm.From)
 		}
+		if base.Context != nil {
+			if err := useNamedContext(ms[i:], rm.From, base.Context); err != nil {
+				return fmt.Errorf("RUN --mount from=%s: %w", rm.From, err)
+			}
+			continue
+		}
 		parents, key, err := b.mountBase(ctx, base)
 		if err != nil {
 			return fmt.Errorf("RUN --mount from=%s: %w", rm.From, err)
@@ -254,6 +262,8 @@ func (b *build) bindPlan(ctx context.Context, rm *runMount) (*copyPlan, error) {
 		TempDir: b.e.opts.TempDir,
 	}
 	switch {
+	case rm.srcCtx != nil:
+		req.Context, req.Hash = rm.srcCtx, b.e.opts.Cache.HashFileMeta
 	case rm.From != "":
 		req.SrcRoot = rm.srcRoot
 	case b.e.opts.Context == nil:

@@ -48,6 +48,8 @@ type buildFlags struct {
 	pull          bool
 	push          bool
 	quiet         bool
+	cacheFrom     []string
+	cacheTo       []string
 }
 
 func cmdBuild(ctx context.Context, a *app, args []string) error {
@@ -80,6 +82,8 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.BoolVar(&f.pull, "pull", false, "always pull base images from their registry (default: only those missing locally)")
 	fs.BoolVar(&f.push, "push", false, "push the image to the registry of every -t name after the build")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
+	fs.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | REF | type=local,src=DIR")
+	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -94,6 +98,14 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 
 func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (err error) {
 	outs, err := parseOutputs(f.outputs)
+	if err != nil {
+		return err
+	}
+	cacheFrom, err := parseCacheSpecs(f.cacheFrom, cacheImport)
+	if err != nil {
+		return err
+	}
+	cacheTo, err := parseCacheSpecs(f.cacheTo, cacheExport)
 	if err != nil {
 		return err
 	}
@@ -164,6 +176,10 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	imported, err := importCaches(ctx, st, cacheFrom, a.remoteOptions(platform, prog.Notice), prog.Notice)
+	if err != nil {
+		return err
+	}
 
 	ex := executor.New(executor.Options{
 		Cache:            st.cache,
@@ -182,6 +198,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Progress:         prog,
 		TempDir:          tmp,
 		Secrets:          secrets,
+		CacheFrom:        imported,
 	})
 	start := time.Now()
 	res, runErr := ex.Run(ctx, plan)
@@ -208,6 +225,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return dropModifiedLayer(ctx, st, rec, err)
 	}
 	rec.ImageDigest, rec.Tags, rec.History = digest.String(), f.tags, res.History
+	if err := exportCaches(ctx, st, res, cacheTo, a.remoteOptions(platform, prog.Notice), prog.Notice); err != nil {
+		return err
+	}
 	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
 	if f.progress == "quiet" {
 		fmt.Fprintln(a.stdout, digest)

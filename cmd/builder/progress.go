@@ -86,6 +86,8 @@ func (p *progress) Event(ev executor.Event) {
 		fmt.Fprintf(p.w, "#%d DONE 0.0s\n", n)
 	case ev.Cache == "miss":
 		fmt.Fprintf(p.w, "#%d DONE %.1fs (cache miss: %s)\n", n, ev.Duration.Seconds(), ev.Reason)
+	case ev.Reason != "":
+		fmt.Fprintf(p.w, "#%d CACHED (%s)\n", n, ev.Reason)
 	default:
 		fmt.Fprintf(p.w, "#%d CACHED\n", n)
 	}

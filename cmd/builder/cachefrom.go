@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/builder-dev/builder/executor"
+	"github.com/builder-dev/builder/exporter"
+)
+
+// cacheSpec is one --cache-from or --cache-to value.
+type cacheSpec struct {
+	loc  exporter.CacheLocation
+	mode executor.CacheMode // --cache-to only
+}
+
+// cacheDirection tells which flag a value belongs to: the local type takes
+// src= when importing and dest= when exporting, as in BuildKit.
+type cacheDirection int
+
+const (
+	cacheImport cacheDirection = iota
+	cacheExport
+)
+
+// parseCacheSpecs parses --cache-from / --cache-to values:
+// type=registry,ref=REF[,mode=min|max] or a bare REF (registry), and
+// type=local,src=DIR (import) / type=local,dest=DIR (export), with an
+// optional tag=NAME in the layout's index (default latest).
+func parseCacheSpecs(vals []string, dir cacheDirection) ([]cacheSpec, error) {
+	flag := "--cache-from"
+	if dir == cacheExport {
+		flag = "--cache-to"
+	}
+	var out []cacheSpec
+	for _, v := range vals {
+		c, err := parseCacheSpec(v, dir)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", flag, v, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
+	c := cacheSpec{mode: executor.CacheMin}
+	if !strings.Contains(v, "=") {
+		c.loc.Ref = v
+		return c, checkNames([]string{v})
+	}
+	typ, path := "", ""
+	for _, kv := range strings.Split(v, ",") {
+		k, val, _ := strings.Cut(kv, "=")
+		switch strings.TrimSpace(k) {
+		case "type":
+			typ = val
+		case "ref":
+			c.loc.Ref = val
+		case "src":
+			if dir != cacheImport {
+				return c, errors.New("src= belongs to --cache-from (use dest=)")
+			}
+			path = val
+		case "dest":
+			if dir != cacheExport {
+				return c, errors.New("dest= belongs to --cache-to (use src=)")
+			}
+			path = val
+		case "tag":
+			c.loc.Tag = val
+		case "mode":
+			if dir != cacheExport {
+				return c, errors.New("mode= belongs to --cache-to")
+			}
+			if val != string(executor.CacheMin) && val != string(executor.CacheMax) {
+				return c, fmt.Errorf("mode=%q: want min or max", val)
+			}
+			c.mode = executor.CacheMode(val)
+		case "oci-mediatypes", "image-manifest", "ignore-error":
+			// BuildKit's: our cache is always an OCI image manifest, and
+			// a failed export fails the build.
+			if _, err := strconv.ParseBool(val); err != nil {
+				return c, fmt.Errorf("%s=%q is not a boolean", k, val)
+			}
+		default:
+			return c, fmt.Errorf("unknown key %q", k)
+		}
+	}
+	switch typ {
+	case "registry":
+		if c.loc.Ref == "" {
+			return c, errors.New("ref=REF is required")
+		}
+		return c, checkNames([]string{c.loc.Ref})
+	case "local":
+		if path == "" {
+			if dir == cacheImport {
+				return c, errors.New("src=DIR is required")
+			}
+			return c, errors.New("dest=DIR is required")
+		}
+		c.loc.Dir, c.loc.Ref = path, ""
+		return c, nil
+	}
+	return c, fmt.Errorf("unknown type %q (want registry or local)", typ)
+}
+
+// importCaches reads the manifests of the --cache-from caches. A cache
+// that does not exist yet (the first build) is skipped with a warning.
+func importCaches(ctx context.Context, st *stores, specs []cacheSpec, ro exporter.RemoteOptions, notice func(string)) ([]executor.RemoteCache, error) {
+	var out []executor.RemoteCache
+	for _, c := range specs {
+		ic, err := st.images.ImportCache(ctx, c.loc, ro)
+		if errors.Is(err, exporter.ErrImageNotFound) {
+			notice(fmt.Sprintf("[warning] cache %s not found: %v", c.loc, err))
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		notice(fmt.Sprintf("importing cache %s: %d records", c.loc, ic.Len()))
+		out = append(out, ic)
+	}
+	return out, nil
+}
+
+// exportCaches writes the build's cache records to every --cache-to.
+func exportCaches(ctx context.Context, st *stores, res *executor.Result, specs []cacheSpec, ro exporter.RemoteOptions, notice func(string)) error {
+	for _, c := range specs {
+		recs, err := executor.CacheRecords(ctx, st.cache, res, c.mode)
+		if err != nil {
+			return fmt.Errorf("export cache to %s: %w", c.loc, err)
+		}
+		notice(fmt.Sprintf("exporting cache to %s (mode=%s, %d records)", c.loc, c.mode, len(recs)))
+		d, err := st.images.ExportCache(ctx, recs, c.loc, ro)
+		if err != nil {
+			return err
+		}
+		notice(fmt.Sprintf("exported cache %s@%s", c.loc, d))
+	}
+	return nil
+}
