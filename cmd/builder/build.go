@@ -44,6 +44,8 @@ type buildFlags struct {
 	platform      string
 	allow         []string
 	secrets       []string
+	buildContexts []string
+	check         bool
 	snapshotter   string
 	pull          bool
 	push          bool
@@ -78,6 +80,8 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringVar(&f.platform, "platform", "", "target platform (only the host's platform is supported)")
 	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host")
 	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
+	fs.StringArrayVar(&f.buildContexts, "build-context", nil, "named build context NAME=DIR or NAME=docker-image://REF")
+	fs.BoolVar(&f.check, "check", false, "print the Dockerfile's lint warnings without building")
 	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")
 	fs.BoolVar(&f.pull, "pull", false, "always pull base images from their registry (default: only those missing locally)")
 	fs.BoolVar(&f.push, "push", false, "push the image to the registry of every -t name after the build")
@@ -119,6 +123,13 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
+	if f.check {
+		return runCheck(a.stdout, df, dfPath, buildArgMap(f.buildArgs))
+	}
+	contexts, err := namedContexts(f.buildContexts)
+	if err != nil {
+		return err
+	}
 	platform, err := targetPlatform(f.platform)
 	if err != nil {
 		return err
@@ -132,6 +143,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	defer prog.Close()
+	if err := lintBuild(df, dfPath, buildArgMap(f.buildArgs), prog.Notice); err != nil {
+		return err
+	}
 
 	st, err := a.open()
 	if err != nil {
@@ -151,6 +165,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Platform:       platform,
 		BuildPlatform:  hostPlatform(),
 		ResolveImage:   resolver(st, f.pull, a.remoteOptions(platform, prog.Notice)),
+		Contexts:       contexts,
 	})
 	if err != nil {
 		return err
@@ -358,6 +373,30 @@ func openContext(dir, dockerfile string) (*buildcontext.Context, error) {
 		return nil, err
 	}
 	return buildcontext.Open(dir, patterns)
+}
+
+// namedContexts parses --build-context values; directories are made
+// absolute (relative to the working directory, as buildx) and must exist.
+func namedContexts(vals []string) ([]planner.NamedContext, error) {
+	var out []planner.NamedContext
+	for _, v := range vals {
+		nc, err := planner.ParseContext(v)
+		if err != nil {
+			return nil, err
+		}
+		if nc.Dir != "" {
+			if nc.Dir, err = filepath.Abs(nc.Dir); err != nil {
+				return nil, fmt.Errorf("build context %s: %w", nc.Name, err)
+			}
+			if fi, err := os.Stat(nc.Dir); err != nil {
+				return nil, fmt.Errorf("build context %s: %w", nc.Name, err)
+			} else if !fi.IsDir() {
+				return nil, fmt.Errorf("build context %s: %s is not a directory", nc.Name, nc.Dir)
+			}
+		}
+		out = append(out, nc)
+	}
+	return out, nil
 }
 
 // resolver looks base images up in the local store and pulls those it
