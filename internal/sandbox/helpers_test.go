@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -151,6 +152,29 @@ func hostProcesses(t *testing.T, s string) []string {
 		t.Fatal(err)
 	}
 	return found
+}
+
+// childProcesses is hostProcesses limited to children of this process.
+func childProcesses(t *testing.T, s string) []string {
+	t.Helper()
+	found, err := findProcesses(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for _, f := range found {
+		pid, _, _ := strings.Cut(f, ":")
+		stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+		if err != nil {
+			continue // gone since
+		}
+		// The fields after the ")" closing the command name: state, ppid, ...
+		rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
+		if fields := strings.Fields(rest); len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) {
+			mine = append(mine, f)
+		}
+	}
+	return mine
 }
 
 // findProcesses returns "pid: cmdline" of host processes containing s.
