@@ -30,13 +30,25 @@ type dockerManifestEntry struct {
 // deterministic and replaces path atomically.
 func WriteDocker(ctx context.Context, path string, images []Tagged) error {
 	a := &dockerArchive{blobs: blobSet{}, repos: map[string]map[string]string{}}
+	return writeImages(ctx, path, "docker", a, images)
+}
+
+// archive collects images, then writes them as one tar.
+type archive interface {
+	add(t Tagged) error
+	write(t *detTar) error
+}
+
+// writeImages adds images to a and writes it to path atomically; kind
+// names the format in errors.
+func writeImages(ctx context.Context, path, kind string, a archive, images []Tagged) error {
 	for i, t := range images {
 		if err := a.add(t); err != nil {
-			return fmt.Errorf("write docker archive %s: image %d: %w", path, i, err)
+			return fmt.Errorf("write %s archive %s: image %d: %w", kind, path, i, err)
 		}
 	}
 	if err := writeAtomic(ctx, path, a.write); err != nil {
-		return fmt.Errorf("write docker archive %s: %w", path, err)
+		return fmt.Errorf("write %s archive %s: %w", kind, path, err)
 	}
 	return nil
 }

@@ -33,15 +33,7 @@ func WriteOCI(ctx context.Context, path string, images []Tagged) error {
 	}
 	defer os.RemoveAll(spool)
 	a := &ociArchive{ctx: ctx, spool: spool, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}}
-	for i, t := range images {
-		if err := a.add(t); err != nil {
-			return fmt.Errorf("write oci archive %s: image %d: %w", path, i, err)
-		}
-	}
-	if err := writeAtomic(ctx, path, a.write); err != nil {
-		return fmt.Errorf("write oci archive %s: %w", path, err)
-	}
-	return nil
+	return writeImages(ctx, path, "oci", a, images)
 }
 
 type ociArchive struct {
