@@ -152,11 +152,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	defer st.Close()
-	unlock, err := st.cache.RLock(ctx)
-	if err != nil {
+	if err := st.lockShared(ctx); err != nil {
 		return err
 	}
-	defer unlock()
 
 	plan, err := planner.New(ctx, df, planner.Options{
 		DockerfilePath: dfPath,

@@ -115,11 +115,9 @@ func cmdLoad(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer st.Close()
-	unlock, err := st.cache.RLock(ctx)
-	if err != nil {
+	if err := st.lockShared(ctx); err != nil {
 		return err
 	}
-	defer unlock()
 	names, err := st.images.Load(ctx, *in)
 	if err != nil {
 		return err

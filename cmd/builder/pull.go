@@ -24,11 +24,9 @@ func cmdPull(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := st.cache.RLock(ctx)
-	if err != nil {
+	if err := st.lockShared(ctx); err != nil {
 		return err
 	}
-	defer unlock()
 	ref := fs.Arg(0)
 	progress := a.progressLines()
 	if *quiet {

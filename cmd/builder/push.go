@@ -13,11 +13,9 @@ func cmdPush(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer st.Close()
-	unlock, err := st.cache.RLock(ctx)
-	if err != nil {
+	if err := st.lockShared(ctx); err != nil {
 		return err
 	}
-	defer unlock()
 	src, dst := fs.Arg(0), fs.Arg(1)
 	if dst == "" {
 		dst = src

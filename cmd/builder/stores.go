@@ -16,6 +16,7 @@ type stores struct {
 	cache  *cache.Store
 	layers *snapshot.LayerStore
 	images *exporter.Store
+	unlock func() // set by lockShared, called by Close
 }
 
 func (a *app) open() (*stores, error) {
@@ -31,7 +32,25 @@ func (a *app) open() (*stores, error) {
 	return &stores{cache: c, layers: ls, images: exporter.NewStore(c, ls)}, nil
 }
 
-func (s *stores) Close() error { return s.cache.Close() }
+// Close releases the shared lock, if held, and closes the store.
+func (s *stores) Close() error {
+	if s.unlock != nil {
+		s.unlock()
+		s.unlock = nil
+	}
+	return s.cache.Close()
+}
+
+// lockShared holds the store's shared lock until Close: commands that add
+// to the store take it so that prune (exclusive) waits for them.
+func (s *stores) lockShared(ctx context.Context) error {
+	unlock, err := s.cache.RLock(ctx)
+	if err != nil {
+		return err
+	}
+	s.unlock = unlock
+	return nil
+}
 
 // snapshotter returns the snapshotter to use: overlay unless asked for copy
 // or overlayfs cannot be mounted here, in which case it says so once.
