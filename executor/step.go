@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/planner"
 	"github.com/builder-dev/builder/snapshot"
@@ -231,7 +233,10 @@ func (b *build) withMounted(ctx context.Context, mounts []snapshot.Mount, fn fun
 	}()
 	for _, m := range mounts {
 		if err := m.Mount(root); err != nil {
-			return fmt.Errorf("mount root filesystem (builder needs root privileges): %w", err)
+			if errors.Is(err, unix.EPERM) {
+				return fmt.Errorf("mount root filesystem (builder needs root privileges): %w", err)
+			}
+			return fmt.Errorf("mount root filesystem: %w", err)
 		}
 	}
 	defer func() {

@@ -31,9 +31,7 @@ type lowerEntry struct {
 
 // rootLowerDir is the root of the union of layerDirs (bottom first).
 func rootLowerDir(layerDirs []string) lowerDir {
-	top := slices.Clone(layerDirs)
-	slices.Reverse(top)
-	return lowerDir{rel: "", layers: top}
+	return lowerDir{rel: "", layers: stackDirs(layerDirs)}
 }
 
 // lookup returns the visible lower entry for name inside d, if any.

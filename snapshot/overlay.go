@@ -83,10 +83,7 @@ func (o *Overlay) prepare(ctx context.Context, meta activeMeta) ([]Mount, error)
 
 func (o *Overlay) mounts(dir string, meta activeMeta) []Mount {
 	upper := filepath.Join(dir, "upper")
-	lowers := make([]string, len(meta.Parents))
-	for i, p := range meta.Parents {
-		lowers[len(lowers)-1-i] = o.layers.Dir(p)
-	}
+	lowers := stackDirs(layerDirs(o.layers, meta.Parents))
 	switch {
 	case len(lowers) == 0 && meta.ReadOnly:
 		return []Mount{{Type: "bind", Source: upper, Options: []string{"rbind", "ro"}}}
@@ -239,6 +236,25 @@ func finishCommit(ctx context.Context, layers *LayerStore, dir, upper string, op
 		return Layer{}, fmt.Errorf("remove committed snapshot %s: %w", dir, err)
 	}
 	return layer, nil
+}
+
+// stackDirs orders layer directories (bottom first) as an overlay lowerdir
+// list wants them, top first, keeping only the topmost occurrence of a
+// layer that appears more than once (two steps with the same diff, such as
+// two RUNs that change nothing). Overlayfs refuses a stack that names one
+// directory twice (ELOOP); the topmost copy already decides every path that
+// layer holds, so the stack it leaves shows the same tree.
+func stackDirs(dirs []string) []string {
+	seen := make(map[string]bool, len(dirs))
+	top := make([]string, 0, len(dirs))
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if seen[dirs[i]] {
+			continue
+		}
+		seen[dirs[i]] = true
+		top = append(top, dirs[i])
+	}
+	return top
 }
 
 func layerDirs(layers *LayerStore, parents []string) []string {

@@ -135,6 +135,7 @@ func Run(t *testing.T, newFn NewFunc) {
 	t.Run("remove", func(t *testing.T) { testRemove(t, newFn) })
 	t.Run("view", func(t *testing.T) { testView(t, newFn) })
 	t.Run("stacked", func(t *testing.T) { testStacked(t, newFn) })
+	t.Run("repeated layers", func(t *testing.T) { testRepeatedLayers(t, newFn) })
 }
 
 // DiffIDs commits every case and returns case name → layer diffID, so two

@@ -195,3 +195,40 @@ func testStacked(t *testing.T, newFn NewFunc) {
 	}
 	checkClean(t, e)
 }
+
+// testRepeatedLayers stacks the same layer more than once, as two RUN
+// steps that change nothing (or change the same thing) make, and checks
+// that the next step mounts, sees the topmost copy and commits.
+func testRepeatedLayers(t *testing.T, newFn NewFunc) {
+	e := NewEnv(t, newFn)
+	empty := func(t *testing.T, root string) {}
+	same := func(t *testing.T, root string) { writeFile(t, root, "same", "s", 0o644) }
+	e1 := e.Commit("e1", []string{e.Base}, empty)
+	e2 := e.Commit("e2", []string{e.Base, e1}, empty)
+	if e1 != e2 {
+		t.Fatalf("two empty layers differ: %s, %s", e1, e2)
+	}
+	s1 := e.Commit("s1", []string{e.Base, e1, e2}, same)
+	del := e.Commit("del", []string{e.Base, e1, e2, s1}, func(t *testing.T, root string) {
+		must(t, os.Remove(filepath.Join(root, "same")))
+	})
+	s2 := e.Commit("s2", []string{e.Base, e1, e2, s1, del}, same)
+	if s1 != s2 {
+		t.Fatalf("two identical layers differ: %s, %s", s1, s2)
+	}
+	parents := []string{e.Base, e1, e2, s1, del, s2}
+	target := e.MountKey("last", parents)
+	data, err := os.ReadFile(filepath.Join(target, "same"))
+	if err != nil || string(data) != "s" {
+		t.Errorf("same = %q, %v; want the topmost copy's %q", data, err, "s")
+	}
+	writeFile(t, target, "x", "hi", 0o644)
+	fixTimes(t, target)
+	e.Unmount(target)
+	layer, err := e.Sn.Commit(context.Background(), "last")
+	must(t, err)
+	if diff := cmp.Diff([]string{`x file 0644 0:0 "hi"`}, Entries(t, e.Tar(layer.DiffID))); diff != "" {
+		t.Errorf("layer over repeated layers (-want +got):\n%s", diff)
+	}
+	checkClean(t, e)
+}
