@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
 )
 
@@ -42,7 +43,7 @@ func (df *Dockerfile) Reparse(cmd instructions.Command) (instructions.Command, e
 	if i == len(df.Nodes) || df.Nodes[i].StartLine != line {
 		return nil, df.ErrorAt(line, fmt.Errorf("reparse %s: no instruction at this line", cmd.Name()))
 	}
-	c, err := instructions.ParseCommand(df.Nodes[i])
+	c, err := parseCommand(df.Nodes[i])
 	if err != nil {
 		return nil, df.nodeError(df.Nodes[i], err)
 	}
@@ -67,9 +68,25 @@ func ParseTrigger(expr string, line int) (instructions.Command, error) {
 	case "ONBUILD", "FROM", "MAINTAINER":
 		return nil, fmt.Errorf("parse ONBUILD trigger %q: %s isn't allowed as an ONBUILD trigger", expr, strings.ToUpper(n.Value))
 	}
-	c, err := instructions.ParseCommand(n)
+	c, err := parseCommand(n)
 	if err != nil {
 		return nil, fmt.Errorf("parse ONBUILD trigger %q: %w", expr, err)
+	}
+	return c, nil
+}
+
+// parseCommand parses node into a command with a linter that reports
+// nothing: buildkit's ParseCommand passes a nil linter, which panics on a
+// node preceded by a "# check=" comment. Lint warnings are collected once,
+// by Parse.
+func parseCommand(node *bkparser.Node) (instructions.Command, error) {
+	v, err := instructions.ParseInstructionWithLinter(node, linter.New(&linter.Config{}))
+	if err != nil {
+		return nil, err
+	}
+	c, ok := v.(instructions.Command)
+	if !ok {
+		return nil, bkparser.WithLocation(fmt.Errorf("%s is not allowed here", strings.ToUpper(node.Value)), node.Location())
 	}
 	return c, nil
 }

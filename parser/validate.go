@@ -30,7 +30,7 @@ func validateMounts(n *bkparser.Node) error {
 			return nil
 		}
 	}
-	c, err := instructions.ParseCommand(n)
+	c, err := parseCommand(n)
 	if err != nil {
 		return err
 	}

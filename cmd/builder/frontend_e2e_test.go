@@ -239,3 +239,16 @@ func TestE2EBuildReportsLintWarnings(t *testing.T) {
 		t.Errorf("error=true build: err %v, want a failure before any step\n%s", err, errOut)
 	}
 }
+
+// TestE2ECheckCommentBuild: a "# check=" comment after the first line (a
+// per-instruction lint config, as buildkit reads it) builds; it used to
+// panic in the planner.
+func TestE2ECheckCommentBuild(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("FROM busybox:fixture\n# check=skip=all\nRUN echo one > /one\n#check=error=true\nENV A=b\n", nil)
+	out := filepath.Join(e.dir, "out")
+	e.mustRun("build", "--network", "none", "-o", "type=local,dest="+out, ctx)
+	if got := readOut(t, out, "one"); got != "one\n" {
+		t.Errorf("/one = %q, want %q", got, "one\n")
+	}
+}
