@@ -216,11 +216,20 @@ func assertOneBlob(t *testing.T, s *Store, want string) {
 
 func assertNoTemp(t *testing.T, s *Store) {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(s.Root(), "tmp"))
+	var left []string
+	err := filepath.WalkDir(filepath.Join(s.Root(), "tmp"), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			left = append(left, p)
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 0 {
-		t.Errorf("temp files left: %v", entries)
+	if len(left) != 0 {
+		t.Errorf("temp files left: %v", left)
 	}
 }

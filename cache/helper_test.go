@@ -61,6 +61,27 @@ func runHelper(mode, root string) error {
 			}
 		}
 		return nil
+	case "scratch":
+		// Make a build's scratch directories and a temp file, say where,
+		// and wait to be killed: they are left as a SIGKILL leaves them.
+		var dirs []string
+		for _, a := range []Area{Temp, Active} {
+			sc, err := s.NewScratch(a, "build")
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(sc.Path()+"/file", []byte("x"), 0o600); err != nil {
+				return err
+			}
+			dirs = append(dirs, sc.Path())
+		}
+		f, err := s.createTemp()
+		if err != nil {
+			return err
+		}
+		fmt.Println(strings.Join(append(dirs, f.Name()), " "))
+		time.Sleep(time.Minute)
+		return nil
 	case "lock":
 		if _, err := s.Lock(ctx); err != nil {
 			return err

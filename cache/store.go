@@ -9,8 +9,17 @@
 //	<root>/images/index.json    OCI image index of tagged images
 //	<root>/builds/<id>.json     build records
 //	<root>/hashes/<xx>.memo     context file hash memo, 256 shards
-//	<root>/tmp/<pid>.<rand>     files being written; cleaned by Open
+//	<root>/tmp/s-<purpose>-*/   per-process scratch (files being written,
+//	                            a build's mount points and sandboxes)
+//	<root>/active/s-build-*/    a build's active snapshots
+//	<root>/snapshots/, runcache/, compressed/
+//	                            areas other packages get from Dir
 //	<root>/lock                 flock: builds hold it shared, Prune exclusive
+//
+// A scratch directory lives as long as its owner holds the flock it keeps
+// on it (see Scratch): Open removes the ones no live process holds, so a
+// build of any length is safe beside other commands, and a killed one's
+// leftovers go at the next command.
 //
 // Every directory is created 0700. Every write goes to a temp file in tmp/,
 // is fsynced and renamed into place, and the parent directory is fsynced, so
@@ -29,6 +38,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -46,11 +56,12 @@ const (
 	dirPerm  = 0o700
 	filePerm = 0o600
 
-	// staleTemp is the age after which any temp file is removed by Open.
-	staleTemp = time.Hour
-	// orphanGrace is the age after which a temp file whose writer pid is
-	// gone is removed; the grace covers writers in another pid namespace
-	// that are still between two writes.
+	// staleTemp and orphanGrace apply only to entries of tmp/ made by
+	// builders before scratch directories were lock-held (files named
+	// "<pid>.<rand>", "build-*" directories): such an entry is removed
+	// when older than staleTemp, or older than orphanGrace with its
+	// writer's pid gone.
+	staleTemp   = time.Hour
 	orphanGrace = time.Minute
 )
 
@@ -75,11 +86,18 @@ type Store struct {
 	// indexSem serializes this process's index updates, so its goroutines
 	// queue here instead of polling the index flock.
 	indexSem chan struct{}
+
+	// scratch holds this Store's temp files; made on first use.
+	scratchMu sync.Mutex
+	scratch   *Scratch
+	// freedAtOpen is what Open's CleanScratch freed.
+	freedAtOpen int64
 }
 
 // Open creates (if needed) and opens the store at root. Directories are
-// created with mode 0700 and tightened to 0700 if they already exist. Stale
-// temp files left by crashed writers are removed.
+// created with mode 0700 and tightened to 0700 if they already exist.
+// Scratch directories and temp files no live process holds (left by
+// killed commands) are removed.
 func Open(root string) (*Store, error) {
 	if root == "" {
 		return nil, errors.New("open cache: empty root path")
@@ -104,19 +122,36 @@ func Open(root string) (*Store, error) {
 		indexSem: make(chan struct{}, 1),
 	}
 	s.hashes = newMemo(filepath.Join(abs, "hashes"), s)
-	if err := s.cleanTemp(time.Now()); err != nil {
+	if s.freedAtOpen, err = s.CleanScratch(); err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", abs, err)
+	}
+	if err := s.cleanLegacyTemp(time.Now()); err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", abs, err)
 	}
 	return s, nil
 }
 
+// ScratchFreedAtOpen returns the bytes of abandoned scratch directories
+// that Open removed.
+func (s *Store) ScratchFreedAtOpen() int64 { return s.freedAtOpen }
+
 // Root returns the absolute path of the store.
 func (s *Store) Root() string { return s.root }
 
-// Close writes the file hash memo (see FlushHashes) and releases the store.
-// Locks returned by Lock and RLock are independent of Close.
+// Close writes the file hash memo (see FlushHashes), removes the Store's
+// scratch directory and releases the store. Locks returned by Lock and
+// RLock, and Scratch directories from NewScratch, are independent of Close.
 func (s *Store) Close() error {
-	return s.FlushHashes(context.Background())
+	err := s.FlushHashes(context.Background())
+	s.scratchMu.Lock()
+	defer s.scratchMu.Unlock()
+	if s.scratch != nil {
+		if cerr := s.scratch.Close(); err == nil {
+			err = cerr
+		}
+		s.scratch = nil
+	}
+	return err
 }
 
 func makePrivateDir(dir string) error {
@@ -136,14 +171,17 @@ func makePrivateDir(dir string) error {
 	return nil
 }
 
-// cleanTemp removes temp files older than staleTemp, and those whose writer
-// process no longer exists and which have not been written for orphanGrace.
-func (s *Store) cleanTemp(now time.Time) error {
+// cleanLegacyTemp removes the entries of tmp/ made by older builders
+// (without the scratch prefix) by their age and their writer's pid.
+func (s *Store) cleanLegacyTemp(now time.Time) error {
 	entries, err := os.ReadDir(s.tmp)
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), scratchPrefix) {
+			continue
+		}
 		fi, err := e.Info()
 		if err != nil {
 			continue // removed concurrently
@@ -158,8 +196,8 @@ func (s *Store) cleanTemp(now time.Time) error {
 	return nil
 }
 
-// writerGone reports whether the pid encoded in a temp name ("<pid>.<rand>")
-// is not a live process. Names without a pid count as gone.
+// writerGone reports whether the pid encoded in a legacy temp name
+// ("<pid>.<rand>") is not a live process. Names without a pid count as gone.
 func writerGone(name string) bool {
 	p, _, _ := strings.Cut(name, ".")
 	pid, err := strconv.Atoi(p)
@@ -172,10 +210,19 @@ func writerGone(name string) bool {
 	return errors.Is(unix.Kill(pid, 0), unix.ESRCH)
 }
 
-// createTemp creates a temp file in the store's tmp directory, named after
-// this process so that Open can tell orphans from live writes.
+// createTemp creates a temp file in the Store's scratch directory, which
+// its lock keeps alive until Close (or this process's death).
 func (s *Store) createTemp() (*os.File, error) {
-	return os.CreateTemp(s.tmp, strconv.Itoa(os.Getpid())+".*")
+	s.scratchMu.Lock()
+	defer s.scratchMu.Unlock()
+	if s.scratch == nil {
+		sc, err := s.NewScratch(Temp, "proc")
+		if err != nil {
+			return nil, err
+		}
+		s.scratch = sc
+	}
+	return os.CreateTemp(s.scratch.Path(), "w-*")
 }
 
 // durability says whether a write must survive a power loss.

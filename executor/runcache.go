@@ -10,17 +10,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/buildcontext"
 	"github.com/builder-dev/builder/internal/sandbox"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"golang.org/x/sys/unix"
 )
-
-// runCacheDir is the directory of RUN --mount=type=cache directories in the
-// store root. A cache is named by the sha256 of its id, so no id can name a
-// path outside it (RELIABILITY RUN-05); <hex>.lock beside it is flocked by
-// its users: shared by sharing=shared, exclusively by locked and private.
-const runCacheDir = "runcache"
 
 // errLockBusy is a non-blocking lock that another holder has.
 var errLockBusy = errors.New("lock busy")
@@ -29,8 +24,12 @@ var errLockBusy = errors.New("lock busy")
 // creates it on first use, and binds it. A private cache that another
 // step holds gets a fresh directory for this step only, as BuildKit's.
 func (b *build) prepareCache(ctx context.Context, rm *runMount, sm *stepMounts) error {
-	base := filepath.Join(b.e.opts.Cache.Root(), runCacheDir)
-	if err := os.MkdirAll(base, 0o700); err != nil {
+	// The store's RunCache area holds the cache directories. A cache is
+	// named by the sha256 of its id, so no id can name a path outside it
+	// (RELIABILITY RUN-05); <hex>.lock beside it is flocked by its users:
+	// shared by sharing=shared, exclusively by locked and private.
+	base, err := b.e.opts.Cache.Dir(cache.RunCache)
+	if err != nil {
 		return fmt.Errorf("create cache mount directory: %w", err)
 	}
 	sum := sha256.Sum256([]byte(rm.ID))

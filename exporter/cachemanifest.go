@@ -342,7 +342,7 @@ func (c *ImportedCache) fetchLayer(ctx context.Context, desc v1.Descriptor, diff
 	}
 	if _, ok := s.compressedRecord(d); !ok {
 		rec := compressedRecord{DiffID: d, Digest: desc.Digest, Size: desc.Size, MediaType: types.OCILayer}
-		if err := s.writeCompressedRecord(rec); err != nil {
+		if err := s.writeCompressedRecord(ctx, rec); err != nil {
 			return 0, err
 		}
 	}

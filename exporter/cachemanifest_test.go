@@ -35,7 +35,7 @@ func cacheSource(t *testing.T) (*Store, *countingTars, []*cache.Record, map[stri
 	}
 	t.Cleanup(func() { blobs.Close() })
 	tars := &countingTars{fakeLayers: newFakeLayers()}
-	s := &Store{blobs: blobs, layers: committedLayers{tars}, compressedDir: filepath.Join(blobs.Root(), compressedDirName)}
+	s := &Store{blobs: blobs, layers: committedLayers{tars}, compressedDir: blobs.AreaPath(cache.Compressed)}
 	a := layerTar(t, map[string]string{"a": "1"})
 	b := layerTar(t, map[string]string{"b/c": strings.Repeat("xyz", 100000)})
 	da, sa := tars.put(a)

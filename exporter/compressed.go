@@ -13,16 +13,12 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/builder-dev/builder/cache"
 	"github.com/docker/go-units"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/pgzip"
 )
-
-// compressedDirName is the directory under the store root that maps the
-// diffID of a layer stored uncompressed to its gzip blob: one small JSON
-// file per diffID, <hex>.json.
-const compressedDirName = "compressed"
 
 // pgzipBlockSize fixes the compressed bytes of a layer: pgzip's output
 // depends on the block size, not on how many blocks run at once.
@@ -114,7 +110,7 @@ func (s *Store) compress(ctx context.Context, l v1.Layer, diffID v1.Hash) (compr
 		return compressedRecord{}, err
 	}
 	rec := compressedRecord{DiffID: diffID, Digest: h, Size: size, MediaType: types.OCILayer}
-	if err := s.writeCompressedRecord(rec); err != nil {
+	if err := s.writeCompressedRecord(ctx, rec); err != nil {
 		return compressedRecord{}, err
 	}
 	return rec, nil
@@ -145,36 +141,14 @@ func gzipVerified(ctx context.Context, w io.Writer, r io.Reader, diffID v1.Hash)
 	return nil
 }
 
-// writeCompressedRecord writes rec through a synced temp file and a
-// rename, so a reader sees a whole record or none.
-func (s *Store) writeCompressedRecord(rec compressedRecord) (err error) {
+// writeCompressedRecord writes rec durably through the store, so a reader
+// sees a whole record or none.
+func (s *Store) writeCompressedRecord(ctx context.Context, rec compressedRecord) error {
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(s.compressedDir, 0o700); err != nil {
-		return fmt.Errorf("record compressed layer: %w", err)
-	}
-	f, err := os.CreateTemp(s.compressedDir, ".tmp-")
-	if err != nil {
-		return fmt.Errorf("record compressed layer: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("record compressed layer: %w", err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("record compressed layer: %w", err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("record compressed layer: %w", err)
-	}
-	if err = os.Rename(f.Name(), s.compressedPath(rec.DiffID)); err != nil {
+	if err := s.blobs.WriteAreaFile(ctx, cache.Compressed, rec.DiffID.Hex+".json", data); err != nil {
 		return fmt.Errorf("record compressed layer: %w", err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/builder-dev/builder/cache"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -133,5 +134,5 @@ func TestCompressedKeepsCompressedLayers(t *testing.T) {
 
 // blobFile is the path of a blob in the test store.
 func blobFile(st *Store, d v1.Hash) string {
-	return strings.TrimSuffix(st.compressedDir, compressedDirName) + "blobs/sha256/" + d.Hex
+	return strings.TrimSuffix(st.compressedDir, string(cache.Compressed)) + "blobs/sha256/" + d.Hex
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -30,6 +29,7 @@ type blobStore interface {
 	ResolveTag(ctx context.Context, name string) (string, error)
 	Tags(ctx context.Context) ([]cache.Tag, error)
 	RemoveTag(ctx context.Context, name string) error
+	WriteAreaFile(ctx context.Context, a cache.Area, name string, data []byte) error
 }
 
 // layerStore is the part of snapshot.LayerStore the image view uses.
@@ -47,14 +47,15 @@ type layerStore interface {
 type Store struct {
 	blobs  blobStore
 	layers layerStore
-	// compressedDir maps diffIDs of uncompressed layers to the gzip blobs
-	// made of them for a push (see Compressed).
+	// compressedDir (the store's cache.Compressed area) maps diffIDs of
+	// uncompressed layers to the gzip blobs made of them for a push (see
+	// Compressed): one small JSON file per diffID, <hex>.json.
 	compressedDir string
 }
 
 // NewStore returns the image view over blobs and layers.
 func NewStore(blobs *cache.Store, layers *snapshot.LayerStore) *Store {
-	return &Store{blobs: blobs, layers: layers, compressedDir: filepath.Join(blobs.Root(), compressedDirName)}
+	return &Store{blobs: blobs, layers: layers, compressedDir: blobs.AreaPath(cache.Compressed)}
 }
 
 // ImageSummary is one line of List.

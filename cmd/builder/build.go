@@ -175,7 +175,19 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
-	sn, err := st.snapshotter(ctx, f.snapshotter, prog.Notice)
+	// The build's scratch directories are held by a lock for as long as
+	// it runs, so no other command on this root takes them away.
+	active, err := st.cache.NewScratch(cache.Active, "build")
+	if err != nil {
+		return err
+	}
+	defer closeScratch(active, &err)
+	tmp, err := st.cache.NewScratch(cache.Temp, "build")
+	if err != nil {
+		return err
+	}
+	defer closeScratch(tmp, &err)
+	sn, err := snapshotter(ctx, st.layers, active.Path(), f.snapshotter, prog.Notice)
 	if err != nil {
 		return err
 	}
@@ -184,11 +196,6 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(filepath.Join(st.cache.Root(), "tmp"), "build-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
 	imported, err := importCaches(ctx, st, cacheFrom, a.remoteOptions(platform, prog.Notice), prog.Notice)
 	if err != nil {
 		return err
@@ -209,7 +216,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Labels:           keyValues(f.labels),
 		SourceDateEpoch:  epoch,
 		Progress:         prog,
-		TempDir:          tmp,
+		TempDir:          tmp.Path(),
 		Secrets:          secrets,
 		CacheFrom:        imported,
 	})

@@ -86,7 +86,7 @@ func cmdDu(ctx context.Context, a *app, args []string) error {
 	fmt.Fprintf(tw, "cache records\t%s\n", units.HumanSize(float64(u.Keys)))
 	fmt.Fprintf(tw, "build records\t%s\n", units.HumanSize(float64(u.Builds)))
 	fmt.Fprintf(tw, "hash memo\t%s\n", units.HumanSize(float64(u.Hashes)))
-	runCache := dirSize(filepath.Join(st.cache.Root(), "runcache"))
+	runCache := dirSize(st.cache.AreaPath(cache.RunCache))
 	fmt.Fprintf(tw, "RUN cache mounts\t%s\n", units.HumanSize(float64(runCache)))
 	fmt.Fprintf(tw, "total\t%s\n", units.HumanSize(float64(layers+u.Blobs+u.Keys+u.Builds+u.Hashes+runCache)))
 	return tw.Flush()

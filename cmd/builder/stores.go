@@ -24,7 +24,12 @@ func (a *app) open() (*stores, error) {
 	if err != nil {
 		return nil, err
 	}
-	ls, err := snapshot.OpenLayerStore(filepath.Join(c.Root(), "snapshots"))
+	dir, err := c.Dir(cache.Snapshots)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	ls, err := snapshot.OpenLayerStore(dir)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -52,52 +57,52 @@ func (s *stores) lockShared(ctx context.Context) error {
 	return nil
 }
 
-// snapshotter returns the snapshotter to use: overlay unless asked for copy
-// or overlayfs cannot be mounted here, in which case it says so once.
-func (s *stores) snapshotter(ctx context.Context, kind string, notice func(string)) (snapshot.Snapshotter, error) {
-	active := filepath.Join(s.cache.Root(), "active")
-	if err := os.MkdirAll(active, 0o700); err != nil {
-		return nil, err
-	}
+// snapshotter returns the snapshotter to use, keeping its active snapshots
+// in active (a scratch directory of the build): overlay unless asked for
+// copy or overlayfs cannot be mounted here, in which case it says so once.
+func snapshotter(ctx context.Context, layers *snapshot.LayerStore, active, kind string, notice func(string)) (snapshot.Snapshotter, error) {
 	switch kind {
 	case "copy":
-		return snapshot.NewCopy(s.layers, active)
+		return snapshot.NewCopy(layers, active)
 	case "overlay":
-		return snapshot.NewOverlay(s.layers, active)
+		return snapshot.NewOverlay(layers, active)
 	case "", "auto":
 		if err := snapshot.CheckOverlay(ctx, active); err != nil {
 			notice(fmt.Sprintf("overlayfs unavailable (%v); using the copy snapshotter", err))
-			return snapshot.NewCopy(s.layers, active)
+			return snapshot.NewCopy(layers, active)
 		}
-		return snapshot.NewOverlay(s.layers, active)
+		return snapshot.NewOverlay(layers, active)
 	}
 	return nil, fmt.Errorf("unknown snapshotter %q (want overlay, copy or auto)", kind)
 }
 
-// removeUnused deletes what killed builds left under active/ (snapshots that
-// were never committed or removed) and, with all, the RUN --mount=type=cache
-// directories under runcache/. It holds the store's exclusive lock, so no
-// build is running; their mounts died with their mount namespaces. It
-// returns the bytes reclaimed.
+// removeUnused reports what killed commands left in the scratch areas (tmp/
+// and active/: Open removed it, as any command does), removes the active
+// snapshots older builders left, and, with all, deletes the RUN
+// --mount=type=cache directories. It holds the store's exclusive
+// lock, so no build is running. It returns the bytes reclaimed.
 func (s *stores) removeUnused(ctx context.Context, all bool) (int64, error) {
 	unlock, err := s.cache.Lock(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer unlock()
-	dirs := []string{"active"}
-	if all {
-		dirs = append(dirs, "runcache")
+	n, err := s.cache.CleanScratch()
+	n += s.cache.ScratchFreedAtOpen()
+	if err != nil {
+		return n, err
 	}
-	var n int64
-	for _, d := range dirs {
-		m, err := removeChildren(ctx, filepath.Join(s.cache.Root(), d))
-		n += m
-		if err != nil {
-			return n, err
-		}
+	legacy, err := s.cache.RemoveLegacyActive(ctx)
+	n += legacy
+	if err != nil || !all {
+		return n, err
 	}
-	return n, nil
+	dir, err := s.cache.Dir(cache.RunCache)
+	if err != nil {
+		return n, err
+	}
+	m, err := removeChildren(ctx, dir)
+	return n + m, err
 }
 
 // removeChildren removes everything inside dir, returning the bytes freed.
@@ -122,4 +127,12 @@ func removeChildren(ctx context.Context, dir string) (int64, error) {
 		n += size
 	}
 	return n, nil
+}
+
+// closeScratch removes a scratch directory at the end of a command, keeping
+// the command's own error if it has one.
+func closeScratch(sc *cache.Scratch, err *error) {
+	if cerr := sc.Close(); cerr != nil && *err == nil {
+		*err = cerr
+	}
 }
