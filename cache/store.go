@@ -210,19 +210,30 @@ func writerGone(name string) bool {
 	return errors.Is(unix.Kill(pid, 0), unix.ESRCH)
 }
 
-// createTemp creates a temp file in the Store's scratch directory, which
-// its lock keeps alive until Close (or this process's death).
-func (s *Store) createTemp() (*os.File, error) {
+// ScratchDir returns the Store's own scratch directory (made on first use),
+// which its lock keeps alive until Close or this process's death, and which
+// the next Open after that removes: the place for files and directories
+// being written that are renamed into the store when whole.
+func (s *Store) ScratchDir() (string, error) {
 	s.scratchMu.Lock()
 	defer s.scratchMu.Unlock()
 	if s.scratch == nil {
 		sc, err := s.NewScratch(Temp, "proc")
 		if err != nil {
-			return nil, err
+			return "", err
 		}
 		s.scratch = sc
 	}
-	return os.CreateTemp(s.scratch.Path(), "w-*")
+	return s.scratch.Path(), nil
+}
+
+// createTemp creates a temp file in the Store's scratch directory.
+func (s *Store) createTemp() (*os.File, error) {
+	dir, err := s.ScratchDir()
+	if err != nil {
+		return nil, err
+	}
+	return os.CreateTemp(dir, "w-*")
 }
 
 // durability says whether a write must survive a power loss.

@@ -52,6 +52,33 @@ const (
 // directory, so a present layer is always whole.
 type LayerStore struct {
 	root string
+	// scratch returns the directory for temporary layer directories
+	// (unpacks, commits, removals in progress); root when nil.
+	scratch func() (string, error)
+}
+
+// LayerStoreOption configures OpenLayerStore.
+type LayerStoreOption func(*LayerStore)
+
+// WithScratch makes the store keep its temporary directories in the
+// directory dir returns (on root's file system: they are renamed into
+// root), such as a scratch directory its owner's death releases, instead of
+// root itself, where a killed process would leave them.
+func WithScratch(dir func() (string, error)) LayerStoreOption {
+	return func(s *LayerStore) { s.scratch = dir }
+}
+
+// tempDir makes a temporary directory named after purpose.
+func (s *LayerStore) tempDir(purpose string) (string, error) {
+	dir := s.root
+	if s.scratch != nil {
+		d, err := s.scratch()
+		if err != nil {
+			return "", err
+		}
+		dir = d
+	}
+	return os.MkdirTemp(dir, "."+purpose+"-")
 }
 
 // layerMetadata is the content of layer.json.
@@ -63,7 +90,7 @@ type layerMetadata struct {
 }
 
 // OpenLayerStore opens (creating it if needed) the layer store at root.
-func OpenLayerStore(root string) (*LayerStore, error) {
+func OpenLayerStore(root string, opts ...LayerStoreOption) (*LayerStore, error) {
 	if strings.ContainsAny(root, ":,") {
 		return nil, fmt.Errorf("open layer store %s: path must not contain ':' or ','", root)
 	}
@@ -77,7 +104,11 @@ func OpenLayerStore(root string) (*LayerStore, error) {
 	if err := os.Chmod(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("open layer store %s: %w", abs, err)
 	}
-	return &LayerStore{root: abs}, nil
+	s := &LayerStore{root: abs}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // Root is the directory of the store.
@@ -138,7 +169,7 @@ func (s *LayerStore) Remove(ctx context.Context, diffID string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(s.root, ".rm-")
+	tmp, err := s.tempDir("rm")
 	if err != nil {
 		return fmt.Errorf("remove layer %s: %w", diffID, err)
 	}
@@ -186,7 +217,7 @@ func (s *LayerStore) Unpack(ctx context.Context, diffID string, r io.Reader) (La
 	if s.Has(diffID) {
 		return s.layer(diffID)
 	}
-	tmp, err := os.MkdirTemp(s.root, ".unpack-")
+	tmp, err := s.tempDir("unpack")
 	if err != nil {
 		return Layer{}, fmt.Errorf("unpack layer %s: %w", diffID, err)
 	}
@@ -227,7 +258,7 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 	if s.Has(diffID) {
 		return layer, removeAll(context.WithoutCancel(ctx), dir)
 	}
-	tmp, err := os.MkdirTemp(s.root, ".commit-")
+	tmp, err := s.tempDir("commit")
 	if err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}

@@ -163,3 +163,44 @@ func assertOnlyLayers(t *testing.T, root string, n int) {
 		t.Errorf("store holds %v, want %d layer dirs", names, n)
 	}
 }
+
+// TestLayerStoreScratch: with WithScratch, work in progress lives in the
+// scratch directory, never in the store's root (where a killed process
+// would leave it), and still lands whole in the store.
+func TestLayerStoreScratch(t *testing.T) {
+	_, data := committedTar(t)
+	id := digestOf(data)
+	dir := t.TempDir()
+	scratch := filepath.Join(dir, "scratch")
+	if err := os.Mkdir(scratch, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	s, err := snapshot.OpenLayerStore(filepath.Join(dir, "store"), snapshot.WithScratch(func() (string, error) {
+		calls++
+		return scratch, nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.Unpack(ctx, digestOf([]byte("other")), bytes.NewReader(data)); err == nil {
+		t.Fatal("Unpack with a wrong digest succeeded")
+	}
+	if _, err := s.Unpack(ctx, id, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 3 {
+		t.Errorf("scratch asked %d times, want 3 (two unpacks, one remove)", calls)
+	}
+	if _, err := s.Unpack(ctx, id, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	assertOnlyLayers(t, s.Root(), 1)
+	if ents, _ := os.ReadDir(scratch); len(ents) != 0 {
+		t.Errorf("scratch not emptied: %v", ents)
+	}
+}

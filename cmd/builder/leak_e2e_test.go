@@ -271,5 +271,27 @@ func TestE2EKilledBuild(t *testing.T) {
 	lt.checkProcesses()
 	checkMounts(t, e.dir, tmp)
 	checkEmptyDir(t, tmp)
+	// The killed build's scratch (active snapshot, sandbox, temp files)
+	// is held by no one now: the next command to open the store, whatever
+	// it is, removes it.
+	if n := scratchEntries(t, e.root); n == 0 {
+		t.Fatal("the killed build left no scratch directory: the test kills it too late")
+	}
+	e.mustRun("images")
+	e.checkNoActive()
 	lt.build(1, "echo ok", 0)
+}
+
+// scratchEntries counts the entries of the store's scratch areas.
+func scratchEntries(t *testing.T, root string) int {
+	t.Helper()
+	var n int
+	for _, d := range []string{"tmp", "active"} {
+		ents, err := os.ReadDir(filepath.Join(root, d))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		n += len(ents)
+	}
+	return n
 }

@@ -29,7 +29,7 @@ func (a *app) open() (*stores, error) {
 		c.Close()
 		return nil, err
 	}
-	ls, err := snapshot.OpenLayerStore(dir)
+	ls, err := snapshot.OpenLayerStore(dir, snapshot.WithScratch(c.ScratchDir))
 	if err != nil {
 		c.Close()
 		return nil, err
