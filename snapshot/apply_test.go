@@ -102,7 +102,12 @@ type axWorld struct {
 
 func axNewWorld(t *testing.T) axWorld {
 	t.Helper()
-	dir := t.TempDir()
+	return axNewWorldIn(t, t.TempDir())
+}
+
+// axNewWorldIn makes the world in the existing empty directory dir.
+func axNewWorldIn(t testing.TB, dir string) axWorld {
+	t.Helper()
 	w := axWorld{dir: dir, root: filepath.Join(dir, "dest"), victim: filepath.Join(dir, "victim")}
 	for _, d := range []string{w.root, filepath.Join(w.victim, "sub"), filepath.Join(dir, "dest-evil")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
