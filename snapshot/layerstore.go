@@ -101,8 +101,14 @@ func OpenLayerStore(root string, opts ...LayerStoreOption) (*LayerStore, error) 
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("open layer store %s: %w", abs, err)
 	}
-	if err := os.Chmod(abs, 0o700); err != nil {
+	// Tighten the mode only when needed: a store on a read-only file
+	// system must still open for reading.
+	if fi, err := os.Stat(abs); err != nil {
 		return nil, fmt.Errorf("open layer store %s: %w", abs, err)
+	} else if fi.Mode().Perm() != 0o700 {
+		if err := os.Chmod(abs, 0o700); err != nil {
+			return nil, fmt.Errorf("open layer store %s: %w", abs, err)
+		}
 	}
 	s := &LayerStore{root: abs}
 	for _, o := range opts {
