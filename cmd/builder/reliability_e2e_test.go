@@ -26,7 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The reliability tests of ../shared/RELIABILITY.md that need the real
+// The reliability tests (store, signals, permissions) that need the real
 // binary: a full disk (CACHE-05), SIGINT during a pull (SIG-01) and during
 // a tar export over a symlink (SIG-03), directory modes and a lock held by
 // a killed process (CACHE-08), and a layer directory changed after commit.
