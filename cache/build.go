@@ -35,9 +35,12 @@ type BuildRecord struct {
 // digest, and GetBuild, LatestBuild and BuildForImage load Inputs back from
 // the blob (leaving them nil if it is gone).
 type StepRecord struct {
-	Stage        string  `json:"stage"`
-	Line         int     `json:"line"`
-	Instruction  string  `json:"instruction"`
+	Stage       string `json:"stage"`
+	Line        int    `json:"line"`
+	Instruction string `json:"instruction"`
+	// Name is the step as progress shows it, BuildKit's vertex name
+	// ("[base 2/3] RUN make").
+	Name         string  `json:"name,omitempty"`
 	Key          Key     `json:"key"`
 	Inputs       *Inputs `json:"inputs,omitempty"`
 	InputsDigest string  `json:"inputsDigest,omitempty"`

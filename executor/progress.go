@@ -23,6 +23,11 @@ type Event struct {
 	Kind        EventKind
 	Stage       string // stage name, or its index when unnamed
 	Step, Total int    // 1-based position in the stage
+	// Label is BuildKit's prefix for the step: "[name i/n]" ("[i/n]" in an
+	// unnamed stage), counting the FROM of an image and the RUN, COPY, ADD
+	// and WORKDIR steps; "[name]" (or "") for the steps BuildKit does not
+	// count, which only change the image config.
+	Label string
 	Line        int
 	Instruction string
 	Cache       string // "hit" or "miss" (StepDone)
@@ -32,6 +37,14 @@ type Event struct {
 	Reason   string // why it missed (StepDone)
 	Duration time.Duration
 	Err      error
+}
+
+// Title is the step as progress shows it: its label and instruction.
+func (ev Event) Title() string {
+	if ev.Label == "" {
+		return ev.Instruction
+	}
+	return ev.Label + " " + ev.Instruction
 }
 
 // Progress receives step events and the output of RUN steps. Implementations

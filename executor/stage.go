@@ -118,9 +118,17 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 		s = parent.clone()
 		in.Fields = append(in.Fields, cache.Field{Name: "base.stage", Value: parent.key.String()})
 	case st.Base.Image != nil:
+		ev := b.fromEvent(st)
+		b.e.opts.Progress.Event(ev)
 		var err error
-		if s, err = b.imageState(ctx, st.Base.Image.Digest); err != nil {
-			return nil, fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
+		s, err = b.imageState(ctx, st.Base.Image.Digest)
+		if err != nil {
+			err = fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
+		}
+		ev.Kind, ev.Cache, ev.Err = StepDone, "hit", err
+		b.e.opts.Progress.Event(ev)
+		if err != nil {
+			return nil, err
 		}
 		in.Fields = append(in.Fields, cache.Field{Name: "base.digest", Value: st.Base.Image.Digest})
 	default:
@@ -132,10 +140,21 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 	s.key = cache.KeyOf(cache.Key{}, in)
 	s.parentReason, s.parentKnown, s.from, s.fromInputs = "", false, st, &in
 	b.addStep(st.Index, -1, cache.StepRecord{
-		Stage: stageName(st), Line: st.Line, Instruction: st.Text,
+		Stage: stageName(st), Line: st.Line, Instruction: st.Text, Name: b.fromEvent(st).Title(),
 		Key: s.key, Inputs: &in, Cache: "hit",
 	})
 	return s, nil
+}
+
+// fromEvent is the progress event of a stage's FROM: BuildKit shows the
+// FROM of an image as the stage's first step.
+func (b *build) fromEvent(st *planner.Stage) Event {
+	ev := Event{Stage: stageName(st), Line: st.Line, Instruction: st.Text}
+	if st.Base.Image != nil {
+		ev.Label, _ = stageLabels(st, b.plan.StageCount)
+		ev.Instruction = "FROM " + st.Base.Image.Ref
+	}
+	return ev
 }
 
 func emptyImage(p v1.Platform) dockerspec.DockerOCIImage {

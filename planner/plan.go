@@ -45,6 +45,8 @@ type Options struct {
 type Plan struct {
 	Stages []*Stage // topological order; Stages[len-1] is the target
 	Target *Stage
+	// StageCount is the number of stages in the Dockerfile, built or not.
+	StageCount int
 	// UnusedBuildArgs lists --build-arg keys no stage consumed (a warning).
 	UnusedBuildArgs []string
 }

@@ -422,10 +422,11 @@ CMD ["cat", "/v"]
 }
 
 // checkStepSchema checks that every step has exactly the fields issue #4
-// lists (reason, key and layer may be omitted when empty) with their types.
+// lists (reason, key and layer may be omitted when empty) with their
+// types, plus name (the step as progress shows it).
 func checkStepSchema(t *testing.T, m *buildMeta) {
 	t.Helper()
-	allowed := map[string]bool{"stage": true, "line": true, "instruction": true, "cache": true,
+	allowed := map[string]bool{"stage": true, "line": true, "instruction": true, "name": true, "cache": true,
 		"reason": false, "key": false, "duration_ms": true, "layer": false}
 	for i, s := range m.rawSteps {
 		for k := range s {

@@ -12,6 +12,7 @@ type metadataStep struct {
 	Stage       string `json:"stage"`
 	Line        int    `json:"line"`
 	Instruction string `json:"instruction"`
+	Name        string `json:"name"` // as progress shows it: "[base 2/3] RUN make"
 	Cache       string `json:"cache"`
 	Reason      string `json:"reason"`
 	Key         string `json:"key"`
@@ -29,7 +30,7 @@ func writeMetadata(path string, img v1.Image, digest v1.Hash, tags []string, rec
 	}
 	steps := make([]metadataStep, 0, len(rec.Steps))
 	for _, s := range rec.Steps {
-		ms := metadataStep{Stage: s.Stage, Line: s.Line, Instruction: s.Instruction, Cache: s.Cache,
+		ms := metadataStep{Stage: s.Stage, Line: s.Line, Instruction: s.Instruction, Name: s.Name, Cache: s.Cache,
 			Reason: s.Reason, DurationMS: s.DurationMS, Layer: s.Layer}
 		if !s.Key.IsZero() {
 			ms.Key = s.Key.String()

@@ -76,7 +76,7 @@ func (p *progress) Event(ev executor.Event) {
 		return
 	}
 	if ev.Kind == executor.StepStarted {
-		fmt.Fprintf(p.w, "#%d [%s %d/%d] %s\n", n, ev.Stage, ev.Step, ev.Total, ev.Instruction)
+		fmt.Fprintf(p.w, "#%d %s\n", n, ev.Title())
 		return
 	}
 	switch {
@@ -96,7 +96,7 @@ func (p *progress) Event(ev executor.Event) {
 func (p *progress) json(n int, ev executor.Event) {
 	rec := map[string]any{
 		"id": n, "stage": ev.Stage, "step": ev.Step, "total": ev.Total,
-		"line": ev.Line, "instruction": ev.Instruction,
+		"line": ev.Line, "instruction": ev.Instruction, "name": ev.Title(),
 	}
 	if ev.Kind == executor.StepStarted {
 		rec["status"] = "started"

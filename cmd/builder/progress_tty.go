@@ -99,7 +99,7 @@ func (r *ttyRenderer) step(ev executor.Event, n int) *ttyStep {
 	k := stepKey(ev)
 	s, ok := r.byKey[k]
 	if !ok {
-		s = &ttyStep{n: n, title: fmt.Sprintf("[%s %d/%d] %s", ev.Stage, ev.Step, ev.Total, ev.Instruction), start: r.now()}
+		s = &ttyStep{n: n, title: ev.Title(), start: r.now()}
 		r.byKey[k] = s
 		r.steps = append(r.steps, s)
 	}

@@ -105,7 +105,8 @@ func newFakeClock() *fakeClock                 { return &fakeClock{t: time.Unix(
 func ev(step int, instr string) executor.Event { return evIn("stage-0", step, 3, instr) }
 
 func evIn(stage string, step, total int, instr string) executor.Event {
-	return executor.Event{Kind: executor.StepStarted, Stage: stage, Step: step, Total: total, Instruction: instr}
+	label := fmt.Sprintf("[%s %d/%d]", stage, step, total)
+	return executor.Event{Kind: executor.StepStarted, Stage: stage, Step: step, Total: total, Label: label, Instruction: instr}
 }
 
 func done(e executor.Event) executor.Event { e.Kind = executor.StepDone; return e }

@@ -1,0 +1,74 @@
+package executor
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/builder-dev/builder/parser"
+	"github.com/builder-dev/builder/planner"
+	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// TestStageLabels: step prefixes as BuildKit's progress prints them
+// (dockerfile2llb prefixCommand): FROM an image counts, FROM scratch or a
+// stage does not; RUN, COPY, ADD and WORKDIR count; named stages carry
+// their name; numbers are padded to the total's width.
+func TestStageLabels(t *testing.T) {
+	src := `FROM busybox AS base
+ENV A=1
+RUN one
+COPY a /a
+FROM base
+WORKDIR /w
+LABEL x=y
+FROM scratch
+ADD b /b
+RUN 1
+RUN 2
+RUN 3
+RUN 4
+RUN 5
+RUN 6
+RUN 7
+RUN 8
+RUN 9
+`
+	df, err := parser.Parse(strings.NewReader(src), "Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolve := func(_ context.Context, ref string, _ v1.Platform) (*planner.ImageInfo, error) {
+		return &planner.ImageInfo{Ref: ref, Digest: "sha256:" + strings.Repeat("a", 64), Config: &v1.ConfigFile{}}, nil
+	}
+	plat := v1.Platform{OS: "linux", Architecture: "amd64"}
+	p, err := planner.New(t.Context(), df, planner.Options{ResolveImage: resolve, BuildPlatform: plat, Target: "base"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, steps := stageLabels(p.Stages[0], p.StageCount)
+	if diff := cmp.Diff([]string{"[base 1/3]", "[base]", "[base 2/3]", "[base 3/3]"}, append([]string{from}, steps...)); diff != "" {
+		t.Errorf("named stage (-want +got):\n%s", diff)
+	}
+	all, err := planner.New(t.Context(), df, planner.Options{ResolveImage: resolve, BuildPlatform: plat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := all.Stages[len(all.Stages)-1]
+	from, steps = stageLabels(last, all.StageCount)
+	if from != "" || steps[0] != "[stage-2  1/10]" || steps[9] != "[stage-2 10/10]" {
+		t.Errorf("FROM scratch with 10 steps: from %q, steps %q", from, steps)
+	}
+	one, err := parser.Parse(strings.NewReader("FROM busybox\nRUN a\n"), "Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, err := planner.New(t.Context(), one, planner.Options{ResolveImage: resolve, BuildPlatform: plat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, steps := stageLabels(single.Stages[0], single.StageCount); from != "[1/2]" || steps[0] != "[2/2]" {
+		t.Errorf("single stage: %q %q, want [1/2] [2/2]", from, steps)
+	}
+}
