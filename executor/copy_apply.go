@@ -171,9 +171,12 @@ func (p *copyPlan) writeEntry(rootfs, dst string, s *copySource, e copyEntry, ow
 
 func (p *copyPlan) writeFile(host string, s *copySource, e copyEntry) error {
 	var r io.Reader
-	if s.data != nil {
+	switch {
+	case s.data != nil:
 		r = strings.NewReader(string(s.data))
-	} else {
+	case e.host == "":
+		r = strings.NewReader("") // a socket: an empty file
+	default:
 		f, err := os.OpenFile(e.host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 		if err != nil {
 			return err

@@ -165,6 +165,11 @@ func copyEntryOf(tree *buildcontext.Context, sub, rel string, fi fs.FileInfo) (c
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			ce.rdev = st.Rdev
 		}
+	case m&fs.ModeSocket != 0:
+		// As BuildKit: a socket in the source becomes an empty regular
+		// file with the socket's permissions (no host path to read).
+		ce.kind, ce.host, ce.mode, ce.digest = copyFile, "", m.Perm(), emptySHA256
+		return ce, nil
 	default:
 		return ce, fmt.Errorf("copy %q: unsupported file type %s", "/"+rel, m.Type())
 	}
@@ -178,6 +183,9 @@ func copyEntryOf(tree *buildcontext.Context, sub, rel string, fi fs.FileInfo) (c
 	ce.xattrs = xattrs
 	return ce, nil
 }
+
+// emptySHA256 is the content digest of an empty file.
+const emptySHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 func copyHeredoc(i int, hd instructions.SourceContent) *copySource {
 	sum := sha256.Sum256([]byte(hd.Data))
@@ -202,7 +210,7 @@ func (p *copyPlan) hashAll(ctx context.Context, tree *buildcontext.Context) erro
 				jobs = append(jobs, func(context.Context) error { return e.readXattrs() })
 			}
 		}
-		if p.req.Add && s.url == nil && s.data == nil && s.entries[0].kind == copyFile {
+		if p.req.Add && s.url == nil && s.data == nil && s.entries[0].kind == copyFile && s.entries[0].host != "" {
 			jobs = append(jobs, func(context.Context) error {
 				ok, err := addIsArchive(s.entries[0].host)
 				s.archive = ok

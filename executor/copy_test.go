@@ -171,3 +171,27 @@ func TestCopyFromStageRoot(t *testing.T) {
 	})
 	copyVerifyVictim(t, victim)
 }
+
+// TestCopySocket: a socket in the context becomes an empty regular file
+// with the socket's permissions, as BuildKit copies it (testCopySocket).
+func TestCopySocket(t *testing.T) {
+	copyRequireRoot(t)
+	ctxDir, rootfs, _ := copySetup(t)
+	sock := filepath.Join(ctxDir, "s.sock")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: sock}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sock, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	copyCheck(t, copyRun(t, copyRequest{Sources: []string{"s.sock"}, Dest: "/out/"}, ctxDir, rootfs))
+	copyVerify(t, rootfs, map[string]copyWant{"out/s.sock": {typ: "file", content: ""}})
+	if fi, err := os.Lstat(filepath.Join(rootfs, "out/s.sock")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("copied socket: %v, %v; want a 0640 regular file", fi.Mode(), err)
+	}
+}

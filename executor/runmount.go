@@ -343,7 +343,7 @@ func (b *build) prepareSecret(rm *runMount, sm *stepMounts) error {
 	data, ok := b.e.opts.Secrets[rm.ID]
 	if !ok {
 		if rm.Required {
-			return fmt.Errorf("RUN --mount=type=secret,id=%s: secret %q is required but was not provided (builder build --secret id=%s,src=PATH)", rm.ID, rm.ID, rm.ID)
+			return fmt.Errorf("secret %s: not found (it is required: builder build --secret id=%s,src=PATH)", rm.ID, rm.ID)
 		}
 		return nil
 	}

@@ -132,7 +132,7 @@ func TestSecretMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = b.prepareMounts(t.Context(), ms)
-	if err == nil || !strings.Contains(err.Error(), `secret "need" is required but was not provided`) {
+	if err == nil || !strings.Contains(err.Error(), `secret need: not found`) {
 		t.Errorf("got %v", err)
 	}
 	sm, err := b.prepareMounts(t.Context(), ms[1:])

@@ -243,7 +243,7 @@ func TestE2ERunMountSecret(t *testing.T) {
 	}
 	// A required secret that is not given fails the build clearly.
 	_, errOut, err := e.run("build", "--no-cache", "--secret", "id=mysecret,src="+src, ctx)
-	if err == nil || !strings.Contains(errOut, `secret "tok" is required`) {
+	if err == nil || !strings.Contains(errOut, "secret tok: not found") {
 		t.Errorf("missing required secret: err %v, stderr:\n%s", err, errOut)
 	}
 }
