@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/builder-dev/builder/cache"
@@ -64,6 +65,9 @@ func (a xferArgs) historyText() string {
 // dispatchCopy runs a COPY or ADD: sources from the build context, an
 // earlier stage or an image.
 func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, a xferArgs) error {
+	if a.link && chownByName(a.chown) {
+		return fmt.Errorf("--chown=%s: user and group names can't be resolved when used with --link, use numeric uid[:gid] instead", a.chown)
+	}
 	req := copyRequest{
 		Add:        a.add,
 		Line:       sc.step.Line,
@@ -167,4 +171,23 @@ func (b *build) withView(ctx context.Context, layers []string, fn func(root stri
 func (b *build) stepWarn(sc *stepCtx) func(msg string) {
 	out := b.e.opts.Progress.Output(sc.ev)
 	return func(msg string) { fmt.Fprintf(out, "warning: %s\n", msg) }
+}
+
+// chownByName reports whether a --chown value names a user or a group
+// rather than giving numeric ids: --link cannot resolve names, since its
+// layer must not depend on the files below it (BuildKit's rule).
+func chownByName(chown string) bool {
+	if chown == "" {
+		return false
+	}
+	user, group, _ := strings.Cut(chown, ":")
+	for _, part := range []string{user, group} {
+		if part == "" {
+			continue
+		}
+		if _, err := strconv.ParseUint(part, 10, 32); err != nil {
+			return true
+		}
+	}
+	return false
 }
