@@ -160,7 +160,8 @@ ENV C=$B
 	args := map[string]*string{"B": str("2"), "HTTP_PROXY": str("http://p"), "https_proxy": str("http://s"), "UNUSED": str("x")}
 	p, _ := mustPlan(t, src, Options{BuildArgs: args})
 	run := stepByLine(t, p.Target, 5)
-	if diff := cmp.Diff([]string{"A=1", "B=2", "HTTP_PROXY=http://p", "https_proxy=http://s"}, run.Args); diff != "" {
+	// As BuildKit's ProxyEnv, a proxy build arg sets both spellings.
+	if diff := cmp.Diff([]string{"A=1", "B=2", "HTTP_PROXY=http://p", "http_proxy=http://p", "HTTPS_PROXY=http://s", "https_proxy=http://s"}, run.Args); diff != "" {
 		t.Errorf("RUN Args (-want +got):\n%s", diff)
 	}
 	// B is shadowed by ENV B; the undeclared https_proxy never counts.
@@ -239,5 +240,20 @@ func TestCancelledContext(t *testing.T) {
 	_, err := New(ctx, df, Options{ResolveImage: newFake().resolve})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("error %v, want context.Canceled", err)
+	}
+}
+
+// TestArgDefaultRequired: ${FOO:?msg} in an ARG default fails with msg
+// when FOO is unset, and is never evaluated when a build arg sets the ARG
+// (BuildKit testArgDefaultExpansion).
+func TestArgDefaultRequired(t *testing.T) {
+	src := "FROM scratch\nARG FOO\nARG BAR=${FOO:?\"foo missing\"}\n"
+	if _, _, err := plan(t, src, Options{}); err == nil || !strings.Contains(err.Error(), "FOO: foo missing") {
+		t.Errorf("FOO unset: %v, want FOO: foo missing", err)
+	}
+	for _, args := range []map[string]*string{{"FOO": str("123")}, {"BAR": str("123")}} {
+		if _, _, err := plan(t, src, Options{BuildArgs: args}); err != nil {
+			t.Errorf("build args %v: %v", args, err)
+		}
 	}
 }

@@ -3,7 +3,9 @@ package planner
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 
 	"github.com/builder-dev/builder/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -22,7 +24,7 @@ func (s *scope) clone() *scope {
 
 // plan builds the Plan from the reachable stages, in index order.
 func (p *planner) plan(ctx context.Context, reach []int, target int) (*Plan, error) {
-	plan := &Plan{}
+	plan := &Plan{StageCount: len(p.stages)}
 	for _, i := range reach {
 		if err := p.planStage(ctx, p.stages[i]); err != nil {
 			return nil, err
@@ -108,16 +110,28 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, orig, c
 	return nil
 }
 
-// proxyArgs are the undeclared predefined proxy args given as --build-arg:
-// RUN sees them, but they are not part of any cache key.
+// proxyArgs is the proxy environment RUN sees, as BuildKit's ProxyEnv:
+// a --build-arg of any case of http_proxy, https_proxy, ftp_proxy,
+// no_proxy or all_proxy (with several spellings, the last in sorted order)
+// sets both the upper- and the lower-case variable, except those the stage
+// declares as ARGs. They are not part of any cache key.
 func (p *planner) proxyArgs(declared args) []string {
+	keys := slices.Sorted(maps.Keys(p.opts.BuildArgs))
 	var out []string
-	for _, k := range proxyArgs {
-		if _, ok := declared.get(k); ok {
+	for _, name := range []string{"http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"} {
+		var value string
+		for _, k := range keys {
+			if v := p.opts.BuildArgs[k]; v != nil && strings.EqualFold(k, name) {
+				value = *v
+			}
+		}
+		if value == "" {
 			continue
 		}
-		if v, ok := p.buildArg(k); ok {
-			out = append(out, k+"="+v)
+		for _, k := range []string{strings.ToUpper(name), name} {
+			if _, ok := declared.get(k); !ok {
+				out = append(out, k+"="+value)
+			}
 		}
 	}
 	return out
@@ -206,9 +220,11 @@ func (p *planner) expandPorts(l *lookup, c *instructions.ExposeCommand) error {
 }
 
 // expandArgDefaults expands ARG default values; keys are never expanded.
+// A default that a --build-arg overrides is not evaluated, as in BuildKit
+// (so ${FOO:?message} in it cannot fail).
 func (p *planner) expandArgDefaults(l *lookup, c *instructions.ArgCommand) ([]string, error) {
 	for i, kv := range c.Args {
-		if kv.Value == nil {
+		if _, overridden := p.buildArg(kv.Key); kv.Value == nil || overridden {
 			continue
 		}
 		v, _, err := p.lex.ProcessWord(*kv.Value, l)
