@@ -68,6 +68,9 @@ type copyEntry struct {
 	link   string // symlink target, or the rel of the first hardlink
 	host   string // host path to read content from
 	xattrs map[string][]byte
+	// uid and gid are the owner of the source file: kept by a COPY
+	// --from a stage or image without --chown, as BuildKit does.
+	uid, gid int
 	// info is the Lstat of host made when the entry was selected; hashing
 	// reuses it instead of a second stat per file.
 	info fs.FileInfo

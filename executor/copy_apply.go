@@ -166,7 +166,18 @@ func (p *copyPlan) writeEntry(rootfs, dst string, s *copySource, e copyEntry, ow
 	if e.kind == copyHardlink {
 		return nil
 	}
+	if p.keepsOwners() && (e.rel != "" || e.kind != copyDir) {
+		// The directory a tree is copied into is made as root.
+		own = copyOwner{uid: e.uid, gid: e.gid}
+	}
 	return copyFinish(host, dst, e, mode, own)
+}
+
+// keepsOwners reports whether written files keep their source's owner: a
+// COPY --from a stage or image without --chown (BuildKit's rule; files
+// from the build context become 0:0).
+func (p *copyPlan) keepsOwners() bool {
+	return p.req.SrcRoot != "" && p.req.Chown == ""
 }
 
 func (p *copyPlan) writeFile(host string, s *copySource, e copyEntry) error {

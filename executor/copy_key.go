@@ -93,5 +93,8 @@ func (p *copyPlan) sourceFields(s *copySource, add func(name, v string)) {
 		for k, v := range e.xattrs {
 			add(key+".xattr."+path.Join(s.name, e.rel)+"."+k, hex.EncodeToString(v))
 		}
+		if p.keepsOwners() && e.kind != copyHardlink {
+			add(key+".owner."+path.Join(s.name, e.rel), fmt.Sprintf("%d:%d", e.uid, e.gid))
+		}
 	}
 }

@@ -146,6 +146,9 @@ func copyMarkHardlink(ce *copyEntry, fi fs.FileInfo, seen map[[2]uint64]string) 
 func copyEntryOf(tree *buildcontext.Context, sub, rel string, fi fs.FileInfo) (copyEntry, error) {
 	host := tree.HostPath(rel)
 	ce := copyEntry{rel: sub, mode: fi.Mode(), mtime: fi.ModTime(), host: host, info: fi}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ce.uid, ce.gid = int(st.Uid), int(st.Gid)
+	}
 	switch m := fi.Mode(); {
 	case m.IsRegular():
 		ce.kind = copyFile

@@ -195,3 +195,43 @@ func TestCopySocket(t *testing.T) {
 		t.Errorf("copied socket: %v, %v; want a 0640 regular file", fi.Mode(), err)
 	}
 }
+
+// TestCopyFromKeepsOwners: COPY --from a stage without --chown keeps the
+// owners of the copied files; the directory a tree is copied into is made
+// as root, and an existing one keeps its owner (BuildKit
+// testCopyChownExistingDir). With --chown, or from the context, they go.
+func TestCopyFromKeepsOwners(t *testing.T) {
+	copyRequireRoot(t)
+	ctxDir, rootfs, _ := copySetup(t)
+	src := filepath.Join(filepath.Dir(ctxDir), "stage")
+	copyMakeTree(t, src, map[string]string{"file": "f", "dir/subdir/nested": "n"}, nil)
+	for p, own := range map[string][2]int{"file": {100, 200}, "dir": {100, 200}, "dir/subdir": {101, 201}, "dir/subdir/nested": {102, 202}} {
+		if err := os.Lchown(filepath.Join(src, p), own[0], own[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(rootfs, "existing"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(filepath.Join(rootfs, "existing"), 500, 600); err != nil {
+		t.Fatal(err)
+	}
+	copyCheck(t, copyRun(t, copyRequest{Sources: []string{"/file"}, Dest: "/", SrcRoot: src}, ctxDir, rootfs))
+	copyCheck(t, copyRun(t, copyRequest{Sources: []string{"/dir"}, Dest: "/dir", SrcRoot: src}, ctxDir, rootfs))
+	copyCheck(t, copyRun(t, copyRequest{Sources: []string{"/dir/."}, Dest: "/existing", SrcRoot: src}, ctxDir, rootfs))
+	copyCheck(t, copyRun(t, copyRequest{Sources: []string{"/file"}, Dest: "/chowned", SrcRoot: src, Chown: "7:8"}, ctxDir, rootfs))
+	want := map[string][2]uint32{
+		"file": {100, 200}, "dir": {0, 0}, "dir/subdir": {101, 201}, "dir/subdir/nested": {102, 202},
+		"existing": {500, 600}, "existing/subdir": {101, 201}, "chowned": {7, 8},
+	}
+	for p, own := range want {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(rootfs, p), &st); err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		if st.Uid != own[0] || st.Gid != own[1] {
+			t.Errorf("%s owned by %d:%d, want %d:%d", p, st.Uid, st.Gid, own[0], own[1])
+		}
+	}
+}
