@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"crypto/sha256"
+	_ "crypto/sha512" // sha384 and sha512 checksums
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // addDownload is an ADD <url> source fetched at prepare time, so that its
@@ -41,9 +44,13 @@ func addFileName(rawURL string) string {
 }
 
 // addFetch downloads rawURL into a temp file in tempDir and verifies the
-// optional "sha256:<hex>" checksum. A non-200 status, a broken body or a
-// redirect loop is an error and leaves no file behind.
+// optional checksum ("sha256:<hex>", or sha384, sha512). A non-200 status,
+// a broken body or a redirect loop is an error and leaves no file behind.
 func addFetch(ctx context.Context, client *http.Client, tempDir, rawURL, checksum string) (dl *addDownload, err error) {
+	want, err := addParseChecksum(checksum)
+	if err != nil {
+		return nil, err
+	}
 	if client == nil {
 		client = http.DefaultClient
 	}
@@ -70,38 +77,43 @@ func addFetch(ctx context.Context, client *http.Client, tempDir, rawURL, checksu
 		}
 	}()
 	h := sha256.New()
-	if _, err = io.Copy(io.MultiWriter(f, h), resp.Body); err != nil {
+	w := io.MultiWriter(f, h)
+	var wantHash = h
+	if want != "" && want.Algorithm() != digest.SHA256 {
+		wantHash = want.Algorithm().Hash()
+		w = io.MultiWriter(w, wantHash)
+	}
+	if _, err = io.Copy(w, resp.Body); err != nil {
 		return nil, fmt.Errorf("fetch %s: read body: %w", rawURL, err)
 	}
 	if err = f.Close(); err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", rawURL, err)
 	}
-	digest := "sha256:" + hex.EncodeToString(h.Sum(nil))
-	if err = addVerifyChecksum(rawURL, checksum, digest); err != nil {
-		return nil, err
+	sum := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if want != "" {
+		if got := digest.NewDigest(want.Algorithm(), wantHash); got != want {
+			err = fmt.Errorf("digest mismatch for %s: %s (expected: %s)", rawURL, got, want)
+			return nil, err
+		}
 	}
 	return &addDownload{
-		url: rawURL, file: f.Name(), name: addFileName(rawURL), digest: digest,
+		url: rawURL, file: f.Name(), name: addFileName(rawURL), digest: sum,
 		modTime: addLastModified(resp.Header.Get("Last-Modified")),
 	}, nil
 }
 
-// addVerifyChecksum compares an ADD --checksum value with the digest.
-func addVerifyChecksum(rawURL, want, got string) error {
-	if want == "" {
-		return nil
+// addParseChecksum parses an ADD --checksum value, with go-digest's errors
+// ("invalid checksum digest format", "unsupported digest algorithm") as
+// BuildKit reports them.
+func addParseChecksum(s string) (digest.Digest, error) {
+	if s == "" {
+		return "", nil
 	}
-	algo, hexPart, ok := strings.Cut(want, ":")
-	if !ok || algo != "sha256" || len(hexPart) != 2*sha256.Size {
-		return fmt.Errorf("invalid checksum %q: want sha256:<64 hex digits>", want)
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("invalid checksum %q: %w", s, err)
 	}
-	if _, err := hex.DecodeString(hexPart); err != nil {
-		return fmt.Errorf("invalid checksum %q: %w", want, err)
-	}
-	if !strings.EqualFold(want, got) {
-		return fmt.Errorf("fetch %s: checksum mismatch: want %s, got %s", rawURL, want, got)
-	}
-	return nil
+	return d, nil
 }
 
 func addLastModified(v string) time.Time {

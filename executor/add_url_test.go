@@ -2,6 +2,7 @@ package executor
 
 import (
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
@@ -49,9 +50,17 @@ func TestAddURL(t *testing.T) {
 		{name: "checksum ok", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: good},
 			want: map[string]copyWant{"c": {typ: "file", content: "payload"}}},
 		{name: "checksum mismatch", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: "sha256:" + strings.Repeat("0", 64)},
-			wantErr: "checksum mismatch"},
-		{name: "checksum malformed", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: "md5:abc"},
-			wantErr: "invalid checksum"},
+			wantErr: "digest mismatch for "},
+		{name: "checksum md5", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: "md5:7e55db001d319a94b0b713529a756623"},
+			wantErr: "unsupported digest algorithm"},
+		{name: "checksum without algorithm", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: strings.TrimPrefix(good, "sha256:")},
+			wantErr: "invalid checksum digest format"},
+		{name: "checksum sha512", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: sha512Of("payload")},
+			want: map[string]copyWant{"c": {typ: "file", content: "payload"}}},
+		{name: "checksum sha512 mismatch", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: sha512Of("other")},
+			wantErr: "digest mismatch for "},
+		{name: "checksum of a context file", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/c", Checksum: good},
+			wantErr: "checksum requires HTTP(S) or Git sources"},
 		{name: "404", req: copyRequest{Sources: []string{srv.URL + "/missing"}, Dest: "/"}, wantErr: "unexpected status 404"},
 		{name: "redirect loop", req: copyRequest{Sources: []string{srv.URL + "/loop"}, Dest: "/"}, wantErr: "stopped after 10 redirects"},
 		{name: "reset mid-body", req: copyRequest{Sources: []string{srv.URL + "/reset"}, Dest: "/"}, wantErr: "read body"},
@@ -95,4 +104,9 @@ func TestAddURLKeyInputs(t *testing.T) {
 	if _, err := copyPrepare(t.Context(), copyRequest{Sources: []string{"a"}, Dest: "/", Checksum: "sha256:00"}); err == nil {
 		t.Error("COPY --checksum: want error")
 	}
+}
+
+func sha512Of(s string) string {
+	sum := sha512.Sum512([]byte(s))
+	return "sha512:" + hex.EncodeToString(sum[:])
 }

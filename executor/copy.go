@@ -153,8 +153,14 @@ func (p *copyPlan) validate() error {
 		if !req.Add {
 			return errors.New("checksum can't be specified for COPY")
 		}
-		if len(req.Sources) != 1 || !addIsURL(req.Sources[0]) {
-			return errors.New("checksum requires a single HTTP(S) source")
+		if len(req.Sources) != 1 {
+			return errors.New("checksum can't be specified for multiple sources")
+		}
+		if !addIsURL(req.Sources[0]) {
+			return errors.New("checksum requires HTTP(S) or Git sources")
+		}
+		if _, err := addParseChecksum(req.Checksum); err != nil {
+			return err
 		}
 	}
 	if req.Chmod != "" {

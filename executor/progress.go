@@ -27,7 +27,7 @@ type Event struct {
 	// unnamed stage), counting the FROM of an image and the RUN, COPY, ADD
 	// and WORKDIR steps; "[name]" (or "") for the steps BuildKit does not
 	// count, which only change the image config.
-	Label string
+	Label       string
 	Line        int
 	Instruction string
 	Cache       string // "hit" or "miss" (StepDone)
