@@ -63,6 +63,9 @@ type Options struct {
 	// TempDir holds mount points and downloads; it must be on the same
 	// machine, and is removed by the caller.
 	TempDir string
+	// Hostname is the hostname of RUN steps (BUILDKIT_SANDBOX_HOSTNAME);
+	// the sandbox's default when empty. A hostname is part of RUN keys.
+	Hostname string
 }
 
 // Executor runs plans. It is safe to call Run once per Executor.

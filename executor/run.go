@@ -71,6 +71,9 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, argv, env []string, w
 		{Name: "workdir", Value: wd},
 		{Name: "network", Value: network},
 	}}
+	if h := b.e.opts.Hostname; h != "" {
+		in.Fields = append(in.Fields, cache.Field{Name: "hostname", Value: h})
+	}
 	for _, e := range env {
 		k, v, _ := strings.Cut(e, "=")
 		if proxyArgs[k] && !isEnvKey(sc.step.Env, k) {
@@ -144,6 +147,7 @@ func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env 
 		GID:            id.GID,
 		AdditionalGids: runGroups(id.GID, id.AdditionalGids),
 		Network:        network,
+		Hostname:       b.e.opts.Hostname,
 		Stdout:         w,
 		Stderr:         w,
 		TempDir:        b.e.opts.TempDir,

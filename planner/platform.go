@@ -2,6 +2,7 @@ package planner
 
 import (
 	"runtime"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -61,7 +62,14 @@ func predefinedArgs(target, build v1.Platform, stage string) [][2]string {
 	}
 }
 
+// frontendArgs are build args that configure the build rather than the
+// Dockerfile, as BuildKit's frontend reads them: never "not consumed".
+var frontendArgs = []string{"BUILDKIT_SANDBOX_HOSTNAME", "BUILDKIT_DOCKERFILE_CHECK"}
+
 func isPredefined(key string, target, build v1.Platform) bool {
+	if slices.Contains(frontendArgs, key) {
+		return true
+	}
 	for _, p := range proxyArgs {
 		if p == key {
 			return true

@@ -217,6 +217,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		SourceDateEpoch:  epoch,
 		Progress:         prog,
 		TempDir:          tmp.Path(),
+		Hostname:         buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
 		Secrets:          secrets,
 		CacheFrom:        imported,
 	})
@@ -501,6 +502,14 @@ func parseOutputs(vals []string) ([]output, error) {
 		outs = append(outs, o)
 	}
 	return outs, nil
+}
+
+// buildArgValue is the value of the build arg k, "" when unset.
+func buildArgValue(vals []string, k string) string {
+	if v := buildArgMap(vals)[k]; v != nil {
+		return *v
+	}
+	return ""
 }
 
 func buildArgMap(vals []string) map[string]*string {
