@@ -349,6 +349,13 @@ func readDockerfile(a *app, file, contextDir string) (df *parser.Dockerfile, dis
 	case "":
 		display, path = "Dockerfile", filepath.Join(contextDir, "Dockerfile")
 		data, err = os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			// As BuildKit: a lowercase dockerfile when there is no Dockerfile.
+			lower := filepath.Join(contextDir, "dockerfile")
+			if d, lerr := os.ReadFile(lower); lerr == nil {
+				display, path, data, err = "dockerfile", lower, d, nil
+			}
+		}
 	default:
 		display, path = file, file
 		data, err = os.ReadFile(path)

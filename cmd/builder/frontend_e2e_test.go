@@ -270,3 +270,19 @@ func TestE2ESandboxHostname(t *testing.T) {
 	m := e.build(ctx, "--network", "none")
 	m.wantCache(t, "", "RUN hostname", "miss", "")
 }
+
+// TestE2ELowercaseDockerfile: without a Dockerfile, a context's lowercase
+// dockerfile is used, as BuildKit does (testDockerfileLowercase).
+func TestE2ELowercaseDockerfile(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("", nil)
+	if err := os.Remove(filepath.Join(ctx, "Dockerfile")); err != nil {
+		t.Fatal(err)
+	}
+	e.write(ctx, "dockerfile", "FROM busybox:fixture\nENV LOWER=1\n")
+	e.mustRun("build", "-t", "lower:1", ctx)
+	insp, _ := e.mustRun("inspect", "lower:1")
+	if !strings.Contains(insp, "LOWER=1") {
+		t.Errorf("image of the lowercase dockerfile lacks LOWER=1:\n%s", insp)
+	}
+}
