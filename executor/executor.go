@@ -172,6 +172,9 @@ type build struct {
 	record   *cache.BuildRecord
 	steps    []orderedStep
 	seq      int
+	// renewed are the RUN cache mounts (by directory) that this
+	// --no-cache build has started afresh.
+	renewed map[string]bool
 }
 
 type orderedStep struct {

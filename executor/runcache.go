@@ -57,7 +57,11 @@ func (b *build) prepareCache(ctx context.Context, rm *runMount, sm *stepMounts) 
 		return fmt.Errorf("RUN --mount=type=cache,id=%s: lock: %w", rm.ID, err)
 	default:
 		sm.cleanup = append(sm.cleanup, unlock)
-		if err := b.ensureCache(ctx, rm, base, dir); err != nil {
+		if b.renewCache(dir) {
+			if err := b.replaceCache(ctx, rm, base, dir); err != nil {
+				return err
+			}
+		} else if err := b.ensureCache(ctx, rm, base, dir); err != nil {
 			return err
 		}
 	}
@@ -89,6 +93,47 @@ func (b *build) ensureCache(ctx context.Context, rm *runMount, base, dir string)
 	}
 	if err := os.Rename(made, dir); err != nil && !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOTEMPTY) {
 		return fmt.Errorf("create cache mount directory: %w", err)
+	}
+	return nil
+}
+
+// renewCache reports whether the cache directory dir must start afresh:
+// a --no-cache build gives each cache mount a new, empty directory the
+// first time it uses it, which later builds then share (BuildKit
+// testCacheMountModeNoCache, moby/buildkit#5305).
+func (b *build) renewCache(dir string) bool {
+	if !b.e.opts.NoCache {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.renewed[dir] {
+		return false
+	}
+	if b.renewed == nil {
+		b.renewed = map[string]bool{}
+	}
+	b.renewed[dir] = true
+	return true
+}
+
+// replaceCache puts a new cache directory at dir, atomically: steps of
+// other builds that have the old one mounted keep it until they end.
+func (b *build) replaceCache(ctx context.Context, rm *runMount, base, dir string) error {
+	tmp, err := os.MkdirTemp(base, ".new-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	made, err := b.initCache(ctx, rm, tmp)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(dir, filepath.Join(tmp, "old")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("renew cache mount directory: %w", err)
+	}
+	if err := os.Rename(made, dir); err != nil {
+		return fmt.Errorf("renew cache mount directory: %w", err)
 	}
 	return nil
 }

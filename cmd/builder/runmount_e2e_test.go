@@ -44,7 +44,7 @@ func runCachePath(root, id string) string {
 // Hostile ids stay inside the store's runcache directory.
 func TestE2ERunMountCache(t *testing.T) {
 	e := newEnv(t)
-	df := "FROM busybox:fixture\n" +
+	df := "FROM busybox:fixture\nARG BUST\n" +
 		"RUN --mount=type=cache,target=/cache echo x >> /cache/log && wc -l < /cache/log > /count\n" +
 		"RUN --mount=type=cache,target=/x/y,id=../../../../../escape,mode=0700,uid=1000 ls -lnd /x/y | cut -c1-10,15-20 > /perm && touch /x/y/f\n"
 	ctx := e.context(df, nil)
@@ -56,7 +56,8 @@ func TestE2ERunMountCache(t *testing.T) {
 		t.Errorf("cache dir mode/owner: %q", got)
 	}
 	checkNoMountStubs(t, img)
-	img = readImage(t, e.buildTar(ctx, "two", "--no-cache"))
+	// A miss (not --no-cache, which starts caches afresh) runs again.
+	img = readImage(t, e.buildTar(ctx, "two", "--build-arg", "BUST=2"))
 	if got := strings.TrimSpace(treeContent(t, img.tree, "/count")); got != "2" {
 		t.Errorf("second build: count %q, want 2 (cache content kept)", got)
 	}
@@ -269,4 +270,26 @@ func TestE2ERunMountInvalid(t *testing.T) {
 func md5hex(s string) string {
 	sum := md5.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+// TestE2ERunMountCacheNoCache: a --no-cache build starts each cache mount
+// afresh, and the builds after it share that new content (BuildKit
+// testCacheMountModeNoCache).
+func TestE2ERunMountCacheNoCache(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("FROM busybox:fixture\nARG FOO=abc\nRUN --mount=type=cache,target=/cache,mode=0773 touch /cache/$FOO && ls /cache > /out\n", nil)
+	for _, b := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "abc\n"},
+		{[]string{"--no-cache", "--build-arg", "FOO=def"}, "def\n"},
+		{[]string{"--build-arg", "FOO=ghi"}, "def\nghi\n"},
+	} {
+		out := filepath.Join(e.dir, "out-"+b.want[:3])
+		e.mustRun(append(append([]string{"build", "--network", "none", "-o", "type=local,dest=" + out}, b.args...), ctx)...)
+		if got, err := os.ReadFile(filepath.Join(out, "out")); err != nil || string(got) != b.want {
+			t.Errorf("build %v: /out = %q, %v; want %q", b.args, got, err, b.want)
+		}
+	}
 }
