@@ -198,3 +198,31 @@ func copyUserNSChild(t *testing.T, dir string) {
 		Warn: func(msg string) { fmt.Println("WARN", msg) }}
 	copyCheck(t, copyRun(t, req, filepath.Join(dir, "ctx"), filepath.Join(dir, "rootfs")))
 }
+
+// TestAddArchiveUnpackFalse: ADD --unpack=false copies a local archive as
+// it is (BuildKit testDockerfileAddArchive).
+func TestAddArchiveUnpackFalse(t *testing.T) {
+	copyRequireRoot(t)
+	ctxDir, rootfs, _ := copySetup(t)
+	if err := os.WriteFile(filepath.Join(ctxDir, "t.tar"), copyTar(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	copyCheck(t, copyRun(t, copyRequest{Add: true, Sources: []string{"t.tar"}, Dest: "/", Unpack: ptrTo(false)}, ctxDir, rootfs))
+	copyVerify(t, rootfs, map[string]copyWant{"t.tar": {typ: "file", content: string(copyTar(t))}, "pkg": {typ: "absent"}})
+}
+
+// TestAddArchiveWildcard: one wildcard matching several archives extracts
+// each into a destination written without a slash (BuildKit
+// testDockerfileAddArchiveWildcard).
+func TestAddArchiveWildcard(t *testing.T) {
+	copyRequireRoot(t)
+	ctxDir, rootfs, _ := copySetup(t)
+	for _, n := range []string{"one", "two"} {
+		body := copyTarOf(t, []*tar.Header{{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: 3, ModTime: copyMtime}})
+		if err := os.WriteFile(filepath.Join(ctxDir, n+".tar"), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyCheck(t, copyRun(t, copyRequest{Add: true, Sources: []string{"*.tar"}, Dest: "/dest"}, ctxDir, rootfs))
+	copyVerify(t, rootfs, map[string]copyWant{"dest/one": {typ: "file", content: "bin"}, "dest/two": {typ: "file", content: "bin"}})
+}

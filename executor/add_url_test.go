@@ -46,6 +46,8 @@ func TestAddURL(t *testing.T) {
 			want: map[string]copyWant{"dl/renamed": {typ: "file", mode: 0o600, content: "payload"}}},
 		{name: "tar not extracted", req: copyRequest{Sources: []string{srv.URL + "/files/pkg.tar"}, Dest: "/dl/"},
 			want: map[string]copyWant{"dl/pkg.tar": {typ: "file", mode: 0o600, content: string(tarBody)}, "dl/pkg": {typ: "absent"}}},
+		{name: "tar with --unpack=true", req: copyRequest{Sources: []string{srv.URL + "/files/pkg.tar"}, Dest: "/dl/", Unpack: ptrTo(true)},
+			want: map[string]copyWant{"dl/pkg/bin": {typ: "file", content: "bin", uid: 5, gid: 6}, "dl/pkg.tar": {typ: "absent"}}},
 		{name: "no file name", req: copyRequest{Sources: []string{srv.URL + "/"}, Dest: "/dl/"}, wantErr: "404"},
 		{name: "checksum ok", req: copyRequest{Sources: []string{srv.URL + "/files/app.txt"}, Dest: "/c", Checksum: good},
 			want: map[string]copyWant{"c": {typ: "file", content: "payload"}}},
@@ -110,3 +112,5 @@ func sha512Of(s string) string {
 	sum := sha512.Sum512([]byte(s))
 	return "sha512:" + hex.EncodeToString(sum[:])
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -30,6 +30,9 @@ type copyRequest struct {
 	Checksum   string // ADD --checksum
 	KeepGitDir bool
 	Link       bool
+	// Unpack is ADD --unpack: nil extracts local archives (detected by
+	// content) and not downloaded ones; true extracts both; false neither.
+	Unpack     *bool
 	Parents    bool
 	Exclude    []string
 	Context    *buildcontext.Context // the build context, or nil with SrcRoot

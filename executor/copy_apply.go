@@ -33,7 +33,8 @@ func (p *copyPlan) Apply(ctx context.Context, rootfs string) error {
 		return err
 	}
 	intoDir := p.destDir || destIsDir || p.req.Parents
-	if len(p.sources) > 1 && !intoDir {
+	if len(p.sources) > 1 && !intoDir && !p.allArchives() {
+		// BuildKit would copy each source over the last; say what to do.
 		return errors.New("When using COPY with more than one source file, the destination must be a directory and end with a /")
 	}
 	var created []copyEntry // --parents directories, rel inside rootfs
@@ -54,6 +55,18 @@ func (p *copyPlan) Apply(ctx context.Context, rootfs string) error {
 		}
 	}
 	return copySetDirTimes(rootfs, created)
+}
+
+// allArchives reports whether every source is an archive ADD extracts:
+// then several of them (ADD *.tar /dest) all go into dest, as BuildKit
+// (testDockerfileAddArchiveWildcard).
+func (p *copyPlan) allArchives() bool {
+	for _, s := range p.sources {
+		if !s.archive {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *copyPlan) owner(rootfs string) (copyOwner, error) {

@@ -66,6 +66,9 @@ func (p *copyPlan) Fields() []cache.Field {
 	if p.req.Parents {
 		add("flag.parents", "true")
 	}
+	if p.req.Unpack != nil {
+		add("flag.unpack", strconv.FormatBool(*p.req.Unpack))
+	}
 	for _, x := range p.req.Exclude {
 		add("flag.exclude", x)
 	}

@@ -213,7 +213,7 @@ func (p *copyPlan) hashAll(ctx context.Context, tree *buildcontext.Context) erro
 				jobs = append(jobs, func(context.Context) error { return e.readXattrs() })
 			}
 		}
-		if p.req.Add && s.url == nil && s.data == nil && s.entries[0].kind == copyFile && s.entries[0].host != "" {
+		if p.unpacks(s) {
 			jobs = append(jobs, func(context.Context) error {
 				ok, err := addIsArchive(s.entries[0].host)
 				s.archive = ok
@@ -222,6 +222,18 @@ func (p *copyPlan) hashAll(ctx context.Context, tree *buildcontext.Context) erro
 		}
 	}
 	return copyParallel(ctx, jobs)
+}
+
+// unpacks reports whether ADD extracts s if it is an archive: a local file
+// unless --unpack=false, a download only with --unpack=true (BuildKit).
+func (p *copyPlan) unpacks(s *copySource) bool {
+	if !p.req.Add || s.data != nil || s.entries[0].kind != copyFile || s.entries[0].host == "" {
+		return false
+	}
+	if p.req.Unpack != nil {
+		return *p.req.Unpack
+	}
+	return s.url == nil
 }
 
 // copyParallel runs jobs on 2×GOMAXPROCS workers and returns the first

@@ -19,6 +19,8 @@ type xferArgs struct {
 	link, parents          bool
 	keepGitDir             bool
 	exclude                []string
+	// unpack is ADD --unpack: nil extracts local archives only.
+	unpack *bool
 }
 
 func copyArgsOf(c *instructions.CopyCommand) xferArgs {
@@ -28,7 +30,7 @@ func copyArgsOf(c *instructions.CopyCommand) xferArgs {
 
 func addArgsOf(c *instructions.AddCommand) xferArgs {
 	a := xferArgs{add: true, params: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod,
-		link: c.Link, checksum: c.Checksum, exclude: c.ExcludePatterns}
+		link: c.Link, checksum: c.Checksum, exclude: c.ExcludePatterns, unpack: c.Unpack}
 	if c.KeepGitDir != nil {
 		a.keepGitDir = *c.KeepGitDir
 	}
@@ -82,6 +84,7 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, a xferArgs) error
 		Link:       a.link,
 		Parents:    a.parents,
 		Exclude:    a.exclude,
+		Unpack:     a.unpack,
 		HTTPClient: b.e.opts.HTTPClient,
 		TempDir:    b.e.opts.TempDir,
 		Warn:       b.stepWarn(sc),
