@@ -83,8 +83,16 @@ func lintBuild(df *parser.Dockerfile, display string, buildArgs map[string]*stri
 	if err != nil {
 		return err
 	}
-	for _, l := range lintLines(display, res.Warnings) {
-		notice("[warning] " + l)
+	if n := len(res.Warnings); n > 0 {
+		notice(plural(n, "warning") + " found:")
+	}
+	for _, w := range res.Warnings {
+		// BuildKit's form: " - Rule: message (line N)".
+		where := fmt.Sprintf("line %d", w.Line)
+		if display != "Dockerfile" {
+			where = fmt.Sprintf("%s line %d", display, w.Line)
+		}
+		notice(fmt.Sprintf(" - %s: %s (%s)", w.Rule, w.Message, where))
 	}
 	return lintError(res)
 }

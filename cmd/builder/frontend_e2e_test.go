@@ -228,7 +228,8 @@ func TestE2EBuildReportsLintWarnings(t *testing.T) {
 	e := newEnv(t)
 	ctx := e.context("FROM busybox:fixture as base\nCMD echo hi\n", nil)
 	_, errOut := e.mustRun("build", "--progress", "plain", ctx)
-	for _, w := range []string{"Dockerfile:1: FromAsCasing", "Dockerfile:2: JSONArgsRecommended"} {
+	for _, w := range []string{"2 warnings found:", " - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)",
+		" - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 2)"} {
 		if !strings.Contains(errOut, w) {
 			t.Errorf("build output lacks %q:\n%s", w, errOut)
 		}
