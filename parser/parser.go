@@ -109,7 +109,7 @@ func (df *Dockerfile) parseInstructions(ast *bkparser.Node) error {
 		}
 	}
 	if len(df.Stages) == 0 {
-		return &Error{Path: df.Path, Err: errors.New("no build stage: the Dockerfile has no FROM instruction")}
+		return &Error{Path: df.Path, Err: errors.New("dockerfile contains no stages to build (no FROM instruction)")}
 	}
 	return nil
 }
