@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -175,6 +176,10 @@ func gzipStream(ctx context.Context, w io.Writer, r io.Reader) (v1.Hash, int64, 
 	if err != nil {
 		return v1.Hash{}, 0, err
 	}
+	// pgzip writes the zero time as 2042 (a wrapped uint32): 0 is "no
+	// time", as in Compressed's blobs, so an archive's layer and a pushed
+	// one are the same blob.
+	zw.Header.ModTime = time.Unix(0, 0)
 	if err := zw.SetConcurrency(gzipBlockSize, max(2, runtime.GOMAXPROCS(0))); err != nil {
 		return v1.Hash{}, 0, err
 	}
