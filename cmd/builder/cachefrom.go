@@ -9,6 +9,7 @@ import (
 
 	"github.com/builder-dev/builder/executor"
 	"github.com/builder-dev/builder/exporter"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // cacheSpec is one --cache-from or --cache-to value.
@@ -136,7 +137,18 @@ func exportCaches(ctx context.Context, st *stores, res *executor.Result, specs [
 			return fmt.Errorf("export cache to %s: %w", c.loc, err)
 		}
 		notice(fmt.Sprintf("exporting cache to %s (mode=%s, %d records)", c.loc, c.mode, len(recs)))
-		d, err := st.images.ExportCache(ctx, recs, c.loc, ro)
+		var d v1.Hash
+		export := func() (err error) {
+			d, err = st.images.ExportCache(ctx, recs, c.loc, ro)
+			return err
+		}
+		if c.loc.Dir != "" {
+			// A layout directory is the user's: their umask, not the
+			// build's fixed one (umask_linux.go).
+			err = withUserUmask(export)
+		} else {
+			err = export()
+		}
 		if err != nil {
 			return err
 		}

@@ -102,6 +102,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer startCPUProfile(stderr)()
+	// After the profile (a file for the user): everything the command
+	// creates from here on has a mode independent of the user's umask
+	// (umask_linux.go).
+	fixUmask()
 	if err := cmd.run(ctx, a, cmdArgs); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
