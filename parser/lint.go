@@ -160,20 +160,20 @@ func lintCasing(stages []instructions.Stage, lint *linter.Linter) {
 // (InvalidDefaultArgInFrom).
 func (df *Dockerfile) lintFromArgs(lint *linter.Linter) {
 	lex := shell.NewLex(df.escape())
-	defaults := lintEnv{}
+	defaults := &lintScope{vars: lintEnv{}}
 	declared := slices.Clone(predefinedArgKeys)
 	for _, k := range predefinedArgKeys {
-		defaults[k] = ""
+		defaults.vars[k] = ""
 	}
 	for _, a := range df.MetaArgs {
 		for _, kv := range a.Args {
 			declared = append(declared, kv.Key)
 			if kv.Value != nil {
 				v, _, err := lex.ProcessWord(*kv.Value, defaults)
-				if err != nil {
+				if err != nil || defaults.spent() {
 					return // the build fails on this ARG with a clearer error
 				}
-				defaults[kv.Key] = v
+				defaults.vars[kv.Key] = v
 			}
 		}
 	}
@@ -194,6 +194,9 @@ func (df *Dockerfile) lintFromArgs(lint *linter.Linter) {
 			}
 		}
 		res, err := lex.ProcessWordWithMatches(st.BaseName, defaults)
+		if defaults.spent() {
+			return
+		}
 		if err != nil {
 			continue
 		}
@@ -300,3 +303,27 @@ type lintEnv map[string]string
 func (e lintEnv) Get(k string) (string, bool) { v, ok := e[k]; return v, ok }
 
 func (e lintEnv) Keys() []string { return slices.Sorted(maps.Keys(e)) }
+
+// maxLintExpansion bounds the bytes the meta ARGs' references expand to
+// while linting: "ARG A=$A$A" lines double a value at every line.
+const maxLintExpansion = 16 << 20
+
+// lintScope is a lintEnv that counts the bytes its values expand to and
+// expands to nothing once maxLintExpansion is spent.
+type lintScope struct {
+	vars lintEnv
+	used int64
+}
+
+func (s *lintScope) Get(k string) (string, bool) {
+	v, ok := s.vars[k]
+	s.used += int64(len(v))
+	if s.spent() {
+		return "", ok
+	}
+	return v, ok
+}
+
+func (s *lintScope) Keys() []string { return s.vars.Keys() }
+
+func (s *lintScope) spent() bool { return s.used > maxLintExpansion }

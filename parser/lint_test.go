@@ -158,3 +158,17 @@ func TestLintBadCheckOption(t *testing.T) {
 		t.Fatalf("Lint() error = %v, want a *parser.Error naming the option", err)
 	}
 }
+
+// TestLintExpansionBudget: meta ARGs that double a value at every line
+// do not make Lint allocate without bound (2^40 bytes here); it gives up
+// on the FROM-argument rules, which the planner then fails on.
+func TestLintExpansionBudget(t *testing.T) {
+	src := "ARG A=xxxxxxxxxxxxxxxx\n" + strings.Repeat("ARG A=$A$A\n", 40) + "FROM busybox:$A\n"
+	df, err := Parse(strings.NewReader(src), "Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := df.Lint(LintOptions{}); err != nil {
+		t.Fatalf("Lint: %v", err)
+	}
+}
