@@ -27,6 +27,7 @@ type planner struct {
 	declared map[string]bool // every ARG key declared by a meta ARG or a planned stage
 	stages   []*stageInfo    // every stage of the Dockerfile, by index
 	images   map[string]*ImageInfo
+	budget   budget // of variable expansion, for the whole plan
 }
 
 // stageInfo is what the planner knows about one stage before planning its steps.
@@ -53,7 +54,9 @@ type source struct {
 // New plans the build of df: it expands every FROM line, resolves base
 // images through opts.ResolveImage (once per reference and platform),
 // prunes the stages the target does not need, and expands each step.
-// Errors are *parser.Error values naming the Dockerfile line.
+// Errors are *parser.Error values naming the Dockerfile line. Variable
+// references may expand to at most 16 MiB in all (maxExpansion): beyond,
+// planning fails at the line that spent the budget.
 func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error) {
 	if df == nil || len(df.Stages) == 0 {
 		return nil, errors.New("plan build: no stages")
@@ -85,6 +88,13 @@ func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error
 
 func noResolver(_ context.Context, ref string, _ v1.Platform) (*ImageInfo, error) {
 	return nil, fmt.Errorf("no image resolver configured for %s", ref)
+}
+
+// lookup is the scope of one expansion, charged to the plan's budget.
+func (p *planner) lookup(env []string, a args) *lookup {
+	l := newLookup(env, a)
+	l.budget = &p.budget
+	return l
 }
 
 // errAt returns a *parser.Error at line, naming opts.DockerfilePath if set.
@@ -151,7 +161,10 @@ func (p *planner) metaArgs(targetName string) error {
 			if bv, ok := p.buildArg(kv.Key); ok {
 				value = &bv
 			} else if kv.Value != nil {
-				v, _, err := p.lex.ProcessWord(*kv.Value, newLookup(nil, p.global))
+				v, _, err := p.lex.ProcessWord(*kv.Value, p.lookup(nil, p.global))
+				if err == nil {
+					err = p.budget.exceeded()
+				}
 				if err != nil {
 					return p.errAt(line, fmt.Errorf("expand ARG %s: %w", kv.Key, err))
 				}

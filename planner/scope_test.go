@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/builder-dev/builder/parser"
 	"github.com/google/go-cmp/cmp"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 )
@@ -240,6 +241,30 @@ func TestCancelledContext(t *testing.T) {
 	_, err := New(ctx, df, Options{ResolveImage: newFake().resolve})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("error %v, want context.Canceled", err)
+	}
+}
+
+// TestExpansionBudget: ENV and ARG lines that double a value stop with an
+// error at a line once 16 MiB were substituted, instead of allocating
+// 2^40 bytes (found while writing FuzzPlan).
+func TestExpansionBudget(t *testing.T) {
+	for _, src := range []string{
+		"FROM busybox\nENV A=xxxxxxxxxxxxxxxx\n" + strings.Repeat("ENV A=$A$A\n", 40),
+		"FROM busybox\nARG A=xxxxxxxxxxxxxxxx\n" + strings.Repeat("ARG A=$A$A\n", 40),
+		"ARG A=xxxxxxxxxxxxxxxx\n" + strings.Repeat("ARG A=$A$A\n", 40) + "FROM busybox\n",
+		"FROM busybox\nENV A=xxxxxxxxxxxxxxxx\n" + strings.Repeat("ENV A=$A$A\n", 18) + "LABEL l=" + strings.Repeat("$A", 100) + "\n",
+	} {
+		_, _, err := plan(t, src, Options{})
+		var pe *parser.Error
+		if !errors.As(err, &pe) || pe.Line < 2 || !strings.Contains(err.Error(), "more than 16 MiB") {
+			t.Errorf("error %v, want a *parser.Error at a line saying more than 16 MiB", err)
+		}
+	}
+	// 18 doublings of 16 bytes (4 MiB, 8 MiB substituted) stay within it.
+	src := "FROM busybox\nENV A=xxxxxxxxxxxxxxxx\n" + strings.Repeat("ENV A=$A$A\n", 18)
+	p, _ := mustPlan(t, src, Options{})
+	if v, _ := envGet(p.Target.Steps[len(p.Target.Steps)-1].Env, "A"); len(v) != 16<<17 {
+		t.Errorf("A before the last ENV has %d bytes, want %d", len(v), 16<<17)
 	}
 }
 

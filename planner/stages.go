@@ -46,7 +46,10 @@ func (p *planner) setupStages() error {
 }
 
 func (p *planner) setupBase(i int, si *stageInfo) error {
-	res, err := p.lex.ProcessWordWithMatches(si.src.BaseName, newLookup(nil, p.global))
+	res, err := p.lex.ProcessWordWithMatches(si.src.BaseName, p.lookup(nil, p.global))
+	if err == nil {
+		err = p.budget.exceeded()
+	}
 	if err != nil {
 		return fmt.Errorf("expand FROM %s: %w", si.src.BaseName, err)
 	}
@@ -81,7 +84,10 @@ func (p *planner) setupPlatform(si *stageInfo) error {
 	if si.src.Platform == "" {
 		return nil
 	}
-	res, err := p.lex.ProcessWordWithMatches(si.src.Platform, newLookup(nil, p.global))
+	res, err := p.lex.ProcessWordWithMatches(si.src.Platform, p.lookup(nil, p.global))
+	if err == nil {
+		err = p.budget.exceeded()
+	}
 	if err != nil {
 		return fmt.Errorf("expand --platform %s: %w", si.src.Platform, err)
 	}

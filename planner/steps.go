@@ -96,6 +96,9 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, orig, c
 		step.Text = fmt.Sprint(c)
 	}
 	used, err := p.expand(sc, c)
+	if err == nil {
+		err = p.budget.exceeded()
+	}
 	if err != nil {
 		return p.errAt(line, fmt.Errorf("expand %s: %w", c.Name(), err))
 	}
@@ -158,7 +161,7 @@ func (p *planner) stepSources(ctx context.Context, si *stageInfo, step *Step, or
 // expand expands c in place the way BuildKit's dispatch does and returns
 // the "K=V" args whose values the step's result depends on.
 func (p *planner) expand(sc *scope, c instructions.Command) ([]string, error) {
-	l := newLookup(sc.env, sc.args)
+	l := p.lookup(sc.env, sc.args)
 	word := func(w string) (string, error) {
 		s, _, err := p.lex.ProcessWord(w, l)
 		return s, err

@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -89,9 +90,10 @@ func envKeys(env []string) []string {
 // args of the same name (Docker's rule). It records which args were read,
 // so that a step's key includes exactly the args it references.
 type lookup struct {
-	env  []string
-	args args
-	hits map[string]struct{}
+	env    []string
+	args   args
+	hits   map[string]struct{}
+	budget *budget // nil: unbounded
 }
 
 func newLookup(env []string, a args) *lookup {
@@ -101,13 +103,42 @@ func newLookup(env []string, a args) *lookup {
 // Get implements shell.EnvGetter.
 func (l *lookup) Get(key string) (string, bool) {
 	if v, ok := envGet(l.env, key); ok {
-		return v, true
+		return l.budget.take(v), true
 	}
 	v, ok := l.args.get(key)
 	if ok {
 		l.hits[key] = struct{}{}
 	}
-	return v, ok
+	return l.budget.take(v), ok
+}
+
+// maxExpansion bounds the bytes that variable references expand to in one
+// plan. Without a bound, a few hundred bytes of "ENV A=$A$A" lines double
+// a value at every line until the process runs out of memory.
+const maxExpansion = 16 << 20
+
+// budget counts the bytes variable references expanded to.
+type budget struct{ used int64 }
+
+// take charges v to the budget and returns it, or "" once the budget is
+// spent (the expansion then fails with exceeded).
+func (b *budget) take(v string) string {
+	if b == nil {
+		return v
+	}
+	b.used += int64(len(v))
+	if b.used > maxExpansion {
+		return ""
+	}
+	return v
+}
+
+// exceeded reports a spent budget.
+func (b *budget) exceeded() error {
+	if b != nil && b.used > maxExpansion {
+		return fmt.Errorf("variables expand to more than %d MiB in total", maxExpansion>>20)
+	}
+	return nil
 }
 
 // Keys implements shell.EnvGetter.
