@@ -32,6 +32,9 @@ type ModifiedError struct {
 }
 
 func (e *ModifiedError) Error() string {
+	if e.Got == "" {
+		return fmt.Sprintf("directory %s differs from the layer it was unpacked from (modified on disk)", e.Dir)
+	}
 	return fmt.Sprintf("directory %s serializes to %s (modified on disk)", e.Dir, e.Got)
 }
 
@@ -120,13 +123,12 @@ func OpenLayerStore(root string, opts ...LayerStoreOption) (*LayerStore, error) 
 // Root is the directory of the store.
 func (s *LayerStore) Root() string { return s.root }
 
-// Has reports whether the layer diffID is in the store.
+// Has reports whether the layer diffID is in the store: its directory has
+// a layer.json that decodes and names it. A layer whose layer.json is
+// damaged or gone is absent: a build makes or unpacks it again, replacing
+// the directory (see install).
 func (s *LayerStore) Has(diffID string) bool {
-	hex, err := digestHex(diffID)
-	if err != nil {
-		return false
-	}
-	_, err = os.Lstat(filepath.Join(s.root, hex, layerMeta))
+	_, err := s.metadata(diffID)
 	return err == nil
 }
 
@@ -298,6 +300,18 @@ func (s *LayerStore) install(ctx context.Context, tmp, hexID string, meta layerM
 	if err != nil && s.Has(meta.DiffID) {
 		return nil
 	}
+	if err != nil && (errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY)) {
+		// A directory without a valid layer.json (a layer only ever
+		// appears whole, by this rename, so it is damaged, not in
+		// progress): replace it.
+		if rerr := s.Remove(ctx, meta.DiffID); rerr != nil && !errors.Is(rerr, ErrNotFound) {
+			return fmt.Errorf("install layer %s: replace the damaged directory: %w", final, rerr)
+		}
+		err = os.Rename(tmp, final)
+		if err != nil && s.Has(meta.DiffID) {
+			return nil
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("install layer %s: %w", final, err)
 	}
@@ -450,4 +464,102 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// ErrBadMetadata is matched by the error of Verify for a layer directory
+// whose layer.json is missing, does not decode or names another layer.
+var ErrBadMetadata = errors.New("snapshot: layer.json missing or damaged")
+
+// ErrBadSource is matched by the error of Verify when the tar given to
+// check an unpacked layer against does not have the layer's diffID.
+var ErrBadSource = errors.New("snapshot: source tar does not match the layer")
+
+// Entries lists the directory names of the store: dirs are those named
+// like a layer (64 hex digits; the layer may be damaged, see Verify), stray
+// are the others (not temporaries: they live in the scratch directory).
+func (s *LayerStore) Entries() (dirs, stray []string, err error) {
+	names, err := readDirNames(s.root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list layer store %s: %w", s.root, err)
+	}
+	for _, n := range names {
+		if _, err := digestHex("sha256:" + n); err == nil {
+			dirs = append(dirs, "sha256:"+n)
+		} else if !strings.HasPrefix(n, ".") {
+			stray = append(stray, n)
+		}
+	}
+	return dirs, stray, nil
+}
+
+// Committed reports whether the layer diffID was committed here, so its
+// directory reproduces its tar (WriteTar), rather than unpacked.
+func (s *LayerStore) Committed(diffID string) bool {
+	meta, err := s.metadata(diffID)
+	return err == nil && meta.Committed
+}
+
+// Verify checks the layer diffID on disk without changing it: its
+// layer.json (an error wrapping ErrBadMetadata), then its content. A
+// committed layer must serialize to diffID (else a *ModifiedError); an
+// unpacked layer must equal what unpacking src gives (src, the layer's
+// uncompressed tar, is checked against diffID first: ErrBadSource). With
+// a nil src an unpacked layer's content is not checked, and checked is
+// false.
+func (s *LayerStore) Verify(ctx context.Context, diffID string, src io.Reader) (checked bool, err error) {
+	meta, err := s.metadata(diffID)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrBadMetadata, err)
+	}
+	if fi, err := os.Lstat(s.Dir(diffID)); err != nil || !fi.IsDir() {
+		return false, fmt.Errorf("%w: %s is not a directory", ErrBadMetadata, s.Dir(diffID))
+	}
+	if meta.Committed {
+		_, err := s.WriteTar(ctx, diffID, io.Discard)
+		return true, err
+	}
+	if src == nil {
+		return false, nil
+	}
+	tmp, err := s.tempDir("verify")
+	if err != nil {
+		return false, fmt.Errorf("verify layer %s: %w", diffID, err)
+	}
+	defer removeAll(context.WithoutCancel(ctx), tmp)
+	fs := filepath.Join(tmp, layerFS)
+	if err := os.Mkdir(fs, 0o755); err != nil {
+		return false, fmt.Errorf("verify layer %s: %w", diffID, err)
+	}
+	h := sha256.New()
+	tr := io.TeeReader(src, h)
+	if _, err := Apply(ctx, fs, tr, WithOverlayWhiteouts()); err != nil {
+		return false, fmt.Errorf("verify layer %s: %w: %w", diffID, ErrBadSource, err)
+	}
+	if _, err := io.Copy(io.Discard, tr); err != nil {
+		return false, fmt.Errorf("verify layer %s: read source: %w", diffID, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
+		return false, fmt.Errorf("verify layer %s: %w (it has digest %s)", diffID, ErrBadSource, got)
+	}
+	want, err := treeDigest(ctx, fs)
+	if err != nil {
+		return false, fmt.Errorf("verify layer %s: %w", diffID, err)
+	}
+	got, err := treeDigest(ctx, s.Dir(diffID))
+	if err != nil {
+		return true, fmt.Errorf("verify layer %s: %w", diffID, err)
+	}
+	if got != want {
+		return true, fmt.Errorf("verify layer %s: %w", diffID, &ModifiedError{DiffID: diffID, Dir: s.Dir(diffID)})
+	}
+	return true, nil
+}
+
+// treeDigest hashes the layer tar that dir serializes to.
+func treeDigest(ctx context.Context, dir string) (string, error) {
+	h := sha256.New()
+	if _, err := writeLayerTar(ctx, dir, h); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
