@@ -155,7 +155,52 @@ func (v *verifyReader) verify() error {
 			os.Remove(v.f.Name())
 		}
 	}
-	return fmt.Errorf("read blob %s: %w: content has digest %s; blob removed", v.digest, ErrCorrupt, got)
+	return fmt.Errorf("read blob %s: %w", v.digest, &CorruptBlobError{Digest: v.digest, Got: got, Removed: true})
+}
+
+// CorruptBlobError says that the content of blob Digest hashes to Got (a
+// flipped byte, a truncated file). errors.Is(err, ErrCorrupt) is true.
+type CorruptBlobError struct {
+	Digest, Got string
+	// Removed says the blob was deleted, so a later write stores it again.
+	Removed bool
+}
+
+func (e *CorruptBlobError) Error() string {
+	s := "corrupt: content has digest " + e.Got
+	if e.Removed {
+		s += "; blob removed"
+	}
+	return s
+}
+
+// Is makes errors.Is(err, ErrCorrupt) true.
+func (e *CorruptBlobError) Is(target error) bool { return target == ErrCorrupt }
+
+// VerifyBlob reads the whole blob and checks it against its digest without
+// changing the store: nil, an error wrapping ErrNotFound, or one wrapping a
+// *CorruptBlobError (Removed false).
+func (s *Store) VerifyBlob(ctx context.Context, digest string) error {
+	p, err := s.blobPath(digest)
+	if err != nil {
+		return fmt.Errorf("verify blob: %w", err)
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("verify blob %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("verify blob %s: %w", digest, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+		return fmt.Errorf("verify blob %s: %w", digest, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
+		return fmt.Errorf("verify blob %s: %w", digest, &CorruptBlobError{Digest: digest, Got: got})
+	}
+	return nil
 }
 
 func (v *verifyReader) Close() error { return v.f.Close() }

@@ -86,7 +86,7 @@ func (s *Store) PutBuild(ctx context.Context, b *BuildRecord) error {
 	if err != nil {
 		return fmt.Errorf("put build %s: %w", b.ID, err)
 	}
-	if err := s.writeFile(ctx, s.builds, b.ID+".json", data, bestEffort); err != nil {
+	if err := s.writeFile(ctx, s.builds, b.ID+".json", seal(data), bestEffort); err != nil {
 		return fmt.Errorf("put build %s: %w", b.ID, err)
 	}
 	if b.Finished.IsZero() {
@@ -273,13 +273,27 @@ func (s *Store) eachBuild(ctx context.Context, fn func(path string, b *BuildReco
 }
 
 func readBuild(p string) (*BuildRecord, error) {
+	b, err := decodeBuild(p)
+	if errors.Is(err, errDamaged) {
+		return nil, fmt.Errorf("decode %s: %w: %w", p, ErrCorrupt, err)
+	}
+	return b, err
+}
+
+// decodeBuild decodes a build record file; a damaged one gives an error
+// wrapping errDamaged.
+func decodeBuild(p string) (*BuildRecord, error) {
 	data, err := os.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
 	b := new(BuildRecord)
-	if err := json.Unmarshal(data, b); err != nil {
-		return nil, fmt.Errorf("decode %s: %w: %v", p, ErrCorrupt, err)
+	body, err := unseal(data)
+	if err == nil {
+		err = json.Unmarshal(body, b)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errDamaged, err)
 	}
 	return b, nil
 }

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sys/unix"
@@ -184,22 +185,90 @@ func (s *Store) manifestDescriptor(ctx context.Context, digest string) (descript
 
 func (s *Store) indexPath() string { return filepath.Join(s.images, indexFile) }
 
+// The index has a copy, images/index.json.bak, rewritten after each update
+// (not synced: it is only a copy), so a damaged or deleted index.json
+// loses no tag: RepairIndex rebuilds it from what is left of both and from
+// the build records.
+const indexBackup = indexFile + ".bak"
+
+func (s *Store) indexBackupPath() string { return filepath.Join(s.images, indexBackup) }
+
+// IndexError says that images/index.json is damaged or missing while its
+// copy is there. errors.Is(err, ErrCorrupt) is true.
+type IndexError struct {
+	Path   string
+	Reason string
+}
+
+func (e *IndexError) Error() string {
+	return fmt.Sprintf("image index %s is damaged (%s): the tags cannot be read; run builder fsck --repair to rebuild it from what is left (its copy %s and the build records)", e.Path, e.Reason, indexBackup)
+}
+
+// Is makes errors.Is(err, ErrCorrupt) true.
+func (e *IndexError) Is(target error) bool { return target == ErrCorrupt }
+
 func (s *Store) readIndex(ctx context.Context) (*ociIndex, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	idx := &ociIndex{SchemaVersion: 2, MediaType: mediaTypeOCIIndex}
 	data, err := os.ReadFile(s.indexPath())
 	if errors.Is(err, os.ErrNotExist) {
-		return idx, nil
+		// No index: a store that never had a tag, unless its copy says
+		// otherwise (then the tags must not silently vanish: prune would
+		// free every image).
+		if bak, err := os.ReadFile(s.indexBackupPath()); err == nil {
+			if idx, err := decodeIndex(bak); err != nil || len(idx.Manifests) > 0 {
+				return nil, &IndexError{Path: s.indexPath(), Reason: "deleted"}
+			}
+		}
+		return &ociIndex{SchemaVersion: 2, MediaType: mediaTypeOCIIndex}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read image index: %w", err)
 	}
-	if err := json.Unmarshal(data, idx); err != nil {
-		return nil, fmt.Errorf("read image index %s: %w: %v", s.indexPath(), ErrCorrupt, err)
+	idx, err := decodeIndex(data)
+	if err != nil {
+		return nil, &IndexError{Path: s.indexPath(), Reason: err.Error()}
 	}
 	return idx, nil
+}
+
+// decodeIndex decodes and checks an index: valid UTF-8 (a flipped byte
+// inside a string still decodes), and every entry with a valid digest and
+// a tag name in its normal form.
+func decodeIndex(data []byte) (*ociIndex, error) {
+	if !utf8.Valid(data) {
+		return nil, errors.New("not valid UTF-8")
+	}
+	idx := &ociIndex{SchemaVersion: 2, MediaType: mediaTypeOCIIndex}
+	if err := json.Unmarshal(data, idx); err != nil {
+		return nil, err
+	}
+	for i, d := range idx.Manifests {
+		if err := checkIndexEntry(d); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+	}
+	return idx, nil
+}
+
+func checkIndexEntry(d descriptor) error {
+	if _, err := parseDigest(d.Digest); err != nil {
+		return err
+	}
+	strs := []string{d.MediaType}
+	for k, v := range d.Annotations {
+		strs = append(strs, k, v)
+	}
+	if !validStrings(strs...) {
+		return errors.New("not valid UTF-8")
+	}
+	if n, ok := d.Annotations[AnnotationRefName]; ok {
+		if full, err := NormalizeName(n); err != nil || full != n {
+			return fmt.Errorf("invalid tag name %q", n)
+		}
+	}
+	return nil
 }
 
 // updateIndex runs fn on the current index and writes the result, all under
@@ -227,8 +296,16 @@ func (s *Store) updateIndex(ctx context.Context, fn func(*ociIndex) error) error
 	if err != nil {
 		return fmt.Errorf("write image index: %w", err)
 	}
+	return s.writeIndex(ctx, data)
+}
+
+// writeIndex writes the index, then its copy.
+func (s *Store) writeIndex(ctx context.Context, data []byte) error {
 	if err := s.writeFileAtomic(ctx, s.images, indexFile, data); err != nil {
 		return fmt.Errorf("write image index: %w", err)
+	}
+	if err := s.writeFile(ctx, s.images, indexBackup, data, bestEffort); err != nil {
+		return fmt.Errorf("write image index copy: %w", err)
 	}
 	return nil
 }

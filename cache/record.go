@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // Record is the result of one build step, stored under its cache key.
@@ -74,6 +75,11 @@ func (s *Store) checkRecord(k Key, rec *Record) error {
 	if rec.Key != k {
 		return fmt.Errorf("record holds key %s", rec.Key)
 	}
+	if rec.DiffID != "" {
+		if _, err := parseDigest(rec.DiffID); err != nil {
+			return fmt.Errorf("layer: %w", err)
+		}
+	}
 	for _, b := range rec.Blobs {
 		if !s.HasBlob(b) {
 			return fmt.Errorf("blob %s missing", b)
@@ -86,12 +92,11 @@ func (s *Store) checkRecord(k Key, rec *Record) error {
 // it and Lookup refreshes it without rewriting the record. A decode error wraps ErrNotFound and
 // ErrCorrupt, and the file is removed.
 func readRecord(p string) (*Record, error) {
-	data, err := os.ReadFile(p)
-	if err != nil {
+	rec, err := decodeRecord(p)
+	if err != nil && !errors.Is(err, errDamaged) {
 		return nil, err
 	}
-	rec := new(Record)
-	if err := json.Unmarshal(data, rec); err != nil {
+	if err != nil {
 		os.Remove(p)
 		return nil, fmt.Errorf("%w: %w: decode %s: %v", ErrNotFound, ErrCorrupt, p, err)
 	}
@@ -143,7 +148,7 @@ func (s *Store) Put(ctx context.Context, rec *Record) error {
 	if err != nil {
 		return fmt.Errorf("put record %s: %w", rec.Key, err)
 	}
-	if err := s.writeFileAtomic(ctx, s.keys, rec.Key.Hex()+".json", data); err != nil {
+	if err := s.writeFileAtomic(ctx, s.keys, rec.Key.Hex()+".json", seal(data)); err != nil {
 		return fmt.Errorf("put record %s: %w", rec.Key, err)
 	}
 	if err := os.Chtimes(s.keyPath(rec.Key), r.LastUsed, r.LastUsed); err != nil {
@@ -192,4 +197,45 @@ func (s *Store) ReadInputs(ctx context.Context, digest string) (*Inputs, error) 
 		return nil, fmt.Errorf("read inputs %s: %w: %v", digest, ErrCorrupt, err)
 	}
 	return in, nil
+}
+
+// Record and build files are sealed: the JSON object gets a last member
+// "sum", the hex sha256 of the object without it, so a flipped byte or a
+// torn write that still decodes is caught (see unseal).
+const sealPrefix = `,"sum":"`
+
+// sealLen is the length of the sealed tail: sealPrefix, the hex sum, `"}`.
+const sealLen = len(sealPrefix) + 2*sha256.Size + 2
+
+// seal appends the "sum" member to the JSON object data.
+func seal(data []byte) []byte {
+	if len(data) < 2 || data[len(data)-1] != '}' || bytes.Equal(data, []byte("{}")) {
+		return data
+	}
+	sum := sha256.Sum256(data)
+	out := make([]byte, 0, len(data)+sealLen)
+	out = append(out, data[:len(data)-1]...)
+	out = append(out, sealPrefix...)
+	out = hex.AppendEncode(out, sum[:])
+	return append(out, `"}`...)
+}
+
+// unseal returns the JSON object a sealed file holds, checking its sum. A
+// file without a sum (written by an older builder) is returned as it is if
+// it is valid UTF-8, which still catches a byte flipped to a non-ASCII
+// value.
+func unseal(data []byte) ([]byte, error) {
+	n := len(data) - sealLen
+	if n < 1 || !bytes.HasPrefix(data[n:], []byte(sealPrefix)) || !bytes.HasSuffix(data, []byte(`"}`)) {
+		if !utf8.Valid(data) {
+			return nil, errors.New("not valid UTF-8")
+		}
+		return data, nil
+	}
+	body := append(bytes.Clone(data[:n]), '}')
+	sum := sha256.Sum256(body)
+	if want := data[n+len(sealPrefix) : len(data)-2]; hex.EncodeToString(sum[:]) != string(want) {
+		return nil, fmt.Errorf("checksum mismatch (sum %s, content sha256 %x)", want, sum)
+	}
+	return body, nil
 }
