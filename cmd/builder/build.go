@@ -101,6 +101,11 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 }
 
 func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (err error) {
+	// As buildx: SOURCE_DATE_EPOCH in the environment is also the build arg
+	// (unless one is given), so ARG SOURCE_DATE_EPOCH sees it either way.
+	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" && buildArgMap(f.buildArgs)["SOURCE_DATE_EPOCH"] == nil {
+		f.buildArgs = append(f.buildArgs, "SOURCE_DATE_EPOCH="+v)
+	}
 	outs, err := parseOutputs(f.outputs)
 	if err != nil {
 		return err
@@ -243,7 +248,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	}
 	digest, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, a.remoteOptions(platform, prog.Notice))
 	if err != nil {
-		return dropModifiedLayer(ctx, st, rec, err)
+		return dropModifiedLayer(ctx, st, rec, dfPath, err)
 	}
 	rec.ImageDigest, rec.Tags, rec.History = digest.String(), f.tags, res.History
 	if err := exportCaches(ctx, st, res, cacheTo, a.remoteOptions(platform, prog.Notice), prog.Notice); err != nil {
@@ -311,17 +316,17 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 
 // dropModifiedLayer handles an export that failed because a committed
 // layer's directory was changed on disk after the commit (WriteTar sees
-// it no longer hashes to its diffID): it removes the key records of this
-// build's steps that produced the layer, then the layer, so the next
-// build rebuilds those steps instead of hitting the damaged layer again,
-// and says so in the error. Other errors are returned as they are.
-func dropModifiedLayer(ctx context.Context, st *stores, rec *cache.BuildRecord, err error) error {
+// it no longer hashes to its diffID, and the image store has removed it
+// and the cache records that produced it): it makes sure this build's
+// steps that produced the layer are gone too, so the next build rebuilds
+// them, and names them in the error. Other errors are returned as they are.
+func dropModifiedLayer(ctx context.Context, st *stores, rec *cache.BuildRecord, dockerfile string, err error) error {
 	var me *snapshot.ModifiedError
 	if !errors.As(err, &me) || rec == nil {
 		return err
 	}
 	ctx = context.WithoutCancel(ctx)
-	n := 0
+	var steps []string
 	for _, s := range rec.Steps {
 		if s.Layer != me.DiffID {
 			continue
@@ -329,12 +334,15 @@ func dropModifiedLayer(ctx context.Context, st *stores, rec *cache.BuildRecord, 
 		if rerr := st.cache.RemoveRecord(ctx, s.Key); rerr != nil {
 			return fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
 		}
-		n++
+		steps = append(steps, fmt.Sprintf("%s:%d %s", dockerfile, s.Line, s.Instruction))
 	}
 	if rerr := st.layers.Remove(ctx, me.DiffID); rerr != nil && !errors.Is(rerr, snapshot.ErrNotFound) {
 		return fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
 	}
-	return fmt.Errorf("%w; removed it and its cache records (%s), the next build rebuilds it", err, plural(n, "record"))
+	if len(steps) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (the layer of %s)", err, strings.Join(steps, ", "))
 }
 
 // readDockerfile reads and parses the Dockerfile: -f PATH, -f - (stdin), or
@@ -417,7 +425,10 @@ func namedContexts(vals []string) ([]planner.NamedContext, error) {
 func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
 	return func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
 		img, err := st.images.Image(ctx, ref)
-		if pull || errors.Is(err, cache.ErrNotFound) {
+		// Pull what the store lacks, not an image it has damaged: the
+		// tag pinned a digest, and the error says how to get it back.
+		var damaged *exporter.DamagedError
+		if pull || (errors.Is(err, cache.ErrNotFound) && !errors.As(err, &damaged)) {
 			img, err = pullImage(ctx, st, ref, p, ro, !pull)
 		}
 		if err != nil {

@@ -650,7 +650,6 @@ func diffHeaders(a, b reproEntry) []string {
 // it, so a Dockerfile that declares ARG SOURCE_DATE_EPOCH gives the same
 // image whichever way the epoch is given.
 func TestE2ESourceDateEpochEnvIsBuildArg(t *testing.T) {
-	t.Skip("needs cmd/builder/build.go to add SOURCE_DATE_EPOCH from the environment to the build args (report of section 3)")
 	e := newEnv(t)
 	ctx := e.context("FROM busybox:fixture\nARG SOURCE_DATE_EPOCH\nRUN echo \"epoch=$SOURCE_DATE_EPOCH\" > /epoch\n", nil)
 	var ids []string
