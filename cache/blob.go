@@ -215,6 +215,31 @@ func (s *Store) ReadBlob(ctx context.Context, digest string) ([]byte, error) {
 	return io.ReadAll(rc)
 }
 
+// PeekBlob returns the verified content of a blob as ReadBlob does, but
+// leaves a damaged blob in place (an error wrapping a *CorruptBlobError
+// with Removed false): for diagnosis, which must not change the store.
+func (s *Store) PeekBlob(ctx context.Context, digest string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := s.blobPath(digest)
+	if err != nil {
+		return nil, fmt.Errorf("read blob: %w", err)
+	}
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read blob %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", digest, err)
+	}
+	sum := sha256.Sum256(data)
+	if got := "sha256:" + hex.EncodeToString(sum[:]); got != digest {
+		return nil, fmt.Errorf("read blob %s: %w", digest, &CorruptBlobError{Digest: digest, Got: got})
+	}
+	return data, nil
+}
+
 // HasBlob reports whether a blob with the digest is stored. It does not
 // verify the content.
 func (s *Store) HasBlob(digest string) bool {

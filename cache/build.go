@@ -227,6 +227,19 @@ func (s *Store) BuildForImage(ctx context.Context, imageDigest string) (*BuildRe
 	return b, nil
 }
 
+// BuiltHere reports whether a finished build record says imageDigest was
+// built in this store. Unlike BuildForImage it changes nothing (a
+// dangling pointer stays), for checks that must not.
+func (s *Store) BuiltHere(ctx context.Context, imageDigest string) bool {
+	if p, ok := s.readPointer(imageRef(imageDigest)); ok {
+		if b, err := readBuild(filepath.Join(s.builds, p.ID+".json")); err == nil && b.ImageDigest == imageDigest && !b.Finished.IsZero() {
+			return true
+		}
+	}
+	_, err := s.newestBuild(ctx, func(b *BuildRecord) bool { return b.ImageDigest == imageDigest })
+	return err == nil
+}
+
 // newestBuild scans builds/ for the finished record matching keep with the
 // latest Finished time. Unreadable records are skipped: they cannot be the
 // answer, and one bad file must not hide every other build.

@@ -81,6 +81,7 @@ func (s *Store) FsckBlobs(ctx context.Context, o FsckOptions) ([]Problem, error)
 	if err != nil {
 		return nil, fmt.Errorf("check blobs: %w", err)
 	}
+	users := s.recordBlobUsers(ctx)
 	var out []Problem
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
@@ -108,6 +109,9 @@ func (s *Store) FsckBlobs(ctx context.Context, o FsckOptions) ([]Problem, error)
 		if o.Needs != nil {
 			pr.NeededBy, pr.Fix = o.Needs(d)
 		}
+		if pr.NeededBy == "" && users[d] != "" {
+			pr.NeededBy, pr.Fix = users[d], "builds miss that step and rebuild it; builder fsck --repair removes the blob"
+		}
 		if pr.Fix == "" {
 			pr.Fix = "builder fsck --repair removes it"
 		}
@@ -115,6 +119,43 @@ func (s *Store) FsckBlobs(ctx context.Context, o FsckOptions) ([]Problem, error)
 			pr.Repaired = s.remove(p)
 		}
 		out = append(out, pr)
+	}
+	return out, nil
+}
+
+// recordBlobUsers maps the blobs key records list to the first record's
+// step.
+func (s *Store) recordBlobUsers(ctx context.Context) map[string]string {
+	users := map[string]string{}
+	recs, err := s.loadRecordsKeep(ctx)
+	if err != nil {
+		return users
+	}
+	for _, r := range recs {
+		for _, b := range r.Blobs {
+			if users[b] == "" {
+				users[b] = "the cache record of " + strings.TrimSuffix(r.CreatedBy, " # buildkit")
+			}
+		}
+	}
+	return users
+}
+
+// loadRecordsKeep decodes every key record, skipping (not removing)
+// damaged ones.
+func (s *Store) loadRecordsKeep(ctx context.Context) ([]*Record, error) {
+	entries, err := os.ReadDir(s.keys)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Record
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if rec, err := decodeRecord(filepath.Join(s.keys, e.Name())); err == nil {
+			out = append(out, rec)
+		}
 	}
 	return out, nil
 }

@@ -101,7 +101,9 @@ func TestFsckBlobs(t *testing.T) {
 	good := mustWriteBlob(t, s, []byte("good blob"))
 	flipped := mustWriteBlob(t, s, []byte("flipped blob"))
 	short := mustWriteBlob(t, s, []byte("truncated blob"))
-	path := func(d string) string { return filepath.Join(s.Root(), "blobs", "sha256", strings.TrimPrefix(d, "sha256:")) }
+	path := func(d string) string {
+		return filepath.Join(s.Root(), "blobs", "sha256", strings.TrimPrefix(d, "sha256:"))
+	}
 	if err := os.WriteFile(path(flipped), []byte("flipped blub"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -169,6 +169,27 @@ func (s *Store) RemoveRecord(ctx context.Context, k Key) error {
 	return nil
 }
 
+// RemoveRecordsOf deletes every record whose layer is diffID (a layer found
+// damaged and removed), so the steps that made it miss and run again. It
+// returns how many it removed.
+func (s *Store) RemoveRecordsOf(ctx context.Context, diffID string) (int, error) {
+	recs, err := s.loadRecords(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("remove records of layer %s: %w", diffID, err)
+	}
+	n := 0
+	for _, r := range recs {
+		if r.rec.DiffID != diffID {
+			continue
+		}
+		if err := os.Remove(r.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, fmt.Errorf("remove records of layer %s: %w", diffID, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
 // inlineInputsMax is the size of the largest Inputs JSON kept inside a key
 // or build record; larger ones are stored as a blob (see Record).
 const inlineInputsMax = 64 << 10

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -555,11 +557,32 @@ func (s *LayerStore) Verify(ctx context.Context, diffID string, src io.Reader) (
 	return true, nil
 }
 
-// treeDigest hashes the layer tar that dir serializes to.
+// treeDigest hashes the layer tar that dir serializes to, without the
+// times of directories: a directory a tar does not list (its parent of an
+// entry) gets the time it was unpacked at.
 func treeDigest(ctx context.Context, dir string) (string, error) {
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := writeLayerTar(ctx, dir, pw)
+		pw.CloseWithError(err)
+	}()
+	defer pr.Close()
 	h := sha256.New()
-	if _, err := writeLayerTar(ctx, dir, h); err != nil {
-		return "", err
+	tr := tar.NewReader(pr)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return hex.EncodeToString(h.Sum(nil)), nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if hdr.Typeflag == tar.TypeDir {
+			hdr.ModTime = time.Time{}
+		}
+		fmt.Fprintf(h, "%q %c %o %d %d %d %q %d %v\n", hdr.Name, hdr.Typeflag, hdr.Mode, hdr.Uid, hdr.Gid, hdr.Size, hdr.Linkname, hdr.ModTime.Unix(), hdr.PAXRecords)
+		if _, err := io.Copy(h, tr); err != nil {
+			return "", err
+		}
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

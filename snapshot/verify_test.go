@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/builder-dev/builder/snapshot"
 )
@@ -34,6 +35,15 @@ func TestLayerStoreVerify(t *testing.T) {
 	}
 	if checked, err := s.Verify(ctx, id, bytes.NewReader(data)); err != nil || !checked {
 		t.Fatalf("Verify of a good unpacked layer = %v, %v", checked, err)
+	}
+	// Directory times are not compared: a directory the tar does not list
+	// gets the time of each unpack.
+	old := time.Unix(1000000000, 0)
+	if err := os.Chtimes(filepath.Join(s.Dir(id), "etc"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Verify(ctx, id, bytes.NewReader(data)); err != nil {
+		t.Errorf("Verify after a directory time changed: %v", err)
 	}
 	if _, err := s.Verify(ctx, id, bytes.NewReader(append(bytes.Clone(data), 0))); !errors.Is(err, snapshot.ErrBadSource) {
 		t.Errorf("Verify against a wrong tar: %v, want ErrBadSource", err)
