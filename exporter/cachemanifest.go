@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/builder-dev/builder/cache"
@@ -83,7 +84,28 @@ type cacheRecord struct {
 // and machine, see Compressed), to loc as a cache manifest, replacing
 // what loc named before. Blobs the destination has are not uploaded again.
 // It returns the manifest digest.
+//
+// A compressed copy of a layer found damaged on the way was removed by the
+// read: the export is tried once more, which compresses the layer again
+// (and a partial copy of it written into an OCI layout is removed).
 func (s *Store) ExportCache(ctx context.Context, recs []*cache.Record, loc CacheLocation, o RemoteOptions) (v1.Hash, error) {
+	d, err := s.exportCache(ctx, recs, loc, o)
+	var ce *cache.CorruptBlobError
+	if !errors.As(err, &ce) || !ce.Removed {
+		return d, err
+	}
+	h, herr := v1.NewHash(ce.Digest)
+	if herr != nil {
+		return d, err
+	}
+	if loc.Dir != "" {
+		os.Remove(filepath.Join(loc.Dir, blobPath(h)))
+	}
+	o.notify(fmt.Sprintf("the compressed copy %s of a layer was damaged and is removed; compressing the layer again", shortDigest(h)))
+	return s.exportCache(ctx, recs, loc, o)
+}
+
+func (s *Store) exportCache(ctx context.Context, recs []*cache.Record, loc CacheLocation, o RemoteOptions) (v1.Hash, error) {
 	img, err := s.cacheImage(ctx, recs, o.notify)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", loc, err)
@@ -372,8 +394,15 @@ func (c *ImportedCache) unpack(ctx context.Context, digest v1.Hash, diffID strin
 // store to w. A layer whose directory cannot reproduce its tar (it was
 // unpacked from a remote cache, not committed here) is read from the gzip
 // blob recorded for it instead, checking its diffID.
+//
+// A committed layer whose directory no longer serializes to diffID (changed
+// on disk) is removed with the cache records that produced it, so the next
+// build rebuilds it instead of hitting it again; the error says so.
 func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64, error) {
 	n, err := s.layers.WriteTar(ctx, diffID, w)
+	if errors.Is(err, snapshot.ErrModified) {
+		return n, s.dropModified(context.WithoutCancel(ctx), diffID, err)
+	}
 	if !errors.Is(err, snapshot.ErrNotReproducible) {
 		return n, err
 	}
@@ -404,4 +433,20 @@ func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64
 		return n, fmt.Errorf("write tar of layer %s: blob %s holds sha256:%s", diffID, rec.Digest, got)
 	}
 	return n, nil
+}
+
+// dropModified removes the layer diffID, found changed on disk (err), and
+// the cache records that produced it.
+func (s *Store) dropModified(ctx context.Context, diffID string, err error) error {
+	if s.c == nil || s.ls == nil {
+		return err
+	}
+	n, rerr := s.c.RemoveRecordsOf(ctx, diffID)
+	if rerr != nil {
+		return fmt.Errorf("%w (drop the layer: %v)", err, rerr)
+	}
+	if rerr := s.ls.Remove(ctx, diffID); rerr != nil && !errors.Is(rerr, snapshot.ErrNotFound) {
+		return fmt.Errorf("%w (drop the layer: %v)", err, rerr)
+	}
+	return fmt.Errorf("%w; removed it and its cache records (%d): the next build rebuilds it", err, n)
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/builder-dev/builder/cache"
 )
 
 // ErrImageNotFound means the registry has no such repository, tag or
@@ -94,7 +96,44 @@ func (s *Store) Push(ctx context.Context, ref, dst string, o RemoteOptions) (v1.
 // an OCI manifest with gzip layer types; an image with compressed layers
 // only is pushed byte for byte. Blobs the registry has are not uploaded.
 // It returns the digest of the pushed manifest.
+//
+// A compressed copy found damaged while it is uploaded (the registry gets
+// nothing it would keep: it checks digests) has been removed by the read:
+// the push is tried once more, which compresses that layer again.
 func (s *Store) PushImage(ctx context.Context, img v1.Image, dst string, o RemoteOptions) (v1.Hash, error) {
+	d, err := s.pushImage(ctx, img, dst, o)
+	if blob, ok := damagedCopy(img, err); ok {
+		o.notify(fmt.Sprintf("the compressed copy %s of a layer was damaged and is removed; compressing the layer again", shortDigest(blob)))
+		d, err = s.pushImage(ctx, img, dst, o)
+	}
+	return d, err
+}
+
+// damagedCopy reports whether err says a blob was found damaged and
+// removed that is not one of img's own layers (so it was a compressed copy
+// made for a push, which can be made again).
+func damagedCopy(img v1.Image, err error) (v1.Hash, bool) {
+	var ce *cache.CorruptBlobError
+	if !errors.As(err, &ce) || !ce.Removed {
+		return v1.Hash{}, false
+	}
+	h, herr := v1.NewHash(ce.Digest)
+	if herr != nil {
+		return v1.Hash{}, false
+	}
+	m, merr := img.Manifest()
+	if merr != nil {
+		return v1.Hash{}, false
+	}
+	for _, l := range m.Layers {
+		if l.Digest == h {
+			return v1.Hash{}, false
+		}
+	}
+	return h, true
+}
+
+func (s *Store) pushImage(ctx context.Context, img v1.Image, dst string, o RemoteOptions) (v1.Hash, error) {
 	r, err := o.parse(dst)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", dst, err)

@@ -59,14 +59,14 @@ func (s *Store) exactDigest(ref, digest string) (string, error) {
 // prefix finds the one tagged image whose manifest or config digest starts
 // with ref.
 func (s *Store) prefix(ctx context.Context, ref string) (string, error) {
-	sums, err := s.summaries(ctx)
+	sums, _, err := s.summaries(ctx)
 	if err != nil {
 		return "", fmt.Errorf("image %s: %w", ref, err)
 	}
 	want := "sha256:" + strings.TrimPrefix(ref, "sha256:")
 	var found []string
 	for d, sum := range sums {
-		if strings.HasPrefix(d, want) || strings.HasPrefix(sum.ConfigDigest, want) {
+		if strings.HasPrefix(d, want) || (sum.ConfigDigest != "" && strings.HasPrefix(sum.ConfigDigest, want)) {
 			found = append(found, d)
 		}
 	}

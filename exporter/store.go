@@ -47,6 +47,10 @@ type layerStore interface {
 type Store struct {
 	blobs  blobStore
 	layers layerStore
+	// c and ls are blobs and layers as concrete stores, for diagnosis and
+	// repair (Fsck, DamagedError's advice); nil in tests of fakes.
+	c  *cache.Store
+	ls *snapshot.LayerStore
 	// compressedDir (the store's cache.Compressed area) maps diffIDs of
 	// uncompressed layers to the gzip blobs made of them for a push (see
 	// Compressed): one small JSON file per diffID, <hex>.json.
@@ -55,7 +59,7 @@ type Store struct {
 
 // NewStore returns the image view over blobs and layers.
 func NewStore(blobs *cache.Store, layers *snapshot.LayerStore) *Store {
-	return &Store{blobs: blobs, layers: layers, compressedDir: blobs.AreaPath(cache.Compressed)}
+	return &Store{blobs: blobs, layers: layers, c: blobs, ls: layers, compressedDir: blobs.AreaPath(cache.Compressed)}
 }
 
 // ImageSummary is one line of List.
@@ -65,6 +69,8 @@ type ImageSummary struct {
 	ConfigDigest string    `json:"configDigest"` // docker's image ID
 	Size         int64     `json:"size"`         // config plus layers as stored
 	Created      time.Time `json:"created"`
+	// Damaged says why the image cannot be read (List reports it too).
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // ImageInspect is what Inspect reports.
@@ -130,7 +136,12 @@ func (s *Store) putImage(ctx context.Context, img v1.Image) (v1.Hash, error) {
 
 func (s *Store) putBytes(ctx context.Context, data []byte, digest v1.Hash) error {
 	if s.blobs.HasBlob(digest.String()) {
-		return nil
+		// A manifest or a config is small: check it, so that storing an
+		// image again repairs a damaged copy (ReadBlob removes it).
+		_, err := s.blobs.ReadBlob(ctx, digest.String())
+		if err == nil || !errors.Is(err, cache.ErrCorrupt) {
+			return err
+		}
 	}
 	_, _, err := s.blobs.WriteBlob(ctx, strings.NewReader(string(data)), digest.String())
 	return err
@@ -160,59 +171,107 @@ func (s *Store) putLayer(ctx context.Context, l v1.Layer) error {
 
 // Image returns the stored image ref names: a tag ("busybox" means
 // "docker.io/library/busybox:latest"), "name@sha256:…", a manifest or
-// config digest, or an unambiguous prefix of one.
+// config digest, or an unambiguous prefix of one. Every part of the image
+// must be there: a manifest, config or layer that is damaged or missing is
+// a *DamagedError naming it and what to do.
 func (s *Store) Image(ctx context.Context, ref string) (v1.Image, error) {
+	return s.image(ctx, ref, true)
+}
+
+// Describe is Image for showing an image (history): layers that cannot be
+// read fail only when read.
+func (s *Store) Describe(ctx context.Context, ref string) (v1.Image, error) {
+	return s.image(ctx, ref, false)
+}
+
+func (s *Store) image(ctx context.Context, ref string, whole bool) (v1.Image, error) {
 	digest, err := s.resolve(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	img, err := s.imageAt(ctx, digest)
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", ref, err)
-	}
-	return img, nil
+	return s.imageAt(ctx, ref, digest, whole)
 }
 
-func (s *Store) imageAt(ctx context.Context, digest string) (v1.Image, error) {
+// imageAt reads the image digest (asked by ref, for messages). With whole,
+// a layer that is in the store neither as a blob nor as a layer directory
+// that reproduces it is an error; else it fails when read.
+func (s *Store) imageAt(ctx context.Context, ref, digest string, whole bool) (v1.Image, error) {
 	rawManifest, err := s.blobs.ReadBlob(ctx, digest)
 	if err != nil {
-		return nil, err
+		if !isDamage(err) && !errors.Is(err, cache.ErrNotFound) {
+			return nil, fmt.Errorf("image %s: %w", ref, err)
+		}
+		return nil, s.damaged(ctx, ref, digest, "manifest", digest, -1, err)
 	}
 	var m v1.Manifest
 	if err := json.Unmarshal(rawManifest, &m); err != nil {
-		return nil, fmt.Errorf("decode manifest %s: %w", digest, err)
+		return nil, s.damaged(ctx, ref, digest, "manifest", digest, -1, fmt.Errorf("does not decode: %v", err))
 	}
 	if !m.MediaType.IsImage() && m.MediaType != "" {
-		return nil, fmt.Errorf("manifest %s: media type %q is not an image", digest, m.MediaType)
+		return nil, fmt.Errorf("image %s: manifest %s: media type %q is not an image", ref, digest, m.MediaType)
 	}
-	rawCfg, err := s.blobs.ReadBlob(ctx, m.Config.Digest.String())
+	cfgDigest := m.Config.Digest.String()
+	rawCfg, err := s.blobs.ReadBlob(ctx, cfgDigest)
 	if err != nil {
-		return nil, err
+		if !isDamage(err) && !errors.Is(err, cache.ErrNotFound) {
+			return nil, fmt.Errorf("image %s: %w", ref, err)
+		}
+		return nil, s.damaged(ctx, ref, digest, "config", cfgDigest, -1, err)
 	}
 	cfg, err := v1.ParseConfigFile(strings.NewReader(string(rawCfg)))
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", m.Config.Digest, err)
+		return nil, s.damaged(ctx, ref, digest, "config", cfgDigest, -1, fmt.Errorf("does not decode: %v", err))
 	}
 	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
-		return nil, fmt.Errorf("config %s lists %d diff_ids but the manifest has %d layers", m.Config.Digest, len(cfg.RootFS.DiffIDs), len(m.Layers))
+		return nil, s.damaged(ctx, ref, digest, "config", cfgDigest, -1, fmt.Errorf("lists %d diff_ids but the manifest has %d layers", len(cfg.RootFS.DiffIDs), len(m.Layers)))
 	}
 	layers := make([]v1.Layer, len(m.Layers))
 	for i, d := range m.Layers {
-		if layers[i], err = s.layer(ctx, d, cfg.RootFS.DiffIDs[i]); err != nil {
-			return nil, fmt.Errorf("layer %d: %w", i, err)
+		part := layerPart(cfg, i)
+		l, err := s.layer(ctx, d, cfg.RootFS.DiffIDs[i])
+		if err != nil {
+			derr := s.damaged(ctx, ref, digest, part, d.Digest.String(), i, err)
+			if whole {
+				return nil, derr
+			}
+			layers[i] = &missingLayer{desc: d, diffID: cfg.RootFS.DiffIDs[i], err: derr}
+			continue
 		}
+		blob := d.Digest.String()
+		layers[i] = &namedLayer{Layer: l, wrap: func(err error) error {
+			var de *DamagedError
+			if !isDamage(err) || errors.As(err, &de) {
+				return err
+			}
+			return s.damaged(context.WithoutCancel(ctx), ref, digest, part, blob, i, err)
+		}}
 	}
 	return newRawImage(rawManifest, rawCfg, layers)
 }
 
+// layer returns a stored image's layer: its blob, or the layer directory
+// that reproduces it (a layer built here, or one with a compressed copy).
 func (s *Store) layer(ctx context.Context, d v1.Descriptor, diffID v1.Hash) (v1.Layer, error) {
 	if s.blobs.HasBlob(d.Digest.String()) {
 		return LayerFromBlob(ctx, s.blobs, d, diffID)
 	}
-	if isUncompressed(d.MediaType) && d.Digest == diffID && s.layers.Has(diffID.String()) {
+	if isUncompressed(d.MediaType) && d.Digest == diffID && s.reproducible(diffID) {
 		return LayerFromStore(ctx, s, diffID.String(), d.Size)
 	}
-	return nil, fmt.Errorf("%s: %w", d.Digest, cache.ErrNotFound)
+	return nil, errNoLayer
+}
+
+// reproducible reports whether WriteTar can give the tar of diffID: the
+// layer was committed here, or it has a compressed copy.
+func (s *Store) reproducible(diffID v1.Hash) bool {
+	if !s.layers.Has(diffID.String()) {
+		return false
+	}
+	if s.ls == nil || s.ls.Committed(diffID.String()) {
+		return true
+	}
+	_, ok := s.compressedRecord(diffID)
+	return ok
 }
 
 // Tag points dst at the image src names.
@@ -264,7 +323,11 @@ func (s *Store) Save(ctx context.Context, path string, refs []string) error {
 		if err != nil {
 			return err
 		}
-		img, err := s.imageAt(ctx, digest)
+		img, err := s.imageAt(ctx, ref, digest, true)
+		var de *DamagedError
+		if errors.As(err, &de) {
+			return err // it names the image
+		}
 		if err != nil {
 			return fmt.Errorf("save %s: %w", ref, err)
 		}
@@ -390,30 +453,36 @@ func shortDigest(h v1.Hash) string {
 	return h.Hex
 }
 
-// summaries groups the index by image.
-func (s *Store) summaries(ctx context.Context) (map[string]*ImageSummary, error) {
+// summaries groups the index by image. An image that cannot be read has
+// a summary with Damaged set, and its error is among errs.
+func (s *Store) summaries(ctx context.Context) (map[string]*ImageSummary, []error, error) {
 	tags, err := s.blobs.Tags(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := map[string]*ImageSummary{}
+	var errs []error
 	for _, t := range tags {
 		sum, ok := out[t.Digest]
 		if !ok {
-			if sum, err = s.summary(ctx, t.Digest); err != nil {
-				return nil, err
+			if sum, err = s.summary(ctx, cache.FamiliarName(t.Name), t.Digest); err != nil {
+				if ctx.Err() != nil {
+					return nil, nil, err
+				}
+				errs = append(errs, err)
+				sum = &ImageSummary{Digest: t.Digest, Damaged: err.Error()}
 			}
 			out[t.Digest] = sum
 		}
 		sum.Tags = append(sum.Tags, cache.FamiliarName(t.Name))
 	}
-	return out, nil
+	return out, errs, nil
 }
 
-func (s *Store) summary(ctx context.Context, digest string) (*ImageSummary, error) {
-	img, err := s.imageAt(ctx, digest)
+func (s *Store) summary(ctx context.Context, ref, digest string) (*ImageSummary, error) {
+	img, err := s.imageAt(ctx, ref, digest, false)
 	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", digest, err)
+		return nil, err
 	}
 	m, err := img.Manifest()
 	if err != nil {
@@ -430,9 +499,11 @@ func (s *Store) summary(ctx context.Context, digest string) (*ImageSummary, erro
 	return &ImageSummary{Digest: digest, ConfigDigest: m.Config.Digest.String(), Size: size, Created: cfg.Created.Time}, nil
 }
 
-// List returns the tagged images, newest first.
+// List returns the tagged images, newest first. Images that cannot be read
+// are listed with Damaged set, after the others, and the error joins
+// their *DamagedErrors.
 func (s *Store) List(ctx context.Context) ([]ImageSummary, error) {
-	sums, err := s.summaries(ctx)
+	sums, errs, err := s.summaries(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
@@ -441,12 +512,15 @@ func (s *Store) List(ctx context.Context) ([]ImageSummary, error) {
 		out = append(out, *sum)
 	}
 	sort.Slice(out, func(i, j int) bool {
+		if (out[i].Damaged == "") != (out[j].Damaged == "") {
+			return out[i].Damaged == ""
+		}
 		if !out[i].Created.Equal(out[j].Created) {
 			return out[i].Created.After(out[j].Created)
 		}
 		return out[i].Digest < out[j].Digest
 	})
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 // Inspect returns the manifest, config and digests of the image ref names.
@@ -455,11 +529,15 @@ func (s *Store) Inspect(ctx context.Context, ref string) (*ImageInspect, error) 
 	if err != nil {
 		return nil, err
 	}
-	sum, err := s.summary(ctx, digest)
+	sum, err := s.summary(ctx, ref, digest)
+	var de *DamagedError
+	if errors.As(err, &de) {
+		return nil, err // it names the image
+	}
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}
-	img, err := s.imageAt(ctx, digest)
+	img, err := s.imageAt(ctx, ref, digest, false)
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}

@@ -35,7 +35,7 @@ func cmdHistory(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer st.Close()
-	img, err := st.images.Image(ctx, fs.Arg(0))
+	img, err := st.images.Describe(ctx, fs.Arg(0))
 	if err != nil {
 		return err
 	}

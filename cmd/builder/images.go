@@ -18,18 +18,23 @@ func cmdImages(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer st.Close()
-	list, err := st.images.List(ctx)
-	if err != nil {
-		return err
+	// Damaged images are listed (marked) with the others, and their
+	// errors, naming what is damaged and what to do, make the exit status.
+	list, damaged := st.images.List(ctx)
+	if list == nil && damaged != nil {
+		return damaged
 	}
 	switch {
 	case *format == "json":
-		return json.NewEncoder(a.stdout).Encode(list)
+		if err := json.NewEncoder(a.stdout).Encode(list); err != nil {
+			return err
+		}
+		return damaged
 	case *quiet:
 		for _, im := range list {
 			fmt.Fprintln(a.stdout, shortID(im.Digest))
 		}
-		return nil
+		return damaged
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
@@ -40,10 +45,17 @@ func cmdImages(ctx context.Context, a *app, args []string) error {
 		}
 		for _, t := range tags {
 			repo, tag := splitTag(t)
+			if im.Damaged != "" {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", repo, tag, shortID(im.Digest), "<damaged>", "-")
+				continue
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", repo, tag, shortID(im.Digest), ago(im.Created), humanSize(im.Size))
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return damaged
 }
 
 func cmdTag(ctx context.Context, a *app, args []string) error {
