@@ -7,6 +7,7 @@
 //	<root>/blobs/sha256/<hex>   content-addressed blobs, verified on read
 //	<root>/keys/<hex>.json      cache key → Record
 //	<root>/images/index.json    OCI image index of tagged images
+//	                            (index.json.bak: its copy, for RepairIndex)
 //	<root>/builds/<id>.json     build records
 //	<root>/hashes/<xx>.memo     context file hash memo, 256 shards
 //	<root>/tmp/s-<purpose>-*/   per-process scratch (files being written,
