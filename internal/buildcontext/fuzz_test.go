@@ -1,6 +1,7 @@
 package buildcontext
 
 import (
+	"bytes"
 	"context"
 	"io/fs"
 	"os"
@@ -34,8 +35,12 @@ var fuzzTree = func() map[string]string {
 	return m
 }()
 
-// fuzzMaxPaths bounds the paths one input asks about.
-const fuzzMaxPaths = 8
+// fuzzMaxPaths and fuzzMaxPatterns bound the work of one input: every
+// path is matched against every pattern for each of its parents.
+const (
+	fuzzMaxPaths    = 4
+	fuzzMaxPatterns = 16
+)
 
 // FuzzDockerignore reads a fuzzed .dockerignore (ReadIgnore, then Open),
 // or, when raw is set, opens the context with its raw lines as patterns
@@ -54,6 +59,9 @@ func FuzzDockerignore(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ignore []byte, paths string, raw bool) {
 		if root == "" {
 			root, files = fuzzMakeTree(t, scratch)
+		}
+		if lines := bytes.SplitAfter(ignore, []byte("\n")); len(lines) > fuzzMaxPatterns {
+			ignore = bytes.Join(lines[:fuzzMaxPatterns], nil)
 		}
 		if err := os.WriteFile(filepath.Join(root, ".dockerignore"), ignore, 0o644); err != nil {
 			t.Fatal(err)
