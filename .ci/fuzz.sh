@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for FUZZTIME each and prints, per target, one
+# summary line: "FuzzApply: 123456 execs in 60s (2057/s), 12 new interesting".
+# Called by `make fuzz` (FUZZTIME=60s in CI: six targets, about six minutes).
+#
+# New interesting inputs are minimized for at most FUZZMINIMIZETIME, a count
+# (default 100x) rather than go's default of 60s, which would eat the whole
+# budget of a target: every input a target finds in its first seconds would
+# be minimized for up to a minute while nothing else runs. The corpus go
+# builds lives in GOCACHE; failing inputs are written to the package's
+# testdata/fuzz/<FuzzName>/ as usual. Every target runs even after one fails;
+# the exit status is non-zero if any failed.
+#
+# Usage: .ci/fuzz.sh [TARGET_REGEXP]   (env: GO, FUZZTIME, FUZZMINIMIZETIME)
+set -uo pipefail
+
+GO=${GO:-go}
+FUZZTIME=${FUZZTIME:-30s}
+FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-100x}
+only=${1:-.}
+
+cd "$(dirname "$0")/.."
+
+targets=(
+	"./parser FuzzParse"
+	"./planner FuzzPlan"
+	"./internal/buildcontext FuzzDockerignore"
+	"./snapshot FuzzApply"
+	"./snapshot FuzzDecompress"
+	"./exporter FuzzLoad"
+)
+
+# summarize NAME LOG STATUS: the last progress line of go's output, e.g.
+# "fuzz: elapsed: 1m0s, execs: 504640 (0/sec), new interesting: 481 (total: 528)",
+# as one line with the average rate over the whole run.
+summarize() {
+	awk -v name="$1" -v status="$3" '
+		/^fuzz: elapsed: .*execs: / { last = $0 }
+		END {
+			if (last == "") { printf "%s: no fuzzing progress reported%s\n", name, status; exit }
+			split(last, f, /[ ,]+/)
+			# f: fuzz: elapsed: DUR execs: N (R/sec) new interesting: K (total: T)
+			dur = f[3]; execs = f[5]; newi = f[9]
+			secs = 0; rest = dur
+			if (match(rest, /[0-9.]+h/)) { secs += substr(rest, RSTART, RLENGTH - 1) * 3600 }
+			if (match(rest, /[0-9.]+m[^s]/) || match(rest, /[0-9.]+m$/)) { secs += substr(rest, RSTART, RLENGTH - 1) * 60 }
+			if (match(rest, /[0-9.]+s/)) { secs += substr(rest, RSTART, RLENGTH - 1) }
+			rate = secs > 0 ? int(execs / secs) : execs
+			printf "%s: %d execs in %s (%d/s), %d new interesting%s\n", name, execs, dur, rate, newi, status
+		}' "$2"
+}
+
+summary=()
+failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+for t in "${targets[@]}"; do
+	read -r pkg name <<<"$t"
+	[[ $name =~ $only ]] || continue
+	echo "== $name ($pkg) for $FUZZTIME, -fuzzminimizetime $FUZZMINIMIZETIME"
+	status=""
+	if ! "$GO" test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZETIME" 2>&1 | tee "$log"; then
+		status=" — FAILED"
+		failed=1
+	fi
+	line=$(summarize "$name" "$log" "$status")
+	echo "$line"
+	summary+=("$line")
+done
+
+echo "== fuzz summary"
+printf '%s\n' "${summary[@]}"
+exit "$failed"
