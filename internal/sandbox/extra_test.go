@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -72,5 +73,42 @@ func TestExtraMountValidate(t *testing.T) {
 		if err := sandbox.Run(t.Context(), spec); !errors.Is(err, sandbox.ErrInvalidSpec) {
 			t.Errorf("%s: got %v, want ErrInvalidSpec", name, err)
 		}
+	}
+}
+
+// Nested mounts inside a directory that parallel RUNs share (a cache mount
+// at /foo/bar and another at /foo/bar/baz, as BuildKit's
+// testCacheMountParallel): the inner mount point is created inside the
+// shared directory by whichever RUN comes first, the others use it, and
+// none removes it while another may have it mounted.
+func TestNestedMountInSharedDirParallel(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	shared, inner := t.TempDir(), t.TempDir()
+	errs := make(chan error, 16)
+	// Made before any run starts: a busybox copy open for writing while
+	// another goroutine forks would be busy (ETXTBSY) in the child.
+	roots := make([]string, cap(errs))
+	for i := range roots {
+		roots[i] = newRootfs(t, rootfsOpts{})
+	}
+	for i, root := range roots {
+		go func() {
+			spec := shSpec(root, "test -d /foo/bar/baz && sleep 0.2 && test -d /foo/bar/baz")
+			spec.Binds = []sandbox.Bind{{Source: shared, Target: "/foo/bar"}, {Source: inner, Target: "/foo/bar/baz"}}
+			_, _, err := run(t.Context(), spec)
+			if err != nil {
+				err = fmt.Errorf("run %d: %w", i, err)
+			}
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(shared, "baz")); err != nil || !fi.IsDir() {
+		t.Errorf("the mount point made in the shared directory: %v, %v", fi, err)
 	}
 }

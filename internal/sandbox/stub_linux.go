@@ -65,11 +65,34 @@ func (sb *sandbox) ensureOne(rel string, dir bool) error {
 	} else {
 		err = createFile(p)
 	}
+	inMount := sb.underTarget(rel)
+	if inMount && errors.Is(err, unix.EEXIST) {
+		// Another RUN sharing the mount (a cache mount of a parallel
+		// stage) created it first.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("create /%s: %w", rel, err)
 	}
+	if inMount {
+		// Created inside a mount (a cache or bind mount), not in the
+		// root's own tree: it is in no layer, and removing it could
+		// detach a parallel RUN's mount on it.
+		return nil
+	}
 	sb.stubs = append(sb.stubs, stub{rel: rel, parentTimes: [2]unix.Timespec{st.Atim, st.Mtim}})
 	return nil
+}
+
+// underTarget reports whether rel lies strictly below a mount point the
+// sandbox has mounted on.
+func (sb *sandbox) underTarget(rel string) bool {
+	for _, t := range sb.targets {
+		if strings.HasPrefix(rel, t+string(filepath.Separator)) {
+			return true
+		}
+	}
+	return false
 }
 
 func createFile(p string) error {
