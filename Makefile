@@ -1,6 +1,7 @@
 # builder — see README.md.
 GO      ?= go
 BIN     := bin/builder
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DEMO    := .demo
 ROOT    := $(DEMO)/root
 # Fuzzing: FUZZTIME per target (six targets), new inputs minimized for at
@@ -13,7 +14,7 @@ FUZZMINIMIZETIME ?= 100x
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/builder
+	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN) ./cmd/builder
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' ':!fixtures/conformance/cases'))" || { gofmt -l $$(git ls-files '*.go' ':!fixtures/conformance/cases'); exit 1; }

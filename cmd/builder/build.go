@@ -88,7 +88,11 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | REF | type=local,src=DIR")
 	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]")
-	if err := fs.Parse(args); err != nil {
+	legacyFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := checkIsolation(fs); err != nil {
 		return err
 	}
 	if err := needArgs(fs, 1, 1); err != nil {

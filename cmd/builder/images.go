@@ -93,7 +93,7 @@ func cmdRmi(ctx context.Context, a *app, args []string) error {
 func cmdSave(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "save", "-o FILE IMAGE [IMAGE...]")
 	out := fs.StringP("output", "o", "", "write to FILE (required)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := needArgs(fs, 1, -1); err != nil {
@@ -113,7 +113,7 @@ func cmdSave(ctx context.Context, a *app, args []string) error {
 func cmdLoad(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "load", "-i FILE")
 	in := fs.StringP("input", "i", "", "read from FILE (docker save or OCI layout tar)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := needArgs(fs, 0, 0); err != nil {

@@ -57,6 +57,7 @@ var commands = map[string]command{
 	"push":    {"Push an image from the local store to a registry", cmdPush, false},
 	"du":      {"Show disk usage of the store", cmdDu, false},
 	"fsck":    {"Check every digest and reference of the store; --repair removes what is damaged", cmdFsck, false},
+	"version": {"Show the builder version", cmdVersion, false},
 }
 
 func main() {
@@ -74,14 +75,21 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.StringVar(&a.root, "root", defaultRoot(), "directory of the image store and build cache")
 	fs.StringArrayVar(&a.insecure, "insecure-registry", nil, "registry HOST[:PORT] to reach over plain HTTP or unverified TLS (repeatable)")
 	help := fs.BoolP("help", "h", false, "show help")
+	showVersion := fs.BoolP("version", "v", false, "show the builder version")
 	fs.Usage = func() { usage(stderr, fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(stderr, "ERROR: %v\n\n", err)
+		usage(stderr, fs)
 		return 2
 	}
 	rest := fs.Args()
+	if *showVersion && !*help {
+		printVersion(stdout)
+		return 0
+	}
 	if *help || len(rest) == 0 {
 		usage(stdout, fs)
 		if len(rest) == 0 && !*help {
@@ -92,7 +100,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	name, cmdArgs := rest[0], rest[1:]
 	cmd, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(stderr, "builder: unknown command %q (see 'builder --help')\n", name)
+		fmt.Fprintf(stderr, "ERROR: unknown command %q\n\n", name)
+		usage(stderr, fs)
 		return 2
 	}
 	if cmd.mounts {
@@ -114,6 +123,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
+		}
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "ERROR: %v\n\n", ue.err)
+			ue.usage()
+			return 2
 		}
 		if ctx.Err() != nil {
 			fmt.Fprintf(stderr, "ERROR: interrupted: %v\n", err)
@@ -189,13 +204,33 @@ func newFlags(a *app, name, usageLine string) *pflag.FlagSet {
 // setup parses a subcommand's flags, checks its argument count and opens
 // the store.
 func (a *app) setup(fs *pflag.FlagSet, args []string, min, max int) (*stores, error) {
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
 	if err := needArgs(fs, min, max); err != nil {
 		return nil, err
 	}
 	return a.open()
+}
+
+// usageError is a command line a subcommand cannot parse: run prints it
+// with the subcommand's usage.
+type usageError struct {
+	err   error
+	usage func()
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// parseFlags parses a subcommand's flags; an error other than --help is a
+// *usageError.
+func parseFlags(fs *pflag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == nil || errors.Is(err, pflag.ErrHelp) {
+		return err
+	}
+	return &usageError{err: err, usage: fs.Usage}
 }
 
 // writeJSON writes v as indented JSON.

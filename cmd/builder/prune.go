@@ -18,7 +18,7 @@ func cmdPrune(ctx context.Context, a *app, args []string) error {
 	keep := fs.String("keep-storage", "", "keep this much storage (e.g. 10GB)")
 	var filters []string
 	fs.StringArrayVar(&filters, "filter", nil, "filter: until=DURATION (entries unused for longer)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	opts := cache.PruneOptions{All: *all}

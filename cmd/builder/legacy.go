@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/pflag"
+)
+
+// legacyFlags accepts the flags of `docker build` that have no effect in a
+// BuildKit build (docker accepts and ignores them too), so scripts written
+// for docker build run unchanged. They are hidden from the usage.
+func legacyFlags(fs *pflag.FlagSet) {
+	for _, f := range []struct {
+		name string
+		def  bool
+	}{
+		{"rm", true},                    // intermediate containers: there are none
+		{"force-rm", false},             // same
+		{"compress", false},             // the context is read in place, never sent
+		{"disable-content-trust", true}, // docker content trust is not used
+	} {
+		fs.Bool(f.name, f.def, "no effect (accepted as docker build does)")
+		_ = fs.MarkHidden(f.name)
+	}
+	fs.String("isolation", "default", "no effect: only \"default\" is accepted (as docker build on Linux)")
+	_ = fs.MarkHidden("isolation")
+}
+
+// checkIsolation refuses an --isolation other than docker's Linux default.
+func checkIsolation(fs *pflag.FlagSet) error {
+	v, err := fs.GetString("isolation")
+	if err != nil {
+		return err
+	}
+	if v != "default" && v != "" {
+		return fmt.Errorf("--isolation %q: only \"default\" is supported", v)
+	}
+	return nil
+}
