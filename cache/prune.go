@@ -37,6 +37,7 @@ type PruneOptions struct {
 type PruneReport struct {
 	Removed   int   // entries removed: records, blobs, layers, build records, memo shards
 	Reclaimed int64 // bytes freed, including metadata files
+	Left      int64 // the store's size afterwards, as KeepStorage counts it
 }
 
 // storedRecord is a record with its file, as Prune and DiskUsage see it.
@@ -59,14 +60,22 @@ func (s *Store) Prune(ctx context.Context, opts PruneOptions) (PruneReport, erro
 		return PruneReport{}, fmt.Errorf("prune: %w", err)
 	}
 	defer unlock()
+	rep, err := s.prune(ctx, opts)
+	if err != nil {
+		return rep, fmt.Errorf("prune: %w", err)
+	}
+	return rep, nil
+}
+
+// prune is Prune under the exclusive lock the caller holds.
+func (s *Store) prune(ctx context.Context, opts PruneOptions) (PruneReport, error) {
 	p, err := s.newPruner(ctx, opts)
 	if err != nil {
-		return PruneReport{}, fmt.Errorf("prune: %w", err)
+		return PruneReport{}, err
 	}
-	if err := p.run(ctx); err != nil {
-		return p.report, fmt.Errorf("prune: %w", err)
-	}
-	return p.report, nil
+	err = p.run(ctx)
+	p.report.Left = p.usage
+	return p.report, err
 }
 
 type pruner struct {

@@ -41,7 +41,14 @@ func (b *build) prepareCache(ctx context.Context, rm *runMount, sm *stepMounts) 
 	case instructions.MountSharingPrivate:
 		how = unix.LOCK_EX | unix.LOCK_NB
 	}
-	unlock, err := flockFile(ctx, filepath.Join(base, name+".lock"), how)
+	lockPath := filepath.Join(base, name+".lock")
+	unlock, err := flockFile(ctx, lockPath, how)
+	if err == nil {
+		// The lock file's time is the cache's last use, by which the
+		// store's garbage collection ages caches.
+		now := time.Now()
+		_ = os.Chtimes(lockPath, now, now)
+	}
 	dir := filepath.Join(base, name)
 	switch {
 	case errors.Is(err, errLockBusy):

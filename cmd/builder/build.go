@@ -161,9 +161,14 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	defer st.Close()
+	gc, err := st.gcPolicy()
+	if err != nil {
+		return err
+	}
 	if err := st.lockShared(ctx); err != nil {
 		return err
 	}
+	defer st.collectGarbage(ctx, gc, prog.Notice)
 
 	plan, err := planner.New(ctx, df, planner.Options{
 		DockerfilePath: dfPath,

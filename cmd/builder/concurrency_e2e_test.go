@@ -103,15 +103,15 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 	}
 }
 
-// pruneLoop runs `builder prune` (every third time with --all) until ctx
-// is done, counting the prunes that succeeded in n. A failed prune fails
+// pruneLoop runs `builder prune --filter until=0s` (every entry no tag
+// needs, whatever its age; every third time --all) until ctx is done, counting the prunes that succeeded in n. A failed prune fails
 // the test.
 func (e *e2eEnv) pruneLoop(ctx context.Context, count *atomic.Int64) {
 	for ctx.Err() == nil {
 		n := count.Load()
-		args := []string{"--root", e.root, "prune"}
+		args := []string{"--root", e.root, "prune", "--filter", "until=0s"}
 		if n%3 == 2 {
-			args = append(args, "--all")
+			args = []string{"--root", e.root, "prune", "--all"}
 		}
 		out, err := exec.Command(builderBin, args...).CombinedOutput()
 		if err != nil {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path/filepath"
 	"text/tabwriter"
@@ -12,33 +14,24 @@ import (
 	"github.com/docker/go-units"
 )
 
+// defaultPruneAge is what plain `builder prune` removes: entries unused
+// for two days (as buildkitd's GC treats easily rebuilt data), so a prune
+// never throws away the cache of the builds just made. --all, --filter
+// until= or --keep-storage replace it.
+const defaultPruneAge = 48 * time.Hour
+
 func cmdPrune(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "prune", "[OPTIONS]")
-	all := fs.BoolP("all", "a", false, "remove all unused build cache, not just the least recently used")
-	keep := fs.String("keep-storage", "", "keep this much storage (e.g. 10GB)")
+	all := fs.BoolP("all", "a", false, "remove all unused build cache whatever its age, RUN cache mounts and untagged build records")
+	keep := fs.String("keep-storage", "", "remove least recently used entries until the store uses at most this much (e.g. 10GB)")
 	var filters []string
-	fs.StringArrayVar(&filters, "filter", nil, "filter: until=DURATION (entries unused for longer)")
+	fs.StringArrayVar(&filters, "filter", nil, "filter: until=DURATION (only entries unused for longer; default 48h without --all and --keep-storage)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	opts := cache.PruneOptions{All: *all}
-	if *keep != "" {
-		n, err := units.FromHumanSize(*keep)
-		if err != nil {
-			return fmt.Errorf("--keep-storage %q: %w", *keep, err)
-		}
-		opts.KeepStorage = n
-	}
-	for _, f := range filters {
-		k, v, _ := splitKV(f)
-		if k != "until" {
-			return fmt.Errorf("--filter %q: only until=DURATION is supported", f)
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("--filter %q: %w", f, err)
-		}
-		opts.Until = d
+	opts, err := pruneOptions(*all, *keep, filters)
+	if err != nil {
+		return err
 	}
 	st, err := a.open()
 	if err != nil {
@@ -47,21 +40,51 @@ func cmdPrune(ctx context.Context, a *app, args []string) error {
 	defer st.Close()
 	// Prune takes the store's exclusive lock itself: it waits for running
 	// builds, which hold the shared lock.
-	opts.RemoveLayer = func(ctx context.Context, diffID string) (int64, error) {
-		size := dirSize(st.layers.Dir(diffID))
-		return size, st.layers.Remove(ctx, diffID)
-	}
+	opts.RemoveLayer = st.removeLayer
 	rep, err := st.cache.Prune(ctx, opts)
 	if err != nil {
 		return err
 	}
-	stale, err := st.removeUnused(ctx, *all)
+	caches, freed, err := st.cache.PruneRunCache(ctx, opts.Until)
+	if err != nil {
+		return err
+	}
+	rep.Removed, rep.Reclaimed = rep.Removed+caches, rep.Reclaimed+freed
+	stale, err := st.removeUnused(ctx)
 	if err != nil {
 		return err
 	}
 	rep.Reclaimed += stale
 	fmt.Fprintf(a.stdout, "Removed %d cache entries\nTotal reclaimed space: %s\n", rep.Removed, units.HumanSize(float64(rep.Reclaimed)))
 	return nil
+}
+
+// pruneOptions reads prune's flags.
+func pruneOptions(all bool, keep string, filters []string) (cache.PruneOptions, error) {
+	opts := cache.PruneOptions{All: all}
+	if keep != "" {
+		n, err := units.FromHumanSize(keep)
+		if err != nil {
+			return opts, fmt.Errorf("--keep-storage %q: %w", keep, err)
+		}
+		opts.KeepStorage = n
+	}
+	until := false
+	for _, f := range filters {
+		k, v, _ := splitKV(f)
+		if k != "until" {
+			return opts, fmt.Errorf("--filter %q: only until=DURATION is supported", f)
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return opts, fmt.Errorf("--filter %q: %w", f, err)
+		}
+		opts.Until, until = d, true
+	}
+	if !all && !until && opts.KeepStorage == 0 {
+		opts.Until = defaultPruneAge
+	}
+	return opts, nil
 }
 
 func cmdDu(ctx context.Context, a *app, args []string) error {
@@ -89,7 +112,31 @@ func cmdDu(ctx context.Context, a *app, args []string) error {
 	runCache := dirSize(st.cache.AreaPath(cache.RunCache))
 	fmt.Fprintf(tw, "RUN cache mounts\t%s\n", units.HumanSize(float64(runCache)))
 	fmt.Fprintf(tw, "total\t%s\n", units.HumanSize(float64(layers+u.Blobs+u.Keys+u.Builds+u.Hashes+runCache)))
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printGC(a.stdout, st)
+}
+
+// printGC shows the automatic garbage collection policy and its last run.
+func printGC(w io.Writer, st *stores) error {
+	p, err := st.gcPolicy()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nAutomatic GC ($BUILDER_GC_POLICY): %s\n", p)
+	last, err := st.cache.LastGC()
+	switch {
+	case errors.Is(err, cache.ErrNotFound):
+		fmt.Fprintln(w, "Last automatic GC: never")
+	case err != nil:
+		return err
+	default:
+		fmt.Fprintf(w, "Last automatic GC: %s: store %s, limit %s, removed %d entries, freed %s\n",
+			last.Time.Local().Format(time.RFC3339), units.HumanSize(float64(last.Before)), units.HumanSize(float64(last.Keep)),
+			last.Removed, units.HumanSize(float64(last.Reclaimed)))
+	}
+	return nil
 }
 
 func splitKV(s string) (string, string, bool) {

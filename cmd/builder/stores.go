@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/exporter"
 	"github.com/builder-dev/builder/snapshot"
+	"github.com/docker/go-units"
 )
 
 // stores are the parts of the store root, opened together.
@@ -76,12 +76,54 @@ func snapshotter(ctx context.Context, layers *snapshot.LayerStore, active, kind 
 	return nil, fmt.Errorf("unknown snapshotter %q (want overlay, copy or auto)", kind)
 }
 
+// removeLayer deletes a layer's directory for the cache's prune and GC,
+// returning the bytes it held.
+func (s *stores) removeLayer(ctx context.Context, diffID string) (int64, error) {
+	size := dirSize(s.layers.Dir(diffID))
+	return size, s.layers.Remove(ctx, diffID)
+}
+
+// gcPolicy is the automatic garbage collection policy of the store:
+// buildkitd's defaults for its disk, changed by $BUILDER_GC_POLICY.
+func (s *stores) gcPolicy() (cache.GCPolicy, error) {
+	d, err := cache.StatDisk(s.cache.Root())
+	if err != nil {
+		return cache.GCPolicy{}, err
+	}
+	p, err := cache.ParseGCPolicy(os.Getenv("BUILDER_GC_POLICY"), d)
+	if err != nil {
+		return cache.GCPolicy{}, fmt.Errorf("$BUILDER_GC_POLICY: %w", err)
+	}
+	return p, nil
+}
+
+// collectGarbage ends a command that added to the store: it releases the
+// shared lock and applies the GC policy if a collection is due and no
+// other command uses the store (it never waits). A failed collection is a
+// warning: the command's own work is done.
+func (s *stores) collectGarbage(ctx context.Context, p cache.GCPolicy, notice func(string)) {
+	if ctx.Err() != nil {
+		return
+	}
+	if s.unlock != nil {
+		s.unlock()
+		s.unlock = nil
+	}
+	rep, ran, err := s.cache.AutoGC(ctx, p, cache.PruneOptions{RemoveLayer: s.removeLayer})
+	switch {
+	case err != nil:
+		notice(fmt.Sprintf("[warning] automatic garbage collection: %v", err))
+	case ran && rep.Removed > 0:
+		notice(fmt.Sprintf("automatic garbage collection: the store used %s, over the %s its policy allows (%s): removed %d entries, freed %s",
+			units.HumanSize(float64(rep.Before)), units.HumanSize(float64(rep.Keep)), p, rep.Removed, units.HumanSize(float64(rep.Reclaimed))))
+	}
+}
+
 // removeUnused reports what killed commands left in the scratch areas (tmp/
-// and active/: Open removed it, as any command does), removes the active
-// snapshots older builders left, and, with all, deletes the RUN
-// --mount=type=cache directories. It holds the store's exclusive
-// lock, so no build is running. It returns the bytes reclaimed.
-func (s *stores) removeUnused(ctx context.Context, all bool) (int64, error) {
+// and active/: Open removed it, as any command does) and removes the active
+// snapshots older builders left. It holds the store's exclusive lock, so no
+// build is running. It returns the bytes reclaimed.
+func (s *stores) removeUnused(ctx context.Context) (int64, error) {
 	unlock, err := s.cache.Lock(ctx)
 	if err != nil {
 		return 0, err
@@ -93,40 +135,7 @@ func (s *stores) removeUnused(ctx context.Context, all bool) (int64, error) {
 		return n, err
 	}
 	legacy, err := s.cache.RemoveLegacyActive(ctx)
-	n += legacy
-	if err != nil || !all {
-		return n, err
-	}
-	dir, err := s.cache.Dir(cache.RunCache)
-	if err != nil {
-		return n, err
-	}
-	m, err := removeChildren(ctx, dir)
-	return n + m, err
-}
-
-// removeChildren removes everything inside dir, returning the bytes freed.
-func removeChildren(ctx context.Context, dir string) (int64, error) {
-	entries, err := os.ReadDir(dir)
-	if os.IsNotExist(err) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		p := filepath.Join(dir, e.Name())
-		size := dirSize(p)
-		if err := os.RemoveAll(p); err != nil {
-			return n, fmt.Errorf("remove %s: %w", p, err)
-		}
-		n += size
-	}
-	return n, nil
+	return n + legacy, err
 }
 
 // closeScratch removes a scratch directory at the end of a command, keeping
