@@ -30,6 +30,8 @@ type blobStore interface {
 	Tags(ctx context.Context) ([]cache.Tag, error)
 	RemoveTag(ctx context.Context, name string) error
 	WriteAreaFile(ctx context.Context, a cache.Area, name string, data []byte) error
+	// ScratchDir is a directory for this process's temporary files.
+	ScratchDir() (string, error)
 }
 
 // layerStore is the part of snapshot.LayerStore the image view uses.

@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/builder-dev/builder/cache"
@@ -49,6 +50,7 @@ type buildFlags struct {
 	snapshotter   string
 	pull          bool
 	push          bool
+	load          bool
 	quiet         bool
 	cacheFrom     []string
 	cacheTo       []string
@@ -85,6 +87,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")
 	fs.BoolVar(&f.pull, "pull", false, "always pull base images from their registry (default: only those missing locally)")
 	fs.BoolVar(&f.push, "push", false, "push the image to the registry of every -t name after the build")
+	fs.BoolVar(&f.load, "load", false, "load the image into the Docker engine of $DOCKER_HOST (same as -o type=docker)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | REF | type=local,src=DIR")
 	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]")
@@ -255,20 +258,25 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 			outs = append(outs, output{typ: "registry", name: t, push: true})
 		}
 	}
-	digest, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, a.remoteOptions(platform, prog.Notice))
+	if f.load {
+		outs = append(outs, output{typ: "docker"})
+	}
+	out, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, a.remoteOptions(platform, prog.Notice))
 	if err != nil {
 		return dropModifiedLayer(ctx, st, rec, dfPath, err)
 	}
+	digest := out.local
 	rec.ImageDigest, rec.Tags, rec.History = digest.String(), f.tags, res.History
 	if err := exportCaches(ctx, st, res, cacheTo, a.remoteOptions(platform, prog.Notice), prog.Notice); err != nil {
 		return err
 	}
 	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
+	id := out.id()
 	if f.progress == "quiet" {
-		fmt.Fprintln(a.stdout, digest)
+		fmt.Fprintln(a.stdout, id)
 	}
 	if f.iidfile != "" {
-		if err := writeFileAtomic(f.iidfile, []byte(digest.String())); err != nil {
+		if err := writeFileAtomic(f.iidfile, []byte(id)); err != nil {
 			return err
 		}
 	}
@@ -278,26 +286,45 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	return nil
 }
 
+// exported is where a build's image went.
+type exported struct {
+	local v1.Hash // manifest digest in the local store
+	// engineID is the image ID a Docker engine that loaded the image
+	// shows (--load), "" without one.
+	engineID string
+}
+
+// id is the image ID to report (-q, --iidfile): the one the engine shows
+// for an image loaded into it, else the local store's manifest digest.
+func (e exported) id() string {
+	if e.engineID != "" {
+		return e.engineID
+	}
+	return e.local.String()
+}
+
 // exportAll writes the requested outputs and pushes, then stores the image
 // in the local store under its tags (and the names of type=image outputs),
-// so a failed export never leaves a tag behind. It returns the image's
-// manifest digest in the local store.
-func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, outs []output, prog *progress, ro exporter.RemoteOptions) (v1.Hash, error) {
+// so a failed export never leaves a tag behind.
+func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, outs []output, prog *progress, ro exporter.RemoteOptions) (exported, error) {
+	var ex exported
 	tags = append([]string(nil), tags...)
 	for _, o := range outs {
 		tagged := []exporter.Tagged{{Image: img, Tags: tags}}
 		var err error
-		switch o.typ {
-		case "docker":
+		switch {
+		case o.typ == "docker" && o.dest == "":
+			ex.engineID, err = loadIntoEngine(ctx, st, tagged, prog)
+		case o.typ == "docker":
 			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 			err = exporter.WriteDocker(ctx, o.dest, tagged)
-		case "oci":
+		case o.typ == "oci":
 			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 			err = exporter.WriteOCI(ctx, o.dest, tagged)
-		case "local":
+		case o.typ == "local":
 			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 			err = exporter.WriteLocal(ctx, o.dest, img)
-		case "image", "registry":
+		case o.typ == "image" || o.typ == "registry":
 			if o.typ == "image" {
 				tags = append(tags, o.name)
 			}
@@ -310,17 +337,60 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 			}
 		}
 		if err != nil {
-			return v1.Hash{}, fmt.Errorf("export %s: %w", o.typ, err)
+			return ex, fmt.Errorf("export %s: %w", o.typ, err)
 		}
 	}
 	digest, err := st.images.Put(ctx, img, tags)
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("store image: %w", err)
+		return ex, fmt.Errorf("store image: %w", err)
 	}
 	for _, t := range tags {
 		prog.Notice("naming to " + t)
 	}
-	return digest, nil
+	ex.local = digest
+	return ex, nil
+}
+
+// loadIntoEngine streams the image, as a docker-save archive, into the
+// Docker engine of $DOCKER_HOST (--load, -o type=docker without dest) and
+// returns the ID the engine shows for it.
+func loadIntoEngine(ctx context.Context, st *stores, tagged []exporter.Tagged, prog *progress) (string, error) {
+	eng, err := exporter.NewEngine("")
+	if err != nil {
+		return "", err
+	}
+	prog.Notice("loading into the docker engine at " + eng.Host())
+	dir, err := st.cache.ScratchDir()
+	if err != nil {
+		return "", err
+	}
+	archive := filepath.Join(dir, "load.tar")
+	defer os.Remove(archive)
+	if err := exporter.WriteDocker(ctx, archive, tagged); err != nil {
+		return "", err
+	}
+	f, err := os.Open(archive)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	lines, err := eng.Load(ctx, f)
+	if err != nil {
+		return "", err
+	}
+	for _, l := range lines {
+		prog.Notice(l)
+	}
+	ref := tagged[0].Tags
+	if len(ref) == 0 {
+		// Untagged: the engine knows the image by its config digest.
+		cfg, err := tagged[0].Image.ConfigName()
+		if err != nil {
+			return "", err
+		}
+		return eng.ImageID(ctx, cfg.String())
+	}
+	return eng.ImageID(ctx, ref[0])
 }
 
 // dropModifiedLayer handles an export that failed because a committed
@@ -432,13 +502,19 @@ func namedContexts(vals []string) ([]planner.NamedContext, error) {
 // resolver looks base images up in the local store and pulls those it
 // lacks, or every one with pull (--pull), for the build's platform.
 func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
+	engine := localEngine(ro.Progress)
 	return func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
 		img, err := st.images.Image(ctx, ref)
-		// Pull what the store lacks, not an image it has damaged: the
-		// tag pinned a digest, and the error says how to get it back.
+		// Look elsewhere for what the store lacks, not for an image it has
+		// damaged: the tag pinned a digest, and the error says how to get
+		// it back. The order is the local store, then the Docker engine,
+		// then the registry; --pull skips only the local store.
 		var damaged *exporter.DamagedError
 		if pull || (errors.Is(err, cache.ErrNotFound) && !errors.As(err, &damaged)) {
-			img, err = pullImage(ctx, st, ref, p, ro, !pull)
+			img, err = fromEngine(ctx, st, engine(ctx), ref, ro.Progress)
+			if errors.Is(err, cache.ErrNotFound) {
+				img, err = pullImage(ctx, st, ref, p, ro, !pull)
+			}
 		}
 		if err != nil {
 			return nil, err
@@ -453,6 +529,51 @@ func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context
 		}
 		return &planner.ImageInfo{Ref: ref, Digest: d.String(), Config: cfg}, nil
 	}
+}
+
+// localEngine returns a function giving the Docker engine of $DOCKER_HOST
+// (or the default socket) if one answers, else nil; it asks once, when
+// first called, and says so when $DOCKER_HOST names an engine that does
+// not answer.
+func localEngine(notice func(string)) func(context.Context) *exporter.Engine {
+	var once sync.Once
+	var eng *exporter.Engine
+	return func(ctx context.Context) *exporter.Engine {
+		once.Do(func() {
+			e, err := exporter.NewEngine("")
+			if err == nil {
+				err = e.Ping(ctx)
+			}
+			if err == nil {
+				eng = e
+			} else if os.Getenv("DOCKER_HOST") != "" && notice != nil {
+				notice(fmt.Sprintf("[warning] docker engine $DOCKER_HOST does not answer, not looking for images there: %v", err))
+			}
+		})
+		return eng
+	}
+}
+
+// fromEngine copies ref from the Docker engine into the store; an error
+// wrapping cache.ErrNotFound when there is no engine or it lacks ref.
+func fromEngine(ctx context.Context, st *stores, eng *exporter.Engine, ref string, notice func(string)) (v1.Image, error) {
+	if eng == nil {
+		return nil, cache.ErrNotFound
+	}
+	if _, err := eng.ImageID(ctx, ref); err != nil {
+		if !errors.Is(err, cache.ErrNotFound) && notice != nil {
+			notice(fmt.Sprintf("[warning] %v; trying the registry", err))
+		}
+		return nil, cache.ErrNotFound
+	}
+	if notice != nil {
+		notice(fmt.Sprintf("copying %s from the docker engine at %s", ref, eng.Host()))
+	}
+	d, err := st.images.FromEngine(ctx, eng, ref)
+	if err != nil {
+		return nil, err
+	}
+	return st.images.Image(ctx, d.String())
 }
 
 // pullImage pulls ref for platform p and returns the stored image.
@@ -511,7 +632,9 @@ func parseOutputs(vals []string) ([]output, error) {
 			}
 		}
 		switch o.typ {
-		case "docker", "oci", "local":
+		case "docker":
+			// Without dest: load into the Docker engine, as buildx.
+		case "oci", "local":
 			if o.dest == "" || o.dest == "-" {
 				return nil, fmt.Errorf("output %q: dest=PATH is required", v)
 			}
