@@ -38,6 +38,7 @@ type stageInfo struct {
 	baseStage int    // index of the base stage, or -1
 	deps      map[int]bool
 	sources   map[instructions.Command][]source
+	readers   map[int]int            // stage read by a command (COPY --from, mount from=) -> first such line
 	triggers  []instructions.Command // ONBUILD triggers inserted before Commands
 	triggered bool
 	final     *scope // env and args after the last step
@@ -200,24 +201,35 @@ func (p *planner) unusedBuildArgs() []string {
 }
 
 // parseStageRef resolves a COPY --from / mount from= value seen in stage
-// i: a stage name or (for COPY) index defined before i, else an image.
+// i: a stage name or (for COPY) index, else an image. As in BuildKit, a
+// name means the last stage of that name in the whole Dockerfile, and a
+// stage defined after i is an error only once i is built (laterSource).
 func (p *planner) parseStageRef(i int, from string, allowIndex bool) (source, error) {
 	if s, ok := p.contextRef(i, from, allowIndex); ok {
 		return s, nil
 	}
 	if allowIndex {
 		if n, err := strconv.Atoi(from); err == nil {
-			if n < 0 || n >= i {
-				return source{}, fmt.Errorf("invalid stage index %d: stage %d can only use stages 0 to %d", n, i, i-1)
+			if n < 0 || n >= len(p.df.Stages) {
+				return source{}, fmt.Errorf("invalid stage index %d", n)
 			}
 			return source{key: from, stage: n}, nil
 		}
 	}
-	if j := p.stageByName(from, i); j >= 0 {
+	if j := p.stageByName(from, len(p.df.Stages)); j >= 0 {
 		return source{key: from, stage: j}, nil
 	}
-	if j := p.stageByName(from, len(p.df.Stages)); j >= 0 {
-		return source{}, fmt.Errorf("stage %q must be defined before the stage that uses it", from)
-	}
 	return source{key: from, stage: -1, image: from}, nil
+}
+
+// displayName is the stage's name in BuildKit's messages: its AS name,
+// else "stage-N" (empty in a one-stage Dockerfile).
+func (p *planner) displayName(i int) string {
+	if n := p.df.Stages[i].Name; n != "" {
+		return n
+	}
+	if len(p.df.Stages) == 1 {
+		return ""
+	}
+	return "stage-" + strconv.Itoa(i)
 }
