@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -65,6 +66,7 @@ func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error
 	if opts.ResolveImage == nil {
 		opts.ResolveImage = noResolver
 	}
+	opts.BuildArgs = maps.Clone(opts.BuildArgs) // SOURCE_DATE_EPOCH's resolved value replaces the given one
 	p := &planner{df: df, opts: opts, lex: shell.NewLex(df.Escape), declared: map[string]bool{}, images: map[string]*ImageInfo{}}
 	if df.Escape == 0 {
 		p.lex = shell.NewLex('\\')
@@ -77,6 +79,10 @@ func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error
 	if err := p.metaArgs(df.Stages[target].Name); err != nil {
 		return nil, err
 	}
+	epoch, err := p.sourceDateEpoch(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := p.setupStages(); err != nil {
 		return nil, err
 	}
@@ -84,7 +90,12 @@ func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error
 	if err != nil {
 		return nil, err
 	}
-	return p.plan(ctx, reach, target)
+	plan, err := p.plan(ctx, reach, target)
+	if err != nil {
+		return nil, err
+	}
+	plan.SourceDateEpoch = epoch
+	return plan, nil
 }
 
 func noResolver(_ context.Context, ref string, _ v1.Platform) (*ImageInfo, error) {
