@@ -103,6 +103,7 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, orig, c
 		return p.errAt(line, fmt.Errorf("expand %s: %w", c.Name(), err))
 	}
 	step.UsedArgs = used
+	step.Name = p.stepName(sc, orig, c, step.OnBuild)
 	if err := p.laterSource(si, orig, c); err != nil {
 		return p.errAt(line, err)
 	}
