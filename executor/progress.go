@@ -32,8 +32,8 @@ type Event struct {
 	Instruction string // the instruction as written (for errors)
 	// Name is the step's text in progress as BuildKit names its vertex
 	// (planner.Step.Name); empty for steps that make none.
-	Name string
-	Cache       string // "hit" or "miss" (StepDone)
+	Name  string
+	Cache string // "hit" or "miss" (StepDone)
 	// Metadata is true for steps that only change the image config:
 	// nothing to look up or run.
 	Metadata bool

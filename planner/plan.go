@@ -82,13 +82,13 @@ type Base struct {
 
 // Step is one instruction with its variables expanded.
 type Step struct {
-	Line, EndLine int                  // 1-based source lines of the instruction
-	Text          string               // original source text (for errors and history)
+	Line, EndLine int    // 1-based source lines of the instruction
+	Text          string // original source text (for errors and history)
 	// Name is the step's progress text as BuildKit names its vertex
 	// (stepName), without the "[stage i/n]" prefix; empty for the
 	// instructions that make no vertex (they only change the config).
 	Name string
-	Cmd           instructions.Command // expanded copy of the parsed command
+	Cmd  instructions.Command // expanded copy of the parsed command
 	// Env is the stage's environment before this step: base image env plus
 	// ENV instructions so far, "K=V" in image-config order.
 	Env []string
