@@ -128,6 +128,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
+	if err := df.CheckFrontend(buildArgValue(f.buildArgs, "BUILDKIT_SYNTAX")); err != nil {
+		return err
+	}
 	if f.check {
 		return runCheck(a.stdout, df, dfPath, buildArgMap(f.buildArgs))
 	}
