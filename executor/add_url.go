@@ -25,6 +25,8 @@ type addDownload struct {
 	name    string    // file name from the URL path ("__unnamed__" if none)
 	digest  string    // "sha256:<hex>" of the content
 	modTime time.Time // from Last-Modified; the download time without it
+	// lastModified tells whether the server sent Last-Modified.
+	lastModified bool
 }
 
 // addIsURL reports whether a source is an http(s) URL.
@@ -98,7 +100,8 @@ func addFetch(ctx context.Context, client *http.Client, tempDir, rawURL, checksu
 	}
 	return &addDownload{
 		url: rawURL, file: f.Name(), name: addFileName(rawURL), digest: sum,
-		modTime: addLastModified(resp.Header.Get("Last-Modified")),
+		modTime:      addLastModified(resp.Header.Get("Last-Modified")),
+		lastModified: validHTTPTime(resp.Header.Get("Last-Modified")),
 	}, nil
 }
 
@@ -114,6 +117,11 @@ func addParseChecksum(s string) (digest.Digest, error) {
 		return "", fmt.Errorf("invalid checksum %q: %w", s, err)
 	}
 	return d, nil
+}
+
+func validHTTPTime(v string) bool {
+	_, err := http.ParseTime(v)
+	return err == nil
 }
 
 func addLastModified(v string) time.Time {

@@ -72,3 +72,38 @@ RUN 9
 		t.Errorf("single stage: %q %q, want [1/2] [2/2]", from, steps)
 	}
 }
+
+// TestStageLabelsWithoutVertex: a WORKDIR that resolves to "/" counts in
+// the total but takes no number (BuildKit makes no vertex for it), and
+// every inherited ONBUILD trigger counts in the total.
+func TestStageLabelsWithoutVertex(t *testing.T) {
+	resolve := func(_ context.Context, ref string, _ v1.Platform) (*planner.ImageInfo, error) {
+		cfg := &v1.ConfigFile{}
+		if ref == "onb" {
+			cfg.Config.OnBuild = []string{"ENV A=1", "RUN x"}
+			cfg.Config.WorkingDir = "/w"
+		}
+		return &planner.ImageInfo{Ref: ref, Digest: "sha256:" + strings.Repeat("a", 64), Config: cfg}, nil
+	}
+	tests := []struct {
+		src  string
+		want []string // FROM's label, then each step's
+	}{
+		{"FROM scratch\nWORKDIR /\nCOPY a /d\nWORKDIR /x\nWORKDIR ..\nCOPY a /e\n", []string{"", "", "[1/5]", "[2/5]", "", "[3/5]"}},
+		{"FROM onb\nWORKDIR ..\nRUN y\n", []string{"[1/5]", "", "[2/5]", "", "[3/5]"}},
+	}
+	for _, tt := range tests {
+		df, err := parser.Parse(strings.NewReader(tt.src), "Dockerfile")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := planner.New(t.Context(), df, planner.Options{ResolveImage: resolve, BuildPlatform: v1.Platform{OS: "linux", Architecture: "amd64"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		from, steps := stageLabels(p.Target, p.StageCount)
+		if diff := cmp.Diff(tt.want, append([]string{from}, steps...)); diff != "" {
+			t.Errorf("%q (-want +got):\n%s", tt.src, diff)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/builder-dev/builder/parser"
 	"github.com/builder-dev/builder/planner"
 	"github.com/google/go-cmp/cmp"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -181,3 +182,43 @@ func TestCopyHistoryText(t *testing.T) {
 		t.Errorf("history = %q, want %q", got, want)
 	}
 }
+
+func TestArgHistory(t *testing.T) {
+	tests := []struct {
+		name, src string
+		buildArgs map[string]*string
+		want      []string // history of the ARG steps
+	}{
+		{"redeclared takes the new value", "FROM scratch\nARG foo=bar\nARG bar=123\nARG foo=bar2\n", nil,
+			[]string{"ARG foo=bar", "ARG bar=123", "ARG foo=bar2"}},
+		{"no value", "FROM scratch\nARG foo\n", nil, []string{"ARG foo"}},
+		{"global value", "ARG g=1\nFROM scratch\nARG g\nARG g=2 h\n", nil, []string{"ARG g=1", "ARG g=2 h"}},
+		{"build arg wins", "FROM scratch\nARG a=1\nARG a=2\n", map[string]*string{"a": ptr("x")}, []string{"ARG a=x", "ARG a=x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			df, err := parser.Parse(strings.NewReader(tt.src), "Dockerfile")
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := planner.New(t.Context(), df, planner.Options{BuildArgs: tt.buildArgs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, step := range p.Target.Steps {
+				c := step.Cmd.(*instructions.ArgCommand)
+				msg, _, _, err := applyMetadata(&dockerspec.DockerOCIImage{}, c, argValues(c))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, msg)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("history (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func ptr(s string) *string { return &s }

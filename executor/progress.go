@@ -29,8 +29,11 @@ type Event struct {
 	// count, which only change the image config.
 	Label       string
 	Line        int
-	Instruction string
-	Cache       string // "hit" or "miss" (StepDone)
+	Instruction string // the instruction as written (for errors)
+	// Name is the step's text in progress as BuildKit names its vertex
+	// (planner.Step.Name); empty for steps that make none.
+	Name  string
+	Cache string // "hit" or "miss" (StepDone)
 	// Metadata is true for steps that only change the image config:
 	// nothing to look up or run.
 	Metadata bool
@@ -41,10 +44,14 @@ type Event struct {
 
 // Title is the step as progress shows it: its label and instruction.
 func (ev Event) Title() string {
-	if ev.Label == "" {
-		return ev.Instruction
+	text := ev.Name
+	if text == "" {
+		text = ev.Instruction
 	}
-	return ev.Label + " " + ev.Instruction
+	if ev.Label == "" {
+		return text
+	}
+	return ev.Label + " " + text
 }
 
 // Progress receives step events and the output of RUN steps. Implementations

@@ -28,6 +28,9 @@ type stageState struct {
 	// created is the time of the newest history entry: metadata steps take
 	// it so a fully cached rebuild yields the same image digest.
 	created time.Time
+	// epoch, when set (SOURCE_DATE_EPOCH), is the time of every history
+	// entry this build adds, as BuildKit's frontend writes it.
+	epoch *time.Time
 	// parentReason says why this stage's chain differs from the previous
 	// build's, for explaining misses of steps whose own inputs are equal.
 	// Until parentKnown it is computed on demand from the stage's FROM.
@@ -137,6 +140,7 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 	}
 	s.img.Config.OnBuild = nil
 	s.img.Created = nil
+	s.epoch = b.e.opts.SourceDateEpoch
 	s.key = cache.KeyOf(cache.Key{}, in)
 	s.parentReason, s.parentKnown, s.from, s.fromInputs = "", false, st, &in
 	b.addStep(st.Index, -1, cache.StepRecord{
@@ -250,6 +254,9 @@ func (s *stageState) history(createdBy string, empty bool, created time.Time) {
 		s.created = created
 	}
 	t := s.created
+	if s.epoch != nil {
+		t = *s.epoch
+	}
 	s.hist = append(s.hist, s.cur)
 	s.img.History = append(s.img.History, ocispec.History{
 		Created:    &t,

@@ -20,7 +20,7 @@ import (
 // runStep runs one step, attaching the Dockerfile location to any error.
 func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step) (err error) {
 	_, labels := stageLabels(st, b.plan.StageCount)
-	ev := Event{Stage: stageName(st), Step: i + 1, Total: len(st.Steps), Label: labels[i], Line: step.Line, Instruction: step.Text}
+	ev := Event{Stage: stageName(st), Step: i + 1, Total: len(st.Steps), Label: labels[i], Line: step.Line, Instruction: step.Text, Name: step.Name}
 	b.e.opts.Progress.Event(ev)
 	rec := cache.StepRecord{Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Name: ev.Title(), Cache: "hit"}
 	start := time.Now()
@@ -49,7 +49,7 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 	case *instructions.WorkdirCommand:
 		return b.dispatchWorkdir(ctx, sc, c)
 	case *instructions.ArgCommand:
-		s.args = append(s.args, argValues(c, step)...)
+		s.args = append(s.args, argValues(c)...)
 	}
 	msg, record, ok, err := s.applyMetadata(step.Cmd, s.args[len(s.args)-argCount(step.Cmd):])
 	if err != nil {
@@ -71,18 +71,11 @@ func argCount(c instructions.Command) int {
 	return 0
 }
 
-// argValues returns the ARG definitions with the values they took in this
-// build (from Step.Args, which the planner resolved).
-func argValues(c *instructions.ArgCommand, step *planner.Step) []instructions.KeyValuePairOptional {
-	out := make([]instructions.KeyValuePairOptional, 0, len(c.Args))
-	for _, a := range c.Args {
-		kv := instructions.KeyValuePairOptional{Key: a.Key, Value: a.Value}
-		if v, ok := getEnv(step.Args, a.Key); ok {
-			kv.Value = &v
-		}
-		out = append(out, kv)
-	}
-	return out
+// argValues returns the ARG definitions with the values they take in this
+// build, which the planner stored in the expanded command: a redeclared
+// ARG shows its new value, as in BuildKit's history.
+func argValues(c *instructions.ArgCommand) []instructions.KeyValuePairOptional {
+	return slices.Clone(c.Args)
 }
 
 // stepCtx is what the dispatchers of one step share.

@@ -26,10 +26,12 @@ type Dockerfile struct {
 	Stages   []instructions.Stage      // in source order
 	MetaArgs []instructions.ArgCommand // ARGs before the first FROM
 	Escape   rune                      // from the "# escape=" directive, default '\\'
-	Syntax   string                    // "# syntax=" directive, if any
-	Check    string                    // "# check=" directive, if any
-	Lines    []string                  // source lines (BOM and CR stripped), for showing instructions in errors
-	Warnings []Warning
+	Syntax   string                    // frontend image of the "# syntax=" directive, if any
+	// SyntaxLine is the line of the syntax directive (0 without one).
+	SyntaxLine int
+	Check      string   // "# check=" directive, if any
+	Lines      []string // source lines (BOM and CR stripped), for showing instructions in errors
+	Warnings   []Warning
 	// Nodes are the AST nodes of every instruction (meta ARGs, FROMs and
 	// commands) in source order; Reparse uses them to make fresh copies.
 	Nodes []*bkparser.Node
@@ -64,7 +66,7 @@ func Parse(r io.Reader, path string) (df *Dockerfile, err error) {
 		return nil, df.astError(err)
 	}
 	df.Escape = res.EscapeToken
-	df.Syntax = directive("syntax", data)
+	df.Syntax, df.SyntaxLine = syntax(data)
 	df.Check = directive("check", data)
 	for _, w := range res.Warnings {
 		line := 0

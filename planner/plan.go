@@ -7,6 +7,7 @@ package planner
 
 import (
 	"context"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -39,6 +40,10 @@ type Options struct {
 	// Contexts are the named build contexts (--build-context): each
 	// replaces the stage or image of its name.
 	Contexts []NamedContext
+	// ResolveEpoch returns the time of a SOURCE_DATE_EPOCH stage's remote
+	// source (nil: it has none). Needed only when SOURCE_DATE_EPOCH names
+	// a stage.
+	ResolveEpoch func(ctx context.Context, src EpochSource) (*time.Time, error)
 }
 
 // Plan is the stages needed to build the target, dependencies first.
@@ -49,6 +54,9 @@ type Plan struct {
 	StageCount int
 	// UnusedBuildArgs lists --build-arg keys no stage consumed (a warning).
 	UnusedBuildArgs []string
+	// SourceDateEpoch is the build's SOURCE_DATE_EPOCH (--build-arg or
+	// the Dockerfile's global ARG), nil when unset.
+	SourceDateEpoch *time.Time
 }
 
 // Stage is one FROM section of the Dockerfile.
@@ -74,9 +82,13 @@ type Base struct {
 
 // Step is one instruction with its variables expanded.
 type Step struct {
-	Line, EndLine int                  // 1-based source lines of the instruction
-	Text          string               // original source text (for errors and history)
-	Cmd           instructions.Command // expanded copy of the parsed command
+	Line, EndLine int    // 1-based source lines of the instruction
+	Text          string // original source text (for errors and history)
+	// Name is the step's progress text as BuildKit names its vertex
+	// (stepName), without the "[stage i/n]" prefix; empty for the
+	// instructions that make no vertex (they only change the config).
+	Name string
+	Cmd  instructions.Command // expanded copy of the parsed command
 	// Env is the stage's environment before this step: base image env plus
 	// ENV instructions so far, "K=V" in image-config order.
 	Env []string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -38,6 +39,7 @@ type stageInfo struct {
 	baseStage int    // index of the base stage, or -1
 	deps      map[int]bool
 	sources   map[instructions.Command][]source
+	readers   map[int]int            // stage read by a command (COPY --from, mount from=) -> first such line
 	triggers  []instructions.Command // ONBUILD triggers inserted before Commands
 	triggered bool
 	final     *scope // env and args after the last step
@@ -64,6 +66,7 @@ func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error
 	if opts.ResolveImage == nil {
 		opts.ResolveImage = noResolver
 	}
+	opts.BuildArgs = maps.Clone(opts.BuildArgs) // SOURCE_DATE_EPOCH's resolved value replaces the given one
 	p := &planner{df: df, opts: opts, lex: shell.NewLex(df.Escape), declared: map[string]bool{}, images: map[string]*ImageInfo{}}
 	if df.Escape == 0 {
 		p.lex = shell.NewLex('\\')
@@ -76,6 +79,10 @@ func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error
 	if err := p.metaArgs(df.Stages[target].Name); err != nil {
 		return nil, err
 	}
+	epoch, err := p.sourceDateEpoch(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := p.setupStages(); err != nil {
 		return nil, err
 	}
@@ -83,7 +90,12 @@ func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error
 	if err != nil {
 		return nil, err
 	}
-	return p.plan(ctx, reach, target)
+	plan, err := p.plan(ctx, reach, target)
+	if err != nil {
+		return nil, err
+	}
+	plan.SourceDateEpoch = epoch
+	return plan, nil
 }
 
 func noResolver(_ context.Context, ref string, _ v1.Platform) (*ImageInfo, error) {
@@ -200,24 +212,35 @@ func (p *planner) unusedBuildArgs() []string {
 }
 
 // parseStageRef resolves a COPY --from / mount from= value seen in stage
-// i: a stage name or (for COPY) index defined before i, else an image.
+// i: a stage name or (for COPY) index, else an image. As in BuildKit, a
+// name means the last stage of that name in the whole Dockerfile, and a
+// stage defined after i is an error only once i is built (laterSource).
 func (p *planner) parseStageRef(i int, from string, allowIndex bool) (source, error) {
 	if s, ok := p.contextRef(i, from, allowIndex); ok {
 		return s, nil
 	}
 	if allowIndex {
 		if n, err := strconv.Atoi(from); err == nil {
-			if n < 0 || n >= i {
-				return source{}, fmt.Errorf("invalid stage index %d: stage %d can only use stages 0 to %d", n, i, i-1)
+			if n < 0 || n >= len(p.df.Stages) {
+				return source{}, fmt.Errorf("invalid stage index %d", n)
 			}
 			return source{key: from, stage: n}, nil
 		}
 	}
-	if j := p.stageByName(from, i); j >= 0 {
+	if j := p.stageByName(from, len(p.df.Stages)); j >= 0 {
 		return source{key: from, stage: j}, nil
 	}
-	if j := p.stageByName(from, len(p.df.Stages)); j >= 0 {
-		return source{}, fmt.Errorf("stage %q must be defined before the stage that uses it", from)
-	}
 	return source{key: from, stage: -1, image: from}, nil
+}
+
+// displayName is the stage's name in BuildKit's messages: its AS name,
+// else "stage-N" (empty in a one-stage Dockerfile).
+func (p *planner) displayName(i int) string {
+	if n := p.df.Stages[i].Name; n != "" {
+		return n
+	}
+	if len(p.df.Stages) == 1 {
+		return ""
+	}
+	return "stage-" + strconv.Itoa(i)
 }

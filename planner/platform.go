@@ -64,7 +64,7 @@ func predefinedArgs(target, build v1.Platform, stage string) [][2]string {
 
 // frontendArgs are build args that configure the build rather than the
 // Dockerfile, as BuildKit's frontend reads them: never "not consumed".
-var frontendArgs = []string{"BUILDKIT_SANDBOX_HOSTNAME", "BUILDKIT_DOCKERFILE_CHECK"}
+var frontendArgs = []string{"BUILDKIT_SANDBOX_HOSTNAME", "BUILDKIT_DOCKERFILE_CHECK", "BUILDKIT_SYNTAX"}
 
 func isPredefined(key string, target, build v1.Platform) bool {
 	if slices.Contains(frontendArgs, key) {

@@ -7,9 +7,9 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/builder-dev/builder/parser"
+	cplatforms "github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/util/suggest"
@@ -27,6 +27,7 @@ func (p *planner) setupStages() error {
 			baseStage: -1,
 			deps:      map[int]bool{},
 			sources:   map[instructions.Command][]source{},
+			readers:   map[int]int{},
 		}
 		p.stages = append(p.stages, si)
 		if p.overrideStage(si) {
@@ -42,7 +43,7 @@ func (p *planner) setupStages() error {
 			}
 		}
 	}
-	return nil
+	return p.checkCycles()
 }
 
 func (p *planner) setupBase(i int, si *stageInfo) error {
@@ -51,10 +52,10 @@ func (p *planner) setupBase(i int, si *stageInfo) error {
 		err = p.budget.exceeded()
 	}
 	if err != nil {
-		return fmt.Errorf("expand FROM %s: %w", si.src.BaseName, err)
+		return err
 	}
 	if res.Result == "" {
-		return fmt.Errorf("base name %q expands to an empty string%s", si.src.BaseName, undefined(res.Unmatched))
+		return fmt.Errorf("base name (%s) should not be blank", si.src.BaseName)
 	}
 	si.baseName = res.Result
 	if err := p.setupPlatform(si); err != nil {
@@ -89,25 +90,29 @@ func (p *planner) setupPlatform(si *stageInfo) error {
 		err = p.budget.exceeded()
 	}
 	if err != nil {
-		return fmt.Errorf("expand --platform %s: %w", si.src.Platform, err)
+		return fmt.Errorf("failed to process arguments for platform %s: %w", res.Result, err)
 	}
 	if res.Result == "" {
-		return fmt.Errorf("--platform %q expands to an empty string%s", si.src.Platform, undefined(res.Unmatched))
+		return p.suggestArg(fmt.Errorf("empty platform value from expression %s", si.src.Platform), res.Unmatched)
 	}
-	pl, err := v1.ParsePlatform(res.Result)
-	if err != nil || pl.OS == "" || pl.Architecture == "" {
-		return fmt.Errorf("parse --platform %q: want os/arch[/variant]", res.Result)
+	pl, err := cplatforms.Parse(res.Result)
+	if err != nil {
+		return fmt.Errorf("failed to parse platform %s: %w", si.src.Platform, p.suggestArg(err, res.Unmatched))
 	}
-	si.st.Platform = *pl
+	si.st.Platform = v1.Platform{OS: pl.OS, Architecture: pl.Architecture, Variant: pl.Variant, OSVersion: pl.OSVersion, OSFeatures: pl.OSFeatures}
 	return nil
 }
 
-func undefined(unmatched map[string]struct{}) string {
-	if len(unmatched) == 0 {
-		return ""
+// suggestArg adds "(did you mean X?)" to err when one of the undefined
+// variables looks like a misspelt global arg, as BuildKit does.
+func (p *planner) suggestArg(err error, unmatched map[string]struct{}) error {
+	keys := p.global.keys()
+	for _, k := range slices.Sorted(maps.Keys(unmatched)) {
+		if ok, werr := suggest.WrapErrorMaybe(err, k, keys, true); ok {
+			return werr
+		}
 	}
-	names := slices.Sorted(maps.Keys(unmatched))
-	return " (undefined: " + strings.Join(names, ", ") + ")"
+	return err
 }
 
 // addSources records the stages and images that c reads (COPY --from,
@@ -120,7 +125,7 @@ func (p *planner) addSources(i int, si *stageInfo, c instructions.Command) error
 			return nil
 		}
 		if res, _, err := p.lex.ProcessWord(c.From, newLookup(nil, nil)); err != nil || res != c.From {
-			return errors.New("variable expansion is not supported for --from, define a new stage with FROM using a global ARG instead")
+			return errors.New("variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround")
 		}
 		s, err := p.parseStageRef(i, c.From, true)
 		if err != nil {
@@ -139,12 +144,80 @@ func (p *planner) addSources(i int, si *stageInfo, c instructions.Command) error
 			srcs = append(srcs, s)
 		}
 	}
+	line, _ := parser.Span(c.Location())
 	for _, s := range srcs {
 		if s.stage >= 0 {
 			si.deps[s.stage] = true
+			if _, ok := si.readers[s.stage]; !ok {
+				si.readers[s.stage] = line
+			}
 		}
 	}
 	si.sources[c] = srcs
+	return nil
+}
+
+// checkCycles fails when stages read from each other in a circle (COPY
+// --from or RUN --mount from= edges, a stage reading itself included),
+// naming the first stage, in Dockerfile order, that reaches the circle and
+// the line of the first command on the way, as BuildKit does. It looks at
+// every stage, built or not.
+func (p *planner) checkCycles() error {
+	visited := map[int]bool{}
+	onPath := map[int]bool{}
+	var visit func(i int, first int) (int, bool)
+	visit = func(i, first int) (int, bool) {
+		if visited[i] {
+			return 0, false
+		}
+		visited[i], onPath[i] = true, true
+		for _, d := range slices.Sorted(maps.Keys(p.stages[i].readers)) {
+			line := first
+			if line == 0 {
+				line = p.stages[i].readers[d]
+			}
+			if onPath[d] {
+				return line, true
+			}
+			if l, ok := visit(d, line); ok {
+				return l, true
+			}
+		}
+		onPath[i] = false
+		return 0, false
+	}
+	for i := range p.stages {
+		if line, ok := visit(i, 0); ok {
+			return p.errAt(line, fmt.Errorf("circular dependency detected on stage: %s", p.displayName(i)))
+		}
+	}
+	return nil
+}
+
+// laterSource fails when a step of stage si reads from a stage that is
+// not built before it (defined later in the Dockerfile), with BuildKit's
+// words for COPY --from and RUN --mount from=.
+func (p *planner) laterSource(si *stageInfo, orig, c instructions.Command) error {
+	later := func(key string) bool {
+		for _, s := range si.sources[orig] {
+			if s.key == key && s.stage >= si.st.Index {
+				return true
+			}
+		}
+		return false
+	}
+	switch c := c.(type) {
+	case *instructions.CopyCommand:
+		if later(c.From) {
+			return fmt.Errorf("cannot copy from stage %q, it needs to be defined before current stage %q", c.From, p.displayName(si.st.Index))
+		}
+	case *instructions.RunCommand:
+		for _, m := range instructions.GetMounts(c) {
+			if m.From != "" && later(m.From) {
+				return fmt.Errorf("cannot mount from stage %q to %q, stage needs to be defined before current command", m.From, m.Target)
+			}
+		}
+	}
 	return nil
 }
 

@@ -103,6 +103,10 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, orig, c
 		return p.errAt(line, fmt.Errorf("expand %s: %w", c.Name(), err))
 	}
 	step.UsedArgs = used
+	step.Name = p.stepName(sc, orig, c, step.OnBuild)
+	if err := p.laterSource(si, orig, c); err != nil {
+		return p.errAt(line, err)
+	}
 	if err := p.stepSources(ctx, si, step, orig); err != nil {
 		return p.errAt(line, err)
 	}

@@ -163,3 +163,14 @@ func (l *lookup) usedArgs() []string {
 	}
 	return out
 }
+
+// remove returns a without key (a copy: a is not changed).
+func (a args) remove(key string) args {
+	out := make(args, 0, len(a))
+	for _, x := range a {
+		if x.key != key {
+			out = append(out, x)
+		}
+	}
+	return out
+}

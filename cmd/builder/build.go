@@ -135,6 +135,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
+	if err := df.CheckFrontend(buildArgValue(f.buildArgs, "BUILDKIT_SYNTAX")); err != nil {
+		return err
+	}
 	if f.check {
 		return runCheck(a.stdout, df, dfPath, buildArgMap(f.buildArgs))
 	}
@@ -143,10 +146,6 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	platform, err := targetPlatform(f.platform)
-	if err != nil {
-		return err
-	}
-	epoch, err := sourceDateEpoch(f.buildArgs)
 	if err != nil {
 		return err
 	}
@@ -181,6 +180,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		BuildPlatform:  hostPlatform(),
 		ResolveImage:   resolver(st, f.pull, a.remoteOptions(platform, prog.Notice)),
 		Contexts:       contexts,
+		ResolveEpoch: func(ctx context.Context, src planner.EpochSource) (*time.Time, error) {
+			return executor.SourceEpoch(ctx, nil, "", src.URL, src.Checksum)
+		},
 	})
 	if err != nil {
 		return err
@@ -231,7 +233,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Network:          f.network,
 		AllowNetworkHost: contains(f.allow, "network.host"),
 		Labels:           keyValues(f.labels),
-		SourceDateEpoch:  epoch,
+		SourceDateEpoch:  plan.SourceDateEpoch,
 		Progress:         prog,
 		TempDir:          tmp.Path(),
 		Hostname:         buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
@@ -686,26 +688,6 @@ func keyValues(vals []string) map[string]string {
 		m[k] = val
 	}
 	return m
-}
-
-// sourceDateEpoch reads SOURCE_DATE_EPOCH from --build-arg or the
-// environment, as BuildKit does.
-func sourceDateEpoch(buildArgs []string) (*time.Time, error) {
-	v, ok := os.LookupEnv("SOURCE_DATE_EPOCH")
-	for _, a := range buildArgs {
-		if k, val, has := strings.Cut(a, "="); k == "SOURCE_DATE_EPOCH" && has {
-			v, ok = val, true
-		}
-	}
-	if !ok || v == "" {
-		return nil, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("SOURCE_DATE_EPOCH %q: not a number of seconds", v)
-	}
-	t := time.Unix(n, 0).UTC()
-	return &t, nil
 }
 
 func hostPlatform() v1.Platform {
