@@ -19,13 +19,10 @@ func applyMetadata(img *dockerspec.DockerOCIImage, cmd instructions.Command, arg
 	c := &img.Config
 	switch cmd := cmd.(type) {
 	case *instructions.EnvCommand:
-		var b strings.Builder
-		b.WriteString("ENV")
 		for _, kv := range cmd.Env {
-			b.WriteString(" " + kv.String())
 			c.Env = setEnv(c.Env, kv.Key, kv.Value)
 		}
-		return b.String(), true, true, nil
+		return envHistory(cmd), true, true, nil
 	case *instructions.LabelCommand:
 		var b strings.Builder
 		b.WriteString("LABEL")
@@ -132,6 +129,40 @@ func setEnv(env []string, key, value string) []string {
 	return append(env, key+"="+value)
 }
 
+// envHistory is the history text of an ENV instruction.
+func envHistory(cmd *instructions.EnvCommand) string {
+	var b strings.Builder
+	b.WriteString("ENV")
+	for _, kv := range cmd.Env {
+		b.WriteString(" " + kv.String())
+	}
+	return b.String()
+}
+
+// applyEnv applies ENV to the stage's config through an index of the
+// env's keys, so a stage of N ENV instructions costs O(N), not O(N²).
+func (s *stageState) applyEnv(cmd *instructions.EnvCommand) string {
+	c := &s.img.Config
+	if s.envPos == nil {
+		s.envPos = make(map[string]int, len(c.Env))
+		for i, e := range c.Env {
+			k, _, _ := strings.Cut(e, "=")
+			if _, dup := s.envPos[k]; !dup {
+				s.envPos[k] = i
+			}
+		}
+	}
+	for _, kv := range cmd.Env {
+		if i, ok := s.envPos[kv.Key]; ok {
+			c.Env[i] = kv.Key + "=" + kv.Value
+			continue
+		}
+		s.envPos[kv.Key] = len(c.Env)
+		c.Env = append(c.Env, kv.Key+"="+kv.Value)
+	}
+	return envHistory(cmd)
+}
+
 // getEnv looks key up in a "K=V" list.
 func getEnv(env []string, key string) (string, bool) {
 	for _, e := range env {
@@ -199,6 +230,9 @@ func resolveWorkdir(cur, p string) string {
 // the stage: ENTRYPOINT resets a CMD inherited from the base, but not one set
 // earlier in this stage.
 func (s *stageState) applyMetadata(cmd instructions.Command, args []instructions.KeyValuePairOptional) (msg string, record, ok bool, err error) {
+	if env, isEnv := cmd.(*instructions.EnvCommand); isEnv {
+		return s.applyEnv(env), true, true, nil
+	}
 	msg, record, ok, err = applyMetadata(&s.img, cmd, args)
 	if err != nil || !ok {
 		return msg, record, ok, err

@@ -46,6 +46,10 @@ type stageState struct {
 	cmdSet bool
 	// cur is the step being dispatched.
 	cur stepRef
+	// envPos indexes img.Config.Env by key once an ENV ran (applyEnv).
+	envPos map[string]int
+	// labels are the progress labels of the stage's steps ("[2/5]").
+	labels []string
 }
 
 // stepRef names a step of the plan: stage index and step index.

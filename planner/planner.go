@@ -103,7 +103,7 @@ func noResolver(_ context.Context, ref string, _ v1.Platform) (*ImageInfo, error
 }
 
 // lookup is the scope of one expansion, charged to the plan's budget.
-func (p *planner) lookup(env []string, a args) *lookup {
+func (p *planner) lookup(env *envList, a args) *lookup {
 	l := newLookup(env, a)
 	l.budget = &p.budget
 	return l

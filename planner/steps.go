@@ -14,12 +14,12 @@ import (
 
 // scope is a stage's variables while its steps are planned.
 type scope struct {
-	env  []string // image config env: base env plus ENV so far
+	env  *envList // image config env: base env plus ENV so far
 	args args     // build args declared so far (inherited from a base stage)
 }
 
 func (s *scope) clone() *scope {
-	return &scope{env: slices.Clone(s.env), args: slices.Clone(s.args)}
+	return &scope{env: s.env.clone(), args: slices.Clone(s.args)}
 }
 
 // plan builds the Plan from the reachable stages, in index order.
@@ -71,12 +71,12 @@ func (p *planner) initialScope(si *stageInfo) *scope {
 		si.st.Platform = base.st.Platform
 		sc = base.final.clone()
 	case si.st.Base.Image != nil:
-		sc = &scope{env: slices.Clone(si.st.Base.Image.Config.Config.Env)}
+		sc = &scope{env: newEnvList(si.st.Base.Image.Config.Config.Env)}
 	default:
-		sc = &scope{}
+		sc = &scope{env: newEnvList(nil)}
 	}
-	if _, ok := envGet(sc.env, "PATH"); !ok && si.st.Platform.OS != "windows" {
-		sc.env = append(sc.env, "PATH="+defaultPath)
+	if _, ok := sc.env.get("PATH"); !ok && si.st.Platform.OS != "windows" {
+		sc.env.set("PATH", defaultPath)
 	}
 	return sc
 }
@@ -87,7 +87,7 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, orig, c
 	line, end := parser.Span(c.Location())
 	step := &Step{
 		Line: line, EndLine: end, Cmd: c,
-		Env:     slices.Clone(sc.env),
+		Env:     sc.env.snapshot(),
 		Args:    append(sc.args.strs(), p.proxyArgs(sc.args)...),
 		OnBuild: slices.Contains(si.triggers, orig),
 	}
@@ -206,7 +206,7 @@ func runArgs(sc *scope) []string {
 		if a.value == nil {
 			continue
 		}
-		if _, shadowed := envGet(sc.env, a.key); !shadowed {
+		if _, shadowed := sc.env.get(a.key); !shadowed {
 			out = append(out, a.key+"="+*a.value)
 		}
 	}
@@ -249,7 +249,7 @@ func (p *planner) apply(sc *scope, c instructions.Command) error {
 	switch c := c.(type) {
 	case *instructions.EnvCommand:
 		for _, kv := range c.Env {
-			sc.env = envSet(sc.env, kv.Key, kv.Value)
+			sc.env.set(kv.Key, kv.Value)
 		}
 	case *instructions.ArgCommand:
 		for i, kv := range c.Args {

@@ -66,43 +66,23 @@ func envGet(env []string, key string) (string, bool) {
 	return "", false
 }
 
-// envSet replaces key in place or appends it, as image config Env does.
-func envSet(env []string, key, value string) []string {
-	for i, kv := range env {
-		if k, _, _ := strings.Cut(kv, "="); k == key {
-			env[i] = key + "=" + value
-			return env
-		}
-	}
-	return append(env, key+"="+value)
-}
-
-func envKeys(env []string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		out = append(out, k)
-	}
-	return out
-}
-
 // lookup is the variable scope of one expansion: ENV values win over build
 // args of the same name (Docker's rule). It records which args were read,
 // so that a step's key includes exactly the args it references.
 type lookup struct {
-	env    []string
+	env    *envList
 	args   args
 	hits   map[string]struct{}
 	budget *budget // nil: unbounded
 }
 
-func newLookup(env []string, a args) *lookup {
+func newLookup(env *envList, a args) *lookup {
 	return &lookup{env: env, args: a, hits: map[string]struct{}{}}
 }
 
 // Get implements shell.EnvGetter.
 func (l *lookup) Get(key string) (string, bool) {
-	if v, ok := envGet(l.env, key); ok {
+	if v, ok := l.env.get(key); ok {
 		return l.budget.take(v), true
 	}
 	v, ok := l.args.get(key)
@@ -143,7 +123,7 @@ func (b *budget) exceeded() error {
 
 // Keys implements shell.EnvGetter.
 func (l *lookup) Keys() []string {
-	keys := envKeys(l.env)
+	keys := l.env.keys()
 	for _, k := range l.args.keys() {
 		if !slices.Contains(keys, k) {
 			keys = append(keys, k)
