@@ -315,7 +315,7 @@ func (b *build) prepareMounts(ctx context.Context, ms []*runMount) (_ *stepMount
 		case instructions.MountTypeCache:
 			err = b.prepareCache(ctx, rm, sm)
 		case instructions.MountTypeTmpfs:
-			sm.tmpfs = append(sm.tmpfs, sandbox.Tmpfs{Target: rm.Target, Size: rm.Size})
+			sm.tmpfs = append(sm.tmpfs, sandbox.Tmpfs{Target: rm.Target, Size: rm.Size, ReadOnly: rm.ReadOnly})
 		case instructions.MountTypeSecret:
 			err = b.prepareSecret(rm, sm)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/builder-dev/builder/internal/sandbox"
 	"github.com/builder-dev/builder/parser"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -122,6 +123,23 @@ func TestRunMountKeyField(t *testing.T) {
 	ms[0].FromKey = "sha256:1"
 	if ms[0].keyField() == a {
 		t.Errorf("from key not in the key field")
+	}
+}
+
+// A tmpfs mount reaches the sandbox with its size and ro flag.
+func TestPrepareMountsTmpfs(t *testing.T) {
+	b := &build{e: New(Options{})}
+	ms, err := parseMountLine(t, "RUN --mount=type=tmpfs,target=/dev/shm,size=128m --mount=type=tmpfs,target=t,ro true", "/w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := b.prepareMounts(t.Context(), ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []sandbox.Tmpfs{{Target: "/dev/shm", Size: 128 << 20}, {Target: "/w/t", ReadOnly: true}}
+	if diff := cmp.Diff(want, sm.tmpfs); diff != "" {
+		t.Errorf("tmpfs mounts (-want +got):\n%s", diff)
 	}
 }
 

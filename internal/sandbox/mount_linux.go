@@ -38,7 +38,7 @@ var devLinks = [][2]string{
 }
 
 // mountDev mounts a minimal /dev on dev: a tmpfs with the usual character
-// devices, a private devpts, /dev/shm and the fd symlinks.
+// devices, the fd symlinks and the mount points of /dev/pts and /dev/shm.
 func mountDev(dev string) error {
 	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", dev, err)
@@ -57,19 +57,24 @@ func mountDev(dev string) error {
 			return fmt.Errorf("create /dev symlink: %w", err)
 		}
 	}
-	return mountDevSubdirs(dev)
-}
-
-func mountDevSubdirs(dev string) error {
-	pts, shm := filepath.Join(dev, "pts"), filepath.Join(dev, "shm")
-	for _, d := range []string{pts, shm} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
+	for _, d := range []string{"pts", "shm"} {
+		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", filepath.Join(dev, d), err)
 		}
 	}
+	return nil
+}
+
+// mountDevpts mounts a private devpts instance on pts.
+func mountDevpts(pts string) error {
 	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
 		return fmt.Errorf("mount devpts on %s: %w", pts, err)
 	}
+	return nil
+}
+
+// mountShm mounts runc's default /dev/shm on shm.
+func mountShm(shm string) error {
 	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", shm, err)
 	}

@@ -69,6 +69,10 @@ type Spec struct {
 	// children (sorted by target). Targets are absolute paths resolved
 	// inside the root (symlinks cannot leave it); missing mount points are
 	// created as stubs and removed again afterwards, like those of /proc.
+	// One whose target is a system mount's (/proc, /sys, /dev/pts,
+	// /dev/shm, /etc/hosts, /etc/resolv.conf, /etc/hostname) is mounted
+	// instead of it, in its place, as runc replaces a default mount whose
+	// destination a user mount repeats.
 	Binds []Bind
 	Tmpfs []Tmpfs
 	Files []File
@@ -82,10 +86,12 @@ type Bind struct {
 	ReadOnly       bool
 }
 
-// Tmpfs mounts an empty tmpfs; Size 0 means the kernel's default.
+// Tmpfs mounts an empty tmpfs as BuildKit does: nosuid, mode 1777 (the
+// kernel's default), Size bytes (0: the kernel's default, half the RAM).
 type Tmpfs struct {
-	Target string
-	Size   int64
+	Target   string
+	Size     int64
+	ReadOnly bool
 }
 
 // File is a read-only file of the given content, mode and owner mounted at
