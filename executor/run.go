@@ -86,8 +86,9 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, argv, env []string, w
 		in.Fields = append(in.Fields, cache.Field{Name: name, Value: v})
 	}
 	for i, m := range mounts {
-		in.Fields = append(in.Fields, m.keyField())
-		in.Files = append(in.Files, m.keyFiles(i)...)
+		fields, files := m.keyInputs(i)
+		in.Fields = append(append(in.Fields, m.keyField()), fields...)
+		in.Files = append(in.Files, files...)
 	}
 	if script != nil {
 		in.Fields = append(in.Fields, cache.Field{Name: "heredoc " + script.Target, Value: string(script.Data)})

@@ -150,18 +150,32 @@ func (rm *runMount) needsFrom() bool {
 	return rm.From != "" && (rm.Type == instructions.MountTypeBind || rm.Type == instructions.MountTypeCache)
 }
 
-// keyField is the mount's spec as a cache key field.
+// keyField is the mount's spec as a cache key field. A bind mount is
+// keyed by the content it binds (keyInputs), not by the key of the stage
+// or image it binds from, as BuildKit's content-based mount keys: a
+// rebuilt stage with the same files leaves the RUN cached.
 func (rm *runMount) keyField() cache.Field {
-	b, _ := json.Marshal(rm) // plain strings, numbers and bools: cannot fail
+	spec := *rm
+	if spec.Type == instructions.MountTypeBind {
+		spec.FromKey = ""
+	}
+	b, _ := json.Marshal(&spec) // plain strings, numbers and bools: cannot fail
 	return cache.Field{Name: "mount", Value: string(b)}
 }
 
-// keyFiles lists a bind mount's source files for the cache key: their
-// content changes the result. Paths carry the mount's index (i/…) as COPY
-// paths carry the source's.
-func (rm *runMount) keyFiles(i int) []cache.FileInput {
+// keyInputs lists a bind mount's source for the cache key: every file's
+// path, type, mode and content, and the owners and xattrs the RUN sees.
+// Names and paths carry the mount's index (i/…) as COPY paths carry the
+// source's.
+func (rm *runMount) keyInputs(i int) ([]cache.Field, []cache.FileInput) {
 	if rm.plan == nil {
-		return nil
+		return nil, nil
+	}
+	var fields []cache.Field
+	for _, f := range rm.plan.Fields() {
+		if name, ok := strings.CutPrefix(f.Name, "source.0."); ok {
+			fields = append(fields, cache.Field{Name: fmt.Sprintf("mount.%d.%s", i, name), Value: f.Value})
+		}
 	}
 	files := rm.plan.Inputs()
 	prefix := fmt.Sprintf("%d/", i)
@@ -171,7 +185,7 @@ func (rm *runMount) keyFiles(i int) []cache.FileInput {
 			files[j].Link = prefix + strings.TrimPrefix(files[j].Link, "0/")
 		}
 	}
-	return files
+	return fields, files
 }
 
 // withMountSources mounts a view of every from= stage or image the mounts

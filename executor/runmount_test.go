@@ -2,12 +2,14 @@ package executor
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/sandbox"
 	"github.com/builder-dev/builder/parser"
 	"github.com/google/go-cmp/cmp"
@@ -140,6 +142,64 @@ func TestPrepareMountsTmpfs(t *testing.T) {
 	want := []sandbox.Tmpfs{{Target: "/dev/shm", Size: 128 << 20}, {Target: "/w/t", ReadOnly: true}}
 	if diff := cmp.Diff(want, sm.tmpfs); diff != "" {
 		t.Errorf("tmpfs mounts (-want +got):\n%s", diff)
+	}
+}
+
+// A bind mount from a stage is keyed by what it binds, not by the stage's
+// key: a rebuilt stage with the same files under the source gives the
+// RUN the same key (BuildKit testMountRWCache); a changed file, mode or
+// owner changes it.
+func TestRunMountBindKeyedByContent(t *testing.T) {
+	b := &build{e: New(Options{TempDir: t.TempDir()})}
+	key := func(root, fromKey string) cache.Key {
+		t.Helper()
+		ms, err := parseMountLine(t, "RUN --mount=from=build,src=out,target=/out,rw true", "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rm := ms[0]
+		rm.srcRoot, rm.FromKey = root, fromKey
+		p, err := b.bindPlan(t.Context(), rm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		rm.plan = p
+		fields, files := rm.keyInputs(0)
+		return cache.KeyOf(cache.Key{}, cache.Inputs{Op: "RUN", Fields: append(fields, rm.keyField()), Files: files})
+	}
+	stage := func(content string, mode os.FileMode) string {
+		root := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(root, "out"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "out/foo"), []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		// Outside the source: never in the key.
+		if err := os.WriteFile(filepath.Join(root, "cachebust"), []byte(content+fmt.Sprint(mode)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return root
+	}
+	base := key(stage("foo\n", 0o644), "sha256:stage-1")
+	if got := key(stage("foo\n", 0o644), "sha256:stage-2"); got != base {
+		t.Errorf("same content, another stage key: the key changed")
+	}
+	if got := key(stage("bar\n", 0o644), "sha256:stage-1"); got == base {
+		t.Errorf("changed content: same key")
+	}
+	if got := key(stage("foo\n", 0o600), "sha256:stage-1"); got == base {
+		t.Errorf("changed mode: same key")
+	}
+	if os.Geteuid() == 0 {
+		root := stage("foo\n", 0o644)
+		if err := os.Lchown(filepath.Join(root, "out/foo"), 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+		if got := key(root, "sha256:stage-1"); got == base {
+			t.Errorf("changed owner: same key")
+		}
 	}
 }
 
