@@ -48,6 +48,9 @@ type Options struct {
 	Network string
 	// AllowNetworkHost permits RUN --network=host when Network is "none".
 	AllowNetworkHost bool
+	// AllowInsecure permits RUN --security=insecure (the
+	// security.insecure entitlement).
+	AllowInsecure bool
 	// Labels are added to the final image's config (--label).
 	Labels map[string]string
 	// SourceDateEpoch, when set, clamps every timestamp (SOURCE_DATE_EPOCH).

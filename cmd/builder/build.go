@@ -78,7 +78,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringSliceVar(&f.noCacheFilter, "no-cache-filter", nil, "do not use the cache for these stages")
 	fs.StringVar(&f.network, "network", "host", "network mode of RUN: host or none")
 	fs.StringVar(&f.platform, "platform", "", "target platform (only the host's platform is supported)")
-	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host")
+	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host, security.insecure")
 	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
 	fs.StringArrayVar(&f.buildContexts, "build-context", nil, "named build context NAME=DIR or NAME=docker-image://REF")
 	fs.BoolVar(&f.check, "check", false, "print the Dockerfile's lint warnings without building")
@@ -218,6 +218,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		NoCacheStages:    f.noCacheFilter,
 		Network:          f.network,
 		AllowNetworkHost: contains(f.allow, "network.host"),
+		AllowInsecure:    contains(f.allow, "security.insecure"),
 		Labels:           keyValues(f.labels),
 		SourceDateEpoch:  epoch,
 		Progress:         prog,

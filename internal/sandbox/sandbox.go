@@ -50,6 +50,13 @@ type Spec struct {
 	AdditionalGids []uint32
 	// Network is NetworkNone (the default when empty) or NetworkHost.
 	Network string
+	// Insecure is RUN --security=insecure, as BuildKit grants it: the
+	// command gets every capability the builder has (all five sets,
+	// ambient included, so a non-root USER has them too), /sys is
+	// writable, no path of /proc or /sys is masked or read-only, and /dev
+	// also has kmsg, cuse, fuse, kvm, net/tun, loop-control and the loop
+	// devices up to the first free one plus 7.
+	Insecure bool
 	// Hostname is the UTS hostname and the content of /etc/hostname;
 	// DefaultHostname when empty.
 	Hostname string
@@ -128,6 +135,7 @@ type config struct {
 	UID, GID   uint32
 	Groups     []uint32
 	Network    string
+	Insecure   bool
 	Hostname   string
 	Hosts      []byte
 	ResolvConf []byte

@@ -32,7 +32,7 @@ func (sb *sandbox) setup(cfg *config) error {
 		return err
 	}
 	ex := newExtras(cfg, files)
-	if err := sb.mountSystem(ex); err != nil {
+	if err := sb.mountSystem(ex, cfg.Insecure); err != nil {
 		return err
 	}
 	for _, name := range etcFiles {
@@ -83,8 +83,9 @@ func prepareScratch(cfg *config, files string) error {
 }
 
 // mountSystem mounts /proc, /dev and /sys, or the extra mounts that
-// take their place.
-func (sb *sandbox) mountSystem(ex *extras) error {
+// take their place; insecure adds devices to /dev and leaves /sys
+// writable.
+func (sb *sandbox) mountSystem(ex *extras, insecure bool) error {
 	err := sb.system(ex, "proc", true, func(p string) error {
 		if err := unix.Mount("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 			return fmt.Errorf("mount proc on %s: %w", p, err)
@@ -101,13 +102,18 @@ func (sb *sandbox) mountSystem(ex *extras) error {
 	if err := mountDev(p); err != nil {
 		return err
 	}
+	if insecure {
+		if err := insecureDevices(p); err != nil {
+			return err
+		}
+	}
 	if err := sb.system(ex, "dev/pts", true, mountDevpts); err != nil {
 		return err
 	}
 	if err := sb.system(ex, "dev/shm", true, mountShm); err != nil {
 		return err
 	}
-	return sb.system(ex, "sys", true, mountSys)
+	return sb.system(ex, "sys", true, func(p string) error { return mountSys(p, insecure) })
 }
 
 // mountPoint makes rel (resolved inside the root) exist as a directory or
@@ -125,10 +131,13 @@ func (sb *sandbox) mountPoint(rel string, dir bool) (string, error) {
 	return p, nil
 }
 
-// finishInside runs after the pivot: masks, hostname, network, cwd.
+// finishInside runs after the pivot: masks (none when insecure),
+// hostname, network, cwd.
 func finishInside(cfg *config) error {
-	if err := maskPaths(); err != nil {
-		return err
+	if !cfg.Insecure {
+		if err := maskPaths(); err != nil {
+			return err
+		}
 	}
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 		return fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
