@@ -57,6 +57,8 @@ type Options struct {
 	SourceDateEpoch *time.Time
 	Progress        Progress
 	HTTPClient      *http.Client
+	// SSH are the agents of RUN --mount=type=ssh by id (--ssh).
+	SSH map[string]SSHAgent
 	// Secrets are the values of RUN --mount=type=secret by id (--secret).
 	// They reach only the RUN sandboxes: never a layer, key or record.
 	Secrets map[string][]byte

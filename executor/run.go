@@ -146,6 +146,9 @@ func (b *build) runIn(ctx context.Context, root, userSpec string, rs *runSpec, o
 		}
 		env = append(slices.Clip(env), "HOME="+home)
 	}
+	if sock, ok := sshAuthSock(rs.mounts); ok && !isEnvKey(env, "SSH_AUTH_SOCK") {
+		env = append(slices.Clip(env), "SSH_AUTH_SOCK="+sock)
+	}
 	for _, kv := range sm.env { // secrets as env vars win over ENV
 		k, _, _ := strings.Cut(kv, "=")
 		env = slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, k+"=") })

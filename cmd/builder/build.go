@@ -44,6 +44,7 @@ type buildFlags struct {
 	platform      string
 	allow         []string
 	secrets       []string
+	ssh           []string
 	buildContexts []string
 	check         bool
 	snapshotter   string
@@ -80,6 +81,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringVar(&f.platform, "platform", "", "target platform (only the host's platform is supported)")
 	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host, security.insecure")
 	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
+	fs.StringArrayVar(&f.ssh, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]]")
 	fs.StringArrayVar(&f.buildContexts, "build-context", nil, "named build context NAME=DIR or NAME=docker-image://REF")
 	fs.BoolVar(&f.check, "check", false, "print the Dockerfile's lint warnings without building")
 	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")
@@ -201,6 +203,10 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
+	agents, err := sshAgents(f.ssh)
+	if err != nil {
+		return err
+	}
 	imported, err := importCaches(ctx, st, cacheFrom, a.remoteOptions(platform, prog.Notice), prog.Notice)
 	if err != nil {
 		return err
@@ -225,6 +231,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		TempDir:          tmp.Path(),
 		Hostname:         buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
 		Secrets:          secrets,
+		SSH:              agents,
 		CacheFrom:        imported,
 	})
 	start := time.Now()
