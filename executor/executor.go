@@ -48,12 +48,17 @@ type Options struct {
 	Network string
 	// AllowNetworkHost permits RUN --network=host when Network is "none".
 	AllowNetworkHost bool
+	// AllowInsecure permits RUN --security=insecure (the
+	// security.insecure entitlement).
+	AllowInsecure bool
 	// Labels are added to the final image's config (--label).
 	Labels map[string]string
 	// SourceDateEpoch, when set, clamps every timestamp (SOURCE_DATE_EPOCH).
 	SourceDateEpoch *time.Time
 	Progress        Progress
 	HTTPClient      *http.Client
+	// SSH are the agents of RUN --mount=type=ssh by id (--ssh).
+	SSH map[string]SSHAgent
 	// Secrets are the values of RUN --mount=type=secret by id (--secret).
 	// They reach only the RUN sandboxes: never a layer, key or record.
 	Secrets map[string][]byte

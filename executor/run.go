@@ -44,10 +44,10 @@ func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.Ru
 	if err != nil {
 		return err
 	}
-	if sec := instructions.GetSecurity(c); sec == instructions.SecurityInsecure {
-		return fmt.Errorf("%w: RUN --security=insecure requires 'builder build --allow security.insecure', which builder does not grant", ErrNeedsEntitlement)
+	insecure, err := b.runInsecure(c)
+	if err != nil {
+		return err
 	}
-	env := runEnv(sc.step)
 	wd := s.img.Config.WorkingDir
 	if wd == "" {
 		wd = "/"
@@ -56,25 +56,41 @@ func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.Ru
 	if err != nil {
 		return err
 	}
+	rs := &runSpec{argv: argv, env: runEnv(sc.step), wd: wd, network: network,
+		insecure: insecure, mounts: mounts, script: script}
 	return b.withMountSources(ctx, sc.step, mounts, func() error {
-		return b.runKeyed(ctx, sc, argv, env, wd, network, mounts, script)
+		return b.runKeyed(ctx, sc, rs)
 	})
 }
 
+// runSpec is what a RUN executes: the command, its environment and
+// working directory, its network mode and privileges, and its mounts.
+type runSpec struct {
+	argv, env []string
+	wd        string
+	network   string
+	insecure  bool // --security=insecure, granted
+	mounts    []*runMount
+	// script is the file of a heredoc RUN with a shebang, or nil.
+	script *sandbox.File
+}
+
 // runKeyed computes a RUN's key inputs and runs it on a cache miss.
-// script is the file of a heredoc RUN with a shebang, or nil.
-func (b *build) runKeyed(ctx context.Context, sc *stepCtx, argv, env []string, wd, network string, mounts []*runMount, script *sandbox.File) error {
+func (b *build) runKeyed(ctx context.Context, sc *stepCtx, rs *runSpec) error {
 	s := sc.s
 	in := cache.Inputs{Op: "RUN", Fields: []cache.Field{
-		{Name: "argv", Value: strings.Join(quoteAll(argv), " ")},
+		{Name: "argv", Value: strings.Join(quoteAll(rs.argv), " ")},
 		{Name: "user", Value: s.img.Config.User},
-		{Name: "workdir", Value: wd},
-		{Name: "network", Value: network},
+		{Name: "workdir", Value: rs.wd},
+		{Name: "network", Value: rs.network},
 	}}
 	if h := b.e.opts.Hostname; h != "" {
 		in.Fields = append(in.Fields, cache.Field{Name: "hostname", Value: h})
 	}
-	for _, e := range env {
+	if rs.insecure {
+		in.Fields = append(in.Fields, cache.Field{Name: "security", Value: string(instructions.SecurityInsecure)})
+	}
+	for _, e := range rs.env {
 		k, v, _ := strings.Cut(e, "=")
 		if proxyArgs[k] && !isEnvKey(sc.step.Env, k) {
 			continue
@@ -85,19 +101,20 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, argv, env []string, w
 		}
 		in.Fields = append(in.Fields, cache.Field{Name: name, Value: v})
 	}
-	for i, m := range mounts {
-		in.Fields = append(in.Fields, m.keyField())
-		in.Files = append(in.Files, m.keyFiles(i)...)
+	for i, m := range rs.mounts {
+		fields, files := m.keyInputs(i)
+		in.Fields = append(append(in.Fields, m.keyField()), fields...)
+		in.Files = append(in.Files, files...)
 	}
-	if script != nil {
-		in.Fields = append(in.Fields, cache.Field{Name: "heredoc " + script.Target, Value: string(script.Data)})
+	if rs.script != nil {
+		in.Fields = append(in.Fields, cache.Field{Name: "heredoc " + rs.script.Target, Value: string(rs.script.Data)})
 	}
 	out := b.e.opts.Progress.Output(sc.ev)
 	return b.keyed(ctx, sc, change{
 		inputs:    in,
-		createdBy: "RUN " + runCommandString(argv, sc.step) + " # buildkit",
+		createdBy: "RUN " + runCommandString(rs.argv, sc.step) + " # buildkit",
 		apply: func(ctx context.Context, root string) (err error) {
-			sm, err := b.prepareMounts(ctx, mounts)
+			sm, err := b.prepareMounts(ctx, rs.mounts)
 			if err != nil {
 				return err
 			}
@@ -106,27 +123,31 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, argv, env []string, w
 					err = fmt.Errorf("release RUN mounts: %w", cerr)
 				}
 			}()
-			if script != nil {
-				sm.files = append(sm.files, *script)
+			if rs.script != nil {
+				sm.files = append(sm.files, *rs.script)
 			}
-			return b.runIn(ctx, root, s.img.Config.User, wd, argv, env, network, out, sm)
+			return b.runIn(ctx, root, s.img.Config.User, rs, out, sm)
 		},
 	})
 }
 
-// runIn resolves the user inside root and runs argv there with the
+// runIn resolves the user inside root and runs the RUN there with the
 // step's mounts.
-func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env []string, network string, out io.Writer, sm *stepMounts) error {
+func (b *build) runIn(ctx context.Context, root, userSpec string, rs *runSpec, out io.Writer, sm *stepMounts) error {
 	id, err := user.Resolve(root, userSpec)
 	if err != nil {
 		return err
 	}
+	env := rs.env
 	if _, ok := getEnv(env, "HOME"); !ok {
 		home := id.Home
 		if home == "" {
 			home = "/"
 		}
-		env = append(env, "HOME="+home)
+		env = append(slices.Clip(env), "HOME="+home)
+	}
+	if sock, ok := sshAuthSock(rs.mounts); ok && !isEnvKey(env, "SSH_AUTH_SOCK") {
+		env = append(slices.Clip(env), "SSH_AUTH_SOCK="+sock)
 	}
 	for _, kv := range sm.env { // secrets as env vars win over ENV
 		k, _, _ := strings.Cut(kv, "=")
@@ -140,13 +161,14 @@ func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env 
 	w := io.MultiWriter(out, tail)
 	err = sandbox.Run(ctx, sandbox.Spec{
 		Mounts:         []snapshot.Mount{{Type: "bind", Source: root, Options: []string{"rbind", "rw"}}},
-		Args:           argv,
+		Args:           rs.argv,
 		Env:            env,
-		Cwd:            wd,
+		Cwd:            rs.wd,
 		UID:            id.UID,
 		GID:            id.GID,
 		AdditionalGids: runGroups(id.GID, id.AdditionalGids),
-		Network:        network,
+		Network:        rs.network,
+		Insecure:       rs.insecure,
 		Hostname:       b.e.opts.Hostname,
 		Stdout:         w,
 		Stderr:         w,
@@ -157,7 +179,7 @@ func (b *build) runIn(ctx context.Context, root, userSpec, wd string, argv, env 
 	})
 	var exit *sandbox.ExitError
 	if errors.As(err, &exit) {
-		return &RunError{Argv: argv, Code: exit.Code, Signal: exit.Signal, Tail: tail.lines()}
+		return &RunError{Argv: rs.argv, Code: exit.Code, Signal: exit.Signal, Tail: tail.lines()}
 	}
 	return err
 }
@@ -191,6 +213,22 @@ func (b *build) runNetwork(c *instructions.RunCommand) (string, error) {
 		return "host", nil
 	}
 	return "", fmt.Errorf("unsupported network mode %q", mode)
+}
+
+// runInsecure reports whether a RUN runs with --security=insecure, which
+// needs the security.insecure entitlement (BuildKit's error without it).
+func (b *build) runInsecure(c *instructions.RunCommand) (bool, error) {
+	switch sec := instructions.GetSecurity(c); sec {
+	case "", instructions.SecuritySandbox:
+		return false, nil
+	case instructions.SecurityInsecure:
+		if !b.e.opts.AllowInsecure {
+			return false, fmt.Errorf("%w: security.insecure is not allowed: RUN --security=insecure requires 'builder build --allow security.insecure'", ErrNeedsEntitlement)
+		}
+		return true, nil
+	default:
+		return false, fmt.Errorf("unsupported security mode %q", sec)
+	}
 }
 
 // runArgv returns the argv of a RUN, following BuildKit for heredocs.

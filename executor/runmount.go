@@ -49,27 +49,33 @@ type runMount struct {
 // defaults; relative targets are relative to the workdir wd.
 func parseRunMounts(ms []*instructions.Mount, wd string) ([]*runMount, error) {
 	out := make([]*runMount, 0, len(ms))
+	nssh := 0
 	for _, m := range ms {
-		rm, err := parseRunMount(m, wd)
+		rm, err := parseRunMount(m, wd, nssh)
 		if err != nil {
 			return nil, fmt.Errorf("RUN --mount=type=%s: %w", m.Type, err)
+		}
+		if rm.Type == instructions.MountTypeSSH {
+			nssh++
 		}
 		out = append(out, rm)
 	}
 	return out, nil
 }
 
-func parseRunMount(m *instructions.Mount, wd string) (*runMount, error) {
+// parseRunMount validates one mount; nssh is the number of ssh mounts
+// before it in the RUN.
+func parseRunMount(m *instructions.Mount, wd string, nssh int) (*runMount, error) {
 	rm := &runMount{Type: m.Type, From: m.From, ReadOnly: m.ReadOnly,
 		Mode: m.Mode, UID: m.UID, GID: m.GID}
 	switch m.Type {
 	case instructions.MountTypeSecret:
 		return rm, rm.parseSecret(m)
 	case instructions.MountTypeSSH:
-		return nil, errors.New("ssh mounts are not supported (builder has no SSH agent forwarding)")
+		return rm, rm.parseSSH(m, nssh)
 	case instructions.MountTypeBind, instructions.MountTypeCache, instructions.MountTypeTmpfs:
 	default:
-		return nil, fmt.Errorf("unsupported mount type %q (want bind, cache, tmpfs or secret)", m.Type)
+		return nil, fmt.Errorf("unsupported mount type %q (want bind, cache, tmpfs, secret or ssh)", m.Type)
 	}
 	if m.Target == "" {
 		return nil, errors.New("target is required")
@@ -145,23 +151,86 @@ func (rm *runMount) parseSecret(m *instructions.Mount) error {
 	return nil
 }
 
+// sshDefaultID is the --ssh id of an ssh mount without id=.
+const sshDefaultID = "default"
+
+// sshSocketDir is where BuildKit puts the agent socket of an ssh mount
+// without target: ssh_agent.N, N counting the RUN's ssh mounts from 0.
+const sshSocketDir = "/run/buildkit"
+
+// parseSSH applies BuildKit's ssh mount rules (convert_ssh.go, llb's
+// AddSSHSocket): no source; the id is kept as written ("" is the
+// default agent); the socket is mode 0600 owned by root unless mode,
+// uid or gid say otherwise.
+func (rm *runMount) parseSSH(m *instructions.Mount, n int) error {
+	if m.Source != "" {
+		return errors.New("ssh does not support source")
+	}
+	rm.ID, rm.Required, rm.ReadOnly, rm.From = m.CacheID, m.Required, false, ""
+	rm.Target = path.Join(sshSocketDir, fmt.Sprintf("ssh_agent.%d", n))
+	if m.Target != "" {
+		rm.Target = path.Join("/", m.Target)
+	}
+	if rm.Target == "/" {
+		return fmt.Errorf("invalid mount target %q", m.Target)
+	}
+	if rm.Mode == nil {
+		mode := uint64(0o600)
+		rm.Mode = &mode
+	}
+	return nil
+}
+
+// sshID is the --ssh id an ssh mount uses.
+func (rm *runMount) sshID() string {
+	if rm.ID == "" {
+		return sshDefaultID
+	}
+	return rm.ID
+}
+
+// sshAuthSock is BuildKit's SSH_AUTH_SOCK of a RUN with ssh mounts: the
+// socket of the first one (used only where the environment has none).
+func sshAuthSock(ms []*runMount) (string, bool) {
+	for _, rm := range ms {
+		if rm.Type == instructions.MountTypeSSH {
+			return rm.Target, true
+		}
+	}
+	return "", false
+}
+
 // needsFrom reports whether the mount reads from a stage or an image.
 func (rm *runMount) needsFrom() bool {
 	return rm.From != "" && (rm.Type == instructions.MountTypeBind || rm.Type == instructions.MountTypeCache)
 }
 
-// keyField is the mount's spec as a cache key field.
+// keyField is the mount's spec as a cache key field. A bind mount is
+// keyed by the content it binds (keyInputs), not by the key of the stage
+// or image it binds from, as BuildKit's content-based mount keys: a
+// rebuilt stage with the same files leaves the RUN cached.
 func (rm *runMount) keyField() cache.Field {
-	b, _ := json.Marshal(rm) // plain strings, numbers and bools: cannot fail
+	spec := *rm
+	if spec.Type == instructions.MountTypeBind {
+		spec.FromKey = ""
+	}
+	b, _ := json.Marshal(&spec) // plain strings, numbers and bools: cannot fail
 	return cache.Field{Name: "mount", Value: string(b)}
 }
 
-// keyFiles lists a bind mount's source files for the cache key: their
-// content changes the result. Paths carry the mount's index (i/…) as COPY
-// paths carry the source's.
-func (rm *runMount) keyFiles(i int) []cache.FileInput {
+// keyInputs lists a bind mount's source for the cache key: every file's
+// path, type, mode and content, and the owners and xattrs the RUN sees.
+// Names and paths carry the mount's index (i/…) as COPY paths carry the
+// source's.
+func (rm *runMount) keyInputs(i int) ([]cache.Field, []cache.FileInput) {
 	if rm.plan == nil {
-		return nil
+		return nil, nil
+	}
+	var fields []cache.Field
+	for _, f := range rm.plan.Fields() {
+		if name, ok := strings.CutPrefix(f.Name, "source.0."); ok {
+			fields = append(fields, cache.Field{Name: fmt.Sprintf("mount.%d.%s", i, name), Value: f.Value})
+		}
 	}
 	files := rm.plan.Inputs()
 	prefix := fmt.Sprintf("%d/", i)
@@ -171,7 +240,7 @@ func (rm *runMount) keyFiles(i int) []cache.FileInput {
 			files[j].Link = prefix + strings.TrimPrefix(files[j].Link, "0/")
 		}
 	}
-	return files
+	return fields, files
 }
 
 // withMountSources mounts a view of every from= stage or image the mounts
@@ -315,9 +384,11 @@ func (b *build) prepareMounts(ctx context.Context, ms []*runMount) (_ *stepMount
 		case instructions.MountTypeCache:
 			err = b.prepareCache(ctx, rm, sm)
 		case instructions.MountTypeTmpfs:
-			sm.tmpfs = append(sm.tmpfs, sandbox.Tmpfs{Target: rm.Target, Size: rm.Size})
+			sm.tmpfs = append(sm.tmpfs, sandbox.Tmpfs{Target: rm.Target, Size: rm.Size, ReadOnly: rm.ReadOnly})
 		case instructions.MountTypeSecret:
 			err = b.prepareSecret(rm, sm)
+		case instructions.MountTypeSSH:
+			err = b.prepareSSH(ctx, rm, sm)
 		}
 		if err != nil {
 			return nil, err

@@ -2,12 +2,17 @@ package executor
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/internal/sandbox"
 	"github.com/builder-dev/builder/parser"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -67,7 +72,8 @@ func TestParseRunMountsInvalid(t *testing.T) {
 		"RUN --mount=type=cahce,target=/c true":              `unsupported mount type "cahce"`,
 		"RUN --mount=type=cache,target=/c,sharing=lock true": `unsupported sharing value "lock"`,
 		"RUN --mount=type=cache,target=/c,sorce=/x true":     "unexpected key 'sorce'",
-		"RUN --mount=type=ssh true":                          "ssh mounts are not supported",
+		"RUN --mount=type=ssh,source=/x true":                "ssh does not support source",
+		"RUN --mount=type=ssh,target=/ true":                 "invalid mount target",
 		"RUN --mount=type=bind true":                         "target is required",
 		"RUN --mount=type=cache,target=/ true":               "invalid mount target",
 		"RUN --mount=type=tmpfs,target=/t,source=/x true":    "no source",
@@ -106,6 +112,12 @@ func TestRunMountKeyField(t *testing.T) {
 		"RUN --mount=type=tmpfs,target=/c,size=1k true",
 		"RUN --mount=type=secret,id=c true",
 		"RUN --mount=type=secret,id=c,env=C true",
+		"RUN --mount=type=ssh true",
+		"RUN --mount=type=ssh,id=c true",
+		"RUN --mount=type=ssh,target=/c true",
+		"RUN --mount=type=ssh,required true",
+		"RUN --mount=type=ssh,mode=0644 true",
+		"RUN --mount=type=ssh,uid=1 true",
 	} {
 		ms, err := parseMountLine(t, line, "/")
 		if err != nil {
@@ -122,6 +134,174 @@ func TestRunMountKeyField(t *testing.T) {
 	ms[0].FromKey = "sha256:1"
 	if ms[0].keyField() == a {
 		t.Errorf("from key not in the key field")
+	}
+}
+
+// A tmpfs mount reaches the sandbox with its size and ro flag.
+func TestPrepareMountsTmpfs(t *testing.T) {
+	b := &build{e: New(Options{})}
+	ms, err := parseMountLine(t, "RUN --mount=type=tmpfs,target=/dev/shm,size=128m --mount=type=tmpfs,target=t,ro true", "/w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := b.prepareMounts(t.Context(), ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []sandbox.Tmpfs{{Target: "/dev/shm", Size: 128 << 20}, {Target: "/w/t", ReadOnly: true}}
+	if diff := cmp.Diff(want, sm.tmpfs); diff != "" {
+		t.Errorf("tmpfs mounts (-want +got):\n%s", diff)
+	}
+}
+
+// A bind mount from a stage is keyed by what it binds, not by the stage's
+// key: a rebuilt stage with the same files under the source gives the
+// RUN the same key (BuildKit testMountRWCache); a changed file, mode or
+// owner changes it.
+func TestRunMountBindKeyedByContent(t *testing.T) {
+	b := &build{e: New(Options{TempDir: t.TempDir()})}
+	key := func(root, fromKey string) cache.Key {
+		t.Helper()
+		ms, err := parseMountLine(t, "RUN --mount=from=build,src=out,target=/out,rw true", "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rm := ms[0]
+		rm.srcRoot, rm.FromKey = root, fromKey
+		p, err := b.bindPlan(t.Context(), rm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		rm.plan = p
+		fields, files := rm.keyInputs(0)
+		return cache.KeyOf(cache.Key{}, cache.Inputs{Op: "RUN", Fields: append(fields, rm.keyField()), Files: files})
+	}
+	stage := func(content string, mode os.FileMode) string {
+		root := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(root, "out"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "out/foo"), []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		// Outside the source: never in the key.
+		if err := os.WriteFile(filepath.Join(root, "cachebust"), []byte(content+fmt.Sprint(mode)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return root
+	}
+	base := key(stage("foo\n", 0o644), "sha256:stage-1")
+	if got := key(stage("foo\n", 0o644), "sha256:stage-2"); got != base {
+		t.Errorf("same content, another stage key: the key changed")
+	}
+	if got := key(stage("bar\n", 0o644), "sha256:stage-1"); got == base {
+		t.Errorf("changed content: same key")
+	}
+	if got := key(stage("foo\n", 0o600), "sha256:stage-1"); got == base {
+		t.Errorf("changed mode: same key")
+	}
+	if os.Geteuid() == 0 {
+		root := stage("foo\n", 0o644)
+		if err := os.Lchown(filepath.Join(root, "out/foo"), 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+		if got := key(root, "sha256:stage-1"); got == base {
+			t.Errorf("changed owner: same key")
+		}
+	}
+}
+
+// ssh mounts as BuildKit: the default target counts the RUN's ssh mounts
+// (/run/buildkit/ssh_agent.N), mode 0600 unless given, the id as written;
+// SSH_AUTH_SOCK is the first one's socket.
+func TestParseSSHMounts(t *testing.T) {
+	ms, err := parseMountLine(t, "RUN --mount=type=cache,target=/c --mount=type=ssh,uid=1 --mount=type=ssh,id=gh,target=s,required,mode=0741,gid=102 --mount=type=ssh,id=default true", "/w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []runMount{
+		{Type: "ssh", Target: "/run/buildkit/ssh_agent.0", Mode: u64(0o600), UID: u64(1)},
+		{Type: "ssh", Target: "/s", ID: "gh", Required: true, Mode: u64(0o741), GID: u64(102)},
+		{Type: "ssh", Target: "/run/buildkit/ssh_agent.2", ID: "default", Mode: u64(0o600)},
+	}
+	for i, w := range want {
+		if diff := cmp.Diff(&w, ms[i+1], cmpopts.IgnoreUnexported(runMount{})); diff != "" {
+			t.Errorf("mount %d (-want +got):\n%s", i+1, diff)
+		}
+	}
+	if got := []string{ms[1].sshID(), ms[2].sshID(), ms[3].sshID()}; !cmp.Equal(got, []string{"default", "gh", "default"}) {
+		t.Errorf("ids %v", got)
+	}
+	if sock, ok := sshAuthSock(ms); !ok || sock != "/run/buildkit/ssh_agent.0" {
+		t.Errorf("SSH_AUTH_SOCK %q %v", sock, ok)
+	}
+	if _, ok := sshAuthSock(ms[:1]); ok {
+		t.Errorf("SSH_AUTH_SOCK without an ssh mount")
+	}
+}
+
+// fakeAgent answers every connection with its name.
+type fakeAgent string
+
+func (a fakeAgent) Serve(ctx context.Context, conn net.Conn) error {
+	defer conn.Close()
+	_, err := conn.Write([]byte(a))
+	return err
+}
+
+// A missing agent: BuildKit's errors for a required mount, nothing for
+// an optional one. A present one is served on a socket with the mount's
+// mode and owner, bound at the target, until the mounts are released.
+func TestPrepareSSH(t *testing.T) {
+	line := "RUN --mount=type=ssh,required --mount=type=ssh,id=opt --mount=type=ssh,id=gh,required,mode=0741,uid=100,gid=102 true"
+	ms, err := parseMountLine(t, line, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := &build{e: New(Options{TempDir: t.TempDir()})}
+	if _, err := none.prepareMounts(t.Context(), ms); err == nil || !strings.Contains(err.Error(), `no SSH key "" forwarded from the client`) {
+		t.Errorf("no --ssh: %v", err)
+	}
+	other := &build{e: New(Options{TempDir: t.TempDir(), SSH: map[string]SSHAgent{"x": fakeAgent("x")}})}
+	if _, err := other.prepareMounts(t.Context(), ms); err == nil || !strings.Contains(err.Error(), "unset ssh forward key default") {
+		t.Errorf("--ssh x: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("serving a socket owned by uid 100 needs root")
+	}
+	tmp := t.TempDir()
+	b := &build{e: New(Options{TempDir: tmp, SSH: map[string]SSHAgent{"default": fakeAgent("d"), "gh": fakeAgent("gh")}})}
+	sm, err := b.prepareMounts(t.Context(), ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sm.binds) != 2 || sm.binds[0].Target != "/run/buildkit/ssh_agent.0" || sm.binds[1].Target != "/run/buildkit/ssh_agent.2" {
+		t.Fatalf("binds %+v (the optional mount without agent is skipped)", sm.binds)
+	}
+	for i, want := range []string{"d", "gh"} {
+		conn, err := net.Dial("unix", sm.binds[i].Source)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(conn)
+		conn.Close()
+		if string(got) != want {
+			t.Errorf("socket %d answers %q, want %q", i, got, want)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(sm.binds[1].Source, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode != unix.S_IFSOCK|0o741 || st.Uid != 100 || st.Gid != 102 {
+		t.Errorf("socket mode %o owner %d:%d, want socket 0741 100:102", st.Mode, st.Uid, st.Gid)
+	}
+	if err := sm.close(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("left after release: %v", entries)
 	}
 }
 
@@ -169,4 +349,31 @@ func TestFlockFile(t *testing.T) {
 	if _, err := os.Stat(p); err != nil {
 		t.Error(err)
 	}
+}
+
+// A socket whose path is longer than a socket address holds is still
+// made, in its directory, through the directory's descriptor.
+func TestListenUnixLongPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := listenUnix(dir, "agent.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if fi, err := os.Stat(filepath.Join(dir, "agent.sock")); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("no socket at the long path: %v %v", fi, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	conn, err := net.Dial("unix", fmt.Sprintf("/proc/self/fd/%d/agent.sock", d.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
 }

@@ -45,6 +45,7 @@ type buildFlags struct {
 	platform      string
 	allow         []string
 	secrets       []string
+	ssh           []string
 	buildContexts []string
 	check         bool
 	snapshotter   string
@@ -80,8 +81,9 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringSliceVar(&f.noCacheFilter, "no-cache-filter", nil, "do not use the cache for these stages")
 	fs.StringVar(&f.network, "network", "host", "network mode of RUN: host or none")
 	fs.StringVar(&f.platform, "platform", "", "target platform (only the host's platform is supported)")
-	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host")
+	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host, security.insecure")
 	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
+	fs.StringArrayVar(&f.ssh, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]]")
 	fs.StringArrayVar(&f.buildContexts, "build-context", nil, "named build context NAME=DIR or NAME=docker-image://REF")
 	fs.BoolVar(&f.check, "check", false, "print the Dockerfile's lint warnings without building")
 	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")
@@ -215,6 +217,10 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
+	agents, err := sshAgents(f.ssh)
+	if err != nil {
+		return err
+	}
 	imported, err := importCaches(ctx, st, cacheFrom, a.remoteOptions(platform, prog.Notice), prog.Notice)
 	if err != nil {
 		return err
@@ -232,12 +238,14 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		NoCacheStages:    f.noCacheFilter,
 		Network:          f.network,
 		AllowNetworkHost: contains(f.allow, "network.host"),
+		AllowInsecure:    contains(f.allow, "security.insecure"),
 		Labels:           keyValues(f.labels),
 		SourceDateEpoch:  plan.SourceDateEpoch,
 		Progress:         prog,
 		TempDir:          tmp.Path(),
 		Hostname:         buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
 		Secrets:          secrets,
+		SSH:              agents,
 		CacheFrom:        imported,
 	})
 	start := time.Now()

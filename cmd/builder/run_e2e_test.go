@@ -529,10 +529,10 @@ func TestE2ERunEntitlements(t *testing.T) {
 	}{
 		{"network-host", "--network=host true", []string{"--network", "none"}, []string{"--allow network.host", "Dockerfile:2"}},
 		{"network-host-default", "--network=host true", nil, []string{"--allow network.host"}},
-		{"insecure", "--security=insecure true", nil, []string{"security.insecure", "Dockerfile:2"}},
+		{"insecure", "--security=insecure true", nil, []string{"security.insecure is not allowed", "--allow security.insecure", "Dockerfile:2"}},
 		// A hostile cache id or bind source is confined, not refused:
 		// runmount_e2e_test.go (TestE2ERunMountCache, ...BindContext).
-		{"mount-ssh", "--mount=type=ssh true", nil, []string{"Dockerfile:2", "ssh mounts are not supported"}},
+		{"mount-ssh-required", "--mount=type=ssh,required true", nil, []string{"Dockerfile:2", `no SSH key "" forwarded from the client`}},
 		{"mount-bad-type", "--mount=type=bogus,target=/c true", nil, []string{"Dockerfile:2", "bogus"}},
 		{"mount-bad-sharing", "--mount=type=cache,target=/c,sharing=everyone true", nil, []string{"Dockerfile:2", "sharing"}},
 		{"network-bogus", "--network=bridge true", nil, []string{"Dockerfile:2", "bridge"}},

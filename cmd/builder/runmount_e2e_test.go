@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
-// The tests in this file cover RUN --mount (cache, bind, tmpfs, secret) on
+// The tests in this file cover RUN --mount (cache, bind, tmpfs, secret, ssh) on
 // the real binary: what the command sees, that nothing of a mount reaches
 // a layer (not even its mount point), and RELIABILITY RUN-05 / RUN-09.
 
@@ -255,7 +257,7 @@ func TestE2ERunMountInvalid(t *testing.T) {
 	for run, want := range map[string]string{
 		"RUN --mount=type=cache,target=/c,sharing=shard true": `unsupported sharing value "shard"`,
 		"RUN --mount=type=bogus,target=/c true":               `unsupported mount type "bogus"`,
-		"RUN --mount=type=ssh true":                           "ssh mounts are not supported",
+		"RUN --mount=type=ssh,source=/x true":                 "ssh does not support source",
 		"RUN --mount=type=cache,target=/c,foo=bar true":       "unexpected key 'foo'",
 		"RUN --mount=type=bind true":                          "target is required",
 		"RUN --mount=type=bind,target=/c,from=nosuch true":    "nosuch",
@@ -290,6 +292,201 @@ func TestE2ERunMountCacheNoCache(t *testing.T) {
 		e.mustRun(append(append([]string{"build", "--network", "none", "-o", "type=local,dest=" + out}, b.args...), ctx)...)
 		if got, err := os.ReadFile(filepath.Join(out, "out")); err != nil || string(got) != b.want {
 			t.Errorf("build %v: /out = %q, %v; want %q", b.args, got, err, b.want)
+		}
+	}
+}
+
+// requireOpenSSH returns the paths of Debian's openssh-client tools the
+// ssh test needs; it skips without them, and fails instead when CI=true.
+func requireOpenSSH(t *testing.T) map[string]string {
+	t.Helper()
+	paths := map[string]string{}
+	for _, tool := range []string{"ssh-keygen", "ssh-add", "ssh-agent", "ldd"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("CI=true but %s is missing (apt-get install openssh-client)", tool)
+			}
+			t.Skipf("needs %s (openssh-client)", tool)
+		}
+		paths[tool] = p
+	}
+	return paths
+}
+
+// copyWithLibs copies the host binary bin and the shared libraries ldd
+// lists for it into root, at their host paths, so it runs in an image
+// made from root.
+func copyWithLibs(t *testing.T, ldd, bin, root string) {
+	t.Helper()
+	out, err := exec.Command(ldd, bin).Output()
+	if err != nil {
+		t.Fatalf("ldd %s: %v", bin, err)
+	}
+	files := []string{bin}
+	for _, f := range strings.Fields(string(out)) {
+		if strings.HasPrefix(f, "/") {
+			files = append(files, f)
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(root, f)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// sshKey makes an ed25519 key with ssh-keygen and returns the key file,
+// its SHA256 fingerprint and the private key's base64 body.
+func sshKey(t *testing.T, keygen, dir, name string) (string, string, string) {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", p).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	out, err := exec.Command(keygen, "-l", "-E", "sha256", "-f", p+".pub").Output()
+	if err != nil {
+		t.Fatalf("ssh-keygen -l: %v", err)
+	}
+	priv, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(priv)), "\n")
+	return p, strings.Fields(string(out))[1], strings.Join(lines[1:len(lines)-1], "")
+}
+
+// startAgent runs ssh-agent on sock in the foreground, holding key.
+func startAgent(t *testing.T, tools map[string]string, sock, key string) {
+	t.Helper()
+	agent := exec.Command(tools["ssh-agent"], "-D", "-a", sock)
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = agent.Process.Kill()
+		_ = agent.Wait()
+	})
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		} else if i == 100 {
+			t.Fatalf("ssh-agent made no socket: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	add := exec.Command(tools["ssh-add"], key)
+	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add: %v\n%s", err, out)
+	}
+}
+
+// sshFingerprints are the fingerprints in `ssh-add -l` output.
+func sshFingerprints(out string) []string {
+	var fps []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			fps = append(fps, f[1])
+		}
+	}
+	return fps
+}
+
+// RUN --mount=type=ssh with Debian's openssh-client: keys made by
+// ssh-keygen reach `ssh-add -l` in a RUN as key files (--ssh ID=KEY,KEY,
+// an agent the builder serves) and through the host's ssh-agent (--ssh
+// default with SSH_AUTH_SOCK, and --ssh default=SOCKET), at BuildKit's
+// default socket /run/buildkit/ssh_agent.0 or a target, SSH_AUTH_SOCK
+// pointing at it. The keys are not in the cache key (another key set
+// hits), and neither they nor the socket reach a layer, the history or
+// the store. A required agent that is not given fails naming the line.
+func TestE2ERunMountSSH(t *testing.T) {
+	tools := requireOpenSSH(t)
+	e := newEnv(t)
+	keys := t.TempDir()
+	k1, fp1, body1 := sshKey(t, tools["ssh-keygen"], keys, "k1")
+	k2, fp2, body2 := sshKey(t, tools["ssh-keygen"], keys, "k2")
+	k3, fp3, body3 := sshKey(t, tools["ssh-keygen"], keys, "k3")
+	sock := filepath.Join(keys, "agent.sock")
+	startAgent(t, tools, sock, k3)
+	df := "FROM busybox:fixture\n" +
+		"COPY sshadd/ /\n" +
+		"RUN --mount=type=ssh,id=keys,required ssh-add -l > /keys && echo \"$SSH_AUTH_SOCK\" > /sock\n" +
+		"RUN --mount=type=ssh,required,target=/root/agent.sock,uid=1000 ssh-add -l > /agent && echo \"$SSH_AUTH_SOCK\" >> /agent\n"
+	ctx := e.context(df, nil)
+	copyWithLibs(t, tools["ldd"], tools["ssh-add"], filepath.Join(ctx, "sshadd"))
+	build := func(name string, env []string, flags ...string) *imageLayers {
+		t.Helper()
+		dest := filepath.Join(e.dir, name+".tar")
+		args := append([]string{"build", "--progress", "plain", "-t", "ssh:" + name, "-o", "type=docker,dest=" + dest}, flags...)
+		e.mustRunEnv(env, append(args, ctx)...)
+		return readImage(t, dest)
+	}
+	check := func(img *imageLayers, wantKeys []string, wantAgent string) {
+		t.Helper()
+		if got := sshFingerprints(treeContent(t, img.tree, "/keys")); !slices.Equal(got, wantKeys) {
+			t.Errorf("ssh-add -l through id keys: %v, want %v", got, wantKeys)
+		}
+		if got := treeContent(t, img.tree, "/sock"); got != "/run/buildkit/ssh_agent.0\n" {
+			t.Errorf("SSH_AUTH_SOCK %q", got)
+		}
+		want := "256 " + wantAgent + " k3 (ED25519)\n/root/agent.sock\n"
+		if got := treeContent(t, img.tree, "/agent"); got != want {
+			t.Errorf("ssh-add -l through the host agent: %q, want %q", got, want)
+		}
+		checkNoMountStubs(t, img)
+		for i, l := range img.layers[1:] {
+			if _, ok := l["root/agent.sock"]; ok {
+				t.Errorf("RUN layer %d holds the socket's mount point", i+1)
+			}
+		}
+	}
+	img := build("1", []string{"SSH_AUTH_SOCK=" + sock}, "--ssh", "keys="+k1+","+k2, "--ssh", "default")
+	check(img, []string{fp1, fp2}, fp3)
+	img = build("2", nil, "--no-cache", "--ssh", "keys="+k2, "--ssh", "default="+sock)
+	check(img, []string{fp2}, fp3)
+	// Other keys do not change the key: cached, the last build's keys.
+	img = build("3", nil, "--ssh", "keys="+k1, "--ssh", "default="+sock)
+	check(img, []string{fp2}, fp3)
+
+	hist, _ := e.mustRun("history", "--no-trunc", "--format", "json", "ssh:1")
+	files := []string{}
+	filepath.WalkDir(e.root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	for _, s := range []string{body1, body2, body3, sock, keys} {
+		if strings.Contains(hist, s) {
+			t.Errorf("history contains %q", s)
+		}
+		for _, p := range files {
+			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(s)) {
+				t.Errorf("%s contains %q", p, s)
+			}
+		}
+	}
+	// Required and not given: BuildKit's errors, naming the line.
+	for _, c := range []struct {
+		flags []string
+		want  string
+	}{
+		{nil, `no SSH key "keys" forwarded from the client`},
+		{[]string{"--ssh", "other=" + k1}, "unset ssh forward key keys"},
+	} {
+		_, errOut, err := e.run(append(append([]string{"build", "--progress", "plain", "--no-cache"}, c.flags...), ctx)...)
+		if err == nil || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "Dockerfile:3") {
+			t.Errorf("--ssh %v: err %v, want %q naming Dockerfile:3:\n%s", c.flags, err, c.want, errOut)
 		}
 	}
 }

@@ -44,6 +44,29 @@ func dropCapabilities() error {
 	return capset(defaultCaps)
 }
 
+// allCapabilities lists the capabilities in the calling thread's
+// effective set that the kernel knows, as BuildKit grants
+// --security=insecure (containerd's cap.Current): made ambient, they are
+// in all five sets of the command, whatever its uid.
+func allCapabilities() ([]uintptr, error) {
+	last, err := lastCap()
+	if err != nil {
+		return nil, err
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return nil, fmt.Errorf("get capabilities: %w", err)
+	}
+	var caps []uintptr
+	for c := 0; c <= last && c < 64; c++ {
+		if data[c/32].Effective&(1<<(uint(c)%32)) != 0 {
+			caps = append(caps, uintptr(c))
+		}
+	}
+	return caps, nil
+}
+
 func capset(caps []int) error {
 	var data [2]unix.CapUserData
 	for _, c := range caps {

@@ -10,26 +10,77 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mountExtras performs cfg's Binds, Tmpfs and Files on the root (before
-// the pivot), parents first. Secret files are written to the scratch
-// tmpfs at files and bound read-only.
-func (sb *sandbox) mountExtras(cfg *config, files string) error {
-	for _, m := range extraMounts(cfg.Binds, cfg.Tmpfs, cfg.Files) {
-		rel := strings.TrimPrefix(filepath.Clean(m.target), "/")
-		var err error
-		switch m.kind {
-		case 'b':
-			err = sb.bind(cfg.Binds[m.i], rel)
-		case 't':
-			err = sb.tmpfs(cfg.Tmpfs[m.i], rel)
-		case 'f':
-			err = sb.file(cfg.Files[m.i], filepath.Join(files, "file-"+strconv.Itoa(m.i)), rel)
+// extras are the extra mounts of a sandbox being set up, in mount order,
+// and which of them are mounted already.
+type extras struct {
+	cfg     *config
+	files   string // the scratch directory for Files' content
+	list    []extraMount
+	mounted []bool
+}
+
+func newExtras(cfg *config, files string) *extras {
+	list := extraMounts(cfg.Binds, cfg.Tmpfs, cfg.Files)
+	return &extras{cfg: cfg, files: files, list: list, mounted: make([]bool, len(list))}
+}
+
+// rel is the target of an extra mount relative to the root.
+func (m extraMount) rel() string {
+	return strings.TrimPrefix(filepath.Clean(m.target), "/")
+}
+
+// system mounts a system mount point rel (relative to the root) with
+// mnt, unless an extra mount targets rel: that one is mounted there
+// instead (the last of them, as runc's deduplication keeps the last).
+func (sb *sandbox) system(ex *extras, rel string, dir bool, mnt func(p string) error) error {
+	take := -1
+	for i, m := range ex.list {
+		if m.rel() == rel {
+			take = i
 		}
+	}
+	if take < 0 {
+		p, err := sb.mountPoint(rel, dir)
 		if err != nil {
+			return err
+		}
+		return mnt(p)
+	}
+	for i, m := range ex.list {
+		if m.rel() == rel {
+			ex.mounted[i] = true // replaced, with the system mount
+		}
+	}
+	return sb.mountExtra(ex, take)
+}
+
+// mountExtras performs the extra mounts not mounted yet on the root
+// (before the pivot), parents first.
+func (sb *sandbox) mountExtras(ex *extras) error {
+	for i := range ex.list {
+		if ex.mounted[i] {
+			continue
+		}
+		if err := sb.mountExtra(ex, i); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// mountExtra performs extra mount i. Secret files are written to the
+// scratch tmpfs and bound read-only.
+func (sb *sandbox) mountExtra(ex *extras, i int) error {
+	ex.mounted[i] = true
+	m, cfg := ex.list[i], ex.cfg
+	switch m.kind {
+	case 'b':
+		return sb.bind(cfg.Binds[m.i], m.rel())
+	case 't':
+		return sb.tmpfs(cfg.Tmpfs[m.i], m.rel())
+	default:
+		return sb.file(cfg.Files[m.i], filepath.Join(ex.files, "file-"+strconv.Itoa(m.i)), m.rel())
+	}
 }
 
 func (sb *sandbox) bind(b Bind, rel string) error {
@@ -63,14 +114,24 @@ func (sb *sandbox) tmpfs(t Tmpfs, rel string) error {
 	if err != nil {
 		return err
 	}
-	opts := "mode=1777"
+	data := ""
 	if t.Size > 0 {
-		opts += ",size=" + strconv.FormatInt(t.Size, 10)
+		data = "size=" + strconv.FormatInt(t.Size, 10)
 	}
-	if err := unix.Mount("tmpfs", p, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+	if err := unix.Mount("tmpfs", p, "tmpfs", tmpfsFlags(t), data); err != nil {
 		return fmt.Errorf("mount tmpfs on /%s: %w", rel, err)
 	}
 	return nil
+}
+
+// tmpfsFlags are BuildKit's flags of a tmpfs mount: nosuid, and ro when
+// asked (neither nodev nor noexec).
+func tmpfsFlags(t Tmpfs) uintptr {
+	flags := uintptr(unix.MS_NOSUID)
+	if t.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	return flags
 }
 
 // file writes f into the scratch tmpfs at src and binds it read-only.

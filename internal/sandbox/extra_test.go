@@ -41,6 +41,34 @@ func TestExtraMounts(t *testing.T) {
 	}
 }
 
+// A tmpfs has BuildKit's options (nosuid; ro when asked; size in bytes,
+// shown in k), and one at a system mount point (/dev/shm, /etc/hosts) is
+// mounted instead of the system mount, as runc does: the command sees one
+// mount there, not two stacked (BuildKit testMountTmpfsSize).
+func TestExtraMountTmpfsOptions(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	writeFile(t, hosts, "10.0.0.1 mine\n")
+	spec := shSpec(root, "grep -E ' /(dev/shm|t|u) ' /proc/mounts | cut -d' ' -f2,4; grep -c ' /etc/hosts ' /proc/mounts; cat /etc/hosts")
+	spec.Tmpfs = []sandbox.Tmpfs{{Target: "/dev/shm", Size: 128 << 20}, {Target: "/t", ReadOnly: true}, {Target: "/u", Size: 1 << 20}}
+	spec.Binds = []sandbox.Bind{{Source: hosts, Target: "/etc/hosts", ReadOnly: true}}
+	got := mustRun(t, spec)
+	want := "/dev/shm rw,nosuid,relatime,size=131072k\n" +
+		"/t ro,nosuid,relatime\n" +
+		"/u rw,nosuid,relatime,size=1024k\n" +
+		"1\n" +
+		"10.0.0.1 mine\n"
+	if got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+	// Without a RUN mount there, /dev/shm is runc's default.
+	if got := mustRun(t, shSpec(root, "grep ' /dev/shm ' /proc/mounts | cut -d' ' -f1,4")); got != "shm rw,nosuid,nodev,noexec,relatime,size=65536k\n" {
+		t.Errorf("default /dev/shm: %q", got)
+	}
+}
+
 // A bind target whose path goes through a symlink leaving the root is
 // resolved inside the root.
 func TestExtraMountTargetConfined(t *testing.T) {

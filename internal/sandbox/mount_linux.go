@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/builder-dev/builder/snapshot"
 	"golang.org/x/sys/unix"
@@ -24,11 +27,29 @@ func mountRoot(ms []snapshot.Mount, target string) error {
 type devNode struct {
 	name         string
 	major, minor uint32
+	block        bool
+}
+
+// mknod creates n in dev, mode 0666 whatever the umask.
+func mknod(dev string, n devNode) error {
+	p := filepath.Join(dev, n.name)
+	typ := uint32(unix.S_IFCHR)
+	if n.block {
+		typ = unix.S_IFBLK
+	}
+	if err := unix.Mknod(p, typ|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
+		return fmt.Errorf("create device %s: %w", p, err)
+	}
+	if err := unix.Chmod(p, 0o666); err != nil {
+		return fmt.Errorf("chmod device %s: %w", p, err)
+	}
+	return nil
 }
 
 var devNodes = []devNode{
-	{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7},
-	{"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+	{name: "null", major: 1, minor: 3}, {name: "zero", major: 1, minor: 5},
+	{name: "full", major: 1, minor: 7}, {name: "random", major: 1, minor: 8},
+	{name: "urandom", major: 1, minor: 9}, {name: "tty", major: 5},
 }
 
 var devLinks = [][2]string{
@@ -38,18 +59,14 @@ var devLinks = [][2]string{
 }
 
 // mountDev mounts a minimal /dev on dev: a tmpfs with the usual character
-// devices, a private devpts, /dev/shm and the fd symlinks.
+// devices, the fd symlinks and the mount points of /dev/pts and /dev/shm.
 func mountDev(dev string) error {
 	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", dev, err)
 	}
 	for _, n := range devNodes {
-		p := filepath.Join(dev, n.name)
-		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
-			return fmt.Errorf("create device %s: %w", p, err)
-		}
-		if err := unix.Chmod(p, 0o666); err != nil {
-			return fmt.Errorf("chmod device %s: %w", p, err)
+		if err := mknod(dev, n); err != nil {
+			return err
 		}
 	}
 	for _, l := range devLinks {
@@ -57,29 +74,37 @@ func mountDev(dev string) error {
 			return fmt.Errorf("create /dev symlink: %w", err)
 		}
 	}
-	return mountDevSubdirs(dev)
-}
-
-func mountDevSubdirs(dev string) error {
-	pts, shm := filepath.Join(dev, "pts"), filepath.Join(dev, "shm")
-	for _, d := range []string{pts, shm} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
+	for _, d := range []string{"pts", "shm"} {
+		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", filepath.Join(dev, d), err)
 		}
 	}
+	return nil
+}
+
+// mountDevpts mounts a private devpts instance on pts.
+func mountDevpts(pts string) error {
 	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
 		return fmt.Errorf("mount devpts on %s: %w", pts, err)
 	}
+	return nil
+}
+
+// mountShm mounts runc's default /dev/shm on shm.
+func mountShm(shm string) error {
 	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", shm, err)
 	}
 	return nil
 }
 
-// mountSys mounts a read-only sysfs on sys, or binds the host's read-only
-// where a new sysfs is refused.
-func mountSys(sys string) error {
-	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY)
+// mountSys mounts a sysfs on sys, read-only unless rw, or binds the
+// host's where a new sysfs is refused.
+func mountSys(sys string, rw bool) error {
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	if !rw {
+		flags |= unix.MS_RDONLY
+	}
 	err := unix.Mount("sysfs", sys, "sysfs", flags, "")
 	if err == nil {
 		return nil
@@ -88,9 +113,66 @@ func mountSys(sys string) error {
 		return fmt.Errorf("bind /sys on %s: %w", sys, err)
 	}
 	if err := unix.Mount("", sys, "", unix.MS_BIND|unix.MS_REMOUNT|flags, ""); err != nil {
-		return fmt.Errorf("remount %s read-only: %w", sys, err)
+		return fmt.Errorf("remount %s: %w", sys, err)
 	}
 	return nil
+}
+
+// insecureDevs are the devices BuildKit adds to /dev for
+// --security=insecure, besides the loop devices.
+var insecureDevs = []devNode{
+	{name: "kmsg", major: 1, minor: 11}, {name: "cuse", major: 10, minor: 203},
+	{name: "fuse", major: 10, minor: 229}, {name: "kvm", major: 10, minor: 232},
+	{name: "net/tun", major: 10, minor: 200}, {name: "loop-control", major: 10, minor: 237},
+}
+
+// insecureDevices creates BuildKit's insecure-mode devices in dev, mode
+// 0666 as runc makes them: insecureDevs, then the block devices loop0 up
+// to the host's first free loop device plus 7. In a user namespace,
+// where mknod is refused, there are none (as BuildKit).
+func insecureDevices(dev string) error {
+	if inUserNS() {
+		return nil
+	}
+	nodes := slices.Clone(insecureDevs)
+	for i := 0; i <= freeLoopDevice()+7; i++ {
+		nodes = append(nodes, devNode{name: "loop" + strconv.Itoa(i), major: 7, minor: uint32(i), block: true})
+	}
+	if err := os.Mkdir(filepath.Join(dev, "net"), 0o755); err != nil {
+		return fmt.Errorf("create %s/net: %w", dev, err)
+	}
+	for _, n := range nodes {
+		if err := mknod(dev, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// freeLoopDevice asks the host's /dev/loop-control for the first free
+// loop device (which the kernel creates if need be); 0 when it cannot.
+func freeLoopDevice() int {
+	fd, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fd)
+	n, err := unix.IoctlRetInt(fd, unix.LOOP_CTL_GET_FREE)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// inUserNS reports whether the process runs in a user namespace: its uid
+// map is not the whole identity map of the initial namespace.
+func inUserNS() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
 }
 
 // maskedPaths and readonlyPaths are runc's defaults as Docker sets them.

@@ -98,7 +98,8 @@ func statusResult(ws unix.WaitStatus) result {
 	return result{Code: ws.ExitStatus()}
 }
 
-// startCommand starts Args with Docker's default capabilities, as
+// startCommand starts Args with Docker's default capabilities (every
+// capability of the init for Insecure), as
 // UID/GID/Groups, in Cwd, with stdin /dev/null and the init's stdout and
 // stderr. Capabilities are per thread and the child inherits those of the
 // thread that forks it: the start happens on a locked thread that drops
@@ -132,7 +133,13 @@ func startCommand(cfg *config) (*os.Process, error) {
 	ch := make(chan started, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: see above
-		if err := dropCapabilities(); err != nil {
+		var err error
+		if cfg.Insecure {
+			attr.Sys.AmbientCaps, err = allCapabilities()
+		} else {
+			err = dropCapabilities()
+		}
+		if err != nil {
 			ch <- started{err: err}
 			return
 		}

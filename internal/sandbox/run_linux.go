@@ -55,7 +55,7 @@ func newConfig(spec Spec) (*config, error) {
 	cfg := &config{
 		Mounts: spec.Mounts, Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd,
 		UID: spec.UID, GID: spec.GID, Groups: spec.AdditionalGids,
-		Network: spec.Network, Hostname: spec.Hostname,
+		Network: spec.Network, Insecure: spec.Insecure, Hostname: spec.Hostname,
 		Hosts: spec.Hosts, ResolvConf: spec.ResolvConf,
 		Binds: spec.Binds, Tmpfs: spec.Tmpfs, Files: spec.Files,
 	}

@@ -50,6 +50,13 @@ type Spec struct {
 	AdditionalGids []uint32
 	// Network is NetworkNone (the default when empty) or NetworkHost.
 	Network string
+	// Insecure is RUN --security=insecure, as BuildKit grants it: the
+	// command gets every capability the builder has (all five sets,
+	// ambient included, so a non-root USER has them too), /sys is
+	// writable, no path of /proc or /sys is masked or read-only, and /dev
+	// also has kmsg, cuse, fuse, kvm, net/tun, loop-control and the loop
+	// devices up to the first free one plus 7.
+	Insecure bool
 	// Hostname is the UTS hostname and the content of /etc/hostname;
 	// DefaultHostname when empty.
 	Hostname string
@@ -69,6 +76,10 @@ type Spec struct {
 	// children (sorted by target). Targets are absolute paths resolved
 	// inside the root (symlinks cannot leave it); missing mount points are
 	// created as stubs and removed again afterwards, like those of /proc.
+	// One whose target is a system mount's (/proc, /sys, /dev/pts,
+	// /dev/shm, /etc/hosts, /etc/resolv.conf, /etc/hostname) is mounted
+	// instead of it, in its place, as runc replaces a default mount whose
+	// destination a user mount repeats.
 	Binds []Bind
 	Tmpfs []Tmpfs
 	Files []File
@@ -82,10 +93,12 @@ type Bind struct {
 	ReadOnly       bool
 }
 
-// Tmpfs mounts an empty tmpfs; Size 0 means the kernel's default.
+// Tmpfs mounts an empty tmpfs as BuildKit does: nosuid, mode 1777 (the
+// kernel's default), Size bytes (0: the kernel's default, half the RAM).
 type Tmpfs struct {
-	Target string
-	Size   int64
+	Target   string
+	Size     int64
+	ReadOnly bool
 }
 
 // File is a read-only file of the given content, mode and owner mounted at
@@ -122,6 +135,7 @@ type config struct {
 	UID, GID   uint32
 	Groups     []uint32
 	Network    string
+	Insecure   bool
 	Hostname   string
 	Hosts      []byte
 	ResolvConf []byte

@@ -167,6 +167,41 @@ true`
 	}
 }
 
+// Insecure (RUN --security=insecure) as BuildKit grants it: every
+// capability the builder has in all five sets, for root and for another
+// user; /sys writable; nothing of /proc or /sys masked or read-only;
+// BuildKit's extra devices.
+func TestInsecure(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	var want string
+	for _, l := range strings.Split(readHostFile(t, "/proc/self/status"), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:\t"); ok {
+			want = v
+		}
+	}
+	caps := "grep ^Cap /proc/self/status | cut -f2 | sort -u"
+	spec := shSpec(root, caps+`
+grep -E ' /sys | /proc/sys | /sys/firmware | /proc/keys ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1
+ls -l /dev/kmsg /dev/fuse /dev/cuse /dev/kvm /dev/net/tun /dev/loop-control /dev/loop0 /dev/loop7 | cut -c1-10 | sort -u`)
+	spec.Insecure = true
+	got := mustRun(t, spec)
+	if w := want + "\n/sys rw\nbrw-rw-rw-\ncrw-rw-rw-\n"; got != w {
+		t.Errorf("insecure root: got\n%s\nwant\n%s", got, w)
+	}
+	spec = shSpec(root, caps)
+	spec.Insecure, spec.UID, spec.GID = true, 1000, 1000
+	if got := mustRun(t, spec); got != want+"\n" {
+		t.Errorf("insecure uid 1000: got\n%s\nwant %s", got, want)
+	}
+	// Without it: Docker's default set, masks, no extra devices.
+	spec = shSpec(root, "grep ^CapBnd /proc/self/status | cut -f2; grep -c ' /proc/sys ' /proc/mounts; test -e /dev/kmsg || echo no-kmsg")
+	if got := mustRun(t, spec); got != "00000000a80425fb\n1\nno-kmsg\n" {
+		t.Errorf("default: got\n%s", got)
+	}
+}
+
 func TestNetwork(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()

@@ -31,15 +31,23 @@ func (sb *sandbox) setup(cfg *config) error {
 	if err := mountRoot(cfg.Mounts, sb.root); err != nil {
 		return err
 	}
-	if err := sb.mountSystem(); err != nil {
+	ex := newExtras(cfg, files)
+	if err := sb.mountSystem(ex, cfg.Insecure); err != nil {
 		return err
 	}
 	for _, name := range etcFiles {
-		if err := sb.bindFile(filepath.Join(files, name), "etc/"+name); err != nil {
+		src := filepath.Join(files, name)
+		err := sb.system(ex, "etc/"+name, false, func(p string) error {
+			if err := unix.Mount(src, p, "", unix.MS_BIND, ""); err != nil {
+				return fmt.Errorf("bind %s on %s: %w", src, p, err)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 	}
-	if err := sb.mountExtras(cfg, files); err != nil {
+	if err := sb.mountExtras(ex); err != nil {
 		return err
 	}
 	if err := pivot(sb.root); err != nil {
@@ -74,24 +82,38 @@ func prepareScratch(cfg *config, files string) error {
 	return nil
 }
 
-func (sb *sandbox) mountSystem() error {
-	p, err := sb.mountPoint("proc", true)
+// mountSystem mounts /proc, /dev and /sys, or the extra mounts that
+// take their place; insecure adds devices to /dev and leaves /sys
+// writable.
+func (sb *sandbox) mountSystem(ex *extras, insecure bool) error {
+	err := sb.system(ex, "proc", true, func(p string) error {
+		if err := unix.Mount("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("mount proc on %s: %w", p, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	if err := unix.Mount("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mount proc on %s: %w", p, err)
-	}
-	if p, err = sb.mountPoint("dev", true); err != nil {
+	p, err := sb.mountPoint("dev", true)
+	if err != nil {
 		return err
 	}
 	if err := mountDev(p); err != nil {
 		return err
 	}
-	if p, err = sb.mountPoint("sys", true); err != nil {
+	if insecure {
+		if err := insecureDevices(p); err != nil {
+			return err
+		}
+	}
+	if err := sb.system(ex, "dev/pts", true, mountDevpts); err != nil {
 		return err
 	}
-	return mountSys(p)
+	if err := sb.system(ex, "dev/shm", true, mountShm); err != nil {
+		return err
+	}
+	return sb.system(ex, "sys", true, func(p string) error { return mountSys(p, insecure) })
 }
 
 // mountPoint makes rel (resolved inside the root) exist as a directory or
@@ -109,21 +131,13 @@ func (sb *sandbox) mountPoint(rel string, dir bool) (string, error) {
 	return p, nil
 }
 
-func (sb *sandbox) bindFile(src, rel string) error {
-	p, err := sb.mountPoint(rel, false)
-	if err != nil {
-		return err
-	}
-	if err := unix.Mount(src, p, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind %s on %s: %w", src, p, err)
-	}
-	return nil
-}
-
-// finishInside runs after the pivot: masks, hostname, network, cwd.
+// finishInside runs after the pivot: masks (none when insecure),
+// hostname, network, cwd.
 func finishInside(cfg *config) error {
-	if err := maskPaths(); err != nil {
-		return err
+	if !cfg.Insecure {
+		if err := maskPaths(); err != nil {
+			return err
+		}
 	}
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 		return fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
