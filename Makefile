@@ -38,11 +38,12 @@ bench:
 fuzz:
 	GO='$(GO)' FUZZTIME='$(FUZZTIME)' FUZZMINIMIZETIME='$(FUZZMINIMIZETIME)' .ci/fuzz.sh '$(or $(FUZZ),.)'
 
-# busybox-static provides the base image's only binary.
+# busybox-static provides the base image's only binary; slirp4netns the
+# private network of RUN steps (builder's default network).
 demo-deps:
-	@if [ ! -x /bin/busybox ] || ! /bin/busybox --list >/dev/null 2>&1; then \
-		echo "installing busybox-static"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static; \
+	@if [ ! -x /bin/busybox ] || ! /bin/busybox --list >/dev/null 2>&1 || ! command -v slirp4netns >/dev/null; then \
+		echo "installing busybox-static and slirp4netns"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static slirp4netns; \
 	fi
 
 # Build the binary, make the busybox base image with builder itself, build

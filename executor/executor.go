@@ -15,6 +15,7 @@ import (
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/buildcontext"
+	"github.com/builder-dev/builder/internal/sandbox"
 	"github.com/builder-dev/builder/planner"
 	"github.com/builder-dev/builder/snapshot"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -44,10 +45,15 @@ type Options struct {
 	// NoCache rebuilds every step; NoCacheStages only the named stages.
 	NoCache       bool
 	NoCacheStages []string
-	// Network is the default network mode of RUN: "host" or "none".
+	// Network is the default network mode of RUN: sandbox.NetworkPrivate,
+	// NetworkHost or NetworkNone.
 	Network string
-	// AllowNetworkHost permits RUN --network=host when Network is "none".
+	// AllowNetworkHost permits RUN --network=host (the network.host
+	// entitlement).
 	AllowNetworkHost bool
+	// ExtraHosts are "NAME IP" lines added to RUN's /etc/hosts
+	// (--add-host); they are part of RUN keys.
+	ExtraHosts []string
 	// AllowInsecure permits RUN --security=insecure (the
 	// security.insecure entitlement).
 	AllowInsecure bool
@@ -84,7 +90,7 @@ func New(opts Options) *Executor {
 		opts.Progress = discardProgress{}
 	}
 	if opts.Network == "" {
-		opts.Network = "host"
+		opts.Network = sandbox.NetworkNone
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = http.DefaultClient

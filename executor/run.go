@@ -87,6 +87,9 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, rs *runSpec) error {
 	if h := b.e.opts.Hostname; h != "" {
 		in.Fields = append(in.Fields, cache.Field{Name: "hostname", Value: h})
 	}
+	for _, h := range b.e.opts.ExtraHosts {
+		in.Fields = append(in.Fields, cache.Field{Name: "add-host", Value: h})
+	}
 	if rs.insecure {
 		in.Fields = append(in.Fields, cache.Field{Name: "security", Value: string(instructions.SecurityInsecure)})
 	}
@@ -170,6 +173,7 @@ func (b *build) runIn(ctx context.Context, root, userSpec string, rs *runSpec, o
 		Network:        rs.network,
 		Insecure:       rs.insecure,
 		Hostname:       b.e.opts.Hostname,
+		ExtraHosts:     b.e.opts.ExtraHosts,
 		Stdout:         w,
 		Stderr:         w,
 		TempDir:        b.e.opts.TempDir,
@@ -196,21 +200,21 @@ func runGroups(gid uint32, extra []uint32) []uint32 {
 	return out
 }
 
-// runNetwork returns the network mode of a RUN step.
+// runNetwork returns the network mode of a RUN step: the build's default
+// (Options.Network) unless the step names one. Host networking asked for
+// by the step needs the network.host entitlement, as in BuildKit.
 func (b *build) runNetwork(c *instructions.RunCommand) (string, error) {
 	mode := instructions.GetNetwork(c)
 	switch mode {
 	case "", "default":
 		return b.e.opts.Network, nil
 	case "none":
-		return "none", nil
+		return sandbox.NetworkNone, nil
 	case "host":
-		// As BuildKit: the default network shares the host's, but asking
-		// for host networking explicitly needs the network.host entitlement.
 		if !b.e.opts.AllowNetworkHost {
 			return "", fmt.Errorf("%w: RUN --network=host requires 'builder build --allow network.host'", ErrNeedsEntitlement)
 		}
-		return "host", nil
+		return sandbox.NetworkHost, nil
 	}
 	return "", fmt.Errorf("unsupported network mode %q", mode)
 }

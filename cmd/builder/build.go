@@ -42,6 +42,7 @@ type buildFlags struct {
 	noCache       bool
 	noCacheFilter []string
 	network       string
+	addHosts      []string
 	platform      string
 	allow         []string
 	secrets       []string
@@ -79,7 +80,8 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain, tty, quiet or rawjson")
 	fs.BoolVar(&f.noCache, "no-cache", false, "do not use the cache")
 	fs.StringSliceVar(&f.noCacheFilter, "no-cache-filter", nil, "do not use the cache for these stages")
-	fs.StringVar(&f.network, "network", "host", "network mode of RUN: host or none")
+	fs.StringVar(&f.network, "network", "default", "network of RUN steps: default (private, outbound only), host or none")
+	fs.StringArrayVar(&f.addHosts, "add-host", nil, "add HOST:IP to the /etc/hosts of RUN steps (repeatable)")
 	fs.StringVar(&f.platform, "platform", "", "target platform (only the host's platform is supported)")
 	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host, security.insecure")
 	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
@@ -217,6 +219,14 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
+	network, allowHost, err := runNetwork(f.network, f.allow, prog.Notice)
+	if err != nil {
+		return err
+	}
+	hosts, err := extraHosts(f.addHosts)
+	if err != nil {
+		return err
+	}
 	agents, err := sshAgents(f.ssh)
 	if err != nil {
 		return err
@@ -236,8 +246,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Project:          projectID(contextDir, dfFile, f.target),
 		NoCache:          f.noCache,
 		NoCacheStages:    f.noCacheFilter,
-		Network:          f.network,
-		AllowNetworkHost: contains(f.allow, "network.host"),
+		Network:          network,
+		AllowNetworkHost: allowHost,
+		ExtraHosts:       hosts,
 		AllowInsecure:    contains(f.allow, "security.insecure"),
 		Labels:           keyValues(f.labels),
 		SourceDateEpoch:  plan.SourceDateEpoch,

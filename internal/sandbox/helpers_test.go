@@ -47,7 +47,7 @@ func fileExists(p string) bool {
 
 var applets = []string{
 	"sh", "ls", "cat", "id", "echo", "sleep", "ps", "ip", "touch", "mkdir",
-	"env", "hostname", "pwd", "grep", "readlink", "test", "true", "kill",
+	"env", "hostname", "pwd", "grep", "readlink", "test", "true", "kill", "wget",
 }
 
 // rootfsOpts says which parts newRootfs adds beyond bin/.

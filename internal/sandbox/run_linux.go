@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -74,12 +75,19 @@ func newConfig(spec Spec) (*config, error) {
 	if cfg.Hosts == nil {
 		cfg.Hosts = defaultHosts(cfg.Hostname)
 	}
+	for _, h := range spec.ExtraHosts {
+		f := strings.Fields(h)
+		cfg.Hosts = fmt.Appendf(cfg.Hosts, "%s\t%s\n", f[1], f[0])
+	}
 	if cfg.ResolvConf == nil {
 		b, err := os.ReadFile("/etc/resolv.conf")
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("read host resolv.conf: %w", err)
 		}
 		cfg.ResolvConf = append([]byte{}, b...)
+		if cfg.Network == NetworkPrivate {
+			cfg.ResolvConf = privateResolvConf(b)
+		}
 	}
 	return cfg, nil
 }
@@ -124,6 +132,17 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*result,
 		b, _ := io.ReadAll(resR)
 		reported <- b
 	}()
+	if cfg.Network == NetworkPrivate {
+		// The init waits for its spec: connect its network namespace
+		// first, so the command starts with the network up.
+		sl, err := startSlirp(ctx, cmd.Process.Pid)
+		if err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return nil, err
+		}
+		defer sl.stop()
+	}
 	// A write error means the init died early; its exit status says why.
 	_ = json.NewEncoder(specW).Encode(cfg)
 	specW.Close()
@@ -141,7 +160,7 @@ func initCommand(ctx context.Context, network string, specR, resW *os.File, stdo
 	cmd.ExtraFiles = []*os.File{specR, resW}
 	cmd.WaitDelay = waitDelay
 	flags := unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
-	if network == NetworkNone {
+	if network != NetworkHost {
 		flags |= unix.CLONE_NEWNET
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{

@@ -19,6 +19,11 @@ const InitArg = "__builder-sandbox-init"
 const (
 	NetworkNone = "none" // a new network namespace with only lo, up
 	NetworkHost = "host" // the host's network namespace
+	// NetworkPrivate is a new network namespace with outbound access
+	// through slirp4netns (see PrivateNetworkAvailable): RUN reaches what
+	// the builder reaches, but not the host's loopback; DNS goes through
+	// slirp4netns's forwarder.
+	NetworkPrivate = "private"
 )
 
 // DefaultHostname is the hostname of a sandbox whose Spec leaves it empty.
@@ -48,7 +53,8 @@ type Spec struct {
 	// UID, GID and AdditionalGids are the credentials of the command.
 	UID, GID       uint32
 	AdditionalGids []uint32
-	// Network is NetworkNone (the default when empty) or NetworkHost.
+	// Network is NetworkNone (the default when empty), NetworkHost or
+	// NetworkPrivate.
 	Network string
 	// Insecure is RUN --security=insecure, as BuildKit grants it: the
 	// command gets every capability the builder has (all five sets,
@@ -62,8 +68,11 @@ type Spec struct {
 	Hostname string
 	// Hosts and ResolvConf are the contents of /etc/hosts and
 	// /etc/resolv.conf. When nil, Hosts maps localhost and Hostname to the
-	// loopback addresses and ResolvConf is a copy of the host's.
+	// loopback addresses and ResolvConf is a copy of the host's (with
+	// NetworkPrivate, its nameservers replaced by slirp4netns's).
+	// ExtraHosts are "NAME IP" lines added to Hosts (--add-host).
 	Hosts, ResolvConf []byte
+	ExtraHosts        []string
 	// Stdout and Stderr receive the command's output; nil discards it.
 	Stdout, Stderr io.Writer
 	// TempDir is where Run makes the sandbox's empty private directory
@@ -166,9 +175,14 @@ func validate(spec Spec) error {
 		return fmt.Errorf("%w: working directory %q is not absolute", ErrInvalidSpec, spec.Cwd)
 	}
 	switch spec.Network {
-	case "", NetworkNone, NetworkHost:
+	case "", NetworkNone, NetworkHost, NetworkPrivate:
 	default:
-		return fmt.Errorf("%w: unknown network mode %q (want %q or %q)", ErrInvalidSpec, spec.Network, NetworkNone, NetworkHost)
+		return fmt.Errorf("%w: unknown network mode %q (want %q, %q or %q)", ErrInvalidSpec, spec.Network, NetworkNone, NetworkHost, NetworkPrivate)
+	}
+	for _, h := range spec.ExtraHosts {
+		if f := strings.Fields(h); len(f) != 2 || strings.ContainsAny(h, "\n#") {
+			return fmt.Errorf("%w: extra host %q is not NAME IP", ErrInvalidSpec, h)
+		}
 	}
 	if !validHostname(spec.Hostname) {
 		return fmt.Errorf("%w: invalid hostname %q", ErrInvalidSpec, spec.Hostname)

@@ -3,6 +3,10 @@ package sandbox_test
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,13 +22,14 @@ func TestValidate(t *testing.T) {
 	t.Parallel()
 	mounts := []snapshot.Mount{{Type: "bind", Source: "/nonexistent", Options: []string{"rbind"}}}
 	cases := map[string]sandbox.Spec{
-		"no mounts":     {Args: []string{"true"}},
-		"no args":       {Mounts: mounts},
-		"empty argv0":   {Mounts: mounts, Args: []string{""}},
-		"relative cwd":  {Mounts: mounts, Args: []string{"true"}, Cwd: "work"},
-		"bad network":   {Mounts: mounts, Args: []string{"true"}, Network: "bridge"},
-		"bad hostname":  {Mounts: mounts, Args: []string{"true"}, Hostname: "a b"},
-		"long hostname": {Mounts: mounts, Args: []string{"true"}, Hostname: strings.Repeat("a", 65)},
+		"no mounts":      {Args: []string{"true"}},
+		"no args":        {Mounts: mounts},
+		"empty argv0":    {Mounts: mounts, Args: []string{""}},
+		"relative cwd":   {Mounts: mounts, Args: []string{"true"}, Cwd: "work"},
+		"bad network":    {Mounts: mounts, Args: []string{"true"}, Network: "bridge"},
+		"bad extra host": {Mounts: mounts, Args: []string{"true"}, ExtraHosts: []string{"a b c"}},
+		"bad hostname":   {Mounts: mounts, Args: []string{"true"}, Hostname: "a b"},
+		"long hostname":  {Mounts: mounts, Args: []string{"true"}, Hostname: strings.Repeat("a", 65)},
 	}
 	for name, spec := range cases {
 		if err := sandbox.Run(t.Context(), spec); !errors.Is(err, sandbox.ErrInvalidSpec) {
@@ -260,4 +265,62 @@ func hostInterfaces(t *testing.T) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// NetworkPrivate reaches a server on the host's routable address but not
+// the host's loopback (directly or through the slirp gateway), resolves
+// through slirp4netns's forwarder, and adds --add-host entries.
+func TestPrivateNetwork(t *testing.T) {
+	requireRoot(t)
+	if err := sandbox.PrivateNetworkAvailable(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but %v", err)
+		}
+		t.Skip(err)
+	}
+	t.Parallel()
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "reached") })}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	port := l.Addr().(*net.TCPAddr).Port
+	hostIP := routableAddr(t)
+	root := newRootfs(t, rootfsOpts{})
+	script := fmt.Sprintf(`wget -q -O - http://%s:%d/; echo
+wget -q -O - http://127.0.0.1:%d/ 2>/dev/null || echo no-loopback
+wget -q -O - http://10.0.2.2:%d/ 2>/dev/null || echo no-gateway-loopback
+grep nameserver /etc/resolv.conf
+grep -c myhost /etc/hosts`, hostIP, port, port, port)
+	spec := shSpec(root, script)
+	spec.Network = sandbox.NetworkPrivate
+	spec.ExtraHosts = []string{"myhost 192.0.2.7"}
+	want := "reached\nno-loopback\nno-gateway-loopback\nnameserver 10.0.2.3\n1\n"
+	if got := mustRun(t, spec); got != want {
+		t.Errorf("private network: got\n%s\nwant\n%s", got, want)
+	}
+	// With the host's network, the host's loopback is reachable.
+	spec.Network = sandbox.NetworkHost
+	spec.Args = []string{"wget", "-q", "-O", "-", fmt.Sprintf("http://127.0.0.1:%d/", port)}
+	if got := mustRun(t, spec); got != "reached" {
+		t.Errorf("host network: got %q", got)
+	}
+}
+
+// routableAddr is an IPv4 address of this host that is not loopback.
+func routableAddr(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String()
+		}
+	}
+	t.Fatal("no routable IPv4 address on this host")
+	return ""
 }

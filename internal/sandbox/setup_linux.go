@@ -142,7 +142,7 @@ func finishInside(cfg *config) error {
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 		return fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
 	}
-	if cfg.Network == NetworkNone {
+	if cfg.Network != NetworkHost {
 		if err := loopbackUp(); err != nil {
 			return err
 		}
