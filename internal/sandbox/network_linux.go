@@ -134,4 +134,3 @@ func privateResolvConf(host []byte) []byte {
 	}
 	return out.Bytes()
 }
-
