@@ -135,6 +135,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if f.push && len(f.tags) == 0 {
 		return fmt.Errorf("--push needs at least one -t name")
 	}
+	if err := checkContextDir(contextDir); err != nil {
+		return err
+	}
 	df, dfPath, dfFile, err := readDockerfile(a, f.file, contextDir)
 	if err != nil {
 		return err
@@ -476,6 +479,21 @@ func readDockerfile(a *app, file, contextDir string) (df *parser.Dockerfile, dis
 		return nil, "", "", err
 	}
 	return df, display, path, nil
+}
+
+// checkContextDir names a missing or unusable context directory as such
+// (buildx's words), before anything is read from it.
+func checkContextDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("unable to prepare context: path %q not found", dir)
+	case err != nil:
+		return fmt.Errorf("unable to prepare context: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("unable to prepare context: path %q is not a directory", dir)
+	}
+	return nil
 }
 
 func openContext(dir, dockerfile string) (*buildcontext.Context, error) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +13,8 @@ import (
 
 // progress renders build events: "plain" (BuildKit-like numbered lines),
 // "tty" (steps redrawn in place, see ttyRenderer; "auto" picks it when w
-// is a terminal, else plain), "quiet" (errors only) or "rawjson" (one
-// JSON object per event).
+// is a terminal, else plain), "quiet" (errors only) or "rawjson" (buildx's:
+// one BuildKit SolveStatus per line, progress_json.go).
 type progress struct {
 	mu    sync.Mutex
 	w     io.Writer
@@ -69,7 +68,7 @@ func (p *progress) Event(ev executor.Event) {
 	case "quiet":
 		return
 	case "rawjson":
-		p.json(n, ev)
+		p.jsonEvent(ev)
 		return
 	case "tty":
 		p.tty.Event(ev, n)
@@ -93,24 +92,6 @@ func (p *progress) Event(ev executor.Event) {
 	}
 }
 
-func (p *progress) json(n int, ev executor.Event) {
-	rec := map[string]any{
-		"id": n, "stage": ev.Stage, "step": ev.Step, "total": ev.Total,
-		"line": ev.Line, "instruction": ev.Instruction, "name": ev.Title(),
-	}
-	if ev.Kind == executor.StepStarted {
-		rec["status"] = "started"
-	} else {
-		rec["status"] = "done"
-		rec["cache"], rec["reason"], rec["duration_ms"], rec["metadata"] = ev.Cache, ev.Reason, ev.Duration.Milliseconds(), ev.Metadata
-		if ev.Err != nil {
-			rec["status"], rec["error"] = "error", ev.Err.Error()
-		}
-	}
-	b, _ := json.Marshal(rec)
-	fmt.Fprintf(p.w, "%s\n", b)
-}
-
 // Output implements executor.Progress: RUN output, each line prefixed with
 // the step's number and the time since the step started.
 func (p *progress) Output(ev executor.Event) io.Writer {
@@ -122,7 +103,7 @@ func (p *progress) Output(ev executor.Event) io.Writer {
 	if p.tty != nil {
 		return p.tty.Output(ev, p.id(ev))
 	}
-	return &lineWriter{p: p, n: p.id(ev), start: time.Now()}
+	return &lineWriter{p: p, n: p.id(ev), key: stepKey(ev), start: time.Now()}
 }
 
 // Notice prints a message that is not about one step.
@@ -134,8 +115,7 @@ func (p *progress) Notice(msg string) {
 	case "tty":
 		p.tty.Notice(msg)
 	case "rawjson":
-		b, _ := json.Marshal(map[string]string{"notice": msg})
-		fmt.Fprintf(p.w, "%s\n", b)
+		p.jsonNotice(msg)
 	default:
 		fmt.Fprintf(p.w, "=> %s\n", msg)
 	}
@@ -156,6 +136,7 @@ func (p *progress) Close() error {
 type lineWriter struct {
 	p     *progress
 	n     int
+	key   string // the step's stepKey
 	start time.Time
 	buf   []byte
 }
@@ -177,8 +158,7 @@ func (w *lineWriter) emit(line []byte) {
 	w.p.mu.Lock()
 	defer w.p.mu.Unlock()
 	if w.p.mode == "rawjson" {
-		b, _ := json.Marshal(map[string]any{"id": w.n, "log": string(line)})
-		fmt.Fprintf(w.p.w, "%s\n", b)
+		w.p.jsonLog(w.key, line)
 		return
 	}
 	fmt.Fprintf(w.p.w, "#%d %.3f %s\n", w.n, time.Since(w.start).Seconds(), line)
