@@ -205,6 +205,7 @@ func TestPlanErrors(t *testing.T) {
 		{"undefined platform", "FROM --platform=$NOPE busybox\n", Options{}, 1, "undefined: NOPE"},
 		{"bad platform", "FROM --platform=linux busybox\n", Options{}, 1, "want os/arch"},
 		{"unknown image", "FROM nosuch\n", Options{}, 1, "resolve image nosuch: pull access denied"},
+		{"invalid image name", "ARG V\nFROM busybox:$V\n", Options{}, 2, `failed to parse stage name "busybox:": invalid reference format`},
 		{"copy from misspelt stage", "FROM busybox AS builder\nFROM busybox\nCOPY --from=buidler /a /b\n", Options{}, 3, "Dockerfile:3: COPY --from=buidler /a /b: resolve image buidler: pull access denied for buidler (did you mean builder?)"},
 		{"copy from later stage", "FROM busybox\nCOPY --from=later /a /b\nFROM busybox AS later\n", Options{}, 2, `stage "later" must be defined before`},
 		{"copy from self", "FROM busybox AS me\nCOPY --from=me /a /b\n", Options{}, 2, `stage "me" must be defined before`},

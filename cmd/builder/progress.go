@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/executor"
+	"github.com/builder-dev/builder/parser"
 )
 
 // progress renders build events: "plain" (BuildKit-like numbered lines),
@@ -139,6 +140,25 @@ func (p *progress) Notice(msg string) {
 	default:
 		fmt.Fprintf(p.w, "=> %s\n", msg)
 	}
+}
+
+// Warning prints a lint warning of the build, as buildkit reports one in
+// its progress: " - Rule: message (line N)"; in rawjson mode with the
+// rule's description, URL and level (1, a warning) as buildkit's
+// VertexWarning carries them.
+func (p *progress) Warning(w parser.Warning) {
+	if p.mode != "rawjson" {
+		p.Notice(" - " + w.Short())
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	line, end := parser.Span(w.Location)
+	b, _ := json.Marshal(map[string]any{"warning": map[string]any{
+		"level": 1, "rule": w.Rule, "short": w.Short(), "detail": w.Message,
+		"description": w.Description, "url": w.URL, "line": line, "end_line": end,
+	}})
+	fmt.Fprintf(p.w, "%s\n", b)
 }
 
 // Done prints the closing line.
