@@ -10,7 +10,7 @@ import (
 
 // Error is a Dockerfile error with its location. Error() reads like
 //
-//	Dockerfile:3: RUNN echo hi: unknown instruction: RUNN (did you mean RUN?)
+//	Dockerfile:3: RUNN echo hi: dockerfile parse error on line 3: unknown instruction: RUNN (did you mean RUN?)
 //
 // Line is 0 when the error has no line (e.g. an empty file), and
 // Instruction is empty when the error is not about one instruction.

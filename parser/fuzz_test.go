@@ -63,10 +63,16 @@ func fuzzParseOne(t *testing.T, data []byte) {
 			}
 		}
 	}
-	if _, err := df.Lint(LintOptions{}); err != nil {
+	ldf, lint, err := ParseLint(bytes.NewReader(data), "Dockerfile", LintOptions{})
+	if err != nil {
 		var pe *Error
-		if !errors.As(err, &pe) {
-			t.Fatalf("Lint error %T is not a *parser.Error: %v", err, err)
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "check options") {
+			t.Fatalf("ParseLint failed where Parse did not: %v", err)
 		}
+		return
 	}
+	if len(ldf.Stages) != len(df.Stages) || lint == nil {
+		t.Fatalf("ParseLint: %d stages (lint %v), Parse: %d", len(ldf.Stages), lint, len(df.Stages))
+	}
+	_ = lint.Err()
 }

@@ -1,105 +1,137 @@
 package parser
 
 import (
+	"errors"
 	"fmt"
-	"maps"
-	"path"
-	"regexp"
 	"slices"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
-	"github.com/moby/buildkit/frontend/dockerfile/shell"
-	"github.com/moby/buildkit/util/suggest"
 )
 
-// LintOptions configure Lint.
+// LintOptions configure the lint of ParseLint.
 type LintOptions struct {
-	// Check replaces the "# check=" directive when not empty (buildkit's
-	// BUILDKIT_DOCKERFILE_CHECK build arg): "skip=Rule,...|all;
-	// error=true|false;experimental=Rule,...|all".
-	Check string
+	// Check replaces the "# check=" directive when not nil, even when
+	// empty (buildkit's BUILDKIT_DOCKERFILE_CHECK build arg):
+	// "skip=Rule,...|all;error=true|false;experimental=Rule,...|all".
+	Check *string
 }
 
-// LintResult is what Lint found.
-type LintResult struct {
-	// Warnings in source order (then by rule name), as buildkit reports
-	// them when it checks a Dockerfile: rule name, message and the line
-	// of the instruction.
-	Warnings []Warning
-	// Fail is true when the check configuration says error=true and
-	// there is at least one warning: the check must fail.
-	Fail bool
-}
+// checkArg is the build arg that replaces the "# check=" directive.
+const checkArg = "BUILDKIT_DOCKERFILE_CHECK"
 
-// predefinedArgKeys are the ARGs buildkit defines before the meta ARGs
-// (dockerfile2llb defaultArgs); a FROM may use them without declaring.
-var predefinedArgKeys = []string{
-	"BUILDPLATFORM", "BUILDOS", "BUILDOSVERSION", "BUILDARCH", "BUILDVARIANT",
-	"TARGETPLATFORM", "TARGETOS", "TARGETOSVERSION", "TARGETARCH", "TARGETVARIANT", "TARGETSTAGE",
-}
-
-// secretKey and allowKey are buildkit's SecretsUsedInArgOrEnv patterns.
-var (
-	secretKey = regexp.MustCompile(`(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)`)
-	allowKey  = regexp.MustCompile(`(?i)(?:_|^)(?:public|file|version)(?:_|$)`)
-)
-
-// Lint evaluates buildkit's Dockerfile lint rules on df without building:
-// those buildkit reports while parsing (NoEmptyContinuation,
-// MaintainerDeprecated, StageNameCasing, FromAsCasing) and those its
-// frontend evaluates over all stages (ConsistentInstructionCasing,
-// DuplicateStageName, ReservedStageName, UndefinedArgInFrom,
-// InvalidDefaultArgInFrom, WorkdirRelativePath, JSONArgsRecommended,
-// LegacyKeyValueFormat, SecretsUsedInArgOrEnv,
-// MultipleInstructionsDisallowed). The "# check=" directive (or
-// opts.Check) and "# check=" comments above an instruction skip rules or
-// make warnings fatal, as in buildkit. Rules that need the base image's
-// config (UndefinedVar, InvalidBaseImagePlatform) are not evaluated.
-func (df *Dockerfile) Lint(opts LintOptions) (*LintResult, error) {
-	check := df.Check
-	if opts.Check != "" {
-		check = opts.Check
+// newLint configures a Lint from opts.Check or else the directive of data.
+func newLint(opts LintOptions, data []byte) (*Lint, error) {
+	if opts.Check != nil {
+		l, err := NewLint(*opts.Check)
+		if err != nil {
+			return nil, fmt.Errorf("failed to parse build-arg:%s: %w", checkArg, errors.Unwrap(err))
+		}
+		return l, nil
 	}
+	return NewLint(directive("check", data))
+}
+
+// Warning is one finding of a lint rule, as buildkit reports it: the rule,
+// its description and documentation URL, the message (buildkit's
+// "detail") and the location of the instruction.
+type Warning struct {
+	Line        int    // first line of Location, 0 for none
+	Rule        string // e.g. "UndefinedVar"
+	Message     string // e.g. "Usage of undefined variable '$foo'"
+	Description string // the rule's description
+	URL         string // the rule's documentation
+	Location    []bkparser.Range
+}
+
+// Short is the warning as buildkit prints it in a build's progress:
+// "Rule: message (line N)".
+func (w Warning) Short() string {
+	return linter.LintFormatShort(w.Rule, w.Message, w.Line)
+}
+
+// Lint collects the warnings of buildkit's Dockerfile lint rules for one
+// build or check. Its Linter is buildkit's, configured by the "# check="
+// directive (or LintOptions.Check): the parser evaluates the rules of
+// buildkit's parser and those over all stages, the planner those that
+// need the build's configuration, base images and stage graph.
+type Lint struct {
+	linter   *linter.Linter
+	warnings []Warning
+}
+
+// NewLint returns an empty Lint configured by check ("" enables every
+// rule that is not experimental). A bad check value is an error with
+// buildkit's wording.
+func NewLint(check string) (*Lint, error) {
 	cfg, err := linter.ParseLintOptions(check)
 	if err != nil {
-		return nil, &Error{Path: df.Path, Err: fmt.Errorf("parse check options %q: %w", check, err)}
+		return nil, fmt.Errorf("failed to parse check options: %w", err)
 	}
-	res := &LintResult{}
-	cfg.Warn = func(rule, _, _, msg string, loc []bkparser.Range) {
-		res.Warnings = append(res.Warnings, Warning{Line: rangeLine(loc), Rule: rule, Message: msg})
-	}
-	lint := linter.New(cfg)
-	df.lintParse(lint)
-	lintStageNames(df.Stages, lint)
-	lintCasing(df.Stages, lint)
-	df.lintFromArgs(lint)
-	lintStages(df.Stages, lint)
-	slices.SortStableFunc(res.Warnings, func(a, b Warning) int { return a.Line - b.Line })
-	res.Fail = cfg.ReturnAsError && len(res.Warnings) > 0
-	return res, nil
+	l := &Lint{}
+	cfg.Warn = l.add
+	l.linter = linter.New(cfg)
+	return l, nil
 }
 
-// lintParse runs the rules buildkit evaluates while parsing: the
-// scanner's empty continuation lines, and instruction parsing again with
-// the configured linter (df.Warnings were collected without a config).
-func (df *Dockerfile) lintParse(lint *linter.Linter) {
-	for _, w := range df.Warnings {
-		if w.Rule == linter.RuleNoEmptyContinuation.Name {
-			pos := bkparser.Position{Line: w.Line}
-			lint.Run(&linter.RuleNoEmptyContinuation, []bkparser.Range{{Start: pos, End: pos}}, linter.RuleNoEmptyContinuation.Format())
+func (l *Lint) add(rule, description, url, msg string, loc []bkparser.Range) {
+	l.warnings = append(l.warnings, Warning{
+		Line: rangeLine(loc), Rule: rule, Message: msg,
+		Description: description, URL: url, Location: slices.Clone(loc),
+	})
+}
+
+// Linter returns the buildkit linter whose warnings l collects; rules run
+// through it (or through its WithMergedConfigFromComments copies) land
+// in Warnings. It is nil for a nil Lint, on which Run does nothing.
+func (l *Lint) Linter() *linter.Linter {
+	if l == nil {
+		return nil
+	}
+	return l.linter
+}
+
+// Warnings returns the warnings in the order the rules found them, which
+// is the order buildkit reports them in (a build's progress, a check's
+// JSON result).
+func (l *Lint) Warnings() []Warning {
+	if l == nil {
+		return nil
+	}
+	return slices.Clone(l.warnings)
+}
+
+// ErrLintViolation is the error of a check or build whose configuration
+// says error=true when a rule reported a warning.
+var ErrLintViolation = errors.New("lint violation found")
+
+// Err is buildkit's error for error=true with warnings: "lint violation
+// found for rules: A, B" (each rule once, in the order they fired); nil
+// without error=true or without warnings.
+func (l *Lint) Err() error {
+	if l == nil || !l.linter.ReturnAsError || len(*l.linter.CalledRules) == 0 {
+		return nil
+	}
+	var rules []string
+	for _, r := range *l.linter.CalledRules {
+		if !slices.Contains(rules, r) {
+			rules = append(rules, r)
 		}
 	}
-	for _, n := range df.Nodes {
-		// Parse succeeded on these nodes already; only the warnings matter.
-		_, _ = instructions.ParseInstructionWithLinter(n, lint)
-	}
+	return fmt.Errorf("%w for rules: %s", ErrLintViolation, strings.Join(rules, ", "))
 }
 
-// lintStageNames is buildkit's validateStageNames.
+// lintStages runs the rules buildkit's frontend evaluates on the parsed
+// stages before anything else: stage names and instruction casing.
+func lintStages(stages []instructions.Stage, lint *linter.Linter) {
+	lintStageNames(stages, lint)
+	lintCasing(stages, lint)
+}
+
+// lintStageNames reports reserved and duplicate stage names
+// (validateStageNames).
 func lintStageNames(stages []instructions.Stage, lint *linter.Linter) {
 	seen := map[string]bool{}
 	for _, st := range stages {
@@ -153,177 +185,3 @@ func lintCasing(stages []instructions.Stage, lint *linter.Linter) {
 		}
 	}
 }
-
-// lintFromArgs checks the variables of FROM lines: each must be a declared
-// meta ARG or a predefined one (UndefinedArgInFrom), and with only the
-// ARGs' defaults the base name must be a valid reference
-// (InvalidDefaultArgInFrom).
-func (df *Dockerfile) lintFromArgs(lint *linter.Linter) {
-	lex := shell.NewLex(df.escape())
-	defaults := &lintScope{vars: lintEnv{}}
-	declared := slices.Clone(predefinedArgKeys)
-	for _, k := range predefinedArgKeys {
-		defaults.vars[k] = ""
-	}
-	for _, a := range df.MetaArgs {
-		for _, kv := range a.Args {
-			declared = append(declared, kv.Key)
-			if kv.Value != nil {
-				v, _, err := lex.ProcessWord(*kv.Value, defaults)
-				if err != nil || defaults.spent() {
-					return // the build fails on this ARG with a clearer error
-				}
-				defaults.vars[kv.Key] = v
-			}
-		}
-	}
-	for _, st := range df.Stages {
-		for _, word := range []string{st.BaseName, st.Platform} {
-			if word == "" {
-				continue
-			}
-			res, err := lex.ProcessWordWithMatches(word, lintEnv{})
-			if err != nil {
-				continue
-			}
-			for _, v := range slices.Sorted(maps.Keys(res.Unmatched)) {
-				if !slices.Contains(declared, v) {
-					s, _ := suggest.Search(v, declared, true)
-					lint.Run(&linter.RuleUndefinedArgInFrom, st.Location, linter.RuleUndefinedArgInFrom.Format(v, s))
-				}
-			}
-		}
-		res, err := lex.ProcessWordWithMatches(st.BaseName, defaults)
-		if defaults.spent() {
-			return
-		}
-		if err != nil {
-			continue
-		}
-		if _, err := name.ParseReference(res.Result); err != nil && res.Result != "scratch" {
-			lint.Run(&linter.RuleInvalidDefaultArgInFrom, st.Location, linter.RuleInvalidDefaultArgInFrom.Format(st.BaseName))
-		}
-	}
-}
-
-// stageLint is what the per-stage rules carry from a stage to the stages
-// built FROM it.
-type stageLint struct {
-	workdirSet, shellSet bool
-}
-
-// lintStages runs the rules buildkit evaluates while dispatching each
-// instruction, over every stage (a check has no target).
-func lintStages(stages []instructions.Stage, lint *linter.Linter) {
-	byName := map[string]stageLint{}
-	for _, st := range stages {
-		state := byName[strings.ToLower(st.BaseName)] // zero for images and scratch
-		used := map[string][]bkparser.Range{}
-		for _, c := range st.Commands {
-			l := lint.WithMergedConfigFromComments(c.Comments())
-			lintCommand(c, l, &state, used)
-		}
-		if st.Name != "" {
-			byName[st.Name] = state
-		}
-	}
-}
-
-func lintCommand(c instructions.Command, lint *linter.Linter, state *stageLint, used map[string][]bkparser.Range) {
-	switch c := c.(type) {
-	case *instructions.WorkdirCommand:
-		if !state.workdirSet && !path.IsAbs(c.Path) && !strings.HasPrefix(c.Path, "$") {
-			lint.Run(&linter.RuleWorkdirRelativePath, c.Location(), linter.RuleWorkdirRelativePath.Format(c.Path))
-		}
-		state.workdirSet = true
-	case *instructions.ShellCommand:
-		state.shellSet = true
-	case *instructions.CmdCommand:
-		lintUsedOnce(c, lint, used)
-		lintJSONArgs(c, c.PrependShell, lint, state)
-	case *instructions.EntrypointCommand:
-		lintUsedOnce(c, lint, used)
-		lintJSONArgs(c, c.PrependShell, lint, state)
-	case *instructions.HealthCheckCommand:
-		lintUsedOnce(c, lint, used)
-	case *instructions.EnvCommand:
-		for _, kv := range c.Env {
-			if kv.NoDelim {
-				lint.Run(&linter.RuleLegacyKeyValueFormat, c.Location(), linter.RuleLegacyKeyValueFormat.Format(c.Name()))
-			}
-			lintSecretKey("ENV", kv.Key, c.Location(), lint)
-		}
-	case *instructions.LabelCommand:
-		for _, kv := range c.Labels {
-			if kv.NoDelim {
-				lint.Run(&linter.RuleLegacyKeyValueFormat, c.Location(), linter.RuleLegacyKeyValueFormat.Format(c.Name()))
-			}
-		}
-	case *instructions.ArgCommand:
-		for _, kv := range c.Args {
-			lintSecretKey("ARG", kv.Key, c.Location(), lint)
-		}
-	}
-}
-
-// lintJSONArgs reports a shell-form CMD or ENTRYPOINT unless a SHELL
-// instruction set the shell (buildkit checks the image's Shell).
-func lintJSONArgs(c instructions.Command, prependShell bool, lint *linter.Linter, state *stageLint) {
-	if prependShell && !state.shellSet {
-		lint.Run(&linter.RuleJSONArgsRecommended, c.Location(), linter.RuleJSONArgsRecommended.Format(c.Name()))
-	}
-}
-
-// lintUsedOnce reports the earlier of two CMD, ENTRYPOINT or HEALTHCHECK
-// in a stage: it is the one that has no effect.
-func lintUsedOnce(c instructions.Command, lint *linter.Linter, used map[string][]bkparser.Range) {
-	key := strings.ToLower(c.Name())
-	if loc, ok := used[key]; ok {
-		lint.Run(&linter.RuleMultipleInstructionsDisallowed, loc, linter.RuleMultipleInstructionsDisallowed.Format(c.Name()))
-	}
-	used[key] = c.Location()
-}
-
-func lintSecretKey(instruction, key string, loc []bkparser.Range, lint *linter.Linter) {
-	if secretKey.MatchString(key) && !allowKey.MatchString(key) {
-		lint.Run(&linter.RuleSecretsUsedInArgOrEnv, loc, linter.RuleSecretsUsedInArgOrEnv.Format(instruction, key))
-	}
-}
-
-func (df *Dockerfile) escape() rune {
-	if df.Escape == 0 {
-		return '\\'
-	}
-	return df.Escape
-}
-
-// lintEnv is a shell.EnvGetter over a map.
-type lintEnv map[string]string
-
-func (e lintEnv) Get(k string) (string, bool) { v, ok := e[k]; return v, ok }
-
-func (e lintEnv) Keys() []string { return slices.Sorted(maps.Keys(e)) }
-
-// maxLintExpansion bounds the bytes the meta ARGs' references expand to
-// while linting: "ARG A=$A$A" lines double a value at every line.
-const maxLintExpansion = 16 << 20
-
-// lintScope is a lintEnv that counts the bytes its values expand to and
-// expands to nothing once maxLintExpansion is spent.
-type lintScope struct {
-	vars lintEnv
-	used int64
-}
-
-func (s *lintScope) Get(k string) (string, bool) {
-	v, ok := s.vars[k]
-	s.used += int64(len(v))
-	if s.spent() {
-		return "", ok
-	}
-	return v, ok
-}
-
-func (s *lintScope) Keys() []string { return s.vars.Keys() }
-
-func (s *lintScope) spent() bool { return s.used > maxLintExpansion }

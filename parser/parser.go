@@ -31,31 +31,57 @@ type Dockerfile struct {
 	SyntaxLine int
 	Check      string   // "# check=" directive, if any
 	Lines      []string // source lines (BOM and CR stripped), for showing instructions in errors
-	Warnings   []Warning
 	// Nodes are the AST nodes of every instruction (meta ARGs, FROMs and
 	// commands) in source order; Reparse uses them to make fresh copies.
 	Nodes []*bkparser.Node
 }
 
-// Warning is a non-fatal finding (e.g. a lint rule) with its line.
-type Warning struct {
-	Line    int
-	Rule    string
-	Message string
-}
-
 // Parse reads a Dockerfile from r. path names the file in errors and in
 // Dockerfile.Path. Every error is a *Error carrying the line when one is
 // known. Parse never panics on bad input.
-func Parse(r io.Reader, path string) (df *Dockerfile, err error) {
+func Parse(r io.Reader, path string) (*Dockerfile, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return parse(data, path, nil)
+}
+
+// ParseLint is Parse with buildkit's lint: the rules its parser evaluates
+// (NoEmptyContinuation, MaintainerDeprecated, StageNameCasing,
+// FromAsCasing, InvalidDefinitionDescription) and those its frontend then
+// evaluates over all stages (ReservedStageName, DuplicateStageName,
+// ConsistentInstructionCasing), configured by opts.Check or else the
+// "# check=" directive. The rules that need the build's configuration
+// are the planner's (planner.Options.Lint). The Lint is returned with a
+// parse error too, holding the warnings found before it, which buildkit
+// reports; it is nil only when reading r or the check configuration
+// fails.
+func ParseLint(r io.Reader, path string, opts LintOptions) (*Dockerfile, *Lint, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	lint, err := newLint(opts, data)
+	if err != nil {
+		return nil, nil, &Error{Path: path, Err: err}
+	}
+	df, err := parse(data, path, lint.Linter())
+	if err != nil {
+		return nil, lint, err
+	}
+	lintStages(df.Stages, lint.Linter())
+	return df, lint, nil
+}
+
+func parse(data []byte, path string, lint *linter.Linter) (df *Dockerfile, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			df, err = nil, &Error{Path: path, Err: fmt.Errorf("internal parser error: %v", p)}
 		}
 	}()
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	if lint == nil {
+		lint = linter.New(&linter.Config{}) // reports nothing
 	}
 	df = &Dockerfile{Path: path, Lines: splitLines(data)}
 	if n := df.longLine(); n > 0 {
@@ -69,13 +95,11 @@ func Parse(r io.Reader, path string) (df *Dockerfile, err error) {
 	df.Syntax, df.SyntaxLine = syntax(data)
 	df.Check = directive("check", data)
 	for _, w := range res.Warnings {
-		line := 0
-		if w.Location != nil {
-			line = w.Location.Start.Line
+		if w.URL == linter.RuleNoEmptyContinuation.URL && w.Location != nil {
+			lint.Run(&linter.RuleNoEmptyContinuation, []bkparser.Range{*w.Location}, linter.RuleNoEmptyContinuation.Format())
 		}
-		df.Warnings = append(df.Warnings, Warning{Line: line, Rule: "NoEmptyContinuation", Message: w.Short})
 	}
-	if err := df.parseInstructions(res.AST); err != nil {
+	if err := df.parseInstructions(res.AST, lint); err != nil {
 		return nil, err
 	}
 	return df, nil
@@ -83,12 +107,12 @@ func Parse(r io.Reader, path string) (df *Dockerfile, err error) {
 
 // parseInstructions turns the AST into stages and meta ARGs, as
 // instructions.Parse does, but keeps the node of every failure.
-func (df *Dockerfile) parseInstructions(ast *bkparser.Node) error {
-	lint := linter.New(&linter.Config{Warn: df.lintWarning})
+func (df *Dockerfile) parseInstructions(ast *bkparser.Node, lint *linter.Linter) error {
 	for _, n := range ast.Children {
 		v, err := instructions.ParseInstructionWithLinter(n, lint)
 		if err != nil {
-			return df.nodeError(n, err)
+			// buildkit's wording (instructions.Parse)
+			return df.nodeError(n, fmt.Errorf("dockerfile parse error on line %d: %w", n.StartLine, err))
 		}
 		df.Nodes = append(df.Nodes, n)
 		switch c := v.(type) {
@@ -114,10 +138,6 @@ func (df *Dockerfile) parseInstructions(ast *bkparser.Node) error {
 		return &Error{Path: df.Path, Err: errors.New("dockerfile contains no stages to build (no FROM instruction)")}
 	}
 	return nil
-}
-
-func (df *Dockerfile) lintWarning(rule, _, _, msg string, loc []bkparser.Range) {
-	df.Warnings = append(df.Warnings, Warning{Line: rangeLine(loc), Rule: rule, Message: msg})
 }
 
 // longLine returns the 1-based number of the first line longer than

@@ -25,7 +25,15 @@ type golden struct {
 	Check    string          `json:"check,omitempty"`
 	MetaArgs []goldenCommand `json:"metaArgs,omitempty"`
 	Stages   []goldenStage   `json:"stages"`
-	Warnings []Warning       `json:"warnings,omitempty"`
+	Warnings []goldenWarning `json:"warnings,omitempty"`
+}
+
+// goldenWarning is a lint warning of ParseLint without its constant
+// parts (the rule's description and URL) and its location (Line).
+type goldenWarning struct {
+	Line    int
+	Rule    string
+	Message string
 }
 
 type goldenStage struct {
@@ -47,8 +55,11 @@ type goldenCommand struct {
 	Mounts  []*instructions.Mount `json:"mounts,omitempty"`
 }
 
-func goldenOf(df *Dockerfile) golden {
-	g := golden{Escape: string(df.Escape), Syntax: df.Syntax, Check: df.Check, Warnings: df.Warnings}
+func goldenOf(df *Dockerfile, lint *Lint) golden {
+	g := golden{Escape: string(df.Escape), Syntax: df.Syntax, Check: df.Check}
+	for _, w := range lint.Warnings() {
+		g.Warnings = append(g.Warnings, goldenWarning{Line: w.Line, Rule: w.Rule, Message: w.Message})
+	}
 	for i := range df.MetaArgs {
 		g.MetaArgs = append(g.MetaArgs, goldenCmd(df, &df.MetaArgs[i]))
 	}
@@ -61,6 +72,18 @@ func goldenOf(df *Dockerfile) golden {
 		g.Stages = append(g.Stages, gs)
 	}
 	return g
+}
+
+func goldenJSON(t *testing.T, df *Dockerfile, lint *Lint) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(goldenOf(df, lint)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 func goldenCmd(df *Dockerfile, c instructions.Command) goldenCommand {
@@ -104,18 +127,22 @@ func parseFile(t *testing.T, dir string) (*Dockerfile, error) {
 func TestParseGolden(t *testing.T) {
 	for _, dir := range caseDirs(t, "testdata/*") {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			df, err := parseFile(t, dir)
+			data, err := os.ReadFile(filepath.Join(dir, "Dockerfile"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			df, lint, err := ParseLint(bytes.NewReader(data), "Dockerfile", LintOptions{})
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			var buf bytes.Buffer
-			enc := json.NewEncoder(&buf)
-			enc.SetEscapeHTML(false)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(goldenOf(df)); err != nil {
-				t.Fatal(err)
+			plain, err := Parse(bytes.NewReader(data), "Dockerfile")
+			if err != nil {
+				t.Fatalf("Parse without lint: %v", err)
 			}
-			got := buf.Bytes()
+			if diff := cmp.Diff(string(goldenJSON(t, df, nil)), string(goldenJSON(t, plain, nil))); diff != "" {
+				t.Errorf("Parse and ParseLint differ (-lint +plain):\n%s", diff)
+			}
+			got := goldenJSON(t, df, lint)
 			wantPath := filepath.Join(dir, "want.json")
 			if *update {
 				if err := os.WriteFile(wantPath, got, 0o644); err != nil {
@@ -177,7 +204,7 @@ func TestParseErrors(t *testing.T) {
 		{"unterminated heredoc at eof", "FROM a\nRUN <<EOF\n", 2, "unterminated heredoc"},
 		{"escape directive twice", "# escape=`\n# escape=\\\nFROM a\n", 2, "only one escape parser directive"},
 		{"long line message", long, 2, "line is longer than 65535 bytes"},
-		{"bom crlf unknown", "\ufeffFROM scratch\r\nRUNN echo hi\r\n", 2, "Dockerfile:2: RUNN echo hi: unknown instruction: RUNN (did you mean RUN?)"},
+		{"bom crlf unknown", "\ufeffFROM scratch\r\nRUNN echo hi\r\n", 2, "Dockerfile:2: RUNN echo hi: dockerfile parse error on line 2: unknown instruction: RUNN (did you mean RUN?)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -100,6 +100,7 @@ func (p *planner) overrideStage(si *stageInfo) bool {
 	src := *si.src
 	src.Commands = nil
 	si.src = &src
+	si.fromContext = true
 	si.st.Platform = p.target
 	if nc.Dir != "" {
 		si.st.Base.Context = nc
@@ -120,6 +121,7 @@ func (p *planner) contextBase(si *stageInfo) (bool, error) {
 		return true, dirContextErr(nc)
 	}
 	si.baseName = nc.Image
+	si.fromContext = true
 	return true, nil
 }
 

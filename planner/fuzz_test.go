@@ -50,13 +50,18 @@ func (r *fuzzResolver) resolve(ctx context.Context, ref string, p v1.Platform) (
 }
 
 // fuzzOptions turns the fuzzed option lines into Options: "K=V" and "K"
-// are --build-arg values (K alone: unset), "@NAME=VALUE" a --build-context
-// and "%OS/ARCH" the --platform.
+// are --build-arg values (K alone: unset), "@NAME=VALUE" a --build-context,
+// "%OS/ARCH" the --platform, "#PATTERN" a .dockerignore pattern and "!all"
+// plans every stage (as a check without --target).
 func fuzzOptions(target, lines string, resolve func(context.Context, string, v1.Platform) (*ImageInfo, error)) (Options, bool) {
 	opts := Options{Target: target, BuildArgs: map[string]*string{}, ResolveImage: resolve, BuildPlatform: amd64}
 	for _, line := range strings.Split(lines, "\n") {
 		switch {
 		case line == "":
+		case line == "!all":
+			opts.AllStages = target == ""
+		case strings.HasPrefix(line, "#"):
+			opts.IgnorePatterns = append(opts.IgnorePatterns, line[1:])
 		case strings.HasPrefix(line, "@"):
 			nc, err := ParseContext(line[1:])
 			if err != nil {
@@ -119,7 +124,10 @@ func FuzzPlan(f *testing.F) {
 		}
 		args := maps.Clone(opts.BuildArgs)
 		fuzztest.Run(t, bounds, func(ctx context.Context) {
+			lint := newFuzzLint(t)
+			opts.Lint = lint.Linter()
 			p, err := New(ctx, df, opts)
+			checkLint(t, df, lint)
 			if err != nil {
 				var pe *parser.Error
 				if !errors.As(err, &pe) && ctx.Err() == nil {
@@ -131,6 +139,8 @@ func FuzzPlan(f *testing.F) {
 			if !maps.EqualFunc(args, opts.BuildArgs, func(a, b *string) bool { return a == b && (a == nil || *a == *b) }) {
 				t.Fatalf("build args changed: %v", opts.BuildArgs)
 			}
+			lint2 := newFuzzLint(t)
+			opts.Lint = lint2.Linter()
 			again, err := New(ctx, df, opts)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -141,8 +151,31 @@ func FuzzPlan(f *testing.F) {
 			if a, b := renderPlan(p), renderPlan(again); a != b {
 				t.Fatalf("planning twice gave different plans:\n%s\n---\n%s", a, b)
 			}
+			if a, b := fmt.Sprint(lint.Warnings()), fmt.Sprint(lint2.Warnings()); a != b {
+				t.Fatalf("planning twice gave different lint warnings:\n%s\n---\n%s", a, b)
+			}
 		})
 	})
+}
+
+func newFuzzLint(t *testing.T) *parser.Lint {
+	lint, err := parser.NewLint("experimental=all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lint
+}
+
+// checkLint checks the lint warnings of a plan, successful or not: each
+// has a rule, a message and lines of the Dockerfile.
+func checkLint(t *testing.T, df *parser.Dockerfile, lint *parser.Lint) {
+	t.Helper()
+	for _, w := range lint.Warnings() {
+		line, end := parser.Span(w.Location)
+		if w.Rule == "" || w.Message == "" || line < 1 || end > len(df.Lines) || w.Line != line {
+			t.Fatalf("lint warning %+v: lines %d-%d of %d", w, line, end, len(df.Lines))
+		}
+	}
 }
 
 // checkPlan checks the structure of a successful plan.

@@ -47,6 +47,8 @@ func TestFuzzSeeds(t *testing.T) {
 		{"env-doubling", "FROM busybox\nENV A=xx\n" + strings.Repeat("ENV A=$A$A\n", 8) + "LABEL l=$A$A$A$A\n", "", "", ""},
 		{"meta-arg-doubling", "ARG A=xx\n" + strings.Repeat("ARG A=${A}${A}\n", 8) + "FROM busybox:$A\n", "", "", ""},
 		{"check-comment-in-stage", "FROM busybox\n# check=skip=all\nENV A=1\n", "", "BUILDKIT_DOCKERFILE_CHECK=error=true", ""},
+		{"lint-every-stage", "ARG V\nFROM --platform=linux/amd64 busybox:$V AS a\nENV k v\nCOPY $U . ./x\nEXPOSE 1:2/TCP [::1]:3:3\nFROM --platform=$TARGETPLATFORM scratch\nWORKDIR w\nCMD x\nCMD y\n", "", "!all\n#*\n#x", ""},
+		{"lint-ignore-exclusions", "FROM scratch\nCOPY a b/../c /\nADD git@github.com:o/r.git https://x/y /\n", "", "#**\n#!a\n#[", ""},
 	} {
 		seeds = append(seeds, fuzztest.Seed{Name: s.name, Args: []any{[]byte(s.df), s.target, s.options, s.onbuild}})
 	}

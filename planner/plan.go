@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/linter"
 )
 
 // ImageInfo is a resolved base image.
@@ -44,6 +45,18 @@ type Options struct {
 	// source (nil: it has none). Needed only when SOURCE_DATE_EPOCH names
 	// a stage.
 	ResolveEpoch func(ctx context.Context, src EpochSource) (*time.Time, error)
+	// Lint evaluates the lint rules buildkit's frontend runs while it
+	// converts a Dockerfile (parser.Lint's Linter, whose warnings its Lint
+	// collects): on every FROM line, on the base images, and on the
+	// instructions of every planned stage. Nil evaluates none.
+	Lint *linter.Linter
+	// AllStages plans every stage, not only those the target needs, as
+	// buildkit does for a check (--call check without --target); Plan
+	// then holds them all. Stages a directory context replaces stay out.
+	AllStages bool
+	// IgnorePatterns are the build context's .dockerignore patterns, for
+	// the lint rule CopyIgnoredFile.
+	IgnorePatterns []string
 }
 
 // Plan is the stages needed to build the target, dependencies first.

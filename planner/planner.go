@@ -15,6 +15,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	"github.com/moby/buildkit/util/suggest"
+	"github.com/moby/patternmatcher"
 )
 
 // planner holds the state of one New call. It is not safe for concurrent use.
@@ -28,7 +29,8 @@ type planner struct {
 	declared map[string]bool // every ARG key declared by a meta ARG or a planned stage
 	stages   []*stageInfo    // every stage of the Dockerfile, by index
 	images   map[string]*ImageInfo
-	budget   budget // of variable expansion, for the whole plan
+	budget   budget                         // of variable expansion, for the whole plan
+	ignore   *patternmatcher.PatternMatcher // .dockerignore, for lint; nil without patterns
 }
 
 // stageInfo is what the planner knows about one stage before planning its steps.
@@ -43,6 +45,9 @@ type stageInfo struct {
 	triggers  []instructions.Command // ONBUILD triggers inserted before Commands
 	triggered bool
 	final     *scope // env and args after the last step
+	// fromContext is set when a named context replaced the stage or its
+	// base image.
+	fromContext bool
 }
 
 // source is where a COPY --from or RUN --mount from= reads: a stage or an image.
@@ -72,10 +77,18 @@ func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error
 		p.lex = shell.NewLex('\\')
 	}
 	p.target, p.build = platforms(opts)
+	if len(opts.IgnorePatterns) > 0 {
+		m, err := patternmatcher.New(opts.IgnorePatterns)
+		if err != nil {
+			return nil, p.errAt(0, fmt.Errorf(".dockerignore: %w", err))
+		}
+		p.ignore = m
+	}
 	target, err := p.findTarget()
 	if err != nil {
 		return nil, err
 	}
+	p.lintDefaultBaseNames(df.Stages[target].Name)
 	if err := p.metaArgs(df.Stages[target].Name); err != nil {
 		return nil, err
 	}

@@ -207,6 +207,7 @@ func TestPlanErrors(t *testing.T) {
 		{"misspelt platform meta arg", "ARG MY_ARCH=amd64\nFROM --platform=linux/${MYARCH} busybox\n", Options{}, 2, `: failed to parse platform linux/${MYARCH}: "" is an invalid component of "linux/": platform specifier component must match "^[A-Za-z0-9_.-]+$": invalid argument (did you mean MY_ARCH?)`},
 		{"bad platform", "FROM --platform=linux/x/y/z busybox\n", Options{}, 1, "failed to parse platform linux/x/y/z: "},
 		{"unknown image", "FROM nosuch\n", Options{}, 1, "resolve image nosuch: pull access denied"},
+		{"invalid image name", "ARG V\nFROM busybox:$V\n", Options{}, 2, `failed to parse stage name "busybox:": invalid reference format`},
 		{"copy from misspelt stage", "FROM busybox AS builder\nFROM busybox\nCOPY --from=buidler /a /b\n", Options{}, 3, "Dockerfile:3: COPY --from=buidler /a /b: resolve image buidler: pull access denied for buidler (did you mean builder?)"},
 		{"copy from later stage", "FROM busybox AS target\nCOPY --from=later /a /b\nFROM busybox AS later\nFROM target\n", Options{}, 2, `: cannot copy from stage "later", it needs to be defined before current stage "target"`},
 		{"copy from later index", "FROM busybox AS a\nCOPY --from=2 /a /b\nFROM busybox\nFROM a\n", Options{}, 2, `: cannot copy from stage "2", it needs to be defined before current stage "a"`},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/builder-dev/builder/parser"
 	cplatforms "github.com/containerd/platforms"
+	"github.com/distribution/reference"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/util/suggest"
@@ -30,6 +31,7 @@ func (p *planner) setupStages() error {
 			readers:   map[int]int{},
 		}
 		p.stages = append(p.stages, si)
+		p.lintFrom(src)
 		if p.overrideStage(si) {
 			continue
 		}
@@ -222,9 +224,15 @@ func (p *planner) laterSource(si *stageInfo, orig, c instructions.Command) error
 }
 
 // reachable returns the stages target needs, in index order (which is a
-// topological order: every edge points to an earlier stage).
+// topological order: every edge points to an earlier stage). With
+// Options.AllStages it adds every stage that is not a directory context.
 func (p *planner) reachable(target int) []int {
 	seen := map[int]bool{}
+	if p.opts.AllStages {
+		for i, si := range p.stages {
+			seen[i] = si.st.Base.Context == nil
+		}
+	}
 	var visit func(int)
 	visit = func(i int) {
 		if seen[i] {
@@ -236,7 +244,13 @@ func (p *planner) reachable(target int) []int {
 		}
 	}
 	visit(target)
-	return slices.Sorted(maps.Keys(seen))
+	var out []int
+	for i := range p.stages {
+		if seen[i] {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // resolve resolves the base images of the reachable stages and inserts
@@ -274,6 +288,7 @@ func (p *planner) resolveBase(ctx context.Context, si *stageInfo) error {
 		return p.errAt(si.st.Line, err)
 	}
 	si.st.Base.Image = img
+	p.lintBasePlatform(si, img)
 	return nil
 }
 
@@ -317,6 +332,9 @@ func (p *planner) image(ctx context.Context, ref string, platform v1.Platform) (
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if _, err := reference.ParseNormalizedNamed(ref); err != nil {
+		return nil, fmt.Errorf("failed to parse stage name %q: %w", ref, err) // buildkit's wording
 	}
 	img, err := p.opts.ResolveImage(ctx, ref, platform)
 	if err != nil {

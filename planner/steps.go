@@ -9,6 +9,8 @@ import (
 
 	"github.com/builder-dev/builder/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/linter"
+	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 )
 
@@ -16,10 +18,39 @@ import (
 type scope struct {
 	env  *envList // image config env: base env plus ENV so far
 	args args     // build args declared so far (inherited from a base stage)
+	// keySeq holds the names buildkit's environment of the stage holds
+	// (image env, ENV, ARG values) with when each was last set (seq):
+	// keys() lists them most recently set last, the candidates, in
+	// buildkit's order, of UndefinedVar's "did you mean". A map, so that
+	// N ENV lines cost O(N).
+	keySeq map[string]int
+	seq    int
+	// shellSet: the image config has a shell (base image, SHELL), for
+	// JSONArgsRecommended.
+	shellSet bool
+	// workdirSet: a WORKDIR of this Dockerfile ran in the stage or the
+	// stages it is built on, for WorkdirRelativePath.
+	workdirSet bool
 }
 
 func (s *scope) clone() *scope {
-	return &scope{env: s.env.clone(), args: slices.Clone(s.args)}
+	c := *s
+	c.env, c.args, c.keySeq = s.env.clone(), slices.Clone(s.args), maps.Clone(s.keySeq)
+	return &c
+}
+
+// setKey records that key was (re)set in the stage's environment.
+func (s *scope) setKey(key string) {
+	if s.keySeq == nil {
+		s.keySeq = map[string]int{}
+	}
+	s.seq++
+	s.keySeq[key] = s.seq
+}
+
+// keys lists the names of the stage's environment, most recently set last.
+func (s *scope) keys() []string {
+	return slices.SortedFunc(maps.Keys(s.keySeq), func(a, b string) int { return s.keySeq[a] - s.keySeq[b] })
 }
 
 // plan builds the Plan from the reachable stages, in index order.
@@ -38,12 +69,13 @@ func (p *planner) plan(ctx context.Context, reach []int, target int) (*Plan, err
 
 func (p *planner) planStage(ctx context.Context, si *stageInfo) error {
 	sc := p.initialScope(si)
+	sl := &stageLint{used: map[string][]bkparser.Range{}}
 	for d := range si.deps {
 		si.st.DependsOn = append(si.st.DependsOn, d)
 	}
 	slices.Sort(si.st.DependsOn)
 	for _, c := range si.triggers {
-		if err := p.addStep(ctx, si, sc, c, c); err != nil {
+		if err := p.addStep(ctx, si, sc, sl, c, c); err != nil {
 			return err
 		}
 	}
@@ -52,7 +84,7 @@ func (p *planner) planStage(ctx context.Context, si *stageInfo) error {
 		if err != nil {
 			return err
 		}
-		if err := p.addStep(ctx, si, sc, orig, c); err != nil {
+		if err := p.addStep(ctx, si, sc, sl, orig, c); err != nil {
 			return err
 		}
 	}
@@ -71,19 +103,24 @@ func (p *planner) initialScope(si *stageInfo) *scope {
 		si.st.Platform = base.st.Platform
 		sc = base.final.clone()
 	case si.st.Base.Image != nil:
-		sc = &scope{env: newEnvList(si.st.Base.Image.Config.Config.Env)}
+		cfg := si.st.Base.Image.Config.Config
+		sc = &scope{env: newEnvList(cfg.Env), shellSet: len(cfg.Shell) > 0}
 	default:
 		sc = &scope{env: newEnvList(nil)}
 	}
 	if _, ok := sc.env.get("PATH"); !ok && si.st.Platform.OS != "windows" {
 		sc.env.set("PATH", defaultPath)
 	}
+	// buildkit sets the image env again on every stage it dispatches
+	for _, k := range sc.env.keys() {
+		sc.setKey(k)
+	}
 	return sc
 }
 
 // addStep expands c (a fresh copy of orig, or a trigger) in scope sc,
 // appends the step and applies ENV and ARG to sc.
-func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, orig, c instructions.Command) error {
+func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, sl *stageLint, orig, c instructions.Command) error {
 	line, end := parser.Span(c.Location())
 	step := &Step{
 		Line: line, EndLine: end, Cmd: c,
@@ -95,13 +132,15 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, orig, c
 	if step.OnBuild {
 		step.Text = fmt.Sprint(c)
 	}
-	used, err := p.expand(sc, c)
+	lint := p.lintFor(c.Comments())
+	used, err := p.expand(sc, c, lint)
 	if err == nil {
 		err = p.budget.exceeded()
 	}
 	if err != nil {
 		return p.errAt(line, fmt.Errorf("expand %s: %w", c.Name(), err))
 	}
+	p.lintStep(lint, sc, sl, c)
 	step.UsedArgs = used
 	step.Name = p.stepName(sc, orig, c, step.OnBuild)
 	if err := p.laterSource(si, orig, c); err != nil {
@@ -163,16 +202,18 @@ func (p *planner) stepSources(ctx context.Context, si *stageInfo, step *Step, or
 }
 
 // expand expands c in place the way BuildKit's dispatch does and returns
-// the "K=V" args whose values the step's result depends on.
-func (p *planner) expand(sc *scope, c instructions.Command) ([]string, error) {
+// the "K=V" args whose values the step's result depends on. Variables
+// that are neither set nor declared go to lint (UndefinedVar).
+func (p *planner) expand(sc *scope, c instructions.Command, lint *linter.Linter) ([]string, error) {
 	l := p.lookup(sc.env, sc.args)
 	word := func(w string) (string, error) {
-		s, _, err := p.lex.ProcessWord(w, l)
+		s, unmatched, err := p.lex.ProcessWord(w, l)
+		lintUnmatched(unmatched, sc, c.Location(), lint)
 		return s, err
 	}
 	switch c := c.(type) {
 	case *instructions.ArgCommand:
-		return p.expandArgDefaults(l, c)
+		return p.expandArgDefaults(sc, c, lint)
 	case *instructions.ExposeCommand:
 		return l.usedArgs(), p.expandPorts(l, c)
 	}
@@ -185,7 +226,8 @@ func (p *planner) expand(sc *scope, c instructions.Command) ([]string, error) {
 		raw := shell.NewLex('\\')
 		raw.SkipProcessQuotes = true
 		err := ex.ExpandRaw(func(w string) (string, error) {
-			s, _, err := raw.ProcessWord(w, l)
+			s, unmatched, err := raw.ProcessWord(w, l)
+			lintUnmatched(unmatched, sc, c.Location(), lint)
 			return s, err
 		})
 		if err != nil {
@@ -228,19 +270,36 @@ func (p *planner) expandPorts(l *lookup, c *instructions.ExposeCommand) error {
 
 // expandArgDefaults expands ARG default values; keys are never expanded.
 // A default that a --build-arg overrides is not evaluated, as in BuildKit
-// (so ${FOO:?message} in it cannot fail).
-func (p *planner) expandArgDefaults(l *lookup, c *instructions.ArgCommand) ([]string, error) {
+// (so ${FOO:?message} in it cannot fail). As in BuildKit, the args of one
+// instruction are declared one after the other: "ARG A=1 B=$A" gives B
+// the value 1. Lint sees each key (SecretsUsedInArgOrEnv) and the
+// variables of each default (UndefinedVar) in turn.
+func (p *planner) expandArgDefaults(sc *scope, c *instructions.ArgCommand, lint *linter.Linter) ([]string, error) {
+	run := sc.clone() // the scope as each arg of c sees it
+	l := p.lookup(run.env, run.args)
 	for i, kv := range c.Args {
-		if _, overridden := p.buildArg(kv.Key); kv.Value == nil || overridden {
-			continue
+		if lint != nil {
+			lintSecretKey("ARG", kv.Key, c.Location(), lint)
 		}
-		v, _, err := p.lex.ProcessWord(*kv.Value, l)
-		if err != nil {
-			return nil, err
+		if _, overridden := p.buildArg(kv.Key); kv.Value != nil && !overridden {
+			v, unmatched, err := p.lex.ProcessWord(*kv.Value, l)
+			lintUnmatched(unmatched, run, c.Location(), lint)
+			if err != nil {
+				return nil, err
+			}
+			c.Args[i].Value = &v
 		}
-		c.Args[i].Value = &v
+		value := p.argValue(c.Args[i])
+		run.args = run.args.set(kv.Key, value)
+		if value != nil && !slices.Contains(nonEnvArgs, kv.Key) {
+			run.setKey(kv.Key)
+		}
+		l.args = run.args
 	}
-	return l.usedArgs(), nil
+	// The step depends on the args in scope before it that it read.
+	before := newLookup(sc.env, sc.args)
+	before.hits = l.hits
+	return before.usedArgs(), nil
 }
 
 // apply changes the scope for ENV and ARG; for ARG it also stores the
@@ -250,6 +309,7 @@ func (p *planner) apply(sc *scope, c instructions.Command) error {
 	case *instructions.EnvCommand:
 		for _, kv := range c.Env {
 			sc.env.set(kv.Key, kv.Value)
+			sc.setKey(kv.Key)
 		}
 	case *instructions.ArgCommand:
 		for i, kv := range c.Args {
@@ -257,7 +317,14 @@ func (p *planner) apply(sc *scope, c instructions.Command) error {
 			c.Args[i].Value = value
 			sc.args = sc.args.set(kv.Key, value)
 			p.declared[kv.Key] = true
+			if value != nil && !slices.Contains(nonEnvArgs, kv.Key) {
+				sc.setKey(kv.Key)
+			}
 		}
+	case *instructions.ShellCommand:
+		sc.shellSet = true
+	case *instructions.WorkdirCommand:
+		sc.workdirSet = true
 	}
 	return nil
 }

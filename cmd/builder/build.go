@@ -49,6 +49,7 @@ type buildFlags struct {
 	ssh           []string
 	buildContexts []string
 	check         bool
+	call          string
 	snapshotter   string
 	pull          bool
 	push          bool
@@ -87,7 +88,8 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
 	fs.StringArrayVar(&f.ssh, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]]")
 	fs.StringArrayVar(&f.buildContexts, "build-context", nil, "named build context NAME=DIR or NAME=docker-image://REF")
-	fs.BoolVar(&f.check, "check", false, "print the Dockerfile's lint warnings without building")
+	fs.BoolVar(&f.check, "check", false, "check the Dockerfile with the lint rules instead of building (--call check)")
+	fs.StringVar(&f.call, "call", "build", "what to do: build, or check[,format=json][,ignorestatus=true] (lint without building, as buildx)")
 	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")
 	fs.BoolVar(&f.pull, "pull", false, "always pull base images from their registry (default: only those missing locally)")
 	fs.BoolVar(&f.push, "push", false, "push the image to the registry of every -t name after the build")
@@ -138,15 +140,35 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err := checkContextDir(contextDir); err != nil {
 		return err
 	}
-	df, dfPath, dfFile, err := readDockerfile(a, f.file, contextDir)
+	call, err := parseCall(f.call, f.check)
 	if err != nil {
 		return err
 	}
-	if err := df.CheckFrontend(buildArgValue(f.buildArgs, "BUILDKIT_SYNTAX")); err != nil {
+	data, dfPath, dfFile, err := readDockerfile(a, f.file, contextDir)
+	if err != nil {
 		return err
 	}
-	if f.check {
-		return runCheck(a.stdout, df, dfPath, buildArgMap(f.buildArgs))
+	df, lint, parseErr := parser.ParseLint(bytes.NewReader(data), dfPath, lintOptions(buildArgMap(f.buildArgs)))
+	if lint == nil {
+		return parseErr // reading the check configuration failed
+	}
+	if parseErr == nil {
+		if err := df.CheckFrontend(buildArgValue(f.buildArgs, "BUILDKIT_SYNTAX")); err != nil {
+			return err
+		}
+	}
+	if call.check {
+		return runCheck(ctx, a, f, call, contextDir, checkInput{df: df, lint: lint, err: parseErr, display: dfPath, source: data, dfFile: dfFile})
+	}
+	prog, err := newProgress(f.progress, a.stderr)
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+	if parseErr != nil {
+		// As buildkit: the warnings found before the error, then the error.
+		reportLint(prog, lint)
+		return parseErr
 	}
 	contexts, err := namedContexts(f.buildContexts)
 	if err != nil {
@@ -156,12 +178,8 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
-	prog, err := newProgress(f.progress, a.stderr)
+	patterns, err := ignorePatterns(contextDir, dfFile)
 	if err != nil {
-		return err
-	}
-	defer prog.Close()
-	if err := lintBuild(df, dfPath, buildArgMap(f.buildArgs), prog.Notice); err != nil {
 		return err
 	}
 
@@ -190,14 +208,22 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		ResolveEpoch: func(ctx context.Context, src planner.EpochSource) (*time.Time, error) {
 			return executor.SourceEpoch(ctx, nil, "", src.URL, src.Checksum)
 		},
+		Lint:           lint.Linter(),
+		IgnorePatterns: patterns,
 	})
+	// As buildkit: the warnings of the rules run so far, then a planning
+	// error; with error=true and warnings, the build fails before any step.
+	reportLint(prog, lint)
 	if err != nil {
+		return err
+	}
+	if err := lint.Err(); err != nil {
 		return err
 	}
 	for _, k := range plan.UnusedBuildArgs {
 		prog.Notice(fmt.Sprintf("[warning] build arg %s was not consumed by any stage", k))
 	}
-	bctx, err := openContext(contextDir, dfFile)
+	bctx, err := buildcontext.Open(contextDir, patterns)
 	if err != nil {
 		return err
 	}
@@ -448,11 +474,10 @@ func dropModifiedLayer(ctx context.Context, st *stores, rec *cache.BuildRecord, 
 	return fmt.Errorf("%w (the layer of %s)", err, strings.Join(steps, ", "))
 }
 
-// readDockerfile reads and parses the Dockerfile: -f PATH, -f - (stdin), or
-// CONTEXT/Dockerfile. It returns the name to show in messages and the file
-// read ("-" for stdin).
-func readDockerfile(a *app, file, contextDir string) (df *parser.Dockerfile, display, path string, err error) {
-	var data []byte
+// readDockerfile reads the Dockerfile: -f PATH, -f - (stdin), or
+// CONTEXT/Dockerfile. It returns its content, the name to show in messages
+// and the file read ("-" for stdin).
+func readDockerfile(a *app, file, contextDir string) (data []byte, display, path string, err error) {
 	switch file {
 	case "-":
 		display, path = "Dockerfile", "-"
@@ -474,11 +499,7 @@ func readDockerfile(a *app, file, contextDir string) (df *parser.Dockerfile, dis
 	if err != nil {
 		return nil, "", "", fmt.Errorf("read Dockerfile: %w", err)
 	}
-	df, err = parser.Parse(bytes.NewReader(data), display)
-	if err != nil {
-		return nil, "", "", err
-	}
-	return df, display, path, nil
+	return data, display, path, nil
 }
 
 // checkContextDir names a missing or unusable context directory as such
@@ -496,7 +517,10 @@ func checkContextDir(dir string) error {
 	return nil
 }
 
-func openContext(dir, dockerfile string) (*buildcontext.Context, error) {
+// ignorePatterns checks that the build context is a directory and reads
+// its .dockerignore patterns (or those of the Dockerfile's own
+// <Dockerfile>.dockerignore), as buildkit does.
+func ignorePatterns(dir, dockerfile string) ([]string, error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("build context: %w", err)
@@ -507,11 +531,7 @@ func openContext(dir, dockerfile string) (*buildcontext.Context, error) {
 	if dockerfile == "-" {
 		dockerfile = filepath.Join(dir, "Dockerfile")
 	}
-	patterns, err := buildcontext.ReadIgnore(dir, dockerfile)
-	if err != nil {
-		return nil, err
-	}
-	return buildcontext.Open(dir, patterns)
+	return buildcontext.ReadIgnore(dir, dockerfile)
 }
 
 // namedContexts parses --build-context values; directories are made

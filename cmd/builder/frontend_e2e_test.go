@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -136,29 +138,39 @@ EOF
 	}
 }
 
-// checkDockerfile has issues of several rules; the expected rule names
-// and lines follow buildkit's docs/rules (Docker 20.10's BuildKit has no
-// --check to compare with).
-const checkDockerfile = `ARG BASE=busybox
-FROM ${BASE}:${TAG} as Builder
+// checkDockerfile has issues of many rules, on scratch only: --check
+// needs no image for it. The expected output was compared with buildkit
+// v0.34.2's lint result (the frontend.lint subrequest of buildkitd,
+// printed as buildx's --call check does).
+const checkDockerfile = `ARG BASE=scratch
+FROM ${BASE}${TAG} as Builder
 maintainer me
 ENV A 1
 WORKDIR app
 CMD echo hi
-FROM busybox AS builder
+FROM scratch AS builder
 ENTRYPOINT ["sh"]
+COPY $NOPE /
+COPY ignored.txt /
+EXPOSE 80/TCP
+FROM --platform=linux/amd64 scratch AS other
+ENV key value
 `
 
+// checkWant are the findings of checkDockerfile, in buildkit's printed
+// order: by line, then as its unstable sort leaves them.
 var checkWant = []string{
-	"Dockerfile:2: StageNameCasing", "Dockerfile:2: FromAsCasing", "Dockerfile:2: UndefinedArgInFrom",
-	"Dockerfile:2: InvalidDefaultArgInFrom",
-	"Dockerfile:3: MaintainerDeprecated", "Dockerfile:3: ConsistentInstructionCasing",
-	"Dockerfile:4: LegacyKeyValueFormat", "Dockerfile:5: WorkdirRelativePath",
-	"Dockerfile:6: JSONArgsRecommended", "Dockerfile:7: DuplicateStageName",
+	"Dockerfile:2 FromAsCasing", "Dockerfile:2 StageNameCasing", "Dockerfile:2 UndefinedArgInFrom",
+	"Dockerfile:3 MaintainerDeprecated", "Dockerfile:3 ConsistentInstructionCasing",
+	"Dockerfile:4 LegacyKeyValueFormat", "Dockerfile:5 WorkdirRelativePath",
+	"Dockerfile:6 JSONArgsRecommended", "Dockerfile:7 DuplicateStageName",
+	"Dockerfile:9 UndefinedVar", "Dockerfile:10 CopyIgnoredFile", "Dockerfile:11 ExposeProtoCasing",
+	"Dockerfile:12 FromPlatformFlagConstDisallowed",
+	"Dockerfile:13 LegacyKeyValueFormat", "Dockerfile:13 SecretsUsedInArgOrEnv",
 }
 
-// runNoRoot runs the builder binary on an empty store; --check needs
-// neither root nor images.
+// runNoRoot runs the builder binary on an empty store; --check of a
+// Dockerfile on scratch needs neither root nor images.
 func runNoRoot(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	cmd := exec.Command(builderBin, append([]string{"--root", t.TempDir()}, args...)...)
@@ -168,76 +180,204 @@ func runNoRoot(t *testing.T, args ...string) (string, string, error) {
 	return stdout.String(), stderr.String(), err
 }
 
-// findings returns the "FILE:LINE: Rule" prefixes of lint output lines.
+// findings returns "FILE:LINE Rule" for each warning of --check's output
+// ("WARNING: Rule - URL", the message, then "FILE:LINE" and the lines).
 func findings(out string) []string {
-	re := regexp.MustCompile(`(?m)^(Dockerfile:\d+: [A-Za-z]+):`)
+	re := regexp.MustCompile(`(?m)^WARNING: ([A-Za-z]+) - https://docs\.docker\.com/go/dockerfile/rule/[a-z-]+/\n.+\n(\S+:\d+)\n-{20}\n`)
 	var got []string
 	for _, m := range re.FindAllStringSubmatch(out, -1) {
-		got = append(got, m[1])
+		got = append(got, m[2]+" "+m[1])
 	}
 	return got
 }
 
+func exitCode(err error) int {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
 func TestE2ECheck(t *testing.T) {
 	dir := t.TempDir()
-	write := func(df string) {
-		if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write(checkDockerfile)
+	write("Dockerfile", checkDockerfile)
+	write(".dockerignore", "ignored.txt\n")
 	out, errOut, err := runNoRoot(t, "build", "--check", dir)
-	if err != nil {
-		t.Fatalf("--check without error=true failed: %v\n%s", err, errOut)
-	}
 	if diff := cmp.Diff(checkWant, findings(out)); diff != "" {
 		t.Errorf("findings (-want +got):\n%s\n%s", diff, out)
 	}
-	if !strings.Contains(out, "Check complete, 10 warnings have been found!") {
-		t.Errorf("no summary:\n%s", out)
+	// As docker build --check: the count first, then each warning with
+	// the instruction and two lines around it; exit status 1, no error.
+	wantText := "Check complete, 15 warnings have been found!\n\n" +
+		"WARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/\n" +
+		"'as' and 'FROM' keywords' casing do not match\n" +
+		"Dockerfile:2\n--------------------\n" +
+		"   1 |     ARG BASE=scratch\n   2 | >>> FROM ${BASE}${TAG} as Builder\n   3 |     maintainer me\n   4 |     ENV A 1\n" +
+		"--------------------\n"
+	if !strings.HasPrefix(out, wantText) {
+		t.Errorf("output does not start with\n%s\ngot:\n%s", wantText, out)
+	}
+	if code := exitCode(err); code != 1 || errOut != "" {
+		t.Errorf("--check with warnings: exit %d (%v), stderr %q; want status 1 and no error", code, err, errOut)
 	}
 	if strings.Contains(errOut, "pulling") || strings.Contains(errOut, "built ") {
 		t.Errorf("--check built or pulled:\n%s", errOut)
 	}
-
-	write("# check=error=true;skip=MaintainerDeprecated,ConsistentInstructionCasing\n" + checkDockerfile)
-	out, errOut, err = runNoRoot(t, "build", "--check", dir)
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() == 0 || !strings.Contains(errOut, "lint violation found for rules: StageNameCasing") {
-		t.Errorf("error=true: err %v, want a non-zero exit naming the rules\n%s", err, errOut)
+	if _, _, err := runNoRoot(t, "build", "--call", "check,ignorestatus=true", dir); err != nil {
+		t.Errorf("--call check,ignorestatus=true: %v", err)
 	}
+
+	// A target: the dispatch rules only see the stages it needs; the
+	// FROM lines are all checked.
+	out, _, _ = runNoRoot(t, "build", "--check", "--target", "builder", dir)
+	if got := strings.Join(findings(out), "\n"); strings.Contains(got, "Dockerfile:13") || !strings.Contains(got, "Dockerfile:12 FromPlatformFlagConstDisallowed") {
+		t.Errorf("--target builder:\n%s", out)
+	}
+
+	// error=true: the warnings, then buildkit's error.
+	write("Dockerfile", "# check=error=true;skip=MaintainerDeprecated,ConsistentInstructionCasing\n"+checkDockerfile)
+	out, errOut, err = runNoRoot(t, "build", "--check", dir)
 	got := strings.Join(findings(out), "\n")
-	if strings.Contains(got, "MaintainerDeprecated") || strings.Contains(got, "ConsistentInstructionCasing") || !strings.Contains(got, "Dockerfile:3: StageNameCasing") {
+	if exitCode(err) != 1 || !strings.Contains(errOut, "ERROR: lint violation found for rules: StageNameCasing, FromAsCasing, DuplicateStageName, UndefinedArgInFrom") {
+		t.Errorf("error=true: err %v, want a failure naming the rules\n%s", err, errOut)
+	}
+	if strings.Contains(got, "MaintainerDeprecated") || strings.Contains(got, "ConsistentInstructionCasing") || !strings.Contains(got, "Dockerfile:3 StageNameCasing") {
 		t.Errorf("skip= not applied (lines shift by one for the directive):\n%s", out)
 	}
 
 	// The build arg replaces the directive, as BUILDKIT_DOCKERFILE_CHECK does.
 	out, errOut, err = runNoRoot(t, "build", "--check", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=all", dir)
-	if err != nil || !strings.Contains(out, "no warnings found") {
+	if err != nil || out != "Check complete, no warnings found.\n" {
 		t.Errorf("skip=all through the build arg: %v\n%s%s", err, out, errOut)
 	}
 
-	write("FROM busybox\nCMD [\"sh\"]\n")
+	// A parse error: the warnings before it, then the error where it is.
+	write("Dockerfile", "\nFROM scratch AS BadStageName\nMAINTAINER me@example.org\nBADCMD\n")
+	out, errOut, err = runNoRoot(t, "build", "--check", dir)
+	if diff := cmp.Diff([]string{"Dockerfile:2 StageNameCasing", "Dockerfile:3 MaintainerDeprecated"}, findings(out)); diff != "" {
+		t.Errorf("warnings before a parse error (-want +got):\n%s\n%s", diff, out)
+	}
+	wantErr := "ERROR: dockerfile parse error on line 4: unknown instruction: BADCMD\nDockerfile:4\n--------------------\n" +
+		"   2 |     FROM scratch AS BadStageName\n   3 |     MAINTAINER me@example.org\n   4 | >>> BADCMD\n   5 |     \n--------------------\n"
+	if exitCode(err) != 1 || errOut != wantErr {
+		t.Errorf("parse error: %v\n got: %q\nwant: %q", err, errOut, wantErr)
+	}
+
+	write("Dockerfile", "FROM scratch\nCMD [\"sh\"]\n")
 	out, _, err = runNoRoot(t, "build", "--check", dir)
-	if err != nil || !strings.Contains(out, "Check complete, no warnings found.") {
+	if err != nil || out != "Check complete, no warnings found.\n" {
 		t.Errorf("clean Dockerfile: %v\n%s", err, out)
+	}
+}
+
+// TestE2ECheckJSON: --call check,format=json prints buildkit's lint
+// result: each warning's rule, description, URL, message and location,
+// the source, and the error that stopped the check.
+func TestE2ECheckJSON(t *testing.T) {
+	dir := t.TempDir()
+	src := "# check=error=true\nFROM scratch as a\nCOPY $X /\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := runNoRoot(t, "build", "--call", "check,format=json", dir)
+	if exitCode(err) != 1 || !strings.Contains(errOut, "lint violation found for rules: FromAsCasing, UndefinedVar") {
+		t.Errorf("error=true: %v\n%s", err, errOut)
+	}
+	type position struct {
+		Line int `json:"line"`
+	}
+	var res struct {
+		Warnings []struct {
+			RuleName, Description, URL, Detail string
+			Location                           struct {
+				Ranges []struct{ Start, End position }
+			}
+		}
+		Sources []struct {
+			Filename, Language string
+			Data               []byte
+		}
+		BuildError *struct{ Message string } `json:"buildError"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(res.Warnings) != 2 || len(res.Sources) != 1 || res.BuildError == nil {
+		t.Fatalf("want 2 warnings, 1 source, an error:\n%s", out)
+	}
+	w := res.Warnings[1]
+	if w.RuleName != "UndefinedVar" || w.Description != "Variables should be defined before their use" ||
+		w.URL != "https://docs.docker.com/go/dockerfile/rule/undefined-var/" || w.Detail != "Usage of undefined variable '$X'" ||
+		len(w.Location.Ranges) != 1 || w.Location.Ranges[0].Start.Line != 3 || w.Location.Ranges[0].End.Line != 3 {
+		t.Errorf("warning = %+v", w)
+	}
+	if s := res.Sources[0]; s.Filename != "Dockerfile" || s.Language != "Dockerfile" || string(s.Data) != src {
+		t.Errorf("source = %+v", s)
+	}
+	if res.BuildError.Message != "lint violation found for rules: FromAsCasing, UndefinedVar" {
+		t.Errorf("buildError = %+v", res.BuildError)
+	}
+}
+
+// TestE2ECheckBaseImage: --check resolves the base images, so that the
+// rules that need their config apply (UndefinedVar sees the image's
+// env).
+func TestE2ECheckBaseImage(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("FROM busybox:fixture\nENV PATH=$PAHT:/x\nCOPY $PATH /\n", nil)
+	out, errOut, err := e.run("build", "--check", ctx)
+	want := []string{"Dockerfile:2 UndefinedVar"}
+	if diff := cmp.Diff(want, findings(out)); diff != "" || exitCode(err) != 1 {
+		t.Errorf("findings (-want +got):\n%s\n%s%s", diff, out, errOut)
+	}
+	if !strings.Contains(out, "Usage of undefined variable '$PAHT' (did you mean $PATH?)") {
+		t.Errorf("no suggestion from the image env:\n%s", out)
 	}
 }
 
 func TestE2EBuildReportsLintWarnings(t *testing.T) {
 	e := newEnv(t)
-	ctx := e.context("FROM busybox:fixture as base\nCMD echo hi\n", nil)
+	// The stage that is not built has no dispatch warnings (its
+	// LegacyKeyValueFormat); its FROM line is checked.
+	ctx := e.context("FROM busybox:fixture AS unused\nENV a b\nFROM busybox:fixture as base\nCMD echo hi\nCOPY $NOPE /\n", nil)
 	_, errOut := e.mustRun("build", "--progress", "plain", ctx)
-	for _, w := range []string{"2 warnings found:", " - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)",
-		" - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 2)"} {
+	for _, w := range []string{"3 warnings found:", " - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 3)",
+		" - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 4)",
+		" - UndefinedVar: Usage of undefined variable '$NOPE' (line 5)"} {
 		if !strings.Contains(errOut, w) {
 			t.Errorf("build output lacks %q:\n%s", w, errOut)
 		}
+	}
+	if strings.Contains(errOut, "LegacyKeyValueFormat") {
+		t.Errorf("warning of a stage that is not built:\n%s", errOut)
+	}
+	_, errOut = e.mustRun("build", "--progress", "rawjson", ctx)
+	want := vertexWarn{Level: 1, Short: []byte("UndefinedVar: Usage of undefined variable '$NOPE' (line 5)"),
+		Detail: [][]byte{[]byte("Variables should be defined before their use")}, URL: "https://docs.docker.com/go/dockerfile/rule/undefined-var/",
+		Range: []sourceRange{{Start: position{Line: 5}, End: position{Line: 5}}}, Rule: "UndefinedVar", Message: "Usage of undefined variable '$NOPE'"}
+	if !slices.ContainsFunc(rawWarnings(t, errOut), func(w vertexWarn) bool { return cmp.Equal(w, want) }) {
+		t.Errorf("rawjson lacks the warning %+v:\n%s", want, errOut)
 	}
 	e.write(ctx, "Dockerfile", "# check=error=true\nFROM busybox:fixture as base\nRUN echo must-not-run\n")
 	_, errOut, err := e.run("build", "--progress", "plain", ctx)
 	if err == nil || !strings.Contains(errOut, "lint violation found for rules: FromAsCasing") || strings.Contains(errOut, "must-not-run\n") {
 		t.Errorf("error=true build: err %v, want a failure before any step\n%s", err, errOut)
+	}
+	// A parse error: the warnings found before it, then the error.
+	e.write(ctx, "Dockerfile", "FROM busybox:fixture AS Bad\nBADCMD\n")
+	_, errOut, err = e.run("build", "--progress", "plain", ctx)
+	if err == nil || !strings.Contains(errOut, " - StageNameCasing: Stage name 'Bad' should be lowercase (line 1)") ||
+		!strings.Contains(errOut, "dockerfile parse error on line 2: unknown instruction: BADCMD") {
+		t.Errorf("parse error: err %v, want the warning then the error\n%s", err, errOut)
 	}
 }
 
@@ -286,4 +426,17 @@ func TestE2ELowercaseDockerfile(t *testing.T) {
 	if !strings.Contains(insp, "LOWER=1") {
 		t.Errorf("image of the lowercase dockerfile lacks LOWER=1:\n%s", insp)
 	}
+}
+
+// rawWarnings returns the warnings of a --progress rawjson stream.
+func rawWarnings(t *testing.T, stream string) []vertexWarn {
+	t.Helper()
+	var out []vertexWarn
+	for _, line := range strings.Split(stream, "\n") {
+		var st solveStatus
+		if json.Unmarshal([]byte(line), &st) == nil {
+			out = append(out, st.Warnings...)
+		}
+	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/executor"
+	"github.com/builder-dev/builder/parser"
 )
 
 // progress renders build events: "plain" (BuildKit-like numbered lines),
@@ -119,6 +120,24 @@ func (p *progress) Notice(msg string) {
 	default:
 		fmt.Fprintf(p.w, "=> %s\n", msg)
 	}
+}
+
+// Warning prints a lint warning of the build, as buildkit reports one in
+// its progress: " - Rule: message (line N)"; in rawjson mode with the
+// rule's description, URL, level (1, a warning) and lines as buildkit's
+// VertexWarning carries them (progress_json.go).
+func (p *progress) Warning(w parser.Warning) {
+	if p.mode != "rawjson" {
+		p.Notice(" - " + w.Short())
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	line, end := parser.Span(w.Location)
+	p.writeStatus(solveStatus{Warnings: []vertexWarn{{
+		Level: 1, Short: []byte(w.Short()), Detail: [][]byte{[]byte(w.Description)}, URL: w.URL,
+		Rule: w.Rule, Message: w.Message, Range: []sourceRange{{Start: position{Line: line}, End: position{Line: end}}},
+	}}})
 }
 
 // Done prints the closing line.

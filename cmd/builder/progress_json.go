@@ -41,9 +41,24 @@ type vertexLog struct {
 }
 
 type vertexWarn struct {
-	Vertex string `json:"vertex,omitempty"`
-	Level  int    `json:"level"`
-	Short  []byte `json:"short"`
+	Vertex string        `json:"vertex,omitempty"`
+	Level  int           `json:"level"`
+	Short  []byte        `json:"short"`
+	Detail [][]byte      `json:"detail,omitempty"`
+	URL    string        `json:"url,omitempty"`
+	Range  []sourceRange `json:"range,omitempty"`
+	// builder's: the lint rule and its message alone.
+	Rule    string `json:"rule,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+type sourceRange struct {
+	Start position `json:"start"`
+	End   position `json:"end"`
+}
+
+type position struct {
+	Line int `json:"line"`
 }
 
 // vertexDigest names a step for the whole build, as a digest like
