@@ -56,6 +56,8 @@ func TestCopy(t *testing.T) {
 			want: map[string]copyWant{"o": {typ: "dir", mode: 0o755, uid: 1234, gid: 1234}, "o/p/a.txt": {typ: "file", uid: 1234, gid: 1234, content: "aaa"}}},
 		{name: "chown name primary group", req: copyRequest{Sources: []string{"sub"}, Dest: "/o", Chown: "app"},
 			want: map[string]copyWant{"o": {typ: "dir", uid: 1000, gid: 1001}, "o/lnk": {typ: "symlink", link: "f", uid: 1000, gid: 1001}}},
+		{name: "chown name: empty group is the primary group", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/x", Chown: "app:"},
+			want: map[string]copyWant{"x": {typ: "file", uid: 1000, gid: 1001, content: "aaa"}}},
 		{name: "chown name:group", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/x", Chown: "app:root"},
 			want: map[string]copyWant{"x": {typ: "file", uid: 1000, gid: 0, content: "aaa"}}},
 		{name: "chown unknown user", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/x", Chown: "nosuchuser"},
