@@ -103,6 +103,15 @@ type copyPlan struct {
 	dest    string // absolute, slash-separated, inside the rootfs
 	destDir bool   // dest was written as a directory ("/" suffix, ".")
 	sources []*copySource
+	// pivots are the directories COPY --parents copies from, matches or
+	// not: each makes dest.
+	pivots []copyPivot
+}
+
+// copyPivot is one pivot directory of the source with that index.
+type copyPivot struct {
+	index int
+	pivot string
 }
 
 // copyPrepare validates the flags, selects every source file, and hashes

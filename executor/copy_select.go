@@ -66,11 +66,12 @@ func copyGlob(ctx context.Context, tree *buildcontext.Context, src string) ([]st
 }
 
 // appendSource lists what the resolved entry rel selects into s and adds
-// s to the plan, unless --exclude drops it.
+// s to the plan.
+//
+// --exclude matches paths below the copied root, as fsutil's copy does: a
+// source's own name never (COPY --exclude=*.txt a.txt copies a.txt), the
+// entries below a --parents pivot by their path from the pivot.
 func (p *copyPlan) appendSource(ctx context.Context, tree *buildcontext.Context, s *copySource, rel string) error {
-	if ex, err := p.excluded(s.name); err != nil || ex {
-		return err
-	}
 	fi, err := tree.Lstat(rel)
 	if err != nil {
 		return fmt.Errorf("stat %q: %w", "/"+buildcontext.Clean(s.written), err)
@@ -100,7 +101,11 @@ func (p *copyPlan) selectDir(ctx context.Context, tree *buildcontext.Context, s 
 		if rel != "." {
 			sub = strings.TrimPrefix(e.Rel, rel+"/")
 		}
-		if ex, err := p.excluded(sub); err != nil || ex {
+		match := sub
+		if s.pivot != "" && s.name != "." {
+			match = path.Join(s.name, sub)
+		}
+		if ex, err := p.excluded(match); err != nil || ex {
 			if err != nil {
 				return err
 			}
