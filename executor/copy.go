@@ -39,7 +39,10 @@ type copyRequest struct {
 	SrcRoot    string                // root of a --from stage/image when Context is nil
 	Hash       func(ctx context.Context, path string, fi os.FileInfo) (cache.FileSum, error)
 	HTTPClient *http.Client
-	TempDir    string
+	// URLMemo remembers the validators of URL downloads, so that ADD
+	// <url> revalidates with HEAD; nil downloads every time.
+	URLMemo addURLMemo
+	TempDir string
 	// Warn receives non-fatal problems, such as device nodes of an ADD
 	// archive that cannot be created in a user namespace; nil drops them.
 	Warn func(msg string)

@@ -86,6 +86,12 @@ func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource
 	if s.archive {
 		return p.addExtract(ctx, rootfs, s, own)
 	}
+	if s.url != nil && s.url.file == "" { // revalidated, not fetched yet
+		if err := p.fetcher().fetch(ctx, s.url); err != nil {
+			return err
+		}
+		s.entries[0].host = s.url.file
+	}
 	parent := path.Dir(p.dest)
 	if p.destDir {
 		parent = p.dest

@@ -25,7 +25,9 @@ import (
 
 func (p *copyPlan) addSource(ctx context.Context, tree *buildcontext.Context, i int, src string) error {
 	if addIsURL(src) {
-		dl, err := addFetch(ctx, p.req.HTTPClient, p.req.TempDir, src, p.req.Checksum)
+		// A download ADD may extract is needed now: its content decides.
+		lazy := p.req.Unpack == nil || !*p.req.Unpack
+		dl, err := p.fetcher().resolve(ctx, src, p.req.Checksum, lazy)
 		if err != nil {
 			return err
 		}
@@ -55,6 +57,10 @@ func (p *copyPlan) addSource(ctx context.Context, tree *buildcontext.Context, i 
 		}
 	}
 	return nil
+}
+
+func (p *copyPlan) fetcher() *addFetcher {
+	return &addFetcher{client: p.req.HTTPClient, tempDir: p.req.TempDir, memo: p.req.URLMemo}
 }
 
 // copyGlob expands src when it holds wildcards.
