@@ -120,9 +120,13 @@ func (f *addFetcher) resolve(ctx context.Context, rawURL, checksum string, lazy 
 		rec, known = f.memo.Get(ctx, rawURL)
 		known = known && rec.ETag != "" && rec.Digest != ""
 	}
-	if known && lazy {
-		if ok, err := f.revalidate(ctx, rawURL, rec); err != nil || ok {
-			return f.reuse(rawURL, rec), err
+	if known {
+		ok, err := f.revalidate(ctx, rawURL, rec)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return f.reused(ctx, rawURL, rec, lazy)
 		}
 	}
 	req, err := f.newRequest(ctx, http.MethodGet, rawURL)
@@ -138,11 +142,7 @@ func (f *addFetcher) resolve(ctx context.Context, rawURL, checksum string, lazy 
 	}
 	defer resp.Body.Close()
 	if known && resp.StatusCode == http.StatusNotModified && addETagMatches(resp, rec.ETag) {
-		dl := f.reuse(rawURL, rec)
-		if lazy {
-			return dl, nil
-		}
-		return dl, f.fetch(ctx, dl)
+		return f.reused(ctx, rawURL, rec, lazy)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("fetch %s: unexpected status %s", rawURL, resp.Status)
@@ -194,9 +194,16 @@ func addETagMatches(resp *http.Response, etag string) bool {
 	return got == etag
 }
 
-// reuse is the download rec describes, not fetched yet.
-func (f *addFetcher) reuse(rawURL string, rec addURLRecord) *addDownload {
-	return &addDownload{url: rawURL, name: addFileName(rawURL), digest: rec.Digest, modTime: addLastModified(rec.LastModified)}
+// reused is the download rec describes, fetched now unless lazy.
+func (f *addFetcher) reused(ctx context.Context, rawURL string, rec addURLRecord, lazy bool) (*addDownload, error) {
+	dl := &addDownload{url: rawURL, name: addFileName(rawURL), digest: rec.Digest, modTime: addLastModified(rec.LastModified)}
+	if lazy {
+		return dl, nil
+	}
+	if err := f.fetch(ctx, dl); err != nil {
+		return nil, err
+	}
+	return dl, nil
 }
 
 // fetch downloads a revalidated dl whose content a step needs; content

@@ -220,4 +220,14 @@ func TestAddURLRevalidates(t *testing.T) {
 	if r, _ := memo.Get(t.Context(), srv.URL+"/foo"); r.ETag != `"e2"` || r.Digest != fourth.sources[0].url.digest {
 		t.Errorf("memo %+v after the new download", r)
 	}
+
+	// ADD --unpack=true needs the content at once to tell an archive.
+	p, err := copyPrepare(t.Context(), copyRequest{Add: true, Sources: []string{srv.URL + "/foo"}, Dest: "/dest/", Unpack: ptrTo(true),
+		HTTPClient: srv.Client(), TempDir: t.TempDir(), URLMemo: memo})
+	copyCheck(t, err)
+	defer p.Close()
+	takeLog(`HEAD "e2"`, "GET ")
+	if d := p.sources[0].url; d.file == "" || d.digest != fourth.sources[0].url.digest {
+		t.Errorf("revalidated download for --unpack %+v, want it fetched", d)
+	}
 }
