@@ -12,6 +12,9 @@ import (
 
 // keyVersion tags the encoding; bump it whenever the encoding or the meaning
 // of any input changes so that old entries can never be confused with new ones.
+// v2: COPY/ADD make the directories of their destination 0755 (or with an
+// octal --chmod) where v1 gave a copied tree's top the source's mode, and
+// RUN bind mounts are keyed by the content they bind.
 const keyVersion = "builder.cachekey.v2"
 
 // Key identifies the result of one build step. It is a sha256 over a

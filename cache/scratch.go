@@ -27,6 +27,9 @@ const (
 	RunCache Area = "runcache"
 	// Compressed maps diffIDs to the compressed blobs made of them.
 	Compressed Area = "compressed"
+	// URLs holds, per ADD <url>, the validators of its last download
+	// (ETag, content digest, Last-Modified) for revalidating it.
+	URLs Area = "urls"
 	// Temp holds per-process scratch: files being written, mount points,
 	// downloads, sandboxes.
 	Temp Area = "tmp"

@@ -13,7 +13,7 @@
 //	<root>/tmp/s-<purpose>-*/   per-process scratch (files being written,
 //	                            a build's mount points and sandboxes)
 //	<root>/active/s-build-*/    a build's active snapshots
-//	<root>/snapshots/, runcache/, compressed/
+//	<root>/snapshots/, runcache/, compressed/, urls/
 //	                            areas other packages get from Dir
 //	<root>/lock                 flock: builds hold it shared, Prune exclusive
 //

@@ -33,7 +33,8 @@ func addIsArchive(host string) (bool, error) {
 // ordinary files, and device nodes that cannot be created (EPERM in a user
 // namespace) are skipped with a warning.
 func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource, own copyOwner) error {
-	if err := copyMkdirAll(rootfs, p.dest, own); err != nil {
+	// BuildKit's unpack makes the destination 0755 whatever --chmod says.
+	if err := copyMkdirAll(rootfs, p.dest, 0o755, own); err != nil {
 		return err
 	}
 	root, err := securejoin.SecureJoin(rootfs, p.dest)

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
@@ -8,7 +9,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestAddURL(t *testing.T) {
@@ -114,3 +117,117 @@ func sha512Of(s string) string {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// mapURLMemo is an in-memory addURLMemo.
+type mapURLMemo struct {
+	mu   sync.Mutex
+	recs map[string]addURLRecord
+}
+
+func (m *mapURLMemo) Get(_ context.Context, url string) (addURLRecord, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.recs[url]
+	return r, ok
+}
+
+func (m *mapURLMemo) Put(_ context.Context, url string, rec addURLRecord) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.recs == nil {
+		m.recs = map[string]addURLRecord{}
+	}
+	m.recs[url] = rec
+	return nil
+}
+
+// TestAddURLRevalidates: as BuildKit's http source (testDockerfileADDFromURL),
+// a URL whose download had an ETag is revalidated with a HEAD request
+// (If-None-Match) next time and its content is fetched again only when the
+// step runs; every request carries BuildKit's User-Agent; a download
+// without Last-Modified gets the Unix epoch as mtime, so its key is stable.
+func TestAddURLRevalidates(t *testing.T) {
+	copyRequireRoot(t)
+	var mu sync.Mutex
+	var log []string
+	body, etag := "content1", `"e1"`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		log = append(log, r.Method+" "+r.Header.Get("If-None-Match"))
+		b, e := body, etag
+		mu.Unlock()
+		if !strings.HasPrefix(r.Header.Get("User-Agent"), "buildkit/v") {
+			t.Errorf("User-Agent %q, want buildkit/v...", r.Header.Get("User-Agent"))
+		}
+		w.Header().Set("ETag", e)
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(b))
+	}))
+	t.Cleanup(srv.Close)
+	memo := &mapURLMemo{}
+	prepare := func() *copyPlan {
+		t.Helper()
+		p, err := copyPrepare(t.Context(), copyRequest{Add: true, Sources: []string{srv.URL + "/foo"}, Dest: "/dest/",
+			HTTPClient: srv.Client(), TempDir: t.TempDir(), URLMemo: memo})
+		copyCheck(t, err)
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
+	takeLog := func(want ...string) {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.Join(log, "|") != strings.Join(want, "|") {
+			t.Errorf("requests %q, want %q", log, want)
+		}
+		log = nil
+	}
+	first := prepare()
+	takeLog("GET ")
+	if d := first.sources[0].url; d.modTime.Unix() != 0 || d.file == "" {
+		t.Errorf("first download: mtime %v, file %q; want the epoch and a file", d.modTime, d.file)
+	}
+	second := prepare()
+	takeLog(`HEAD "e1"`)
+	if d := second.sources[0].url; d.file != "" || d.digest != first.sources[0].url.digest || !d.modTime.Equal(first.sources[0].url.modTime) {
+		t.Errorf("revalidated download %+v, want no file and the first one's digest and mtime", d)
+	}
+	_, rootfs, _ := copySetup(t)
+	copyCheck(t, second.Apply(t.Context(), rootfs))
+	takeLog("GET ")
+	copyVerify(t, rootfs, map[string]copyWant{"dest/foo": {typ: "file", content: "content1"}})
+
+	// Same ETag, other content: the step's key no longer fits the content.
+	mu.Lock()
+	body = "content1-changed"
+	mu.Unlock()
+	third := prepare()
+	takeLog(`HEAD "e1"`)
+	_, rootfs, _ = copySetup(t)
+	if err := third.Apply(t.Context(), rootfs); err == nil || !strings.Contains(err.Error(), "content changed while its ETag did not") {
+		t.Errorf("apply with changed content: %v", err)
+	}
+	takeLog("GET ")
+
+	// A new ETag: downloaded again.
+	mu.Lock()
+	body, etag = "content2", `"e2"`
+	mu.Unlock()
+	fourth := prepare()
+	takeLog(`HEAD "e1"`, `GET "e1"`)
+	if d := fourth.sources[0].url; d.file == "" || d.digest == first.sources[0].url.digest {
+		t.Errorf("changed URL %+v, want a new download", d)
+	}
+	if r, _ := memo.Get(t.Context(), srv.URL+"/foo"); r.ETag != `"e2"` || r.Digest != fourth.sources[0].url.digest {
+		t.Errorf("memo %+v after the new download", r)
+	}
+
+	// ADD --unpack=true needs the content at once to tell an archive.
+	p, err := copyPrepare(t.Context(), copyRequest{Add: true, Sources: []string{srv.URL + "/foo"}, Dest: "/dest/", Unpack: ptrTo(true),
+		HTTPClient: srv.Client(), TempDir: t.TempDir(), URLMemo: memo})
+	copyCheck(t, err)
+	defer p.Close()
+	takeLog(`HEAD "e2"`, "GET ")
+	if d := p.sources[0].url; d.file == "" || d.digest != fourth.sources[0].url.digest {
+		t.Errorf("revalidated download for --unpack %+v, want it fetched", d)
+	}
+}

@@ -39,7 +39,10 @@ type copyRequest struct {
 	SrcRoot    string                // root of a --from stage/image when Context is nil
 	Hash       func(ctx context.Context, path string, fi os.FileInfo) (cache.FileSum, error)
 	HTTPClient *http.Client
-	TempDir    string
+	// URLMemo remembers the validators of URL downloads, so that ADD
+	// <url> revalidates with HEAD; nil downloads every time.
+	URLMemo addURLMemo
+	TempDir string
 	// Warn receives non-fatal problems, such as device nodes of an ADD
 	// archive that cannot be created in a user namespace; nil drops them.
 	Warn func(msg string)
@@ -103,6 +106,15 @@ type copyPlan struct {
 	dest    string // absolute, slash-separated, inside the rootfs
 	destDir bool   // dest was written as a directory ("/" suffix, ".")
 	sources []*copySource
+	// pivots are the directories COPY --parents copies from, matches or
+	// not: each makes dest.
+	pivots []copyPivot
+}
+
+// copyPivot is one pivot directory of the source with that index.
+type copyPivot struct {
+	index int
+	pivot string
 }
 
 // copyPrepare validates the flags, selects every source file, and hashes

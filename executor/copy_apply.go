@@ -2,7 +2,6 @@ package executor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -19,23 +18,21 @@ import (
 // copyOwner is the uid/gid of written files (0:0 without --chown).
 type copyOwner struct{ uid, gid int }
 
-// Apply writes the plan into rootfs, the step's mounted root. The
-// destination and every parent are resolved inside rootfs at write time
-// (securejoin), so absolute symlinks in the image resolve inside it;
-// missing parents are created 0755, owned by --chown when given.
+// Apply writes the plan into rootfs, the step's mounted root, one source
+// after the other as BuildKit's file op copies them (fsutil's Copy with
+// CopyDirContents). The destination and every parent are resolved inside
+// rootfs at write time (securejoin), so absolute symlinks in the image
+// resolve inside it. Directories made for the destination get dirMode,
+// owned by --chown (root without it).
 func (p *copyPlan) Apply(ctx context.Context, rootfs string) error {
 	own, err := p.owner(rootfs)
 	if err != nil {
 		return err
 	}
-	destIsDir, err := copyIsDir(rootfs, p.dest)
-	if err != nil {
-		return err
-	}
-	intoDir := p.destDir || destIsDir || p.req.Parents
-	if len(p.sources) > 1 && !intoDir && !p.allArchives() {
-		// BuildKit would copy each source over the last; say what to do.
-		return errors.New("When using COPY with more than one source file, the destination must be a directory and end with a /")
+	if len(p.pivots) > 0 {
+		if err := copyMkdirAll(rootfs, p.dest, p.dirMode(), own); err != nil {
+			return err
+		}
 	}
 	var created []copyEntry // --parents directories, rel inside rootfs
 	for _, s := range p.sources {
@@ -50,23 +47,22 @@ func (p *copyPlan) Apply(ctx context.Context, rootfs string) error {
 			created = append(created, dirs...)
 			continue
 		}
-		if err := p.applySource(ctx, rootfs, s, intoDir, own); err != nil {
+		if err := p.applySource(ctx, rootfs, s, own); err != nil {
 			return err
 		}
 	}
 	return copySetDirTimes(rootfs, created)
 }
 
-// allArchives reports whether every source is an archive ADD extracts:
-// then several of them (ADD *.tar /dest) all go into dest, as BuildKit
-// (testDockerfileAddArchiveWildcard).
-func (p *copyPlan) allArchives() bool {
-	for _, s := range p.sources {
-		if !s.archive {
-			return false
-		}
+// dirMode is the mode of the directories COPY/ADD makes for its
+// destination: an octal --chmod's permission bits (its setuid, setgid and
+// sticky bits are dropped, as os.Mkdir drops them from fsutil's
+// os.FileMode(mode)), 0755 otherwise; a symbolic --chmod does not apply.
+func (p *copyPlan) dirMode() uint32 {
+	if p.chmod != nil && p.chmod.actions == nil {
+		return p.chmod.octal & 0o777
 	}
-	return true
+	return 0o755
 }
 
 func (p *copyPlan) owner(rootfs string) (copyOwner, error) {
@@ -80,20 +76,40 @@ func (p *copyPlan) owner(rootfs string) (copyOwner, error) {
 	return copyOwner{uid: uid, gid: gid}, nil
 }
 
-func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource, intoDir bool, own copyOwner) error {
-	top := s.entries[0]
-	switch {
-	case s.archive:
+// applySource copies one source as fsutil's Copy does: the destination
+// (written as a directory) or its parent is made first; a directory's
+// contents go into the destination; anything else goes into it when it is
+// a directory by now (made by this step's earlier sources too) and
+// replaces it otherwise, so several sources into a destination without a
+// slash each land there in turn (BuildKit's testExcludedFilesOnCopy).
+func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource, own copyOwner) error {
+	if s.archive {
 		return p.addExtract(ctx, rootfs, s, own)
-	case top.kind == copyDir:
+	}
+	if s.url != nil && s.url.file == "" { // revalidated, not fetched yet
+		if err := p.fetcher().fetch(ctx, s.url); err != nil {
+			return err
+		}
+		s.entries[0].host = s.url.file
+	}
+	parent := path.Dir(p.dest)
+	if p.destDir {
+		parent = p.dest
+	}
+	if err := copyMkdirAll(rootfs, parent, p.dirMode(), own); err != nil {
+		return err
+	}
+	top := s.entries[0]
+	if top.kind == copyDir {
 		return p.applyTree(ctx, rootfs, p.dest, s, own)
 	}
-	dst := p.dest
-	if intoDir {
-		dst = path.Join(p.dest, s.name)
-	}
-	if err := copyMkdirAll(rootfs, path.Dir(dst), own); err != nil {
+	isDir, err := copyIsDir(rootfs, p.dest)
+	if err != nil {
 		return err
+	}
+	dst := p.dest
+	if isDir {
+		dst = path.Join(p.dest, s.name)
 	}
 	return p.writeEntry(rootfs, dst, s, top, own, nil)
 }
@@ -113,34 +129,48 @@ func copySetDirTimes(rootfs string, dirs []copyEntry) error {
 	return nil
 }
 
-// applyTree copies a directory's contents into dst. A dst that exists
-// keeps its metadata; one that is created takes the source directory's.
+// applyTree copies a directory's contents into dst. A missing dst is made
+// like the destination's parents (dirMode, --chown or root), not with the
+// source directory's mode or owner; either way dst ends with the source
+// directory's mtime, as fsutil restores it.
 func (p *copyPlan) applyTree(ctx context.Context, rootfs, dst string, s *copySource, own copyOwner) error {
-	if err := copyMkdirAll(rootfs, path.Dir(dst), own); err != nil {
-		return err
-	}
-	existed, err := copyIsDir(rootfs, dst)
+	host, err := copyHostPath(rootfs, dst)
 	if err != nil {
 		return err
 	}
+	if fi, err := os.Stat(host); err == nil && !fi.IsDir() {
+		return fmt.Errorf("cannot copy to non-directory: %s", dst)
+	}
+	if err := copyMkdirAll(rootfs, dst, p.dirMode(), own); err != nil {
+		return err
+	}
+	top := s.entries[0]
+	top.rel = dst
+	dirs, err := p.writeTree(ctx, rootfs, dst, s, s.entries[1:], own)
+	if err != nil {
+		return err
+	}
+	return copySetDirTimes(rootfs, append([]copyEntry{top}, dirs...))
+}
+
+// writeTree writes entries of s below dst and returns the directories it
+// wrote, rel inside rootfs, whose times are to be set once all is in.
+func (p *copyPlan) writeTree(ctx context.Context, rootfs, dst string, s *copySource, entries []copyEntry, own copyOwner) ([]copyEntry, error) {
 	var dirs []copyEntry
 	written := map[string]string{}
-	for _, e := range s.entries {
+	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if e.rel == "" && existed {
-			continue
+			return nil, err
 		}
 		if err := p.writeEntry(rootfs, path.Join(dst, e.rel), s, e, own, written); err != nil {
-			return err
+			return nil, err
 		}
 		if e.kind == copyDir {
 			e.rel = path.Join(dst, e.rel)
 			dirs = append(dirs, e)
 		}
 	}
-	return copySetDirTimes(rootfs, dirs) // children change a dir's mtime
+	return dirs, nil // children change a dir's mtime
 }
 
 // writeEntry writes one entry at dst (absolute inside rootfs). Its parent
@@ -179,8 +209,7 @@ func (p *copyPlan) writeEntry(rootfs, dst string, s *copySource, e copyEntry, ow
 	if e.kind == copyHardlink {
 		return nil
 	}
-	if p.keepsOwners() && (e.rel != "" || e.kind != copyDir) {
-		// The directory a tree is copied into is made as root.
+	if p.keepsOwners() {
 		own = copyOwner{uid: e.uid, gid: e.gid}
 	}
 	return copyFinish(host, dst, e, mode, own)

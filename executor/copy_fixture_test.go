@@ -143,6 +143,9 @@ var copyContext = map[string]string{
 	"globdir/one.go":  "1",
 	"globdir/two.go":  "2",
 	"globdir/skip.md": "md",
+	"priv/p":          "ppp",
+	"priv/sub/":       "",
+	"priv2/q":         "qqq",
 }
 
 var copyRootfs = map[string]string{
@@ -156,6 +159,7 @@ var copyRootfs = map[string]string{
 	"oldlink":      "->/etc/passwd",
 	"w/":           "",
 	"hostetc-link": "->/etc",
+	"symdest":      "->../nowhere/target",
 }
 
 // copySetup makes victim, context and rootfs dirs side by side.
@@ -164,7 +168,8 @@ func copySetup(t *testing.T) (ctxDir, rootfs, victim string) {
 	base := t.TempDir()
 	ctxDir, rootfs, victim = filepath.Join(base, "ctx"), filepath.Join(base, "rootfs"), filepath.Join(base, "victim")
 	copyMakeTree(t, victim, map[string]string{"secret": "host secret"}, nil)
-	copyMakeTree(t, ctxDir, copyContext, map[string]os.FileMode{"suid": 0o755 | os.ModeSetuid | os.ModeSetgid})
+	copyMakeTree(t, ctxDir, copyContext, map[string]os.FileMode{"suid": 0o755 | os.ModeSetuid | os.ModeSetgid,
+		"priv": 0o700, "priv/sub": 0o700, "priv2": 0o700})
 	copyMakeTree(t, rootfs, copyRootfs, nil)
 	return ctxDir, rootfs, victim
 }

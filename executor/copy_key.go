@@ -72,6 +72,9 @@ func (p *copyPlan) Fields() []cache.Field {
 	for _, x := range p.req.Exclude {
 		add("flag.exclude", x)
 	}
+	for _, pv := range p.pivots {
+		add("source."+strconv.Itoa(pv.index)+".pivot", pv.pivot)
+	}
 	for _, s := range p.sources {
 		p.sourceFields(s, add)
 	}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
 )
 
 // copyClear removes an existing non-directory at host so that it is
@@ -67,31 +68,43 @@ func copyIsDir(rootfs, dst string) (bool, error) {
 	return fi.IsDir(), nil
 }
 
-// copyMkdirAll creates dir and its missing parents inside rootfs, 0755,
-// owned by own (root unless --chown), like BuildKit's CreateDestPath.
-func copyMkdirAll(rootfs, dir string, own copyOwner) error {
-	cur := "/"
-	for _, comp := range strings.Split(strings.Trim(path.Clean("/"+dir), "/"), "/") {
-		if comp == "" {
-			continue
-		}
-		cur = path.Join(cur, comp)
-		host, err := securejoin.SecureJoin(rootfs, cur)
-		if err != nil {
-			return fmt.Errorf("resolve %s in rootfs: %w", cur, err)
-		}
-		fi, err := os.Stat(host)
+// copyMkdirAll creates dir and its missing parents inside rootfs with mode
+// (umask ignored), owned by own, like fsutil's MkdirAll as BuildKit calls
+// it: dir is resolved inside rootfs first, symlinks included, so a
+// destination through a symlink to a missing directory (../tmp/target)
+// creates that directory and its missing parents.
+func copyMkdirAll(rootfs, dir string, mode uint32, own copyOwner) error {
+	host, err := securejoin.SecureJoin(rootfs, dir)
+	if err != nil {
+		return fmt.Errorf("resolve %s in rootfs: %w", dir, err)
+	}
+	root := filepath.Clean(rootfs)
+	var missing []string // innermost first
+	for p := host; len(p) > len(root); p = filepath.Dir(p) {
+		fi, err := os.Lstat(p)
 		if err == nil && fi.IsDir() {
-			continue
+			break
 		}
+		rel := "/" + strings.TrimPrefix(strings.TrimPrefix(p, root), "/")
 		if err == nil {
-			return fmt.Errorf("mkdir %s: not a directory", cur)
+			return fmt.Errorf("mkdir %s: not a directory", rel)
 		}
-		if err := os.Mkdir(host, 0o755); err != nil {
-			return fmt.Errorf("mkdir %s: %w", cur, err)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("stat %s: %w", rel, err)
 		}
-		if err := os.Lchown(host, own.uid, own.gid); err != nil {
-			return fmt.Errorf("chown %s: %w", cur, err)
+		missing = append(missing, p)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		p := missing[i]
+		rel := "/" + strings.TrimPrefix(strings.TrimPrefix(p, root), "/")
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return fmt.Errorf("mkdir %s: %w", rel, err)
+		}
+		if err := os.Lchown(p, own.uid, own.gid); err != nil {
+			return fmt.Errorf("chown %s: %w", rel, err)
+		}
+		if err := unix.Chmod(p, mode); err != nil {
+			return fmt.Errorf("chmod %s: %w", rel, err)
 		}
 	}
 	return nil

@@ -25,7 +25,9 @@ import (
 
 func (p *copyPlan) addSource(ctx context.Context, tree *buildcontext.Context, i int, src string) error {
 	if addIsURL(src) {
-		dl, err := addFetch(ctx, p.req.HTTPClient, p.req.TempDir, src, p.req.Checksum)
+		// A download ADD may extract is needed now: its content decides.
+		lazy := p.req.Unpack == nil || !*p.req.Unpack
+		dl, err := p.fetcher().resolve(ctx, src, p.req.Checksum, lazy)
 		if err != nil {
 			return err
 		}
@@ -57,6 +59,10 @@ func (p *copyPlan) addSource(ctx context.Context, tree *buildcontext.Context, i 
 	return nil
 }
 
+func (p *copyPlan) fetcher() *addFetcher {
+	return &addFetcher{client: p.req.HTTPClient, tempDir: p.req.TempDir, memo: p.req.URLMemo}
+}
+
 // copyGlob expands src when it holds wildcards.
 func copyGlob(ctx context.Context, tree *buildcontext.Context, src string) ([]string, error) {
 	if !buildcontext.HasMeta(src) {
@@ -66,11 +72,12 @@ func copyGlob(ctx context.Context, tree *buildcontext.Context, src string) ([]st
 }
 
 // appendSource lists what the resolved entry rel selects into s and adds
-// s to the plan, unless --exclude drops it.
+// s to the plan.
+//
+// --exclude matches paths below the copied root, as fsutil's copy does: a
+// source's own name never (COPY --exclude=*.txt a.txt copies a.txt), the
+// entries below a --parents pivot by their path from the pivot.
 func (p *copyPlan) appendSource(ctx context.Context, tree *buildcontext.Context, s *copySource, rel string) error {
-	if ex, err := p.excluded(s.name); err != nil || ex {
-		return err
-	}
 	fi, err := tree.Lstat(rel)
 	if err != nil {
 		return fmt.Errorf("stat %q: %w", "/"+buildcontext.Clean(s.written), err)
@@ -100,7 +107,11 @@ func (p *copyPlan) selectDir(ctx context.Context, tree *buildcontext.Context, s 
 		if rel != "." {
 			sub = strings.TrimPrefix(e.Rel, rel+"/")
 		}
-		if ex, err := p.excluded(sub); err != nil || ex {
+		match := sub
+		if s.pivot != "" && s.name != "." {
+			match = path.Join(s.name, sub)
+		}
+		if ex, err := p.excluded(match); err != nil || ex {
 			if err != nil {
 				return err
 			}

@@ -86,6 +86,7 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, a xferArgs) error
 		Exclude:    a.exclude,
 		Unpack:     a.unpack,
 		HTTPClient: b.e.opts.HTTPClient,
+		URLMemo:    storeURLMemo{b.e.opts.Cache},
 		TempDir:    b.e.opts.TempDir,
 		Warn:       b.stepWarn(sc),
 	}

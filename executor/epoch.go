@@ -18,21 +18,22 @@ import (
 // or not), else nil. checksum, when set, must match the content. The
 // download goes to a temporary file in tempDir, removed before returning.
 func SourceEpoch(ctx context.Context, client *http.Client, tempDir, rawURL, checksum string) (*time.Time, error) {
-	dl, err := addFetch(ctx, client, tempDir, rawURL, checksum)
+	f := &addFetcher{client: client, tempDir: tempDir}
+	dl, err := f.resolve(ctx, rawURL, checksum, false)
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(dl.file)
+	defer dl.remove()
 	if dl.lastModified {
 		tm := dl.modTime.UTC()
 		return &tm, nil
 	}
-	f, err := os.Open(dl.file)
+	file, err := os.Open(dl.file)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return archiveMaxTime(f), nil
+	defer file.Close()
+	return archiveMaxTime(file), nil
 }
 
 // archiveMaxTime returns the newest mtime of the regular files in the tar

@@ -22,7 +22,7 @@ type RemoteCache interface {
 
 // remoteHit looks key up in the imported caches after a local miss. It
 // reports whether one held the step, whose result is then applied as a hit.
-func (b *build) remoteHit(ctx context.Context, sc *stepCtx, key cache.Key, in *cache.Inputs) (bool, error) {
+func (b *build) remoteHit(ctx context.Context, sc *stepCtx, key cache.Key, ch change) (bool, error) {
 	for _, rc := range b.e.opts.CacheFrom {
 		r, err := rc.Fetch(ctx, key)
 		if errors.Is(err, cache.ErrNotFound) {
@@ -31,13 +31,13 @@ func (b *build) remoteHit(ctx context.Context, sc *stepCtx, key cache.Key, in *c
 		if err != nil {
 			return false, fmt.Errorf("import cache: %w", err)
 		}
-		r.Inputs, r.InputsDigest = *in, ""
+		r.Inputs, r.InputsDigest = ch.inputs, ""
 		if err := b.e.opts.Cache.Put(ctx, r); err != nil {
 			return false, fmt.Errorf("cache put: %w", err)
 		}
 		sc.rec.Cache, sc.rec.Reason = "hit", "from "+rc.Source()
 		sc.rec.Layer, sc.rec.InputsDigest = r.DiffID, r.InputsDigest
-		return true, b.applyResult(sc.s, key, r)
+		return true, b.applyResult(sc.s, key, r, ch.createdBy)
 	}
 	return false, nil
 }

@@ -113,11 +113,11 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		case err == nil && (r.EmptyLayer || b.e.opts.Layers.Has(r.DiffID)):
 			sc.rec.Cache = "hit"
 			sc.rec.Layer, sc.rec.InputsDigest = r.DiffID, r.InputsDigest
-			return b.applyResult(s, key, r)
+			return b.applyResult(s, key, r, ch.createdBy)
 		case err != nil && !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("cache lookup: %w", err)
 		}
-		if hit, err := b.remoteHit(ctx, sc, key, &ch.inputs); hit || err != nil {
+		if hit, err := b.remoteHit(ctx, sc, key, ch); hit || err != nil {
 			return err
 		}
 	}
@@ -132,7 +132,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		return fmt.Errorf("cache put: %w", err)
 	}
 	sc.rec.InputsDigest = r.InputsDigest // Put stored large inputs as this blob
-	if err := b.applyResult(s, key, r); err != nil {
+	if err := b.applyResult(s, key, r, ch.createdBy); err != nil {
 		return err
 	}
 	sc.rec.Layer = r.DiffID
@@ -147,8 +147,11 @@ func (b *build) noCacheFor(st *planner.Stage) bool {
 	return st.Name != "" && slices.Contains(b.e.opts.NoCacheStages, st.Name)
 }
 
-// applyResult adds a step result to the stage.
-func (b *build) applyResult(s *stageState, key cache.Key, r *cache.Record) error {
+// applyResult adds a step result to the stage. The history entry shows
+// createdBy, the instruction as written, even when the record was made by
+// another instruction with the same key (COPY /a/. /out/ and COPY ./a /out/
+// copy the same files), as BuildKit's history comes from the Dockerfile.
+func (b *build) applyResult(s *stageState, key cache.Key, r *cache.Record, createdBy string) error {
 	if !r.EmptyLayer {
 		l, err := b.storeLayer(r.DiffID, r.Size)
 		if err != nil {
@@ -157,7 +160,7 @@ func (b *build) applyResult(s *stageState, key cache.Key, r *cache.Record) error
 		s.layers = append(s.layers, layerRef{diffID: r.DiffID, size: r.Size, layer: l})
 	}
 	s.key = key
-	s.history(r.CreatedBy, r.EmptyLayer, r.Created)
+	s.history(createdBy, r.EmptyLayer, r.Created)
 	return nil
 }
 

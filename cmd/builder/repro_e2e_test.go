@@ -456,9 +456,19 @@ func (s *reproSuite) checkContent(img *reproImage) {
 			t.Errorf("%s = %q, want %q", name, got, want[name])
 		}
 	}
-	// Directories the builder makes are 0755, whatever they hold.
+	// Directories the builder makes are 0755, whatever they hold, but
+	// those an octal COPY --chmod makes for its destination, which get its
+	// mode as in BuildKit (testCopyChmod).
+	for name, mode := range map[string]int64{"dst/chmod": 0o640, "dst/chmod/new": 0o640} {
+		e, ok := img.find(name)
+		if !ok {
+			t.Errorf("reference image lacks %s", name)
+		} else if e.hdr.Typeflag != tar.TypeDir || e.hdr.Mode&0o7777 != mode {
+			t.Errorf("%s: type %c mode %o, want a %04o directory", name, e.hdr.Typeflag, e.hdr.Mode&0o7777, mode)
+		}
+	}
 	for _, name := range []string{"app", "app/a", "app/a/b/c", "dst", "dst/new", "dst/new/nested", "dst/owned", "dst/owned/new",
-		"dst/chmod", "dst/chmod/new", "dst/dir", "dst/dir/new", "dst/dirnoslash/x", "parents/new", "add/new/nested",
+		"dst/dir", "dst/dir/new", "dst/dirnoslash/x", "parents/new", "add/new/nested",
 		"add/dir", "add/tar/new", "add/tar/new/u", "add/targz/new/u", "link", "link/new/nested", "link/dir/new", "url/new", "from/other/new", "from/build/new", "from/hd", "heredoc/new", "home/u/new", "res/out"} {
 		e, ok := img.find(name)
 		if !ok {

@@ -67,8 +67,9 @@ func Resolve(rootfs, spec string) (Identity, error) {
 
 // ResolveChown resolves a COPY/ADD --chown spec with BuildKit's rules: a
 // numeric user needs no passwd file and, without a group, gets gid = uid; a
-// user name without a group gets the user's primary group; names must
-// exist in the rootfs's passwd/group files.
+// user name without a group gets the user's primary group; an empty group
+// ("user:", "1000:") is no group (llb.WithUser); names must exist in the
+// rootfs's passwd/group files.
 func ResolveChown(rootfs, spec string) (uid, gid int, err error) {
 	userPart, groupPart, hasGroup := strings.Cut(spec, ":")
 	if userPart == "" {
@@ -83,10 +84,7 @@ func ResolveChown(rootfs, spec string) (uid, gid int, err error) {
 		}
 		uid, gid = int(id.UID), int(id.GID)
 	}
-	if hasGroup {
-		if groupPart == "" {
-			return 0, 0, fmt.Errorf("invalid chown %q: empty group", spec)
-		}
+	if hasGroup && groupPart != "" {
 		g, err := resolveGroup(rootfs, groupPart)
 		if err != nil {
 			return 0, 0, err

@@ -64,7 +64,9 @@ func TestResolveChown(t *testing.T) {
 		{spec: "nosuchuser", wantErr: "unable to find user nosuchuser: no matching entries in passwd file"},
 		{spec: "app:nosuchgroup", wantErr: "unable to find group nosuchgroup"},
 		{spec: ":app", wantErr: "empty user"},
-		{spec: "app:", wantErr: "empty group"},
+		{spec: "app:", uid: 1000, gid: 1000},
+		{spec: "nohome:", uid: 1001, gid: 2000},
+		{spec: "1234:", uid: 1234, gid: 1234},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
