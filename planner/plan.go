@@ -67,6 +67,8 @@ type Plan struct {
 	StageCount int
 	// UnusedBuildArgs lists --build-arg keys no stage consumed (a warning).
 	UnusedBuildArgs []string
+	// Outline is what the build needs from its user (--call outline).
+	Outline *Outline
 	// SourceDateEpoch is the build's SOURCE_DATE_EPOCH (--build-arg or
 	// the Dockerfile's global ARG), nil when unset.
 	SourceDateEpoch *time.Time

@@ -31,6 +31,7 @@ type planner struct {
 	images   map[string]*ImageInfo
 	budget   budget                         // of variable expansion, for the whole plan
 	ignore   *patternmatcher.PatternMatcher // .dockerignore, for lint; nil without patterns
+	outline  map[string]outlineArg          // the meta ARGs, for the outline
 }
 
 // stageInfo is what the planner knows about one stage before planning its steps.
@@ -48,6 +49,8 @@ type stageInfo struct {
 	// fromContext is set when a named context replaced the stage or its
 	// base image.
 	fromContext bool
+	// outline is the stage's part of the build's outline.
+	outline *stageOutline
 }
 
 // source is where a COPY --from or RUN --mount from= reads: a stage or an image.
@@ -108,6 +111,7 @@ func New(ctx context.Context, df *parser.Dockerfile, opts Options) (*Plan, error
 		return nil, err
 	}
 	plan.SourceDateEpoch = epoch
+	plan.Outline = p.buildOutline(target)
 	return plan, nil
 }
 
@@ -183,18 +187,20 @@ func (p *planner) metaArgs(targetName string) error {
 		for _, kv := range cmd.Args {
 			p.declared[kv.Key] = true
 			var value *string
+			var matched map[string]struct{}
 			if bv, ok := p.buildArg(kv.Key); ok {
 				value = &bv
 			} else if kv.Value != nil {
-				v, _, err := p.lex.ProcessWord(*kv.Value, p.lookup(nil, p.global))
+				res, err := p.lex.ProcessWordWithMatches(*kv.Value, p.lookup(nil, p.global))
 				if err == nil {
 					err = p.budget.exceeded()
 				}
 				if err != nil {
 					return p.errAt(line, fmt.Errorf("expand ARG %s: %w", kv.Key, err))
 				}
-				value = &v
+				value, matched = &res.Result, res.Matched
 			}
+			p.metaArgOutline(cmd, kv, value, matched)
 			if value != nil {
 				p.global = p.global.set(kv.Key, value)
 			}

@@ -56,6 +56,10 @@ func (p *planner) setupBase(i int, si *stageInfo) error {
 	if err != nil {
 		return err
 	}
+	si.outline = newStageOutline(p.outline)
+	for k := range res.Matched {
+		si.outline.used[k] = true
+	}
 	if res.Result == "" {
 		return fmt.Errorf("base name (%s) should not be blank", si.src.BaseName)
 	}
@@ -93,6 +97,9 @@ func (p *planner) setupPlatform(si *stageInfo) error {
 	}
 	if err != nil {
 		return fmt.Errorf("failed to process arguments for platform %s: %w", res.Result, err)
+	}
+	for k := range res.Matched {
+		si.outline.used[k] = true
 	}
 	if res.Result == "" {
 		return p.suggestArg(fmt.Errorf("empty platform value from expression %s", si.src.Platform), res.Unmatched)

@@ -152,6 +152,7 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, sl *sta
 	if err := p.apply(sc, c); err != nil {
 		return p.errAt(line, err)
 	}
+	p.stepOutline(si, orig, c)
 	si.st.Steps = append(si.st.Steps, step)
 	return nil
 }
@@ -332,6 +333,23 @@ func (p *planner) apply(sc *scope, c instructions.Command) error {
 // argValue is BuildKit's rule for an ARG inside a stage: --build-arg wins,
 // then the (already expanded) default, then the global value of the same
 // name (meta ARG or predefined platform arg).
+// stepOutline records what a step adds to the outline: an ARG's args (c
+// holds their values, orig their defaults as written), a RUN's mounts.
+func (p *planner) stepOutline(si *stageInfo, orig, c instructions.Command) {
+	switch c := c.(type) {
+	case *instructions.ArgCommand:
+		o, _ := orig.(*instructions.ArgCommand)
+		for i, kv := range c.Args {
+			_, byFlag := p.buildArg(kv.Key)
+			_, global := p.global.get(kv.Key)
+			inherited := o != nil && i < len(o.Args) && o.Args[i].Value == nil && !byFlag && global
+			si.stageArgOutline(c, kv, inherited)
+		}
+	case *instructions.RunCommand:
+		si.mountOutline(c)
+	}
+}
+
 func (p *planner) argValue(kv instructions.KeyValuePairOptional) *string {
 	if v, ok := p.buildArg(kv.Key); ok {
 		return &v

@@ -89,7 +89,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringArrayVar(&f.ssh, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]]")
 	fs.StringArrayVar(&f.buildContexts, "build-context", nil, "named build context NAME=DIR or NAME=docker-image://REF")
 	fs.BoolVar(&f.check, "check", false, "check the Dockerfile with the lint rules instead of building (--call check)")
-	fs.StringVar(&f.call, "call", "build", "what to do: build, or check[,format=json][,ignorestatus=true] (lint without building, as buildx)")
+	fs.StringVar(&f.call, "call", "build", "what to do: build, check[,format=json][,ignorestatus=true] (lint), outline[,format=json] (the args, secrets and ssh the build needs) or targets[,format=json] (the stages), as buildx")
 	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")
 	fs.BoolVar(&f.pull, "pull", false, "always pull base images from their registry (default: only those missing locally)")
 	fs.BoolVar(&f.push, "push", false, "push the image to the registry of every -t name after the build")
@@ -157,8 +157,14 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 			return err
 		}
 	}
-	if call.check {
-		return runCheck(ctx, a, f, call, contextDir, checkInput{df: df, lint: lint, err: parseErr, display: dfPath, source: data, dfFile: dfFile})
+	in := checkInput{df: df, lint: lint, err: parseErr, display: dfPath, source: data, dfFile: dfFile}
+	switch {
+	case call.check:
+		return runCheck(ctx, a, f, call, contextDir, in)
+	case call.outline:
+		return runOutline(ctx, a, f, call, contextDir, in)
+	case call.targets:
+		return runTargets(a.stdout, call, in)
 	}
 	prog, err := newProgress(f.progress, a.stderr)
 	if err != nil {

@@ -29,6 +29,8 @@ func lintOptions(buildArgs map[string]*string) parser.LintOptions {
 // callFunc is buildx's --call: what a build does instead of building.
 type callFunc struct {
 	check        bool // run the lint rules and print their warnings
+	outline      bool // print what the build needs (args, secrets, ssh)
+	targets      bool // list the Dockerfile's stages
 	json         bool // format=json: buildkit's lint result as JSON
 	ignoreStatus bool // ignorestatus=true: warnings do not fail the command
 }
@@ -68,8 +70,13 @@ func parseCall(s string, check bool) (callFunc, error) {
 		}
 	case "check", "lint":
 		c.check = true
+	case "outline", "targets":
+		if c.ignoreStatus {
+			return c, fmt.Errorf("--call %s: ignorestatus is a check option", s)
+		}
+		c.outline, c.targets = name == "outline", name == "targets"
 	default:
-		return c, fmt.Errorf("--call %s: builder supports build and check", s)
+		return c, fmt.Errorf("--call %s: builder supports build, check, outline and targets", s)
 	}
 	return c, nil
 }
@@ -134,27 +141,35 @@ func runCheck(ctx context.Context, a *app, f *buildFlags, call callFunc, context
 
 // planCheck plans the build with the lint rules of the planner.
 func planCheck(ctx context.Context, a *app, f *buildFlags, contextDir string, in checkInput) error {
+	_, err := planOnly(ctx, a, f, contextDir, in, f.target == "")
+	return err
+}
+
+// planOnly plans the build as --call check and outline do, without
+// building: base images resolved (local store, else pulled), the
+// .dockerignore read, the planner's lint rules on; every stage with all.
+func planOnly(ctx context.Context, a *app, f *buildFlags, contextDir string, in checkInput, all bool) (*planner.Plan, error) {
 	contexts, err := namedContexts(f.buildContexts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	platform, err := targetPlatform(f.platform)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	patterns, err := ignorePatterns(contextDir, in.dfFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st, err := a.open()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer st.Close()
 	if err := st.lockShared(ctx); err != nil {
-		return err
+		return nil, err
 	}
-	_, err = planner.New(ctx, in.df, planner.Options{
+	return planner.New(ctx, in.df, planner.Options{
 		DockerfilePath: in.display,
 		BuildArgs:      buildArgMap(f.buildArgs),
 		Target:         f.target,
@@ -163,10 +178,9 @@ func planCheck(ctx context.Context, a *app, f *buildFlags, contextDir string, in
 		ResolveImage:   resolver(st, f.pull, a.remoteOptions(platform, func(string) {})),
 		Contexts:       contexts,
 		Lint:           in.lint.Linter(),
-		AllStages:      f.target == "",
+		AllStages:      all,
 		IgnorePatterns: patterns,
 	})
-	return err
 }
 
 // checkReport is the result of a check, as buildkit's lint subrequest
