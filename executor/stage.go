@@ -48,7 +48,8 @@ type stageState struct {
 	cur stepRef
 	// envPos indexes img.Config.Env by key once an ENV ran (applyEnv).
 	envPos map[string]int
-	// labels are the progress labels of the stage's steps ("[2/5]").
+	// labels are the progress labels of this stage's steps ("[2/5]"),
+	// set by runStage.
 	labels []string
 }
 
@@ -103,6 +104,8 @@ func (b *build) runStage(ctx context.Context, st *planner.Stage) (err error) {
 	if err != nil {
 		return &StepError{Path: b.e.opts.DockerfilePath, Stage: stageName(st), Line: st.Line, Instruction: st.Text, Err: err}
 	}
+	// Computed once per stage: a stage of N steps costs O(N).
+	_, s.labels = stageLabels(st, b.plan.StageCount)
 	for i, step := range st.Steps {
 		if err := b.runStep(ctx, st, s, i, step); err != nil {
 			return err

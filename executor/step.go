@@ -19,9 +19,6 @@ import (
 
 // runStep runs one step, attaching the Dockerfile location to any error.
 func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step) (err error) {
-	if s.labels == nil {
-		_, s.labels = stageLabels(st, b.plan.StageCount)
-	}
 	ev := Event{Stage: stageName(st), Step: i + 1, Total: len(st.Steps), Label: s.labels[i], Line: step.Line, Instruction: step.Text, Name: step.Name}
 	b.e.opts.Progress.Event(ev)
 	rec := cache.StepRecord{Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Name: ev.Title(), Cache: "hit"}
