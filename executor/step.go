@@ -117,7 +117,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		switch {
 		case err == nil && (r.EmptyLayer || b.e.opts.Layers.Has(r.DiffID)):
 			sc.rec.Cache = "hit"
-			sc.rec.Layer, sc.rec.InputsDigest = r.DiffID, r.InputsDigest
+			sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
 			return b.applyResult(s, key, r)
 		case err != nil && !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("cache lookup: %w", err)
@@ -140,7 +140,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 	if err := b.applyResult(s, key, r); err != nil {
 		return err
 	}
-	sc.rec.Layer = r.DiffID
+	sc.rec.Layer, sc.rec.Size = r.DiffID, r.Size
 	s.parentReason, s.parentKnown = fmt.Sprintf("parent step rebuilt (line %d)", sc.step.Line), true
 	return nil
 }

@@ -152,6 +152,8 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	defer prog.Close()
+	log := &logBuffer{}
+	prog.Record(log)
 	if err := lintBuild(df, dfPath, buildArgMap(f.buildArgs), prog.Notice); err != nil {
 		return err
 	}
@@ -241,9 +243,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		runErr = ferr
 	}
 	rec := res.Record
+	rec.Request = buildRequest(f, contextDir, dfFile, df, platform, epoch, plan)
 	defer func() {
-		rec.Finished = time.Now().UTC()
-		if perr := st.cache.PutBuild(context.WithoutCancel(ctx), rec); perr != nil && err == nil {
+		if perr := finishBuild(ctx, st, rec, log, err); perr != nil && err == nil {
 			err = perr
 		}
 	}()
@@ -255,7 +257,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 			outs = append(outs, output{typ: "registry", name: t, push: true})
 		}
 	}
-	digest, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, a.remoteOptions(platform, prog.Notice))
+	digest, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, a.remoteOptions(platform, prog.Notice), &rec.Outputs)
 	if err != nil {
 		return dropModifiedLayer(ctx, st, rec, dfPath, err)
 	}
@@ -282,10 +284,12 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 // in the local store under its tags (and the names of type=image outputs),
 // so a failed export never leaves a tag behind. It returns the image's
 // manifest digest in the local store.
-func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, outs []output, prog *progress, ro exporter.RemoteOptions) (v1.Hash, error) {
+// Each output written is added to done.
+func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, outs []output, prog *progress, ro exporter.RemoteOptions, done *[]cache.BuildOutput) (v1.Hash, error) {
 	tags = append([]string(nil), tags...)
 	for _, o := range outs {
 		tagged := []exporter.Tagged{{Image: img, Tags: tags}}
+		rec := cache.BuildOutput{Type: o.typ, Dest: o.dest, Name: o.name}
 		var err error
 		switch o.typ {
 		case "docker":
@@ -306,17 +310,22 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 				var d v1.Hash
 				if d, err = st.images.PushImage(ctx, img, o.name, ro); err == nil {
 					prog.Notice(fmt.Sprintf("pushed %s@%s", o.name, d))
+					rec.Digest = d.String()
 				}
 			}
 		}
 		if err != nil {
 			return v1.Hash{}, fmt.Errorf("export %s: %w", o.typ, err)
 		}
+		if o.typ != "image" {
+			*done = append(*done, rec)
+		}
 	}
 	digest, err := st.images.Put(ctx, img, tags)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("store image: %w", err)
 	}
+	*done = append(*done, cache.BuildOutput{Type: "image", Name: strings.Join(tags, ","), Digest: digest.String()})
 	for _, t := range tags {
 		prog.Notice("naming to " + t)
 	}

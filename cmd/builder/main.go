@@ -45,6 +45,7 @@ type command struct {
 
 var commands = map[string]command{
 	"build":   {"Build an image from a Dockerfile", cmdBuild, true},
+	"builds":  {"List, inspect, replay, remove and export build records (builds ls|inspect|logs|rm|export)", cmdBuilds, false},
 	"history": {"Show the layers of an image, what made them and whether they were cached", cmdHistory, false},
 	"images":  {"List images in the local store", cmdImages, false},
 	"tag":     {"Create a tag TARGET that refers to SOURCE", cmdTag, false},
