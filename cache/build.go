@@ -136,6 +136,9 @@ type StepRecord struct {
 	DurationMS   int64   `json:"durationMS"`
 	Layer        string  `json:"layer,omitempty"` // diffID
 	Size         int64   `json:"size,omitempty"`  // the layer's uncompressed bytes
+	// SavedMS is, for a hit, how long the step took when it ran (the
+	// cache record's RunMS; 0 when unknown).
+	SavedMS int64 `json:"savedMS,omitempty"`
 }
 
 // validBuildID accepts non-empty IDs made of letters, digits, '.', '_' and

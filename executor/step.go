@@ -118,6 +118,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		case err == nil && (r.EmptyLayer || b.e.opts.Layers.Has(r.DiffID)):
 			sc.rec.Cache = "hit"
 			sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
+			sc.rec.SavedMS = r.RunMS
 			return b.applyResult(s, key, r)
 		case err != nil && !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("cache lookup: %w", err)
@@ -129,10 +130,12 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 	sc.rec.Cache = "miss"
 	sc.rec.Reason = b.explain(ctx, sc, key, &ch.inputs)
 	sc.ev.Cache, sc.ev.Reason = "miss", sc.rec.Reason
+	ran := time.Now()
 	r, err := b.execute(ctx, s, key, ch)
 	if err != nil {
 		return err
 	}
+	r.RunMS = time.Since(ran).Milliseconds()
 	if err := b.e.opts.Cache.Put(ctx, r); err != nil {
 		return fmt.Errorf("cache put: %w", err)
 	}

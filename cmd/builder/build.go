@@ -212,7 +212,8 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
-	imported, err := importCaches(ctx, st, cacheFrom, a.remoteOptions(platform, prog.Notice), prog.Notice)
+	remoteOpts := func() exporter.RemoteOptions { return a.remoteOptions(platform, prog.Notice) }
+	imported, cacheUses, err := importCachesMetered(ctx, st, cacheFrom, remoteOpts, prog.Notice)
 	if err != nil {
 		return err
 	}
@@ -244,6 +245,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	}
 	rec := res.Record
 	rec.Request = buildRequest(f, contextDir, dfFile, df, platform, epoch, plan)
+	for _, u := range cacheUses {
+		rec.Caches = append(rec.Caches, u.result())
+	}
 	defer func() {
 		if perr := finishBuild(ctx, st, rec, log, err); perr != nil && err == nil {
 			err = perr
@@ -257,13 +261,20 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 			outs = append(outs, output{typ: "registry", name: t, push: true})
 		}
 	}
-	digest, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, a.remoteOptions(platform, prog.Notice), &rec.Outputs)
+	pushOpts, countPush := meteredPush(remoteOpts(), res.Image)
+	digest, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, pushOpts, &rec.Outputs)
+	countPush(rec.Outputs)
 	if err != nil {
 		return dropModifiedLayer(ctx, st, rec, dfPath, err)
 	}
 	rec.ImageDigest, rec.Tags, rec.History = digest.String(), f.tags, res.History
-	if err := exportCaches(ctx, st, res, cacheTo, a.remoteOptions(platform, prog.Notice), prog.Notice); err != nil {
+	exported, err := exportCachesMetered(ctx, st, res, cacheTo, remoteOpts, prog.Notice)
+	rec.Caches = append(rec.Caches, exported...)
+	if err != nil {
 		return err
+	}
+	for _, line := range cacheReport(rec) {
+		prog.Notice(line)
 	}
 	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
 	if f.progress == "quiet" {
@@ -317,7 +328,10 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 		if err != nil {
 			return v1.Hash{}, fmt.Errorf("export %s: %w", o.typ, err)
 		}
-		if o.typ != "image" {
+		if o.push {
+			rec.Type = "registry"
+		}
+		if o.typ != "image" || o.push {
 			*done = append(*done, rec)
 		}
 	}
