@@ -56,6 +56,7 @@ var commands = map[string]command{
 	"prune":   {"Remove unused build cache", cmdPrune, false},
 	"pull":    {"Pull an image from a registry into the local store", cmdPull, false},
 	"push":    {"Push an image from the local store to a registry", cmdPush, false},
+	"diff":    {"Compare two images or builds: per step why it changed, per layer the files that differ", cmdDiff, false},
 	"du":      {"Show disk usage of the store", cmdDu, false},
 	"fsck":    {"Check every digest and reference of the store; --repair removes what is damaged", cmdFsck, false},
 	"version": {"Show the builder version", cmdVersion, false},
