@@ -52,6 +52,8 @@ type buildFlags struct {
 	quiet         bool
 	cacheFrom     []string
 	cacheTo       []string
+	// verifyReproducible rebuilds in a fresh store and compares.
+	verifyReproducible bool
 }
 
 func cmdBuild(ctx context.Context, a *app, args []string) error {
@@ -88,6 +90,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | REF | type=local,src=DIR")
 	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]")
+	fs.BoolVar(&f.verifyReproducible, "verify-reproducible", false, "build again from nothing (fresh store, --no-cache, same SOURCE_DATE_EPOCH) and fail naming what differs unless the digests match")
 	legacyFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -143,6 +146,12 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
+	epochFrom := ""
+	if f.verifyReproducible {
+		if epochFrom, err = ensureEpoch(f, df, contextDir); err != nil {
+			return err
+		}
+	}
 	epoch, err := sourceDateEpoch(f.buildArgs)
 	if err != nil {
 		return err
@@ -185,6 +194,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	for _, k := range plan.UnusedBuildArgs {
+		if k == "SOURCE_DATE_EPOCH" {
+			continue // the exporter's: it clamps the image's timestamps
+		}
 		prog.Notice(fmt.Sprintf("[warning] build arg %s was not consumed by any stage", k))
 	}
 	bctx, err := openContext(contextDir, dfFile)
@@ -286,7 +298,12 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		}
 	}
 	if f.metadataFile != "" {
-		return writeMetadata(f.metadataFile, res.Image, digest, f.tags, rec)
+		if err := writeMetadata(f.metadataFile, res.Image, digest, f.tags, rec); err != nil {
+			return err
+		}
+	}
+	if f.verifyReproducible {
+		return verifyBuild(ctx, a, st, f, rec, res.Image, prog, log, epochFrom)
 	}
 	return nil
 }

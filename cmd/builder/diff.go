@@ -23,8 +23,9 @@ type diffSide struct {
 	// Note says why there is no image to compare.
 	Note string `json:"note,omitempty"`
 
-	rec *cache.BuildRecord
-	img v1.Image
+	rec   *cache.BuildRecord
+	img   v1.Image
+	label string // what the side is, when not just a build or an image
 }
 
 // diffReport is what `builder diff` prints.
@@ -201,9 +202,12 @@ func printDiff(w io.Writer, r *diffReport, maxFiles int) {
 
 func sideLine(s diffSide) string {
 	var out string
-	if s.Kind == "build" {
+	switch {
+	case s.label != "":
+		out = s.label
+	case s.Kind == "build":
 		out = "build " + s.BuildID
-	} else {
+	default:
 		out = s.Ref
 	}
 	if s.Digest != "" {

@@ -59,6 +59,7 @@ var commands = map[string]command{
 	"diff":    {"Compare two images or builds: per step why it changed, per layer the files that differ", cmdDiff, false},
 	"du":      {"Show disk usage of the store", cmdDu, false},
 	"fsck":    {"Check every digest and reference of the store; --repair removes what is damaged", cmdFsck, false},
+	"verify":  {"Build an image of the store again from nothing and compare: fails naming what differs", cmdVerify, true},
 	"version": {"Show the builder version", cmdVersion, false},
 }
 

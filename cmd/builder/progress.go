@@ -26,7 +26,8 @@ type progress struct {
 	tty   *ttyRenderer // set in tty mode
 	// log, when set (Record), renders every event in plain mode too: the
 	// build's log, whatever the display shows.
-	log *progress
+	log    *progress
+	closed bool
 }
 
 // Record makes p also write the build's progress, as plain mode prints
@@ -192,9 +193,13 @@ func (p *progress) Notice(msg string) {
 func (p *progress) Done(msg string) { p.Notice(msg) }
 
 // Close prints the final state of every step in tty mode; otherwise
-// there is nothing to flush.
+// there is nothing to flush. Only the first call does anything.
 func (p *progress) Close() error {
-	if p.tty != nil {
+	p.mu.Lock()
+	closed := p.closed
+	p.closed = true
+	p.mu.Unlock()
+	if p.tty != nil && !closed {
 		return p.tty.Close()
 	}
 	return nil
