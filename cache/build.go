@@ -28,6 +28,93 @@ type BuildRecord struct {
 	// History maps each entry of the image config's history to the index in
 	// Steps of the step that made it, -1 for entries of the base image.
 	History []int `json:"history,omitempty"`
+
+	// Status is "completed", "failed" or "canceled" ("" in records of
+	// older builders), and Error the failure as printed.
+	Status string `json:"status,omitempty"`
+	Error  string `json:"error,omitempty"`
+	// Request is what was asked for: enough to run the build again.
+	Request *BuildRequest `json:"request,omitempty"`
+	// Outputs are where the image went, with the digest each holds.
+	Outputs []BuildOutput `json:"outputs,omitempty"`
+	// Caches is the use of each --cache-from and --cache-to ref.
+	Caches []CacheUse `json:"caches,omitempty"`
+}
+
+// Build statuses.
+const (
+	BuildCompleted = "completed"
+	BuildFailed    = "failed"
+	BuildCanceled  = "canceled"
+)
+
+// BuildRequest is what a build was asked to do, recorded so that it can
+// be run again (`builder verify`). Secret values are never part of it:
+// Secrets holds the --secret specs (id and source only).
+type BuildRequest struct {
+	ContextDir string `json:"contextDir"`
+	// Dockerfile is the Dockerfile's absolute path, "-" when it was read
+	// from stdin; DockerfileText its content and DockerfileDigest the
+	// sha256 of that text.
+	Dockerfile       string `json:"dockerfile"`
+	DockerfileText   string `json:"dockerfileText,omitempty"`
+	DockerfileDigest string `json:"dockerfileDigest,omitempty"`
+	// GitCommit is the commit checked out in the context's repository
+	// when the context is in one ("" otherwise).
+	GitCommit     string   `json:"gitCommit,omitempty"`
+	Target        string   `json:"target,omitempty"`
+	Platforms     []string `json:"platforms,omitempty"`
+	BuildArgs     []string `json:"buildArgs,omitempty"` // K=V, values as the build saw them
+	Labels        []string `json:"labels,omitempty"`
+	Secrets       []string `json:"secrets,omitempty"`
+	BuildContexts []string `json:"buildContexts,omitempty"`
+	Network       string   `json:"network,omitempty"`
+	Allow         []string `json:"allow,omitempty"`
+	// SourceDateEpoch is the SOURCE_DATE_EPOCH of the build, if any.
+	SourceDateEpoch *int64 `json:"sourceDateEpoch,omitempty"`
+	// BaseImages are the images the build read, with their digests.
+	BaseImages []ImageRef `json:"baseImages,omitempty"`
+}
+
+// ImageRef is an image reference as the Dockerfile named it and the
+// manifest digest it resolved to.
+type ImageRef struct {
+	Ref    string `json:"ref"`
+	Digest string `json:"digest"`
+}
+
+// BuildOutput is one place the image was written: "image" (the local
+// store, Name its tags), "docker", "oci", "local" (Dest) or "registry"
+// (Name), with the digest of what was written where one is known.
+type BuildOutput struct {
+	Type   string `json:"type"`
+	Name   string `json:"name,omitempty"`
+	Dest   string `json:"dest,omitempty"`
+	Digest string `json:"digest,omitempty"`
+	// LayersPushed and LayersSkipped count the layers a push uploaded
+	// and those the registry already had (registry outputs).
+	LayersPushed  int `json:"layersPushed,omitempty"`
+	LayersSkipped int `json:"layersSkipped,omitempty"`
+}
+
+// CacheUse is what one --cache-from ("import") or --cache-to ("export")
+// ref cost and gave.
+type CacheUse struct {
+	Ref       string `json:"ref"`
+	Direction string `json:"direction"` // "import" or "export"
+	// Records is how many cache records the ref held (import) or was
+	// given (export); Steps, on import, how many steps it supplied.
+	Records int `json:"records"`
+	Steps   int `json:"steps,omitempty"`
+	// Layers is how many layers were transferred, LayersSkipped how many
+	// the other side already had.
+	Layers        int   `json:"layers"`
+	LayersSkipped int   `json:"layersSkipped,omitempty"`
+	Bytes         int64 `json:"bytes"`
+	DurationMS    int64 `json:"durationMS"`
+	// Warning says why the ref gave nothing (not found, unreachable,
+	// unauthorized, empty).
+	Warning string `json:"warning,omitempty"`
 }
 
 // StepRecord is one step of a build. When InputsDigest is set (the
@@ -48,6 +135,10 @@ type StepRecord struct {
 	Reason       string  `json:"reason,omitempty"`
 	DurationMS   int64   `json:"durationMS"`
 	Layer        string  `json:"layer,omitempty"` // diffID
+	Size         int64   `json:"size,omitempty"`  // the layer's uncompressed bytes
+	// SavedMS is, for a hit, how long the step took when it ran (the
+	// cache record's RunMS; 0 when unknown).
+	SavedMS int64 `json:"savedMS,omitempty"`
 }
 
 // validBuildID accepts non-empty IDs made of letters, digits, '.', '_' and

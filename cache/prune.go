@@ -254,7 +254,12 @@ func (p *pruner) pruneBuilds(ctx context.Context) error {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
-		p.freed(fi.Size())
+		log := strings.TrimSuffix(path, ".json") + logSuffix
+		n := fileSize(log)
+		if err := os.Remove(log); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		p.freed(fi.Size() + n)
 		return nil
 	})
 }

@@ -34,6 +34,8 @@ type Record struct {
 	Created    time.Time         `json:"created"`
 	LastUsed   time.Time         `json:"lastUsed"`
 	Meta       map[string]string `json:"meta,omitempty"`
+	// RunMS is how long the step took when it ran: what a hit saves.
+	RunMS int64 `json:"runMS,omitempty"`
 	// Blobs lists blobs the result needs (a base image's manifest, config
 	// and layers; a compressed layer kept for push). Put refuses a record
 	// whose blobs are absent, Lookup treats such a record as a miss, and

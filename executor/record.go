@@ -155,3 +155,12 @@ func short(d string) string {
 	}
 	return d
 }
+
+// ExplainStep says why a step's inputs differ between two builds, in the
+// words of a cache miss ("a.txt content changed"); "" when they are equal.
+func ExplainStep(prev, cur *cache.Inputs) string {
+	if prev != nil && cur != nil && prev.Op != cur.Op {
+		return "instruction changed"
+	}
+	return cache.Explain(displayInputs(prev), displayInputs(cur))
+}

@@ -109,7 +109,8 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		switch {
 		case err == nil && (r.EmptyLayer || b.e.opts.Layers.Has(r.DiffID)):
 			sc.rec.Cache = "hit"
-			sc.rec.Layer, sc.rec.InputsDigest = r.DiffID, r.InputsDigest
+			sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
+			sc.rec.SavedMS = r.RunMS
 			return b.applyResult(s, key, r, ch.createdBy)
 		case err != nil && !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("cache lookup: %w", err)
@@ -121,10 +122,12 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 	sc.rec.Cache = "miss"
 	sc.rec.Reason = b.explain(ctx, sc, key, &ch.inputs)
 	sc.ev.Cache, sc.ev.Reason = "miss", sc.rec.Reason
+	ran := time.Now()
 	r, err := b.execute(ctx, s, key, ch)
 	if err != nil {
 		return err
 	}
+	r.RunMS = time.Since(ran).Milliseconds()
 	if err := b.e.opts.Cache.Put(ctx, r); err != nil {
 		return fmt.Errorf("cache put: %w", err)
 	}
@@ -132,7 +135,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 	if err := b.applyResult(s, key, r, ch.createdBy); err != nil {
 		return err
 	}
-	sc.rec.Layer = r.DiffID
+	sc.rec.Layer, sc.rec.Size = r.DiffID, r.Size
 	s.parentReason, s.parentKnown = fmt.Sprintf("parent step rebuilt (line %d)", sc.step.Line), true
 	return nil
 }

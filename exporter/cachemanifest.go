@@ -78,6 +78,7 @@ type cacheRecord struct {
 	CreatedBy  string    `json:"createdBy,omitempty"`
 	Comment    string    `json:"comment,omitempty"`
 	Created    time.Time `json:"created"`
+	RunMS      int64     `json:"runMS,omitempty"` // how long the step ran: what a hit saves
 }
 
 // ExportCache writes recs, each with its layer gzipped (once per layer
@@ -143,7 +144,7 @@ func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, notify fun
 	seen := map[v1.Hash]bool{}
 	for _, r := range recs {
 		cr := cacheRecord{Key: r.Key, DiffID: r.DiffID, Size: r.Size, EmptyLayer: r.EmptyLayer,
-			CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created}
+			CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created, RunMS: r.RunMS}
 		if !r.EmptyLayer && r.DiffID != "" {
 			d, err := v1.NewHash(r.DiffID)
 			if err != nil {
@@ -325,7 +326,7 @@ func (c *ImportedCache) Fetch(ctx context.Context, key cache.Key) (*cache.Record
 		return nil, fmt.Errorf("cache %s: key %s: %w", c.loc, key, cache.ErrNotFound)
 	}
 	rec := &cache.Record{Key: key, DiffID: r.DiffID, Size: r.Size, EmptyLayer: r.EmptyLayer,
-		CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created}
+		CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created, RunMS: r.RunMS}
 	if r.EmptyLayer {
 		return rec, nil
 	}

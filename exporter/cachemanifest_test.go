@@ -44,7 +44,7 @@ func cacheSource(t *testing.T) (*Store, *countingTars, []*cache.Record, map[stri
 	key := func(op string) cache.Key { return cache.KeyOf(cache.Key{}, cache.Inputs{Op: op}) }
 	recs := []*cache.Record{
 		{Key: key("COPY"), DiffID: da, Size: sa, CreatedBy: "COPY a /a # buildkit", Comment: "buildkit.dockerfile.v0", Created: created},
-		{Key: key("RUN"), DiffID: db, Size: sb, CreatedBy: "RUN make", Created: created.Add(time.Second)},
+		{Key: key("RUN"), DiffID: db, Size: sb, CreatedBy: "RUN make", Created: created.Add(time.Second), RunMS: 4200},
 		{Key: key("WORKDIR"), DiffID: da, Size: sa, CreatedBy: "WORKDIR /a", Created: created},
 		{Key: key("ADD"), EmptyLayer: true, CreatedBy: "ADD nothing", Created: created},
 	}
@@ -140,7 +140,7 @@ func checkImported(t *testing.T, s *Store, ic *ImportedCache, recs []*cache.Reco
 			t.Fatal(err)
 		}
 		if got.DiffID != want.DiffID || got.Size != want.Size || got.EmptyLayer != want.EmptyLayer ||
-			got.CreatedBy != want.CreatedBy || got.Comment != want.Comment || !got.Created.Equal(want.Created) {
+			got.CreatedBy != want.CreatedBy || got.Comment != want.Comment || !got.Created.Equal(want.Created) || got.RunMS != want.RunMS {
 			t.Errorf("fetched %+v, want %+v", got, want)
 		}
 		if err := s.blobs.(*cache.Store).Put(ctx, got); err != nil {

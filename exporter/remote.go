@@ -47,6 +47,9 @@ type RemoteOptions struct {
 	// Progress, if not nil, hears one line per layer fetched, compressed
 	// or uploaded. It may be called from several goroutines at once.
 	Progress func(string)
+	// WrapTransport, if not nil, wraps the transport of every request
+	// (after the insecure-registry rules), to observe the traffic.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Pull fetches the image ref names from its registry (for a multi-platform
@@ -357,7 +360,11 @@ func (o RemoteOptions) transport(host string) http.RoundTripper {
 		t.TLSClientConfig.InsecureSkipVerify = true // the user named this registry insecure
 		base = t
 	}
-	return httpGuard{base: base, o: o}
+	var rt http.RoundTripper = httpGuard{base: base, o: o}
+	if o.WrapTransport != nil {
+		rt = o.WrapTransport(rt)
+	}
+	return rt
 }
 
 func isLoopback(host string) bool {

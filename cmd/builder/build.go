@@ -57,6 +57,8 @@ type buildFlags struct {
 	quiet         bool
 	cacheFrom     []string
 	cacheTo       []string
+	// verifyReproducible rebuilds in a fresh store and compares.
+	verifyReproducible bool
 }
 
 func cmdBuild(ctx context.Context, a *app, args []string) error {
@@ -97,6 +99,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | REF | type=local,src=DIR")
 	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]")
+	fs.BoolVar(&f.verifyReproducible, "verify-reproducible", false, "build again from nothing (fresh store, --no-cache, same SOURCE_DATE_EPOCH) and fail naming what differs unless the digests match")
 	legacyFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -171,6 +174,8 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	defer prog.Close()
+	log := &logBuffer{}
+	prog.Record(log)
 	if parseErr != nil {
 		// As buildkit: the warnings found before the error, then the error.
 		reportLint(prog, lint)
@@ -187,6 +192,12 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	patterns, err := ignorePatterns(contextDir, dfFile)
 	if err != nil {
 		return err
+	}
+	epochFrom := ""
+	if f.verifyReproducible {
+		if epochFrom, err = ensureEpoch(f, df, contextDir); err != nil {
+			return err
+		}
 	}
 
 	st, err := a.open()
@@ -227,6 +238,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	for _, k := range plan.UnusedBuildArgs {
+		if k == "SOURCE_DATE_EPOCH" {
+			continue // the exporter's: it clamps the image's timestamps
+		}
 		prog.Notice(fmt.Sprintf("[warning] build arg %s was not consumed by any stage", k))
 	}
 	bctx, err := buildcontext.Open(contextDir, patterns)
@@ -266,7 +280,8 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
-	imported, err := importCaches(ctx, st, cacheFrom, a.remoteOptions(platform, prog.Notice), prog.Notice)
+	remoteOpts := func() exporter.RemoteOptions { return a.remoteOptions(platform, prog.Notice) }
+	imported, cacheUses, err := importCachesMetered(ctx, st, cacheFrom, remoteOpts, prog.Notice)
 	if err != nil {
 		return err
 	}
@@ -300,9 +315,12 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		runErr = ferr
 	}
 	rec := res.Record
+	rec.Request = buildRequest(f, contextDir, dfFile, df, platform, plan.SourceDateEpoch, plan)
+	for _, u := range cacheUses {
+		rec.Caches = append(rec.Caches, u.result())
+	}
 	defer func() {
-		rec.Finished = time.Now().UTC()
-		if perr := st.cache.PutBuild(context.WithoutCancel(ctx), rec); perr != nil && err == nil {
+		if perr := finishBuild(ctx, st, rec, log, err); perr != nil && err == nil {
 			err = perr
 		}
 	}()
@@ -317,14 +335,21 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if f.load {
 		outs = append(outs, output{typ: "docker"})
 	}
-	out, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, a.remoteOptions(platform, prog.Notice))
+	pushOpts, countPush := meteredPush(remoteOpts(), res.Image)
+	out, err := exportAll(ctx, st, res.Image, f.tags, outs, prog, pushOpts, &rec.Outputs)
+	countPush(rec.Outputs)
 	if err != nil {
 		return dropModifiedLayer(ctx, st, rec, dfPath, err)
 	}
 	digest := out.local
 	rec.ImageDigest, rec.Tags, rec.History = digest.String(), f.tags, res.History
-	if err := exportCaches(ctx, st, res, cacheTo, a.remoteOptions(platform, prog.Notice), prog.Notice); err != nil {
+	exported, err := exportCachesMetered(ctx, st, res, cacheTo, remoteOpts, prog.Notice)
+	rec.Caches = append(rec.Caches, exported...)
+	if err != nil {
 		return err
+	}
+	for _, line := range cacheReport(rec) {
+		prog.Notice(line)
 	}
 	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
 	id := out.id()
@@ -337,7 +362,12 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		}
 	}
 	if f.metadataFile != "" {
-		return writeMetadata(f.metadataFile, res.Image, digest, f.tags, rec)
+		if err := writeMetadata(f.metadataFile, res.Image, digest, f.tags, rec); err != nil {
+			return err
+		}
+	}
+	if f.verifyReproducible {
+		return verifyBuild(ctx, a, st, f, rec, res.Image, prog, log, epochFrom)
 	}
 	return nil
 }
@@ -361,12 +391,14 @@ func (e exported) id() string {
 
 // exportAll writes the requested outputs and pushes, then stores the image
 // in the local store under its tags (and the names of type=image outputs),
-// so a failed export never leaves a tag behind.
-func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, outs []output, prog *progress, ro exporter.RemoteOptions) (exported, error) {
+// so a failed export never leaves a tag behind. Each output written is
+// added to done.
+func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, outs []output, prog *progress, ro exporter.RemoteOptions, done *[]cache.BuildOutput) (exported, error) {
 	var ex exported
 	tags = append([]string(nil), tags...)
 	for _, o := range outs {
 		tagged := []exporter.Tagged{{Image: img, Tags: tags}}
+		rec := cache.BuildOutput{Type: o.typ, Dest: o.dest, Name: o.name}
 		var err error
 		switch {
 		case o.typ == "docker" && o.dest == "":
@@ -389,17 +421,25 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 				var d v1.Hash
 				if d, err = st.images.PushImage(ctx, img, o.name, ro); err == nil {
 					prog.Notice(fmt.Sprintf("pushed %s@%s", o.name, d))
+					rec.Digest = d.String()
 				}
 			}
 		}
 		if err != nil {
 			return ex, fmt.Errorf("export %s: %w", o.typ, err)
 		}
+		if o.push {
+			rec.Type = "registry"
+		}
+		if o.typ != "image" || o.push {
+			*done = append(*done, rec)
+		}
 	}
 	digest, err := st.images.Put(ctx, img, tags)
 	if err != nil {
 		return ex, fmt.Errorf("store image: %w", err)
 	}
+	*done = append(*done, cache.BuildOutput{Type: "image", Name: strings.Join(tags, ","), Digest: digest.String()})
 	for _, t := range tags {
 		prog.Notice("naming to " + t)
 	}

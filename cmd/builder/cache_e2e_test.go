@@ -427,7 +427,7 @@ CMD ["cat", "/v"]
 func checkStepSchema(t *testing.T, m *buildMeta) {
 	t.Helper()
 	allowed := map[string]bool{"stage": true, "line": true, "instruction": true, "name": true, "cache": true,
-		"reason": false, "key": false, "duration_ms": true, "layer": false}
+		"reason": false, "key": false, "duration_ms": true, "layer": false, "size": false, "saved_ms": false}
 	for i, s := range m.rawSteps {
 		for k := range s {
 			if _, ok := allowed[k]; !ok {

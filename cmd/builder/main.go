@@ -45,6 +45,7 @@ type command struct {
 
 var commands = map[string]command{
 	"build":   {"Build an image from a Dockerfile", cmdBuild, true},
+	"builds":  {"List, inspect, replay, remove and export build records (builds ls|inspect|logs|rm|export)", cmdBuilds, false},
 	"history": {"Show the layers of an image, what made them and whether they were cached", cmdHistory, false},
 	"images":  {"List images in the local store", cmdImages, false},
 	"tag":     {"Create a tag TARGET that refers to SOURCE", cmdTag, false},
@@ -55,8 +56,10 @@ var commands = map[string]command{
 	"prune":   {"Remove unused build cache", cmdPrune, false},
 	"pull":    {"Pull an image from a registry into the local store", cmdPull, false},
 	"push":    {"Push an image from the local store to a registry", cmdPush, false},
+	"diff":    {"Compare two images or builds: per step why it changed, per layer the files that differ", cmdDiff, false},
 	"du":      {"Show disk usage of the store", cmdDu, false},
 	"fsck":    {"Check every digest and reference of the store; --repair removes what is damaged", cmdFsck, false},
+	"verify":  {"Build an image of the store again from nothing and compare: fails naming what differs", cmdVerify, true},
 	"version": {"Show the builder version", cmdVersion, false},
 }
 

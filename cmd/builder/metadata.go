@@ -18,6 +18,8 @@ type metadataStep struct {
 	Key         string `json:"key"`
 	DurationMS  int64  `json:"duration_ms"`
 	Layer       string `json:"layer"`
+	Size        int64  `json:"size"`     // the layer's uncompressed bytes
+	SavedMS     int64  `json:"saved_ms"` // a hit: the step's recorded run time
 }
 
 // writeMetadata writes the --metadata-file JSON for CI: digests, tags and
@@ -31,7 +33,7 @@ func writeMetadata(path string, img v1.Image, digest v1.Hash, tags []string, rec
 	steps := make([]metadataStep, 0, len(rec.Steps))
 	for _, s := range rec.Steps {
 		ms := metadataStep{Stage: s.Stage, Line: s.Line, Instruction: s.Instruction, Name: s.Name, Cache: s.Cache,
-			Reason: s.Reason, DurationMS: s.DurationMS, Layer: s.Layer}
+			Reason: s.Reason, DurationMS: s.DurationMS, Layer: s.Layer, Size: s.Size, SavedMS: s.SavedMS}
 		if !s.Key.IsZero() {
 			ms.Key = s.Key.String()
 		}
@@ -45,6 +47,7 @@ func writeMetadata(path string, img v1.Image, digest v1.Hash, tags []string, rec
 		"config.digest": cfgDigest.String(),
 		"tags":          tags,
 		"steps":         steps,
+		"cache":         cacheMetadataOf(rec),
 	}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {

@@ -24,6 +24,23 @@ type progress struct {
 	next  int
 	start map[string]time.Time
 	tty   *ttyRenderer // set in tty mode
+	// log, when set (Record), renders every event in plain mode too: the
+	// build's log, whatever the display shows.
+	log    *progress
+	closed bool
+}
+
+// Record makes p also write the build's progress, as plain mode prints
+// it, to w: the log `builder builds logs` replays. In plain mode that is
+// exactly what p prints.
+func (p *progress) Record(w io.Writer) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mode == "plain" {
+		p.w = io.MultiWriter(p.w, w)
+		return
+	}
+	p.log = &progress{w: w, mode: "plain", ids: map[string]int{}, start: map[string]time.Time{}}
 }
 
 func newProgress(mode string, w io.Writer) (*progress, error) {
@@ -62,6 +79,9 @@ func (p *progress) id(ev executor.Event) int {
 
 // Event implements executor.Progress.
 func (p *progress) Event(ev executor.Event) {
+	if p.log != nil {
+		p.log.Event(ev)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := p.id(ev)
@@ -96,6 +116,14 @@ func (p *progress) Event(ev executor.Event) {
 // Output implements executor.Progress: RUN output, each line prefixed with
 // the step's number and the time since the step started.
 func (p *progress) Output(ev executor.Event) io.Writer {
+	w := p.output(ev)
+	if p.log != nil {
+		return teeOutput{w, p.log.Output(ev)}
+	}
+	return w
+}
+
+func (p *progress) output(ev executor.Event) io.Writer {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.mode == "quiet" {
@@ -107,8 +135,28 @@ func (p *progress) Output(ev executor.Event) io.Writer {
 	return &lineWriter{p: p, n: p.id(ev), key: stepKey(ev), start: time.Now()}
 }
 
+// teeOutput writes a step's output to the display and to the log.
+type teeOutput struct{ display, log io.Writer }
+
+func (t teeOutput) Write(b []byte) (int, error) {
+	t.log.Write(b) // the log never fails the build
+	return t.display.Write(b)
+}
+
+// Flush flushes both sides' last partial line.
+func (t teeOutput) Flush() {
+	for _, w := range []io.Writer{t.display, t.log} {
+		if f, ok := w.(interface{ Flush() }); ok {
+			f.Flush()
+		}
+	}
+}
+
 // Notice prints a message that is not about one step.
 func (p *progress) Notice(msg string) {
+	if p.log != nil {
+		p.log.Notice(msg)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch p.mode {
@@ -144,9 +192,13 @@ func (p *progress) Warning(w parser.Warning) {
 func (p *progress) Done(msg string) { p.Notice(msg) }
 
 // Close prints the final state of every step in tty mode; otherwise
-// there is nothing to flush.
+// there is nothing to flush. Only the first call does anything.
 func (p *progress) Close() error {
-	if p.tty != nil {
+	p.mu.Lock()
+	closed := p.closed
+	p.closed = true
+	p.mu.Unlock()
+	if p.tty != nil && !closed {
 		return p.tty.Close()
 	}
 	return nil

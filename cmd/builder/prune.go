@@ -20,14 +20,21 @@ import (
 // until= or --keep-storage replace it.
 const defaultPruneAge = 48 * time.Hour
 
+// defaultKeepBuilds bounds the build records prune keeps.
+const defaultKeepBuilds = 100
+
 func cmdPrune(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "prune", "[OPTIONS]")
 	all := fs.BoolP("all", "a", false, "remove all unused build cache whatever its age, RUN cache mounts and untagged build records")
 	keep := fs.String("keep-storage", "", "remove least recently used entries until the store uses at most this much (e.g. 10GB)")
 	var filters []string
 	fs.StringArrayVar(&filters, "filter", nil, "filter: until=DURATION (only entries unused for longer; default 48h without --all and --keep-storage)")
+	keepBuilds := fs.Int("keep-builds", defaultKeepBuilds, "keep only the N newest build records (and their logs)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *keepBuilds < 0 {
+		return fmt.Errorf("--keep-builds %d: want a number of builds, 0 or more", *keepBuilds)
 	}
 	opts, err := pruneOptions(*all, *keep, filters)
 	if err != nil {
@@ -38,6 +45,12 @@ func cmdPrune(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer st.Close()
+	// Build records go first, so the step inputs only they kept go in
+	// the same prune.
+	builds, buildBytes, err := st.cache.TrimBuilds(ctx, *keepBuilds)
+	if err != nil {
+		return err
+	}
 	// Prune takes the store's exclusive lock itself: it waits for running
 	// builds, which hold the shared lock.
 	opts.RemoveLayer = st.removeLayer
@@ -45,6 +58,7 @@ func cmdPrune(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	rep.Removed, rep.Reclaimed = rep.Removed+builds, rep.Reclaimed+buildBytes
 	caches, freed, err := st.cache.PruneRunCache(ctx, opts.Until)
 	if err != nil {
 		return err
