@@ -152,12 +152,12 @@ func TestResolveErrors(t *testing.T) {
 	url, git := repo(t, "sha1", "echo one > foo && git add foo && git commit -qm one && git tag v1", "echo 2 > foo && git commit -qam two")
 	v1 := git("rev-parse", "v1")
 	for src, want := range map[string]string{
-		url + "#nope":                                   "repository does not contain ref nope",
-		url + "?ref=" + v1[:8]:                          "repository does not contain ref",
-		url + "?branch=v1":                              "repository does not contain ref refs/heads/v1",
-		url + "?commit=" + v1[:8]:                       "expected checksum to match " + v1[:8],
-		url + "?commit=xyz":                             "invalid checksum xyz for Git URL, expected hex commit hash",
-		url + "#" + strings.Repeat("0", 40) + "?x":      "",
+		url + "#nope":                                  "repository does not contain ref nope",
+		url + "?ref=" + v1[:8]:                         "repository does not contain ref",
+		url + "?branch=v1":                             "repository does not contain ref refs/heads/v1",
+		url + "?commit=" + v1[:8]:                      "expected checksum to match " + v1[:8],
+		url + "?commit=xyz":                            "invalid checksum xyz for Git URL, expected hex commit hash",
+		url + "#" + strings.Repeat("0", 40) + "?x":     "",
 		url + "?ref=" + v1 + "&commit=" + v1[:6] + "f": "expected checksum to match",
 	} {
 		if want == "" {
