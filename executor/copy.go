@@ -39,6 +39,7 @@ type copyRequest struct {
 	SrcRoot    string                // root of a --from stage/image when Context is nil
 	Hash       func(ctx context.Context, path string, fi os.FileInfo) (cache.FileSum, error)
 	HTTPClient *http.Client
+	Git        *gitOptions // how ADD fetches Git sources (add_git.go)
 	TempDir    string
 	// Warn receives non-fatal problems, such as device nodes of an ADD
 	// archive that cannot be created in a user namespace; nil drops them.
@@ -88,6 +89,7 @@ type copySource struct {
 	archive bool   // ADD of a local archive: extract into dest
 	data    []byte // heredoc content
 	url     *addDownload
+	git     *addGit // an ADD of a Git repository (add_git.go)
 	// COPY --parents: the source is written at dest/name, where name is
 	// its path below pivot, and parents are the directories between
 	// pivot and the source (rel relative to dest), outermost first.
@@ -148,6 +150,9 @@ func (p *copyPlan) validate() error {
 		return fmt.Errorf("%s requires at least one source", op)
 	}
 	for _, s := range req.Sources {
+		if isGitURL(s) && !req.Add {
+			return errors.New("source can't be a git ref for COPY")
+		}
 		if addIsURL(s) && !req.Add {
 			return errors.New("source can't be a URL for COPY")
 		}
@@ -159,10 +164,10 @@ func (p *copyPlan) validate() error {
 		if len(req.Sources) != 1 {
 			return errors.New("checksum can't be specified for multiple sources")
 		}
-		if !addIsURL(req.Sources[0]) {
+		if !addIsURL(req.Sources[0]) && !isGitURL(req.Sources[0]) {
 			return errors.New("checksum requires HTTP(S) or Git sources")
 		}
-		if _, err := addParseChecksum(req.Checksum); err != nil {
+		if _, err := addParseChecksum(req.Checksum); err != nil && !isGitURL(req.Sources[0]) {
 			return err
 		}
 	}
@@ -207,6 +212,9 @@ func (p *copyPlan) tree() (*buildcontext.Context, error) {
 func (p *copyPlan) Close() error {
 	var errs []error
 	for _, s := range p.sources {
+		if err := s.git.close(); err != nil {
+			errs = append(errs, err)
+		}
 		if s.url != nil && s.url.file != "" {
 			if err := os.Remove(s.url.file); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)

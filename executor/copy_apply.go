@@ -83,6 +83,8 @@ func (p *copyPlan) owner(rootfs string) (copyOwner, error) {
 func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource, intoDir bool, own copyOwner) error {
 	top := s.entries[0]
 	switch {
+	case s.git != nil:
+		return p.applyGit(ctx, rootfs, s, own)
 	case s.archive:
 		return p.addExtract(ctx, rootfs, s, own)
 	case top.kind == copyDir:

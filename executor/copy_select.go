@@ -24,6 +24,9 @@ import (
 )
 
 func (p *copyPlan) addSource(ctx context.Context, tree *buildcontext.Context, i int, src string) error {
+	if ok, err := p.addGitSource(ctx, i, src); ok {
+		return err
+	}
 	if addIsURL(src) {
 		dl, err := addFetch(ctx, p.req.HTTPClient, p.req.TempDir, src, p.req.Checksum)
 		if err != nil {

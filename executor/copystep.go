@@ -86,6 +86,7 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, a xferArgs) error
 		Exclude:    a.exclude,
 		Unpack:     a.unpack,
 		HTTPClient: b.e.opts.HTTPClient,
+		Git:        b.gitOptions(sc),
 		TempDir:    b.e.opts.TempDir,
 		Warn:       b.stepWarn(sc),
 	}
@@ -147,7 +148,7 @@ func (b *build) copyFrom(ctx context.Context, sc *stepCtx, a xferArgs, req copyR
 
 func allURLs(srcs []string) bool {
 	for _, s := range srcs {
-		if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
+		if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") && !isGitURL(s) {
 			return false
 		}
 	}

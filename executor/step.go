@@ -113,6 +113,10 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		case err == nil && (r.EmptyLayer || b.e.opts.Layers.Has(r.DiffID)):
 			sc.rec.Cache = "hit"
 			sc.rec.Layer, sc.rec.InputsDigest = r.DiffID, r.InputsDigest
+			// As BuildKit: the history names this build's instruction,
+			// which may be written differently for the same key (a Git
+			// source by ?ref= or ?branch=, with or without --checksum).
+			r.CreatedBy = ch.createdBy
 			return b.applyResult(s, key, r)
 		case err != nil && !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("cache lookup: %w", err)

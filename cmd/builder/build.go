@@ -260,6 +260,10 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
+	gitAdvice, err := buildArgBool(f.buildArgs, "BUILDKIT_GIT_ADVICE")
+	if err != nil {
+		return err
+	}
 	imported, err := importCaches(ctx, st, cacheFrom, a.remoteOptions(platform, prog.Notice), prog.Notice)
 	if err != nil {
 		return err
@@ -284,6 +288,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Progress:         prog,
 		TempDir:          tmp.Path(),
 		Hostname:         buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
+		GitAdvice:        gitAdvice,
 		Secrets:          secrets,
 		SSH:              agents,
 		CacheFrom:        imported,
