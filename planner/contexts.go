@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -16,6 +17,9 @@ type NamedContext struct {
 	Name  string // normalized like an image reference: "alpine", not "docker.io/library/alpine:latest"
 	Dir   string // a local directory, usable by COPY --from and RUN --mount from=
 	Image string // an image reference (docker-image://REF), resolved like a FROM image
+	// Epoch is the context's time for SOURCE_DATE_EPOCH=NAME (a fetched
+	// Git or HTTP context); nil for none.
+	Epoch *time.Time
 }
 
 // ParseContext parses one --build-context value: NAME=PATH or

@@ -113,7 +113,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	return runBuild(ctx, a, &f, fs.Arg(0))
 }
 
-func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (err error) {
+func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (err error) {
 	// As buildx: SOURCE_DATE_EPOCH in the environment is also the build arg
 	// (unless one is given), so ARG SOURCE_DATE_EPOCH sees it either way.
 	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" && buildArgMap(f.buildArgs)["SOURCE_DATE_EPOCH"] == nil {
@@ -137,16 +137,26 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if f.push && len(f.tags) == 0 {
 		return fmt.Errorf("--push needs at least one -t name")
 	}
-	if err := checkContextDir(contextDir); err != nil {
-		return err
-	}
 	call, err := parseCall(f.call, f.check)
 	if err != nil {
 		return err
 	}
-	data, dfPath, dfFile, err := readDockerfile(a, f.file, contextDir)
+	in, err := resolveInputs(ctx, a, f, contextArg)
 	if err != nil {
 		return err
+	}
+	defer func() {
+		if cerr := in.sources.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	contextDir := in.dir
+	data, dfPath, dfFile, err := readDockerfile(a, in.file, contextDir)
+	if err != nil {
+		return err
+	}
+	if in.display != "" {
+		dfPath = in.display
 	}
 	df, lint, parseErr := parser.ParseLint(bytes.NewReader(data), dfPath, lintOptions(buildArgMap(f.buildArgs)))
 	if lint == nil {
@@ -205,6 +215,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		BuildPlatform:  hostPlatform(),
 		ResolveImage:   resolver(st, f.pull, a.remoteOptions(platform, prog.Notice)),
 		Contexts:       contexts,
+		ContextEpoch:   in.epoch,
 		ResolveEpoch: func(ctx context.Context, src planner.EpochSource) (*time.Time, error) {
 			return executor.SourceEpoch(ctx, nil, "", src.URL, src.Checksum)
 		},
@@ -276,7 +287,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Images:           st.images,
 		Context:          bctx,
 		DockerfilePath:   dfPath,
-		Project:          projectID(contextDir, dfFile, f.target),
+		Project:          projectID(in.id, in.dockerfileID(dfFile), f.target),
 		NoCache:          f.noCache,
 		NoCacheStages:    f.noCacheFilter,
 		Network:          network,
