@@ -41,6 +41,9 @@ type Resolved struct {
 	// Name is what is fetched: the ref as given, the remote's default
 	// branch for none, or a commit.
 	Name string
+	// Full is the full ref Name matched on the remote (refs/heads/x,
+	// refs/tags/v1), or the commit.
+	Full string
 	// Object is what Name points to: a commit, or an annotated tag.
 	Object string
 	// Commit is the commit an annotated tag points to; Object otherwise.
@@ -65,7 +68,7 @@ func Resolve(ctx context.Context, r *Ref, opts Options) (*Resolved, error) {
 		if r.Checksum != "" && !strings.HasPrefix(r.Ref, r.Checksum) {
 			return nil, fmt.Errorf("expected checksum to match %s, got %s", r.Checksum, r.Ref)
 		}
-		return &Resolved{Ref: r, Name: r.Ref, Object: r.Ref, Commit: r.Ref}, nil
+		return &Resolved{Ref: r, Name: r.Ref, Full: r.Ref, Object: r.Ref, Commit: r.Ref}, nil
 	}
 	git := cli{advice: opts.Advice, sshSock: opts.SSHAuthSock}
 	ref := r.Ref
@@ -100,7 +103,7 @@ func matchRef(r *Ref, ref, out string) (*Resolved, error) {
 		tag       = "refs/tags/" + strings.TrimPrefix(ref, "refs/tags/")
 		peeledTag = tag + "^{}"
 	)
-	var sha, headSha, tagSha, peeled string
+	var sha, headSha, tagSha, peeled, used string
 	for _, line := range strings.Split(out, "\n") {
 		lineSha, lineRef, _ := strings.Cut(line, "\t")
 		switch lineRef {
@@ -114,13 +117,15 @@ func matchRef(r *Ref, ref, out string) (*Resolved, error) {
 			sha = lineSha
 		}
 	}
-	if sha == "" {
-		sha = headSha
+	if sha != "" {
+		used = full
+	} else if headSha != "" {
+		sha, used = headSha, head
 	}
 	if sha != "" {
 		peeled = ""
 	} else {
-		sha = tagSha
+		sha, used = tagSha, tag
 	}
 	if sha == "" {
 		return nil, fmt.Errorf("repository does not contain ref %s, output: %q", ref, out)
@@ -135,7 +140,7 @@ func matchRef(r *Ref, ref, out string) (*Resolved, error) {
 		}
 		return nil, fmt.Errorf("expected checksum to match %s, got %s", r.Checksum, got)
 	}
-	res := &Resolved{Ref: r, Name: ref, Object: sha, Commit: sha}
+	res := &Resolved{Ref: r, Name: ref, Full: used, Object: sha, Commit: sha}
 	if peeled != "" {
 		res.Commit = peeled
 	}
@@ -144,13 +149,14 @@ func matchRef(r *Ref, ref, out string) (*Resolved, error) {
 
 // Key is the source's cache key, as BuildKit's: the commit (the tag
 // object with a kept .git, whose content depends on it), whether .git is
-// kept and under which ref, the subdirectory, and whether submodules are
-// skipped. Two remotes with the same commit give the same key.
+// kept and under which full ref, the subdirectory, and whether submodules
+// are skipped. Two remotes with the same commit give the same key, and so
+// do two spellings of a ref (v1, refs/tags/v1, ?tag=v1).
 func (res *Resolved) Key(keepGitDir bool) string {
 	keepGitDir = keepGitDir && res.SubDir == ""
 	key := res.Commit
 	if keepGitDir {
-		key = res.Object + ".git#" + res.Name
+		key = res.Object + ".git#" + res.Full
 	}
 	if res.SubDir != "" {
 		key += ":" + res.SubDir

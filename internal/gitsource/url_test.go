@@ -113,12 +113,12 @@ func TestMatchRef(t *testing.T) {
 	a, b, c := strings.Repeat("a", 40), strings.Repeat("b", 40), strings.Repeat("c", 40)
 	out := a + "\trefs/heads/v1\n" + b + "\trefs/tags/v1\n" + c + "\trefs/tags/v1^{}\n" + c + "\trefs/tags/only\n"
 	cases := []struct {
-		ref, checksum, object, commit, err string
+		ref, checksum, object, commit, full, err string
 	}{
-		{ref: "v1", object: a, commit: a}, // a branch wins over a tag, as git checkout
-		{ref: "refs/tags/v1", object: b, commit: c},
-		{ref: "refs/tags/v1", checksum: "ccc", object: b, commit: c},
-		{ref: "only", object: c, commit: c},
+		{ref: "v1", object: a, commit: a, full: "refs/heads/v1"}, // a branch wins over a tag, as git checkout
+		{ref: "refs/tags/v1", object: b, commit: c, full: "refs/tags/v1"},
+		{ref: "refs/tags/v1", checksum: "ccc", object: b, commit: c, full: "refs/tags/v1"},
+		{ref: "only", object: c, commit: c, full: "refs/tags/only"},
 		{ref: "nope", err: "repository does not contain ref nope"},
 		{ref: "v1", checksum: "bbb", err: "expected checksum to match bbb, got " + a},
 	}
@@ -130,7 +130,7 @@ func TestMatchRef(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || res.Object != tc.object || res.Commit != tc.commit {
+		if err != nil || res.Object != tc.object || res.Commit != tc.commit || res.Full != tc.full {
 			t.Errorf("matchRef(%s) = %+v, %v; want object %s commit %s", tc.ref, res, err, tc.object, tc.commit)
 		}
 	}
@@ -139,11 +139,11 @@ func TestMatchRef(t *testing.T) {
 func TestKey(t *testing.T) {
 	sha := strings.Repeat("a", 40)
 	tagObj := strings.Repeat("b", 40)
-	res := &Resolved{Ref: &Ref{}, Name: "v1", Object: tagObj, Commit: sha}
+	res := &Resolved{Ref: &Ref{}, Name: "v1", Full: "refs/tags/v1", Object: tagObj, Commit: sha}
 	if k := res.Key(false); k != sha {
 		t.Errorf("Key(false) = %s", k)
 	}
-	if k := res.Key(true); k != tagObj+".git#v1" {
+	if k := res.Key(true); k != tagObj+".git#refs/tags/v1" {
 		t.Errorf("Key(true) = %s", k)
 	}
 	res.SubDir = "d"
