@@ -184,6 +184,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (er
 	if err != nil {
 		return err
 	}
+	if err := in.fetchContexts(ctx, a, f, contexts); err != nil {
+		return err
+	}
 	platform, err := targetPlatform(f.platform)
 	if err != nil {
 		return err
@@ -206,6 +209,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (er
 		return err
 	}
 	defer st.collectGarbage(ctx, gc, prog.Notice)
+	if err := loadLayoutContexts(ctx, st, contexts, platform); err != nil {
+		return err
+	}
 
 	plan, err := planner.New(ctx, df, planner.Options{
 		DockerfilePath: dfPath,
@@ -550,14 +556,21 @@ func ignorePatterns(dir, dockerfile string) ([]string, error) {
 	return buildcontext.ReadIgnore(dir, dockerfile)
 }
 
-// namedContexts parses --build-context values; directories are made
-// absolute (relative to the working directory, as buildx) and must exist.
+// namedContexts parses --build-context values; directories (and OCI
+// layout directories) are made absolute (relative to the working
+// directory, as buildx) and must exist. URLs are fetched by
+// buildInputs.fetchContexts.
 func namedContexts(vals []string) ([]planner.NamedContext, error) {
 	var out []planner.NamedContext
 	for _, v := range vals {
 		nc, err := planner.ParseContext(v)
 		if err != nil {
 			return nil, err
+		}
+		if nc.Layout != "" {
+			if nc.Layout, err = filepath.Abs(nc.Layout); err != nil {
+				return nil, fmt.Errorf("build context %s: %w", nc.Name, err)
+			}
 		}
 		if nc.Dir != "" {
 			if nc.Dir, err = filepath.Abs(nc.Dir); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/gitsource"
 	"github.com/builder-dev/builder/internal/remotecontext"
+	"github.com/builder-dev/builder/planner"
 	securejoin "github.com/cyphar/filepath-securejoin"
 )
 
@@ -274,4 +275,58 @@ func (in *buildInputs) dockerfileID(dfFile string) string {
 		name = filepath.Base(dfFile)
 	}
 	return in.id + "#" + name
+}
+
+// fetchContexts fetches the named contexts that are URLs, as BuildKit
+// takes them: a Git URL is its checkout (the commit's time its epoch); an
+// HTTP(S) URL is a directory holding the download as the file "context",
+// not extracted (its Last-Modified, else its newest archived file, its
+// epoch, for SOURCE_DATE_EPOCH=NAME).
+func (in *buildInputs) fetchContexts(ctx context.Context, a *app, f *buildFlags, contexts []planner.NamedContext) error {
+	for i := range contexts {
+		nc := &contexts[i]
+		if nc.URL == "" {
+			continue
+		}
+		if in.sources == nil {
+			sc, err := newSourceScratch(a)
+			if err != nil {
+				return err
+			}
+			in.sources = sc
+		}
+		if err := in.fetchContext(ctx, a, f, nc); err != nil {
+			return fmt.Errorf("build context %s: %w", nc.Name, err)
+		}
+	}
+	return nil
+}
+
+func (in *buildInputs) fetchContext(ctx context.Context, a *app, f *buildFlags, nc *planner.NamedContext) error {
+	if gitsource.IsGit(nc.URL) || !remotecontext.IsURL(nc.URL) {
+		o, err := sourceOptionsOf(f)
+		if err != nil {
+			return err
+		}
+		o.keepGitDir, o.mtimeCommit = false, false // BuildKit: for the main context only
+		co, err := fetchGit(ctx, a, in.sources, nc.URL, o)
+		if err != nil {
+			return err
+		}
+		nc.Dir, nc.Epoch = co.dir, &co.commitTime
+		return nil
+	}
+	dir, err := in.sources.mkdir("context")
+	if err != nil {
+		return err
+	}
+	file, err := remotecontext.Download(ctx, nil, nc.URL, dir, "context")
+	if err != nil {
+		return err
+	}
+	if nc.Epoch, err = remotecontext.Epoch(file); err != nil {
+		return err
+	}
+	nc.Dir = dir
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -186,5 +187,70 @@ func TestE2EStdinContext(t *testing.T) {
 	}
 	if _, msg, err = stdinBuild(archive, "-f", "../../etc/passwd", "-"); err == nil {
 		t.Errorf("-f climbing out of the stdin context succeeded:\n%s", msg)
+	}
+}
+
+func TestE2ENamedContextSources(t *testing.T) {
+	e := newEnv(t)
+	lastMod := time.Unix(1700000601, 0).UTC()
+	archive := tarGz(t, map[string]string{"foo": "bar"}, time.Unix(1700000602, 0))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/lm.tar.gz" {
+			w.Header().Set("Last-Modified", lastMod.Format(http.TimeFormat))
+		}
+		w.Write(archive)
+	}))
+	defer srv.Close()
+	// An HTTP named context is the download as the file "context", not
+	// extracted; its time is SOURCE_DATE_EPOCH=NAME's.
+	for path, want := range map[string]string{"/lm.tar.gz": "2023-11-14T22:23:21Z", "/src.tar.gz": "2023-11-14T22:23:22Z"} {
+		ctx := e.context("ARG SOURCE_DATE_EPOCH=src\nFROM scratch\nCOPY --from=src context /ctx.tgz\n", nil)
+		tag := "n" + strings.NewReplacer("/", "", ".", "").Replace(path)
+		out, _ := e.local("-t", tag, "--build-context", "src="+srv.URL+path, ctx)
+		wantFileContent(t, filepath.Join(out, "ctx.tgz"), string(archive))
+		if info, _ := e.mustRun("inspect", tag); !strings.Contains(info, want) {
+			t.Errorf("%s: SOURCE_DATE_EPOCH=src is not %s:\n%s", path, want, info)
+		}
+	}
+
+	// A Git named context is its checkout.
+	url, _ := e.gitRepo("echo from-git > f && git add f && git commit -qm 1 && git tag v1")
+	out, _ := e.local("--build-context", "src="+url+"#v1", e.context("FROM scratch\nCOPY --from=src f /f\n", nil))
+	wantFileContent(t, filepath.Join(out, "f"), "from-git\n")
+
+	// docker-image://scratch is the empty image.
+	out, _ = e.local("--build-context", "busybox=docker-image://scratch", e.context("FROM busybox\nCOPY a /a\n", map[string]string{"a": "x"}))
+	if ents, _ := os.ReadDir(out); len(ents) != 1 {
+		t.Errorf("FROM the empty image holds %d entries, want only /a", len(ents))
+	}
+
+	// oci-layout://DIR@DIGEST and DIR:TAG: the layout's image, its config
+	// included.
+	layoutTar := filepath.Join(e.dir, "layout.tar")
+	e.mustRun("build", "-t", "lay:v1", "-o", "type=oci,dest="+layoutTar, e.context("FROM busybox:fixture\nENV FOO=bar\nRUN echo -n first > /out\n", nil))
+	layout := filepath.Join(e.dir, "layout")
+	if err := os.MkdirAll(layout, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("tar", "-xf", layoutTar, "-C", layout).CombinedOutput(); err != nil {
+		t.Fatalf("untar layout: %v\n%s", err, b)
+	}
+	var index struct {
+		Manifests []struct {
+			Digest string `json:"digest"`
+		} `json:"manifests"`
+	}
+	if b, err := os.ReadFile(filepath.Join(layout, "index.json")); err != nil || json.Unmarshal(b, &index) != nil || len(index.Manifests) != 1 {
+		t.Fatalf("layout index.json: %v %+v", err, index)
+	}
+	digest := index.Manifests[0].Digest
+	for _, ref := range []string{layout + "@" + digest, layout + ":v1"} {
+		out, _ = e.local("--build-context", "base=oci-layout://"+ref, e.context("FROM base\nRUN echo -n $FOO > /foo\n", nil))
+		wantFileContent(t, filepath.Join(out, "out"), "first")
+		wantFileContent(t, filepath.Join(out, "foo"), "bar")
+	}
+	if _, errOut, err := e.run("build", "--build-context", "base=oci-layout://"+layout+"@sha256:"+strings.Repeat("0", 64), e.context("FROM base\n", nil)); err == nil ||
+		!strings.Contains(errOut, "no such image in the layout") {
+		t.Errorf("missing layout digest: %v\n%s", err, errOut)
 	}
 }
