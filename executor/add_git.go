@@ -19,7 +19,7 @@ type gitOptions struct {
 	// Output receives git's messages: the step's output.
 	Output io.Writer
 	// SSH is the agent of ssh remotes (--ssh default), nil for none.
-	SSH SSHAgent
+	SSH gitsource.Agent
 }
 
 // addGit is an ADD source that is a Git repository: resolved to a commit
@@ -65,7 +65,7 @@ func (p *copyPlan) addGitSource(ctx context.Context, i int, src string) (bool, e
 	if p.req.Git != nil {
 		g.opts = *p.req.Git
 	}
-	err = withGitSSH(ctx, ref, g.opts.SSH, func(sock string) error {
+	err = gitsource.WithAgent(ctx, ref, g.opts.SSH, func(sock string) error {
 		g.res, err = gitsource.Resolve(ctx, ref, gitsource.Options{Advice: g.opts.Advice, SSHAuthSock: sock})
 		return err
 	})
@@ -98,7 +98,7 @@ func (p *copyPlan) fetchGit(ctx context.Context, s *copySource) error {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
-	err = withGitSSH(ctx, g.res.Ref, g.opts.SSH, func(sock string) error {
+	err = gitsource.WithAgent(ctx, g.res.Ref, g.opts.SSH, func(sock string) error {
 		_, err := g.res.Fetch(ctx, dir, gitsource.Options{KeepGitDir: g.keep, Advice: g.opts.Advice,
 			Output: g.opts.Output, SSHAuthSock: sock, TempDir: p.req.TempDir})
 		return err
@@ -138,25 +138,6 @@ func (g *addGit) close() error {
 	err := os.RemoveAll(g.dir)
 	g.dir = ""
 	return err
-}
-
-// withGitSSH calls fn with the socket of agent served for an ssh remote,
-// or "" for other remotes and without an agent.
-func withGitSSH(ctx context.Context, ref *gitsource.Ref, agent SSHAgent, fn func(sock string) error) error {
-	if ref.Scheme != "ssh" || agent == nil {
-		return fn("")
-	}
-	dir, err := os.MkdirTemp("", "builder-git-ssh-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	srv, err := serveSSH(ctx, agent, dir)
-	if err != nil {
-		return fmt.Errorf("ssh agent for %s: %w", ref.Remote, err)
-	}
-	defer srv.close()
-	return fn(srv.path)
 }
 
 // gitOptions are the build's options for the Git sources of a step.
