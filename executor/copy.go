@@ -42,6 +42,7 @@ type copyRequest struct {
 	// URLMemo remembers the validators of URL downloads, so that ADD
 	// <url> revalidates with HEAD; nil downloads every time.
 	URLMemo addURLMemo
+	Git     *gitOptions // how ADD fetches Git sources (add_git.go)
 	TempDir string
 	// Warn receives non-fatal problems, such as device nodes of an ADD
 	// archive that cannot be created in a user namespace; nil drops them.
@@ -91,6 +92,7 @@ type copySource struct {
 	archive bool   // ADD of a local archive: extract into dest
 	data    []byte // heredoc content
 	url     *addDownload
+	git     *addGit // an ADD of a Git repository (add_git.go)
 	// COPY --parents: the source is written at dest/name, where name is
 	// its path below pivot, and parents are the directories between
 	// pivot and the source (rel relative to dest), outermost first.
@@ -160,6 +162,9 @@ func (p *copyPlan) validate() error {
 		return fmt.Errorf("%s requires at least one source", op)
 	}
 	for _, s := range req.Sources {
+		if isGitURL(s) && !req.Add {
+			return errors.New("source can't be a git ref for COPY")
+		}
 		if addIsURL(s) && !req.Add {
 			return errors.New("source can't be a URL for COPY")
 		}
@@ -171,10 +176,10 @@ func (p *copyPlan) validate() error {
 		if len(req.Sources) != 1 {
 			return errors.New("checksum can't be specified for multiple sources")
 		}
-		if !addIsURL(req.Sources[0]) {
+		if !addIsURL(req.Sources[0]) && !isGitURL(req.Sources[0]) {
 			return errors.New("checksum requires HTTP(S) or Git sources")
 		}
-		if _, err := addParseChecksum(req.Checksum); err != nil {
+		if _, err := addParseChecksum(req.Checksum); err != nil && !isGitURL(req.Sources[0]) {
 			return err
 		}
 	}
@@ -219,6 +224,9 @@ func (p *copyPlan) tree() (*buildcontext.Context, error) {
 func (p *copyPlan) Close() error {
 	var errs []error
 	for _, s := range p.sources {
+		if err := s.git.close(); err != nil {
+			errs = append(errs, err)
+		}
 		if s.url != nil && s.url.file != "" {
 			if err := os.Remove(s.url.file); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)

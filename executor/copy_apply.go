@@ -83,6 +83,9 @@ func (p *copyPlan) owner(rootfs string) (copyOwner, error) {
 // replaces it otherwise, so several sources into a destination without a
 // slash each land there in turn (BuildKit's testExcludedFilesOnCopy).
 func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource, own copyOwner) error {
+	if s.git != nil {
+		return p.applyGit(ctx, rootfs, s, own)
+	}
 	if s.archive {
 		return p.addExtract(ctx, rootfs, s, own)
 	}

@@ -84,6 +84,8 @@ func (p *copyPlan) Fields() []cache.Field {
 func (p *copyPlan) sourceFields(s *copySource, add func(name, v string)) {
 	key := "source." + strconv.Itoa(s.index)
 	switch {
+	case s.git != nil:
+		add(key+".git", s.git.field())
 	case s.url != nil:
 		add(key+".url", s.url.url)
 		add(key+".url.digest", s.url.digest)

@@ -24,6 +24,9 @@ import (
 )
 
 func (p *copyPlan) addSource(ctx context.Context, tree *buildcontext.Context, i int, src string) error {
+	if ok, err := p.addGitSource(ctx, i, src); ok {
+		return err
+	}
 	if addIsURL(src) {
 		// A download ADD may extract is needed now: its content decides.
 		lazy := p.req.Unpack == nil || !*p.req.Unpack

@@ -87,6 +87,7 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, a xferArgs) error
 		Unpack:     a.unpack,
 		HTTPClient: b.e.opts.HTTPClient,
 		URLMemo:    storeURLMemo{b.e.opts.Cache},
+		Git:        b.gitOptions(sc),
 		TempDir:    b.e.opts.TempDir,
 		Warn:       b.stepWarn(sc),
 	}
@@ -148,7 +149,7 @@ func (b *build) copyFrom(ctx context.Context, sc *stepCtx, a xferArgs, req copyR
 
 func allURLs(srcs []string) bool {
 	for _, s := range srcs {
-		if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
+		if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") && !isGitURL(s) {
 			return false
 		}
 	}

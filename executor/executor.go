@@ -63,7 +63,11 @@ type Options struct {
 	SourceDateEpoch *time.Time
 	Progress        Progress
 	HTTPClient      *http.Client
-	// SSH are the agents of RUN --mount=type=ssh by id (--ssh).
+	// GitAdvice lets git print its advice while ADD fetches a Git
+	// source (BUILDKIT_GIT_ADVICE=1).
+	GitAdvice bool
+	// SSH are the agents of RUN --mount=type=ssh by id (--ssh); "default"
+	// also authenticates ADD of ssh Git URLs.
 	SSH map[string]SSHAgent
 	// Secrets are the values of RUN --mount=type=secret by id (--secret).
 	// They reach only the RUN sandboxes: never a layer, key or record.

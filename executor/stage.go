@@ -77,6 +77,7 @@ func (s *stageState) clone() *stageState {
 	c.hist = slices.Clone(s.hist)
 	c.args = nil
 	c.cmdSet = false
+	c.labels = nil // the child stage's own steps: computed by its first step
 	raw, _ := json.Marshal(s.img)
 	c.img = dockerspec.DockerOCIImage{}
 	_ = json.Unmarshal(raw, &c.img) // round trip of our own value cannot fail

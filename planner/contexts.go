@@ -5,22 +5,34 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // NamedContext is a named build context (--build-context NAME=VALUE, as
 // docker buildx): it replaces the stage or image called Name wherever the
-// Dockerfile uses it. Exactly one of Dir and Image is set.
+// Dockerfile uses it. The planner sees a directory (Dir) or an image
+// (Image); the caller turns URL and Layout into one of them first.
 type NamedContext struct {
 	Name  string // normalized like an image reference: "alpine", not "docker.io/library/alpine:latest"
-	Dir   string // a local directory, usable by COPY --from and RUN --mount from=
-	Image string // an image reference (docker-image://REF), resolved like a FROM image
+	Dir   string // a local directory (a fetched URL's too)
+	Image string // an image reference (docker-image://REF), resolved like a FROM image; "scratch" is the empty image
+	// URL is a Git or HTTP(S) URL, which the caller fetches into Dir.
+	URL string
+	// Layout is an OCI layout reference DIR[@DIGEST|:TAG]
+	// (oci-layout://), whose image the caller stores and names in Image.
+	Layout string
+	// Epoch is the context's time for SOURCE_DATE_EPOCH=NAME (a fetched
+	// Git or HTTP context); nil for none.
+	Epoch *time.Time
 }
 
-// ParseContext parses one --build-context value: NAME=PATH or
-// NAME=docker-image://REF. It does not touch the filesystem; the caller
-// makes Dir absolute and checks that it is a directory.
+// ParseContext parses one --build-context value as docker buildx does:
+// NAME=PATH, NAME=docker-image://REF, NAME=oci-layout://DIR[@DIGEST|:TAG],
+// or NAME=URL (a Git or HTTP(S) URL). It does not touch the filesystem
+// or the network; the caller makes Dir absolute and checks it, and
+// fetches URL and Layout.
 func ParseContext(s string) (NamedContext, error) {
 	k, v, ok := strings.Cut(s, "=")
 	if !ok || k == "" || v == "" {
@@ -37,8 +49,15 @@ func ParseContext(s string) (NamedContext, error) {
 			return NamedContext{}, fmt.Errorf("build context %q: %w", s, err)
 		}
 		nc.Image = rest
-	case strings.Contains(v, "://") || strings.HasPrefix(v, "target:") || strings.HasPrefix(v, "git@"):
-		return NamedContext{}, fmt.Errorf("build context %q: only a local directory or docker-image://REF is supported", s)
+	case scheme == "oci-layout":
+		if rest == "" {
+			return NamedContext{}, fmt.Errorf("build context %q: oci-layout:// needs a directory", s)
+		}
+		nc.Layout = rest
+	case scheme == "http" || scheme == "https" || scheme == "git" || scheme == "ssh" || scheme == "file" || strings.HasPrefix(v, "git@"):
+		nc.URL = v
+	case strings.Contains(v, "://") || strings.HasPrefix(v, "target:"):
+		return NamedContext{}, fmt.Errorf("build context %q: unsupported context source (want a directory, docker-image://, oci-layout://, a Git or an HTTP(S) URL)", s)
 	default:
 		nc.Dir = v
 	}
@@ -102,13 +121,19 @@ func (p *planner) overrideStage(si *stageInfo) bool {
 	si.src = &src
 	si.fromContext = true
 	si.st.Platform = p.target
-	if nc.Dir != "" {
-		si.st.Base.Context = nc
-	} else {
+	switch {
+	case nc.Image == emptyImage:
+		si.baseName, si.st.Base.Scratch = emptyImage, true
+	case nc.Image != "":
 		si.baseName = nc.Image
+	default:
+		si.st.Base.Context = nc
 	}
 	return true
 }
+
+// emptyImage is the image name docker-image:// takes for no image.
+const emptyImage = "scratch"
 
 // contextBase makes a FROM whose (expanded) base name is a named context
 // start from that context's image. It reports whether it did.
@@ -117,10 +142,11 @@ func (p *planner) contextBase(si *stageInfo) (bool, error) {
 	if nc == nil {
 		return false, nil
 	}
-	if nc.Dir != "" {
+	if nc.Image == "" {
 		return true, dirContextErr(nc)
 	}
 	si.baseName = nc.Image
+	si.st.Base.Scratch = nc.Image == emptyImage
 	si.fromContext = true
 	return true, nil
 }
@@ -139,7 +165,7 @@ func (p *planner) contextRef(i int, from string, allowIndex bool) (source, bool)
 	if nc == nil {
 		return source{}, false
 	}
-	if nc.Dir != "" {
+	if nc.Image == "" {
 		return source{key: from, stage: -1, dir: nc}, true
 	}
 	return source{key: from, stage: -1, image: nc.Image}, true

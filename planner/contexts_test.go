@@ -21,8 +21,15 @@ func TestParseContext(t *testing.T) {
 		{in: "noequals", wantErr: "want NAME=PATH"},
 		{in: "=dir", wantErr: "want NAME=PATH"},
 		{in: "Upper=dir", wantErr: "invalid name"},
-		{in: "x=https://example.com/repo.git", wantErr: "only a local directory"},
-		{in: "x=target:base", wantErr: "only a local directory"},
+		{in: "x=https://example.com/repo.git#main:sub", want: NamedContext{Name: "x", URL: "https://example.com/repo.git#main:sub"}},
+		{in: "x=https://example.com/src.tar", want: NamedContext{Name: "x", URL: "https://example.com/src.tar"}},
+		{in: "x=git@github.com:o/r.git", want: NamedContext{Name: "x", URL: "git@github.com:o/r.git"}},
+		{in: "x=oci-layout:///l@sha256:abc", want: NamedContext{Name: "x", Layout: "/l@sha256:abc"}},
+		{in: "x=oci-layout://rel:v1", want: NamedContext{Name: "x", Layout: "rel:v1"}},
+		{in: "x=docker-image://scratch", want: NamedContext{Name: "x", Image: "scratch"}},
+		{in: "x=oci-layout://", wantErr: "needs a directory"},
+		{in: "x=target:base", wantErr: "unsupported context source"},
+		{in: "x=ftp://h/x", wantErr: "unsupported context source"},
 		{in: "x=docker-image://", wantErr: "build context"},
 	}
 	for _, tt := range tests {
@@ -65,6 +72,32 @@ func TestNamedContexts(t *testing.T) {
 				}
 				if diff := cmp.Diff([]string{"busybox:2 linux/amd64"}, f.calls); diff != "" {
 					t.Errorf("resolver calls (-want +got):\n%s", diff)
+				}
+			},
+		},
+		{
+			name:     "docker-image://scratch is the empty image, not a pull",
+			src:      "FROM busybox AS build\nCOPY a /a\nFROM build\n",
+			contexts: []NamedContext{img("busybox", "scratch")},
+			check: func(t *testing.T, p *Plan, f *fakeResolver) {
+				if b := p.Stages[0].Base; !b.Scratch || b.Image != nil {
+					t.Errorf("base = %+v, want scratch", b)
+				}
+				if len(f.calls) != 0 {
+					t.Errorf("resolver called: %v", f.calls)
+				}
+			},
+		},
+		{
+			name:     "a stage replaced by docker-image://scratch",
+			src:      "FROM alpine AS base\nRUN make\nFROM base\nCOPY a /a\n",
+			contexts: []NamedContext{img("base", "scratch")},
+			check: func(t *testing.T, p *Plan, f *fakeResolver) {
+				if b := p.Target.Base; !b.Scratch || b.Image != nil {
+					t.Errorf("FROM base: %+v, want the empty image", b)
+				}
+				if len(f.calls) != 0 {
+					t.Errorf("resolver called: %v", f.calls)
 				}
 			},
 		},

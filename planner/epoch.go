@@ -60,8 +60,11 @@ func (p *planner) resolveEpoch(ctx context.Context, v string) (*time.Time, error
 		tm := time.Unix(n, 0).UTC()
 		return &tm, nil
 	}
-	if v == "context" || p.namedContext(v) != nil {
-		return nil, nil
+	if v == "context" {
+		return p.opts.ContextEpoch, nil
+	}
+	if nc := p.namedContext(v); nc != nil {
+		return nc.Epoch, nil
 	}
 	for i := range p.df.Stages {
 		if !strings.EqualFold(p.df.Stages[i].Name, v) {

@@ -19,9 +19,10 @@ func TestSourceDateEpoch(t *testing.T) {
 		src       string
 		buildArgs map[string]*string
 		contexts  []NamedContext
-		want      string // epoch seconds, "" for none
-		wantArg   string // SOURCE_DATE_EPOCH as RUN sees it ("-" when unset)
-		wantURL   string // the source ResolveEpoch was asked for
+		ctxEpoch  *time.Time // the build context's time
+		want      string     // epoch seconds, "" for none
+		wantArg   string     // SOURCE_DATE_EPOCH as RUN sees it ("-" when unset)
+		wantURL   string     // the source ResolveEpoch was asked for
 	}{
 		{name: "unset", src: "FROM scratch\nARG SOURCE_DATE_EPOCH\nRUN x\n", wantArg: "-"},
 		{name: "dockerfile default", src: "ARG SOURCE_DATE_EPOCH=1445412480\nFROM scratch\nARG SOURCE_DATE_EPOCH\nRUN x\n", want: "1445412480", wantArg: "1445412480"},
@@ -31,6 +32,10 @@ func TestSourceDateEpoch(t *testing.T) {
 			buildArgs: map[string]*string{"SOURCE_DATE_EPOCH": str("")}, wantArg: "-"},
 		{name: "context of a local directory has no time", src: "FROM scratch\nARG SOURCE_DATE_EPOCH\nRUN x\n",
 			buildArgs: map[string]*string{"SOURCE_DATE_EPOCH": str("context")}, wantArg: "-"},
+		{name: "context of a git or HTTP context has its time", src: "FROM scratch\nARG SOURCE_DATE_EPOCH\nRUN x\n",
+			buildArgs: map[string]*string{"SOURCE_DATE_EPOCH": str("context")}, ctxEpoch: &remote, want: "1700000601", wantArg: "1700000601"},
+		{name: "fetched named context has its time", src: "ARG SOURCE_DATE_EPOCH=src\nFROM scratch\nARG SOURCE_DATE_EPOCH\nRUN x\n",
+			contexts: []NamedContext{{Name: "src", Dir: "/ctx", Epoch: &remote}}, want: "1700000601", wantArg: "1700000601"},
 		{name: "named context has no time", src: "ARG SOURCE_DATE_EPOCH=src\nFROM scratch\nARG SOURCE_DATE_EPOCH\nRUN x\n",
 			contexts: []NamedContext{{Name: "src", Dir: "/ctx"}}, wantArg: "-"},
 		{name: "stage with a remote ADD", src: "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nARG V=1 SUM\nADD --checksum=sha256:${SUM} http://example.com/src-$V.tar /\nFROM scratch\nARG SOURCE_DATE_EPOCH\nRUN x\n",
@@ -39,7 +44,7 @@ func TestSourceDateEpoch(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var asked string
-			opts := Options{BuildArgs: tt.buildArgs, Contexts: tt.contexts,
+			opts := Options{BuildArgs: tt.buildArgs, Contexts: tt.contexts, ContextEpoch: tt.ctxEpoch,
 				ResolveEpoch: func(_ context.Context, src EpochSource) (*time.Time, error) {
 					asked = src.URL + " " + src.Checksum
 					return &remote, nil

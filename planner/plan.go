@@ -45,6 +45,10 @@ type Options struct {
 	// source (nil: it has none). Needed only when SOURCE_DATE_EPOCH names
 	// a stage.
 	ResolveEpoch func(ctx context.Context, src EpochSource) (*time.Time, error)
+	// ContextEpoch is the build context's time, SOURCE_DATE_EPOCH=context:
+	// a Git context's commit time, an HTTP context's Last-Modified or
+	// newest archived file; nil for a local directory (no epoch).
+	ContextEpoch *time.Time
 	// Lint evaluates the lint rules buildkit's frontend runs while it
 	// converts a Dockerfile (parser.Lint's Linter, whose warnings its Lint
 	// collects): on every FROM line, on the base images, and on the

@@ -116,7 +116,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	return runBuild(ctx, a, &f, fs.Arg(0))
 }
 
-func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (err error) {
+func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (err error) {
 	// As buildx: SOURCE_DATE_EPOCH in the environment is also the build arg
 	// (unless one is given), so ARG SOURCE_DATE_EPOCH sees it either way.
 	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" && buildArgMap(f.buildArgs)["SOURCE_DATE_EPOCH"] == nil {
@@ -140,16 +140,26 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if f.push && len(f.tags) == 0 {
 		return fmt.Errorf("--push needs at least one -t name")
 	}
-	if err := checkContextDir(contextDir); err != nil {
-		return err
-	}
 	call, err := parseCall(f.call, f.check)
 	if err != nil {
 		return err
 	}
-	data, dfPath, dfFile, err := readDockerfile(a, f.file, contextDir)
+	in, err := resolveInputs(ctx, a, f, contextArg)
 	if err != nil {
 		return err
+	}
+	defer func() {
+		if cerr := in.sources.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	contextDir := in.dir
+	data, dfPath, dfFile, err := readDockerfile(a, in.file, contextDir)
+	if err != nil {
+		return err
+	}
+	if in.display != "" {
+		dfPath = in.display
 	}
 	df, lint, parseErr := parser.ParseLint(bytes.NewReader(data), dfPath, lintOptions(buildArgMap(f.buildArgs)))
 	if lint == nil {
@@ -160,14 +170,14 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 			return err
 		}
 	}
-	in := checkInput{df: df, lint: lint, err: parseErr, display: dfPath, source: data, dfFile: dfFile}
+	ci := checkInput{df: df, lint: lint, err: parseErr, display: dfPath, source: data, dfFile: dfFile}
 	switch {
 	case call.check:
-		return runCheck(ctx, a, f, call, contextDir, in)
+		return runCheck(ctx, a, f, call, contextDir, ci)
 	case call.outline:
-		return runOutline(ctx, a, f, call, contextDir, in)
+		return runOutline(ctx, a, f, call, contextDir, ci)
 	case call.targets:
-		return runTargets(a.stdout, call, in)
+		return runTargets(a.stdout, call, ci)
 	}
 	prog, err := newProgress(f.progress, a.stderr)
 	if err != nil {
@@ -183,6 +193,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	}
 	contexts, err := namedContexts(f.buildContexts)
 	if err != nil {
+		return err
+	}
+	if err := in.fetchContexts(ctx, a, f, contexts); err != nil {
 		return err
 	}
 	platform, err := targetPlatform(f.platform)
@@ -213,6 +226,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	defer st.collectGarbage(ctx, gc, prog.Notice)
+	if err := loadLayoutContexts(ctx, st, contexts, platform); err != nil {
+		return err
+	}
 
 	plan, err := planner.New(ctx, df, planner.Options{
 		DockerfilePath: dfPath,
@@ -222,6 +238,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		BuildPlatform:  hostPlatform(),
 		ResolveImage:   resolver(st, f.pull, a.remoteOptions(platform, prog.Notice)),
 		Contexts:       contexts,
+		ContextEpoch:   in.epoch,
 		ResolveEpoch: func(ctx context.Context, src planner.EpochSource) (*time.Time, error) {
 			return executor.SourceEpoch(ctx, nil, "", src.URL, src.Checksum)
 		},
@@ -280,6 +297,10 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
+	gitAdvice, err := buildArgBool(f.buildArgs, "BUILDKIT_GIT_ADVICE")
+	if err != nil {
+		return err
+	}
 	remoteOpts := func() exporter.RemoteOptions { return a.remoteOptions(platform, prog.Notice) }
 	imported, cacheUses, err := importCachesMetered(ctx, st, cacheFrom, remoteOpts, prog.Notice)
 	if err != nil {
@@ -293,7 +314,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Images:           st.images,
 		Context:          bctx,
 		DockerfilePath:   dfPath,
-		Project:          projectID(contextDir, dfFile, f.target),
+		Project:          projectID(in.id, in.dockerfileID(dfFile), f.target),
 		NoCache:          f.noCache,
 		NoCacheStages:    f.noCacheFilter,
 		Network:          network,
@@ -305,6 +326,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Progress:         prog,
 		TempDir:          tmp.Path(),
 		Hostname:         buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
+		GitAdvice:        gitAdvice,
 		Secrets:          secrets,
 		SSH:              agents,
 		CacheFrom:        imported,
@@ -580,14 +602,21 @@ func ignorePatterns(dir, dockerfile string) ([]string, error) {
 	return buildcontext.ReadIgnore(dir, dockerfile)
 }
 
-// namedContexts parses --build-context values; directories are made
-// absolute (relative to the working directory, as buildx) and must exist.
+// namedContexts parses --build-context values; directories (and OCI
+// layout directories) are made absolute (relative to the working
+// directory, as buildx) and must exist. URLs are fetched by
+// buildInputs.fetchContexts.
 func namedContexts(vals []string) ([]planner.NamedContext, error) {
 	var out []planner.NamedContext
 	for _, v := range vals {
 		nc, err := planner.ParseContext(v)
 		if err != nil {
 			return nil, err
+		}
+		if nc.Layout != "" {
+			if nc.Layout, err = filepath.Abs(nc.Layout); err != nil {
+				return nil, fmt.Errorf("build context %s: %w", nc.Name, err)
+			}
 		}
 		if nc.Dir != "" {
 			if nc.Dir, err = filepath.Abs(nc.Dir); err != nil {
