@@ -162,7 +162,7 @@ func (b *build) runIn(ctx context.Context, root, userSpec string, rs *runSpec, o
 	}
 	tail := &tailBuffer{max: 20}
 	w := io.MultiWriter(out, tail)
-	err = sandbox.Run(ctx, sandbox.Spec{
+	err = b.e.opts.Sandbox.Run(ctx, sandbox.Spec{
 		Mounts:         []snapshot.Mount{{Type: "bind", Source: root, Options: []string{"rbind", "rw"}}},
 		Args:           rs.argv,
 		Env:            env,

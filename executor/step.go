@@ -153,7 +153,7 @@ func (b *build) noCacheFor(st *planner.Stage) bool {
 // copy the same files), as BuildKit's history comes from the Dockerfile.
 func (b *build) applyResult(s *stageState, key cache.Key, r *cache.Record, createdBy string) error {
 	if !r.EmptyLayer {
-		l, err := b.storeLayer(r.DiffID, r.Size)
+		l, err := b.e.opts.Images.StoredLayer(r.DiffID, r.Size)
 		if err != nil {
 			return err
 		}
@@ -231,7 +231,7 @@ func (b *build) withMounted(ctx context.Context, mounts []snapshot.Mount, fn fun
 		}
 	}()
 	for _, m := range mounts {
-		if err := m.Mount(root); err != nil {
+		if err := b.e.opts.Mounter.Mount(m, root); err != nil {
 			if errors.Is(err, unix.EPERM) {
 				return fmt.Errorf("mount root filesystem (builder needs root privileges): %w", err)
 			}
@@ -240,7 +240,7 @@ func (b *build) withMounted(ctx context.Context, mounts []snapshot.Mount, fn fun
 	}
 	defer func() {
 		for range mounts {
-			if uerr := snapshot.Unmount(root); uerr != nil && err == nil {
+			if uerr := b.e.opts.Mounter.Unmount(root); uerr != nil && err == nil {
 				err = uerr
 			}
 		}
