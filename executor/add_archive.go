@@ -34,7 +34,7 @@ func addIsArchive(host string) (bool, error) {
 // namespace) are skipped with a warning.
 func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource, own copyOwner) error {
 	// BuildKit's unpack makes the destination 0755 whatever --chmod says.
-	if err := copyMkdirAll(rootfs, p.dest, 0o755, own); err != nil {
+	if err := mkdirAllIn(rootfs, p.dest, 0o755, own); err != nil {
 		return err
 	}
 	root, err := securejoin.SecureJoin(rootfs, p.dest)

@@ -166,7 +166,7 @@ func TestRunArgvAndHistory(t *testing.T) {
 
 func TestRunEnv(t *testing.T) {
 	step := &planner.Step{Env: []string{"A=env"}, Args: []string{"A=arg", "B=arg"}}
-	want := []string{"A=env", "B=arg", "PATH=" + defaultPath}
+	want := []string{"A=env", "B=arg", "PATH=" + planner.DefaultPath}
 	if diff := cmp.Diff(want, runEnv(step)); diff != "" {
 		t.Errorf("env (-want +got):\n%s", diff)
 	}

@@ -115,10 +115,6 @@ type Step struct {
 	// "K=V" in declaration order (predefined platform args included once
 	// declared). RUN sees them in its environment unless Env sets the same key.
 	Args []string
-	// UsedArgs are the Args whose values change this step's result: for RUN
-	// every arg in scope except the predefined proxy args; otherwise the args
-	// referenced in the instruction's text.
-	UsedArgs []string
 	// From is the source of COPY --from / RUN --mount from=: an earlier
 	// stage or an image. Nil for the build context.
 	FromStage   *Stage

@@ -21,7 +21,7 @@ type fakeResolver struct {
 }
 
 func (f *fakeResolver) resolve(_ context.Context, ref string, p v1.Platform) (*ImageInfo, error) {
-	f.calls = append(f.calls, ref+" "+formatPlatform(p))
+	f.calls = append(f.calls, ref+" "+FormatPlatform(p))
 	cfg, ok := f.images[ref]
 	if !ok {
 		return nil, fmt.Errorf("pull access denied for %s", ref)

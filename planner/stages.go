@@ -333,7 +333,7 @@ func (p *planner) addTriggers(i int, si *stageInfo) error {
 
 // image resolves ref for platform once per distinct pair.
 func (p *planner) image(ctx context.Context, ref string, platform v1.Platform) (*ImageInfo, error) {
-	key := ref + "\x00" + formatPlatform(platform) + "\x00" + platform.OSVersion
+	key := ref + "\x00" + FormatPlatform(platform) + "\x00" + platform.OSVersion
 	if img, ok := p.images[key]; ok {
 		return img, nil
 	}
