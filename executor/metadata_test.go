@@ -174,11 +174,11 @@ func TestRunEnv(t *testing.T) {
 
 func TestCopyHistoryText(t *testing.T) {
 	c := parseCmd(t, "COPY --chown=1:2 --chmod=755 a b* /dst/").(*instructions.CopyCommand)
-	if got, want := copyArgsOf(c).historyText(), "COPY --chown=1:2 --chmod=755 a b* /dst/ # buildkit"; got != want {
+	if got, want := copyRequestOf(c).historyText(), "COPY --chown=1:2 --chmod=755 a b* /dst/ # buildkit"; got != want {
 		t.Errorf("history = %q, want %q", got, want)
 	}
 	a := parseCmd(t, "ADD https://x/y.tgz /").(*instructions.AddCommand)
-	if got, want := addArgsOf(a).historyText(), "ADD https://x/y.tgz / # buildkit"; got != want {
+	if got, want := addRequestOf(a).historyText(), "ADD https://x/y.tgz / # buildkit"; got != want {
 		t.Errorf("history = %q, want %q", got, want)
 	}
 }

@@ -42,9 +42,9 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 	case *instructions.RunCommand:
 		return b.dispatchRun(ctx, sc, c)
 	case *instructions.CopyCommand:
-		return b.dispatchCopy(ctx, sc, copyArgsOf(c))
+		return b.dispatchCopy(ctx, sc, copyRequestOf(c))
 	case *instructions.AddCommand:
-		return b.dispatchCopy(ctx, sc, addArgsOf(c))
+		return b.dispatchCopy(ctx, sc, addRequestOf(c))
 	case *instructions.WorkdirCommand:
 		return b.dispatchWorkdir(ctx, sc, c)
 	case *instructions.ArgCommand:

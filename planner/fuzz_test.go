@@ -212,8 +212,8 @@ func checkPlan(t *testing.T, df *parser.Dockerfile, opts Options, p *Plan) {
 		}
 		for _, s := range st.Steps {
 			checkStep(t, df, st, s)
-			if s.FromStage != nil {
-				earlier(s.FromStage, pos, "COPY --from")
+			if fromOf(s).Stage != nil {
+				earlier(fromOf(s).Stage, pos, "COPY --from")
 			}
 			for from, b := range s.MountFrom {
 				if b.Stage != nil {

@@ -193,8 +193,9 @@ func (p *planner) stepSources(ctx context.Context, si *stageInfo, step *Step, or
 		return err
 	}
 	if cp, ok := step.Cmd.(*instructions.CopyCommand); ok {
-		b := m[cp.From]
-		step.FromStage, step.FromImage, step.FromContext = b.Stage, b.Image, b.Context
+		if b := m[cp.From]; b.Stage != nil || b.Image != nil || b.Context != nil {
+			step.From = &b
+		}
 		return nil
 	}
 	step.MountFrom = m

@@ -106,7 +106,9 @@ func planImages(plan *planner.Plan) []cache.ImageRef {
 	for _, st := range plan.Stages {
 		add(st.Base.Image)
 		for _, step := range st.Steps {
-			add(step.FromImage)
+			if step.From != nil {
+				add(step.From.Image)
+			}
 			for _, k := range slices.Sorted(maps.Keys(step.MountFrom)) {
 				add(step.MountFrom[k].Image)
 			}
