@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/fixtures"
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // The end-to-end tests in this package run the real builder binary, built
@@ -37,17 +38,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireRoot skips on a developer machine without root and fails in CI.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but the test needs root (uid %d)", os.Geteuid())
-		}
-		t.Skipf("needs root (uid %d)", os.Geteuid())
-	}
-}
-
 // e2eEnv is one store root with the busybox base image loaded as
 // busybox:fixture.
 type e2eEnv struct {
@@ -59,7 +49,7 @@ type e2eEnv struct {
 // newEnv makes a store root and builds the busybox base image into it.
 func newEnv(t *testing.T) *e2eEnv {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	e := &e2eEnv{t: t, root: filepath.Join(dir, "root"), dir: dir}
 	base := filepath.Join(dir, "base")
