@@ -23,7 +23,6 @@ import (
 	"github.com/builder-dev/builder/internal/buildcontext"
 	"github.com/builder-dev/builder/parser"
 	"github.com/builder-dev/builder/planner"
-	"github.com/builder-dev/builder/snapshot"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -511,33 +510,21 @@ func loadIntoEngine(ctx context.Context, st *stores, tagged []exporter.Tagged, p
 	return eng.ImageID(ctx, ref[0])
 }
 
-// dropModifiedLayer handles an export that failed because a committed
-// layer's directory was changed on disk after the commit (WriteTar sees
-// it no longer hashes to its diffID, and the image store has removed it
-// and the cache records that produced it): it makes sure this build's
-// steps that produced the layer are gone too, so the next build rebuilds
-// them, and names them in the error. Other errors are returned as they are.
+// dropModifiedLayer names, in an export error that found a committed
+// layer changed on disk, this build's steps that made the layer; the image
+// store drops their records and the layer (exporter.DropModifiedLayer), so
+// the next build rebuilds them. Other errors are returned as they are.
 func dropModifiedLayer(ctx context.Context, st *stores, rec *cache.BuildRecord, dockerfile string, err error) error {
-	var me *snapshot.ModifiedError
-	if !errors.As(err, &me) || rec == nil {
+	if rec == nil {
 		return err
 	}
-	ctx = context.WithoutCancel(ctx)
-	var steps []string
-	for _, s := range rec.Steps {
-		if s.Layer != me.DiffID {
-			continue
-		}
-		if rerr := st.cache.RemoveRecord(ctx, s.Key); rerr != nil {
-			return fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
-		}
-		steps = append(steps, fmt.Sprintf("%s:%d %s", dockerfile, s.Line, s.Instruction))
-	}
-	if rerr := st.layers.Remove(ctx, me.DiffID); rerr != nil && !errors.Is(rerr, snapshot.ErrNotFound) {
-		return fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
-	}
-	if len(steps) == 0 {
+	dropped, err := st.images.DropModifiedLayer(ctx, rec.Steps, err)
+	if len(dropped) == 0 {
 		return err
+	}
+	steps := make([]string, len(dropped))
+	for i, s := range dropped {
+		steps[i] = fmt.Sprintf("%s:%d %s", dockerfile, s.Line, s.Instruction)
 	}
 	return fmt.Errorf("%w (the layer of %s)", err, strings.Join(steps, ", "))
 }
