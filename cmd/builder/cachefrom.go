@@ -91,6 +91,12 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 			return c, fmt.Errorf("unknown key %q", k)
 		}
 	}
+	return cacheLocation(c, typ, path, dir)
+}
+
+// cacheLocation completes a cache spec with its type's location: a
+// registry ref, or a local directory (src= or dest=, path).
+func cacheLocation(c cacheSpec, typ, path string, dir cacheDirection) (cacheSpec, error) {
 	switch typ {
 	case "registry":
 		if c.loc.Ref == "" {
