@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -228,15 +227,7 @@ func TestE2EDockerfileFromStdinAndRootAfterCommand(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build -f -: %v\n%s", err, out)
 	}
-	raw, err := os.ReadFile(mf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m buildMeta
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatalf("metadata %s: %v", raw, err)
-	}
-	m.raw = raw
+	m := readBuildMeta(t, mf)
 	// The Dockerfile read was stdin's, not the context's FROM scratch.
 	if s := m.step(t, "", "COPY"); s.Instruction != "COPY f.txt /f.txt" || s.Layer == "" {
 		t.Errorf("stdin Dockerfile's COPY: %+v", s)
