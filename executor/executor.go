@@ -77,6 +77,11 @@ type Options struct {
 	// Hostname is the hostname of RUN steps (BUILDKIT_SANDBOX_HOSTNAME);
 	// the sandbox's default when empty. A hostname is part of RUN keys.
 	Hostname string
+	// Isolation is the sandbox's isolation of RUN steps
+	// (sandbox.IsolationNamespaces when empty); not part of any key. With
+	// sandbox.IsolationChroot nothing is mounted: snapshots must be plain
+	// directories (the copy snapshotter).
+	Isolation string
 }
 
 // Executor runs plans. It is safe to call Run once per Executor.

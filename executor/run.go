@@ -180,6 +180,7 @@ func (b *build) runIn(ctx context.Context, root, userSpec string, rs *runSpec, o
 		Binds:          sm.binds,
 		Tmpfs:          sm.tmpfs,
 		Files:          sm.files,
+		Isolation:      b.e.opts.Isolation,
 	})
 	var exit *sandbox.ExitError
 	if errors.As(err, &exit) {

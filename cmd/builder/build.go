@@ -56,6 +56,7 @@ type buildFlags struct {
 	quiet         bool
 	cacheFrom     []string
 	cacheTo       []string
+	run           runFlags // --isolation, RUN resource limits (runflags.go)
 }
 
 func cmdBuild(ctx context.Context, a *app, args []string) error {
@@ -96,10 +97,11 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | REF | type=local,src=DIR")
 	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]")
 	legacyFlags(fs)
+	addRunFlags(fs, &f.run)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if err := checkIsolation(fs); err != nil {
+	if err := f.run.check(); err != nil {
 		return err
 	}
 	if err := needArgs(fs, 1, 1); err != nil {
@@ -161,6 +163,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err := lintBuild(df, dfPath, buildArgMap(f.buildArgs), prog.Notice); err != nil {
 		return err
 	}
+	if a.isolation.notice != "" {
+		prog.Notice(a.isolation.notice)
+	}
 
 	st, err := a.open()
 	if err != nil {
@@ -210,7 +215,11 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	defer closeScratch(tmp, &err)
-	sn, err := snapshotter(ctx, st.layers, active.Path(), f.snapshotter, prog.Notice)
+	snKind, err := a.isolation.snapshotter(f.snapshotter)
+	if err != nil {
+		return err
+	}
+	sn, err := snapshotter(ctx, st.layers, active.Path(), snKind, prog.Notice)
 	if err != nil {
 		return err
 	}
@@ -258,6 +267,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		Secrets:          secrets,
 		SSH:              agents,
 		CacheFrom:        imported,
+		Isolation:        a.isolation.mode,
 	})
 	start := time.Now()
 	res, runErr := ex.Run(ctx, plan)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/builder-dev/builder/internal/userns"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -61,6 +63,9 @@ func runInit(specF *os.File) result {
 }
 
 func runSandbox(cfg *config) result {
+	if err := fitUserNS(cfg); err != nil {
+		return result{Error: err.Error()}
+	}
 	rootDir := filepath.Join(cfg.Dir, "root")
 	sb := &sandbox{root: rootDir}
 	res := result{}
@@ -90,5 +95,34 @@ func closeOnExec(first int) error {
 			unix.CloseOnExec(fd)
 		}
 	}
+	return nil
+}
+
+// fitUserNS checks that the command's uid and gid exist in the user
+// namespace of a rootless builder, and drops the supplementary groups the
+// namespace cannot hold (all of them where setgroups is denied: a
+// single-id mapping).
+func fitUserNS(cfg *config) error {
+	if !inUserNS() {
+		return nil
+	}
+	uids, gids, err := userns.Current()
+	if err != nil {
+		return fmt.Errorf("read id maps: %w", err)
+	}
+	if !userns.Contains(uids, cfg.UID) || !userns.Contains(gids, cfg.GID) {
+		return fmt.Errorf("the user %d:%d does not exist in this rootless build's user namespace, which maps the uids %s and the gids %s: give the user who runs builder a subordinate id range in /etc/subuid and /etc/subgid", cfg.UID, cfg.GID, userns.Inside(uids), userns.Inside(gids))
+	}
+	if !userns.SetgroupsAllowed() {
+		cfg.Groups, cfg.noSetgroups = nil, true
+		return nil
+	}
+	groups := cfg.Groups[:0:0]
+	for _, g := range cfg.Groups {
+		if userns.Contains(gids, g) {
+			groups = append(groups, g)
+		}
+	}
+	cfg.Groups = groups
 	return nil
 }

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 
+	"github.com/builder-dev/builder/internal/userns"
 	"github.com/builder-dev/builder/snapshot"
 	"golang.org/x/sys/unix"
 )
@@ -58,14 +58,33 @@ var devLinks = [][2]string{
 	{"pts/ptmx", "ptmx"},
 }
 
+// bindDevice binds the host's /dev/NAME of n on an empty file in dev, as
+// runc does in a user namespace, where mknod is refused.
+func bindDevice(dev string, n devNode) error {
+	p := filepath.Join(dev, n.name)
+	if err := createFile(p); err != nil {
+		return fmt.Errorf("create device mount point %s: %w", p, err)
+	}
+	if err := unix.Mount(filepath.Join("/dev", n.name), p, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind device /dev/%s: %w", n.name, err)
+	}
+	return nil
+}
+
 // mountDev mounts a minimal /dev on dev: a tmpfs with the usual character
-// devices, the fd symlinks and the mount points of /dev/pts and /dev/shm.
+// devices (made with mknod, or bound from the host's /dev in a user
+// namespace), the fd symlinks and the mount points of /dev/pts and
+// /dev/shm.
 func mountDev(dev string) error {
 	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", dev, err)
 	}
+	makeNode := mknod
+	if inUserNS() {
+		makeNode = bindDevice
+	}
 	for _, n := range devNodes {
-		if err := mknod(dev, n); err != nil {
+		if err := makeNode(dev, n); err != nil {
 			return err
 		}
 	}
@@ -82,9 +101,14 @@ func mountDev(dev string) error {
 	return nil
 }
 
-// mountDevpts mounts a private devpts instance on pts.
+// mountDevpts mounts a private devpts instance on pts, its terminals of
+// group tty (5) where that group exists (not under a single-id mapping).
 func mountDevpts(pts string) error {
-	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
+	opts := "newinstance,ptmxmode=0666,mode=0620,gid=5"
+	if _, gids, err := userns.Current(); err == nil && !userns.Contains(gids, 5) {
+		opts = "newinstance,ptmxmode=0666,mode=0620"
+	}
+	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, opts); err != nil {
 		return fmt.Errorf("mount devpts on %s: %w", pts, err)
 	}
 	return nil
@@ -164,16 +188,8 @@ func freeLoopDevice() int {
 	return n
 }
 
-// inUserNS reports whether the process runs in a user namespace: its uid
-// map is not the whole identity map of the initial namespace.
-func inUserNS() bool {
-	b, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b))
-	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
-}
+// inUserNS reports whether the process runs in a user namespace.
+func inUserNS() bool { return userns.InUserNS() }
 
 // maskedPaths and readonlyPaths are runc's defaults as Docker sets them.
 var (

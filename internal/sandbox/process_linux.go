@@ -123,7 +123,7 @@ func startCommand(cfg *config) (*os.Process, error) {
 		Env:   env,
 		Files: []*os.File{stdin, os.Stdout, os.Stderr},
 		Sys: &syscall.SysProcAttr{Credential: &syscall.Credential{
-			Uid: cfg.UID, Gid: cfg.GID, Groups: cfg.Groups,
+			Uid: cfg.UID, Gid: cfg.GID, Groups: cfg.Groups, NoSetGroups: cfg.noSetgroups,
 		}},
 	}
 	type started struct {

@@ -92,6 +92,10 @@ type Spec struct {
 	Binds []Bind
 	Tmpfs []Tmpfs
 	Files []File
+	// Isolation is IsolationNamespaces (the default when empty; also
+	// what IsolationRootless means inside the builder's user namespace)
+	// or IsolationChroot.
+	Isolation string
 }
 
 // Bind mounts a host directory or file into the sandbox. Source is bound
@@ -151,6 +155,8 @@ type config struct {
 	Binds      []Bind
 	Tmpfs      []Tmpfs
 	Files      []File
+	// noSetgroups is set by the init where setgroups(2) is denied.
+	noSetgroups bool
 	// Dir is an empty private directory on the host; the init mounts a
 	// tmpfs on it (in its namespace) to hold the root mount point and the
 	// generated /etc files.
