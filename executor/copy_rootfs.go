@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/builder-dev/builder/snapshot"
 	securejoin "github.com/cyphar/filepath-securejoin"
 )
 
@@ -90,7 +91,7 @@ func copyMkdirAll(rootfs, dir string, own copyOwner) error {
 		if err := os.Mkdir(host, 0o755); err != nil {
 			return fmt.Errorf("mkdir %s: %w", cur, err)
 		}
-		if err := os.Lchown(host, own.uid, own.gid); err != nil {
+		if err := snapshot.Lchown(host, own.uid, own.gid); err != nil {
 			return fmt.Errorf("chown %s: %w", cur, err)
 		}
 	}

@@ -400,7 +400,7 @@ func mkdirAllIn(root, dir, userSpec string) error {
 		if err := os.Mkdir(p, 0o755); err != nil {
 			return err
 		}
-		if err := os.Lchown(p, uid, gid); err != nil {
+		if err := snapshot.Lchown(p, uid, gid); err != nil {
 			return err
 		}
 	}
