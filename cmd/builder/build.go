@@ -228,7 +228,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
-	network, allowHost, err := runNetwork(f.network, f.allow, prog.Notice)
+	network, allowHost, err := runNetwork(f.network, f.allow, a.isolation, prog.Notice)
 	if err != nil {
 		return err
 	}

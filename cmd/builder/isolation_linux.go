@@ -125,7 +125,7 @@ func enterIsolation(flag string, mounts bool) (iso isolation, code int, reexeced
 	}
 	root := os.Geteuid() == 0
 	switch {
-	case requested == sandbox.IsolationChroot:
+	case root && requested == sandbox.IsolationChroot:
 		return chrootIsolation(""), 0, false
 	case root && requested == sandbox.IsolationRootless:
 		fmt.Fprintf(os.Stderr, "ERROR: --isolation rootless is for an ordinary user; root builds with namespaces\n")
@@ -151,6 +151,9 @@ func enterIsolation(flag string, mounts bool) (iso isolation, code int, reexeced
 	code, err = reexec(unix.CLONE_NEWUSER|unix.CLONE_NEWNS, env, func(pid int) error { return plan.Write(pid, userns.Files{}) })
 	if err == nil || requested == sandbox.IsolationRootless || !errors.Is(err, unix.EPERM) {
 		return iso, reexecFailed(code, err, "start the build in a user namespace"), true
+	}
+	if requested == sandbox.IsolationChroot {
+		return chrootIsolation(""), 0, false
 	}
 	return chrootIsolation(fmt.Sprintf("user namespaces are not allowed here (%v)", err)), 0, false
 }
@@ -189,7 +192,11 @@ func insideUserNS(requested string) (isolation, int, bool) {
 }
 
 // chrootIsolation is the isolation of last resort, announced with why.
+// RUN steps see the builder's processes, so the builder makes itself
+// non-dumpable: a RUN running as the same uid cannot ptrace it or read its
+// memory.
 func chrootIsolation(why string) isolation {
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	note := "isolation: chroot (RUN steps share the network, process and IPC namespaces of the builder; see README \"Rootless and CI containers\")"
 	if why != "" {
 		note = "isolation: chroot, as " + why + " (RUN steps share the network, process and IPC namespaces of the builder; see README \"Rootless and CI containers\")"

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -18,17 +19,18 @@ var defaultCaps = []int{
 }
 
 // dropCapabilities limits the calling thread, which must be locked to its
-// goroutine, to defaultCaps: bounding set, effective and permitted; the
-// inheritable and ambient sets are cleared (as Docker does since
-// CVE-2022-24769). Everything it execs as root gets at most these.
-func dropCapabilities() error {
+// goroutine, to defaultCaps: bounding set (without those in drop),
+// effective and permitted; the inheritable and ambient sets are cleared (as
+// Docker does since CVE-2022-24769). Everything it execs as root gets at
+// most these, minus drop (which the thread keeps until the exec: chroot).
+func dropCapabilities(drop ...int) error {
 	last, err := lastCap()
 	if err != nil {
 		return err
 	}
 	keep := map[int]bool{}
 	for _, c := range defaultCaps {
-		keep[c] = true
+		keep[c] = !slices.Contains(drop, c)
 	}
 	for c := 0; c <= last; c++ {
 		if keep[c] {

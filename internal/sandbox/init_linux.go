@@ -66,6 +66,14 @@ func runSandbox(cfg *config) result {
 	if err := fitUserNS(cfg); err != nil {
 		return result{Error: err.Error()}
 	}
+	if cfg.Isolation == IsolationChroot {
+		// No PID namespace: orphans of the command come to the init,
+		// which kills them when the command ends.
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return result{Error: fmt.Sprintf("become a subreaper: %v", err)}
+		}
+		return runChroot(cfg)
+	}
 	rootDir := filepath.Join(cfg.Dir, "root")
 	sb := &sandbox{root: rootDir}
 	res := result{}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,7 +43,11 @@ func supervise(cfg *config) result {
 	defer close(done)
 	go forward(sigs, done, p.Pid)
 	ws, err := waitFor(p.Pid)
-	killAll()
+	if cfg.Isolation == IsolationChroot {
+		killDescendants()
+	} else {
+		killAll()
+	}
 	if err != nil {
 		return result{Error: err.Error()}
 	}
@@ -105,7 +110,18 @@ func statusResult(ws unix.WaitStatus) result {
 // thread that forks it: the start happens on a locked thread that drops
 // them first and is never unlocked, so it exits with its goroutine.
 func startCommand(cfg *config) (*os.Process, error) {
-	path, err := lookPath(cfg.Args[0], cfg.Env, cfg.Cwd)
+	root := "/"
+	var drop []int
+	if cfg.Isolation == IsolationChroot {
+		// The init stays outside the root; the command is chrooted, and
+		// without CAP_SYS_CHROOT it cannot chroot its way back out.
+		root, _ = chrootRoot(cfg.Mounts)
+		drop = []int{unix.CAP_SYS_CHROOT}
+		if err := mkdirIn(root, cfg.Cwd); err != nil {
+			return nil, err
+		}
+	}
+	path, err := lookPath(root, cfg.Args[0], cfg.Env, cfg.Cwd)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +142,9 @@ func startCommand(cfg *config) (*os.Process, error) {
 			Uid: cfg.UID, Gid: cfg.GID, Groups: cfg.Groups, NoSetGroups: cfg.noSetgroups,
 		}},
 	}
+	if root != "/" {
+		attr.Sys.Chroot = root // before the chdir to Dir, inside it
+	}
 	type started struct {
 		p   *os.Process
 		err error
@@ -137,7 +156,7 @@ func startCommand(cfg *config) (*os.Process, error) {
 		if cfg.Insecure {
 			attr.Sys.AmbientCaps, err = allCapabilities()
 		} else {
-			err = dropCapabilities()
+			err = dropCapabilities(drop...)
 		}
 		if err != nil {
 			ch <- started{err: err}
@@ -151,8 +170,10 @@ func startCommand(cfg *config) (*os.Process, error) {
 }
 
 // lookPath finds name in the PATH of env (DefaultPath if unset), relative
-// entries being relative to cwd. A name with a slash is used as is.
-func lookPath(name string, env []string, cwd string) (string, error) {
+// entries being relative to cwd, in the tree at root (symlinks resolved
+// inside it). A name with a slash is used as is. The path returned is the
+// one inside root.
+func lookPath(root, name string, env []string, cwd string) (string, error) {
 	if strings.Contains(name, "/") {
 		return name, nil
 	}
@@ -167,9 +188,26 @@ func lookPath(name string, env []string, cwd string) (string, error) {
 			dir = filepath.Join(cwd, dir)
 		}
 		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		host, err := securejoin.SecureJoin(root, p)
+		if err != nil {
+			continue
+		}
+		if fi, err := os.Stat(host); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 			return p, nil
 		}
 	}
 	return "", errNotFound
+}
+
+// mkdirIn creates the directory dir (absolute, inside root) and its
+// parents, resolving symlinks inside root.
+func mkdirIn(root, dir string) error {
+	p, err := securejoin.SecureJoin(root, dir)
+	if err != nil {
+		return fmt.Errorf("resolve working directory %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return fmt.Errorf("create working directory: %w", err)
+	}
+	return nil
 }

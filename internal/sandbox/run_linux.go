@@ -59,6 +59,7 @@ func newConfig(spec Spec) (*config, error) {
 		Network: spec.Network, Insecure: spec.Insecure, Hostname: spec.Hostname,
 		Hosts: spec.Hosts, ResolvConf: spec.ResolvConf,
 		Binds: spec.Binds, Tmpfs: spec.Tmpfs, Files: spec.Files,
+		Isolation: spec.Isolation,
 	}
 	if cfg.Env == nil {
 		cfg.Env = []string{}
@@ -115,7 +116,7 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*result,
 		return nil, fmt.Errorf("create result pipe: %w", err)
 	}
 	defer resR.Close()
-	cmd := initCommand(ctx, cfg.Network, specR, resW, stdout, stderr)
+	cmd := initCommand(ctx, cfg, specR, resW, stdout, stderr)
 
 	// Pdeathsig fires when the thread that started the child exits: keep
 	// this goroutine on its thread until the child is reaped.
@@ -150,7 +151,7 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*result,
 	return decodeResult(<-reported, waitErr)
 }
 
-func initCommand(ctx context.Context, network string, specR, resW *os.File, stdout, stderr io.Writer) *exec.Cmd {
+func initCommand(ctx context.Context, cfg *config, specR, resW *os.File, stdout, stderr io.Writer) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "/proc/self/exe", InitArg)
 	cmd.Env = []string{}
 	// Wrapping hides any *os.File from exec, so the sandbox only ever gets
@@ -160,8 +161,11 @@ func initCommand(ctx context.Context, network string, specR, resW *os.File, stdo
 	cmd.ExtraFiles = []*os.File{specR, resW}
 	cmd.WaitDelay = waitDelay
 	flags := unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
-	if network != NetworkHost {
+	if cfg.Network != NetworkHost {
 		flags |= unix.CLONE_NEWNET
+	}
+	if cfg.Isolation == IsolationChroot {
+		flags = 0 // nothing new is allowed: see chroot_linux.go
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: uintptr(flags),

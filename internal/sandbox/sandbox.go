@@ -155,6 +155,7 @@ type config struct {
 	Binds      []Bind
 	Tmpfs      []Tmpfs
 	Files      []File
+	Isolation  string
 	// noSetgroups is set by the init where setgroups(2) is denied.
 	noSetgroups bool
 	// Dir is an empty private directory on the host; the init mounts a
@@ -202,6 +203,13 @@ func validate(spec Spec) error {
 		if len(f.Data) > MaxFileSize {
 			return fmt.Errorf("%w: file for %s is larger than %d bytes", ErrInvalidSpec, f.Target, MaxFileSize)
 		}
+	}
+	switch spec.Isolation {
+	case "", IsolationNamespaces, IsolationRootless:
+	case IsolationChroot:
+		return validateChroot(spec)
+	default:
+		return fmt.Errorf("%w: unknown isolation %q", ErrInvalidSpec, spec.Isolation)
 	}
 	return nil
 }

@@ -16,3 +16,5 @@ func Init() bool { return false }
 
 // Run returns ErrUnsupported.
 func Run(ctx context.Context, spec Spec) error { return ErrUnsupported }
+
+func validateChroot(Spec) error { return ErrUnsupported }
