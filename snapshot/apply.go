@@ -521,7 +521,7 @@ func (a *applier) whiteout(name, base string) error {
 		return err
 	}
 	if err := unix.Mknodat(dirfd, victim, unix.S_IFCHR, 0); err != nil {
-		return fmt.Errorf("create whiteout %s: %w", victim, err)
+		return whiteoutError(victim, err)
 	}
 	return nil
 }

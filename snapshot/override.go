@@ -181,6 +181,9 @@ func chownOrRecord(chown func(uid, gid int) error, p string, uid, gid int, canRe
 		}
 		return false, nil
 	}
+	if errors.Is(err, unix.EPERM) {
+		return false, fmt.Errorf("%w: files of other owners need root, a user namespace or the builder image's capabilities", err)
+	}
 	if !errors.Is(err, unix.EINVAL) {
 		return false, err
 	}
@@ -241,4 +244,17 @@ func Lchown(p string, uid, gid int) error {
 		return &os.PathError{Op: "lchown", Path: p, Err: err}
 	}
 	return nil
+}
+
+// ErrWhiteoutRefused is wrapped by the error of a whiteout (a 0/0
+// character device) the store's file system refuses: overlayfs does, so a
+// store cannot live on a container's root file system.
+var ErrWhiteoutRefused = errors.New("the store's file system refuses whiteouts (overlayfs, such as a container's root file system, does): keep the store on a volume (--root DIR or $XDG_DATA_HOME; the builder image declares one)")
+
+// whiteoutError explains a failed whiteout mknod at p.
+func whiteoutError(p string, err error) error {
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("create whiteout %s: %w: %w", p, err, ErrWhiteoutRefused)
+	}
+	return fmt.Errorf("create whiteout %s: %w", p, err)
 }

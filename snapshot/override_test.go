@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestOverrideFormat(t *testing.T) {
@@ -189,4 +192,13 @@ func tarListing(t *testing.T, b []byte) string {
 		lines = append(lines, fmt.Sprintf("%s %c mode %o uid %d gid %d dev %d:%d link %q pax %v", h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Devmajor, h.Devminor, h.Linkname, h.PAXRecords))
 	}
 	return "\n  " + strings.Join(lines, "\n  ")
+}
+
+func TestWhiteoutError(t *testing.T) {
+	if err := whiteoutError("x", unix.EPERM); !errors.Is(err, ErrWhiteoutRefused) || !errors.Is(err, unix.EPERM) {
+		t.Errorf("EPERM: %v", err)
+	}
+	if err := whiteoutError("x", unix.ENOSPC); errors.Is(err, ErrWhiteoutRefused) {
+		t.Errorf("ENOSPC: %v", err)
+	}
 }

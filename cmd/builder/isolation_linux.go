@@ -137,7 +137,7 @@ func enterIsolation(flag string, mounts bool) (iso isolation, code int, reexeced
 		if err == nil || requested == sandbox.IsolationNamespaces || !errors.Is(err, unix.EPERM) {
 			return iso, reexecFailed(code, err, "start the build in a private mount namespace"), true
 		}
-		return chrootIsolation(fmt.Sprintf("new namespaces are not allowed here (%v)", err)), 0, false
+		return chrootIsolation(fmt.Sprintf("new namespaces are not allowed here (%v)", errnoOf(err))), 0, false
 	case requested == sandbox.IsolationNamespaces:
 		fmt.Fprintf(os.Stderr, "ERROR: --isolation namespaces needs root; an ordinary user builds with --isolation rootless (or auto)\n")
 		return iso, 1, true
@@ -155,7 +155,7 @@ func enterIsolation(flag string, mounts bool) (iso isolation, code int, reexeced
 	if requested == sandbox.IsolationChroot {
 		return chrootIsolation(""), 0, false
 	}
-	return chrootIsolation(fmt.Sprintf("user namespaces are not allowed here (%v)", err)), 0, false
+	return chrootIsolation(fmt.Sprintf("user namespaces are not allowed here (%v)", errnoOf(err))), 0, false
 }
 
 // insideUserNS finishes the second stage of a rootless child: root of a
@@ -297,4 +297,14 @@ func withEnv(env []string, set ...string) []string {
 		}
 	}
 	return append(out, set...)
+}
+
+// errnoOf is the system error inside err (EPERM of a refused clone), or
+// err itself.
+func errnoOf(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
 }

@@ -157,7 +157,10 @@ func (c *chrooted) devices() error {
 	}
 	for _, n := range devNodes {
 		err := c.place("dev/"+n.name, func(p string) error {
-			return mknod(filepath.Dir(p), devNode{name: filepath.Base(p), major: n.major, minor: n.minor})
+			if err := mknod(filepath.Dir(p), devNode{name: filepath.Base(p), major: n.major, minor: n.minor}); err != nil {
+				return err
+			}
+			return os.Lchown(p, 0, 0) // the builder may be an ordinary user with capabilities
 		})
 		if err != nil {
 			return err
