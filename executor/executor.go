@@ -82,6 +82,11 @@ type Options struct {
 	// sandbox.IsolationChroot nothing is mounted: snapshots must be plain
 	// directories (the copy snapshotter).
 	Isolation string
+	// Limits are the resource limits of every RUN (--memory, --cpus,
+	// --pids-limit, --shm-size, --ulimit...), never part of a key;
+	// Cgroups carries those that need a cgroup.
+	Limits  sandbox.Limits
+	Cgroups *sandbox.Cgroups
 }
 
 // Executor runs plans. It is safe to call Run once per Executor.

@@ -224,6 +224,11 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		return err
 	}
 	defer sn.Close()
+	cgroups, err := f.run.cgroups()
+	if err != nil {
+		return err
+	}
+	defer cgroups.Close()
 	secrets, err := readSecrets(f.secrets)
 	if err != nil {
 		return err
@@ -268,6 +273,8 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 		SSH:              agents,
 		CacheFrom:        imported,
 		Isolation:        a.isolation.mode,
+		Limits:           f.run.limits,
+		Cgroups:          cgroups,
 	})
 	start := time.Now()
 	res, runErr := ex.Run(ctx, plan)

@@ -21,11 +21,16 @@ const (
 // Init runs the sandbox init and exits the process when os.Args[1] is
 // InitArg; otherwise it returns false at once. main must call it first.
 func Init() bool {
-	if len(os.Args) < 2 || os.Args[1] != InitArg {
+	if len(os.Args) < 2 {
 		return false
 	}
-	os.Exit(initMain())
-	return true
+	switch os.Args[1] {
+	case InitArg:
+		os.Exit(initMain())
+	case ReaperArg:
+		os.Exit(reaperMain(os.Stdin))
+	}
+	return false
 }
 
 // initMain is the whole life of the sandbox init (PID 1 of the new PID

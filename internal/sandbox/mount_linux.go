@@ -114,9 +114,13 @@ func mountDevpts(pts string) error {
 	return nil
 }
 
-// mountShm mounts runc's default /dev/shm on shm.
-func mountShm(shm string) error {
-	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
+// mountShm mounts runc's default /dev/shm on shm, size bytes (64 MiB
+// when 0, --shm-size).
+func mountShm(shm string, size int64) error {
+	if size == 0 {
+		size = 64 << 20
+	}
+	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size="+strconv.FormatInt(size, 10)); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", shm, err)
 	}
 	return nil

@@ -125,6 +125,9 @@ func startCommand(cfg *config) (*os.Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := setUlimits(cfg.Ulimits); err != nil {
+		return nil, err
+	}
 	stdin, err := os.Open("/dev/null")
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/null: %w", err)
@@ -210,4 +213,35 @@ func mkdirIn(root, dir string) error {
 		return fmt.Errorf("create working directory: %w", err)
 	}
 	return nil
+}
+
+// rlimits maps docker's --ulimit names to resources.
+var rlimits = map[string]int{
+	"core": unix.RLIMIT_CORE, "cpu": unix.RLIMIT_CPU, "data": unix.RLIMIT_DATA,
+	"fsize": unix.RLIMIT_FSIZE, "locks": unix.RLIMIT_LOCKS, "memlock": unix.RLIMIT_MEMLOCK,
+	"msgqueue": unix.RLIMIT_MSGQUEUE, "nice": unix.RLIMIT_NICE, "nofile": unix.RLIMIT_NOFILE,
+	"nproc": unix.RLIMIT_NPROC, "rss": unix.RLIMIT_RSS, "rtprio": unix.RLIMIT_RTPRIO,
+	"rttime": unix.RLIMIT_RTTIME, "sigpending": unix.RLIMIT_SIGPENDING, "stack": unix.RLIMIT_STACK,
+}
+
+// setUlimits sets the init's resource limits, which the command inherits.
+func setUlimits(ls []Ulimit) error {
+	for _, l := range ls {
+		r, ok := rlimits[l.Name]
+		if !ok {
+			return fmt.Errorf("unknown ulimit %q", l.Name)
+		}
+		lim := unix.Rlimit{Cur: rlimitValue(l.Soft), Max: rlimitValue(l.Hard)}
+		if err := unix.Prlimit(0, r, &lim, nil); err != nil {
+			return fmt.Errorf("set ulimit %s=%d:%d: %w", l.Name, l.Soft, l.Hard, err)
+		}
+	}
+	return nil
+}
+
+func rlimitValue(v int64) uint64 {
+	if v < 0 {
+		return unix.RLIM_INFINITY
+	}
+	return uint64(v)
 }

@@ -37,7 +37,22 @@ func Run(ctx context.Context, spec Spec) error {
 		return fmt.Errorf("create sandbox directory: %w", err)
 	}
 	cfg.Dir = dir
-	res, runErr := start(ctx, cfg, spec.Stdout, spec.Stderr)
+	var cg *stepCgroup
+	if spec.Limits.NeedsCgroup() {
+		if cg, err = spec.Cgroups.newStep(); err != nil {
+			_ = os.Remove(dir)
+			return err
+		}
+	}
+	res, runErr := start(ctx, cfg, cg, spec.Stdout, spec.Stderr)
+	if cg != nil {
+		if res != nil && cg.oomKilled() && (res.Code != 0 || res.Signal != "") {
+			res.oom, res.memoryLimit = true, spec.Limits.Memory
+		}
+		if err := cg.remove(); err != nil && runErr == nil {
+			runErr = err
+		}
+	}
 	// The init mounted a tmpfs on dir in its own mount namespace, which
 	// died with it: on the host dir is still empty. Never remove recursively.
 	if err := os.Remove(dir); err != nil && runErr == nil {
@@ -60,6 +75,7 @@ func newConfig(spec Spec) (*config, error) {
 		Hosts: spec.Hosts, ResolvConf: spec.ResolvConf,
 		Binds: spec.Binds, Tmpfs: spec.Tmpfs, Files: spec.Files,
 		Isolation: spec.Isolation,
+		ShmSize:   spec.Limits.ShmSize, Ulimits: spec.Limits.Ulimits,
 	}
 	if cfg.Env == nil {
 		cfg.Env = []string{}
@@ -98,13 +114,14 @@ func (r *result) err() error {
 	case r.Error != "":
 		return fmt.Errorf("sandbox: %s", r.Error)
 	case r.Code != 0 || r.Signal != "":
-		return &ExitError{Code: r.Code, Signal: r.Signal}
+		return &ExitError{Code: r.Code, Signal: r.Signal, OOMKilled: r.oom, MemoryLimit: r.memoryLimit}
 	}
 	return nil
 }
 
-// start runs the init with cfg and returns what it reported.
-func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*result, error) {
+// start runs the init with cfg (in the step cgroup cg, if any) and
+// returns what it reported.
+func start(ctx context.Context, cfg *config, cg *stepCgroup, stdout, stderr io.Writer) (*result, error) {
 	specR, specW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("create spec pipe: %w", err)
@@ -127,6 +144,14 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*result,
 	resW.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox init: %w", err)
+	}
+	if cg != nil {
+		// The init waits for its spec: the command starts in the cgroup.
+		if err := cg.attach(cmd.Process.Pid); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return nil, err
+		}
 	}
 	reported := make(chan []byte, 1)
 	go func() {
