@@ -42,7 +42,8 @@ func TestExtraMounts(t *testing.T) {
 }
 
 // A tmpfs has BuildKit's options (nosuid; ro when asked; size in bytes,
-// shown in k), and one at a system mount point (/dev/shm, /etc/hosts) is
+// shown in k) plus nodev (no device node a RUN makes can be opened: see
+// mountDev), and one at a system mount point (/dev/shm, /etc/hosts) is
 // mounted instead of the system mount, as runc does: the command sees one
 // mount there, not two stacked (BuildKit testMountTmpfsSize).
 func TestExtraMountTmpfsOptions(t *testing.T) {
@@ -55,9 +56,9 @@ func TestExtraMountTmpfsOptions(t *testing.T) {
 	spec.Tmpfs = []sandbox.Tmpfs{{Target: "/dev/shm", Size: 128 << 20}, {Target: "/t", ReadOnly: true}, {Target: "/u", Size: 1 << 20}}
 	spec.Binds = []sandbox.Bind{{Source: hosts, Target: "/etc/hosts", ReadOnly: true}}
 	got := mustRun(t, spec)
-	want := "/dev/shm rw,nosuid,relatime,size=131072k\n" +
-		"/t ro,nosuid,relatime\n" +
-		"/u rw,nosuid,relatime,size=1024k\n" +
+	want := "/dev/shm rw,nosuid,nodev,relatime,size=131072k\n" +
+		"/t ro,nosuid,nodev,relatime\n" +
+		"/u rw,nosuid,nodev,relatime,size=1024k\n" +
 		"1\n" +
 		"10.0.0.1 mine\n"
 	if got != want {

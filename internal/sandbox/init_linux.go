@@ -80,7 +80,7 @@ func runSandbox(cfg *config) result {
 		return runChroot(cfg)
 	}
 	rootDir := filepath.Join(cfg.Dir, "root")
-	sb := &sandbox{root: rootDir}
+	sb := &sandbox{root: rootDir, insecure: cfg.Insecure}
 	res := result{}
 	if err := sb.setup(cfg); err != nil {
 		res.Error = err.Error()

@@ -72,16 +72,26 @@ func bindDevice(dev string, n devNode) error {
 }
 
 // mountDev mounts a minimal /dev on dev: a tmpfs with the usual character
-// devices (made with mknod, or bound from the host's /dev in a user
-// namespace), the fd symlinks and the mount points of /dev/pts and
-// /dev/shm.
-func mountDev(dev string) error {
-	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
-		return fmt.Errorf("mount tmpfs on %s: %w", dev, err)
+// devices, the fd symlinks and the mount points of /dev/pts and /dev/shm.
+//
+// Devices are bound from the host's /dev onto a nodev tmpfs: a RUN keeps
+// CAP_MKNOD (Docker's default set) but no node it makes, there or
+// anywhere (the root and every RUN mount are nodev too), can be opened,
+// so it cannot reach a host disk through a block device; the bound nodes
+// work, as a bind mount has its own flags. Insecure mode (every
+// capability anyway) makes them with mknod on a tmpfs without nodev, as
+// runc does, unless in a user namespace, where mknod is refused.
+func mountDev(dev string, insecure bool) error {
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_STRICTATIME)
+	makeNode := bindDevice
+	if insecure {
+		flags &^= unix.MS_NODEV
+		if !inUserNS() {
+			makeNode = mknod
+		}
 	}
-	makeNode := mknod
-	if inUserNS() {
-		makeNode = bindDevice
+	if err := unix.Mount("tmpfs", dev, "tmpfs", flags, "mode=755,size=65536k"); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", dev, err)
 	}
 	for _, n := range devNodes {
 		if err := makeNode(dev, n); err != nil {
@@ -312,4 +322,39 @@ func loopbackUp() error {
 		return fmt.Errorf("bring lo up: %w", err)
 	}
 	return nil
+}
+
+// setNodev makes the mount at p, and every mount below it, nodev
+// (mount_setattr, Linux 5.12; else a bind remount of p alone that keeps
+// its other flags).
+func setNodev(p string) error {
+	err := unix.MountSetattr(-1, p, unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NODEV})
+	if errors.Is(err, unix.ENOSYS) {
+		err = remountWith(p, unix.MS_NODEV)
+	}
+	if err != nil {
+		return fmt.Errorf("make %s nodev: %w", p, err)
+	}
+	return nil
+}
+
+// remountWith bind-remounts p with its current flags plus add (a bind
+// remount replaces them all, and a user namespace refuses to clear the
+// locked ones).
+func remountWith(p string, add uintptr) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return err
+	}
+	flags := uintptr(unix.MS_BIND|unix.MS_REMOUNT) | add
+	for _, f := range [][2]uintptr{
+		{unix.ST_RDONLY, unix.MS_RDONLY}, {unix.ST_NOSUID, unix.MS_NOSUID}, {unix.ST_NODEV, unix.MS_NODEV},
+		{unix.ST_NOEXEC, unix.MS_NOEXEC}, {unix.ST_NOATIME, unix.MS_NOATIME},
+		{unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if uintptr(st.Flags)&f[0] != 0 {
+			flags |= f[1]
+		}
+	}
+	return unix.Mount("", p, "", flags, "")
 }
