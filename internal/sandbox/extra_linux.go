@@ -161,7 +161,12 @@ func (sb *sandbox) file(f File, src, rel string) error {
 	if err := unix.Mount(src, p, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind file on /%s: %w", rel, err)
 	}
-	return remountReadonly(p, rel)
+	// Exactly ro and nodev: not the scratch tmpfs's noexec, which would
+	// stop a heredoc script from running.
+	if err := unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("remount /%s read-only: %w", rel, err)
+	}
+	return nil
 }
 
 // scratchSize is the size of the scratch tmpfs: room for the generated

@@ -141,3 +141,17 @@ func TestNestedMountInSharedDirParallel(t *testing.T) {
 		t.Errorf("the mount point made in the shared directory: %v, %v", fi, err)
 	}
 }
+
+// A File is executable (a RUN heredoc's script run by its shebang), though
+// it comes from the noexec scratch tmpfs, and read-only and nodev.
+func TestFileExecutable(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	spec := shSpec(root, "")
+	spec.Args = []string{"/dev/pipes/EOF"}
+	spec.Files = []sandbox.File{{Target: "/dev/pipes/EOF", Data: []byte("#!/bin/sh\necho ran; grep ' /dev/pipes/EOF ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1-2\n"), Mode: 0o755}}
+	if got := mustRun(t, spec); got != "ran\nro,nodev\n" {
+		t.Errorf("got %q", got)
+	}
+}
