@@ -81,7 +81,7 @@ func checkNoBuildCgroups(t *testing.T, dirs, before []string) {
 
 // A RUN over --memory is killed by the OOM killer and fails with the
 // step's line and the limit; no cgroup is left.
-func TestE2ERunMemoryLimit(t *testing.T) {
+func TestE2ELimitMemory(t *testing.T) {
 	dirs := requireCgroups(t)
 	e := newEnv(t)
 	before := buildCgroups(t, dirs)
@@ -105,7 +105,7 @@ func TestE2ERunMemoryLimit(t *testing.T) {
 
 // A fork bomb under --pids-limit fails cleanly: fork fails, the step fails,
 // nothing it started is left, nor its cgroup.
-func TestE2ERunPidsLimit(t *testing.T) {
+func TestE2ELimitPids(t *testing.T) {
 	dirs := requireCgroups(t)
 	e := newEnv(t)
 	before := buildCgroups(t, dirs)
@@ -126,7 +126,7 @@ func TestE2ERunPidsLimit(t *testing.T) {
 
 // A busy loop under --cpu-quota gets no more CPU than the quota: its CPU
 // time over two seconds stays under 20% of them (with some slack).
-func TestE2ERunCPUQuota(t *testing.T) {
+func TestE2ELimitCPUQuota(t *testing.T) {
 	dirs := requireCgroups(t)
 	e := newEnv(t)
 	before := buildCgroups(t, dirs)
@@ -152,7 +152,7 @@ func TestE2ERunCPUQuota(t *testing.T) {
 }
 
 // --ulimit and --shm-size reach the command.
-func TestE2ERunUlimitShm(t *testing.T) {
+func TestE2ELimitUlimitShm(t *testing.T) {
 	e := newEnv(t)
 	ctx := e.context("FROM busybox:fixture\nRUN ulimit -n > /nofile && ulimit -Hn >> /nofile && df -k /dev/shm | tail -1 > /shm\n", nil)
 	out := filepath.Join(e.dir, "out")
@@ -167,7 +167,7 @@ func TestE2ERunUlimitShm(t *testing.T) {
 
 // A builder killed with SIGKILL during a limited RUN leaves no cgroup
 // (its watchdog removes them) and no process.
-func TestE2ERunLimitsKilledBuild(t *testing.T) {
+func TestE2ELimitKilledBuild(t *testing.T) {
 	dirs := requireCgroups(t)
 	e := newEnv(t)
 	before := buildCgroups(t, dirs)
