@@ -9,7 +9,7 @@ ROOT    := $(DEMO)/root
 FUZZTIME ?= 30s
 FUZZMINIMIZETIME ?= 100x
 
-.PHONY: all build test test-short vet bench fuzz demo demo-deps clean
+.PHONY: all build test test-short vet bench fuzz demo demo-deps image clean
 
 all: build
 
@@ -62,6 +62,17 @@ demo: build demo-deps
 	@echo; echo "== builder images =="
 	$(BIN) --root $(ROOT) images
 	@echo; echo "docker-loadable archive: $(DEMO)/app.tar"
+
+# The builder image for CI containers (image/Dockerfile), built by builder:
+# a static binary with chroot isolation's file capabilities on busybox.
+# IMAGE names it; BASE=busybox:fixture builds it offline (make demo's base).
+IMAGE ?= builder:$(VERSION)
+BASE  ?= busybox:latest
+image: build
+	rm -rf bin/image && mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -ldflags '-s -w -X main.version=$(VERSION)' -o bin/image.builder ./cmd/builder
+	$(GO) run ./image/mkcontext bin/image.builder bin/image
+	$(BIN) build --build-arg BASE=$(BASE) -f image/Dockerfile -t $(IMAGE) bin/image
 
 clean:
 	rm -rf bin $(DEMO)

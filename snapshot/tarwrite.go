@@ -168,7 +168,12 @@ func tarHeader(e tarEntry, links map[uint64]string) (*tar.Header, error) {
 	if err != nil {
 		return nil, err
 	}
+	var standIn string
 	for _, x := range xattrs {
+		if x.name == overrideXattr {
+			standIn = x.value // what the entry really is (override.go)
+			continue
+		}
 		if hdr.PAXRecords == nil {
 			hdr.PAXRecords = map[string]string{}
 		}
@@ -204,6 +209,9 @@ func tarHeader(e tarEntry, links map[uint64]string) (*tar.Header, error) {
 		hdr.Typeflag = tar.TypeFifo
 	default:
 		return nil, fmt.Errorf("serialize %s: unsupported file type %#o", e.src, e.st.Mode&unix.S_IFMT)
+	}
+	if standIn != "" {
+		return overrideHeader(hdr, standIn)
 	}
 	return hdr, nil
 }

@@ -59,6 +59,7 @@ type buildFlags struct {
 	cacheTo       []string
 	// verifyReproducible rebuilds in a fresh store and compares.
 	verifyReproducible bool
+	run                runFlags // --isolation, RUN resource limits (runflags.go)
 }
 
 func cmdBuild(ctx context.Context, a *app, args []string) error {
@@ -101,10 +102,11 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]")
 	fs.BoolVar(&f.verifyReproducible, "verify-reproducible", false, "build again from nothing (fresh store, --no-cache, same SOURCE_DATE_EPOCH) and fail naming what differs unless the digests match")
 	legacyFlags(fs)
+	addRunFlags(fs, &f.run)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if err := checkIsolation(fs); err != nil {
+	if err := f.run.check(); err != nil {
 		return err
 	}
 	if err := needArgs(fs, 1, 1); err != nil {
@@ -212,6 +214,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (er
 			return err
 		}
 	}
+	if a.isolation.notice != "" {
+		prog.Notice(a.isolation.notice)
+	}
 
 	st, err := a.open()
 	if err != nil {
@@ -276,16 +281,25 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (er
 		return err
 	}
 	defer closeScratch(tmp, &err)
-	sn, err := snapshotter(ctx, st.layers, active.Path(), f.snapshotter, prog.Notice)
+	snKind, err := a.isolation.snapshotter(f.snapshotter)
+	if err != nil {
+		return err
+	}
+	sn, err := snapshotter(ctx, st.layers, active.Path(), snKind, prog.Notice)
 	if err != nil {
 		return err
 	}
 	defer sn.Close()
+	cgroups, err := f.run.cgroups()
+	if err != nil {
+		return err
+	}
+	defer cgroups.Close()
 	secrets, err := readSecrets(f.secrets)
 	if err != nil {
 		return err
 	}
-	network, allowHost, err := runNetwork(f.network, f.allow, prog.Notice)
+	network, allowHost, err := runNetwork(f.network, f.allow, a.isolation, prog.Notice)
 	if err != nil {
 		return err
 	}
@@ -330,6 +344,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (er
 		Secrets:          secrets,
 		SSH:              agents,
 		CacheFrom:        imported,
+		Isolation:        a.isolation.mode,
+		Limits:           f.run.limits,
+		Cgroups:          cgroups,
 	})
 	start := time.Now()
 	res, runErr := ex.Run(ctx, plan)
