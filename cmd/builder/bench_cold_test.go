@@ -215,4 +215,3 @@ func requireTool(b *testing.B, name string) {
 		b.Skipf("needs %s: %v", name, err)
 	}
 }
-
