@@ -214,6 +214,24 @@ func (l *namedLayer) Uncompressed() (io.ReadCloser, error) {
 	return &wrapReader{rc, l.wrap}, nil
 }
 
+func (l *namedLayer) tarTo() func(w io.Writer) (int64, error) {
+	dt, ok := l.Layer.(directTar)
+	if !ok {
+		return nil
+	}
+	f := dt.tarTo()
+	if f == nil {
+		return nil
+	}
+	return func(w io.Writer) (int64, error) {
+		n, err := f(w)
+		if err != nil {
+			err = l.wrap(err)
+		}
+		return n, err
+	}
+}
+
 type wrapReader struct {
 	io.ReadCloser
 	wrap func(error) error

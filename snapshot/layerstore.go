@@ -339,7 +339,9 @@ func (s *LayerStore) install(ctx context.Context, tmp, hexID string, meta layerM
 // WriteTar writes the tar of the committed layer diffID to w and returns its
 // size. The stream is hashed on the way; if the directory no longer
 // serializes to diffID the result is an error wrapping a *ModifiedError
-// (and w got a bad tar).
+// (and w got a bad tar). A w that is a FileRangeWriter gets the contents
+// of the larger files as file ranges, hashed by a second read from the
+// page cache on another goroutine.
 func (s *LayerStore) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64, error) {
 	meta, err := s.metadata(diffID)
 	if err != nil {
@@ -348,12 +350,25 @@ func (s *LayerStore) WriteTar(ctx context.Context, diffID string, w io.Writer) (
 	if !meta.Committed {
 		return 0, fmt.Errorf("write tar of layer %s: %w", diffID, ErrNotReproducible)
 	}
-	h := sha256.New()
-	n, err := writeLayerTar(ctx, s.Dir(diffID), io.MultiWriter(w, h))
+	var n int64
+	var got string
+	if fr, ok := w.(FileRangeWriter); ok {
+		hw := newHashingRangeWriter(fr)
+		n, err = writeLayerTar(ctx, s.Dir(diffID), hw)
+		var herr error
+		got, herr = hw.sum()
+		if err == nil {
+			err = herr
+		}
+	} else {
+		h := sha256.New()
+		n, err = writeLayerTar(ctx, s.Dir(diffID), io.MultiWriter(w, h))
+		got = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	}
 	if err != nil {
 		return n, fmt.Errorf("write tar of layer %s: %w", diffID, err)
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
+	if got != diffID {
 		return n, fmt.Errorf("write tar of layer %s: %w", diffID, &ModifiedError{DiffID: diffID, Dir: s.Dir(diffID), Got: got})
 	}
 	return n, nil

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,6 +56,22 @@ func (c *coldBench) builder(args ...string) {
 	if err := runBench(c.b.Context(), nil, builderBin, append([]string{"--root", c.root}, args...)...); err != nil {
 		c.b.Fatal(err)
 	}
+}
+
+// builderRSS is builder that returns the peak resident set size of the
+// process in bytes.
+func (c *coldBench) builderRSS(args ...string) int64 {
+	c.b.Helper()
+	cmd := exec.CommandContext(c.b.Context(), builderBin, append([]string{"--root", c.root}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		c.b.Fatalf("builder %v: %v\n%s", args, err, lastLines(string(out), 15))
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		c.b.Fatal("no rusage")
+	}
+	return ru.Maxrss << 10
 }
 
 // sh runs a shell command line and fails on error.
@@ -214,4 +231,48 @@ func requireTool(b *testing.B, name string) {
 		}
 		b.Skipf("needs %s: %v", name, err)
 	}
+}
+
+// bigLayerImage builds big:1 (busybox and a RUN writing a 1 GiB file of
+// random bytes) and returns the path of that file in the layer store.
+func (c *coldBench) bigLayerImage() string {
+	c.b.Helper()
+	dir := filepath.Join(c.dir, "big")
+	writeBenchFile(c.b, filepath.Join(dir, "Dockerfile"), "FROM busybox:fixture\nRUN head -c 1073741824 /dev/urandom > /big\n")
+	c.builder("build", "--progress", "quiet", "-t", "big:1", dir)
+	matches, err := filepath.Glob(filepath.Join(c.root, "snapshots", "*", "fs", "big"))
+	if err != nil || len(matches) != 1 {
+		c.b.Fatalf("the 1 GiB file in the layer store: %v %v", matches, err)
+	}
+	return matches[0]
+}
+
+// BenchmarkColdExport: an image with a 1 GiB layer written out as an
+// archive by `builder save` and by a fully cached build with -o
+// type=docker, beside cat of the layer's file to the same disk and a sync
+// of it (builder syncs the archive before renaming it into place).
+func BenchmarkColdExport(b *testing.B) {
+	c := newColdBench(b)
+	big := c.bigLayerImage()
+	dir := filepath.Join(c.dir, "big")
+	out := filepath.Join(c.dir, "out.tar")
+	ref := filepath.Join(c.dir, "cat.out")
+	prepare := func(int) {
+		c.sh(fmt.Sprintf("rm -f %s %s", out, ref))
+		c.syncAll()
+	}
+	reference := func(int) { c.sh(fmt.Sprintf("cat %s > %[2]s && sync -f %[2]s", big, ref)) }
+	b.Run("save", func(b *testing.B) {
+		var rss int64
+		sideBySide(b, pair{name: "builder save (1 GiB layer)", target: 1.3, prepare: prepare, reference: reference,
+			builder: func(int) { rss = max(rss, c.builderRSS("save", "-o", out, "big:1")) }})
+		b.ReportMetric(float64(rss)/(1<<20), "peak-rss-MiB")
+		b.Logf("builder save: peak RSS %d MiB (target ≤ 64 MiB)", rss>>20)
+	})
+	b.Run("docker", func(b *testing.B) {
+		sideBySide(b, pair{name: "build -o type=docker (1 GiB layer)", target: 1.3, prepare: prepare, reference: reference,
+			builder: func(int) {
+				c.builder("build", "--progress", "quiet", "-o", "type=docker,dest="+out, dir)
+			}})
+	})
 }
