@@ -20,7 +20,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/klauspost/pgzip"
 )
 
 // A remote cache is one OCI image manifest: its config (media type
@@ -106,7 +105,7 @@ func (s *Store) ExportCache(ctx context.Context, recs []*cache.Record, loc Cache
 }
 
 func (s *Store) exportCache(ctx context.Context, recs []*cache.Record, loc CacheLocation, o RemoteOptions) (v1.Hash, error) {
-	img, err := s.cacheImage(ctx, recs, o.notify)
+	img, err := s.cacheImage(ctx, recs, o.Compression, o.notify)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", loc, err)
 	}
@@ -122,7 +121,7 @@ func (s *Store) exportCache(ctx context.Context, recs []*cache.Record, loc Cache
 }
 
 // cacheImage builds the cache manifest of recs.
-func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, notify func(string)) (v1.Image, error) {
+func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, c Compression, notify func(string)) (v1.Image, error) {
 	var plain []v1.Layer
 	for _, r := range recs {
 		if r.EmptyLayer || r.DiffID == "" {
@@ -134,7 +133,7 @@ func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, notify fun
 		}
 		plain = append(plain, l)
 	}
-	gz, err := s.compressAll(ctx, plain, notify)
+	gz, err := s.compressAll(ctx, plain, c, notify)
 	if err != nil {
 		return nil, err
 	}
@@ -293,8 +292,10 @@ func (c *ImportedCache) index(img v1.Image) error {
 	}
 	c.layers = map[string]v1.Descriptor{}
 	for _, d := range m.Layers {
-		if d.MediaType != types.OCILayer {
-			return fmt.Errorf("layer %s: media type %q, want %q", d.Digest, d.MediaType, types.OCILayer)
+		switch d.MediaType {
+		case types.OCILayer, types.OCILayerZStd, types.OCIUncompressedLayer:
+		default:
+			return fmt.Errorf("layer %s: media type %q is not a gzip, zstd or uncompressed OCI layer", d.Digest, d.MediaType)
 		}
 		c.layers[d.Digest.String()] = d
 	}
@@ -358,12 +359,15 @@ func (c *ImportedCache) fetchLayer(ctx context.Context, desc v1.Descriptor, diff
 	if err != nil {
 		return 0, err
 	}
-	size, err := c.unpack(ctx, desc.Digest, diffID)
+	size, err := c.unpack(ctx, desc, diffID)
 	if err != nil {
 		return 0, err
 	}
-	if _, ok := s.compressedRecord(d); !ok {
-		rec := compressedRecord{DiffID: d, Digest: desc.Digest, Size: desc.Size, MediaType: types.OCILayer}
+	// Recorded as the codec's default setting: its level is unknown, and
+	// sending the blob the cache has is what a push wants.
+	comp := codecOf(desc.MediaType)
+	if _, ok := s.compressedRecord(d, comp); !ok {
+		rec := newCompressedRecord(d, desc.Digest, desc.Size, comp)
 		if err := s.writeCompressedRecord(ctx, rec); err != nil {
 			return 0, err
 		}
@@ -371,16 +375,16 @@ func (c *ImportedCache) fetchLayer(ctx context.Context, desc v1.Descriptor, diff
 	return size, nil
 }
 
-// unpack gunzips the blob digest into the layer store as diffID.
-func (c *ImportedCache) unpack(ctx context.Context, digest v1.Hash, diffID string) (int64, error) {
-	rc, err := c.s.blobs.OpenBlob(ctx, digest.String())
+// unpack decompresses the blob desc into the layer store as diffID.
+func (c *ImportedCache) unpack(ctx context.Context, desc v1.Descriptor, diffID string) (int64, error) {
+	rc, err := c.s.blobs.OpenBlob(ctx, desc.Digest.String())
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
-	zr, err := pgzip.NewReader(rc)
+	zr, err := decompress(rc, desc.MediaType)
 	if err != nil {
-		return 0, fmt.Errorf("gunzip: %w", err)
+		return 0, err
 	}
 	defer zr.Close()
 	l, err := c.s.layers.Unpack(ctx, diffID, zr)
@@ -410,7 +414,7 @@ func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64
 	if herr != nil {
 		return n, err
 	}
-	rec, ok := s.compressedRecord(d)
+	rec, ok := s.anyCompressedRecord(d)
 	if !ok {
 		return n, err
 	}
@@ -419,9 +423,9 @@ func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64
 		return 0, fmt.Errorf("write tar of layer %s: %w", diffID, err)
 	}
 	defer rc.Close()
-	zr, err := pgzip.NewReader(rc)
+	zr, err := decompress(rc, rec.MediaType)
 	if err != nil {
-		return 0, fmt.Errorf("write tar of layer %s: gunzip %s: %w", diffID, rec.Digest, err)
+		return 0, fmt.Errorf("write tar of layer %s: blob %s: %w", diffID, rec.Digest, err)
 	}
 	defer zr.Close()
 	h := sha256.New()

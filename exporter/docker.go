@@ -175,6 +175,9 @@ func addImageBlobs(set blobSet, img v1.Image) (v1.Descriptor, error) {
 		if dt, ok := l.(directTar); ok && isUncompressed(d.MediaType) {
 			b.writeTo = dt.tarTo()
 		}
+		if fl, ok := l.(*fileLayer); ok {
+			b.writeTo = fl.writeTo
+		}
 		set.add(b)
 	}
 	return v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, nil

@@ -47,6 +47,9 @@ type RemoteOptions struct {
 	// Progress, if not nil, hears one line per layer fetched, compressed
 	// or uploaded. It may be called from several goroutines at once.
 	Progress func(string)
+	// Compression is how Push and ExportCache compress layers; the zero
+	// value is gzip.
+	Compression Compression
 }
 
 // Pull fetches the image ref names from its registry (for a multi-platform
@@ -139,7 +142,7 @@ func (s *Store) pushImage(ctx context.Context, img v1.Image, dst string, o Remot
 		return v1.Hash{}, fmt.Errorf("push %s: %w", dst, err)
 	}
 	reg := r.Context().RegistryStr()
-	out, err := s.pushable(ctx, img, o.notify)
+	out, err := s.pushable(ctx, img, o.Compression, o.notify)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", dst, reg, err)
 	}
@@ -153,29 +156,30 @@ func (s *Store) pushImage(ctx context.Context, img v1.Image, dst string, o Remot
 	return digest, nil
 }
 
-// pushable returns img with every uncompressed layer replaced by its gzip
-// blob and each layer announcing its upload through notify.
-func (s *Store) pushable(ctx context.Context, img v1.Image, notify func(string)) (v1.Image, error) {
+// pushable returns img with every layer as it leaves the machine with
+// compression c (see Compressed), each announcing its upload through
+// notify.
+func (s *Store) pushable(ctx context.Context, img v1.Image, c Compression, notify func(string)) (v1.Image, error) {
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, fmt.Errorf("layers: %w", err)
 	}
-	gz, err := s.compressAll(ctx, layers, notify)
+	gz, err := s.compressAll(ctx, layers, c, notify)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]v1.Layer, len(layers))
+	changed := false
 	for i, l := range layers {
-		if d, _ := l.DiffID(); gz[d] != nil {
-			l = gz[d]
-		}
-		out[i] = announcedLayer{Layer: l, notify: notify}
+		d, _ := l.DiffID()
+		changed = changed || gz[d] != l
+		out[i] = announcedLayer{Layer: gz[d], notify: notify}
 	}
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if len(gz) > 0 {
+	if changed {
 		return imageFromParts(rawCfg, configType(img), out)
 	}
 	rawManifest, err := img.RawManifest()
@@ -185,9 +189,9 @@ func (s *Store) pushable(ctx context.Context, img v1.Image, notify func(string))
 	return newRawImage(rawManifest, rawCfg, out)
 }
 
-// compressAll compresses the distinct uncompressed layers among layers, a
-// few at a time, and returns their gzip layers by diffID.
-func (s *Store) compressAll(ctx context.Context, layers []v1.Layer, notify func(string)) (map[v1.Hash]v1.Layer, error) {
+// compressAll returns the distinct layers among layers as they leave the
+// machine with compression c, by diffID, compressing a few at a time.
+func (s *Store) compressAll(ctx context.Context, layers []v1.Layer, c Compression, notify func(string)) (map[v1.Hash]v1.Layer, error) {
 	var mu sync.Mutex
 	gz := map[v1.Hash]v1.Layer{}
 	seen := map[v1.Hash]bool{} // a twin layer is compressed once
@@ -204,17 +208,21 @@ func (s *Store) compressAll(ctx context.Context, layers []v1.Layer, notify func(
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
-		if !isUncompressed(mt) || seen[d] {
+		if seen[d] {
 			continue
 		}
 		seen[d] = true
+		if c.keeps(mt) {
+			gz[d] = l
+			continue
+		}
 		g.Go(func() error {
-			c, err := s.Compressed(ctx, l, notify)
+			cl, err := s.Compressed(ctx, l, c, notify)
 			if err != nil {
 				return fmt.Errorf("layer %d: %w", i, err)
 			}
 			mu.Lock()
-			gz[d] = c
+			gz[d] = cl
 			mu.Unlock()
 			return nil
 		})

@@ -270,7 +270,7 @@ func (s *Store) reproducible(diffID v1.Hash) bool {
 	if s.ls == nil || s.ls.Committed(diffID.String()) {
 		return true
 	}
-	_, ok := s.compressedRecord(diffID)
+	_, ok := s.anyCompressedRecord(diffID)
 	return ok
 }
 

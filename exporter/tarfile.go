@@ -140,6 +140,13 @@ func (d *detTar) streamTo(name string, size int64, writeTo func(io.Writer) (int6
 	return nil
 }
 
+// fileRangeWriter is a writer that also takes file ranges (an archive):
+// snapshot.FileRangeWriter.
+type fileRangeWriter interface {
+	io.Writer
+	WriteFileRange(f *os.File, off, n int64) (int64, error)
+}
+
 // archiveWriter writes an archive file through a buffer and takes file
 // ranges (snapshot.FileRangeWriter) by copy_file_range(2): the kernel
 // copies them, no byte passes through user space.
@@ -147,7 +154,14 @@ type archiveWriter struct {
 	f  *os.File
 	bw *bufio.Writer
 	n  int64
+	// started is the offset up to which write-back was started: the
+	// final fsync then finds most of the archive on its way to disk.
+	started int64
 }
+
+// writeBackChunk is how much archive data may be dirty before its
+// write-back is started.
+const writeBackChunk = 32 << 20
 
 func newArchiveWriter(f *os.File) *archiveWriter {
 	return &archiveWriter{f: f, bw: bufio.NewWriterSize(f, 1<<20)}
@@ -156,17 +170,40 @@ func newArchiveWriter(f *os.File) *archiveWriter {
 func (a *archiveWriter) Write(p []byte) (int, error) {
 	n, err := a.bw.Write(p)
 	a.n += int64(n)
+	a.startWriteBack()
 	return n, err
 }
 
-// WriteFileRange copies n bytes of src at off to the end of the archive.
+// WriteFileRange copies n bytes of src at off to the end of the archive,
+// starting the write-back of every chunk it copies.
 func (a *archiveWriter) WriteFileRange(src *os.File, off, n int64) (int64, error) {
 	if err := a.bw.Flush(); err != nil {
 		return 0, err
 	}
-	done, err := copyFileRange(a.f, src, off, n)
-	a.n += done
-	return done, err
+	var done int64
+	for done < n {
+		c, err := copyFileRange(a.f, src, off+done, min(n-done, writeBackChunk))
+		done += c
+		a.n += c
+		a.startWriteBack()
+		if err != nil || c == 0 {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// startWriteBack asks the kernel to start writing the flushed archive
+// bytes past started to disk (sync_file_range(2) without waiting), once a
+// chunk has accumulated. It is only a hint: the fsync at the end is what
+// makes the archive durable.
+func (a *archiveWriter) startWriteBack() {
+	flushed := a.n - int64(a.bw.Buffered())
+	if flushed-a.started < writeBackChunk {
+		return
+	}
+	_ = unix.SyncFileRange(int(a.f.Fd()), a.started, flushed-a.started, unix.SYNC_FILE_RANGE_WRITE)
+	a.started = flushed
 }
 
 func (a *archiveWriter) flush() error { return a.bw.Flush() }

@@ -9,13 +9,6 @@ import (
 	"testing"
 )
 
-// fileRangeWriter is what a stored layer's WriteTar looks for in its
-// writer (snapshot.FileRangeWriter).
-type fileRangeWriter interface {
-	io.Writer
-	WriteFileRange(f *os.File, off, n int64) (int64, error)
-}
-
 // TestArchiveFileRanges: a blob that writes itself into the archive and
 // hands over file ranges gives the same archive bytes as the same blob
 // streamed; a blob writing more or fewer bytes than its size fails.

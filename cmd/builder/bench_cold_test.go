@@ -269,6 +269,20 @@ func BenchmarkColdExport(b *testing.B) {
 		b.ReportMetric(float64(rss)/(1<<20), "peak-rss-MiB")
 		b.Logf("builder save: peak RSS %d MiB (target ≤ 64 MiB)", rss>>20)
 	})
+	b.Run("oci", func(b *testing.B) {
+		sideBySide(b, pair{name: "build -o type=oci,compression=uncompressed (1 GiB layer)", target: 1.3, prepare: prepare, reference: reference,
+			builder: func(int) {
+				c.builder("build", "--progress", "quiet", "-o", "type=oci,compression=uncompressed,dest="+out, dir)
+			}})
+	})
+	b.Run("oci-zstd", func(b *testing.B) {
+		requireTool(b, "zstd")
+		sideBySide(b, pair{name: "build -o type=oci,compression=zstd (1 GiB layer) vs zstd -T0 -3", prepare: prepare,
+			reference: func(int) { c.sh(fmt.Sprintf("zstd -q -T0 -3 -c %s > %[2]s && sync -f %[2]s", big, ref)) },
+			builder: func(int) {
+				c.builder("build", "--progress", "quiet", "-o", "type=oci,compression=zstd,dest="+out, dir)
+			}})
+	})
 	b.Run("docker", func(b *testing.B) {
 		sideBySide(b, pair{name: "build -o type=docker (1 GiB layer)", target: 1.3, prepare: prepare, reference: reference,
 			builder: func(int) {

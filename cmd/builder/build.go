@@ -70,7 +70,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringArrayVar(&f.buildArgs, "build-arg", nil, "build-time variable K=V (or K to take it from the environment)")
 	fs.StringArrayVar(&f.labels, "label", nil, "label K=V for the image")
 	fs.StringVar(&f.target, "target", "", "build stage to build")
-	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR | type=registry,name=REF | type=image,name=REF[,push=true]")
+	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR | type=registry,name=REF | type=image,name=REF[,push=true]; oci, registry and image take compression=gzip|zstd|uncompressed, compression-level=N, force-compression=true")
 	fs.StringVar(&f.iidfile, "iidfile", "", "write the image ID to FILE")
 	fs.StringVar(&f.metadataFile, "metadata-file", "", "write build metadata (digests, per-step cache results) as JSON to FILE")
 	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain, tty, quiet or rawjson")
@@ -87,7 +87,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.BoolVar(&f.push, "push", false, "push the image to the registry of every -t name after the build")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | REF | type=local,src=DIR")
-	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]")
+	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]; compression=gzip|zstd|uncompressed, compression-level=N, force-compression=true")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -284,7 +284,7 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 			err = exporter.WriteDocker(ctx, o.dest, tagged)
 		case "oci":
 			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
-			err = exporter.WriteOCI(ctx, o.dest, tagged)
+			err = exporter.WriteOCI(ctx, o.dest, tagged, o.comp)
 		case "local":
 			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 			err = exporter.WriteLocal(ctx, o.dest, img)
@@ -295,7 +295,9 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 			if o.push {
 				prog.Notice("pushing " + o.name)
 				var d v1.Hash
-				if d, err = st.images.PushImage(ctx, img, o.name, ro); err == nil {
+				po := ro
+				po.Compression = o.comp
+				if d, err = st.images.PushImage(ctx, img, o.name, po); err == nil {
 					prog.Notice(fmt.Sprintf("pushed %s@%s", o.name, d))
 				}
 			}
@@ -468,6 +470,7 @@ func pullImage(ctx context.Context, st *stores, ref string, p v1.Platform, ro ex
 type output struct {
 	typ, dest, name string
 	push            bool
+	comp            exporter.Compression // oci, image and registry outputs
 }
 
 // parseOutputs parses -o values: type=docker|oci|local,dest=PATH,
@@ -478,6 +481,7 @@ func parseOutputs(vals []string) ([]output, error) {
 	var outs []output
 	for _, v := range vals {
 		o := output{}
+		compression := false
 		if !strings.Contains(v, "=") {
 			o = output{typ: "local", dest: v}
 		} else {
@@ -497,9 +501,22 @@ func parseOutputs(vals []string) ([]output, error) {
 					}
 					o.push = b
 				default:
-					return nil, fmt.Errorf("output %q: unknown key %q", v, k)
+					ok, err := o.comp.SetOption(strings.TrimSpace(k), val)
+					if err != nil {
+						return nil, fmt.Errorf("output %q: %w", v, err)
+					}
+					if !ok {
+						return nil, fmt.Errorf("output %q: unknown key %q", v, k)
+					}
+					compression = true
 				}
 			}
+		}
+		if err := o.comp.Validate(); err != nil {
+			return nil, fmt.Errorf("output %q: %w", v, err)
+		}
+		if compression && o.typ != "oci" && o.typ != "image" && o.typ != "registry" {
+			return nil, fmt.Errorf("output %q: compression options belong to type=oci, image or registry (type=%s writes uncompressed layers)", v, o.typ)
 		}
 		switch o.typ {
 		case "docker", "oci", "local":

@@ -15,7 +15,8 @@ import (
 // cacheSpec is one --cache-from or --cache-to value.
 type cacheSpec struct {
 	loc  exporter.CacheLocation
-	mode executor.CacheMode // --cache-to only
+	mode executor.CacheMode   // --cache-to only
+	comp exporter.Compression // --cache-to only
 }
 
 // cacheDirection tells which flag a value belongs to: the local type takes
@@ -88,8 +89,20 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 				return c, fmt.Errorf("%s=%q is not a boolean", k, val)
 			}
 		default:
-			return c, fmt.Errorf("unknown key %q", k)
+			ok, err := c.comp.SetOption(strings.TrimSpace(k), val)
+			if !ok {
+				return c, fmt.Errorf("unknown key %q", k)
+			}
+			if err != nil {
+				return c, err
+			}
+			if dir != cacheExport {
+				return c, fmt.Errorf("%s= belongs to --cache-to", k)
+			}
 		}
+	}
+	if err := c.comp.Validate(); err != nil {
+		return c, err
 	}
 	switch typ {
 	case "registry":
@@ -138,8 +151,10 @@ func exportCaches(ctx context.Context, st *stores, res *executor.Result, specs [
 		}
 		notice(fmt.Sprintf("exporting cache to %s (mode=%s, %d records)", c.loc, c.mode, len(recs)))
 		var d v1.Hash
+		co := ro
+		co.Compression = c.comp
 		export := func() (err error) {
-			d, err = st.images.ExportCache(ctx, recs, c.loc, ro)
+			d, err = st.images.ExportCache(ctx, recs, c.loc, co)
 			return err
 		}
 		if c.loc.Dir != "" {
