@@ -27,6 +27,10 @@ const (
 	RunCache Area = "runcache"
 	// Compressed maps diffIDs to the compressed blobs made of them.
 	Compressed Area = "compressed"
+	// Sources maps blob digests to the registry repositories known to
+	// hold them (pulled from, pushed to), so a push to another repository
+	// of the same registry mounts a blob instead of uploading it.
+	Sources Area = "sources"
 	// Temp holds per-process scratch: files being written, mount points,
 	// downloads, sandboxes.
 	Temp Area = "tmp"

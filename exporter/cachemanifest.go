@@ -14,6 +14,7 @@ import (
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/snapshot"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -112,7 +113,7 @@ func (s *Store) exportCache(ctx context.Context, recs []*cache.Record, loc Cache
 	if loc.Dir != "" {
 		err = writeLayoutCache(loc, img)
 	} else {
-		err = pushCache(ctx, loc.Ref, img, o)
+		err = s.pushCache(ctx, loc.Ref, img, o)
 	}
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", loc, err)
@@ -168,14 +169,29 @@ func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, c Compress
 	return imageFromParts(raw, CacheConfigType, layers)
 }
 
-func pushCache(ctx context.Context, ref string, img v1.Image, o RemoteOptions) error {
+// pushCache pushes the cache image to ref, mounting layers other
+// repositories of the registry hold, and remembers where its layers are.
+func (s *Store) pushCache(ctx context.Context, ref string, img v1.Image, o RemoteOptions) error {
 	r, err := o.parse(ref)
 	if err != nil {
 		return err
 	}
-	if err := remote.Write(r, img, o.remote(ctx, r.Context().Registry)...); err != nil {
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		return err
+	}
+	out, err := imageFromParts(raw, CacheConfigType, s.mountable(layers, r.Context(), o))
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(r, out, o.remote(ctx, r.Context().Registry, remote.WithJobs(pushJobs))...); err != nil {
 		return classify(err)
 	}
+	s.rememberSources(ctx, r.Context(), layerDigests(out))
 	return nil
 }
 
@@ -199,6 +215,7 @@ func writeLayoutCache(loc CacheLocation, img v1.Image) error {
 type ImportedCache struct {
 	s       *Store
 	loc     CacheLocation
+	repo    *name.Repository // the registry repository of a remote cache
 	records map[cache.Key]cacheRecord
 	layers  map[string]v1.Descriptor // by digest
 	blobs   func(ctx context.Context, d v1.Hash) (io.ReadCloser, error)
@@ -220,6 +237,14 @@ func (s *Store) ImportCache(ctx context.Context, loc CacheLocation, o RemoteOpti
 	}
 	if err != nil {
 		return nil, fmt.Errorf("import cache from %s: %w", loc, err)
+	}
+	if loc.Dir == "" {
+		if r, err := o.parse(loc.Ref); err == nil {
+			repo := r.Context()
+			c.repo = &repo
+			// A push to this registry mounts the cache's layers.
+			s.rememberSources(ctx, repo, layerDigests(img))
+		}
 	}
 	return c, nil
 }

@@ -78,6 +78,7 @@ func (s *Store) Pull(ctx context.Context, ref string, o RemoteOptions) (v1.Hash,
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("pull %s from %s: %w", ref, reg, classify(err))
 	}
+	s.rememberSources(ctx, r.Context(), layerDigests(img))
 	return digest, nil
 }
 
@@ -142,13 +143,14 @@ func (s *Store) pushImage(ctx context.Context, img v1.Image, dst string, o Remot
 		return v1.Hash{}, fmt.Errorf("push %s: %w", dst, err)
 	}
 	reg := r.Context().RegistryStr()
-	out, err := s.pushable(ctx, img, o.Compression, o.notify)
+	out, err := s.pushable(ctx, img, r.Context(), o)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", dst, reg, err)
 	}
-	if err := remote.Write(r, out, o.remote(ctx, r.Context().Registry)...); err != nil {
+	if err := remote.Write(r, out, o.remote(ctx, r.Context().Registry, remote.WithJobs(pushJobs))...); err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", dst, reg, classify(err))
 	}
+	s.rememberSources(ctx, r.Context(), layerDigests(out))
 	digest, err := out.Digest()
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", dst, err)
@@ -156,15 +158,19 @@ func (s *Store) pushImage(ctx context.Context, img v1.Image, dst string, o Remot
 	return digest, nil
 }
 
+// pushJobs is how many blobs a push sends (or checks, or mounts) at once.
+const pushJobs = 8
+
 // pushable returns img with every layer as it leaves the machine with
-// compression c (see Compressed), each announcing its upload through
-// notify.
-func (s *Store) pushable(ctx context.Context, img v1.Image, c Compression, notify func(string)) (v1.Image, error) {
+// o.Compression (see Compressed), each announcing its upload through
+// o.Progress and mountable from another repository of dst's registry
+// known to hold it.
+func (s *Store) pushable(ctx context.Context, img v1.Image, dst name.Repository, o RemoteOptions) (v1.Image, error) {
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, fmt.Errorf("layers: %w", err)
 	}
-	gz, err := s.compressAll(ctx, layers, c, notify)
+	gz, err := s.compressAll(ctx, layers, o.Compression, o.notify)
 	if err != nil {
 		return nil, err
 	}
@@ -173,8 +179,9 @@ func (s *Store) pushable(ctx context.Context, img v1.Image, c Compression, notif
 	for i, l := range layers {
 		d, _ := l.DiffID()
 		changed = changed || gz[d] != l
-		out[i] = announcedLayer{Layer: gz[d], notify: notify}
+		out[i] = announcedLayer{Layer: gz[d], notify: o.notify}
 	}
+	out = s.mountable(out, dst, o)
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)

@@ -55,11 +55,14 @@ type Store struct {
 	// uncompressed layers to the gzip blobs made of them for a push (see
 	// Compressed): one small JSON file per diffID, <hex>.json.
 	compressedDir string
+	// sourcesDir (the store's cache.Sources area) lists, per blob
+	// digest, the registry repositories known to hold it: <hex>.json.
+	sourcesDir string
 }
 
 // NewStore returns the image view over blobs and layers.
 func NewStore(blobs *cache.Store, layers *snapshot.LayerStore) *Store {
-	return &Store{blobs: blobs, layers: layers, c: blobs, ls: layers, compressedDir: blobs.AreaPath(cache.Compressed)}
+	return &Store{blobs: blobs, layers: layers, c: blobs, ls: layers, compressedDir: blobs.AreaPath(cache.Compressed), sourcesDir: blobs.AreaPath(cache.Sources)}
 }
 
 // ImageSummary is one line of List.

@@ -35,6 +35,16 @@ func remoteImage(t *testing.T, ref string) v1.Image {
 	return img
 }
 
+// mustManifest reads the manifest of ref from its registry.
+func mustManifest(t *testing.T, ref string) *v1.Manifest {
+	t.Helper()
+	m, err := remoteImage(t, ref).Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // layerTypes lists the media types of img's layers.
 func layerTypes(t *testing.T, img v1.Image) []types.MediaType {
 	t.Helper()
