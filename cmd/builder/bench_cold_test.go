@@ -290,3 +290,87 @@ func BenchmarkColdExport(b *testing.B) {
 			}})
 	})
 }
+
+// registryImage builds base:1 — busybox and three RUNs each writing 40 MB
+// of random bytes, about 120 MB of layers — pushes it (gzip) to the
+// registry reg under repo base and returns the registry paths
+// (/v2/base/blobs/<digest>) of its layers and their blob files in the
+// store.
+func (c *coldBench) registryImage(reg string) (blobURLs, blobFiles []string) {
+	c.b.Helper()
+	dir := filepath.Join(c.dir, "base120")
+	writeBenchFile(c.b, filepath.Join(dir, "Dockerfile"), "FROM busybox:fixture\n"+
+		"RUN head -c 40000000 /dev/urandom > /a\nRUN head -c 40000000 /dev/urandom > /b\nRUN head -c 40000000 /dev/urandom > /c\n")
+	c.builder("build", "--progress", "quiet", "-t", "base:1", dir)
+	c.builder("push", "base:1", reg+"/base:1")
+	m, err := remoteImage(c.b, reg+"/base:1").Manifest()
+	if err != nil {
+		c.b.Fatal(err)
+	}
+	for _, l := range m.Layers {
+		blobURLs = append(blobURLs, fmt.Sprintf("http://%s/v2/base/blobs/%s", reg, l.Digest))
+		blobFiles = append(blobFiles, filepath.Join(c.root, "blobs", "sha256", l.Digest.Hex))
+	}
+	return blobURLs, blobFiles
+}
+
+// BenchmarkColdPull: `builder pull` of a 120 MB, 4-layer image from the
+// local docker-registry into an empty store (download, verify, unpack,
+// durable), beside curl of its blobs piped into tar xz, all layers at
+// once, and a sync of that file system.
+func BenchmarkColdPull(b *testing.B) {
+	c := newColdBench(b)
+	reg := startRegistry(b)
+	urls, _ := c.registryImage(reg)
+	fresh := filepath.Join(c.dir, "fresh")
+	ref := filepath.Join(c.dir, "pulled")
+	script := ""
+	for i, u := range urls {
+		script += fmt.Sprintf("mkdir -p %[1]s/%[2]d && curl -sf %[3]s | tar xzf - -C %[1]s/%[2]d &\n", ref, i, u)
+	}
+	script += "wait\nsync -f " + ref + "\n"
+	sideBySide(b, pair{
+		name:   "pull of a 120 MB image from the local registry",
+		target: 1.3,
+		prepare: func(int) {
+			c.sh(fmt.Sprintf("rm -rf %s %s", fresh, ref))
+			c.syncAll()
+		},
+		builder: func(int) {
+			if err := runBench(b.Context(), nil, builderBin, "--root", fresh, "pull", reg+"/base:1"); err != nil {
+				b.Fatal(err)
+			}
+		},
+		reference: func(int) { c.sh(script) },
+	})
+}
+
+// BenchmarkColdPush: `builder push` of the same image (its gzip blobs
+// made by an earlier push) to a new repository of the registry, with no
+// repository known to hold its blobs (so every blob is uploaded), beside
+// curl uploading the same blob files (POST, then PUT of the file), all at
+// once.
+func BenchmarkColdPush(b *testing.B) {
+	c := newColdBench(b)
+	reg := startRegistry(b)
+	_, files := c.registryImage(reg)
+	upload := func(repo string) string {
+		script := ""
+		for _, f := range files {
+			script += fmt.Sprintf(`( loc=$(curl -sf -X POST -D - -o /dev/null http://%[1]s/v2/%[2]s/blobs/uploads/ | tr -d '\r' | sed -n 's/^[Ll]ocation: //p') && case "$loc" in http*) ;; *) loc=http://%[1]s$loc;; esac && curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @%[3]s "$loc&digest=sha256:%[4]s" >/dev/null ) &
+`, reg, repo, f, filepath.Base(f))
+		}
+		return script + "wait\n"
+	}
+	sideBySide(b, pair{
+		name:   "push of a 120 MB image to the local registry",
+		target: 1.3,
+		prepare: func(int) {
+			c.sh("rm -rf " + filepath.Join(c.root, "sources"))
+		},
+		builder: func(i int) {
+			c.builder("push", "base:1", fmt.Sprintf("%s/push%d:1", reg, i))
+		},
+		reference: func(i int) { c.sh(upload(fmt.Sprintf("curl%d", i))) },
+	})
+}

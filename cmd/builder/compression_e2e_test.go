@@ -22,7 +22,7 @@ import (
 )
 
 // remoteImage reads ref from a local registry with go-containerregistry.
-func remoteImage(t *testing.T, ref string) v1.Image {
+func remoteImage(t testing.TB, ref string) v1.Image {
 	t.Helper()
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
