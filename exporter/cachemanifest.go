@@ -89,6 +89,8 @@ type cacheRecord struct {
 // read: the export is tried once more, which compresses the layer again
 // (and a partial copy of it written into an OCI layout is removed).
 func (s *Store) ExportCache(ctx context.Context, recs []*cache.Record, loc CacheLocation, o RemoteOptions) (v1.Hash, error) {
+	start := time.Now()
+	defer func() { s.traffic.ExportNanos.Add(int64(time.Since(start))) }()
 	d, err := s.exportCache(ctx, recs, loc, o)
 	var ce *cache.CorruptBlobError
 	if !errors.As(err, &ce) || !ce.Removed {
@@ -157,7 +159,7 @@ func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, c Compress
 			cr.Layer = digest.String()
 			if !seen[digest] {
 				seen[digest] = true
-				layers = append(layers, announcedLayer{Layer: l, notify: notify})
+				layers = append(layers, announcedLayer{Layer: l, notify: notify, count: &s.traffic.ExportBytes})
 			}
 		}
 		cfg.Records = append(cfg.Records, cr)
@@ -224,6 +226,8 @@ type ImportedCache struct {
 // ImportCache reads the cache manifest at loc. A missing manifest (a
 // cache never exported) is an error wrapping ErrImageNotFound.
 func (s *Store) ImportCache(ctx context.Context, loc CacheLocation, o RemoteOptions) (*ImportedCache, error) {
+	start := time.Now()
+	defer func() { s.traffic.ImportNanos.Add(int64(time.Since(start))) }()
 	c := &ImportedCache{s: s, loc: loc}
 	var img v1.Image
 	var err error
@@ -237,6 +241,12 @@ func (s *Store) ImportCache(ctx context.Context, loc CacheLocation, o RemoteOpti
 	}
 	if err != nil {
 		return nil, fmt.Errorf("import cache from %s: %w", loc, err)
+	}
+	if m, err := img.RawManifest(); err == nil {
+		s.traffic.ImportBytes.Add(int64(len(m)))
+	}
+	if cfg, err := img.RawConfigFile(); err == nil {
+		s.traffic.ImportBytes.Add(int64(len(cfg)))
 	}
 	if loc.Dir == "" {
 		if r, err := o.parse(loc.Ref); err == nil {
@@ -340,11 +350,13 @@ func (c *ImportedCache) Source() string { return c.loc.String() }
 // Len is the number of records the cache holds.
 func (c *ImportedCache) Len() int { return len(c.records) }
 
-// Fetch makes the result of key available locally — its gzip layer a
-// verified blob of the store, unpacked into the layer store (checking its
-// diffID), recorded as the layer's compressed form so a later push or
-// cache export sends the same blob — and returns the record to put in the
-// cache. A key the cache lacks is an error wrapping cache.ErrNotFound.
+// Fetch returns the record of key to put in the cache, its layer
+// recorded as the layer's compressed form so a later push or cache export
+// sends the same blob. From a registry the layer is not downloaded: it is
+// remote-backed (lazy.go) and fetched when something needs its bytes. From
+// an OCI layout it is copied into the blob store and unpacked (checking
+// its diffID) at once. A key the cache lacks is an error wrapping
+// cache.ErrNotFound.
 func (c *ImportedCache) Fetch(ctx context.Context, key cache.Key) (*cache.Record, error) {
 	r, ok := c.records[key]
 	if !ok {
@@ -356,12 +368,39 @@ func (c *ImportedCache) Fetch(ctx context.Context, key cache.Key) (*cache.Record
 		return rec, nil
 	}
 	desc := c.layers[r.Layer]
+	if c.repo != nil && r.Size > 0 {
+		if err := c.recordRemote(ctx, desc, r.DiffID); err != nil {
+			return nil, fmt.Errorf("cache %s: layer %s of key %s: %w", c.loc, r.Layer, key, err)
+		}
+		if c.s.blobs.HasBlob(desc.Digest.String()) {
+			rec.Blobs = []string{desc.Digest.String()}
+		}
+		return rec, nil
+	}
 	size, err := c.fetchLayer(ctx, desc, r.DiffID)
 	if err != nil {
 		return nil, fmt.Errorf("cache %s: layer %s of key %s: %w", c.loc, r.Layer, key, err)
 	}
 	rec.Size, rec.Blobs = size, []string{desc.Digest.String()}
 	return rec, nil
+}
+
+// recordRemote records that the layer diffID is the blob desc of the
+// cache's repository, unless the layer is here or has a compressed copy
+// here with desc's codec.
+func (c *ImportedCache) recordRemote(ctx context.Context, desc v1.Descriptor, diffID string) error {
+	d, err := v1.NewHash(diffID)
+	if err != nil {
+		return err
+	}
+	comp := codecOf(desc.MediaType)
+	if _, ok := c.s.compressedRecord(d, comp); ok || c.s.layers.Has(diffID) {
+		return nil
+	}
+	if old, err := c.s.readCompressedRecord(d, comp); err == nil && old.Digest == desc.Digest {
+		return nil
+	}
+	return c.s.writeCompressedRecord(ctx, newCompressedRecord(d, desc.Digest, desc.Size, comp))
 }
 
 // fetchLayer downloads the blob desc unless the store has it, unpacks it
@@ -374,7 +413,8 @@ func (c *ImportedCache) fetchLayer(ctx context.Context, desc v1.Descriptor, diff
 		if err != nil {
 			return 0, err
 		}
-		_, _, err = s.blobs.WriteBlob(ctx, contextReader{ctx, rc}, desc.Digest.String())
+		s.traffic.ImportLayers.Add(1)
+		_, _, err = s.blobs.WriteBlob(ctx, contextReader{ctx, &countingReadCloser{ReadCloser: rc, n: &s.traffic.ImportBytes}}, desc.Digest.String())
 		rc.Close()
 		if err != nil {
 			return 0, err
@@ -428,6 +468,13 @@ func (c *ImportedCache) unpack(ctx context.Context, desc v1.Descriptor, diffID s
 // on disk) is removed with the cache records that produced it, so the next
 // build rebuilds it instead of hitting it again; the error says so.
 func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64, error) {
+	if !s.layers.Has(diffID) {
+		if d, err := v1.NewHash(diffID); err == nil && s.remoteBacked(d) {
+			if err := s.Materialize(ctx, diffID); err != nil {
+				return 0, fmt.Errorf("write tar of layer %s: %w", diffID, err)
+			}
+		}
+	}
 	n, err := s.layers.WriteTar(ctx, diffID, w)
 	if errors.Is(err, snapshot.ErrModified) {
 		return n, s.dropModified(context.WithoutCancel(ctx), diffID, err)

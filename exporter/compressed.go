@@ -74,6 +74,12 @@ func (s *Store) Compressed(ctx context.Context, l v1.Layer, c Compression, notif
 		return uncompressedLayer(l)
 	}
 	rec, ok := s.compressedRecord(diffID, c)
+	if !ok && !s.layers.Has(diffID.String()) {
+		// A layer hit in a remote cache and not fetched: its blob there.
+		if rr, repos, ok := s.remoteRecord(diffID, &c); ok {
+			return &remoteBlobLayer{s: s, ctx: ctx, rec: rr, repos: repos}, nil
+		}
+	}
 	if !ok {
 		if notify != nil {
 			notify(fmt.Sprintf("compressing layer %s (%s)", shortDigest(diffID), c))
@@ -94,15 +100,28 @@ func (s *Store) Compressed(ctx context.Context, l v1.Layer, c Compression, notif
 // stale record is a miss: the layer is compressed again and the record
 // rewritten.
 func (s *Store) compressedRecord(diffID v1.Hash, c Compression) (compressedRecord, bool) {
-	var rec compressedRecord
-	data, err := os.ReadFile(s.compressedPath(diffID, c))
-	if err != nil || json.Unmarshal(data, &rec) != nil {
-		return compressedRecord{}, false
-	}
-	if rec.DiffID != diffID || rec.MediaType != c.mediaType() || rec.compression() != c.recorded() || !s.blobs.HasBlob(rec.Digest.String()) {
+	rec, err := s.readCompressedRecord(diffID, c)
+	if err != nil || !s.blobs.HasBlob(rec.Digest.String()) {
 		return compressedRecord{}, false
 	}
 	return rec, true
+}
+
+// readCompressedRecord reads the record of diffID compressed with c,
+// whether or not its blob is here.
+func (s *Store) readCompressedRecord(diffID v1.Hash, c Compression) (compressedRecord, error) {
+	var rec compressedRecord
+	data, err := os.ReadFile(s.compressedPath(diffID, c))
+	if err != nil {
+		return compressedRecord{}, err
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return compressedRecord{}, err
+	}
+	if rec.DiffID != diffID || rec.MediaType != c.mediaType() || rec.compression() != c.recorded() {
+		return compressedRecord{}, errors.New("record names another layer or setting")
+	}
+	return rec, nil
 }
 
 // anyCompressedRecord returns a recorded compressed blob of diffID: gzip

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/docker/go-units"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -254,15 +255,20 @@ func configType(img v1.Image) types.MediaType {
 type announcedLayer struct {
 	v1.Layer
 	notify func(string)
+	count  *atomic.Int64 // if not nil, counts the bytes read for upload
 }
 
-func (l announcedLayer) Compressed() (rc io.ReadCloser, err error) {
+func (l announcedLayer) Compressed() (io.ReadCloser, error) {
 	if l.notify != nil {
 		d, _ := l.Digest()
 		size, _ := l.Size()
 		l.notify(fmt.Sprintf("uploading layer %s (%s)", shortDigest(d), units.HumanSize(float64(size))))
 	}
-	return l.Layer.Compressed()
+	rc, err := l.Layer.Compressed()
+	if err != nil || l.count == nil {
+		return rc, err
+	}
+	return &countingReadCloser{ReadCloser: rc, n: l.count}, nil
 }
 
 // checkPlatform reports an image whose config names another OS or

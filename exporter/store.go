@@ -58,6 +58,9 @@ type Store struct {
 	// sourcesDir (the store's cache.Sources area) lists, per blob
 	// digest, the registry repositories known to hold it: <hex>.json.
 	sourcesDir string
+	// remoteOpts reach registries for remote-backed layers (lazy.go).
+	remoteOpts RemoteOptions
+	traffic    Traffic
 }
 
 // NewStore returns the image view over blobs and layers.
@@ -160,8 +163,8 @@ func (s *Store) putLayer(ctx context.Context, l v1.Layer) error {
 	if s.blobs.HasBlob(d.Digest.String()) {
 		return nil
 	}
-	if isUncompressed(d.MediaType) && s.layers.Has(d.Digest.String()) {
-		return nil
+	if isUncompressed(d.MediaType) && (s.layers.Has(d.Digest.String()) || s.remoteBacked(d.Digest)) {
+		return nil // a remote-backed layer is fetched when read (lazy.go)
 	}
 	rc, err := l.Compressed()
 	if err != nil {
@@ -258,7 +261,7 @@ func (s *Store) layer(ctx context.Context, d v1.Descriptor, diffID v1.Hash) (v1.
 	if s.blobs.HasBlob(d.Digest.String()) {
 		return LayerFromBlob(ctx, s.blobs, d, diffID)
 	}
-	if isUncompressed(d.MediaType) && d.Digest == diffID && s.reproducible(diffID) {
+	if isUncompressed(d.MediaType) && d.Digest == diffID && (s.reproducible(diffID) || s.remoteBacked(diffID)) {
 		return LayerFromStore(ctx, s, diffID.String(), d.Size)
 	}
 	return nil, errNoLayer
@@ -448,6 +451,13 @@ func (s *Store) loadLayer(ctx context.Context, l v1.Layer, notify func(string)) 
 		return err
 	}
 	defer rc.Close()
+	return s.storeAndUnpack(ctx, rc, d, diffID)
+}
+
+// storeAndUnpack reads the blob d from rc once, into the blob store
+// (checking its digest) and through the decompressor into the layer store
+// as diffID (checking it), both at once.
+func (s *Store) storeAndUnpack(ctx context.Context, rc io.Reader, d v1.Descriptor, diffID v1.Hash) error {
 	pr, pw := io.Pipe()
 	blobDone := make(chan error, 1)
 	go func() {
@@ -455,7 +465,7 @@ func (s *Store) loadLayer(ctx context.Context, l v1.Layer, notify func(string)) 
 		pw.CloseWithError(err) // nil: the unpacking side reads EOF
 		blobDone <- err
 	}()
-	err = s.unpackStream(ctx, pr, diffID)
+	err := s.unpackStream(ctx, pr, diffID)
 	// Let the blob writer read to the end even if the decompressor
 	// stopped early, or stop it when unpacking failed.
 	if err == nil {

@@ -60,6 +60,35 @@ type LayerStore struct {
 	// scratch returns the directory for temporary layer directories
 	// (unpacks, commits, removals in progress); root when nil.
 	scratch func() (string, error)
+	// fetcher, if set, brings a missing parent layer into the store when
+	// a snapshot over it is prepared (SetFetcher).
+	fetcher Fetcher
+}
+
+// Fetcher brings the layer diffID, which the store lacks, into it: a layer
+// known to be in a remote cache, fetched only when a snapshot needs it.
+type Fetcher func(ctx context.Context, diffID string) error
+
+// SetFetcher makes Prepare and View of a snapshot whose parent layer is
+// missing call f for it first. Set it before the store is used.
+func (s *LayerStore) SetFetcher(f Fetcher) { s.fetcher = f }
+
+// ensure makes sure the layer diffID is in the store, fetching it if a
+// fetcher is set.
+func (s *LayerStore) ensure(ctx context.Context, diffID string) error {
+	if s.Has(diffID) {
+		return nil
+	}
+	if s.fetcher == nil {
+		return ErrNotFound
+	}
+	if err := s.fetcher(ctx, diffID); err != nil {
+		return err
+	}
+	if !s.Has(diffID) {
+		return ErrNotFound
+	}
+	return nil
 }
 
 // LayerStoreOption configures OpenLayerStore.

@@ -201,6 +201,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	if err != nil {
 		return err
 	}
+	st.images.SetRemoteOptions(a.remoteOptions(platform, prog.Notice))
 	imported, err := importCaches(ctx, st, cacheFrom, a.remoteOptions(platform, prog.Notice), prog.Notice)
 	if err != nil {
 		return err
@@ -253,6 +254,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextDir string) (er
 	rec.ImageDigest, rec.Tags, rec.History = digest.String(), f.tags, res.History
 	if err := exportCaches(ctx, st, res, cacheTo, a.remoteOptions(platform, prog.Notice), prog.Notice); err != nil {
 		return err
+	}
+	if len(cacheFrom) > 0 || len(cacheTo) > 0 {
+		prog.Notice(cacheTrafficLine(st.images.CacheTraffic()))
 	}
 	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
 	if f.progress == "quiet" {

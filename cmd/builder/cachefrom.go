@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/builder-dev/builder/executor"
 	"github.com/builder-dev/builder/exporter"
+	"github.com/docker/go-units"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -170,4 +172,13 @@ func exportCaches(ctx context.Context, st *stores, res *executor.Result, specs [
 		notice(fmt.Sprintf("exported cache %s@%s", c.loc, d))
 	}
 	return nil
+}
+
+// cacheTrafficLine says what the build moved for remote caches: bytes
+// downloaded importing them (manifests, configs, layers fetched) and
+// seconds spent, bytes read for upload exporting them and seconds spent.
+func cacheTrafficLine(t *exporter.Traffic) string {
+	return fmt.Sprintf("remote cache: imported %s (%d layers) in %.2fs, exported %s in %.2fs",
+		units.HumanSize(float64(t.ImportBytes.Load())), t.ImportLayers.Load(), time.Duration(t.ImportNanos.Load()).Seconds(),
+		units.HumanSize(float64(t.ExportBytes.Load())), time.Duration(t.ExportNanos.Load()).Seconds())
 }
