@@ -374,3 +374,69 @@ func BenchmarkColdPush(b *testing.B) {
 		reference: func(i int) { c.sh(upload(fmt.Sprintf("curl%d", i))) },
 	})
 }
+
+// BenchmarkColdCacheImport: builds on an empty store with --cache-from a
+// registry cache of three 40 MB layers (counted by a proxy in front of
+// the registry): fully cached and not exported, fully cached and pushed
+// to the cache's registry, and with the last step changed. Each reports
+// builder's time and the layer bytes it downloaded (dl-MB), beside curl
+// downloading every layer of the cache (what an import that fetches every
+// hit would move).
+func BenchmarkColdCacheImport(b *testing.B) {
+	c := newColdBench(b)
+	p := startRegProxy(b, startRegistry(b))
+	base := p.Addr + "/busybox:fixture"
+	c.builder("push", "busybox:fixture", base)
+	dir := filepath.Join(c.dir, "cached")
+	df := "FROM " + base + "\nRUN head -c 40000000 /dev/urandom > /a\nRUN head -c 40000000 /dev/urandom > /b\nARG LAST=0\nRUN head -c 40000000 /dev/urandom > /c && echo $LAST\n"
+	writeBenchFile(b, filepath.Join(dir, "Dockerfile"), df)
+	cacheRef := p.Addr + "/app:cache"
+	c.builder("build", "--progress", "quiet", "--cache-to", "type=registry,ref="+cacheRef+",mode=max", dir)
+	m, err := remoteImage(b, cacheRef).Manifest()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var layers []string
+	eager := ""
+	for _, l := range m.Layers {
+		layers = append(layers, l.Digest.String())
+		eager += fmt.Sprintf("curl -sf -o /dev/null http://%s/v2/app/blobs/%s &\n", p.Addr, l.Digest)
+	}
+	eager += "wait\n"
+	fresh := filepath.Join(c.dir, "fresh")
+	for _, sc := range []struct {
+		name string
+		args func(i int) []string
+	}{
+		{"not-exported", func(int) []string { return nil }},
+		{"push", func(i int) []string { return []string{"-t", fmt.Sprintf("%s/app:v%d", p.Addr, i), "--push"} }},
+		{"last-step-changed", func(i int) []string { return []string{"--build-arg", fmt.Sprintf("LAST=%d", i+1)} }},
+	} {
+		b.Run(sc.name, func(b *testing.B) {
+			var bytes int64
+			sideBySide(b, pair{
+				name: "cache import on an empty store, " + sc.name,
+				prepare: func(int) {
+					c.sh("rm -rf " + fresh)
+					p.reset()
+				},
+				builder: func(i int) {
+					args := append([]string{"--root", fresh, "build", "--progress", "quiet", "--cache-from", cacheRef}, sc.args(i)...)
+					if err := runBench(b.Context(), nil, builderBin, append(args, dir)...); err != nil {
+						b.Fatal(err)
+					}
+					var n int64
+					for _, r := range p.requests() {
+						if m := blobPath.FindStringSubmatch(r.Path); m != nil && r.Method == "GET" && slices.Contains(layers, m[1]) {
+							n += r.Bytes
+						}
+					}
+					bytes = max(bytes, n)
+				},
+				reference: func(int) { c.sh(eager) },
+			})
+			b.ReportMetric(float64(bytes)/1e6, "dl-MB")
+			b.Logf("%s: builder downloaded %.1f MB of the cache's %d layers", sc.name, float64(bytes)/1e6, len(layers))
+		})
+	}
+}
