@@ -470,7 +470,13 @@ func (c *ImportedCache) unpack(ctx context.Context, desc v1.Descriptor, diffID s
 func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64, error) {
 	if !s.layers.Has(diffID) {
 		if d, err := v1.NewHash(diffID); err == nil && s.remoteBacked(d) {
-			if err := s.Materialize(ctx, diffID); err != nil {
+			// The layer store's fetcher, when set, is the Materialize of
+			// the store that knows how to reach the registries.
+			fetch := s.Materialize
+			if s.ls != nil && s.ls.Fetcher() != nil {
+				fetch = s.ls.Fetcher()
+			}
+			if err := fetch(ctx, diffID); err != nil {
 				return 0, fmt.Errorf("write tar of layer %s: %w", diffID, err)
 			}
 		}

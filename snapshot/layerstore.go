@@ -73,9 +73,12 @@ type Fetcher func(ctx context.Context, diffID string) error
 // missing call f for it first. Set it before the store is used.
 func (s *LayerStore) SetFetcher(f Fetcher) { s.fetcher = f }
 
-// ensure makes sure the layer diffID is in the store, fetching it if a
+// Fetcher is the fetcher SetFetcher set, or nil.
+func (s *LayerStore) Fetcher() Fetcher { return s.fetcher }
+
+// Ensure makes sure the layer diffID is in the store, fetching it if a
 // fetcher is set.
-func (s *LayerStore) ensure(ctx context.Context, diffID string) error {
+func (s *LayerStore) Ensure(ctx context.Context, diffID string) error {
 	if s.Has(diffID) {
 		return nil
 	}

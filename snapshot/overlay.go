@@ -289,7 +289,7 @@ func activeID(key string) string {
 // lock that makes a second Prepare of key fail with ErrExists.
 func createActive(ctx context.Context, layers *LayerStore, root string, meta activeMeta) (string, error) {
 	for _, p := range meta.Parents {
-		if err := layers.ensure(ctx, p); err != nil {
+		if err := layers.Ensure(ctx, p); err != nil {
 			return "", fmt.Errorf("prepare %s: parent layer %s: %w", meta.Key, p, err)
 		}
 	}
