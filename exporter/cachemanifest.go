@@ -472,11 +472,7 @@ func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64
 		if d, err := v1.NewHash(diffID); err == nil && s.remoteBacked(d) {
 			// The layer store's fetcher, when set, is the Materialize of
 			// the store that knows how to reach the registries.
-			fetch := s.Materialize
-			if s.ls != nil && s.ls.Fetcher() != nil {
-				fetch = s.ls.Fetcher()
-			}
-			if err := fetch(ctx, diffID); err != nil {
+			if err := s.fetch(ctx, diffID); err != nil {
 				return 0, fmt.Errorf("write tar of layer %s: %w", diffID, err)
 			}
 		}

@@ -232,6 +232,12 @@ func (l *namedLayer) tarTo() func(w io.Writer) (int64, error) {
 	}
 }
 
+// RemoteBacked forwards the layer's: see remoteBlobLayer.
+func (l *namedLayer) RemoteBacked() bool {
+	rb, ok := l.Layer.(interface{ RemoteBacked() bool })
+	return ok && rb.RemoteBacked()
+}
+
 type wrapReader struct {
 	io.ReadCloser
 	wrap func(error) error

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/docker/go-units"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -62,6 +63,67 @@ func (s *Store) remoteRecord(diffID v1.Hash, only *Compression) (compressedRecor
 	return compressedRecord{}, nil, false
 }
 
+// remoteBlob returns the remote-backed record of diffID whose blob is
+// d's, for d a compressed (or plain) layer of a lazily pulled image.
+func (s *Store) remoteBlob(diffID v1.Hash, d v1.Descriptor) (compressedRecord, []string, bool) {
+	switch d.MediaType {
+	case types.OCILayer, types.DockerLayer, types.OCILayerZStd, types.OCIUncompressedLayer, types.DockerUncompressedLayer:
+	default:
+		return compressedRecord{}, nil, false
+	}
+	c := codecOf(d.MediaType)
+	rec, repos, ok := s.remoteRecord(diffID, &c)
+	if !ok || rec.Digest != d.Digest {
+		return compressedRecord{}, nil, false
+	}
+	return rec, repos, true
+}
+
+// putRemote stores img, pulled lazily from repo: its config and manifest,
+// and for each layer the store lacks a record of its blob (the sources of
+// which Pull remembers), so the layer is remote-backed.
+func (s *Store) putRemote(ctx context.Context, img v1.Image, repo name.Repository, tags []string) (v1.Hash, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return v1.Hash{}, fmt.Errorf("config lists %d diff_ids for %d layers", len(cfg.RootFS.DiffIDs), len(m.Layers))
+	}
+	s.rememberSources(ctx, repo, layerDigests(img))
+	for i, d := range m.Layers {
+		diffID := cfg.RootFS.DiffIDs[i]
+		if _, _, ok := s.remoteBlob(diffID, d); ok || s.blobs.HasBlob(d.Digest.String()) {
+			continue
+		}
+		switch d.MediaType {
+		case types.OCILayer, types.DockerLayer, types.OCILayerZStd:
+		default:
+			// Foreign or unknown layers are fetched now, as by Load.
+			l, err := img.LayerByDigest(d.Digest)
+			if err == nil {
+				err = s.loadLayer(ctx, l, s.remoteOpts.Progress)
+			}
+			if err != nil {
+				return v1.Hash{}, fmt.Errorf("layer %d: %w", i, err)
+			}
+			continue
+		}
+		c := codecOf(d.MediaType)
+		if _, ok := s.compressedRecord(diffID, c); ok {
+			continue
+		}
+		if err := s.writeCompressedRecord(ctx, newCompressedRecord(diffID, d.Digest, d.Size, c)); err != nil {
+			return v1.Hash{}, fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	return s.Put(ctx, img, tags)
+}
+
 // remoteBacked reports whether the layer diffID can be fetched from a
 // registry though neither it nor a compressed copy is here.
 func (s *Store) remoteBacked(diffID v1.Hash) bool {
@@ -86,6 +148,7 @@ func (s *Store) Materialize(ctx context.Context, diffID string) error {
 	}
 	start := time.Now()
 	defer func() { s.traffic.ImportNanos.Add(int64(time.Since(start))) }()
+	s.remoteOpts.notify(fmt.Sprintf("fetching layer %s (%s)", shortDigest(rec.Digest), units.HumanSize(float64(rec.Size))))
 	var errs []error
 	for _, repo := range repos {
 		rc, err := s.openRemoteBlob(ctx, repo, rec.Digest)
@@ -102,6 +165,16 @@ func (s *Store) Materialize(ctx context.Context, diffID string) error {
 		errs = append(errs, err)
 	}
 	return fmt.Errorf("fetch layer %s (blob %s): %w", diffID, rec.Digest, errors.Join(errs...))
+}
+
+// fetch materializes the layer diffID through the layer store's fetcher
+// when one is set (the store that knows the registries' options), else
+// with this store's options.
+func (s *Store) fetch(ctx context.Context, diffID string) error {
+	if s.ls != nil && s.ls.Fetcher() != nil {
+		return s.ls.Fetcher()(ctx, diffID)
+	}
+	return s.Materialize(ctx, diffID)
 }
 
 // openRemoteBlob opens the blob digest of repo ("registry/repository").
@@ -132,14 +205,28 @@ type remoteBlobLayer struct {
 	ctx   context.Context
 	rec   compressedRecord
 	repos []string
+	mt    types.MediaType // the manifest's, when it names the layer; else rec's
 }
 
-func (l *remoteBlobLayer) Digest() (v1.Hash, error)            { return l.rec.Digest, nil }
-func (l *remoteBlobLayer) DiffID() (v1.Hash, error)            { return l.rec.DiffID, nil }
-func (l *remoteBlobLayer) Size() (int64, error)                { return l.rec.Size, nil }
-func (l *remoteBlobLayer) MediaType() (types.MediaType, error) { return l.rec.MediaType, nil }
+func (l *remoteBlobLayer) Digest() (v1.Hash, error) { return l.rec.Digest, nil }
+func (l *remoteBlobLayer) DiffID() (v1.Hash, error) { return l.rec.DiffID, nil }
+func (l *remoteBlobLayer) Size() (int64, error)     { return l.rec.Size, nil }
+
+func (l *remoteBlobLayer) MediaType() (types.MediaType, error) {
+	if l.mt != "" {
+		return l.mt, nil
+	}
+	return l.rec.MediaType, nil
+}
+
+// RemoteBacked says the layer's bytes are in a registry: a build does not
+// unpack it until a step needs it (the layer store's fetcher).
+func (l *remoteBlobLayer) RemoteBacked() bool { return !l.s.layers.Has(l.rec.DiffID.String()) }
 
 func (l *remoteBlobLayer) Compressed() (io.ReadCloser, error) {
+	if l.s.blobs.HasBlob(l.rec.Digest.String()) {
+		return l.s.blobs.OpenBlob(l.ctx, l.rec.Digest.String())
+	}
 	var errs []error
 	for _, repo := range l.repos {
 		rc, err := l.s.openRemoteBlob(l.ctx, repo, l.rec.Digest)
@@ -151,7 +238,12 @@ func (l *remoteBlobLayer) Compressed() (io.ReadCloser, error) {
 	return nil, fmt.Errorf("blob %s: %w", l.rec.Digest, errors.Join(errs...))
 }
 
+// Uncompressed fetches the layer into the stores first (once, for every
+// later reader), then reads the local blob.
 func (l *remoteBlobLayer) Uncompressed() (io.ReadCloser, error) {
+	if err := l.s.fetch(l.ctx, l.rec.DiffID.String()); err != nil {
+		return nil, err
+	}
 	rc, err := l.Compressed()
 	if err != nil {
 		return nil, err

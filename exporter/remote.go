@@ -51,6 +51,10 @@ type RemoteOptions struct {
 	// Compression is how Push and ExportCache compress layers; the zero
 	// value is gzip.
 	Compression Compression
+	// Lazy makes Pull store the manifest and config only: the layers are
+	// remote-backed (lazy.go), fetched when a snapshot, an archive or a
+	// push to another registry needs them, as a build's base images.
+	Lazy bool
 }
 
 // Pull fetches the image ref names from its registry (for a multi-platform
@@ -75,7 +79,12 @@ func (s *Store) Pull(ctx context.Context, ref string, o RemoteOptions) (v1.Hash,
 	if _, ok := r.(name.Tag); ok {
 		tags = []string{ref}
 	}
-	digest, err := s.importImage(ctx, img, tags, o.Progress)
+	var digest v1.Hash
+	if o.Lazy {
+		digest, err = s.putRemote(ctx, img, r.Context(), tags)
+	} else {
+		digest, err = s.importImage(ctx, img, tags, o.Progress)
+	}
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("pull %s from %s: %w", ref, reg, classify(err))
 	}

@@ -163,6 +163,11 @@ func (s *Store) putLayer(ctx context.Context, l v1.Layer) error {
 	if s.blobs.HasBlob(d.Digest.String()) {
 		return nil
 	}
+	if diffID, err := l.DiffID(); err == nil {
+		if _, _, ok := s.remoteBlob(diffID, d); ok {
+			return nil // a layer of a lazily pulled image (lazy.go)
+		}
+	}
 	if isUncompressed(d.MediaType) && (s.layers.Has(d.Digest.String()) || s.remoteBacked(d.Digest)) {
 		return nil // a remote-backed layer is fetched when read (lazy.go)
 	}
@@ -260,6 +265,9 @@ func (s *Store) imageAt(ctx context.Context, ref, digest string, whole bool) (v1
 func (s *Store) layer(ctx context.Context, d v1.Descriptor, diffID v1.Hash) (v1.Layer, error) {
 	if s.blobs.HasBlob(d.Digest.String()) {
 		return LayerFromBlob(ctx, s.blobs, d, diffID)
+	}
+	if rec, repos, ok := s.remoteBlob(diffID, d); ok {
+		return &remoteBlobLayer{s: s, ctx: ctx, rec: rec, repos: repos, mt: d.MediaType}, nil
 	}
 	if isUncompressed(d.MediaType) && d.Digest == diffID && (s.reproducible(diffID) || s.remoteBacked(diffID)) {
 		return LayerFromStore(ctx, s, diffID.String(), d.Size)

@@ -456,6 +456,7 @@ func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context
 // missing says the local store lacked it, for the error message.
 func pullImage(ctx context.Context, st *stores, ref string, p v1.Platform, ro exporter.RemoteOptions, missing bool) (v1.Image, error) {
 	ro.Platform = p
+	ro.Lazy = true // layers come when a step needs them
 	if ro.Progress != nil {
 		ro.Progress("pulling " + ref)
 	}

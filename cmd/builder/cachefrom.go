@@ -175,10 +175,12 @@ func exportCaches(ctx context.Context, st *stores, res *executor.Result, specs [
 }
 
 // cacheTrafficLine says what the build moved for remote caches: bytes
-// downloaded importing them (manifests, configs, layers fetched) and
-// seconds spent, bytes read for upload exporting them and seconds spent.
+// downloaded importing them (cache manifests and configs, and the layers
+// fetched when a step or an output needed them, a lazily pulled base
+// image's included) and seconds spent, bytes read for upload exporting
+// them and seconds spent.
 func cacheTrafficLine(t *exporter.Traffic) string {
-	return fmt.Sprintf("remote cache: imported %s (%d layers) in %.2fs, exported %s in %.2fs",
+	return fmt.Sprintf("remote cache: imported %s (%d layers fetched when needed) in %.2fs, exported %s in %.2fs",
 		units.HumanSize(float64(t.ImportBytes.Load())), t.ImportLayers.Load(), time.Duration(t.ImportNanos.Load()).Seconds(),
 		units.HumanSize(float64(t.ExportBytes.Load())), time.Duration(t.ExportNanos.Load()).Seconds())
 }
