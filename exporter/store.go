@@ -163,13 +163,18 @@ func (s *Store) putLayer(ctx context.Context, l v1.Layer) error {
 	if s.blobs.HasBlob(d.Digest.String()) {
 		return nil
 	}
+	if isUncompressed(d.MediaType) && s.layers.Has(d.Digest.String()) {
+		return nil
+	}
+	// A remote-backed layer is fetched when read (lazy.go): a layer of a
+	// lazily pulled image, or one hit in a remote cache.
 	if diffID, err := l.DiffID(); err == nil {
 		if _, _, ok := s.remoteBlob(diffID, d); ok {
-			return nil // a layer of a lazily pulled image (lazy.go)
+			return nil
 		}
 	}
-	if isUncompressed(d.MediaType) && (s.layers.Has(d.Digest.String()) || s.remoteBacked(d.Digest)) {
-		return nil // a remote-backed layer is fetched when read (lazy.go)
+	if isUncompressed(d.MediaType) && s.remoteBacked(d.Digest) {
+		return nil
 	}
 	rc, err := l.Compressed()
 	if err != nil {
