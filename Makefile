@@ -29,8 +29,11 @@ test: vet
 test-short:
 	$(GO) test -short -count=1 ./...
 
+# Every benchmark; BENCH=REGEXP selects (BENCH=Cold: the cold-path
+# benchmarks, each printing builder's time, the reference's measured in
+# the same run and their ratio), BENCHTIME=Nx the iterations.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./...
+	$(GO) test -run '^$$' -bench '$(or $(BENCH),.)' -benchmem -benchtime $(or $(BENCHTIME),3x) -timeout 60m ./...
 
 # Every fuzz target in turn (parser, planner, .dockerignore, extractor,
 # decompression, builder load), with a one-line summary per target:

@@ -298,8 +298,8 @@ func activeID(key string) string {
 // lock that makes a second Prepare of key fail with ErrExists.
 func createActive(ctx context.Context, layers *LayerStore, root string, meta activeMeta) (string, error) {
 	for _, p := range meta.Parents {
-		if !layers.Has(p) {
-			return "", fmt.Errorf("prepare %s: parent layer %s: %w", meta.Key, p, ErrNotFound)
+		if err := layers.Ensure(ctx, p); err != nil {
+			return "", fmt.Errorf("prepare %s: parent layer %s: %w", meta.Key, p, err)
 		}
 	}
 	dir := filepath.Join(root, activeID(meta.Key))

@@ -78,7 +78,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringArrayVar(&f.buildArgs, "build-arg", nil, "build-time variable K=V (or K to take it from the environment)")
 	fs.StringArrayVar(&f.labels, "label", nil, "label K=V for the image")
 	fs.StringVar(&f.target, "target", "", "build stage to build")
-	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR | type=registry,name=REF | type=image,name=REF[,push=true]")
+	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR | type=registry,name=REF | type=image,name=REF[,push=true]; oci, registry and image take compression=gzip|zstd|uncompressed, compression-level=N, force-compression=true")
 	fs.StringVar(&f.iidfile, "iidfile", "", "write the image ID to FILE")
 	fs.StringVar(&f.metadataFile, "metadata-file", "", "write build metadata (digests, per-step cache results) as JSON to FILE")
 	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain, tty, quiet or rawjson")
@@ -99,7 +99,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.BoolVar(&f.load, "load", false, "load the image into the Docker engine of $DOCKER_HOST (same as -o type=docker)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | REF | type=local,src=DIR")
-	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]")
+	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]; compression=gzip|zstd|uncompressed, compression-level=N, force-compression=true")
 	fs.BoolVar(&f.verifyReproducible, "verify-reproducible", false, "build again from nothing (fresh store, --no-cache, same SOURCE_DATE_EPOCH) and fail naming what differs unless the digests match")
 	legacyFlags(fs)
 	addRunFlags(fs, &f.run)
@@ -315,6 +315,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (er
 	if err != nil {
 		return err
 	}
+	st.images.SetRemoteOptions(a.remoteOptions(platform, prog.Notice))
 	remoteOpts := func() exporter.RemoteOptions { return a.remoteOptions(platform, prog.Notice) }
 	imported, cacheUses, err := importCachesMetered(ctx, st, cacheFrom, remoteOpts, prog.Notice)
 	if err != nil {
@@ -390,6 +391,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (er
 	for _, line := range cacheReport(rec) {
 		prog.Notice(line)
 	}
+	if len(cacheFrom) > 0 || len(cacheTo) > 0 {
+		prog.Notice(cacheTrafficLine(st.images.CacheTraffic()))
+	}
 	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
 	id := out.id()
 	if f.progress == "quiet" {
@@ -447,7 +451,7 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 			err = exporter.WriteDocker(ctx, o.dest, tagged)
 		case o.typ == "oci":
 			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
-			err = exporter.WriteOCI(ctx, o.dest, tagged)
+			err = exporter.WriteOCI(ctx, o.dest, tagged, o.comp)
 		case o.typ == "local":
 			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 			err = exporter.WriteLocal(ctx, o.dest, img)
@@ -458,7 +462,9 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 			if o.push {
 				prog.Notice("pushing " + o.name)
 				var d v1.Hash
-				if d, err = st.images.PushImage(ctx, img, o.name, ro); err == nil {
+				po := ro
+				po.Compression = o.comp
+				if d, err = st.images.PushImage(ctx, img, o.name, po); err == nil {
 					prog.Notice(fmt.Sprintf("pushed %s@%s", o.name, d))
 					rec.Digest = d.String()
 				}
@@ -731,6 +737,7 @@ func fromEngine(ctx context.Context, st *stores, eng *exporter.Engine, ref strin
 // missing says the local store lacked it, for the error message.
 func pullImage(ctx context.Context, st *stores, ref string, p v1.Platform, ro exporter.RemoteOptions, missing bool) (v1.Image, error) {
 	ro.Platform = p
+	ro.Lazy = true // layers come when a step needs them
 	if ro.Progress != nil {
 		ro.Progress("pulling " + ref)
 	}
@@ -749,6 +756,7 @@ func pullImage(ctx context.Context, st *stores, ref string, p v1.Platform, ro ex
 type output struct {
 	typ, dest, name string
 	push            bool
+	comp            exporter.Compression // oci, image and registry outputs
 }
 
 // parseOutputs parses -o values: type=docker|oci|local,dest=PATH,
@@ -759,6 +767,7 @@ func parseOutputs(vals []string) ([]output, error) {
 	var outs []output
 	for _, v := range vals {
 		o := output{}
+		compression := false
 		if !strings.Contains(v, "=") {
 			o = output{typ: "local", dest: v}
 		} else {
@@ -778,9 +787,22 @@ func parseOutputs(vals []string) ([]output, error) {
 					}
 					o.push = b
 				default:
-					return nil, fmt.Errorf("output %q: unknown key %q", v, k)
+					ok, err := o.comp.SetOption(strings.TrimSpace(k), val)
+					if err != nil {
+						return nil, fmt.Errorf("output %q: %w", v, err)
+					}
+					if !ok {
+						return nil, fmt.Errorf("output %q: unknown key %q", v, k)
+					}
+					compression = true
 				}
 			}
+		}
+		if err := o.comp.Validate(); err != nil {
+			return nil, fmt.Errorf("output %q: %w", v, err)
+		}
+		if compression && o.typ != "oci" && o.typ != "image" && o.typ != "registry" {
+			return nil, fmt.Errorf("output %q: compression options belong to type=oci, image or registry (type=%s writes uncompressed layers)", v, o.typ)
 		}
 		switch o.typ {
 		case "docker":

@@ -15,7 +15,7 @@ import (
 const registryBin = "/usr/bin/docker-registry"
 
 // requireRegistry skips without Debian's docker-registry and fails in CI.
-func requireRegistry(t *testing.T) {
+func requireRegistry(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(registryBin); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -28,7 +28,7 @@ func requireRegistry(t *testing.T) {
 // startRegistry runs docker-registry on 127.0.0.1 with a free port and its
 // storage in a temporary directory, stops it when the test ends, and
 // returns "127.0.0.1:PORT".
-func startRegistry(t *testing.T) string {
+func startRegistry(t testing.TB) string {
 	t.Helper()
 	requireRegistry(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
