@@ -9,7 +9,7 @@ ROOT    := $(DEMO)/root
 FUZZTIME ?= 30s
 FUZZMINIMIZETIME ?= 100x
 
-.PHONY: all build test test-short vet bench fuzz demo demo-deps clean
+.PHONY: all build test test-short vet bench fuzz demo demo-deps image clean
 
 all: build
 
@@ -31,8 +31,11 @@ test: vet
 test-short:
 	$(GO) test -short -count=1 ./...
 
+# Every benchmark; BENCH=REGEXP selects (BENCH=Cold: the cold-path
+# benchmarks, each printing builder's time, the reference's measured in
+# the same run and their ratio), BENCHTIME=Nx the iterations.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./...
+	$(GO) test -run '^$$' -bench '$(or $(BENCH),.)' -benchmem -benchtime $(or $(BENCHTIME),3x) -timeout 60m ./...
 
 # Every fuzz target in turn (parser, planner, .dockerignore, extractor,
 # decompression, builder load), with a one-line summary per target:
@@ -64,6 +67,17 @@ demo: build demo-deps
 	@echo; echo "== builder images =="
 	$(BIN) --root $(ROOT) images
 	@echo; echo "docker-loadable archive: $(DEMO)/app.tar"
+
+# The builder image for CI containers (image/Dockerfile), built by builder:
+# a static binary with chroot isolation's file capabilities on busybox.
+# IMAGE names it; BASE=busybox:fixture builds it offline (make demo's base).
+IMAGE ?= builder:$(VERSION)
+BASE  ?= busybox:latest
+image: build
+	rm -rf bin/image && mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -ldflags '-s -w -X main.version=$(VERSION)' -o bin/image.builder ./cmd/builder
+	$(GO) run ./image/mkcontext bin/image.builder bin/image
+	$(BIN) build --build-arg BASE=$(BASE) -f image/Dockerfile -t $(IMAGE) bin/image
 
 clean:
 	rm -rf bin $(DEMO)

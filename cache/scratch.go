@@ -30,6 +30,10 @@ const (
 	// URLs holds, per ADD <url>, the validators of its last download
 	// (ETag, content digest, Last-Modified) for revalidating it.
 	URLs Area = "urls"
+	// Sources maps blob digests to the registry repositories known to
+	// hold them (pulled from, pushed to), so a push to another repository
+	// of the same registry mounts a blob instead of uploading it.
+	Sources Area = "sources"
 	// Temp holds per-process scratch: files being written, mount points,
 	// downloads, sandboxes.
 	Temp Area = "tmp"

@@ -31,7 +31,8 @@ func addIsArchive(host string) (bool, error) {
 // cannot reach outside it, and names that climb out are an error. Entries
 // keep the archive's ownership unless --chown is set, ".wh." names are
 // ordinary files, and device nodes that cannot be created (EPERM in a user
-// namespace) are skipped with a warning.
+// namespace) are recorded beside a stand-in (snapshot's override), so the
+// layer holds them as a root build's does.
 func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource, own copyOwner) error {
 	// BuildKit's unpack makes the destination 0755 whatever --chmod says.
 	if err := mkdirAllIn(rootfs, p.dest, 0o755, own); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/internal/user"
+	"github.com/builder-dev/builder/snapshot"
 	"golang.org/x/sys/unix"
 )
 
@@ -254,7 +255,7 @@ func (p *copyPlan) writeFile(host string, s *copySource, e copyEntry) error {
 // copyFinish sets ownership, mode, xattrs and mtime, in an order that keeps
 // setuid bits (chown clears them) and the mtime (xattrs don't touch it).
 func copyFinish(host, dst string, e copyEntry, mode fs.FileMode, own copyOwner) error {
-	if err := os.Lchown(host, own.uid, own.gid); err != nil {
+	if err := snapshot.Lchown(host, own.uid, own.gid); err != nil {
 		return fmt.Errorf("chown %s: %w", dst, err)
 	}
 	if e.kind != copySymlink {

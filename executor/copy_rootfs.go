@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/builder-dev/builder/snapshot"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
@@ -100,7 +101,7 @@ func mkdirAllIn(rootfs, dir string, mode uint32, own copyOwner) error {
 		if err := os.Mkdir(p, 0o700); err != nil {
 			return fmt.Errorf("mkdir %s: %w", rel, err)
 		}
-		if err := os.Lchown(p, own.uid, own.gid); err != nil {
+		if err := snapshot.Lchown(p, own.uid, own.gid); err != nil {
 			return fmt.Errorf("chown %s: %w", rel, err)
 		}
 		if err := unix.Chmod(p, mode); err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/internal/buildcontext"
+	"github.com/builder-dev/builder/snapshot"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/patternmatcher"
 	"golang.org/x/sync/errgroup"
@@ -314,15 +315,24 @@ func (p *copyPlan) hashEntry(ctx context.Context, e *copyEntry) error {
 	return nil
 }
 
-// copyReadXattrs returns the security.capability xattr of host, if any.
+// copyReadXattrs returns the security.capability xattr of host, and the
+// record of a rootless build's stand-in (snapshot.OverrideXattr: a device
+// or an owner its user namespace lacks), if any.
 func copyReadXattrs(host string) (map[string][]byte, error) {
-	buf := make([]byte, 256)
-	n, err := unix.Lgetxattr(host, "security.capability", buf)
-	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
-		return nil, nil
+	var out map[string][]byte
+	for _, name := range []string{"security.capability", snapshot.OverrideXattr} {
+		buf := make([]byte, 256)
+		n, err := unix.Lgetxattr(host, name, buf)
+		if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read xattrs of %s: %w", host, err)
+		}
+		if out == nil {
+			out = map[string][]byte{}
+		}
+		out[name] = buf[:n]
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read xattrs of %s: %w", host, err)
-	}
-	return map[string][]byte{"security.capability": buf[:n]}, nil
+	return out, nil
 }

@@ -79,6 +79,16 @@ type Options struct {
 	// Hostname is the hostname of RUN steps (BUILDKIT_SANDBOX_HOSTNAME);
 	// the sandbox's default when empty. A hostname is part of RUN keys.
 	Hostname string
+	// Isolation is the sandbox's isolation of RUN steps
+	// (sandbox.IsolationNamespaces when empty); not part of any key. With
+	// sandbox.IsolationChroot nothing is mounted: snapshots must be plain
+	// directories (the copy snapshotter).
+	Isolation string
+	// Limits are the resource limits of every RUN (--memory, --cpus,
+	// --pids-limit, --shm-size, --ulimit...), never part of a key;
+	// Cgroups carries those that need a cgroup.
+	Limits  sandbox.Limits
+	Cgroups *sandbox.Cgroups
 }
 
 // Executor runs plans. It is safe to call Run once per Executor.

@@ -12,9 +12,10 @@ import (
 // local miss, a key it holds becomes a hit: Fetch brings the result's
 // layer into the local stores, and the record is put in the local cache.
 type RemoteCache interface {
-	// Fetch returns the record of key with its layer and blobs stored
-	// locally, or an error wrapping cache.ErrNotFound when the remote
-	// cache lacks key. It is called from parallel stages.
+	// Fetch returns the record of key, or an error wrapping
+	// cache.ErrNotFound when the remote cache lacks key. Its layer is
+	// stored locally, or remote-backed: the layer store fetches it when a
+	// snapshot over it is prepared. It is called from parallel stages.
 	Fetch(ctx context.Context, key cache.Key) (*cache.Record, error)
 	// Source names the cache in progress output: "CACHED (from SOURCE)".
 	Source() string

@@ -171,10 +171,17 @@ func (b *build) runIn(ctx context.Context, root, userSpec string, rs *runSpec, o
 		Binds:          sm.binds,
 		Tmpfs:          sm.tmpfs,
 		Files:          sm.files,
+		Isolation:      b.e.opts.Isolation,
+		Limits:         b.e.opts.Limits,
+		Cgroups:        b.e.opts.Cgroups,
 	})
 	var exit *sandbox.ExitError
 	if errors.As(err, &exit) {
-		return &RunError{Argv: rs.argv, Code: exit.Code, Signal: exit.Signal, Tail: tail.lines()}
+		re := &RunError{Argv: rs.argv, Code: exit.Code, Signal: exit.Signal, Tail: tail.lines()}
+		if exit.OOMKilled {
+			re.OOM = exit.Error()
+		}
+		return re
 	}
 	return err
 }
@@ -378,6 +385,9 @@ type RunError struct {
 	Code   int
 	Signal string
 	Tail   []string // last lines of output
+	// OOM says how the kernel's OOM killer ended the step ("killed: out
+	// of memory (limit 512 MiB)"), under --memory.
+	OOM string
 }
 
 func (e *RunError) Error() string {
@@ -386,6 +396,9 @@ func (e *RunError) Error() string {
 		status = fmt.Sprintf("killed by signal %s (exit code: %d)", e.Signal, e.Code)
 	}
 	msg := fmt.Sprintf("process %q did not complete successfully: %s", strings.Join(e.Argv, " "), status)
+	if e.OOM != "" {
+		msg = fmt.Sprintf("process %q %s", strings.Join(e.Argv, " "), e.OOM)
+	}
 	if len(e.Tail) > 0 {
 		msg += "\n------\n" + strings.Join(e.Tail, "\n") + "\n------"
 	}

@@ -140,6 +140,11 @@ func (b *build) replaceCache(ctx context.Context, rm *runMount, base, dir string
 		return fmt.Errorf("renew cache mount directory: %w", err)
 	}
 	if err := os.Rename(made, dir); err != nil {
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			// Between the two renames a parallel step found no
+			// directory and made a fresh one (ensureCache): it serves.
+			return nil
+		}
 		return fmt.Errorf("renew cache mount directory: %w", err)
 	}
 	return nil

@@ -219,7 +219,11 @@ func (b *build) imageState(ctx context.Context, ref string) (*stageState, error)
 	return s, nil
 }
 
-// ensureUnpacked makes sure layer l has a directory in the layer store.
+// remoteBacked is a layer whose bytes are still in a registry.
+type remoteBacked interface{ RemoteBacked() bool }
+
+// ensureUnpacked makes sure layer l has a directory in the layer store, or
+// can get one when a snapshot needs it (a remote-backed layer).
 func (b *build) ensureUnpacked(ctx context.Context, l v1.Layer) (layerRef, error) {
 	d, err := l.DiffID()
 	if err != nil {
@@ -231,6 +235,11 @@ func (b *build) ensureUnpacked(ctx context.Context, l v1.Layer) (layerRef, error
 	}
 	ref := layerRef{diffID: d.String(), size: size, layer: l}
 	if b.e.opts.Layers.Has(ref.diffID) {
+		return ref, nil
+	}
+	if rb, ok := l.(remoteBacked); ok && rb.RemoteBacked() {
+		// A lazily pulled base layer: the layer store fetches it when a
+		// step runs over it; a fully cached build never does.
 		return ref, nil
 	}
 	rc, err := l.Uncompressed()

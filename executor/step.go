@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/internal/sandbox"
 	"github.com/builder-dev/builder/planner"
 	"github.com/builder-dev/builder/snapshot"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -221,6 +222,14 @@ func (b *build) activeKey() string {
 // and unmounts. The builder runs in its own mount namespace, so a crash
 // cannot leave these mounts behind on the host.
 func (b *build) withMounted(ctx context.Context, mounts []snapshot.Mount, fn func(root string) error) (err error) {
+	if b.e.opts.Isolation == sandbox.IsolationChroot {
+		// Nothing may be mounted: the copy snapshotter's directory is
+		// the root itself.
+		if len(mounts) != 1 || mounts[0].Type != "bind" {
+			return fmt.Errorf("isolation chroot mounts nothing: a snapshot must be one directory, not %d mounts", len(mounts))
+		}
+		return fn(mounts[0].Source)
+	}
 	root, err := os.MkdirTemp(b.e.opts.TempDir, "root-")
 	if err != nil {
 		return err

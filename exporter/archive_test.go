@@ -96,7 +96,7 @@ func TestWriteDockerFormat(t *testing.T) {
 func TestWriteDeterministic(t *testing.T) {
 	for name, write := range map[string]func(t *testing.T, path string) error{
 		"docker": func(t *testing.T, p string) error { return WriteDocker(t.Context(), p, twoImages(t)) },
-		"oci":    func(t *testing.T, p string) error { return WriteOCI(t.Context(), p, twoImages(t)) },
+		"oci":    func(t *testing.T, p string) error { return WriteOCI(t.Context(), p, twoImages(t), Compression{}) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -121,7 +121,7 @@ func TestWriteDeterministic(t *testing.T) {
 func TestWriteOCILayout(t *testing.T) {
 	images := twoImages(t)
 	path := filepath.Join(t.TempDir(), "oci.tar")
-	if err := WriteOCI(t.Context(), path, images); err != nil {
+	if err := WriteOCI(t.Context(), path, images, Compression{}); err != nil {
 		t.Fatal(err)
 	}
 	// Unpack into a directory for GGCR's layout reader.
@@ -211,7 +211,9 @@ func TestWriteCancelledKeepsOld(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	for name, write := range map[string]func(t *testing.T, p string, imgs []Tagged) error{
 		"docker": func(t *testing.T, p string, imgs []Tagged) error { return WriteDocker(t.Context(), p, imgs) },
-		"oci":    func(t *testing.T, p string, imgs []Tagged) error { return WriteOCI(t.Context(), p, imgs) },
+		"oci": func(t *testing.T, p string, imgs []Tagged) error {
+			return WriteOCI(t.Context(), p, imgs, Compression{})
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			images := twoImages(t)

@@ -14,13 +14,13 @@ import (
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/snapshot"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/klauspost/pgzip"
 )
 
 // A remote cache is one OCI image manifest: its config (media type
@@ -90,6 +90,8 @@ type cacheRecord struct {
 // read: the export is tried once more, which compresses the layer again
 // (and a partial copy of it written into an OCI layout is removed).
 func (s *Store) ExportCache(ctx context.Context, recs []*cache.Record, loc CacheLocation, o RemoteOptions) (v1.Hash, error) {
+	start := time.Now()
+	defer func() { s.traffic.ExportNanos.Add(int64(time.Since(start))) }()
 	d, err := s.exportCache(ctx, recs, loc, o)
 	var ce *cache.CorruptBlobError
 	if !errors.As(err, &ce) || !ce.Removed {
@@ -107,14 +109,14 @@ func (s *Store) ExportCache(ctx context.Context, recs []*cache.Record, loc Cache
 }
 
 func (s *Store) exportCache(ctx context.Context, recs []*cache.Record, loc CacheLocation, o RemoteOptions) (v1.Hash, error) {
-	img, err := s.cacheImage(ctx, recs, o.notify)
+	img, err := s.cacheImage(ctx, recs, o.Compression, o.notify)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", loc, err)
 	}
 	if loc.Dir != "" {
 		err = writeLayoutCache(loc, img)
 	} else {
-		err = pushCache(ctx, loc.Ref, img, o)
+		err = s.pushCache(ctx, loc.Ref, img, o)
 	}
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", loc, err)
@@ -123,7 +125,7 @@ func (s *Store) exportCache(ctx context.Context, recs []*cache.Record, loc Cache
 }
 
 // cacheImage builds the cache manifest of recs.
-func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, notify func(string)) (v1.Image, error) {
+func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, c Compression, notify func(string)) (v1.Image, error) {
 	var plain []v1.Layer
 	for _, r := range recs {
 		if r.EmptyLayer || r.DiffID == "" {
@@ -135,7 +137,7 @@ func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, notify fun
 		}
 		plain = append(plain, l)
 	}
-	gz, err := s.compressAll(ctx, plain, notify)
+	gz, err := s.compressAll(ctx, plain, c, notify)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +160,7 @@ func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, notify fun
 			cr.Layer = digest.String()
 			if !seen[digest] {
 				seen[digest] = true
-				layers = append(layers, announcedLayer{Layer: l, notify: notify})
+				layers = append(layers, announcedLayer{Layer: l, notify: notify, count: &s.traffic.ExportBytes})
 			}
 		}
 		cfg.Records = append(cfg.Records, cr)
@@ -170,14 +172,29 @@ func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, notify fun
 	return imageFromParts(raw, CacheConfigType, layers)
 }
 
-func pushCache(ctx context.Context, ref string, img v1.Image, o RemoteOptions) error {
+// pushCache pushes the cache image to ref, mounting layers other
+// repositories of the registry hold, and remembers where its layers are.
+func (s *Store) pushCache(ctx context.Context, ref string, img v1.Image, o RemoteOptions) error {
 	r, err := o.parse(ref)
 	if err != nil {
 		return err
 	}
-	if err := remote.Write(r, img, o.remote(ctx, r.Context().Registry)...); err != nil {
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		return err
+	}
+	out, err := imageFromParts(raw, CacheConfigType, s.mountable(layers, r.Context(), o))
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(r, out, o.remote(ctx, r.Context().Registry, remote.WithJobs(pushJobs))...); err != nil {
 		return classify(err)
 	}
+	s.rememberSources(ctx, r.Context(), layerDigests(out))
 	return nil
 }
 
@@ -201,6 +218,7 @@ func writeLayoutCache(loc CacheLocation, img v1.Image) error {
 type ImportedCache struct {
 	s       *Store
 	loc     CacheLocation
+	repo    *name.Repository // the registry repository of a remote cache
 	records map[cache.Key]cacheRecord
 	layers  map[string]v1.Descriptor // by digest
 	blobs   func(ctx context.Context, d v1.Hash) (io.ReadCloser, error)
@@ -209,6 +227,8 @@ type ImportedCache struct {
 // ImportCache reads the cache manifest at loc. A missing manifest (a
 // cache never exported) is an error wrapping ErrImageNotFound.
 func (s *Store) ImportCache(ctx context.Context, loc CacheLocation, o RemoteOptions) (*ImportedCache, error) {
+	start := time.Now()
+	defer func() { s.traffic.ImportNanos.Add(int64(time.Since(start))) }()
 	c := &ImportedCache{s: s, loc: loc}
 	var img v1.Image
 	var err error
@@ -222,6 +242,20 @@ func (s *Store) ImportCache(ctx context.Context, loc CacheLocation, o RemoteOpti
 	}
 	if err != nil {
 		return nil, fmt.Errorf("import cache from %s: %w", loc, err)
+	}
+	if m, err := img.RawManifest(); err == nil {
+		s.traffic.ImportBytes.Add(int64(len(m)))
+	}
+	if cfg, err := img.RawConfigFile(); err == nil {
+		s.traffic.ImportBytes.Add(int64(len(cfg)))
+	}
+	if loc.Dir == "" {
+		if r, err := o.parse(loc.Ref); err == nil {
+			repo := r.Context()
+			c.repo = &repo
+			// A push to this registry mounts the cache's layers.
+			s.rememberSources(ctx, repo, layerDigests(img))
+		}
 	}
 	return c, nil
 }
@@ -294,8 +328,10 @@ func (c *ImportedCache) index(img v1.Image) error {
 	}
 	c.layers = map[string]v1.Descriptor{}
 	for _, d := range m.Layers {
-		if d.MediaType != types.OCILayer {
-			return fmt.Errorf("layer %s: media type %q, want %q", d.Digest, d.MediaType, types.OCILayer)
+		switch d.MediaType {
+		case types.OCILayer, types.OCILayerZStd, types.OCIUncompressedLayer:
+		default:
+			return fmt.Errorf("layer %s: media type %q is not a gzip, zstd or uncompressed OCI layer", d.Digest, d.MediaType)
 		}
 		c.layers[d.Digest.String()] = d
 	}
@@ -315,11 +351,13 @@ func (c *ImportedCache) Source() string { return c.loc.String() }
 // Len is the number of records the cache holds.
 func (c *ImportedCache) Len() int { return len(c.records) }
 
-// Fetch makes the result of key available locally — its gzip layer a
-// verified blob of the store, unpacked into the layer store (checking its
-// diffID), recorded as the layer's compressed form so a later push or
-// cache export sends the same blob — and returns the record to put in the
-// cache. A key the cache lacks is an error wrapping cache.ErrNotFound.
+// Fetch returns the record of key to put in the cache, its layer
+// recorded as the layer's compressed form so a later push or cache export
+// sends the same blob. From a registry the layer is not downloaded: it is
+// remote-backed (lazy.go) and fetched when something needs its bytes. From
+// an OCI layout it is copied into the blob store and unpacked (checking
+// its diffID) at once. A key the cache lacks is an error wrapping
+// cache.ErrNotFound.
 func (c *ImportedCache) Fetch(ctx context.Context, key cache.Key) (*cache.Record, error) {
 	r, ok := c.records[key]
 	if !ok {
@@ -331,12 +369,39 @@ func (c *ImportedCache) Fetch(ctx context.Context, key cache.Key) (*cache.Record
 		return rec, nil
 	}
 	desc := c.layers[r.Layer]
+	if c.repo != nil && r.Size > 0 {
+		if err := c.recordRemote(ctx, desc, r.DiffID); err != nil {
+			return nil, fmt.Errorf("cache %s: layer %s of key %s: %w", c.loc, r.Layer, key, err)
+		}
+		if c.s.blobs.HasBlob(desc.Digest.String()) {
+			rec.Blobs = []string{desc.Digest.String()}
+		}
+		return rec, nil
+	}
 	size, err := c.fetchLayer(ctx, desc, r.DiffID)
 	if err != nil {
 		return nil, fmt.Errorf("cache %s: layer %s of key %s: %w", c.loc, r.Layer, key, err)
 	}
 	rec.Size, rec.Blobs = size, []string{desc.Digest.String()}
 	return rec, nil
+}
+
+// recordRemote records that the layer diffID is the blob desc of the
+// cache's repository, unless the layer is here or has a compressed copy
+// here with desc's codec.
+func (c *ImportedCache) recordRemote(ctx context.Context, desc v1.Descriptor, diffID string) error {
+	d, err := v1.NewHash(diffID)
+	if err != nil {
+		return err
+	}
+	comp := codecOf(desc.MediaType)
+	if _, ok := c.s.compressedRecord(d, comp); ok || c.s.layers.Has(diffID) {
+		return nil
+	}
+	if old, err := c.s.readCompressedRecord(d, comp); err == nil && old.Digest == desc.Digest {
+		return nil
+	}
+	return c.s.writeCompressedRecord(ctx, newCompressedRecord(d, desc.Digest, desc.Size, comp))
 }
 
 // fetchLayer downloads the blob desc unless the store has it, unpacks it
@@ -349,7 +414,8 @@ func (c *ImportedCache) fetchLayer(ctx context.Context, desc v1.Descriptor, diff
 		if err != nil {
 			return 0, err
 		}
-		_, _, err = s.blobs.WriteBlob(ctx, contextReader{ctx, rc}, desc.Digest.String())
+		s.traffic.ImportLayers.Add(1)
+		_, _, err = s.blobs.WriteBlob(ctx, contextReader{ctx, &countingReadCloser{ReadCloser: rc, n: &s.traffic.ImportBytes}}, desc.Digest.String())
 		rc.Close()
 		if err != nil {
 			return 0, err
@@ -359,12 +425,15 @@ func (c *ImportedCache) fetchLayer(ctx context.Context, desc v1.Descriptor, diff
 	if err != nil {
 		return 0, err
 	}
-	size, err := c.unpack(ctx, desc.Digest, diffID)
+	size, err := c.unpack(ctx, desc, diffID)
 	if err != nil {
 		return 0, err
 	}
-	if _, ok := s.compressedRecord(d); !ok {
-		rec := compressedRecord{DiffID: d, Digest: desc.Digest, Size: desc.Size, MediaType: types.OCILayer}
+	// Recorded as the codec's default setting: its level is unknown, and
+	// sending the blob the cache has is what a push wants.
+	comp := codecOf(desc.MediaType)
+	if _, ok := s.compressedRecord(d, comp); !ok {
+		rec := newCompressedRecord(d, desc.Digest, desc.Size, comp)
 		if err := s.writeCompressedRecord(ctx, rec); err != nil {
 			return 0, err
 		}
@@ -372,16 +441,16 @@ func (c *ImportedCache) fetchLayer(ctx context.Context, desc v1.Descriptor, diff
 	return size, nil
 }
 
-// unpack gunzips the blob digest into the layer store as diffID.
-func (c *ImportedCache) unpack(ctx context.Context, digest v1.Hash, diffID string) (int64, error) {
-	rc, err := c.s.blobs.OpenBlob(ctx, digest.String())
+// unpack decompresses the blob desc into the layer store as diffID.
+func (c *ImportedCache) unpack(ctx context.Context, desc v1.Descriptor, diffID string) (int64, error) {
+	rc, err := c.s.blobs.OpenBlob(ctx, desc.Digest.String())
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
-	zr, err := pgzip.NewReader(rc)
+	zr, err := decompress(rc, desc.MediaType)
 	if err != nil {
-		return 0, fmt.Errorf("gunzip: %w", err)
+		return 0, err
 	}
 	defer zr.Close()
 	l, err := c.s.layers.Unpack(ctx, diffID, zr)
@@ -400,6 +469,15 @@ func (c *ImportedCache) unpack(ctx context.Context, digest v1.Hash, diffID strin
 // on disk) is removed with the cache records that produced it, so the next
 // build rebuilds it instead of hitting it again; the error says so.
 func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64, error) {
+	if !s.layers.Has(diffID) {
+		if d, err := v1.NewHash(diffID); err == nil && s.remoteBacked(d) {
+			// The layer store's fetcher, when set, is the Materialize of
+			// the store that knows how to reach the registries.
+			if err := s.fetch(ctx, diffID); err != nil {
+				return 0, fmt.Errorf("write tar of layer %s: %w", diffID, err)
+			}
+		}
+	}
 	n, err := s.layers.WriteTar(ctx, diffID, w)
 	if errors.Is(err, snapshot.ErrModified) {
 		return n, s.dropModified(context.WithoutCancel(ctx), diffID, err)
@@ -411,7 +489,7 @@ func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64
 	if herr != nil {
 		return n, err
 	}
-	rec, ok := s.compressedRecord(d)
+	rec, ok := s.anyCompressedRecord(d)
 	if !ok {
 		return n, err
 	}
@@ -420,9 +498,9 @@ func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64
 		return 0, fmt.Errorf("write tar of layer %s: %w", diffID, err)
 	}
 	defer rc.Close()
-	zr, err := pgzip.NewReader(rc)
+	zr, err := decompress(rc, rec.MediaType)
 	if err != nil {
-		return 0, fmt.Errorf("write tar of layer %s: gunzip %s: %w", diffID, rec.Digest, err)
+		return 0, fmt.Errorf("write tar of layer %s: blob %s: %w", diffID, rec.Digest, err)
 	}
 	defer zr.Close()
 	h := sha256.New()

@@ -10,52 +10,81 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
-	"time"
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/docker/go-units"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/klauspost/pgzip"
 )
 
-// pgzipBlockSize fixes the compressed bytes of a layer: pgzip's output
-// depends on the block size, not on how many blocks run at once.
-const pgzipBlockSize = 1 << 20
-
-// compressedRecord is one diffID → gzip blob mapping.
+// compressedRecord is one diffID → compressed blob mapping, for one codec
+// and level (Codec "" and no Level: gzip at its default level, the
+// records of earlier builders).
 type compressedRecord struct {
 	DiffID    v1.Hash         `json:"diffID"`
 	Digest    v1.Hash         `json:"digest"`
 	Size      int64           `json:"size"`
 	MediaType types.MediaType `json:"mediaType"`
+	Codec     Codec           `json:"codec,omitempty"`
+	Level     *int            `json:"level,omitempty"`
 }
 
-// Compressed returns l as a gzip layer whose bytes are a blob of the store.
-// A layer already compressed is returned as it is. For an uncompressed
-// layer, the first call compresses it with pgzip in parallel, checks its
-// diffID on the way, stores the result as a blob and records diffID →
-// blob digest, so later calls (a second push) only read that record.
-// notify, if not nil, hears one line when a layer is compressed.
-func (s *Store) Compressed(ctx context.Context, l v1.Layer, notify func(string)) (v1.Layer, error) {
+// compression is the setting the record was made with.
+func (r compressedRecord) compression() Compression {
+	c := Compression{Codec: r.Codec}
+	if r.Level != nil {
+		c.Level, c.LevelSet = *r.Level, true
+	}
+	return c
+}
+
+func newCompressedRecord(diffID, digest v1.Hash, size int64, c Compression) compressedRecord {
+	rec := compressedRecord{DiffID: diffID, Digest: digest, Size: size, MediaType: c.mediaType()}
+	if c.codec() != Gzip {
+		rec.Codec = c.codec()
+	}
+	if c.LevelSet {
+		level := c.Level
+		rec.Level = &level
+	}
+	return rec
+}
+
+// Compressed returns l as it leaves the machine with compression c: an
+// uncompressed layer compressed with c, whose bytes are a blob of the
+// store; a layer compressed already as it is, unless c forces another
+// codec or level (see Compression.keeps). The first call for a layer and
+// setting compresses it on every core, checks its diffID on the way,
+// stores the result as a blob and records diffID, codec and level → blob
+// digest, so later calls (a second push) only read that record. notify,
+// if not nil, hears one line when a layer is compressed.
+func (s *Store) Compressed(ctx context.Context, l v1.Layer, c Compression, notify func(string)) (v1.Layer, error) {
 	mt, err := l.MediaType()
 	if err != nil {
 		return nil, fmt.Errorf("compress layer: %w", err)
 	}
-	if !isUncompressed(mt) {
+	if c.keeps(mt) {
 		return l, nil
 	}
 	diffID, err := l.DiffID()
 	if err != nil {
 		return nil, fmt.Errorf("compress layer: %w", err)
 	}
-	rec, ok := s.compressedRecord(diffID)
+	if c.codec() == Uncompressed {
+		return uncompressedLayer(l)
+	}
+	rec, ok := s.compressedRecord(diffID, c)
+	if !ok && !s.layers.Has(diffID.String()) {
+		// A layer hit in a remote cache and not fetched: its blob there.
+		if rr, repos, ok := s.remoteRecord(diffID, &c); ok {
+			return &remoteBlobLayer{s: s, ctx: ctx, rec: rr, repos: repos}, nil
+		}
+	}
 	if !ok {
 		if notify != nil {
-			notify(fmt.Sprintf("compressing layer %s", shortDigest(diffID)))
+			notify(fmt.Sprintf("compressing layer %s (%s)", shortDigest(diffID), c))
 		}
-		if rec, err = s.compress(ctx, l, diffID); err != nil {
+		if rec, err = s.compress(ctx, l, diffID, c); err != nil {
 			return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
 		}
 		if notify != nil {
@@ -66,28 +95,59 @@ func (s *Store) Compressed(ctx context.Context, l v1.Layer, notify func(string))
 	return LayerFromBlob(ctx, s.blobs, desc, diffID)
 }
 
-// compressedRecord returns the recorded gzip blob of diffID if both the
-// record and the blob are there. A missing, unreadable or stale record is
-// a miss: the layer is compressed again and the record rewritten.
-func (s *Store) compressedRecord(diffID v1.Hash) (compressedRecord, bool) {
-	var rec compressedRecord
-	data, err := os.ReadFile(s.compressedPath(diffID))
-	if err != nil || json.Unmarshal(data, &rec) != nil {
-		return compressedRecord{}, false
-	}
-	if rec.DiffID != diffID || rec.MediaType != types.OCILayer || !s.blobs.HasBlob(rec.Digest.String()) {
+// compressedRecord returns the recorded blob of diffID compressed with c
+// if both the record and the blob are there. A missing, unreadable or
+// stale record is a miss: the layer is compressed again and the record
+// rewritten.
+func (s *Store) compressedRecord(diffID v1.Hash, c Compression) (compressedRecord, bool) {
+	rec, err := s.readCompressedRecord(diffID, c)
+	if err != nil || !s.blobs.HasBlob(rec.Digest.String()) {
 		return compressedRecord{}, false
 	}
 	return rec, true
 }
 
-func (s *Store) compressedPath(diffID v1.Hash) string {
-	return filepath.Join(s.compressedDir, diffID.Hex+".json")
+// readCompressedRecord reads the record of diffID compressed with c,
+// whether or not its blob is here.
+func (s *Store) readCompressedRecord(diffID v1.Hash, c Compression) (compressedRecord, error) {
+	var rec compressedRecord
+	data, err := os.ReadFile(s.compressedPath(diffID, c))
+	if err != nil {
+		return compressedRecord{}, err
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return compressedRecord{}, err
+	}
+	if rec.DiffID != diffID || rec.MediaType != c.mediaType() || rec.compression() != c.recorded() {
+		return compressedRecord{}, errors.New("record names another layer or setting")
+	}
+	return rec, nil
 }
 
-// compress streams l's tar through pgzip into a new blob, failing if the
-// tar's sha256 is not diffID, then records the mapping.
-func (s *Store) compress(ctx context.Context, l v1.Layer, diffID v1.Hash) (compressedRecord, error) {
+// anyCompressedRecord returns a recorded compressed blob of diffID: gzip
+// at the default level first, then any other record of the layer.
+func (s *Store) anyCompressedRecord(diffID v1.Hash) (compressedRecord, bool) {
+	if rec, ok := s.compressedRecord(diffID, Compression{}); ok {
+		return rec, true
+	}
+	for _, rec := range s.compressedRecords() {
+		if rec.DiffID != diffID {
+			continue
+		}
+		if rec, ok := s.compressedRecord(diffID, rec.compression()); ok {
+			return rec, true
+		}
+	}
+	return compressedRecord{}, false
+}
+
+func (s *Store) compressedPath(diffID v1.Hash, c Compression) string {
+	return filepath.Join(s.compressedDir, c.recordName(diffID.Hex))
+}
+
+// compress streams l's tar through c's compressor into a new blob,
+// failing if the tar's sha256 is not diffID, then records the mapping.
+func (s *Store) compress(ctx context.Context, l v1.Layer, diffID v1.Hash, c Compression) (compressedRecord, error) {
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return compressedRecord{}, err
@@ -97,7 +157,7 @@ func (s *Store) compress(ctx context.Context, l v1.Layer, diffID v1.Hash) (compr
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pw.CloseWithError(gzipVerified(ctx, pw, rc, diffID))
+		pw.CloseWithError(compressVerified(ctx, pw, rc, diffID, c))
 	}()
 	digest, size, err := s.blobs.WriteBlob(ctx, pr, "")
 	pr.CloseWithError(errors.New("compress: blob writer stopped"))
@@ -109,30 +169,18 @@ func (s *Store) compress(ctx context.Context, l v1.Layer, diffID v1.Hash) (compr
 	if err != nil {
 		return compressedRecord{}, err
 	}
-	rec := compressedRecord{DiffID: diffID, Digest: h, Size: size, MediaType: types.OCILayer}
+	rec := newCompressedRecord(diffID, h, size, c)
 	if err := s.writeCompressedRecord(ctx, rec); err != nil {
 		return compressedRecord{}, err
 	}
 	return rec, nil
 }
 
-// gzipVerified writes the gzip of r to w and checks that r's content has
-// the digest diffID. The gzip header carries no name and no time.
-func gzipVerified(ctx context.Context, w io.Writer, r io.Reader, diffID v1.Hash) error {
-	zw, err := pgzip.NewWriterLevel(w, pgzip.DefaultCompression)
-	if err != nil {
-		return err
-	}
-	zw.Header.ModTime = time.Unix(0, 0) // pgzip writes the zero time as 2042
-	if err := zw.SetConcurrency(pgzipBlockSize, runtime.GOMAXPROCS(0)); err != nil {
-		return err
-	}
+// compressVerified writes r compressed with c to w and checks that r's
+// content has the digest diffID.
+func compressVerified(ctx context.Context, w io.Writer, r io.Reader, diffID v1.Hash, c Compression) error {
 	h := sha256.New()
-	if _, err := io.Copy(zw, io.TeeReader(contextReader{ctx, r}, h)); err != nil {
-		zw.Close()
-		return err
-	}
-	if err := zw.Close(); err != nil {
+	if err := c.compress(ctx, w, io.TeeReader(r, h)); err != nil {
 		return err
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
@@ -148,7 +196,7 @@ func (s *Store) writeCompressedRecord(ctx context.Context, rec compressedRecord)
 	if err != nil {
 		return err
 	}
-	if err := s.blobs.WriteAreaFile(ctx, cache.Compressed, rec.DiffID.Hex+".json", data); err != nil {
+	if err := s.blobs.WriteAreaFile(ctx, cache.Compressed, rec.compression().recordName(rec.DiffID.Hex), data); err != nil {
 		return fmt.Errorf("record compressed layer: %w", err)
 	}
 	return nil

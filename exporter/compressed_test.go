@@ -24,7 +24,7 @@ func TestCompressedOnceAndReused(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := newTestStore(t)
-	gz, err := st.Compressed(t.Context(), l, nil)
+	gz, err := st.Compressed(t.Context(), l, Compression{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,14 +58,14 @@ func TestCompressedOnceAndReused(t *testing.T) {
 
 	var rec compressedRecord
 	h, _ := v1.NewHash(diffID)
-	if err := json.Unmarshal(mustRead(t, st.compressedPath(h)), &rec); err != nil {
+	if err := json.Unmarshal(mustRead(t, st.compressedPath(h, Compression{})), &rec); err != nil {
 		t.Fatal(err)
 	}
 	if rec.Digest != digest || rec.DiffID.String() != diffID {
 		t.Errorf("record %+v, want digest %s", rec, digest)
 	}
 
-	again, err := st.Compressed(t.Context(), l, nil)
+	again, err := st.Compressed(t.Context(), l, Compression{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestCompressedOnceAndReused(t *testing.T) {
 	}
 
 	// Another store compresses the same tar to the same bytes.
-	other, err := newTestStore(t).Compressed(t.Context(), l, nil)
+	other, err := newTestStore(t).Compressed(t.Context(), l, Compression{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestCompressedOnceAndReused(t *testing.T) {
 	if err := os.Remove(blobFile(st, digest)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Compressed(t.Context(), l, nil); err != nil {
+	if _, err := st.Compressed(t.Context(), l, Compression{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if tars.count() != 3 {
@@ -111,11 +111,11 @@ func TestCompressedRejectsWrongContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := newTestStore(t)
-	if _, err := st.Compressed(t.Context(), l, nil); err == nil || !strings.Contains(err.Error(), diffID) {
+	if _, err := st.Compressed(t.Context(), l, Compression{}, nil); err == nil || !strings.Contains(err.Error(), diffID) {
 		t.Fatalf("compress of a layer whose content changed: %v", err)
 	}
 	h, _ := v1.NewHash(diffID)
-	if _, err := os.Stat(st.compressedPath(h)); !os.IsNotExist(err) {
+	if _, err := os.Stat(st.compressedPath(h, Compression{})); !os.IsNotExist(err) {
 		t.Errorf("a record was written for a bad layer: %v", err)
 	}
 }
@@ -123,7 +123,7 @@ func TestCompressedRejectsWrongContent(t *testing.T) {
 func TestCompressedKeepsCompressedLayers(t *testing.T) {
 	img := platformImage(t, "amd64")
 	layers, _ := img.Layers()
-	got, err := newTestStore(t).Compressed(context.Background(), layers[0], nil)
+	got, err := newTestStore(t).Compressed(context.Background(), layers[0], Compression{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -214,6 +214,30 @@ func (l *namedLayer) Uncompressed() (io.ReadCloser, error) {
 	return &wrapReader{rc, l.wrap}, nil
 }
 
+func (l *namedLayer) tarTo() func(w io.Writer) (int64, error) {
+	dt, ok := l.Layer.(directTar)
+	if !ok {
+		return nil
+	}
+	f := dt.tarTo()
+	if f == nil {
+		return nil
+	}
+	return func(w io.Writer) (int64, error) {
+		n, err := f(w)
+		if err != nil {
+			err = l.wrap(err)
+		}
+		return n, err
+	}
+}
+
+// RemoteBacked forwards the layer's: see remoteBlobLayer.
+func (l *namedLayer) RemoteBacked() bool {
+	rb, ok := l.Layer.(interface{ RemoteBacked() bool })
+	return ok && rb.RemoteBacked()
+}
+
 type wrapReader struct {
 	io.ReadCloser
 	wrap func(error) error

@@ -171,7 +171,14 @@ func addImageBlobs(set blobSet, img v1.Image) (v1.Descriptor, error) {
 		if err != nil {
 			return v1.Descriptor{}, fmt.Errorf("layer %d: %w", i, err)
 		}
-		set.add(blobEntry{hex: d.Digest.Hex, size: d.Size, open: l.Compressed})
+		b := blobEntry{hex: d.Digest.Hex, size: d.Size, open: l.Compressed}
+		if dt, ok := l.(directTar); ok && isUncompressed(d.MediaType) {
+			b.writeTo = dt.tarTo()
+		}
+		if fl, ok := l.(*fileLayer); ok {
+			b.writeTo = fl.writeTo
+		}
+		set.add(b)
 	}
 	return v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, nil
 }

@@ -12,8 +12,6 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/klauspost/pgzip"
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/snapshot"
@@ -75,7 +73,15 @@ func (s *Store) Fsck(ctx context.Context, repair bool) (*FsckReport, error) {
 	if err := add(s.fsckLayers(ctx, refs, repair, r)); err != nil {
 		return r, err
 	}
-	o.HasLayer = s.layers.Has
+	// A layer hit in a remote cache and not fetched yet is remote-backed
+	// (lazy.go): its record is whole.
+	o.HasLayer = func(diffID string) bool {
+		if s.layers.Has(diffID) {
+			return true
+		}
+		d, err := v1.NewHash(diffID)
+		return err == nil && s.remoteBacked(d)
+	}
 	for _, f := range []func(context.Context, cache.FsckOptions) ([]cache.Problem, error){s.c.FsckRecords, s.c.FsckBuilds, s.c.FsckHashes} {
 		if err := add(f(ctx, o)); err != nil {
 			return r, err
@@ -311,12 +317,12 @@ func (s *Store) layerSource(ctx context.Context, refs *storeRefs, diffID string)
 			}
 		}
 	}
-	if rec, ok := s.compressedRecord(h); ok && s.c.VerifyBlob(ctx, rec.Digest.String()) == nil {
+	if rec, ok := s.anyCompressedRecord(h); ok && s.c.VerifyBlob(ctx, rec.Digest.String()) == nil {
 		rc, err := s.blobs.OpenBlob(ctx, rec.Digest.String())
 		if err != nil {
 			return nil
 		}
-		zr, err := pgzip.NewReader(rc)
+		zr, err := decompress(rc, rec.MediaType)
 		if err != nil {
 			rc.Close()
 			return nil
@@ -353,9 +359,9 @@ func (s *Store) fsckCompressed(ctx context.Context, repair bool) ([]cache.Proble
 			what = err.Error()
 		case json.Unmarshal(data, &rec) != nil:
 			what = "damaged record (does not decode)"
-		case rec.DiffID.Hex+".json" != e.Name() || rec.MediaType != types.OCILayer:
+		case rec.compression().recordName(rec.DiffID.Hex) != e.Name() || rec.MediaType != rec.compression().mediaType():
 			what = "damaged record (names another layer or media type)"
-		case !s.blobs.HasBlob(rec.Digest.String()):
+		case !s.blobs.HasBlob(rec.Digest.String()) && len(s.sourcesOf(rec.Digest)) == 0:
 			what = "its compressed blob " + rec.Digest.String() + " is gone"
 		}
 		if what == "" {

@@ -185,7 +185,7 @@ func TestFsckCompressedRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gz, err := st.Compressed(ctx, l, nil)
+	gz, err := st.Compressed(ctx, l, Compression{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestFsckCompressedRecord(t *testing.T) {
 	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0].What, "is gone") || r.Remaining() != 0 {
 		t.Fatalf("Fsck:\n%s", problems(r))
 	}
-	if _, err := st.Compressed(ctx, l, nil); err != nil || !st.blobs.HasBlob(d.String()) {
+	if _, err := st.Compressed(ctx, l, Compression{}, nil); err != nil || !st.blobs.HasBlob(d.String()) {
 		t.Errorf("Compressed after the repair: %v, blob there %v", err, st.blobs.HasBlob(d.String()))
 	}
 }

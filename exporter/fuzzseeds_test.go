@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -34,7 +35,7 @@ func TestFuzzSeeds(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "out.tar")
 		write := WriteDocker
 		if format == "oci" {
-			write = WriteOCI
+			write = func(ctx context.Context, p string, t []Tagged) error { return WriteOCI(ctx, p, t, Compression{}) }
 		}
 		if err := write(t.Context(), p, []Tagged{img}); err != nil {
 			t.Fatal(err)

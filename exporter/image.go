@@ -133,6 +133,7 @@ type rawImage struct {
 	mt       types.MediaType
 	config   []byte
 	layers   map[v1.Hash]v1.Layer
+	order    []v1.Hash // the manifest's layers
 }
 
 // newRawImage checks that every layer the manifest lists is among layers
@@ -157,8 +158,36 @@ func newRawImage(rawManifest, rawCfg []byte, layers []v1.Layer) (v1.Image, error
 		if _, ok := ri.layers[d.Digest]; !ok {
 			return nil, fmt.Errorf("manifest layer %d (%s) has no content", i, d.Digest)
 		}
+		ri.order = append(ri.order, d.Digest)
 	}
-	return partial.CompressedToImage(ri)
+	img, err := partial.CompressedToImage(ri)
+	if err != nil {
+		return nil, err
+	}
+	return &rawImageLayers{Image: img, ri: ri}, nil
+}
+
+// rawImageLayers gives the layers a rawImage was made of as they are, not
+// wrapped by go-containerregistry, so their own methods (a stored layer
+// writing its tar straight into an archive: directTar) stay reachable.
+type rawImageLayers struct {
+	v1.Image
+	ri *rawImage
+}
+
+func (r *rawImageLayers) Layers() ([]v1.Layer, error) {
+	out := make([]v1.Layer, len(r.ri.order))
+	for i, d := range r.ri.order {
+		out[i] = r.ri.layers[d]
+	}
+	return out, nil
+}
+
+func (r *rawImageLayers) LayerByDigest(h v1.Hash) (v1.Layer, error) {
+	if l, ok := r.ri.layers[h]; ok {
+		return l, nil
+	}
+	return r.Image.LayerByDigest(h)
 }
 
 func (ri *rawImage) RawConfigFile() ([]byte, error)      { return ri.config, nil }

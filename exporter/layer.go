@@ -62,6 +62,26 @@ func (l *storeLayer) Uncompressed() (io.ReadCloser, error) {
 	return pr, nil
 }
 
+// directTar is a layer that can write its uncompressed tar straight to a
+// writer, without a pipe: into an archive file, whose writer takes the
+// contents of larger files as ranges the kernel copies
+// (snapshot.FileRangeWriter).
+type directTar interface {
+	// tarTo returns the function writing the tar and its size, or nil
+	// when the layer cannot.
+	tarTo() func(w io.Writer) (int64, error)
+}
+
+func (l *storeLayer) tarTo() func(w io.Writer) (int64, error) {
+	return func(w io.Writer) (int64, error) {
+		n, err := l.ls.WriteTar(l.ctx, l.diffID.String(), w)
+		if err == nil && n != l.size {
+			err = fmt.Errorf("layer %s: wrote %d bytes, want %d", l.diffID, n, l.size)
+		}
+		return n, err
+	}
+}
+
 // LayerFromBlob returns a layer whose bytes (usually compressed) are the
 // blob desc.Digest of store; diffID is the digest of its uncompressed tar,
 // as listed in the image config. ctx bounds every read of the layer.

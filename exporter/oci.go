@@ -1,39 +1,34 @@
 package exporter
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/klauspost/pgzip"
 )
-
-// gzipBlockSize fixes pgzip's block size: the compressed bytes depend on it,
-// never on the number of blocks compressed in parallel.
-const gzipBlockSize = 1 << 20
 
 // WriteOCI writes images to path as an OCI image layout tar: oci-layout,
 // index.json (entries annotated with org.opencontainers.image.ref.name and
 // io.containerd.image.name per tag) and blobs/sha256/, with every layer
-// gzip-compressed. Compression runs in parallel and is deterministic;
-// layers that are already compressed are copied as they are. path is
-// replaced atomically.
-func WriteOCI(ctx context.Context, path string, images []Tagged) error {
+// compressed with c (gzip by default; uncompressed layers of the layer
+// store are then copied by the kernel, see directTar). Compression runs
+// on every core and is deterministic; layers that are already compressed
+// are copied as they are unless c forces another codec. path is replaced
+// atomically.
+func WriteOCI(ctx context.Context, path string, images []Tagged, c Compression) error {
 	spool, err := os.MkdirTemp(filepath.Dir(path), "."+filepath.Base(path)+".layers-*")
 	if err != nil {
 		return fmt.Errorf("write oci archive %s: %w", path, err)
 	}
 	defer os.RemoveAll(spool)
-	a := &ociArchive{ctx: ctx, spool: spool, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}}
+	a := &ociArchive{ctx: ctx, spool: spool, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}, c: c}
 	return writeImages(ctx, path, "oci", a, images)
 }
 
@@ -43,6 +38,7 @@ type ociArchive struct {
 	blobs blobSet
 	index []v1.Descriptor
 	done  map[v1.Hash]v1.Layer // diffID → compressed layer
+	c     Compression
 }
 
 func (a *ociArchive) add(t Tagged) error {
@@ -110,11 +106,17 @@ func (a *ociArchive) compressedLayer(l v1.Layer) (v1.Layer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("media type: %w", err)
 	}
-	switch mt {
-	case types.OCILayer, types.OCILayerZStd:
+	if a.c.keeps(mt) {
+		switch mt {
+		case types.DockerLayer:
+			return &relabeled{Layer: l, mt: types.OCILayer}, nil
+		case types.DockerUncompressedLayer:
+			return &relabeled{Layer: l, mt: types.OCIUncompressedLayer}, nil
+		}
 		return l, nil
-	case types.DockerLayer:
-		return &relabeled{Layer: l, mt: types.OCILayer}, nil
+	}
+	if a.c.codec() == Uncompressed {
+		return uncompressedLayer(l)
 	}
 	diffID, err := l.DiffID()
 	if err != nil {
@@ -123,7 +125,7 @@ func (a *ociArchive) compressedLayer(l v1.Layer) (v1.Layer, error) {
 	if c, ok := a.done[diffID]; ok {
 		return c, nil
 	}
-	c, err := gzipToFile(a.ctx, l, filepath.Join(a.spool, diffID.Hex+".gz"))
+	c, err := compressToFile(a.ctx, l, filepath.Join(a.spool, diffID.Hex), a.c)
 	if err != nil {
 		return nil, err
 	}
@@ -139,9 +141,9 @@ type relabeled struct {
 
 func (r *relabeled) MediaType() (types.MediaType, error) { return r.mt, nil }
 
-// gzipToFile compresses l's uncompressed stream into file, checking its
-// diffID, and returns the gzip layer it holds.
-func gzipToFile(ctx context.Context, l v1.Layer, file string) (v1.Layer, error) {
+// compressToFile compresses l's uncompressed stream with c into file,
+// checking its diffID, and returns the compressed layer it holds.
+func compressToFile(ctx context.Context, l v1.Layer, file string, c Compression) (v1.Layer, error) {
 	diffID, err := l.DiffID()
 	if err != nil {
 		return nil, fmt.Errorf("diffID: %w", err)
@@ -156,44 +158,16 @@ func gzipToFile(ctx context.Context, l v1.Layer, file string) (v1.Layer, error) 
 		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
 	}
 	defer f.Close()
-	digest, size, err := gzipStream(ctx, f, newVerifyReader(rc, diffID, -1, "layer "+diffID.String()))
-	if err != nil {
+	h := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(f, h)}
+	if err := compressVerified(ctx, cw, rc, diffID, c); err != nil {
 		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
 	}
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
 	}
-	return &fileLayer{file: file, digest: digest, size: size, diffID: diffID, src: l}, nil
-}
-
-// gzipStream writes r gzip-compressed to w with a header that carries no
-// name or time, and returns the compressed digest and size.
-func gzipStream(ctx context.Context, w io.Writer, r io.Reader) (v1.Hash, int64, error) {
-	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(w, h)}
-	bw := bufio.NewWriterSize(cw, 1<<20)
-	zw, err := pgzip.NewWriterLevel(bw, pgzip.DefaultCompression)
-	if err != nil {
-		return v1.Hash{}, 0, err
-	}
-	// pgzip writes the zero time as 2042 (a wrapped uint32): 0 is "no
-	// time", as in Compressed's blobs, so an archive's layer and a pushed
-	// one are the same blob.
-	zw.Header.ModTime = time.Unix(0, 0)
-	if err := zw.SetConcurrency(gzipBlockSize, max(2, runtime.GOMAXPROCS(0))); err != nil {
-		return v1.Hash{}, 0, err
-	}
-	if _, err := io.Copy(zw, contextReader{ctx: ctx, r: r}); err != nil {
-		zw.Close()
-		return v1.Hash{}, 0, err
-	}
-	if err := zw.Close(); err != nil {
-		return v1.Hash{}, 0, err
-	}
-	if err := bw.Flush(); err != nil {
-		return v1.Hash{}, 0, err
-	}
-	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}, cw.n, nil
+	digest := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+	return &fileLayer{file: file, digest: digest, size: cw.n, diffID: diffID, src: l, mt: c.mediaType()}, nil
 }
 
 type countWriter struct {
@@ -207,18 +181,33 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// fileLayer is a gzip layer spooled to a file.
+// fileLayer is a compressed layer spooled to a file.
 type fileLayer struct {
 	file   string
 	digest v1.Hash
 	size   int64
 	diffID v1.Hash
 	src    v1.Layer
+	mt     types.MediaType
+}
+
+// writeTo copies the spooled blob to w: by copy_file_range when w takes
+// file ranges (an archive).
+func (f *fileLayer) writeTo(w io.Writer) (int64, error) {
+	src, err := os.Open(f.file)
+	if err != nil {
+		return 0, err
+	}
+	defer src.Close()
+	if fw, ok := w.(fileRangeWriter); ok {
+		return fw.WriteFileRange(src, 0, f.size)
+	}
+	return io.Copy(w, src)
 }
 
 func (f *fileLayer) Digest() (v1.Hash, error)             { return f.digest, nil }
 func (f *fileLayer) DiffID() (v1.Hash, error)             { return f.diffID, nil }
 func (f *fileLayer) Size() (int64, error)                 { return f.size, nil }
-func (f *fileLayer) MediaType() (types.MediaType, error)  { return types.OCILayer, nil }
+func (f *fileLayer) MediaType() (types.MediaType, error)  { return f.mt, nil }
 func (f *fileLayer) Compressed() (io.ReadCloser, error)   { return os.Open(f.file) }
 func (f *fileLayer) Uncompressed() (io.ReadCloser, error) { return f.src.Uncompressed() }

@@ -185,7 +185,7 @@ func TestReadTruncated(t *testing.T) {
 func TestReadNestedIndex(t *testing.T) {
 	images := twoImages(t)[:1]
 	path := filepath.Join(t.TempDir(), "oci.tar")
-	if err := WriteOCI(t.Context(), path, images); err != nil {
+	if err := WriteOCI(t.Context(), path, images, Compression{}); err != nil {
 		t.Fatal(err)
 	}
 	ix, err := indexTar(path)

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/docker/go-units"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -50,6 +51,13 @@ type RemoteOptions struct {
 	// WrapTransport, if not nil, wraps the transport of every request
 	// (after the insecure-registry rules), to observe the traffic.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// Compression is how Push and ExportCache compress layers; the zero
+	// value is gzip.
+	Compression Compression
+	// Lazy makes Pull store the manifest and config only: the layers are
+	// remote-backed (lazy.go), fetched when a snapshot, an archive or a
+	// push to another registry needs them, as a build's base images.
+	Lazy bool
 }
 
 // Pull fetches the image ref names from its registry (for a multi-platform
@@ -74,10 +82,16 @@ func (s *Store) Pull(ctx context.Context, ref string, o RemoteOptions) (v1.Hash,
 	if _, ok := r.(name.Tag); ok {
 		tags = []string{ref}
 	}
-	digest, err := s.importImage(ctx, img, tags, o.Progress)
+	var digest v1.Hash
+	if o.Lazy {
+		digest, err = s.putRemote(ctx, img, r.Context(), tags)
+	} else {
+		digest, err = s.importImage(ctx, img, tags, o.Progress)
+	}
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("pull %s from %s: %w", ref, reg, classify(err))
 	}
+	s.rememberSources(ctx, r.Context(), layerDigests(img))
 	return digest, nil
 }
 
@@ -142,13 +156,14 @@ func (s *Store) pushImage(ctx context.Context, img v1.Image, dst string, o Remot
 		return v1.Hash{}, fmt.Errorf("push %s: %w", dst, err)
 	}
 	reg := r.Context().RegistryStr()
-	out, err := s.pushable(ctx, img, o.notify)
+	out, err := s.pushable(ctx, img, r.Context(), o)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", dst, reg, err)
 	}
-	if err := remote.Write(r, out, o.remote(ctx, r.Context().Registry)...); err != nil {
+	if err := remote.Write(r, out, o.remote(ctx, r.Context().Registry, remote.WithJobs(pushJobs))...); err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", dst, reg, classify(err))
 	}
+	s.rememberSources(ctx, r.Context(), layerDigests(out))
 	digest, err := out.Digest()
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", dst, err)
@@ -156,29 +171,35 @@ func (s *Store) pushImage(ctx context.Context, img v1.Image, dst string, o Remot
 	return digest, nil
 }
 
-// pushable returns img with every uncompressed layer replaced by its gzip
-// blob and each layer announcing its upload through notify.
-func (s *Store) pushable(ctx context.Context, img v1.Image, notify func(string)) (v1.Image, error) {
+// pushJobs is how many blobs a push sends (or checks, or mounts) at once.
+const pushJobs = 8
+
+// pushable returns img with every layer as it leaves the machine with
+// o.Compression (see Compressed), each announcing its upload through
+// o.Progress and mountable from another repository of dst's registry
+// known to hold it.
+func (s *Store) pushable(ctx context.Context, img v1.Image, dst name.Repository, o RemoteOptions) (v1.Image, error) {
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, fmt.Errorf("layers: %w", err)
 	}
-	gz, err := s.compressAll(ctx, layers, notify)
+	gz, err := s.compressAll(ctx, layers, o.Compression, o.notify)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]v1.Layer, len(layers))
+	changed := false
 	for i, l := range layers {
-		if d, _ := l.DiffID(); gz[d] != nil {
-			l = gz[d]
-		}
-		out[i] = announcedLayer{Layer: l, notify: notify}
+		d, _ := l.DiffID()
+		changed = changed || gz[d] != l
+		out[i] = announcedLayer{Layer: gz[d], notify: o.notify}
 	}
+	out = s.mountable(out, dst, o)
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if len(gz) > 0 {
+	if changed {
 		return imageFromParts(rawCfg, configType(img), out)
 	}
 	rawManifest, err := img.RawManifest()
@@ -188,9 +209,9 @@ func (s *Store) pushable(ctx context.Context, img v1.Image, notify func(string))
 	return newRawImage(rawManifest, rawCfg, out)
 }
 
-// compressAll compresses the distinct uncompressed layers among layers, a
-// few at a time, and returns their gzip layers by diffID.
-func (s *Store) compressAll(ctx context.Context, layers []v1.Layer, notify func(string)) (map[v1.Hash]v1.Layer, error) {
+// compressAll returns the distinct layers among layers as they leave the
+// machine with compression c, by diffID, compressing a few at a time.
+func (s *Store) compressAll(ctx context.Context, layers []v1.Layer, c Compression, notify func(string)) (map[v1.Hash]v1.Layer, error) {
 	var mu sync.Mutex
 	gz := map[v1.Hash]v1.Layer{}
 	seen := map[v1.Hash]bool{} // a twin layer is compressed once
@@ -207,17 +228,21 @@ func (s *Store) compressAll(ctx context.Context, layers []v1.Layer, notify func(
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
-		if !isUncompressed(mt) || seen[d] {
+		if seen[d] {
 			continue
 		}
 		seen[d] = true
+		if c.keeps(mt) {
+			gz[d] = l
+			continue
+		}
 		g.Go(func() error {
-			c, err := s.Compressed(ctx, l, notify)
+			cl, err := s.Compressed(ctx, l, c, notify)
 			if err != nil {
 				return fmt.Errorf("layer %d: %w", i, err)
 			}
 			mu.Lock()
-			gz[d] = c
+			gz[d] = cl
 			mu.Unlock()
 			return nil
 		})
@@ -242,15 +267,20 @@ func configType(img v1.Image) types.MediaType {
 type announcedLayer struct {
 	v1.Layer
 	notify func(string)
+	count  *atomic.Int64 // if not nil, counts the bytes read for upload
 }
 
-func (l announcedLayer) Compressed() (rc io.ReadCloser, err error) {
+func (l announcedLayer) Compressed() (io.ReadCloser, error) {
 	if l.notify != nil {
 		d, _ := l.Digest()
 		size, _ := l.Size()
 		l.notify(fmt.Sprintf("uploading layer %s (%s)", shortDigest(d), units.HumanSize(float64(size))))
 	}
-	return l.Layer.Compressed()
+	rc, err := l.Layer.Compressed()
+	if err != nil || l.count == nil {
+		return rc, err
+	}
+	return &countingReadCloser{ReadCloser: rc, n: l.count}, nil
 }
 
 // checkPlatform reports an image whose config names another OS or

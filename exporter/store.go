@@ -57,11 +57,17 @@ type Store struct {
 	// uncompressed layers to the gzip blobs made of them for a push (see
 	// Compressed): one small JSON file per diffID, <hex>.json.
 	compressedDir string
+	// sourcesDir (the store's cache.Sources area) lists, per blob
+	// digest, the registry repositories known to hold it: <hex>.json.
+	sourcesDir string
+	// remoteOpts reach registries for remote-backed layers (lazy.go).
+	remoteOpts RemoteOptions
+	traffic    Traffic
 }
 
 // NewStore returns the image view over blobs and layers.
 func NewStore(blobs *cache.Store, layers *snapshot.LayerStore) *Store {
-	return &Store{blobs: blobs, layers: layers, c: blobs, ls: layers, compressedDir: blobs.AreaPath(cache.Compressed)}
+	return &Store{blobs: blobs, layers: layers, c: blobs, ls: layers, compressedDir: blobs.AreaPath(cache.Compressed), sourcesDir: blobs.AreaPath(cache.Sources)}
 }
 
 // ImageSummary is one line of List.
@@ -162,6 +168,16 @@ func (s *Store) putLayer(ctx context.Context, l v1.Layer) error {
 	if isUncompressed(d.MediaType) && s.layers.Has(d.Digest.String()) {
 		return nil
 	}
+	// A remote-backed layer is fetched when read (lazy.go): a layer of a
+	// lazily pulled image, or one hit in a remote cache.
+	if diffID, err := l.DiffID(); err == nil {
+		if _, _, ok := s.remoteBlob(diffID, d); ok {
+			return nil
+		}
+	}
+	if isUncompressed(d.MediaType) && s.remoteBacked(d.Digest) {
+		return nil
+	}
 	rc, err := l.Compressed()
 	if err != nil {
 		return err
@@ -257,7 +273,10 @@ func (s *Store) layer(ctx context.Context, d v1.Descriptor, diffID v1.Hash) (v1.
 	if s.blobs.HasBlob(d.Digest.String()) {
 		return LayerFromBlob(ctx, s.blobs, d, diffID)
 	}
-	if isUncompressed(d.MediaType) && d.Digest == diffID && s.reproducible(diffID) {
+	if rec, repos, ok := s.remoteBlob(diffID, d); ok {
+		return &remoteBlobLayer{s: s, ctx: ctx, rec: rec, repos: repos, mt: d.MediaType}, nil
+	}
+	if isUncompressed(d.MediaType) && d.Digest == diffID && (s.reproducible(diffID) || s.remoteBacked(diffID)) {
 		return LayerFromStore(ctx, s, diffID.String(), d.Size)
 	}
 	return nil, errNoLayer
@@ -272,7 +291,7 @@ func (s *Store) reproducible(diffID v1.Hash) bool {
 	if s.ls == nil || s.ls.Committed(diffID.String()) {
 		return true
 	}
-	_, ok := s.compressedRecord(diffID)
+	_, ok := s.anyCompressedRecord(diffID)
 	return ok
 }
 
@@ -397,7 +416,7 @@ func (s *Store) loadLayers(ctx context.Context, img v1.Image, notify func(string
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(3)
+	g.SetLimit(4)
 	for i, l := range layers {
 		g.Go(func() error {
 			if err := s.loadLayer(gctx, l, notify); err != nil {
@@ -409,41 +428,97 @@ func (s *Store) loadLayers(ctx context.Context, img v1.Image, notify func(string
 	return g.Wait()
 }
 
-// loadLayer stores l as a blob as it comes (verified against its digest),
-// then unpacks it from that blob, so a remote layer is fetched once.
+// loadLayer stores l as a verified blob and as an unpacked layer. A layer
+// that has neither is read once: the stream goes into the blob store
+// (checking its digest) and, at the same time, through the decompressor
+// into the layer store (checking its diffID), so a remote layer is
+// unpacked while it downloads.
 func (s *Store) loadLayer(ctx context.Context, l v1.Layer, notify func(string)) error {
 	d, err := layerDescriptor(l)
 	if err != nil {
 		return err
 	}
-	if !s.blobs.HasBlob(d.Digest.String()) {
-		if notify != nil {
-			notify(fmt.Sprintf("fetching layer %s (%s)", shortDigest(d.Digest), units.HumanSize(float64(d.Size))))
-		}
+	diffID, err := l.DiffID()
+	if err != nil {
+		return err
+	}
+	haveBlob, haveLayer := s.blobs.HasBlob(d.Digest.String()), s.layers.Has(diffID.String())
+	if haveBlob && haveLayer {
+		return nil
+	}
+	if !haveBlob && notify != nil {
+		notify(fmt.Sprintf("fetching layer %s (%s)", shortDigest(d.Digest), units.HumanSize(float64(d.Size))))
+	}
+	switch {
+	case haveBlob:
+		return s.unpackBlob(ctx, d, diffID)
+	case haveLayer:
 		rc, err := l.Compressed()
 		if err != nil {
 			return err
 		}
+		defer rc.Close()
 		_, _, err = s.blobs.WriteBlob(ctx, rc, d.Digest.String())
-		rc.Close()
-		if err != nil {
-			return err
-		}
-	}
-	diffID, err := l.DiffID()
-	if err != nil || s.layers.Has(diffID.String()) {
 		return err
 	}
-	local, err := LayerFromBlob(ctx, s.blobs, d, diffID)
-	if err != nil {
-		return err
-	}
-	rc, err := local.Uncompressed()
+	rc, err := l.Compressed()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	_, err = s.layers.Unpack(ctx, diffID.String(), rc)
+	return s.storeAndUnpack(ctx, rc, d, diffID)
+}
+
+// storeAndUnpack reads the blob d from rc once, into the blob store
+// (checking its digest) and through the decompressor into the layer store
+// as diffID (checking it), both at once.
+func (s *Store) storeAndUnpack(ctx context.Context, rc io.Reader, d v1.Descriptor, diffID v1.Hash) error {
+	pr, pw := io.Pipe()
+	blobDone := make(chan error, 1)
+	go func() {
+		_, _, err := s.blobs.WriteBlob(ctx, io.TeeReader(contextReader{ctx, rc}, pw), d.Digest.String())
+		pw.CloseWithError(err) // nil: the unpacking side reads EOF
+		blobDone <- err
+	}()
+	err := s.unpackStream(ctx, pr, diffID)
+	// Let the blob writer read to the end even if the decompressor
+	// stopped early, or stop it when unpacking failed.
+	if err == nil {
+		_, err = io.Copy(io.Discard, pr)
+	}
+	pr.CloseWithError(fmt.Errorf("unpack layer %s: %w", diffID, errStopped(err)))
+	if berr := <-blobDone; berr != nil {
+		return berr
+	}
+	return err
+}
+
+func errStopped(err error) error {
+	if err == nil {
+		return errors.New("stopped")
+	}
+	return err
+}
+
+// unpackBlob unpacks the stored blob d as the layer diffID.
+func (s *Store) unpackBlob(ctx context.Context, d v1.Descriptor, diffID v1.Hash) error {
+	rc, err := s.blobs.OpenBlob(ctx, d.Digest.String())
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return s.unpackStream(ctx, rc, diffID)
+}
+
+// unpackStream decompresses r (gzip, zstd or none, by its magic bytes)
+// into the layer store as diffID.
+func (s *Store) unpackStream(ctx context.Context, r io.Reader, diffID v1.Hash) error {
+	zr, _, err := snapshot.Decompress(r)
+	if err != nil {
+		return err
+	}
+	defer zr.Close()
+	_, err = s.layers.Unpack(ctx, diffID.String(), zr)
 	return err
 }
 

@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -37,7 +38,7 @@ func TestStoreLoadSaveRoundTrip(t *testing.T) {
 			in := filepath.Join(dir, "in.tar")
 			write := WriteDocker
 			if format == "oci" {
-				write = WriteOCI
+				write = func(ctx context.Context, p string, t []Tagged) error { return WriteOCI(ctx, p, t, Compression{}) }
 			}
 			if err := write(t.Context(), in, images); err != nil {
 				t.Fatal(err)

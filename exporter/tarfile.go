@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // epoch is the modification time of every entry in archives we write, so
@@ -24,6 +26,10 @@ type blobEntry struct {
 	hex  string
 	size int64
 	open func() (io.ReadCloser, error)
+	// writeTo, if not nil, writes the blob's bytes itself (a stored
+	// layer's tar, straight from its directory) and is used instead of
+	// open.
+	writeTo func(w io.Writer) (int64, error)
 }
 
 // blobSet collects blobs by digest, keeping the first of duplicates.
@@ -51,30 +57,54 @@ func (s blobSet) sorted() []blobEntry {
 }
 
 // detTar writes a deterministic tar: fixed times and owners, no user or
-// group names; callers add entries in sorted order.
+// group names; callers add entries in sorted order. archive/tar makes the
+// headers; contents go to the archive writer directly, so a blob that
+// writes itself can hand it file ranges (copy_file_range) instead of
+// bytes.
 type detTar struct {
 	ctx context.Context
-	tw  *tar.Writer
+	out *archiveWriter
+}
+
+func (d *detTar) header(hdr *tar.Header) error {
+	return tar.NewWriter(d.out).WriteHeader(hdr)
+}
+
+var zeroBlocks [1024]byte
+
+// pad completes an entry's content of size bytes to a whole block.
+func (d *detTar) pad(size int64) error {
+	_, err := d.out.Write(zeroBlocks[:(512-size%512)%512])
+	return err
+}
+
+// close writes the end of the archive: two zero blocks.
+func (d *detTar) close() error {
+	_, err := d.out.Write(zeroBlocks[:])
+	return err
 }
 
 func (d *detTar) dir(name string) error {
-	return d.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755, ModTime: epoch})
+	return d.header(&tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755, ModTime: epoch})
 }
 
 func (d *detTar) file(name string, data []byte) error {
 	return d.stream(name, int64(len(data)), io.NopCloser(bytes.NewReader(data)))
 }
 
+func regHeader(name string, size int64) *tar.Header {
+	return &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: size, ModTime: epoch}
+}
+
 // stream writes exactly size bytes from rc as the regular file name and
 // closes rc; a stream of any other length is an error.
 func (d *detTar) stream(name string, size int64, rc io.ReadCloser) error {
 	defer rc.Close()
-	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: size, ModTime: epoch}
-	if err := d.tw.WriteHeader(hdr); err != nil {
+	if err := d.header(regHeader(name, size)); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	r := contextReader{ctx: d.ctx, r: rc}
-	if _, err := io.CopyN(d.tw, r, size); err != nil {
+	if _, err := io.CopyN(d.out, r, size); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
@@ -86,8 +116,130 @@ func (d *detTar) stream(name string, size int64, rc io.ReadCloser) error {
 	} else if err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
+	if err := d.pad(size); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
 	return rc.Close()
 }
+
+// streamTo writes the regular file name of size bytes that writeTo writes.
+func (d *detTar) streamTo(name string, size int64, writeTo func(io.Writer) (int64, error)) error {
+	if err := d.header(regHeader(name, size)); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	start := d.out.n
+	if _, err := writeTo(d.out); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if n := d.out.n - start; n != size {
+		return fmt.Errorf("write %s: content of %d bytes, want %d", name, n, size)
+	}
+	if err := d.pad(size); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// fileRangeWriter is a writer that also takes file ranges (an archive):
+// snapshot.FileRangeWriter.
+type fileRangeWriter interface {
+	io.Writer
+	WriteFileRange(f *os.File, off, n int64) (int64, error)
+}
+
+// archiveWriter writes an archive file through a buffer and takes file
+// ranges (snapshot.FileRangeWriter) by copy_file_range(2): the kernel
+// copies them, no byte passes through user space.
+type archiveWriter struct {
+	f  *os.File
+	bw *bufio.Writer
+	n  int64
+	// started is the offset up to which write-back was started: the
+	// final fsync then finds most of the archive on its way to disk.
+	started int64
+}
+
+// writeBackChunk is how much archive data may be dirty before its
+// write-back is started.
+const writeBackChunk = 32 << 20
+
+func newArchiveWriter(f *os.File) *archiveWriter {
+	return &archiveWriter{f: f, bw: bufio.NewWriterSize(f, 1<<20)}
+}
+
+func (a *archiveWriter) Write(p []byte) (int, error) {
+	n, err := a.bw.Write(p)
+	a.n += int64(n)
+	a.startWriteBack()
+	return n, err
+}
+
+// WriteFileRange copies n bytes of src at off to the end of the archive,
+// starting the write-back of every chunk it copies.
+func (a *archiveWriter) WriteFileRange(src *os.File, off, n int64) (int64, error) {
+	if err := a.bw.Flush(); err != nil {
+		return 0, err
+	}
+	var done int64
+	for done < n {
+		c, err := copyFileRange(a.f, src, off+done, min(n-done, writeBackChunk))
+		done += c
+		a.n += c
+		a.startWriteBack()
+		if err != nil || c == 0 {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// startWriteBack asks the kernel to start writing the flushed archive
+// bytes past started to disk (sync_file_range(2) without waiting), once a
+// chunk has accumulated. It is only a hint: the fsync at the end is what
+// makes the archive durable.
+func (a *archiveWriter) startWriteBack() {
+	flushed := a.n - int64(a.bw.Buffered())
+	if flushed-a.started < writeBackChunk {
+		return
+	}
+	_ = unix.SyncFileRange(int(a.f.Fd()), a.started, flushed-a.started, unix.SYNC_FILE_RANGE_WRITE)
+	a.started = flushed
+}
+
+func (a *archiveWriter) flush() error { return a.bw.Flush() }
+
+// copyFileRange copies n bytes of src at off to dst's current offset with
+// copy_file_range(2), falling back to read and write where the kernel or
+// the file systems cannot. It stops early only at src's end or an error.
+func copyFileRange(dst, src *os.File, off, n int64) (int64, error) {
+	var done int64
+	for done < n {
+		c, err := unix.CopyFileRange(int(src.Fd()), &off, int(dst.Fd()), nil, int(min(n-done, 1<<30)), 0)
+		if err != nil && done == 0 && fallbackErr(err) {
+			return io.Copy(onlyWriter{dst}, io.NewSectionReader(src, off, n))
+		}
+		if err != nil {
+			return done, fmt.Errorf("copy %s: %w", src.Name(), err)
+		}
+		if c == 0 {
+			return done, nil // src ended
+		}
+		done += int64(c)
+	}
+	return done, nil
+}
+
+// fallbackErr reports copy_file_range errors that mean "not here" (old
+// kernel, file systems that cannot, special files), not a failed copy.
+func fallbackErr(err error) bool {
+	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) ||
+		errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EBADF) || errors.Is(err, unix.EPERM)
+}
+
+// onlyWriter hides dst's ReadFrom, so the fallback copies with a buffer.
+type onlyWriter struct{ w io.Writer }
+
+func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
 func (d *detTar) blobs(set blobSet) error {
 	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
@@ -96,6 +248,12 @@ func (d *detTar) blobs(set blobSet) error {
 		}
 	}
 	for _, b := range set.sorted() {
+		if b.writeTo != nil {
+			if err := d.streamTo("blobs/sha256/"+b.hex, b.size, b.writeTo); err != nil {
+				return err
+			}
+			continue
+		}
 		rc, err := b.open()
 		if err != nil {
 			return fmt.Errorf("open blob sha256:%s: %w", b.hex, err)
@@ -122,15 +280,14 @@ func writeAtomic(ctx context.Context, path string, fill func(*detTar) error) (er
 			os.Remove(f.Name())
 		}
 	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	dt := &detTar{ctx: ctx, tw: tar.NewWriter(bw)}
+	dt := &detTar{ctx: ctx, out: newArchiveWriter(f)}
 	if err := fill(dt); err != nil {
 		return err
 	}
-	if err := dt.tw.Close(); err != nil {
+	if err := dt.close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := bw.Flush(); err != nil {
+	if err := dt.out.flush(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := finish(ctx, f, path); err != nil {

@@ -456,7 +456,7 @@ func (a *applier) hardlink(dirfd int, base, linkname string) error {
 }
 
 // device creates a character or block device; without the privilege to do
-// so (user namespaces) it warns and skips the entry.
+// so (user namespaces) an empty regular file that records it.
 func (a *applier) device(dirfd int, base string, hdr *tar.Header) (bool, error) {
 	kind := uint32(unix.S_IFCHR)
 	if hdr.Typeflag == tar.TypeBlock {
@@ -465,8 +465,8 @@ func (a *applier) device(dirfd int, base string, hdr *tar.Header) (bool, error) 
 	dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
 	err := unix.Mknodat(dirfd, base, kind|uint32(hdr.Mode&0o7777), int(dev))
 	if errors.Is(err, unix.EPERM) {
-		a.warnf("skip device %q: %v", hdr.Name, err)
-		return false, nil
+		// A user namespace: a stand-in records the device (override.go).
+		err = deviceStandIn(dirfd, base, hdr.Name, kind, dev)
 	}
 	if err != nil {
 		return false, fmt.Errorf("mknod %s: %w", base, err)
@@ -496,7 +496,12 @@ func (a *applier) whiteout(name, base string) error {
 	dirfd := int(dir.Fd())
 	if base == opaqueMarker {
 		if overlay {
-			return axSetxattr(axTarget{dir: dirfd}, opaqueXattr, "y")
+			err := axSetxattr(axTarget{dir: dirfd}, opaqueXattr, "y")
+			if errors.Is(err, unix.EPERM) {
+				// A user namespace, where overlayfs reads user.* (userxattr).
+				err = axSetxattr(axTarget{dir: dirfd}, userOpaque, "y")
+			}
+			return err
 		}
 		return a.opaque(dirfd, path.Dir(name))
 	}
@@ -512,7 +517,7 @@ func (a *applier) whiteout(name, base string) error {
 		return err
 	}
 	if err := unix.Mknodat(dirfd, victim, unix.S_IFCHR, 0); err != nil {
-		return fmt.Errorf("create whiteout %s: %w", victim, err)
+		return whiteoutError(victim, err)
 	}
 	return nil
 }
@@ -687,8 +692,14 @@ func (a *applier) chown(t axTarget, hdr *tar.Header) error {
 	if t.base == "" {
 		flags |= unix.AT_EMPTY_PATH
 	}
-	if err := unix.Fchownat(t.dir, t.base, uid, gid, flags); err != nil {
+	chown := func(u, g int) error { return unix.Fchownat(t.dir, t.base, u, g, flags) }
+	canRecord := hdr.Typeflag != tar.TypeSymlink && hdr.Typeflag != tar.TypeFifo
+	lost, err := chownOrRecord(chown, t.procPath(), uid, gid, canRecord, hdr.Typeflag == tar.TypeDir)
+	if err != nil {
 		return fmt.Errorf("chown %d:%d: %w", uid, gid, err)
+	}
+	if lost {
+		a.warnf("%q is stored owned by root: the user namespace does not map %d:%d", hdr.Name, uid, gid)
 	}
 	return nil
 }
@@ -705,7 +716,7 @@ func (a *applier) xattrs(t axTarget, hdr *tar.Header) error {
 	sort.Strings(names)
 	for _, k := range names {
 		name := strings.TrimPrefix(k, axPAXXattr)
-		if strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
+		if strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") || name == overrideXattr {
 			a.warnf("skip xattr %s of %q", name, hdr.Name)
 			continue
 		}

@@ -36,6 +36,7 @@ func CheckOverlay(ctx context.Context, dir string) (err error) {
 		"upperdir=" + filepath.Join(tmp, "upper"),
 		"workdir=" + filepath.Join(tmp, "work"),
 	}}
+	m.Options = append(m.Options, overlayMountOptions()...)
 	target := filepath.Join(tmp, "merged")
 	if err := m.Mount(target); err != nil {
 		return fmt.Errorf("mount overlay: %w", err)

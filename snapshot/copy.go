@@ -189,7 +189,7 @@ func (d *copyDiff) dir(ctx context.Context, rel string, lower lowerDir) (bool, e
 		}
 		p := filepath.Join(d.upper, rel, name)
 		if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil {
-			return false, fmt.Errorf("make whiteout %s: %w", p, err)
+			return false, whiteoutError(p, err)
 		}
 		kept = true
 	}

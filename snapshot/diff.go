@@ -202,16 +202,18 @@ func checkUpper(p string) error {
 	return nil
 }
 
-// stripOverlayXattrs removes trusted.overlay.* bookkeeping (origin, impure,
-// nlink...) except the opaque flag, so a layer directory says only what
-// its tar says.
+// stripOverlayXattrs removes overlayfs bookkeeping (origin, impure,
+// nlink...: trusted.overlay.*, or user.overlay.* in a user namespace)
+// except the opaque flag, so a layer directory says only what its tar
+// says.
 func stripOverlayXattrs(p string) error {
 	names, err := listXattrs(p)
 	if err != nil {
 		return err
 	}
 	for _, name := range names {
-		if !strings.HasPrefix(name, "trusted.overlay.") || name == opaqueXattr {
+		overlay := strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+		if !overlay || name == opaqueXattr || name == userOpaque {
 			continue
 		}
 		if err := unix.Lremovexattr(p, name); err != nil && !errors.Is(err, unix.ENODATA) {

@@ -60,6 +60,38 @@ type LayerStore struct {
 	// scratch returns the directory for temporary layer directories
 	// (unpacks, commits, removals in progress); root when nil.
 	scratch func() (string, error)
+	// fetcher, if set, brings a missing parent layer into the store when
+	// a snapshot over it is prepared (SetFetcher).
+	fetcher Fetcher
+}
+
+// Fetcher brings the layer diffID, which the store lacks, into it: a layer
+// known to be in a remote cache, fetched only when a snapshot needs it.
+type Fetcher func(ctx context.Context, diffID string) error
+
+// SetFetcher makes Prepare and View of a snapshot whose parent layer is
+// missing call f for it first. Set it before the store is used.
+func (s *LayerStore) SetFetcher(f Fetcher) { s.fetcher = f }
+
+// Fetcher is the fetcher SetFetcher set, or nil.
+func (s *LayerStore) Fetcher() Fetcher { return s.fetcher }
+
+// Ensure makes sure the layer diffID is in the store, fetching it if a
+// fetcher is set.
+func (s *LayerStore) Ensure(ctx context.Context, diffID string) error {
+	if s.Has(diffID) {
+		return nil
+	}
+	if s.fetcher == nil {
+		return ErrNotFound
+	}
+	if err := s.fetcher(ctx, diffID); err != nil {
+		return err
+	}
+	if !s.Has(diffID) {
+		return ErrNotFound
+	}
+	return nil
 }
 
 // LayerStoreOption configures OpenLayerStore.
@@ -247,6 +279,9 @@ func (s *LayerStore) Unpack(ctx context.Context, diffID string, r io.Reader) (La
 	if got := hex.EncodeToString(h.Sum(nil)); got != hexID {
 		return Layer{}, fmt.Errorf("unpack layer %s: content has digest sha256:%s", diffID, got)
 	}
+	if err := syncFS(fs); err != nil {
+		return Layer{}, fmt.Errorf("unpack layer %s: %w", diffID, err)
+	}
 	meta := layerMetadata{DiffID: diffID, Size: cr.n}
 	if err := s.install(ctx, tmp, hexID, meta); err != nil {
 		return Layer{}, fmt.Errorf("unpack layer %s: %w", diffID, err)
@@ -254,12 +289,21 @@ func (s *LayerStore) Unpack(ctx context.Context, diffID string, r io.Reader) (La
 	return Layer{DiffID: diffID, Size: cr.n}, nil
 }
 
-// commitDir serializes the upper-format directory dir, hashes it, and moves
-// it into the store as a committed layer. If the layer exists already, dir
-// is discarded. dir must be on the store's file system.
+// commitDir serializes the upper-format directory dir, hashes it once (the
+// diffID), and moves it into the store as a committed layer. If the layer
+// exists already, dir is discarded. dir must be on the store's file system.
+//
+// The content is made durable by one syncfs of the store's file system,
+// run while the tar is hashed (the hash reads the page cache, the sync
+// writes it back), instead of an fsync per file: on a layer of thousands
+// of files that is several times faster, and as safe — the rename that
+// publishes the layer comes after both.
 func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
+	synced := make(chan error, 1)
+	go func() { synced <- syncFS(dir) }()
 	h := sha256.New()
 	size, err := writeLayerTar(ctx, dir, h)
+	serr := <-synced
 	if err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}
@@ -267,6 +311,9 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 	layer := Layer{DiffID: diffID, Size: size}
 	if s.Has(diffID) {
 		return layer, removeAll(context.WithoutCancel(ctx), dir)
+	}
+	if serr != nil {
+		return Layer{}, fmt.Errorf("commit %s: %w", dir, serr)
 	}
 	tmp, err := s.tempDir("commit")
 	if err != nil {
@@ -284,8 +331,9 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 }
 
 // install writes the metadata into the complete temporary layer directory
-// tmp, syncs it, and renames it to its final name. Losing a race to another
-// process that installed the same layer is success.
+// tmp, whose content the caller made durable (syncFS), syncs the metadata
+// and tmp's entries, and renames tmp to its final name. Losing a race to
+// another process that installed the same layer is success.
 func (s *LayerStore) install(ctx context.Context, tmp, hexID string, meta layerMetadata) error {
 	data, err := json.Marshal(meta)
 	if err != nil {
@@ -294,7 +342,7 @@ func (s *LayerStore) install(ctx context.Context, tmp, hexID string, meta layerM
 	if err := writeFileSync(filepath.Join(tmp, layerMeta), data); err != nil {
 		return err
 	}
-	if err := syncTree(ctx, tmp); err != nil {
+	if err := syncDir(tmp); err != nil {
 		return err
 	}
 	final := filepath.Join(s.root, hexID)
@@ -323,7 +371,9 @@ func (s *LayerStore) install(ctx context.Context, tmp, hexID string, meta layerM
 // WriteTar writes the tar of the committed layer diffID to w and returns its
 // size. The stream is hashed on the way; if the directory no longer
 // serializes to diffID the result is an error wrapping a *ModifiedError
-// (and w got a bad tar).
+// (and w got a bad tar). A w that is a FileRangeWriter gets the contents
+// of the larger files as file ranges, hashed by a second read from the
+// page cache on another goroutine.
 func (s *LayerStore) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64, error) {
 	meta, err := s.metadata(diffID)
 	if err != nil {
@@ -332,12 +382,25 @@ func (s *LayerStore) WriteTar(ctx context.Context, diffID string, w io.Writer) (
 	if !meta.Committed {
 		return 0, fmt.Errorf("write tar of layer %s: %w", diffID, ErrNotReproducible)
 	}
-	h := sha256.New()
-	n, err := writeLayerTar(ctx, s.Dir(diffID), io.MultiWriter(w, h))
+	var n int64
+	var got string
+	if fr, ok := w.(FileRangeWriter); ok {
+		hw := newHashingRangeWriter(fr)
+		n, err = writeLayerTar(ctx, s.Dir(diffID), hw)
+		var herr error
+		got, herr = hw.sum()
+		if err == nil {
+			err = herr
+		}
+	} else {
+		h := sha256.New()
+		n, err = writeLayerTar(ctx, s.Dir(diffID), io.MultiWriter(w, h))
+		got = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	}
 	if err != nil {
 		return n, fmt.Errorf("write tar of layer %s: %w", diffID, err)
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
+	if got != diffID {
 		return n, fmt.Errorf("write tar of layer %s: %w", diffID, &ModifiedError{DiffID: diffID, Dir: s.Dir(diffID), Got: got})
 	}
 	return n, nil
@@ -399,31 +462,20 @@ func writeFileSync(p string, data []byte) error {
 	return f.Close()
 }
 
-// syncTree fsyncs every regular file and directory below and including
-// dir, so a layer is durable before the rename that publishes it. The cost
-// is proportional to the layer, not to the file system.
-func syncTree(ctx context.Context, dir string) error {
-	err := walkTree(ctx, dir, func(p string, st *unix.Stat_t) error {
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG, unix.S_IFDIR:
-			return syncPath(p)
-		}
-		return nil
-	})
+// syncFS makes every write to the file system holding dir durable with
+// one syncfs(2): the cost is that of the data not yet written back, with no
+// system call per file, where an fsync per file of a layer of thousands of
+// small files costs seconds. syncfs reports a write-back error that
+// happened on the file system since it was mounted and that no earlier
+// syncfs reported, like an fsync of each file would.
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
 	if err != nil {
-		return err
-	}
-	return syncPath(dir)
-}
-
-func syncPath(p string) error {
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", p, err)
+		return fmt.Errorf("sync file system of %s: %w", dir, err)
 	}
 	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", p, err)
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("sync file system of %s: %w", dir, err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/builder-dev/builder/internal/userns"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,10 +40,18 @@ func NewOverlay(layers *LayerStore, root string) (*Overlay, error) {
 }
 
 // overlayMountOptions turns off the overlay features that make an upper
-// directory unfit to be a layer, for those the kernel knows.
+// directory unfit to be a layer, for those the kernel knows. In a user
+// namespace (a rootless build, Linux 5.11+) overlayfs keeps its metadata
+// in user.overlay.* xattrs ("userxattr"), where it never creates
+// redirects (redirect_dir=off would be read as "follow" and refused).
 func overlayMountOptions() []string {
 	var opts []string
-	for _, name := range []string{"index", "redirect_dir", "metacopy"} {
+	names := []string{"index", "redirect_dir", "metacopy"}
+	if userns.InUserNS() {
+		opts = append(opts, "userxattr")
+		names = []string{"index", "metacopy"}
+	}
+	for _, name := range names {
 		if _, err := os.Stat(filepath.Join("/sys/module/overlay/parameters", name)); err == nil {
 			opts = append(opts, name+"=off")
 		}
@@ -289,8 +298,8 @@ func activeID(key string) string {
 // lock that makes a second Prepare of key fail with ErrExists.
 func createActive(ctx context.Context, layers *LayerStore, root string, meta activeMeta) (string, error) {
 	for _, p := range meta.Parents {
-		if !layers.Has(p) {
-			return "", fmt.Errorf("prepare %s: parent layer %s: %w", meta.Key, p, ErrNotFound)
+		if err := layers.Ensure(ctx, p); err != nil {
+			return "", fmt.Errorf("prepare %s: parent layer %s: %w", meta.Key, p, err)
 		}
 	}
 	dir := filepath.Join(root, activeID(meta.Key))

@@ -37,27 +37,80 @@ const (
 
 // writeLayerTar serializes the upper-format directory dir as a layer tar:
 // PAX format, entries sorted by path, mtimes in whole seconds, no atime,
-// ctime, uname or gname. It returns the number of bytes written.
+// ctime, uname or gname. It returns the number of bytes written. When w is
+// a FileRangeWriter, the contents of files of rangeMin bytes or more go to
+// it as file ranges (no copy through user space).
 func writeLayerTar(ctx context.Context, dir string, w io.Writer) (int64, error) {
 	entries, err := collectEntries(ctx, dir)
 	if err != nil {
 		return 0, err
 	}
-	cw := &countingWriter{w: w}
-	tw := tar.NewWriter(cw)
+	out := &tarOut{w: w}
+	out.fr, _ = w.(FileRangeWriter)
 	links := map[uint64]string{}
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
-			return cw.n, err
+			return out.n, err
 		}
-		if err := writeEntry(tw, e, links); err != nil {
-			return cw.n, err
+		if err := writeEntry(out, e, links); err != nil {
+			return out.n, err
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return cw.n, fmt.Errorf("write layer tar of %s: %w", dir, err)
+	if err := out.end(); err != nil {
+		return out.n, fmt.Errorf("write layer tar of %s: %w", dir, err)
 	}
-	return cw.n, nil
+	return out.n, nil
+}
+
+// FileRangeWriter is a writer that also takes the bytes of a file range
+// without them passing through user space (copy_file_range(2) into a file,
+// sendfile(2) into a socket). WriteTar gives it the contents of a layer's
+// larger files that way.
+type FileRangeWriter interface {
+	io.Writer
+	// WriteFileRange writes the n bytes of f at offset off and returns how
+	// many it wrote: fewer than n only with an error, or when f ends
+	// first. f is only used during the call.
+	WriteFileRange(f *os.File, off, n int64) (int64, error)
+}
+
+// rangeMin is the smallest file whose content goes to a FileRangeWriter as
+// a range: below it, a system call per file costs more than the copy.
+const rangeMin = 64 << 10
+
+// tarOut writes a tar entry by entry: archive/tar makes the headers (so
+// the bytes are exactly tar.Writer's), the contents are written or handed
+// over as file ranges, and the padding and end blocks are written here.
+type tarOut struct {
+	w  io.Writer
+	fr FileRangeWriter // w, when it takes file ranges
+	n  int64
+}
+
+func (o *tarOut) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	o.n += int64(n)
+	return n, err
+}
+
+// header writes hdr's header blocks (PAX records included); the caller
+// then writes hdr.Size bytes of content and pads them.
+func (o *tarOut) header(hdr *tar.Header) error {
+	return tar.NewWriter(o).WriteHeader(hdr)
+}
+
+var zeroBlocks [2 * 512]byte
+
+// pad completes content of size bytes to a whole 512-byte block.
+func (o *tarOut) pad(size int64) error {
+	_, err := o.Write(zeroBlocks[:(512-size%512)%512])
+	return err
+}
+
+// end writes the two zero blocks that close a tar.
+func (o *tarOut) end() error {
+	_, err := o.Write(zeroBlocks[:])
+	return err
 }
 
 // collectEntries lists every entry below dir, sorted.
@@ -127,10 +180,10 @@ func newTarEntry(dir, rel string) ([]tarEntry, bool, error) {
 	return out, true, nil
 }
 
-func writeEntry(tw *tar.Writer, e tarEntry, links map[uint64]string) error {
+func writeEntry(out *tarOut, e tarEntry, links map[uint64]string) error {
 	if e.kind != kindFile {
 		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: e.name, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
-		if err := tw.WriteHeader(hdr); err != nil {
+		if err := out.header(hdr); err != nil {
 			return fmt.Errorf("write tar entry %s: %w", e.name, err)
 		}
 		return nil
@@ -139,13 +192,19 @@ func writeEntry(tw *tar.Writer, e tarEntry, links map[uint64]string) error {
 	if err != nil {
 		return err
 	}
-	if err := tw.WriteHeader(hdr); err != nil {
+	if err := out.header(hdr); err != nil {
 		return fmt.Errorf("write tar entry %s: %w", e.name, err)
 	}
 	if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
 		return nil
 	}
-	return copyContent(tw, e.src, hdr.Size)
+	if err := copyContent(out, e.src, hdr.Size); err != nil {
+		return err
+	}
+	if err := out.pad(hdr.Size); err != nil {
+		return fmt.Errorf("write tar entry %s: %w", e.name, err)
+	}
+	return nil
 }
 
 func tarHeader(e tarEntry, links map[uint64]string) (*tar.Header, error) {
@@ -161,7 +220,12 @@ func tarHeader(e tarEntry, links map[uint64]string) (*tar.Header, error) {
 	if err != nil {
 		return nil, err
 	}
+	var standIn string
 	for _, x := range xattrs {
+		if x.name == overrideXattr {
+			standIn = x.value // what the entry really is (override.go)
+			continue
+		}
 		if hdr.PAXRecords == nil {
 			hdr.PAXRecords = map[string]string{}
 		}
@@ -198,16 +262,30 @@ func tarHeader(e tarEntry, links map[uint64]string) (*tar.Header, error) {
 	default:
 		return nil, fmt.Errorf("serialize %s: unsupported file type %#o", e.src, e.st.Mode&unix.S_IFMT)
 	}
+	if standIn != "" {
+		return overrideHeader(hdr, standIn)
+	}
 	return hdr, nil
 }
 
-func copyContent(w io.Writer, src string, size int64) error {
+// copyContent writes the first size bytes of the file src to out: as a
+// file range when out takes them and the file is large enough.
+func copyContent(out *tarOut, src string, size int64) error {
 	f, err := os.OpenFile(src, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", src, err)
 	}
 	defer f.Close()
-	n, err := io.CopyN(w, f, size)
+	var n int64
+	if out.fr != nil && size >= rangeMin {
+		n, err = out.fr.WriteFileRange(f, 0, size)
+		out.n += n
+		if err == nil && n < size {
+			err = io.EOF
+		}
+	} else {
+		n, err = io.CopyN(out, f, size)
+	}
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("read %s: file shrank to %d of %d bytes while serializing", src, n, size)
 	}
@@ -327,15 +405,4 @@ func readDirNames(dir string) ([]string, error) {
 	}
 	slices.Sort(names)
 	return names, nil
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }

@@ -54,6 +54,7 @@ type buildFlags struct {
 	cacheTo       []string
 	// verifyReproducible rebuilds in a fresh store and compares.
 	verifyReproducible bool
+	run                runFlags // --isolation, RUN resource limits (runflags.go)
 }
 
 func cmdBuild(ctx context.Context, a *app, args []string) error {
@@ -72,7 +73,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringArrayVar(&f.buildArgs, "build-arg", nil, "build-time variable K=V (or K to take it from the environment)")
 	fs.StringArrayVar(&f.labels, "label", nil, "label K=V for the image")
 	fs.StringVar(&f.target, "target", "", "build stage to build")
-	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR | type=registry,name=REF | type=image,name=REF[,push=true]")
+	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR | type=registry,name=REF | type=image,name=REF[,push=true]; oci, registry and image take compression=gzip|zstd|uncompressed, compression-level=N, force-compression=true")
 	fs.StringVar(&f.iidfile, "iidfile", "", "write the image ID to FILE")
 	fs.StringVar(&f.metadataFile, "metadata-file", "", "write build metadata (digests, per-step cache results) as JSON to FILE")
 	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain, tty, quiet or rawjson")
@@ -93,13 +94,14 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.BoolVar(&f.load, "load", false, "load the image into the Docker engine of $DOCKER_HOST (same as -o type=docker)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | REF | type=local,src=DIR")
-	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]")
+	fs.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=min|max]; compression=gzip|zstd|uncompressed, compression-level=N, force-compression=true")
 	fs.BoolVar(&f.verifyReproducible, "verify-reproducible", false, "build again from nothing (fresh store, --no-cache, same SOURCE_DATE_EPOCH) and fail naming what differs unless the digests match")
 	legacyFlags(fs)
+	addRunFlags(fs, &f.run)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if err := checkIsolation(fs); err != nil {
+	if err := f.run.check(); err != nil {
 		return err
 	}
 	if err := needArgs(fs, 1, 1); err != nil {
@@ -147,7 +149,7 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 			err = exporter.WriteDocker(ctx, o.dest, tagged)
 		case o.typ == "oci":
 			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
-			err = exporter.WriteOCI(ctx, o.dest, tagged)
+			err = exporter.WriteOCI(ctx, o.dest, tagged, o.comp)
 		case o.typ == "local":
 			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 			err = exporter.WriteLocal(ctx, o.dest, img)
@@ -158,7 +160,9 @@ func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, out
 			if o.push {
 				prog.Notice("pushing " + o.name)
 				var d v1.Hash
-				if d, err = st.images.PushImage(ctx, img, o.name, ro); err == nil {
+				po := ro
+				po.Compression = o.comp
+				if d, err = st.images.PushImage(ctx, img, o.name, po); err == nil {
 					prog.Notice(fmt.Sprintf("pushed %s@%s", o.name, d))
 					rec.Digest = d.String()
 				}
@@ -419,6 +423,7 @@ func fromEngine(ctx context.Context, st *stores, eng *exporter.Engine, ref strin
 // missing says the local store lacked it, for the error message.
 func pullImage(ctx context.Context, st *stores, ref string, p v1.Platform, ro exporter.RemoteOptions, missing bool) (v1.Image, error) {
 	ro.Platform = p
+	ro.Lazy = true // layers come when a step needs them
 	if ro.Progress != nil {
 		ro.Progress("pulling " + ref)
 	}
@@ -437,6 +442,7 @@ func pullImage(ctx context.Context, st *stores, ref string, p v1.Platform, ro ex
 type output struct {
 	typ, dest, name string
 	push            bool
+	comp            exporter.Compression // oci, image and registry outputs
 }
 
 // parseOutputs parses -o values: type=docker|oci|local,dest=PATH,
@@ -446,51 +452,78 @@ type output struct {
 func parseOutputs(vals []string) ([]output, error) {
 	var outs []output
 	for _, v := range vals {
-		o := output{}
-		if !strings.Contains(v, "=") {
-			o = output{typ: "local", dest: v}
-		} else {
-			for _, kv := range strings.Split(v, ",") {
-				k, val, _ := strings.Cut(kv, "=")
-				switch strings.TrimSpace(k) {
-				case "type":
-					o.typ = val
-				case "dest":
-					o.dest = val
-				case "name":
-					o.name = val
-				case "push":
-					b, err := strconv.ParseBool(val)
-					if err != nil {
-						return nil, fmt.Errorf("output %q: push=%q is not a boolean", v, val)
-					}
-					o.push = b
-				default:
-					return nil, fmt.Errorf("output %q: unknown key %q", v, k)
-				}
-			}
-		}
-		switch o.typ {
-		case "docker":
-			// Without dest: load into the Docker engine, as buildx.
-		case "oci", "local":
-			if o.dest == "" || o.dest == "-" {
-				return nil, fmt.Errorf("output %q: dest=PATH is required", v)
-			}
-		case "image", "registry":
-			if o.name == "" {
-				return nil, fmt.Errorf("output %q: name=REF is required", v)
-			}
-			if err := checkNames([]string{o.name}); err != nil {
-				return nil, fmt.Errorf("output %q: %w", v, err)
-			}
-			o.push = o.push || o.typ == "registry"
-		default:
-			return nil, fmt.Errorf("output %q: unknown type %q (want docker, oci, local, image or registry)", v, o.typ)
+		o, err := parseOutput(v)
+		if err != nil {
+			return nil, fmt.Errorf("output %q: %w", v, err)
 		}
 		outs = append(outs, o)
 	}
 	return outs, nil
+}
+
+// parseOutput parses one -o value.
+func parseOutput(v string) (output, error) {
+	if !strings.Contains(v, "=") {
+		return output{typ: "local", dest: v}, nil
+	}
+	o := output{}
+	compression := false
+	for _, kv := range strings.Split(v, ",") {
+		k, val, _ := strings.Cut(kv, "=")
+		switch strings.TrimSpace(k) {
+		case "type":
+			o.typ = val
+		case "dest":
+			o.dest = val
+		case "name":
+			o.name = val
+		case "push":
+			b, err := strconv.ParseBool(val)
+			if err != nil {
+				return o, fmt.Errorf("push=%q is not a boolean", val)
+			}
+			o.push = b
+		default:
+			ok, err := o.comp.SetOption(strings.TrimSpace(k), val)
+			if err != nil {
+				return o, err
+			}
+			if !ok {
+				return o, fmt.Errorf("unknown key %q", k)
+			}
+			compression = true
+		}
+	}
+	if err := o.comp.Validate(); err != nil {
+		return o, err
+	}
+	if compression && o.typ != "oci" && o.typ != "image" && o.typ != "registry" {
+		return o, fmt.Errorf("compression options belong to type=oci, image or registry (type=%s writes uncompressed layers)", o.typ)
+	}
+	return o, checkOutput(&o)
+}
+
+// checkOutput checks an output's type and what it needs (dest=, name=).
+func checkOutput(o *output) error {
+	switch o.typ {
+	case "docker":
+		// Without dest: load into the Docker engine, as buildx.
+	case "oci", "local":
+		if o.dest == "" || o.dest == "-" {
+			return errors.New("dest=PATH is required")
+		}
+	case "image", "registry":
+		if o.name == "" {
+			return errors.New("name=REF is required")
+		}
+		if err := checkNames([]string{o.name}); err != nil {
+			return err
+		}
+		o.push = o.push || o.typ == "registry"
+	default:
+		return fmt.Errorf("unknown type %q (want docker, oci, local, image or registry)", o.typ)
+	}
+	return nil
 }
 
 // buildArgValue is the value of the build arg k, "" when unset.

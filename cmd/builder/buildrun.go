@@ -195,9 +195,14 @@ func (r *buildRun) prepare(ctx context.Context) (err error) {
 		return err
 	}
 	if f.verifyReproducible {
-		r.epochFrom, err = ensureEpoch(f, r.d.df, r.in.dir)
+		if r.epochFrom, err = ensureEpoch(f, r.d.df, r.in.dir); err != nil {
+			return err
+		}
 	}
-	return err
+	if r.a.isolation.notice != "" {
+		r.prog.Notice(r.a.isolation.notice)
+	}
+	return nil
 }
 
 // plan plans the build, reporting lint warnings and unused build args.
@@ -251,16 +256,25 @@ func (r *buildRun) execute(ctx context.Context, plan *planner.Plan) (err error) 
 		return err
 	}
 	defer closeScratch(tmp, &err)
-	sn, err := snapshotter(ctx, r.st.layers, active.Path(), r.f.snapshotter, r.prog.Notice)
+	snKind, err := r.a.isolation.snapshotter(r.f.snapshotter)
+	if err != nil {
+		return err
+	}
+	sn, err := snapshotter(ctx, r.st.layers, active.Path(), snKind, r.prog.Notice)
 	if err != nil {
 		return err
 	}
 	defer sn.Close()
+	cgroups, err := r.f.run.cgroups()
+	if err != nil {
+		return err
+	}
+	defer cgroups.Close()
 	opts, cacheUses, err := r.executorOptions(ctx, plan)
 	if err != nil {
 		return err
 	}
-	opts.Snapshotter, opts.TempDir = sn, tmp.Path()
+	opts.Snapshotter, opts.TempDir, opts.Cgroups = sn, tmp.Path(), cgroups
 	start := time.Now()
 	res, runErr := executor.New(opts).Run(ctx, plan)
 	if ferr := r.st.cache.FlushHashes(context.WithoutCancel(ctx)); ferr != nil && runErr == nil {
@@ -283,7 +297,8 @@ func (r *buildRun) execute(ctx context.Context, plan *planner.Plan) (err error) 
 }
 
 // executorOptions wires the executor to the store and the flags (all but
-// the snapshotter and the scratch directory), importing --cache-from.
+// the snapshotter, the scratch directory and the cgroups), importing
+// --cache-from.
 func (r *buildRun) executorOptions(ctx context.Context, plan *planner.Plan) (executor.Options, []*cacheUse, error) {
 	f, st := r.f, r.st
 	bctx, err := buildcontext.Open(r.in.dir, r.patterns)
@@ -295,13 +310,14 @@ func (r *buildRun) executorOptions(ctx context.Context, plan *planner.Plan) (exe
 		DockerfilePath: r.d.path, Project: projectID(r.in.id, r.in.dockerfileID(r.d.file), f.target),
 		NoCache: f.noCache, NoCacheStages: f.noCacheFilter,
 		AllowInsecure: contains(f.allow, "security.insecure"), Labels: keyValues(f.labels),
+		Isolation: r.a.isolation.mode, Limits: f.run.limits,
 		SourceDateEpoch: plan.SourceDateEpoch, Progress: r.prog,
 		Hostname: buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
 	}
 	if o.Secrets, err = readSecrets(f.secrets); err != nil {
 		return o, nil, err
 	}
-	if o.Network, o.AllowNetworkHost, err = runNetwork(f.network, f.allow, r.prog.Notice); err != nil {
+	if o.Network, o.AllowNetworkHost, err = runNetwork(f.network, f.allow, r.a.isolation, r.prog.Notice); err != nil {
 		return o, nil, err
 	}
 	if o.ExtraHosts, err = extraHosts(f.addHosts); err != nil {
@@ -313,6 +329,7 @@ func (r *buildRun) executorOptions(ctx context.Context, plan *planner.Plan) (exe
 	if o.GitAdvice, err = buildArgBool(f.buildArgs, "BUILDKIT_GIT_ADVICE"); err != nil {
 		return o, nil, err
 	}
+	st.images.SetRemoteOptions(r.remoteOptions())
 	imported, uses, err := importCachesMetered(ctx, st, r.spec.cacheFrom, r.remoteOptions, r.prog.Notice)
 	o.CacheFrom = imported
 	return o, uses, err
@@ -350,6 +367,9 @@ func (r *buildRun) export(ctx context.Context, res *executor.Result, start time.
 	}
 	for _, line := range cacheReport(rec) {
 		prog.Notice(line)
+	}
+	if len(r.spec.cacheFrom) > 0 || len(r.spec.cacheTo) > 0 {
+		prog.Notice(cacheTrafficLine(r.st.images.CacheTraffic()))
 	}
 	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
 	return r.report(ctx, res, out)

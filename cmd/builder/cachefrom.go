@@ -6,16 +6,19 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/builder-dev/builder/executor"
 	"github.com/builder-dev/builder/exporter"
+	"github.com/docker/go-units"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // cacheSpec is one --cache-from or --cache-to value.
 type cacheSpec struct {
 	loc  exporter.CacheLocation
-	mode executor.CacheMode // --cache-to only
+	mode executor.CacheMode   // --cache-to only
+	comp exporter.Compression // --cache-to only
 }
 
 // cacheDirection tells which flag a value belongs to: the local type takes
@@ -88,8 +91,20 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 				return c, fmt.Errorf("%s=%q is not a boolean", k, val)
 			}
 		default:
-			return c, fmt.Errorf("unknown key %q", k)
+			ok, err := c.comp.SetOption(strings.TrimSpace(k), val)
+			if !ok {
+				return c, fmt.Errorf("unknown key %q", k)
+			}
+			if err != nil {
+				return c, err
+			}
+			if dir != cacheExport {
+				return c, fmt.Errorf("%s= belongs to --cache-to", k)
+			}
 		}
+	}
+	if err := c.comp.Validate(); err != nil {
+		return c, err
 	}
 	return cacheLocation(c, typ, path, dir)
 }
@@ -144,8 +159,10 @@ func exportCaches(ctx context.Context, st *stores, res *executor.Result, specs [
 		}
 		notice(fmt.Sprintf("exporting cache to %s (mode=%s, %d records)", c.loc, c.mode, len(recs)))
 		var d v1.Hash
+		co := ro
+		co.Compression = c.comp
 		export := func() (err error) {
-			d, err = st.images.ExportCache(ctx, recs, c.loc, ro)
+			d, err = st.images.ExportCache(ctx, recs, c.loc, co)
 			return err
 		}
 		if c.loc.Dir != "" {
@@ -161,4 +178,15 @@ func exportCaches(ctx context.Context, st *stores, res *executor.Result, specs [
 		notice(fmt.Sprintf("exported cache %s@%s", c.loc, d))
 	}
 	return nil
+}
+
+// cacheTrafficLine says what the build moved for remote caches: bytes
+// downloaded importing them (cache manifests and configs, and the layers
+// fetched when a step or an output needed them, a lazily pulled base
+// image's included) and seconds spent, bytes read for upload exporting
+// them and seconds spent.
+func cacheTrafficLine(t *exporter.Traffic) string {
+	return fmt.Sprintf("registry traffic: %s in (%d remote layers fetched when a step needed them) in %.2fs, %s of cache out in %.2fs",
+		units.HumanSize(float64(t.ImportBytes.Load())), t.ImportLayers.Load(), time.Duration(t.ImportNanos.Load()).Seconds(),
+		units.HumanSize(float64(t.ExportBytes.Load())), time.Duration(t.ExportNanos.Load()).Seconds())
 }

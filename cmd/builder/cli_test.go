@@ -64,7 +64,8 @@ func TestCLIVersion(t *testing.T) {
 }
 
 // docker build's flags that have no effect in a BuildKit build are
-// accepted (and ignored); an isolation other than the default is refused.
+// accepted (and ignored); --isolation default is auto, an unknown
+// isolation is refused.
 func TestCLILegacyBuildFlags(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

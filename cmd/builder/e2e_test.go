@@ -27,6 +27,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Readable by all: $BUILDER_E2E_USER runs it too.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	builderBin = filepath.Join(dir, "builder")
 	out, err := exec.Command("go", "build", "-o", builderBin, ".").CombinedOutput()
 	if err != nil {
@@ -45,6 +50,9 @@ type e2eEnv struct {
 	t    *testing.T
 	root string
 	dir  string // scratch space for contexts
+	// user, when set, is the ordinary user as whom builder runs
+	// ($BUILDER_E2E_USER): a rootless build.
+	user *e2eUser
 }
 
 // newEnv makes a store root and builds the busybox base image into it.
@@ -52,12 +60,14 @@ func newEnv(t *testing.T) *e2eEnv {
 	t.Helper()
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
-	e := &e2eEnv{t: t, root: filepath.Join(dir, "root"), dir: dir}
+	e := &e2eEnv{t: t, root: filepath.Join(dir, "root"), dir: dir, user: e2eUserFromEnv(t)}
+	e.share(dir)
 	base := filepath.Join(dir, "base")
 	if err := fixtures.BusyboxRootfs(context.Background(), filepath.Join(base, "rootfs")); err != nil {
 		t.Fatalf("busybox rootfs: %v", err)
 	}
 	e.write(base, "Dockerfile", "FROM scratch\nCOPY rootfs/ /\nCMD [\"sh\"]\n")
+	e.own(base)
 	e.mustRun("build", "-t", "busybox:fixture", base)
 	return e
 }
@@ -72,6 +82,7 @@ func (e *e2eEnv) write(dir, name, content string) string {
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
+	e.own(filepath.Dir(p))
 	return p
 }
 
@@ -82,6 +93,7 @@ func (e *e2eEnv) context(dockerfile string, files map[string]string) string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.share(d)
 	e.write(d, "Dockerfile", dockerfile)
 	for name, content := range files {
 		e.write(d, name, content)
@@ -94,7 +106,7 @@ func (e *e2eEnv) run(args ...string) (string, string, error) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, builderBin, append([]string{"--root", e.root}, args...)...)
+	cmd := e.command(ctx, append([]string{"--root", e.root}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -91,7 +91,7 @@ func TestE2ETarballInPodmanAndContainerd(t *testing.T) {
 
 // requireTool returns the path of a program the test needs; missing, the
 // test skips on a developer machine and fails in CI.
-func requireTool(t *testing.T, name string) string {
+func requireTool(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err == nil {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/spf13/pflag"
 )
 
@@ -22,18 +20,4 @@ func legacyFlags(fs *pflag.FlagSet) {
 		fs.Bool(f.name, f.def, "no effect (accepted as docker build does)")
 		_ = fs.MarkHidden(f.name)
 	}
-	fs.String("isolation", "default", "no effect: only \"default\" is accepted (as docker build on Linux)")
-	_ = fs.MarkHidden("isolation")
-}
-
-// checkIsolation refuses an --isolation other than docker's Linux default.
-func checkIsolation(fs *pflag.FlagSet) error {
-	v, err := fs.GetString("isolation")
-	if err != nil {
-		return err
-	}
-	if v != "default" && v != "" {
-		return fmt.Errorf("--isolation %q: only \"default\" is supported", v)
-	}
-	return nil
 }

@@ -33,6 +33,10 @@ type app struct {
 	// insecure lists registries allowed plain HTTP (--insecure-registry,
 	// $BUILDER_INSECURE_REGISTRIES).
 	insecure []string
+
+	// isolation is how RUN steps are isolated in this process
+	// (isolation_linux.go), decided before the command runs.
+	isolation isolation
 }
 
 type command struct {
@@ -64,6 +68,7 @@ var commands = map[string]command{
 }
 
 func main() {
+	usernsStage1()
 	if sandbox.Init() {
 		return
 	}
@@ -107,10 +112,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		usage(stderr, fs)
 		return 2
 	}
-	if cmd.mounts {
-		if code, reexeced := enterMountNamespace(); reexeced {
+	if name != "version" {
+		iso, code, reexeced := enterIsolation(isolationArg(cmdArgs), cmd.mounts)
+		if reexeced {
 			return code
 		}
+		a.isolation = iso
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -17,8 +17,19 @@ import (
 //	host             the host's network; asking for it is the network.host
 //	                 entitlement, as buildx grants it for --network host
 //	none             loopback only
-func runNetwork(flag string, allow []string, notice func(string)) (mode string, allowHost bool, err error) {
+//
+// Under isolation chroot RUN has no network namespace: default and host
+// are the builder's network, none is refused.
+func runNetwork(flag string, allow []string, iso isolation, notice func(string)) (mode string, allowHost bool, err error) {
 	allowHost = contains(allow, "network.host")
+	if iso.mode == sandbox.IsolationChroot {
+		switch flag {
+		case "", "default", "bridge", "host":
+			return sandbox.NetworkHost, true, nil
+		case "none":
+			return "", false, fmt.Errorf("--network none needs a network namespace, which isolation chroot does not have")
+		}
+	}
 	switch flag {
 	case "", "default", "bridge":
 		if err := sandbox.PrivateNetworkAvailable(); err != nil {

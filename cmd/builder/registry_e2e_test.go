@@ -17,7 +17,7 @@ import (
 // startRegistry runs docker-registry on 127.0.0.1 with a free port and its
 // storage in a temporary directory, stops it when the test ends, and
 // returns "127.0.0.1:PORT".
-func startRegistry(t *testing.T) string {
+func startRegistry(t testing.TB) string {
 	t.Helper()
 	testenv.RequireRegistry(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")

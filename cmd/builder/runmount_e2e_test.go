@@ -101,7 +101,7 @@ func TestE2ERunMountCacheLocked(t *testing.T) {
 	for i, d := range dirs {
 		wg.Go(func() {
 			var b []byte
-			b, errs[i] = exec.CommandContext(t.Context(), builderBin, "--root", e.root, "build", "--progress", "plain", d).CombinedOutput()
+			b, errs[i] = e.command(t.Context(), "--root", e.root, "build", "--progress", "plain", d).CombinedOutput()
 			outs[i] = string(b)
 		})
 	}
@@ -364,9 +364,12 @@ func sshKey(t *testing.T, keygen, dir, name string) (string, string, string) {
 }
 
 // startAgent runs ssh-agent on sock in the foreground, holding key.
-func startAgent(t *testing.T, tools map[string]string, sock, key string) {
+func startAgent(t *testing.T, tools map[string]string, sock, key string, u *e2eUser) {
 	t.Helper()
 	agent := exec.Command(tools["ssh-agent"], "-D", "-a", sock)
+	if u != nil {
+		u.apply(agent) // ssh-agent serves only its own uid
+	}
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -384,6 +387,10 @@ func startAgent(t *testing.T, tools map[string]string, sock, key string) {
 	}
 	add := exec.Command(tools["ssh-add"], key)
 	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	if u != nil {
+		add.Env = []string{"SSH_AUTH_SOCK=" + sock}
+		u.apply(add)
+	}
 	if out, err := add.CombinedOutput(); err != nil {
 		t.Fatalf("ssh-add: %v\n%s", err, out)
 	}
@@ -416,7 +423,9 @@ func TestE2ERunMountSSH(t *testing.T) {
 	k2, fp2, body2 := sshKey(t, tools["ssh-keygen"], keys, "k2")
 	k3, fp3, body3 := sshKey(t, tools["ssh-keygen"], keys, "k3")
 	sock := filepath.Join(keys, "agent.sock")
-	startAgent(t, tools, sock, k3)
+	e.share(keys)
+	e.own(keys)
+	startAgent(t, tools, sock, k3, e.user)
 	df := "FROM busybox:fixture\n" +
 		"COPY sshadd/ /\n" +
 		"RUN --mount=type=ssh,id=keys,required ssh-add -l > /keys && echo \"$SSH_AUTH_SOCK\" > /sock\n" +

@@ -34,7 +34,10 @@ func (a *app) open() (*stores, error) {
 		c.Close()
 		return nil, err
 	}
-	return &stores{cache: c, layers: ls, images: exporter.NewStore(c, ls)}, nil
+	images := exporter.NewStore(c, ls)
+	// A layer hit in a remote cache is fetched when a snapshot needs it.
+	ls.SetFetcher(images.Materialize)
+	return &stores{cache: c, layers: ls, images: images}, nil
 }
 
 // Close releases the shared lock, if held, and closes the store.

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -18,17 +19,18 @@ var defaultCaps = []int{
 }
 
 // dropCapabilities limits the calling thread, which must be locked to its
-// goroutine, to defaultCaps: bounding set, effective and permitted; the
-// inheritable and ambient sets are cleared (as Docker does since
-// CVE-2022-24769). Everything it execs as root gets at most these.
-func dropCapabilities() error {
+// goroutine, to defaultCaps: bounding set (without those in drop),
+// effective and permitted; the inheritable and ambient sets are cleared (as
+// Docker does since CVE-2022-24769). Everything it execs as root gets at
+// most these, minus drop (which the thread keeps until the exec: chroot).
+func dropCapabilities(drop ...int) error {
 	last, err := lastCap()
 	if err != nil {
 		return err
 	}
 	keep := map[int]bool{}
 	for _, c := range defaultCaps {
-		keep[c] = true
+		keep[c] = !slices.Contains(drop, c)
 	}
 	for c := 0; c <= last; c++ {
 		if keep[c] {
@@ -41,7 +43,30 @@ func dropCapabilities() error {
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && err != unix.EINVAL {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
-	return capset(defaultCaps)
+	// The thread keeps what it has of defaultCaps: a builder given file
+	// capabilities (the builder image's, for chroot isolation) has only
+	// some; a command it execs as root gets the bounding set anyway.
+	have, err := permittedCaps()
+	if err != nil {
+		return err
+	}
+	var caps []int
+	for _, c := range defaultCaps {
+		if have&(1<<uint(c)) != 0 {
+			caps = append(caps, c)
+		}
+	}
+	return capset(caps)
+}
+
+// permittedCaps is the calling thread's permitted set as a bit mask.
+func permittedCaps() (uint64, error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0, fmt.Errorf("get capabilities: %w", err)
+	}
+	return uint64(data[0].Permitted) | uint64(data[1].Permitted)<<32, nil
 }
 
 // allCapabilities lists the capabilities in the calling thread's

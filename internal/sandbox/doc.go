@@ -17,6 +17,12 @@
 // Every mount lives in the child's mount namespace only, so nothing is left
 // mounted on the host when the child dies, however it dies.
 //
+// A rootless builder runs all of this inside its own user namespace (where
+// /dev nodes are bound from the host instead of made). Where no namespace
+// may be created at all (an unprivileged container), IsolationChroot runs
+// the command chrooted into a plain directory instead: see chroot_linux.go
+// for what that does and does not protect.
+//
 // main must call Init before anything else:
 //
 //	func main() {

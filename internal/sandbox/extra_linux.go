@@ -95,6 +95,13 @@ func (sb *sandbox) bind(b Bind, rel string) error {
 	if err := unix.Mount(b.Source, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind %s on /%s: %w", b.Source, rel, err)
 	}
+	if !sb.insecure {
+		// A bound tree (another stage, a cache) may hold device nodes
+		// a RUN made: none can be opened (see mountDev).
+		if err := setNodev(p); err != nil {
+			return err
+		}
+	}
 	if b.ReadOnly {
 		return remountReadonly(p, rel)
 	}
@@ -102,8 +109,7 @@ func (sb *sandbox) bind(b Bind, rel string) error {
 }
 
 func remountReadonly(p, rel string) error {
-	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_REC)
-	if err := unix.Mount("", p, "", flags, ""); err != nil {
+	if err := remountWith(p, unix.MS_RDONLY); err != nil {
 		return fmt.Errorf("remount /%s read-only: %w", rel, err)
 	}
 	return nil
@@ -118,16 +124,19 @@ func (sb *sandbox) tmpfs(t Tmpfs, rel string) error {
 	if t.Size > 0 {
 		data = "size=" + strconv.FormatInt(t.Size, 10)
 	}
-	if err := unix.Mount("tmpfs", p, "tmpfs", tmpfsFlags(t), data); err != nil {
+	if err := unix.Mount("tmpfs", p, "tmpfs", tmpfsFlags(t, sb.insecure), data); err != nil {
 		return fmt.Errorf("mount tmpfs on /%s: %w", rel, err)
 	}
 	return nil
 }
 
-// tmpfsFlags are BuildKit's flags of a tmpfs mount: nosuid, and ro when
-// asked (neither nodev nor noexec).
-func tmpfsFlags(t Tmpfs) uintptr {
-	flags := uintptr(unix.MS_NOSUID)
+// tmpfsFlags are BuildKit's flags of a tmpfs mount, nosuid, and ro when
+// asked, plus nodev (see mountDev) unless insecure.
+func tmpfsFlags(t Tmpfs, insecure bool) uintptr {
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	if insecure {
+		flags &^= unix.MS_NODEV
+	}
 	if t.ReadOnly {
 		flags |= unix.MS_RDONLY
 	}
@@ -152,7 +161,12 @@ func (sb *sandbox) file(f File, src, rel string) error {
 	if err := unix.Mount(src, p, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind file on /%s: %w", rel, err)
 	}
-	return remountReadonly(p, rel)
+	// Exactly ro and nodev: not the scratch tmpfs's noexec, which would
+	// stop a heredoc script from running.
+	if err := unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("remount /%s read-only: %w", rel, err)
+	}
+	return nil
 }
 
 // scratchSize is the size of the scratch tmpfs: room for the generated

@@ -42,7 +42,8 @@ func TestExtraMounts(t *testing.T) {
 }
 
 // A tmpfs has BuildKit's options (nosuid; ro when asked; size in bytes,
-// shown in k), and one at a system mount point (/dev/shm, /etc/hosts) is
+// shown in k) plus nodev (no device node a RUN makes can be opened: see
+// mountDev), and one at a system mount point (/dev/shm, /etc/hosts) is
 // mounted instead of the system mount, as runc does: the command sees one
 // mount there, not two stacked (BuildKit testMountTmpfsSize).
 func TestExtraMountTmpfsOptions(t *testing.T) {
@@ -55,9 +56,9 @@ func TestExtraMountTmpfsOptions(t *testing.T) {
 	spec.Tmpfs = []sandbox.Tmpfs{{Target: "/dev/shm", Size: 128 << 20}, {Target: "/t", ReadOnly: true}, {Target: "/u", Size: 1 << 20}}
 	spec.Binds = []sandbox.Bind{{Source: hosts, Target: "/etc/hosts", ReadOnly: true}}
 	got := mustRun(t, spec)
-	want := "/dev/shm rw,nosuid,relatime,size=131072k\n" +
-		"/t ro,nosuid,relatime\n" +
-		"/u rw,nosuid,relatime,size=1024k\n" +
+	want := "/dev/shm rw,nosuid,nodev,relatime,size=131072k\n" +
+		"/t ro,nosuid,nodev,relatime\n" +
+		"/u rw,nosuid,nodev,relatime,size=1024k\n" +
 		"1\n" +
 		"10.0.0.1 mine\n"
 	if got != want {
@@ -138,5 +139,19 @@ func TestNestedMountInSharedDirParallel(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(shared, "baz")); err != nil || !fi.IsDir() {
 		t.Errorf("the mount point made in the shared directory: %v, %v", fi, err)
+	}
+}
+
+// A File is executable (a RUN heredoc's script run by its shebang), though
+// it comes from the noexec scratch tmpfs, and read-only and nodev.
+func TestFileExecutable(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	spec := shSpec(root, "")
+	spec.Args = []string{"/dev/pipes/EOF"}
+	spec.Files = []sandbox.File{{Target: "/dev/pipes/EOF", Data: []byte("#!/bin/sh\necho ran; grep ' /dev/pipes/EOF ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1-2\n"), Mode: 0o755}}
+	if got := mustRun(t, spec); got != "ran\nro,nodev\n" {
+		t.Errorf("got %q", got)
 	}
 }

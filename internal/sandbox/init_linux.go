@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/builder-dev/builder/internal/userns"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -19,11 +21,16 @@ const (
 // Init runs the sandbox init and exits the process when os.Args[1] is
 // InitArg; otherwise it returns false at once. main must call it first.
 func Init() bool {
-	if len(os.Args) < 2 || os.Args[1] != InitArg {
+	if len(os.Args) < 2 {
 		return false
 	}
-	os.Exit(initMain())
-	return true
+	switch os.Args[1] {
+	case InitArg:
+		os.Exit(initMain())
+	case ReaperArg:
+		os.Exit(reaperMain(os.Stdin))
+	}
+	return false
 }
 
 // initMain is the whole life of the sandbox init (PID 1 of the new PID
@@ -61,8 +68,19 @@ func runInit(specF *os.File) result {
 }
 
 func runSandbox(cfg *config) result {
+	if err := fitUserNS(cfg); err != nil {
+		return result{Error: err.Error()}
+	}
+	if cfg.Isolation == IsolationChroot {
+		// No PID namespace: orphans of the command come to the init,
+		// which kills them when the command ends.
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return result{Error: fmt.Sprintf("become a subreaper: %v", err)}
+		}
+		return runChroot(cfg)
+	}
 	rootDir := filepath.Join(cfg.Dir, "root")
-	sb := &sandbox{root: rootDir}
+	sb := &sandbox{root: rootDir, insecure: cfg.Insecure}
 	res := result{}
 	if err := sb.setup(cfg); err != nil {
 		res.Error = err.Error()
@@ -90,5 +108,34 @@ func closeOnExec(first int) error {
 			unix.CloseOnExec(fd)
 		}
 	}
+	return nil
+}
+
+// fitUserNS checks that the command's uid and gid exist in the user
+// namespace of a rootless builder, and drops the supplementary groups the
+// namespace cannot hold (all of them where setgroups is denied: a
+// single-id mapping).
+func fitUserNS(cfg *config) error {
+	if !inUserNS() {
+		return nil
+	}
+	uids, gids, err := userns.Current()
+	if err != nil {
+		return fmt.Errorf("read id maps: %w", err)
+	}
+	if !userns.Contains(uids, cfg.UID) || !userns.Contains(gids, cfg.GID) {
+		return fmt.Errorf("the user %d:%d does not exist in this rootless build's user namespace, which maps the uids %s and the gids %s: give the user who runs builder a subordinate id range in /etc/subuid and /etc/subgid", cfg.UID, cfg.GID, userns.Inside(uids), userns.Inside(gids))
+	}
+	if !userns.SetgroupsAllowed() {
+		cfg.Groups, cfg.noSetgroups = nil, true
+		return nil
+	}
+	groups := cfg.Groups[:0:0]
+	for _, g := range cfg.Groups {
+		if userns.Contains(gids, g) {
+			groups = append(groups, g)
+		}
+	}
+	cfg.Groups = groups
 	return nil
 }

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 
+	"github.com/builder-dev/builder/internal/userns"
 	"github.com/builder-dev/builder/snapshot"
 	"golang.org/x/sys/unix"
 )
@@ -58,14 +58,43 @@ var devLinks = [][2]string{
 	{"pts/ptmx", "ptmx"},
 }
 
+// bindDevice binds the host's /dev/NAME of n on an empty file in dev, as
+// runc does in a user namespace, where mknod is refused.
+func bindDevice(dev string, n devNode) error {
+	p := filepath.Join(dev, n.name)
+	if err := createFile(p); err != nil {
+		return fmt.Errorf("create device mount point %s: %w", p, err)
+	}
+	if err := unix.Mount(filepath.Join("/dev", n.name), p, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind device /dev/%s: %w", n.name, err)
+	}
+	return nil
+}
+
 // mountDev mounts a minimal /dev on dev: a tmpfs with the usual character
 // devices, the fd symlinks and the mount points of /dev/pts and /dev/shm.
-func mountDev(dev string) error {
-	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
+//
+// Devices are bound from the host's /dev onto a nodev tmpfs: a RUN keeps
+// CAP_MKNOD (Docker's default set) but no node it makes, there or
+// anywhere (the root and every RUN mount are nodev too), can be opened,
+// so it cannot reach a host disk through a block device; the bound nodes
+// work, as a bind mount has its own flags. Insecure mode (every
+// capability anyway) makes them with mknod on a tmpfs without nodev, as
+// runc does, unless in a user namespace, where mknod is refused.
+func mountDev(dev string, insecure bool) error {
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_STRICTATIME)
+	makeNode := bindDevice
+	if insecure {
+		flags &^= unix.MS_NODEV
+		if !inUserNS() {
+			makeNode = mknod
+		}
+	}
+	if err := unix.Mount("tmpfs", dev, "tmpfs", flags, "mode=755,size=65536k"); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", dev, err)
 	}
 	for _, n := range devNodes {
-		if err := mknod(dev, n); err != nil {
+		if err := makeNode(dev, n); err != nil {
 			return err
 		}
 	}
@@ -82,17 +111,26 @@ func mountDev(dev string) error {
 	return nil
 }
 
-// mountDevpts mounts a private devpts instance on pts.
+// mountDevpts mounts a private devpts instance on pts, its terminals of
+// group tty (5) where that group exists (not under a single-id mapping).
 func mountDevpts(pts string) error {
-	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
+	opts := "newinstance,ptmxmode=0666,mode=0620,gid=5"
+	if _, gids, err := userns.Current(); err == nil && !userns.Contains(gids, 5) {
+		opts = "newinstance,ptmxmode=0666,mode=0620"
+	}
+	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, opts); err != nil {
 		return fmt.Errorf("mount devpts on %s: %w", pts, err)
 	}
 	return nil
 }
 
-// mountShm mounts runc's default /dev/shm on shm.
-func mountShm(shm string) error {
-	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
+// mountShm mounts runc's default /dev/shm on shm, size bytes (64 MiB
+// when 0, --shm-size).
+func mountShm(shm string, size int64) error {
+	if size == 0 {
+		size = 64 << 20
+	}
+	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size="+strconv.FormatInt(size, 10)); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", shm, err)
 	}
 	return nil
@@ -164,16 +202,8 @@ func freeLoopDevice() int {
 	return n
 }
 
-// inUserNS reports whether the process runs in a user namespace: its uid
-// map is not the whole identity map of the initial namespace.
-func inUserNS() bool {
-	b, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b))
-	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
-}
+// inUserNS reports whether the process runs in a user namespace.
+func inUserNS() bool { return userns.InUserNS() }
 
 // maskedPaths and readonlyPaths are runc's defaults as Docker sets them.
 var (
@@ -292,4 +322,39 @@ func loopbackUp() error {
 		return fmt.Errorf("bring lo up: %w", err)
 	}
 	return nil
+}
+
+// setNodev makes the mount at p, and every mount below it, nodev
+// (mount_setattr, Linux 5.12; else a bind remount of p alone that keeps
+// its other flags).
+func setNodev(p string) error {
+	err := unix.MountSetattr(-1, p, unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NODEV})
+	if errors.Is(err, unix.ENOSYS) {
+		err = remountWith(p, unix.MS_NODEV)
+	}
+	if err != nil {
+		return fmt.Errorf("make %s nodev: %w", p, err)
+	}
+	return nil
+}
+
+// remountWith bind-remounts p with its current flags plus add (a bind
+// remount replaces them all, and a user namespace refuses to clear the
+// locked ones).
+func remountWith(p string, add uintptr) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return err
+	}
+	flags := uintptr(unix.MS_BIND|unix.MS_REMOUNT) | add
+	for _, f := range [][2]uintptr{
+		{unix.ST_RDONLY, unix.MS_RDONLY}, {unix.ST_NOSUID, unix.MS_NOSUID}, {unix.ST_NODEV, unix.MS_NODEV},
+		{unix.ST_NOEXEC, unix.MS_NOEXEC}, {unix.ST_NOATIME, unix.MS_NOATIME},
+		{unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if uintptr(st.Flags)&f[0] != 0 {
+			flags |= f[1]
+		}
+	}
+	return unix.Mount("", p, "", flags, "")
 }

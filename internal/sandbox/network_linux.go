@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // slirpReadyTimeout bounds the wait for slirp4netns to configure the
@@ -22,10 +24,15 @@ const slirpReadyTimeout = 15 * time.Second
 const slirpDNS = "10.0.2.3"
 
 // PrivateNetworkAvailable says whether NetworkPrivate can be used here:
-// it needs Debian's slirp4netns on PATH.
+// it needs Debian's slirp4netns on PATH and a /dev/net/tun it may open
+// (mode 0666 on a usual host; a rootless builder is not root outside its
+// user namespace).
 func PrivateNetworkAvailable() error {
 	if _, err := exec.LookPath("slirp4netns"); err != nil {
 		return fmt.Errorf("slirp4netns not found (apt-get install slirp4netns): %w", err)
+	}
+	if err := unix.Access("/dev/net/tun", unix.R_OK|unix.W_OK); err != nil {
+		return fmt.Errorf("slirp4netns cannot open /dev/net/tun: %w", err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,7 +43,11 @@ func supervise(cfg *config) result {
 	defer close(done)
 	go forward(sigs, done, p.Pid)
 	ws, err := waitFor(p.Pid)
-	killAll()
+	if cfg.Isolation == IsolationChroot {
+		killDescendants()
+	} else {
+		killAll()
+	}
 	if err != nil {
 		return result{Error: err.Error()}
 	}
@@ -105,8 +110,22 @@ func statusResult(ws unix.WaitStatus) result {
 // thread that forks it: the start happens on a locked thread that drops
 // them first and is never unlocked, so it exits with its goroutine.
 func startCommand(cfg *config) (*os.Process, error) {
-	path, err := lookPath(cfg.Args[0], cfg.Env, cfg.Cwd)
+	root := "/"
+	var drop []int
+	if cfg.Isolation == IsolationChroot {
+		// The init stays outside the root; the command is chrooted, and
+		// without CAP_SYS_CHROOT it cannot chroot its way back out.
+		root, _ = chrootRoot(cfg.Mounts)
+		drop = []int{unix.CAP_SYS_CHROOT}
+		if err := mkdirIn(root, cfg.Cwd); err != nil {
+			return nil, err
+		}
+	}
+	path, err := lookPath(root, cfg.Args[0], cfg.Env, cfg.Cwd)
 	if err != nil {
+		return nil, err
+	}
+	if err := setUlimits(cfg.Ulimits); err != nil {
 		return nil, err
 	}
 	stdin, err := os.Open("/dev/null")
@@ -123,8 +142,11 @@ func startCommand(cfg *config) (*os.Process, error) {
 		Env:   env,
 		Files: []*os.File{stdin, os.Stdout, os.Stderr},
 		Sys: &syscall.SysProcAttr{Credential: &syscall.Credential{
-			Uid: cfg.UID, Gid: cfg.GID, Groups: cfg.Groups,
+			Uid: cfg.UID, Gid: cfg.GID, Groups: cfg.Groups, NoSetGroups: cfg.noSetgroups,
 		}},
+	}
+	if root != "/" {
+		attr.Sys.Chroot = root // before the chdir to Dir, inside it
 	}
 	type started struct {
 		p   *os.Process
@@ -137,7 +159,7 @@ func startCommand(cfg *config) (*os.Process, error) {
 		if cfg.Insecure {
 			attr.Sys.AmbientCaps, err = allCapabilities()
 		} else {
-			err = dropCapabilities()
+			err = dropCapabilities(drop...)
 		}
 		if err != nil {
 			ch <- started{err: err}
@@ -151,8 +173,10 @@ func startCommand(cfg *config) (*os.Process, error) {
 }
 
 // lookPath finds name in the PATH of env (DefaultPath if unset), relative
-// entries being relative to cwd. A name with a slash is used as is.
-func lookPath(name string, env []string, cwd string) (string, error) {
+// entries being relative to cwd, in the tree at root (symlinks resolved
+// inside it). A name with a slash is used as is. The path returned is the
+// one inside root.
+func lookPath(root, name string, env []string, cwd string) (string, error) {
 	if strings.Contains(name, "/") {
 		return name, nil
 	}
@@ -167,9 +191,57 @@ func lookPath(name string, env []string, cwd string) (string, error) {
 			dir = filepath.Join(cwd, dir)
 		}
 		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		host, err := securejoin.SecureJoin(root, p)
+		if err != nil {
+			continue
+		}
+		if fi, err := os.Stat(host); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 			return p, nil
 		}
 	}
 	return "", errNotFound
+}
+
+// mkdirIn creates the directory dir (absolute, inside root) and its
+// parents, resolving symlinks inside root.
+func mkdirIn(root, dir string) error {
+	p, err := securejoin.SecureJoin(root, dir)
+	if err != nil {
+		return fmt.Errorf("resolve working directory %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return fmt.Errorf("create working directory: %w", err)
+	}
+	return nil
+}
+
+// rlimits maps docker's --ulimit names to resources.
+var rlimits = map[string]int{
+	"core": unix.RLIMIT_CORE, "cpu": unix.RLIMIT_CPU, "data": unix.RLIMIT_DATA,
+	"fsize": unix.RLIMIT_FSIZE, "locks": unix.RLIMIT_LOCKS, "memlock": unix.RLIMIT_MEMLOCK,
+	"msgqueue": unix.RLIMIT_MSGQUEUE, "nice": unix.RLIMIT_NICE, "nofile": unix.RLIMIT_NOFILE,
+	"nproc": unix.RLIMIT_NPROC, "rss": unix.RLIMIT_RSS, "rtprio": unix.RLIMIT_RTPRIO,
+	"rttime": unix.RLIMIT_RTTIME, "sigpending": unix.RLIMIT_SIGPENDING, "stack": unix.RLIMIT_STACK,
+}
+
+// setUlimits sets the init's resource limits, which the command inherits.
+func setUlimits(ls []Ulimit) error {
+	for _, l := range ls {
+		r, ok := rlimits[l.Name]
+		if !ok {
+			return fmt.Errorf("unknown ulimit %q", l.Name)
+		}
+		lim := unix.Rlimit{Cur: rlimitValue(l.Soft), Max: rlimitValue(l.Hard)}
+		if err := unix.Prlimit(0, r, &lim, nil); err != nil {
+			return fmt.Errorf("set ulimit %s=%d:%d: %w", l.Name, l.Soft, l.Hard, err)
+		}
+	}
+	return nil
+}
+
+func rlimitValue(v int64) uint64 {
+	if v < 0 {
+		return unix.RLIM_INFINITY
+	}
+	return uint64(v)
 }

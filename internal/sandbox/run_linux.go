@@ -37,7 +37,22 @@ func Run(ctx context.Context, spec Spec) error {
 		return fmt.Errorf("create sandbox directory: %w", err)
 	}
 	cfg.Dir = dir
-	res, runErr := start(ctx, cfg, spec.Stdout, spec.Stderr)
+	var cg *stepCgroup
+	if spec.Limits.NeedsCgroup() {
+		if cg, err = spec.Cgroups.newStep(); err != nil {
+			_ = os.Remove(dir)
+			return err
+		}
+	}
+	res, runErr := start(ctx, cfg, cg, spec.Stdout, spec.Stderr)
+	if cg != nil {
+		if res != nil && cg.oomKilled() && (res.Code != 0 || res.Signal != "") {
+			res.oom, res.memoryLimit = true, spec.Limits.Memory
+		}
+		if err := cg.remove(); err != nil && runErr == nil {
+			runErr = err
+		}
+	}
 	// The init mounted a tmpfs on dir in its own mount namespace, which
 	// died with it: on the host dir is still empty. Never remove recursively.
 	if err := os.Remove(dir); err != nil && runErr == nil {
@@ -59,6 +74,8 @@ func newConfig(spec Spec) (*config, error) {
 		Network: spec.Network, Insecure: spec.Insecure, Hostname: spec.Hostname,
 		Hosts: spec.Hosts, ResolvConf: spec.ResolvConf,
 		Binds: spec.Binds, Tmpfs: spec.Tmpfs, Files: spec.Files,
+		Isolation: spec.Isolation,
+		ShmSize:   spec.Limits.ShmSize, Ulimits: spec.Limits.Ulimits,
 	}
 	if cfg.Env == nil {
 		cfg.Env = []string{}
@@ -97,13 +114,14 @@ func (r *result) err() error {
 	case r.Error != "":
 		return fmt.Errorf("sandbox: %s", r.Error)
 	case r.Code != 0 || r.Signal != "":
-		return &ExitError{Code: r.Code, Signal: r.Signal}
+		return &ExitError{Code: r.Code, Signal: r.Signal, OOMKilled: r.oom, MemoryLimit: r.memoryLimit}
 	}
 	return nil
 }
 
-// start runs the init with cfg and returns what it reported.
-func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*result, error) {
+// start runs the init with cfg (in the step cgroup cg, if any) and
+// returns what it reported.
+func start(ctx context.Context, cfg *config, cg *stepCgroup, stdout, stderr io.Writer) (*result, error) {
 	specR, specW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("create spec pipe: %w", err)
@@ -115,7 +133,7 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*result,
 		return nil, fmt.Errorf("create result pipe: %w", err)
 	}
 	defer resR.Close()
-	cmd := initCommand(ctx, cfg.Network, specR, resW, stdout, stderr)
+	cmd := initCommand(ctx, cfg, specR, resW, stdout, stderr)
 
 	// Pdeathsig fires when the thread that started the child exits: keep
 	// this goroutine on its thread until the child is reaped.
@@ -126,6 +144,14 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*result,
 	resW.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox init: %w", err)
+	}
+	if cg != nil {
+		// The init waits for its spec: the command starts in the cgroup.
+		if err := cg.attach(cmd.Process.Pid); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return nil, err
+		}
 	}
 	reported := make(chan []byte, 1)
 	go func() {
@@ -150,7 +176,7 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*result,
 	return decodeResult(<-reported, waitErr)
 }
 
-func initCommand(ctx context.Context, network string, specR, resW *os.File, stdout, stderr io.Writer) *exec.Cmd {
+func initCommand(ctx context.Context, cfg *config, specR, resW *os.File, stdout, stderr io.Writer) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "/proc/self/exe", InitArg)
 	cmd.Env = []string{}
 	// Wrapping hides any *os.File from exec, so the sandbox only ever gets
@@ -160,8 +186,11 @@ func initCommand(ctx context.Context, network string, specR, resW *os.File, stdo
 	cmd.ExtraFiles = []*os.File{specR, resW}
 	cmd.WaitDelay = waitDelay
 	flags := unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
-	if network != NetworkHost {
+	if cfg.Network != NetworkHost {
 		flags |= unix.CLONE_NEWNET
+	}
+	if cfg.Isolation == IsolationChroot {
+		flags = 0 // nothing new is allowed: see chroot_linux.go
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: uintptr(flags),

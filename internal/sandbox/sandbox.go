@@ -92,6 +92,15 @@ type Spec struct {
 	Binds []Bind
 	Tmpfs []Tmpfs
 	Files []File
+	// Isolation is IsolationNamespaces (the default when empty; also
+	// what IsolationRootless means inside the builder's user namespace)
+	// or IsolationChroot.
+	Isolation string
+	// Limits are the command's resource limits: ShmSize and Ulimits
+	// apply as they are, the others through Cgroups, which must be set
+	// when Limits.NeedsCgroup.
+	Limits  Limits
+	Cgroups *Cgroups
 }
 
 // Bind mounts a host directory or file into the sandbox. Source is bound
@@ -122,13 +131,19 @@ type File struct {
 
 // ExitError reports a command that exited non-zero or was killed by a
 // signal. For a signal, Code is 128 plus the signal number and Signal its
-// name ("SIGKILL").
+// name ("SIGKILL"). OOMKilled says the kernel killed it (or one of its
+// processes) for exceeding MemoryLimit.
 type ExitError struct {
-	Code   int
-	Signal string
+	Code        int
+	Signal      string
+	OOMKilled   bool
+	MemoryLimit int64
 }
 
 func (e *ExitError) Error() string {
+	if e.OOMKilled {
+		return fmt.Sprintf("killed: out of memory (limit %s)", MiB(e.MemoryLimit))
+	}
 	if e.Signal != "" {
 		return fmt.Sprintf("killed by signal %s (exit code %d)", e.Signal, e.Code)
 	}
@@ -151,6 +166,11 @@ type config struct {
 	Binds      []Bind
 	Tmpfs      []Tmpfs
 	Files      []File
+	Isolation  string
+	ShmSize    int64
+	Ulimits    []Ulimit
+	// noSetgroups is set by the init where setgroups(2) is denied.
+	noSetgroups bool
 	// Dir is an empty private directory on the host; the init mounts a
 	// tmpfs on it (in its namespace) to hold the root mount point and the
 	// generated /etc files.
@@ -162,6 +182,9 @@ type result struct {
 	Error  string `json:",omitempty"` // setup failed before or after the command
 	Code   int
 	Signal string `json:",omitempty"`
+	// Set by the parent from the step's cgroup.
+	oom         bool
+	memoryLimit int64
 }
 
 func validate(spec Spec) error {
@@ -196,6 +219,19 @@ func validate(spec Spec) error {
 		if len(f.Data) > MaxFileSize {
 			return fmt.Errorf("%w: file for %s is larger than %d bytes", ErrInvalidSpec, f.Target, MaxFileSize)
 		}
+	}
+	if err := spec.Limits.Check(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSpec, err)
+	}
+	if spec.Limits.NeedsCgroup() && spec.Cgroups == nil {
+		return fmt.Errorf("%w: limits need Cgroups", ErrInvalidSpec)
+	}
+	switch spec.Isolation {
+	case "", IsolationNamespaces, IsolationRootless:
+	case IsolationChroot:
+		return validateChroot(spec)
+	default:
+		return fmt.Errorf("%w: unknown isolation %q", ErrInvalidSpec, spec.Isolation)
 	}
 	return nil
 }

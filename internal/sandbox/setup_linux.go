@@ -12,9 +12,10 @@ import (
 // mounted on and the stubs it created, both relative to root, so that
 // teardown works before and after the pivot.
 type sandbox struct {
-	root    string // host path of the mounted root, then "/" after pivot
-	targets []string
-	stubs   []stub
+	root     string // host path of the mounted root, then "/" after pivot
+	targets  []string
+	stubs    []stub
+	insecure bool // --security=insecure: no nodev anywhere
 }
 
 // etcFiles are the generated files bind-mounted into the root.
@@ -30,6 +31,12 @@ func (sb *sandbox) setup(cfg *config) error {
 	}
 	if err := mountRoot(cfg.Mounts, sb.root); err != nil {
 		return err
+	}
+	if !cfg.Insecure {
+		// No device node in the root can be opened (see mountDev).
+		if err := setNodev(sb.root); err != nil {
+			return err
+		}
 	}
 	ex := newExtras(cfg, files)
 	if err := sb.mountSystem(ex, cfg.Insecure); err != nil {
@@ -99,7 +106,7 @@ func (sb *sandbox) mountSystem(ex *extras, insecure bool) error {
 	if err != nil {
 		return err
 	}
-	if err := mountDev(p); err != nil {
+	if err := mountDev(p, insecure); err != nil {
 		return err
 	}
 	if insecure {
@@ -110,7 +117,7 @@ func (sb *sandbox) mountSystem(ex *extras, insecure bool) error {
 	if err := sb.system(ex, "dev/pts", true, mountDevpts); err != nil {
 		return err
 	}
-	if err := sb.system(ex, "dev/shm", true, mountShm); err != nil {
+	if err := sb.system(ex, "dev/shm", true, func(p string) error { return mountShm(p, ex.cfg.ShmSize) }); err != nil {
 		return err
 	}
 	return sb.system(ex, "sys", true, func(p string) error { return mountSys(p, insecure) })

@@ -1,0 +1,241 @@
+package exporter
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/pgzip"
+)
+
+// Codec names a layer compression, as buildx's compression= option.
+type Codec string
+
+// The codecs of compression=.
+const (
+	Gzip         Codec = "gzip"
+	Zstd         Codec = "zstd"
+	Uncompressed Codec = "uncompressed"
+)
+
+// Compression is how layers are compressed where they leave the machine
+// (push, --cache-to, OCI archives). The zero value is gzip at its default
+// level, buildx's default.
+type Compression struct {
+	Codec Codec // "" is Gzip
+	// Level is compression-level=N: 0-9 for gzip, 0-22 for zstd (zstd's
+	// scale, mapped onto klauspost/compress's four speeds as BuildKit
+	// does). LevelSet false means the codec's default.
+	Level    int
+	LevelSet bool
+	// Force is force-compression=true: layers compressed otherwise (a
+	// base image's) are compressed again with this codec and level,
+	// instead of being sent as they are.
+	Force bool
+}
+
+// SetOption applies one key=value option of an output or --cache-to
+// (compression, compression-level, force-compression) and reports whether
+// key was one of them.
+func (c *Compression) SetOption(key, val string) (bool, error) {
+	switch key {
+	case "compression":
+		switch Codec(val) {
+		case Gzip, Zstd, Uncompressed:
+			c.Codec = Codec(val)
+		default:
+			return true, fmt.Errorf("compression=%q: want gzip, zstd or uncompressed", val)
+		}
+	case "compression-level":
+		n, err := strconv.Atoi(val)
+		if err != nil {
+			return true, fmt.Errorf("compression-level=%q is not a number", val)
+		}
+		c.Level, c.LevelSet = n, true
+	case "force-compression":
+		b, err := strconv.ParseBool(val)
+		if err != nil {
+			return true, fmt.Errorf("force-compression=%q is not a boolean", val)
+		}
+		c.Force = b
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+// Validate checks the level against the codec.
+func (c Compression) Validate() error {
+	if !c.LevelSet {
+		return nil
+	}
+	switch c.codec() {
+	case Gzip:
+		if c.Level < 0 || c.Level > 9 {
+			return fmt.Errorf("compression-level=%d: gzip takes 0-9", c.Level)
+		}
+	case Zstd:
+		if c.Level < 0 || c.Level > 22 {
+			return fmt.Errorf("compression-level=%d: zstd takes 0-22", c.Level)
+		}
+	case Uncompressed:
+		return fmt.Errorf("compression-level=%d: compression=uncompressed has no level", c.Level)
+	}
+	return nil
+}
+
+func (c Compression) codec() Codec {
+	if c.Codec == "" {
+		return Gzip
+	}
+	return c.Codec
+}
+
+// String names the codec and level: "gzip", "zstd-19".
+func (c Compression) String() string {
+	if c.LevelSet {
+		return fmt.Sprintf("%s-%d", c.codec(), c.Level)
+	}
+	return string(c.codec())
+}
+
+// mediaType is the OCI layer media type of the codec's blobs.
+func (c Compression) mediaType() types.MediaType {
+	switch c.codec() {
+	case Zstd:
+		return types.OCILayerZStd
+	case Uncompressed:
+		return types.OCIUncompressedLayer
+	}
+	return types.OCILayer
+}
+
+// recordName is the name of the compressed/ record of diffID's blob with
+// these settings: <hex>.json for gzip at its default level (the name every
+// earlier builder used), <hex>.<codec>[-<level>].json otherwise.
+func (c Compression) recordName(hex string) string {
+	if c.codec() == Gzip && !c.LevelSet {
+		return hex + ".json"
+	}
+	return hex + "." + c.String() + ".json"
+}
+
+// keeps reports whether a layer of media type mt goes out as it is:
+// uncompressed layers are compressed, a compressed one is compressed
+// again only with force-compression and another codec or an explicit
+// level.
+func (c Compression) keeps(mt types.MediaType) bool {
+	if isUncompressed(mt) {
+		return c.codec() == Uncompressed
+	}
+	if !c.Force {
+		return true
+	}
+	same := (c.codec() == Gzip && (mt == types.OCILayer || mt == types.DockerLayer)) ||
+		(c.codec() == Zstd && mt == types.OCILayerZStd)
+	return same && !c.LevelSet
+}
+
+// compressBlockSize fixes pgzip's block size: the compressed bytes depend
+// on it, never on the number of blocks compressed in parallel.
+const compressBlockSize = 1 << 20
+
+// encoders is how many blocks are compressed at once: every core, and at
+// least 2, because zstd's parallel mode (whose output, split in jobs of a
+// size fixed by the level, does not depend on how many run at once) is
+// only used with more than one encoder.
+func encoders() int { return max(2, runtime.GOMAXPROCS(0)) }
+
+// compress writes r compressed with c to w, on every core. The output is
+// a function of r's bytes and c only: gzip has a header without name or
+// time and a fixed block size; zstd runs in its job mode.
+func (c Compression) compress(ctx context.Context, w io.Writer, r io.Reader) error {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	var zw io.WriteCloser
+	switch c.codec() {
+	case Gzip:
+		level := pgzip.DefaultCompression
+		if c.LevelSet {
+			level = c.Level
+		}
+		gw, err := pgzip.NewWriterLevel(bw, level)
+		if err != nil {
+			return err
+		}
+		// pgzip writes the zero time as 2042 (a wrapped uint32).
+		gw.Header.ModTime = time.Unix(0, 0)
+		if err := gw.SetConcurrency(compressBlockSize, encoders()); err != nil {
+			return err
+		}
+		zw = gw
+	case Zstd:
+		level := zstd.SpeedDefault
+		if c.LevelSet {
+			level = zstd.EncoderLevelFromZstd(c.Level)
+		}
+		ew, err := zstd.NewWriter(bw, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(encoders()), zstd.WithConcurrentBlocks(true))
+		if err != nil {
+			return err
+		}
+		zw = ew
+	default:
+		return fmt.Errorf("compress: codec %q", c.codec())
+	}
+	if _, err := io.Copy(zw, contextReader{ctx: ctx, r: r}); err != nil {
+		zw.Close()
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// recorded is c as a compressed record states it: the codec ("" for gzip)
+// and the level; force does not change the bytes.
+func (c Compression) recorded() Compression {
+	r := Compression{Codec: c.codec(), Level: c.Level, LevelSet: c.LevelSet}
+	if r.Codec == Gzip {
+		r.Codec = ""
+	}
+	if !r.LevelSet {
+		r.Level = 0
+	}
+	return r
+}
+
+// codecOf is the compression of a layer media type's blobs.
+func codecOf(mt types.MediaType) Compression {
+	switch mt {
+	case types.OCILayerZStd:
+		return Compression{Codec: Zstd}
+	case types.OCILayer, types.DockerLayer:
+		return Compression{}
+	}
+	return Compression{Codec: Uncompressed}
+}
+
+// decompress reads the blob r of media type mt uncompressed.
+func decompress(r io.Reader, mt types.MediaType) (io.ReadCloser, error) {
+	switch codecOf(mt).codec() {
+	case Gzip:
+		zr, err := pgzip.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("gunzip: %w", err)
+		}
+		return zr, nil
+	case Zstd:
+		zr, err := zstd.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		return zr.IOReadCloser(), nil
+	}
+	return io.NopCloser(r), nil
+}
