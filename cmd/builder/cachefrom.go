@@ -180,7 +180,7 @@ func exportCaches(ctx context.Context, st *stores, res *executor.Result, specs [
 // image's included) and seconds spent, bytes read for upload exporting
 // them and seconds spent.
 func cacheTrafficLine(t *exporter.Traffic) string {
-	return fmt.Sprintf("registry traffic: %s in (%d remote layers fetched when a step needed them) in %.2fs, %s of cache out in %.2fs",
+	return fmt.Sprintf("remote cache: imported %s (%d layers fetched when needed) in %.2fs, exported %s in %.2fs",
 		units.HumanSize(float64(t.ImportBytes.Load())), t.ImportLayers.Load(), time.Duration(t.ImportNanos.Load()).Seconds(),
 		units.HumanSize(float64(t.ExportBytes.Load())), time.Duration(t.ExportNanos.Load()).Seconds())
 }
