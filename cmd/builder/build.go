@@ -383,6 +383,9 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (er
 	pushOpts, countPush := meteredPush(remoteOpts(), res.Image)
 	er := &exportRun{st: st, prog: prog, ro: pushOpts, stdout: a.stdout, epoch: plan.SourceDateEpoch,
 		base: baseDiffIDs(plan.Target), done: &rec.Outputs}
+	if res.Image, err = inlineCache(ctx, st, res, cacheTo); err != nil {
+		return err
+	}
 	res.Image = annotate(res.Image, annotations)
 	out, err := er.exportAll(ctx, res.Image, f.tags, outs)
 	countPush(rec.Outputs)

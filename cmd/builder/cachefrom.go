@@ -19,6 +19,12 @@ type cacheSpec struct {
 	loc  exporter.CacheLocation
 	mode executor.CacheMode   // --cache-to only
 	comp exporter.Compression // --cache-to only
+	// inline is --cache-to type=inline: the records go into the image's
+	// config (exporter.InlineCache); --cache-from IMAGE reads them.
+	inline bool
+	// ignoreError (--cache-to ignore-error=true) makes a failed export a
+	// warning, as in BuildKit.
+	ignoreError bool
 }
 
 // cacheDirection tells which flag a value belongs to: the local type takes
@@ -84,9 +90,14 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 				return c, fmt.Errorf("mode=%q: want min or max", val)
 			}
 			c.mode = executor.CacheMode(val)
-		case "oci-mediatypes", "image-manifest", "ignore-error":
-			// BuildKit's: our cache is always an OCI image manifest, and
-			// a failed export fails the build.
+		case "ignore-error":
+			b, err := strconv.ParseBool(val)
+			if err != nil {
+				return c, fmt.Errorf("%s=%q is not a boolean", k, val)
+			}
+			c.ignoreError = b
+		case "oci-mediatypes", "image-manifest":
+			// BuildKit's: builder's cache is always an OCI image manifest.
 			if _, err := strconv.ParseBool(val); err != nil {
 				return c, fmt.Errorf("%s=%q is not a boolean", k, val)
 			}
@@ -107,6 +118,12 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 		return c, err
 	}
 	switch typ {
+	case "inline":
+		if dir != cacheExport {
+			return c, errors.New("type=inline belongs to --cache-to (--cache-from IMAGE reads it)")
+		}
+		c.inline = true
+		return c, nil
 	case "registry":
 		if c.loc.Ref == "" {
 			return c, errors.New("ref=REF is required")
@@ -122,7 +139,7 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 		c.loc.Dir, c.loc.Ref = path, ""
 		return c, nil
 	}
-	return c, fmt.Errorf("unknown type %q (want registry or local)", typ)
+	return c, fmt.Errorf("unknown type %q (want registry, local or inline)", typ)
 }
 
 // importCaches reads the manifests of the --cache-from caches. A cache
@@ -183,4 +200,20 @@ func cacheTrafficLine(t *exporter.Traffic) string {
 	return fmt.Sprintf("remote cache: imported %s (%d layers fetched when needed) in %.2fs, exported %s in %.2fs",
 		units.HumanSize(float64(t.ImportBytes.Load())), t.ImportLayers.Load(), time.Duration(t.ImportNanos.Load()).Seconds(),
 		units.HumanSize(float64(t.ExportBytes.Load())), time.Duration(t.ExportNanos.Load()).Seconds())
+}
+
+// inlineCache puts the build's cache records into its image's config when
+// a --cache-to is type=inline (mode min: the image's own steps).
+func inlineCache(ctx context.Context, st *stores, res *executor.Result, specs []cacheSpec) (v1.Image, error) {
+	for _, c := range specs {
+		if !c.inline {
+			continue
+		}
+		recs, err := executor.CacheRecords(ctx, st.cache, res, executor.CacheMin)
+		if err != nil {
+			return nil, fmt.Errorf("inline cache: %w", err)
+		}
+		return exporter.InlineCache(res.Image, recs)
+	}
+	return res.Image, nil
 }
