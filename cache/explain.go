@@ -144,9 +144,10 @@ func fileReasons(prev, cur []FileInput) []string {
 	pm, cm := fileMap(prev), fileMap(cur)
 	var added, removed, content []string
 	var out []string
-	for _, p := range unionKeys(pm, cm) {
-		a, aok := pm[p]
-		b, bok := cm[p]
+	for _, key := range unionKeys(pm, cm) {
+		a, aok := pm[key]
+		b, bok := cm[key]
+		p := shownPath(key)
 		switch {
 		case !aok:
 			added = append(added, p)
@@ -181,6 +182,17 @@ func fileMap(fs []FileInput) map[string]FileInput {
 		m[f.Path] = f
 	}
 	return m
+}
+
+// shownPath is a file input's path as the user wrote it: a step with
+// several sources prefixes each source's files with the source's number
+// ("0/src/main.go"); a reason names "src/main.go".
+func shownPath(p string) string {
+	first, rest, ok := strings.Cut(p, "/")
+	if !ok || rest == "" || strings.Trim(first, "0123456789") != "" {
+		return p
+	}
+	return rest
 }
 
 // fileGroup renders "a.txt removed" for one path and "3 files added under

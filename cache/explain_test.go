@@ -42,6 +42,11 @@ func TestExplain(t *testing.T) {
 		{"mode", &Inputs{Op: "COPY", Files: base}, &Inputs{Op: "COPY", Files: []FileInput{base[0], file("run.sh", "sha256:2", 0o755), base[2]}}, "mode of run.sh changed (0644 → 0755)"},
 		{"type", &Inputs{Op: "COPY", Files: []FileInput{file("x", "sha256:1", 0o644)}}, &Inputs{Op: "COPY", Files: []FileInput{{Path: "x", Type: "symlink", Mode: 0o777, Link: "y"}}}, "x changed from file to symlink"},
 		{"link", &Inputs{Op: "COPY", Files: []FileInput{{Path: "l", Type: "symlink", Link: "a"}}}, &Inputs{Op: "COPY", Files: []FileInput{{Path: "l", Type: "symlink", Link: "b"}}}, "link target of l changed (a → b)"},
+		// COPY's sources are numbered in its inputs; reasons show the
+		// paths as written.
+		{"numbered source", &Inputs{Op: "COPY", Files: []FileInput{file("0/store.go", "sha256:1", 0o644), file("1/lib/a.go", "sha256:2", 0o644)}},
+			&Inputs{Op: "COPY", Files: []FileInput{file("0/store.go", "sha256:9", 0o644), file("1/lib/a.go", "sha256:2", 0o644), file("1/lib/b.go", "sha256:3", 0o644)}},
+			"store.go content changed; lib/b.go added"},
 		{"several, ordered", &Inputs{Op: "RUN", Fields: f("env.FOO", "a", "arg.V", "1", "instruction", "RUN x")}, &Inputs{Op: "RUN", Fields: f("env.FOO", "b", "arg.V", "2", "instruction", "RUN x")}, "build arg V changed (1 → 2); env FOO changed (a → b)"},
 		{"more than three", &Inputs{Op: "RUN", Fields: f("a", "1", "b", "1", "c", "1", "d", "1", "e", "1")}, &Inputs{Op: "RUN", Fields: f("a", "2", "b", "2", "c", "2", "d", "2", "e", "2")}, "a changed; b changed; c changed; and 2 more"},
 	}

@@ -312,8 +312,14 @@ func (c *ImportedCache) index(img v1.Image) error {
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
-	if m.Config.MediaType != CacheConfigType {
-		return fmt.Errorf("not a builder cache: config media type %q, want %q", m.Config.MediaType, CacheConfigType)
+	switch m.Config.MediaType {
+	case CacheConfigType:
+	case types.OCIConfigJSON, types.DockerConfigJSON:
+		return c.indexInline(img, m)
+	case "application/vnd.buildkit.cacheconfig.v0":
+		return fmt.Errorf("%w: BuildKit's cache, whose keys builder cannot use", ErrForeignCache)
+	default:
+		return fmt.Errorf("%w: config media type %q, want %q", ErrForeignCache, m.Config.MediaType, CacheConfigType)
 	}
 	raw, err := img.RawConfigFile()
 	if err != nil {

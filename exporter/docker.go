@@ -210,7 +210,7 @@ func uncompressedImage(img v1.Image) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return imageFromParts(rawCfg, types.OCIConfigJSON, converted)
+	return rebuilt(img, rawCfg, types.OCIConfigJSON, converted)
 }
 
 // uncompressedLayer returns l when it is a plain tar, and otherwise a view

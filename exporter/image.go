@@ -54,8 +54,19 @@ func NewImageRaw(rawCfg []byte, layers []v1.Layer) (v1.Image, error) {
 	return imageFromParts(rawCfg, types.OCIConfigJSON, layers)
 }
 
-// imageFromParts builds the OCI manifest for a raw config and its layers.
-func imageFromParts(rawCfg []byte, cfgType types.MediaType, layers []v1.Layer) (v1.Image, error) {
+// rebuilt is src with another config or other layers (compressed,
+// rewritten), keeping the annotations of src's manifest.
+func rebuilt(src v1.Image, rawCfg []byte, cfgType types.MediaType, layers []v1.Layer) (v1.Image, error) {
+	m, err := src.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return imageFromParts(rawCfg, cfgType, layers, m.Annotations)
+}
+
+// imageFromParts builds the OCI manifest for a raw config and its layers,
+// with the manifest annotations ann (if any).
+func imageFromParts(rawCfg []byte, cfgType types.MediaType, layers []v1.Layer, ann ...map[string]string) (v1.Image, error) {
 	cfgDigest, cfgSize, err := v1.SHA256(bytes.NewReader(rawCfg))
 	if err != nil {
 		return nil, fmt.Errorf("hash config: %w", err)
@@ -72,6 +83,9 @@ func imageFromParts(rawCfg []byte, cfgType types.MediaType, layers []v1.Layer) (
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
 		m.Layers = append(m.Layers, d)
+	}
+	for _, a := range ann {
+		m.Annotations = a
 	}
 	rawManifest, err := json.Marshal(m)
 	if err != nil {
@@ -109,7 +123,27 @@ func layerDescriptor(l v1.Layer) (v1.Descriptor, error) {
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("media type: %w", err)
 	}
-	return v1.Descriptor{MediaType: ociLayerType(mt), Digest: d, Size: size}, nil
+	desc := v1.Descriptor{MediaType: ociLayerType(mt), Digest: d, Size: size}
+	if a, ok := l.(annotator); ok {
+		desc.Annotations = a.Annotations()
+	}
+	return desc, nil
+}
+
+// annotator is a layer whose manifest descriptor carries annotations.
+type annotator interface{ Annotations() map[string]string }
+
+// withAnnotations returns dst, the layer src became on its way out
+// (compressed, relabeled, announced), with src's annotations.
+func withAnnotations(src, dst v1.Layer) v1.Layer {
+	a, ok := src.(annotator)
+	if !ok {
+		return dst
+	}
+	if _, ok := dst.(annotator); ok {
+		return dst
+	}
+	return &annotatedLayer{Layer: dst, ann: a.Annotations()}
 }
 
 // ociLayerType maps Docker layer media types onto their OCI equivalents (the

@@ -1,17 +1,23 @@
 package exporter
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/builder-dev/builder/snapshot"
 )
 
 // WriteOCI writes images to path as an OCI image layout tar: oci-layout,
@@ -93,12 +99,13 @@ func (a *ociArchive) compressedImage(img v1.Image) (v1.Image, error) {
 		if out[i], err = a.compressedLayer(l); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
+		out[i] = withAnnotations(l, out[i])
 	}
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return imageFromParts(rawCfg, types.OCIConfigJSON, out)
+	return rebuilt(img, rawCfg, types.OCIConfigJSON, out)
 }
 
 func (a *ociArchive) compressedLayer(l v1.Layer) (v1.Layer, error) {
@@ -211,3 +218,85 @@ func (f *fileLayer) Size() (int64, error)                 { return f.size, nil }
 func (f *fileLayer) MediaType() (types.MediaType, error)  { return f.mt, nil }
 func (f *fileLayer) Compressed() (io.ReadCloser, error)   { return os.Open(f.file) }
 func (f *fileLayer) Uncompressed() (io.ReadCloser, error) { return f.src.Uncompressed() }
+
+// OCIIndex reads the index.json of an OCI layout: a tar (WriteOCI) or a
+// directory (ExtractLayout).
+func OCIIndex(path string) (*v1.IndexManifest, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	var data []byte
+	if fi.IsDir() {
+		data, err = os.ReadFile(filepath.Join(path, "index.json"))
+	} else {
+		data, err = readTarMember(path, "index.json")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read index.json of %s: %w", path, err)
+	}
+	return v1.ParseIndexManifest(bytes.NewReader(data))
+}
+
+// readTarMember returns the content of the file name in the tar at path.
+func readTarMember(file, name string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("no %s", name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if path.Clean(hdr.Name) == name && hdr.Typeflag == tar.TypeReg {
+			return io.ReadAll(io.LimitReader(tr, 64<<20))
+		}
+	}
+}
+
+// ExtractLayout writes the OCI (or docker) layout archive at tarPath as
+// the directory dir (tar=false), replacing what was there: it is made
+// beside dir and renamed into place.
+func ExtractLayout(ctx context.Context, tarPath, dir string) error {
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Open(tarPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := snapshot.Apply(ctx, tmp, f, snapshot.WithNoWhiteouts()); err != nil {
+		return fmt.Errorf("write layout %s: %w", dir, err)
+	}
+	old := ""
+	if _, err := os.Lstat(dir); err == nil {
+		old = tmp + ".old"
+		if err := os.Rename(dir, old); err != nil {
+			return fmt.Errorf("replace %s: %w", dir, err)
+		}
+		defer os.RemoveAll(old)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if old != "" {
+			_ = os.Rename(old, dir)
+		}
+		return fmt.Errorf("write layout %s: %w", dir, err)
+	}
+	return nil
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -105,19 +106,21 @@ func (s *Store) Push(ctx context.Context, ref, dst string, o RemoteOptions) (v1.
 	if dst == "" {
 		dst = ref
 	}
-	return s.PushImage(ctx, img, dst, o)
+	desc, err := s.PushImage(ctx, img, dst, o)
+	return desc.Digest, err
 }
 
 // PushImage uploads img to dst. Layers stored uncompressed are gzipped
 // first (once per layer: see Compressed) and the manifest is rewritten as
 // an OCI manifest with gzip layer types; an image with compressed layers
 // only is pushed byte for byte. Blobs the registry has are not uploaded.
-// It returns the digest of the pushed manifest.
+// It returns the descriptor of the pushed manifest (as the registry
+// resolves it).
 //
 // A compressed copy found damaged while it is uploaded (the registry gets
 // nothing it would keep: it checks digests) has been removed by the read:
 // the push is tried once more, which compresses that layer again.
-func (s *Store) PushImage(ctx context.Context, img v1.Image, dst string, o RemoteOptions) (v1.Hash, error) {
+func (s *Store) PushImage(ctx context.Context, img v1.Image, dst string, o RemoteOptions) (v1.Descriptor, error) {
 	d, err := s.pushImage(ctx, img, dst, o)
 	if blob, ok := damagedCopy(img, err); ok {
 		o.notify(fmt.Sprintf("the compressed copy %s of a layer was damaged and is removed; compressing the layer again", shortDigest(blob)))
@@ -150,25 +153,25 @@ func damagedCopy(img v1.Image, err error) (v1.Hash, bool) {
 	return h, true
 }
 
-func (s *Store) pushImage(ctx context.Context, img v1.Image, dst string, o RemoteOptions) (v1.Hash, error) {
+func (s *Store) pushImage(ctx context.Context, img v1.Image, dst string, o RemoteOptions) (v1.Descriptor, error) {
 	r, err := o.parse(dst)
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("push %s: %w", dst, err)
+		return v1.Descriptor{}, fmt.Errorf("push %s: %w", dst, err)
 	}
 	reg := r.Context().RegistryStr()
 	out, err := s.pushable(ctx, img, r.Context(), o)
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", dst, reg, err)
+		return v1.Descriptor{}, fmt.Errorf("push %s to %s: %w", dst, reg, err)
 	}
 	if err := remote.Write(r, out, o.remote(ctx, r.Context().Registry, remote.WithJobs(pushJobs))...); err != nil {
-		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", dst, reg, classify(err))
+		return v1.Descriptor{}, fmt.Errorf("push %s to %s: %w", dst, reg, classify(err))
 	}
 	s.rememberSources(ctx, r.Context(), layerDigests(out))
-	digest, err := out.Digest()
+	desc, err := partial.Descriptor(out)
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("push %s: %w", dst, err)
+		return v1.Descriptor{}, fmt.Errorf("push %s: %w", dst, err)
 	}
-	return digest, nil
+	return *desc, nil
 }
 
 // pushJobs is how many blobs a push sends (or checks, or mounts) at once.
@@ -195,12 +198,17 @@ func (s *Store) pushable(ctx context.Context, img v1.Image, dst name.Repository,
 		out[i] = announcedLayer{Layer: gz[d], notify: o.notify}
 	}
 	out = s.mountable(out, dst, o)
+	for i, l := range layers {
+		if _, ok := l.(annotator); ok {
+			out[i], changed = withAnnotations(l, out[i]), true
+		}
+	}
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	if changed {
-		return imageFromParts(rawCfg, configType(img), out)
+		return rebuilt(img, rawCfg, configType(img), out)
 	}
 	rawManifest, err := img.RawManifest()
 	if err != nil {

@@ -122,8 +122,8 @@ func TestPushPullRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if desc.Digest != pushed {
-		t.Errorf("registry has %s, push returned %s", desc.Digest, pushed)
+	if desc.Digest != pushed.Digest || desc.Size != pushed.Size || desc.MediaType != pushed.MediaType {
+		t.Errorf("registry has %+v, push returned %+v", desc.Descriptor, pushed)
 	}
 	remoteImg, err := desc.Image()
 	if err != nil {
@@ -142,8 +142,8 @@ func TestPushPullRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again != pushed {
-		t.Errorf("second push gave %s, first %s", again, pushed)
+	if again.Digest != pushed.Digest {
+		t.Errorf("second push gave %s, first %s", again.Digest, pushed.Digest)
 	}
 	if n := reg.uploads.Load() - before; n != 0 {
 		t.Errorf("second push made %d blob upload requests, want 0", n)
@@ -158,16 +158,16 @@ func TestPushPullRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != pushed {
-		t.Errorf("pulled %s, pushed %s", got, pushed)
+	if got != pushed.Digest {
+		t.Errorf("pulled %s, pushed %s", got, pushed.Digest)
 	}
 	local, err := dst.Image(t.Context(), ref)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkImage(t, local)
-	if d := mustDigest(t, local); d != pushed {
-		t.Errorf("local image %s, pushed %s", d, pushed)
+	if d := mustDigest(t, local); d != pushed.Digest {
+		t.Errorf("local image %s, pushed %s", d, pushed.Digest)
 	}
 	cfg, _ := local.ConfigFile()
 	for _, d := range cfg.RootFS.DiffIDs {
@@ -182,8 +182,8 @@ func TestPushPullRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if copied != pushed {
-		t.Errorf("re-push of the pulled image gave %s, want %s", copied, pushed)
+	if copied != pushed.Digest {
+		t.Errorf("re-push of the pulled image gave %s, want %s", copied, pushed.Digest)
 	}
 	if n := reg.uploads.Load() - before; n != 0 {
 		t.Errorf("re-push to the same registry made %d blob uploads, want 0 (mounts or existing)", n)

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -49,6 +48,7 @@ type buildFlags struct {
 	pull          bool
 	push          bool
 	load          bool
+	annotations   []string
 	quiet         bool
 	cacheFrom     []string
 	cacheTo       []string
@@ -91,6 +91,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")
 	fs.BoolVar(&f.pull, "pull", false, "always pull base images from their registry (default: only those missing locally)")
 	fs.BoolVar(&f.push, "push", false, "push the image to the registry of every -t name after the build")
+	fs.StringArrayVar(&f.annotations, "annotation", nil, "annotate the image manifest: KEY=VALUE or manifest:KEY=VALUE (repeatable)")
 	fs.BoolVar(&f.load, "load", false, "load the image into the Docker engine of $DOCKER_HOST (same as -o type=docker)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REF | REF | type=local,src=DIR")
@@ -111,125 +112,6 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 		f.progress = "quiet"
 	}
 	return runBuild(ctx, a, &f, fs.Arg(0))
-}
-
-// exported is where a build's image went.
-type exported struct {
-	local v1.Hash // manifest digest in the local store
-	// engineID is the image ID a Docker engine that loaded the image
-	// shows (--load), "" without one.
-	engineID string
-}
-
-// id is the image ID to report (-q, --iidfile): the one the engine shows
-// for an image loaded into it, else the local store's manifest digest.
-func (e exported) id() string {
-	if e.engineID != "" {
-		return e.engineID
-	}
-	return e.local.String()
-}
-
-// exportAll writes the requested outputs and pushes, then stores the image
-// in the local store under its tags (and the names of type=image outputs),
-// so a failed export never leaves a tag behind. Each output written is
-// added to done.
-func exportAll(ctx context.Context, st *stores, img v1.Image, tags []string, outs []output, prog *progress, ro exporter.RemoteOptions, done *[]cache.BuildOutput) (exported, error) {
-	var ex exported
-	tags = append([]string(nil), tags...)
-	for _, o := range outs {
-		tagged := []exporter.Tagged{{Image: img, Tags: tags}}
-		rec := cache.BuildOutput{Type: o.typ, Dest: o.dest, Name: o.name}
-		var err error
-		switch {
-		case o.typ == "docker" && o.dest == "":
-			ex.engineID, err = loadIntoEngine(ctx, st, tagged, prog)
-		case o.typ == "docker":
-			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
-			err = exporter.WriteDocker(ctx, o.dest, tagged)
-		case o.typ == "oci":
-			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
-			err = exporter.WriteOCI(ctx, o.dest, tagged, o.comp)
-		case o.typ == "local":
-			prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
-			err = exporter.WriteLocal(ctx, o.dest, img)
-		case o.typ == "image" || o.typ == "registry":
-			if o.typ == "image" {
-				tags = append(tags, o.name)
-			}
-			if o.push {
-				prog.Notice("pushing " + o.name)
-				var d v1.Hash
-				po := ro
-				po.Compression = o.comp
-				if d, err = st.images.PushImage(ctx, img, o.name, po); err == nil {
-					prog.Notice(fmt.Sprintf("pushed %s@%s", o.name, d))
-					rec.Digest = d.String()
-				}
-			}
-		}
-		if err != nil {
-			return ex, fmt.Errorf("export %s: %w", o.typ, err)
-		}
-		if o.push {
-			rec.Type = "registry"
-		}
-		if o.typ != "image" || o.push {
-			*done = append(*done, rec)
-		}
-	}
-	digest, err := st.images.Put(ctx, img, tags)
-	if err != nil {
-		return ex, fmt.Errorf("store image: %w", err)
-	}
-	*done = append(*done, cache.BuildOutput{Type: "image", Name: strings.Join(tags, ","), Digest: digest.String()})
-	for _, t := range tags {
-		prog.Notice("naming to " + t)
-	}
-	ex.local = digest
-	return ex, nil
-}
-
-// loadIntoEngine streams the image, as a docker-save archive, into the
-// Docker engine of $DOCKER_HOST (--load, -o type=docker without dest) and
-// returns the ID the engine shows for it.
-func loadIntoEngine(ctx context.Context, st *stores, tagged []exporter.Tagged, prog *progress) (string, error) {
-	eng, err := exporter.NewEngine("")
-	if err != nil {
-		return "", err
-	}
-	prog.Notice("loading into the docker engine at " + eng.Host())
-	dir, err := st.cache.ScratchDir()
-	if err != nil {
-		return "", err
-	}
-	archive := filepath.Join(dir, "load.tar")
-	defer os.Remove(archive)
-	if err := exporter.WriteDocker(ctx, archive, tagged); err != nil {
-		return "", err
-	}
-	f, err := os.Open(archive)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	lines, err := eng.Load(ctx, f)
-	if err != nil {
-		return "", err
-	}
-	for _, l := range lines {
-		prog.Notice(l)
-	}
-	ref := tagged[0].Tags
-	if len(ref) == 0 {
-		// Untagged: the engine knows the image by its config digest.
-		cfg, err := tagged[0].Image.ConfigName()
-		if err != nil {
-			return "", err
-		}
-		return eng.ImageID(ctx, cfg.String())
-	}
-	return eng.ImageID(ctx, ref[0])
 }
 
 // dropModifiedLayer names, in an export error that found a committed
@@ -437,95 +319,6 @@ func pullImage(ctx context.Context, st *stores, ref string, p v1.Platform, ro ex
 	return st.images.Image(ctx, digest.String())
 }
 
-// output is one -o value. dest is the file or directory of docker, oci
-// and local outputs; name and push belong to image and registry outputs.
-type output struct {
-	typ, dest, name string
-	push            bool
-	comp            exporter.Compression // oci, image and registry outputs
-}
-
-// parseOutputs parses -o values: type=docker|oci|local,dest=PATH,
-// type=registry,name=REF (a push), type=image,name=REF[,push=true] (a
-// local tag, pushed too with push=true), or a bare path meaning
-// type=local.
-func parseOutputs(vals []string) ([]output, error) {
-	var outs []output
-	for _, v := range vals {
-		o, err := parseOutput(v)
-		if err != nil {
-			return nil, fmt.Errorf("output %q: %w", v, err)
-		}
-		outs = append(outs, o)
-	}
-	return outs, nil
-}
-
-// parseOutput parses one -o value.
-func parseOutput(v string) (output, error) {
-	if !strings.Contains(v, "=") {
-		return output{typ: "local", dest: v}, nil
-	}
-	o := output{}
-	compression := false
-	for _, kv := range strings.Split(v, ",") {
-		k, val, _ := strings.Cut(kv, "=")
-		switch strings.TrimSpace(k) {
-		case "type":
-			o.typ = val
-		case "dest":
-			o.dest = val
-		case "name":
-			o.name = val
-		case "push":
-			b, err := strconv.ParseBool(val)
-			if err != nil {
-				return o, fmt.Errorf("push=%q is not a boolean", val)
-			}
-			o.push = b
-		default:
-			ok, err := o.comp.SetOption(strings.TrimSpace(k), val)
-			if err != nil {
-				return o, err
-			}
-			if !ok {
-				return o, fmt.Errorf("unknown key %q", k)
-			}
-			compression = true
-		}
-	}
-	if err := o.comp.Validate(); err != nil {
-		return o, err
-	}
-	if compression && o.typ != "oci" && o.typ != "image" && o.typ != "registry" {
-		return o, fmt.Errorf("compression options belong to type=oci, image or registry (type=%s writes uncompressed layers)", o.typ)
-	}
-	return o, checkOutput(&o)
-}
-
-// checkOutput checks an output's type and what it needs (dest=, name=).
-func checkOutput(o *output) error {
-	switch o.typ {
-	case "docker":
-		// Without dest: load into the Docker engine, as buildx.
-	case "oci", "local":
-		if o.dest == "" || o.dest == "-" {
-			return errors.New("dest=PATH is required")
-		}
-	case "image", "registry":
-		if o.name == "" {
-			return errors.New("name=REF is required")
-		}
-		if err := checkNames([]string{o.name}); err != nil {
-			return err
-		}
-		o.push = o.push || o.typ == "registry"
-	default:
-		return fmt.Errorf("unknown type %q (want docker, oci, local, image or registry)", o.typ)
-	}
-	return nil
-}
-
 // buildArgValue is the value of the build arg k, "" when unset.
 func buildArgValue(vals []string, k string) string {
 	if v := buildArgMap(vals)[k]; v != nil {
@@ -611,7 +404,16 @@ func checkNames(tags []string) error {
 
 // writeFileAtomic writes data to path through a temporary file in the same
 // directory, so readers see the old content or the new, never a mix.
-func writeFileAtomic(path string, data []byte) (err error) {
+func writeFileAtomic(path string, data []byte) error {
+	return writeFileWith(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// writeFileWith writes path with what fill writes, through a temporary
+// file renamed into place.
+func writeFileWith(path string, fill func(io.Writer) error) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
 	if err != nil {
 		return err
@@ -621,7 +423,7 @@ func writeFileAtomic(path string, data []byte) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if _, err = f.Write(data); err != nil {
+	if err = fill(f); err != nil {
 		f.Close()
 		return err
 	}

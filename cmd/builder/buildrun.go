@@ -63,6 +63,7 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (er
 // buildSpec is what the flags ask of a build besides its inputs.
 type buildSpec struct {
 	outs               []output
+	annotations        map[string]string
 	cacheFrom, cacheTo []cacheSpec
 	call               callFunc
 }
@@ -78,6 +79,9 @@ func parseBuildSpec(f *buildFlags) (*buildSpec, error) {
 	var spec buildSpec
 	var err error
 	if spec.outs, err = parseOutputs(f.outputs); err != nil {
+		return nil, err
+	}
+	if spec.annotations, err = parseAnnotations(f.annotations); err != nil {
 		return nil, err
 	}
 	if spec.cacheFrom, err = parseCacheSpecs(f.cacheFrom, cacheImport); err != nil {
@@ -293,7 +297,7 @@ func (r *buildRun) execute(ctx context.Context, plan *planner.Plan) (err error) 
 	if runErr != nil {
 		return runErr
 	}
-	return r.export(ctx, res, start)
+	return r.export(ctx, plan, res, start)
 }
 
 // executorOptions wires the executor to the store and the flags (all but
@@ -341,7 +345,7 @@ func (r *buildRun) remoteOptions() exporter.RemoteOptions {
 }
 
 // export writes the outputs and caches of a finished build and reports it.
-func (r *buildRun) export(ctx context.Context, res *executor.Result, start time.Time) error {
+func (r *buildRun) export(ctx context.Context, plan *planner.Plan, res *executor.Result, start time.Time) (err error) {
 	f, prog, rec := r.f, r.prog, res.Record
 	outs := r.spec.outs
 	if f.push {
@@ -353,7 +357,13 @@ func (r *buildRun) export(ctx context.Context, res *executor.Result, start time.
 		outs = append(outs, output{typ: "docker"})
 	}
 	pushOpts, countPush := meteredPush(r.remoteOptions(), res.Image)
-	out, err := exportAll(ctx, r.st, res.Image, f.tags, outs, prog, pushOpts, &rec.Outputs)
+	er := &exportRun{st: r.st, prog: prog, ro: pushOpts, stdout: r.a.stdout, epoch: plan.SourceDateEpoch,
+		base: baseDiffIDs(plan.Target), done: &rec.Outputs}
+	if res.Image, err = inlineCache(ctx, r.st, res, r.spec.cacheTo); err != nil {
+		return err
+	}
+	res.Image = annotate(res.Image, r.spec.annotations)
+	out, err := er.exportAll(ctx, res.Image, f.tags, outs)
 	countPush(rec.Outputs)
 	if err != nil {
 		return dropModifiedLayer(ctx, r.st, rec, r.d.path, err)
@@ -389,7 +399,7 @@ func (r *buildRun) report(ctx context.Context, res *executor.Result, out exporte
 		}
 	}
 	if f.metadataFile != "" {
-		if err := writeMetadata(f.metadataFile, res.Image, out.local, f.tags, rec); err != nil {
+		if err := writeMetadata(f.metadataFile, res.Image, out, f.tags, rec); err != nil {
 			return err
 		}
 	}

@@ -19,6 +19,12 @@ type cacheSpec struct {
 	loc  exporter.CacheLocation
 	mode executor.CacheMode   // --cache-to only
 	comp exporter.Compression // --cache-to only
+	// inline is --cache-to type=inline: the records go into the image's
+	// config (exporter.InlineCache); --cache-from IMAGE reads them.
+	inline bool
+	// ignoreError (--cache-to ignore-error=true) makes a failed export a
+	// warning, as in BuildKit.
+	ignoreError bool
 }
 
 // cacheDirection tells which flag a value belongs to: the local type takes
@@ -77,16 +83,17 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 		case "tag":
 			c.loc.Tag = val
 		case "mode":
-			if dir != cacheExport {
-				return c, errors.New("mode= belongs to --cache-to")
+			if err := c.setMode(val, dir); err != nil {
+				return c, err
 			}
-			if val != string(executor.CacheMin) && val != string(executor.CacheMax) {
-				return c, fmt.Errorf("mode=%q: want min or max", val)
+		case "ignore-error":
+			b, err := strconv.ParseBool(val)
+			if err != nil {
+				return c, fmt.Errorf("%s=%q is not a boolean", k, val)
 			}
-			c.mode = executor.CacheMode(val)
-		case "oci-mediatypes", "image-manifest", "ignore-error":
-			// BuildKit's: our cache is always an OCI image manifest, and
-			// a failed export fails the build.
+			c.ignoreError = b
+		case "oci-mediatypes", "image-manifest":
+			// BuildKit's: builder's cache is always an OCI image manifest.
 			if _, err := strconv.ParseBool(val); err != nil {
 				return c, fmt.Errorf("%s=%q is not a boolean", k, val)
 			}
@@ -109,10 +116,28 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 	return cacheLocation(c, typ, path, dir)
 }
 
+// setMode sets --cache-to's mode=min|max.
+func (c *cacheSpec) setMode(val string, dir cacheDirection) error {
+	if dir != cacheExport {
+		return errors.New("mode= belongs to --cache-to")
+	}
+	if val != string(executor.CacheMin) && val != string(executor.CacheMax) {
+		return fmt.Errorf("mode=%q: want min or max", val)
+	}
+	c.mode = executor.CacheMode(val)
+	return nil
+}
+
 // cacheLocation completes a cache spec with its type's location: a
 // registry ref, or a local directory (src= or dest=, path).
 func cacheLocation(c cacheSpec, typ, path string, dir cacheDirection) (cacheSpec, error) {
 	switch typ {
+	case "inline":
+		if dir != cacheExport {
+			return c, errors.New("type=inline belongs to --cache-to (--cache-from IMAGE reads it)")
+		}
+		c.inline = true
+		return c, nil
 	case "registry":
 		if c.loc.Ref == "" {
 			return c, errors.New("ref=REF is required")
@@ -128,7 +153,7 @@ func cacheLocation(c cacheSpec, typ, path string, dir cacheDirection) (cacheSpec
 		c.loc.Dir, c.loc.Ref = path, ""
 		return c, nil
 	}
-	return c, fmt.Errorf("unknown type %q (want registry or local)", typ)
+	return c, fmt.Errorf("unknown type %q (want registry, local or inline)", typ)
 }
 
 // importCaches reads the manifests of the --cache-from caches. A cache
@@ -186,7 +211,23 @@ func exportCaches(ctx context.Context, st *stores, res *executor.Result, specs [
 // image's included) and seconds spent, bytes read for upload exporting
 // them and seconds spent.
 func cacheTrafficLine(t *exporter.Traffic) string {
-	return fmt.Sprintf("registry traffic: %s in (%d remote layers fetched when a step needed them) in %.2fs, %s of cache out in %.2fs",
+	return fmt.Sprintf("remote cache: imported %s (%d layers fetched when needed) in %.2fs, exported %s in %.2fs",
 		units.HumanSize(float64(t.ImportBytes.Load())), t.ImportLayers.Load(), time.Duration(t.ImportNanos.Load()).Seconds(),
 		units.HumanSize(float64(t.ExportBytes.Load())), time.Duration(t.ExportNanos.Load()).Seconds())
+}
+
+// inlineCache puts the build's cache records into its image's config when
+// a --cache-to is type=inline (mode min: the image's own steps).
+func inlineCache(ctx context.Context, st *stores, res *executor.Result, specs []cacheSpec) (v1.Image, error) {
+	for _, c := range specs {
+		if !c.inline {
+			continue
+		}
+		recs, err := executor.CacheRecords(ctx, st.cache, res, executor.CacheMin)
+		if err != nil {
+			return nil, fmt.Errorf("inline cache: %w", err)
+		}
+		return exporter.InlineCache(res.Image, recs)
+	}
+	return res.Image, nil
 }

@@ -289,6 +289,8 @@ func cacheFailure(err error) string {
 		return "is unauthorized"
 	case errors.Is(err, exporter.ErrImageNotFound):
 		return "was not found"
+	case errors.Is(err, exporter.ErrForeignCache):
+		return "is not a builder cache"
 	case errors.As(err, &oerr), errors.As(err, &nerr), errors.Is(err, os.ErrPermission):
 		return "is unreachable"
 	}
@@ -344,6 +346,9 @@ func (m *meteredCache) Fetch(ctx context.Context, key cache.Key) (*cache.Record,
 func exportCachesMetered(ctx context.Context, st *stores, res *executor.Result, specs []cacheSpec, ro func() exporter.RemoteOptions, notice func(string)) ([]cache.CacheUse, error) {
 	var out []cache.CacheUse
 	for _, c := range specs {
+		if c.inline {
+			continue // in the image: see inlineCache
+		}
 		u := &cacheUse{use: cache.CacheUse{Ref: c.loc.String(), Direction: "export"}}
 		layers := 0
 		if recs, err := executor.CacheRecords(ctx, st.cache, res, c.mode); err == nil {
@@ -361,6 +366,12 @@ func exportCachesMetered(ctx context.Context, st *stores, res *executor.Result, 
 		start := time.Now()
 		err := exportCaches(ctx, st, res, []cacheSpec{c}, o, notice)
 		u.use.DurationMS = time.Since(start).Milliseconds()
+		if err != nil && c.ignoreError {
+			notice(fmt.Sprintf("[warning] cache-to %s failed, ignored (ignore-error=true): %v", c.loc, err))
+			u.use.Warning = "failed: " + err.Error()
+			out = append(out, u.result())
+			continue
+		}
 		if err != nil {
 			return out, err
 		}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"strings"
 
 	"github.com/builder-dev/builder/cache"
+	"github.com/distribution/reference"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -22,10 +24,13 @@ type metadataStep struct {
 	SavedMS     int64  `json:"saved_ms"` // a hit: the step's recorded run time
 }
 
-// writeMetadata writes the --metadata-file JSON for CI: digests, tags and
-// one entry per instruction of the stages built, in order. Metadata-only
-// instructions have an empty key and layer.
-func writeMetadata(path string, img v1.Image, digest v1.Hash, tags []string, rec *cache.BuildRecord) error {
+// writeMetadata writes the --metadata-file JSON for CI: buildx's keys
+// (containerimage.digest and .descriptor: the manifest where the image
+// went, see exported.manifest; containerimage.config.digest; image.name;
+// buildx.build.ref), then builder's own: the local store's digest, tags,
+// one entry per instruction of the stages built, in order (metadata-only
+// instructions have an empty key and layer), and the cache report.
+func writeMetadata(path string, img v1.Image, out exported, tags []string, rec *cache.BuildRecord) error {
 	cfgDigest, err := img.ConfigName()
 	if err != nil {
 		return err
@@ -42,16 +47,37 @@ func writeMetadata(path string, img v1.Image, digest v1.Hash, tags []string, rec
 	if tags == nil {
 		tags = []string{}
 	}
-	out := map[string]any{
-		"image.digest":  digest.String(),
-		"config.digest": cfgDigest.String(),
-		"tags":          tags,
-		"steps":         steps,
-		"cache":         cacheMetadataOf(rec),
+	m := map[string]any{
+		"containerimage.digest":        out.manifest().Digest.String(),
+		"containerimage.descriptor":    out.manifest(),
+		"containerimage.config.digest": cfgDigest.String(),
+		"buildx.build.ref":             "builder/local/" + rec.ID,
+		"image.digest":                 out.local.String(),
+		"config.digest":                cfgDigest.String(),
+		"tags":                         tags,
+		"steps":                        steps,
+		"cache":                        cacheMetadataOf(rec),
 	}
-	b, err := json.MarshalIndent(out, "", "  ")
+	if len(tags) > 0 {
+		m["image.name"] = strings.Join(fullNames(tags), ",")
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
 	return writeFileAtomic(path, append(b, '\n'))
+}
+
+// fullNames are tags as buildx's image.name gives them: fully qualified
+// (docker.io/library/app:v1).
+func fullNames(tags []string) []string {
+	out := make([]string, 0, len(tags))
+	for _, t := range tags {
+		if r, err := reference.ParseNormalizedNamed(t); err == nil {
+			out = append(out, reference.TagNameOnly(r).String())
+		} else {
+			out = append(out, t)
+		}
+	}
+	return out
 }
