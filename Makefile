@@ -26,6 +26,8 @@ vet:
 test: vet
 	$(GO) test -count=1 -timeout 25m ./...
 
+# The fast loop: no root, Docker or registry (internal/testenv skips every
+# test that needs one under -short).
 test-short:
 	$(GO) test -short -count=1 ./...
 

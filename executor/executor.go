@@ -22,19 +22,17 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// ImageSource resolves image references (name:tag or digest) in the local
-// image store.
-type ImageSource interface {
-	Image(ctx context.Context, ref string) (v1.Image, error)
-}
-
-// Options wire an Executor to its stores. All fields but Progress,
-// HTTPClient and SourceDateEpoch are required.
+// Options wire an Executor to its stores. Cache, Layers, Snapshotter and
+// Images are required.
 type Options struct {
-	Cache       *cache.Store
-	Layers      *snapshot.LayerStore
+	Cache       CacheStore
+	Layers      LayerStore
 	Snapshotter snapshot.Snapshotter
-	Images      ImageSource
+	Images      ImageStore
+	// Mounter mounts the snapshots' roots; nil uses the kernel's mounts.
+	Mounter Mounter
+	// Sandbox runs RUN's processes; nil uses internal/sandbox.
+	Sandbox Sandbox
 	// Context is the build context; nil when the build has none (-f - with
 	// no context files needed).
 	Context        *buildcontext.Context
@@ -111,6 +109,12 @@ func New(opts Options) *Executor {
 	}
 	if opts.TempDir == "" {
 		opts.TempDir = os.TempDir()
+	}
+	if opts.Mounter == nil {
+		opts.Mounter = kernelMounts{}
+	}
+	if opts.Sandbox == nil {
+		opts.Sandbox = processSandbox{}
 	}
 	return &Executor{opts: opts}
 }

@@ -1,12 +1,10 @@
 package executor
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 
-	"github.com/builder-dev/builder/exporter"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 )
@@ -47,13 +45,5 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 	for i, l := range s.layers {
 		layers[i] = l.layer
 	}
-	return exporter.NewImageRaw(raw, layers)
-}
-
-// storeLayer is a layer built here, read back from the layer store.
-// Its bytes are produced when the image is exported, after Run returned, so
-// it is not bound to the build's context. A layer imported from a remote
-// cache is read from its kept blob (see exporter.Store.WriteTar).
-func (b *build) storeLayer(diffID string, size int64) (v1.Layer, error) {
-	return exporter.LayerFromStore(context.Background(), exporter.NewStore(b.e.opts.Cache, b.e.opts.Layers), diffID, size)
+	return b.e.opts.Images.NewImage(raw, layers)
 }

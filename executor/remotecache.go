@@ -58,7 +58,7 @@ const (
 // build order, each once: with CacheMin those of the final image's
 // history, with CacheMax those of all stages. Steps without a record (FROM,
 // metadata) are left out.
-func CacheRecords(ctx context.Context, c *cache.Store, res *Result, mode CacheMode) ([]*cache.Record, error) {
+func CacheRecords(ctx context.Context, c recordLookup, res *Result, mode CacheMode) ([]*cache.Record, error) {
 	steps := res.Record.Steps
 	var idx []int
 	switch mode {

@@ -16,10 +16,6 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// defaultPath is the PATH BuildKit gives images built FROM scratch and RUN
-// steps whose environment has none.
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // stageState is a stage's image as it evolves step by step.
 type stageState struct {
 	img    dockerspec.DockerOCIImage
@@ -118,7 +114,7 @@ func (b *build) runStage(ctx context.Context, st *planner.Stage) (err error) {
 
 // stageBase returns the state a stage starts from and records its FROM.
 func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, error) {
-	in := cache.Inputs{Op: "FROM", Fields: []cache.Field{{Name: "platform", Value: platformString(st.Platform)}}}
+	in := cache.Inputs{Op: "FROM", Fields: []cache.Field{{Name: "platform", Value: planner.FormatPlatform(st.Platform)}}}
 	var s *stageState
 	switch {
 	case st.Base.Stage != nil:
@@ -176,16 +172,8 @@ func emptyImage(p v1.Platform) dockerspec.DockerOCIImage {
 	img.Variant = p.Variant
 	img.RootFS.Type = "layers"
 	img.Config.WorkingDir = "/"
-	img.Config.Env = []string{"PATH=" + defaultPath}
+	img.Config.Env = []string{"PATH=" + planner.DefaultPath}
 	return img
-}
-
-func platformString(p v1.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
 }
 
 // imageState loads an image from the store as a stage's starting point and

@@ -43,9 +43,9 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 	case *instructions.RunCommand:
 		return b.dispatchRun(ctx, sc, c)
 	case *instructions.CopyCommand:
-		return b.dispatchCopy(ctx, sc, copyArgsOf(c))
+		return b.dispatchCopy(ctx, sc, copyRequestOf(c))
 	case *instructions.AddCommand:
-		return b.dispatchCopy(ctx, sc, addArgsOf(c))
+		return b.dispatchCopy(ctx, sc, addRequestOf(c))
 	case *instructions.WorkdirCommand:
 		return b.dispatchWorkdir(ctx, sc, c)
 	case *instructions.ArgCommand:
@@ -154,7 +154,7 @@ func (b *build) noCacheFor(st *planner.Stage) bool {
 // copy the same files), as BuildKit's history comes from the Dockerfile.
 func (b *build) applyResult(s *stageState, key cache.Key, r *cache.Record, createdBy string) error {
 	if !r.EmptyLayer {
-		l, err := b.storeLayer(r.DiffID, r.Size)
+		l, err := b.e.opts.Images.StoredLayer(r.DiffID, r.Size)
 		if err != nil {
 			return err
 		}
@@ -240,7 +240,7 @@ func (b *build) withMounted(ctx context.Context, mounts []snapshot.Mount, fn fun
 		}
 	}()
 	for _, m := range mounts {
-		if err := m.Mount(root); err != nil {
+		if err := b.e.opts.Mounter.Mount(m, root); err != nil {
 			if errors.Is(err, unix.EPERM) {
 				return fmt.Errorf("mount root filesystem (builder needs root privileges): %w", err)
 			}
@@ -249,7 +249,7 @@ func (b *build) withMounted(ctx context.Context, mounts []snapshot.Mount, fn fun
 	}
 	defer func() {
 		for range mounts {
-			if uerr := snapshot.Unmount(root); uerr != nil && err == nil {
+			if uerr := b.e.opts.Mounter.Unmount(root); uerr != nil && err == nil {
 				err = uerr
 			}
 		}

@@ -520,6 +520,35 @@ func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64
 	return n, nil
 }
 
+// DropModifiedLayer completes the repair of an export that failed with err
+// because a committed layer's directory changed on disk after its commit
+// (a snapshot.ModifiedError; WriteTar has removed the layer and its
+// records): the steps among steps (a build's) that made the layer lose
+// their cache records and the layer is gone, so the next build runs them
+// again. It returns those steps; for any other err, none. The error is err,
+// or err with what the repair could not do.
+func (s *Store) DropModifiedLayer(ctx context.Context, steps []cache.StepRecord, err error) ([]cache.StepRecord, error) {
+	var me *snapshot.ModifiedError
+	if !errors.As(err, &me) || s.c == nil || s.ls == nil {
+		return nil, err
+	}
+	ctx = context.WithoutCancel(ctx)
+	var dropped []cache.StepRecord
+	for _, st := range steps {
+		if st.Layer != me.DiffID {
+			continue
+		}
+		if rerr := s.c.RemoveRecord(ctx, st.Key); rerr != nil {
+			return nil, fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
+		}
+		dropped = append(dropped, st)
+	}
+	if rerr := s.ls.Remove(ctx, me.DiffID); rerr != nil && !errors.Is(rerr, snapshot.ErrNotFound) {
+		return nil, fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
+	}
+	return dropped, err
+}
+
 // dropModified removes the layer diffID, found changed on disk (err), and
 // the cache records that produced it.
 func (s *Store) dropModified(ctx context.Context, diffID string, err error) error {

@@ -153,22 +153,22 @@ func (p *planner) contextBase(si *stageInfo) (bool, error) {
 
 // contextRef resolves a COPY --from / RUN --mount from= value of stage i
 // that names a context, directly or through the stage it names.
-func (p *planner) contextRef(i int, from string, allowIndex bool) (source, bool) {
+func (p *planner) contextRef(i int, from string, allowIndex bool) (sourceRef, bool) {
 	ref := from
 	if n, err := strconv.Atoi(from); allowIndex && err == nil {
 		if n < 0 || n >= i {
-			return source{}, false
+			return sourceRef{}, false
 		}
 		ref = p.df.Stages[n].Name
 	}
 	nc := p.namedContext(ref)
 	if nc == nil {
-		return source{}, false
+		return sourceRef{}, false
 	}
 	if nc.Image == "" {
-		return source{key: from, stage: -1, dir: nc}, true
+		return sourceRef{key: from, stage: -1, dir: nc}, true
 	}
-	return source{key: from, stage: -1, image: nc.Image}, true
+	return sourceRef{key: from, stage: -1, image: nc.Image}, true
 }
 
 func dirContextErr(nc *NamedContext) error {

@@ -134,8 +134,8 @@ func TestNamedContexts(t *testing.T) {
 			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
 				for _, line := range []int{4, 5} {
 					s := stepByLine(t, p.Target, line)
-					if s.FromStage != nil || s.FromImage == nil || s.FromImage.Ref != "busybox" {
-						t.Errorf("line %d: from stage %v image %+v, want the busybox image", line, s.FromStage, s.FromImage)
+					if fromOf(s).Stage != nil || fromOf(s).Image == nil || fromOf(s).Image.Ref != "busybox" {
+						t.Errorf("line %d: from stage %v image %+v, want the busybox image", line, fromOf(s).Stage, fromOf(s).Image)
 					}
 				}
 				if len(p.Stages) != 1 {
@@ -149,8 +149,8 @@ func TestNamedContexts(t *testing.T) {
 			contexts: []NamedContext{dir},
 			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
 				cp := stepByLine(t, p.Target, 2)
-				if cp.FromContext == nil || cp.FromContext.Dir != "/ctx/src" || cp.FromImage != nil || cp.FromStage != nil {
-					t.Errorf("COPY: from context %+v image %+v stage %v, want the directory", cp.FromContext, cp.FromImage, cp.FromStage)
+				if fromOf(cp).Context == nil || fromOf(cp).Context.Dir != "/ctx/src" || fromOf(cp).Image != nil || fromOf(cp).Stage != nil {
+					t.Errorf("COPY: from context %+v image %+v stage %v, want the directory", fromOf(cp).Context, fromOf(cp).Image, fromOf(cp).Stage)
 				}
 				run := stepByLine(t, p.Target, 3)
 				if b := run.MountFrom["src"]; b.Context == nil || b.Context.Dir != "/ctx/src" {
@@ -163,7 +163,7 @@ func TestNamedContexts(t *testing.T) {
 			src:      "FROM golang AS src\nRUN make\nFROM alpine\nCOPY --from=src a /a\n",
 			contexts: []NamedContext{dir},
 			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
-				if s := stepByLine(t, p.Target, 4); s.FromContext == nil {
+				if s := stepByLine(t, p.Target, 4); fromOf(s).Context == nil {
 					t.Errorf("COPY --from=src does not read the directory: %+v", s)
 				}
 			},
@@ -173,7 +173,7 @@ func TestNamedContexts(t *testing.T) {
 			src:      "FROM alpine AS a\nFROM a\nCOPY --from=a /x /y\n",
 			contexts: []NamedContext{dir, img("other", "golang")},
 			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
-				if s := stepByLine(t, p.Target, 3); s.FromStage == nil || s.FromContext != nil {
+				if s := stepByLine(t, p.Target, 3); fromOf(s).Stage == nil || fromOf(s).Context != nil {
 					t.Errorf("COPY --from=a: %+v, want the stage", s)
 				}
 			},

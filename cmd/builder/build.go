@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,15 +13,11 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/builder-dev/builder/cache"
-	"github.com/builder-dev/builder/executor"
 	"github.com/builder-dev/builder/exporter"
 	"github.com/builder-dev/builder/internal/buildcontext"
-	"github.com/builder-dev/builder/parser"
 	"github.com/builder-dev/builder/planner"
-	"github.com/builder-dev/builder/snapshot"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -119,340 +114,21 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	return runBuild(ctx, a, &f, fs.Arg(0))
 }
 
-func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (err error) {
-	// As buildx: SOURCE_DATE_EPOCH in the environment is also the build arg
-	// (unless one is given), so ARG SOURCE_DATE_EPOCH sees it either way.
-	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" && buildArgMap(f.buildArgs)["SOURCE_DATE_EPOCH"] == nil {
-		f.buildArgs = append(f.buildArgs, "SOURCE_DATE_EPOCH="+v)
-	}
-	outs, err := parseOutputs(f.outputs)
-	if err != nil {
-		return err
-	}
-	annotations, err := parseAnnotations(f.annotations)
-	if err != nil {
-		return err
-	}
-	cacheFrom, err := parseCacheSpecs(f.cacheFrom, cacheImport)
-	if err != nil {
-		return err
-	}
-	cacheTo, err := parseCacheSpecs(f.cacheTo, cacheExport)
-	if err != nil {
-		return err
-	}
-	if err := checkNames(f.tags); err != nil {
-		return err
-	}
-	if f.push && len(f.tags) == 0 {
-		return fmt.Errorf("--push needs at least one -t name")
-	}
-	call, err := parseCall(f.call, f.check)
-	if err != nil {
-		return err
-	}
-	in, err := resolveInputs(ctx, a, f, contextArg)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := in.sources.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-	contextDir := in.dir
-	data, dfPath, dfFile, err := readDockerfile(a, in.file, contextDir)
-	if err != nil {
-		return err
-	}
-	if in.display != "" {
-		dfPath = in.display
-	}
-	df, lint, parseErr := parser.ParseLint(bytes.NewReader(data), dfPath, lintOptions(buildArgMap(f.buildArgs)))
-	if lint == nil {
-		return parseErr // reading the check configuration failed
-	}
-	if parseErr == nil {
-		if err := df.CheckFrontend(buildArgValue(f.buildArgs, "BUILDKIT_SYNTAX")); err != nil {
-			return err
-		}
-	}
-	ci := checkInput{df: df, lint: lint, err: parseErr, display: dfPath, source: data, dfFile: dfFile}
-	switch {
-	case call.check:
-		return runCheck(ctx, a, f, call, contextDir, ci)
-	case call.outline:
-		return runOutline(ctx, a, f, call, contextDir, ci)
-	case call.targets:
-		return runTargets(a.stdout, call, ci)
-	}
-	prog, err := newProgress(f.progress, a.stderr)
-	if err != nil {
-		return err
-	}
-	defer prog.Close()
-	log := &logBuffer{}
-	prog.Record(log)
-	if parseErr != nil {
-		// As buildkit: the warnings found before the error, then the error.
-		reportLint(prog, lint)
-		return parseErr
-	}
-	contexts, err := namedContexts(f.buildContexts)
-	if err != nil {
-		return err
-	}
-	if err := in.fetchContexts(ctx, a, f, contexts); err != nil {
-		return err
-	}
-	platform, err := targetPlatform(f.platform)
-	if err != nil {
-		return err
-	}
-	patterns, err := ignorePatterns(contextDir, dfFile)
-	if err != nil {
-		return err
-	}
-	epochFrom := ""
-	if f.verifyReproducible {
-		if epochFrom, err = ensureEpoch(f, df, contextDir); err != nil {
-			return err
-		}
-	}
-	if a.isolation.notice != "" {
-		prog.Notice(a.isolation.notice)
-	}
-
-	st, err := a.open()
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	gc, err := st.gcPolicy()
-	if err != nil {
-		return err
-	}
-	if err := st.lockShared(ctx); err != nil {
-		return err
-	}
-	defer st.collectGarbage(ctx, gc, prog.Notice)
-	if err := loadLayoutContexts(ctx, st, contexts, platform); err != nil {
-		return err
-	}
-
-	plan, err := planner.New(ctx, df, planner.Options{
-		DockerfilePath: dfPath,
-		BuildArgs:      buildArgMap(f.buildArgs),
-		Target:         f.target,
-		Platform:       platform,
-		BuildPlatform:  hostPlatform(),
-		ResolveImage:   resolver(st, f.pull, a.remoteOptions(platform, prog.Notice)),
-		Contexts:       contexts,
-		ContextEpoch:   in.epoch,
-		ResolveEpoch: func(ctx context.Context, src planner.EpochSource) (*time.Time, error) {
-			return executor.SourceEpoch(ctx, nil, "", src.URL, src.Checksum)
-		},
-		Lint:           lint.Linter(),
-		IgnorePatterns: patterns,
-	})
-	// As buildkit: the warnings of the rules run so far, then a planning
-	// error; with error=true and warnings, the build fails before any step.
-	reportLint(prog, lint)
-	if err != nil {
-		return err
-	}
-	if err := lint.Err(); err != nil {
-		return err
-	}
-	for _, k := range plan.UnusedBuildArgs {
-		if k == "SOURCE_DATE_EPOCH" {
-			continue // the exporter's: it clamps the image's timestamps
-		}
-		prog.Notice(fmt.Sprintf("[warning] build arg %s was not consumed by any stage", k))
-	}
-	bctx, err := buildcontext.Open(contextDir, patterns)
-	if err != nil {
-		return err
-	}
-	// The build's scratch directories are held by a lock for as long as
-	// it runs, so no other command on this root takes them away.
-	active, err := st.cache.NewScratch(cache.Active, "build")
-	if err != nil {
-		return err
-	}
-	defer closeScratch(active, &err)
-	tmp, err := st.cache.NewScratch(cache.Temp, "build")
-	if err != nil {
-		return err
-	}
-	defer closeScratch(tmp, &err)
-	snKind, err := a.isolation.snapshotter(f.snapshotter)
-	if err != nil {
-		return err
-	}
-	sn, err := snapshotter(ctx, st.layers, active.Path(), snKind, prog.Notice)
-	if err != nil {
-		return err
-	}
-	defer sn.Close()
-	cgroups, err := f.run.cgroups()
-	if err != nil {
-		return err
-	}
-	defer cgroups.Close()
-	secrets, err := readSecrets(f.secrets)
-	if err != nil {
-		return err
-	}
-	network, allowHost, err := runNetwork(f.network, f.allow, a.isolation, prog.Notice)
-	if err != nil {
-		return err
-	}
-	hosts, err := extraHosts(f.addHosts)
-	if err != nil {
-		return err
-	}
-	agents, err := sshAgents(f.ssh)
-	if err != nil {
-		return err
-	}
-	gitAdvice, err := buildArgBool(f.buildArgs, "BUILDKIT_GIT_ADVICE")
-	if err != nil {
-		return err
-	}
-	st.images.SetRemoteOptions(a.remoteOptions(platform, prog.Notice))
-	remoteOpts := func() exporter.RemoteOptions { return a.remoteOptions(platform, prog.Notice) }
-	imported, cacheUses, err := importCachesMetered(ctx, st, cacheFrom, remoteOpts, prog.Notice)
-	if err != nil {
-		return err
-	}
-
-	ex := executor.New(executor.Options{
-		Cache:            st.cache,
-		Layers:           st.layers,
-		Snapshotter:      sn,
-		Images:           st.images,
-		Context:          bctx,
-		DockerfilePath:   dfPath,
-		Project:          projectID(in.id, in.dockerfileID(dfFile), f.target),
-		NoCache:          f.noCache,
-		NoCacheStages:    f.noCacheFilter,
-		Network:          network,
-		AllowNetworkHost: allowHost,
-		ExtraHosts:       hosts,
-		AllowInsecure:    contains(f.allow, "security.insecure"),
-		Labels:           keyValues(f.labels),
-		SourceDateEpoch:  plan.SourceDateEpoch,
-		Progress:         prog,
-		TempDir:          tmp.Path(),
-		Hostname:         buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
-		GitAdvice:        gitAdvice,
-		Secrets:          secrets,
-		SSH:              agents,
-		CacheFrom:        imported,
-		Isolation:        a.isolation.mode,
-		Limits:           f.run.limits,
-		Cgroups:          cgroups,
-	})
-	start := time.Now()
-	res, runErr := ex.Run(ctx, plan)
-	if ferr := st.cache.FlushHashes(context.WithoutCancel(ctx)); ferr != nil && runErr == nil {
-		runErr = ferr
-	}
-	rec := res.Record
-	rec.Request = buildRequest(f, contextDir, dfFile, df, platform, plan.SourceDateEpoch, plan)
-	for _, u := range cacheUses {
-		rec.Caches = append(rec.Caches, u.result())
-	}
-	defer func() {
-		if perr := finishBuild(ctx, st, rec, log, err); perr != nil && err == nil {
-			err = perr
-		}
-	}()
-	if runErr != nil {
-		return runErr
-	}
-	if f.push {
-		for _, t := range f.tags {
-			outs = append(outs, output{typ: "registry", name: t, push: true})
-		}
-	}
-	if f.load {
-		outs = append(outs, output{typ: "docker"})
-	}
-	pushOpts, countPush := meteredPush(remoteOpts(), res.Image)
-	er := &exportRun{st: st, prog: prog, ro: pushOpts, stdout: a.stdout, epoch: plan.SourceDateEpoch,
-		base: baseDiffIDs(plan.Target), done: &rec.Outputs}
-	if res.Image, err = inlineCache(ctx, st, res, cacheTo); err != nil {
-		return err
-	}
-	res.Image = annotate(res.Image, annotations)
-	out, err := er.exportAll(ctx, res.Image, f.tags, outs)
-	countPush(rec.Outputs)
-	if err != nil {
-		return dropModifiedLayer(ctx, st, rec, dfPath, err)
-	}
-	digest := out.local
-	rec.ImageDigest, rec.Tags, rec.History = digest.String(), f.tags, res.History
-	exported, err := exportCachesMetered(ctx, st, res, cacheTo, remoteOpts, prog.Notice)
-	rec.Caches = append(rec.Caches, exported...)
-	if err != nil {
-		return err
-	}
-	for _, line := range cacheReport(rec) {
-		prog.Notice(line)
-	}
-	if len(cacheFrom) > 0 || len(cacheTo) > 0 {
-		prog.Notice(cacheTrafficLine(st.images.CacheTraffic()))
-	}
-	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
-	id := out.id()
-	if f.progress == "quiet" {
-		fmt.Fprintln(a.stdout, id)
-	}
-	if f.iidfile != "" {
-		if err := writeFileAtomic(f.iidfile, []byte(id)); err != nil {
-			return err
-		}
-	}
-	if f.metadataFile != "" {
-		if err := writeMetadata(f.metadataFile, res.Image, out, f.tags, rec); err != nil {
-			return err
-		}
-	}
-	if f.verifyReproducible {
-		return verifyBuild(ctx, a, st, f, rec, res.Image, prog, log, epochFrom)
-	}
-	return nil
-}
-
-// dropModifiedLayer handles an export that failed because a committed
-// layer's directory was changed on disk after the commit (WriteTar sees
-// it no longer hashes to its diffID, and the image store has removed it
-// and the cache records that produced it): it makes sure this build's
-// steps that produced the layer are gone too, so the next build rebuilds
-// them, and names them in the error. Other errors are returned as they are.
+// dropModifiedLayer names, in an export error that found a committed
+// layer changed on disk, this build's steps that made the layer; the image
+// store drops their records and the layer (exporter.DropModifiedLayer), so
+// the next build rebuilds them. Other errors are returned as they are.
 func dropModifiedLayer(ctx context.Context, st *stores, rec *cache.BuildRecord, dockerfile string, err error) error {
-	var me *snapshot.ModifiedError
-	if !errors.As(err, &me) || rec == nil {
+	if rec == nil {
 		return err
 	}
-	ctx = context.WithoutCancel(ctx)
-	var steps []string
-	for _, s := range rec.Steps {
-		if s.Layer != me.DiffID {
-			continue
-		}
-		if rerr := st.cache.RemoveRecord(ctx, s.Key); rerr != nil {
-			return fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
-		}
-		steps = append(steps, fmt.Sprintf("%s:%d %s", dockerfile, s.Line, s.Instruction))
-	}
-	if rerr := st.layers.Remove(ctx, me.DiffID); rerr != nil && !errors.Is(rerr, snapshot.ErrNotFound) {
-		return fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
-	}
-	if len(steps) == 0 {
+	dropped, err := st.images.DropModifiedLayer(ctx, rec.Steps, err)
+	if len(dropped) == 0 {
 		return err
+	}
+	steps := make([]string, len(dropped))
+	for i, s := range dropped {
+		steps[i] = fmt.Sprintf("%s:%d %s", dockerfile, s.Line, s.Instruction)
 	}
 	return fmt.Errorf("%w (the layer of %s)", err, strings.Join(steps, ", "))
 }
