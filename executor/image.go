@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // finalImage turns the target stage's state into an image: the config with
@@ -34,6 +37,7 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 	if b.e.opts.SourceDateEpoch != nil {
 		created = *b.e.opts.SourceDateEpoch
 	}
+	img.History = historyForLayers(img.History, s.layers, b.e.opts.SourceDateEpoch)
 	if !created.IsZero() {
 		img.Created = &created
 	}
@@ -46,4 +50,34 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 		layers[i] = l.layer
 	}
 	return b.e.opts.Images.NewImage(raw, layers)
+}
+
+// historyForLayers gives history entries to the layers that have none
+// (the files of a named local context), as BuildKit's image exporter does:
+// for each layer missing an entry it appends, at the end, an entry
+// describing one of the last layers — their snapshot descriptions, in
+// order — with BuildKit's exporter comment.
+func historyForLayers(hist []ocispec.History, layers []layerRef, epoch *time.Time) []ocispec.History {
+	withLayer := 0
+	for _, h := range hist {
+		if !h.EmptyLayer {
+			withLayer++
+		}
+	}
+	if withLayer >= len(layers) {
+		return hist
+	}
+	out := slices.Clone(hist)
+	for _, l := range layers[withLayer:] {
+		t := l.created
+		if epoch != nil {
+			t = *epoch
+		}
+		desc := l.desc
+		if desc == "" {
+			desc = "created by buildkit"
+		}
+		out = append(out, ocispec.History{Created: &t, CreatedBy: desc, Comment: "buildkit.exporter.image.v0"})
+	}
+	return out
 }

@@ -39,7 +39,7 @@ func (b *build) remoteHit(ctx context.Context, sc *stepCtx, key cache.Key, ch ch
 		sc.rec.Cache, sc.rec.Reason = "hit", "from "+rc.Source()
 		sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
 		sc.rec.SavedMS = r.RunMS // known when the cache carries it
-		return true, b.applyResult(sc.s, key, r, ch.createdBy)
+		return true, b.applyResult(sc, key, r, ch)
 	}
 	return false, nil
 }

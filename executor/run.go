@@ -107,6 +107,7 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, rs *runSpec) error {
 	return b.keyed(ctx, sc, change{
 		inputs:    in,
 		createdBy: "RUN " + runCommandString(rs.argv, sc.step) + " # buildkit",
+		desc:      "mount / from exec " + strings.Join(rs.argv, " "),
 		apply: func(ctx context.Context, root string) (err error) {
 			sm, err := b.prepareMounts(ctx, rs.mounts)
 			if err != nil {

@@ -57,6 +57,10 @@ type layerRef struct {
 	diffID string
 	size   int64
 	layer  v1.Layer
+	// desc and created are BuildKit's description of the layer's snapshot
+	// and its creation time, for a layer without a history entry.
+	desc    string
+	created time.Time
 }
 
 func (s *stageState) parents() []string {
@@ -138,6 +142,9 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 			return nil, err
 		}
 		in.Fields = append(in.Fields, cache.Field{Name: "base.digest", Value: st.Base.Image.Digest})
+	case st.Base.Context != nil:
+		s = contextImage(st)
+		in.Fields = append(in.Fields, cache.Field{Name: "base.context", Value: st.Base.Context.Name})
 	default:
 		s = &stageState{img: emptyImage(st.Platform)}
 		in.Fields = append(in.Fields, cache.Field{Name: "base", Value: "scratch"})
@@ -147,10 +154,16 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 	s.epoch = b.e.opts.SourceDateEpoch
 	s.key = cache.KeyOf(cache.Key{}, in)
 	s.parentReason, s.parentKnown, s.from, s.fromInputs = "", false, st, &in
-	b.addStep(st.Index, -1, cache.StepRecord{
+	rec := cache.StepRecord{
 		Stage: stageName(st), Line: st.Line, Instruction: st.Text, Name: b.fromEvent(st).Title(),
 		Key: s.key, Inputs: &in, Cache: "hit",
-	})
+	}
+	if st.Base.Context != nil {
+		if err := b.contextLayer(ctx, st, s, &rec); err != nil {
+			return nil, err
+		}
+	}
+	b.addStep(st.Index, -1, rec)
 	return s, nil
 }
 

@@ -93,6 +93,13 @@ type stepCtx struct {
 type change struct {
 	inputs    cache.Inputs
 	createdBy string
+	// desc describes the layer as BuildKit describes the snapshot a step
+	// makes (its vertex name; "mount / from exec ARGS" for a RUN): the
+	// history text of a layer that has no history entry (finalImage).
+	desc string
+	// noHistory adds the layer without a history entry, as BuildKit loads
+	// a local context.
+	noHistory bool
 	// apply changes the mounted root filesystem at root.
 	apply func(ctx context.Context, root string) error
 }
@@ -112,7 +119,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 			sc.rec.Cache = "hit"
 			sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
 			sc.rec.SavedMS = r.RunMS
-			return b.applyResult(s, key, r, ch.createdBy)
+			return b.applyResult(sc, key, r, ch)
 		case err != nil && !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("cache lookup: %w", err)
 		}
@@ -133,7 +140,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 		return fmt.Errorf("cache put: %w", err)
 	}
 	sc.rec.InputsDigest = r.InputsDigest // Put stored large inputs as this blob
-	if err := b.applyResult(s, key, r, ch.createdBy); err != nil {
+	if err := b.applyResult(sc, key, r, ch); err != nil {
 		return err
 	}
 	sc.rec.Layer, sc.rec.Size = r.DiffID, r.Size
@@ -149,19 +156,31 @@ func (b *build) noCacheFor(st *planner.Stage) bool {
 }
 
 // applyResult adds a step result to the stage. The history entry shows
-// createdBy, the instruction as written, even when the record was made by
-// another instruction with the same key (COPY /a/. /out/ and COPY ./a /out/
-// copy the same files), as BuildKit's history comes from the Dockerfile.
-func (b *build) applyResult(s *stageState, key cache.Key, r *cache.Record, createdBy string) error {
+// ch.createdBy, the instruction as written, even when the record was made
+// by another instruction with the same key (COPY /a/. /out/ and COPY ./a
+// /out/ copy the same files), as BuildKit's history comes from the
+// Dockerfile.
+func (b *build) applyResult(sc *stepCtx, key cache.Key, r *cache.Record, ch change) error {
+	s := sc.s
 	if !r.EmptyLayer {
 		l, err := b.e.opts.Images.StoredLayer(r.DiffID, r.Size)
 		if err != nil {
 			return err
 		}
-		s.layers = append(s.layers, layerRef{diffID: r.DiffID, size: r.Size, layer: l})
+		desc := ch.desc
+		if desc == "" {
+			desc = sc.ev.Title()
+		}
+		s.layers = append(s.layers, layerRef{diffID: r.DiffID, size: r.Size, layer: l, desc: desc, created: r.Created})
 	}
 	s.key = key
-	s.history(createdBy, r.EmptyLayer, r.Created)
+	if ch.noHistory {
+		if r.Created.After(s.created) {
+			s.created = r.Created
+		}
+		return nil
+	}
+	s.history(ch.createdBy, r.EmptyLayer, r.Created)
 	return nil
 }
 

@@ -178,8 +178,36 @@ func TestNamedContexts(t *testing.T) {
 				}
 			},
 		},
-		{name: "FROM a directory context", src: "FROM src\n", contexts: []NamedContext{dir}, wantErr: "build context src is a local directory (/ctx/src): only COPY --from"},
-		{name: "target replaced by a directory", src: "FROM alpine AS src\nRUN true\n", contexts: []NamedContext{dir}, wantErr: "build context src is a local directory (/ctx/src): only COPY --from"},
+		{
+			name:     "FROM a directory context",
+			src:      "FROM src\nRUN true\n",
+			contexts: []NamedContext{dir},
+			check: func(t *testing.T, p *Plan, f *fakeResolver) {
+				if b := p.Target.Base; b.Context == nil || b.Context.Dir != "/ctx/src" || p.Target.Replaced || len(p.Target.Steps) != 1 || len(f.calls) != 0 {
+					t.Errorf("target base %+v replaced %v with %d steps, %d image resolves; want the directory, its RUN, no resolve", b, p.Target.Replaced, len(p.Target.Steps), len(f.calls))
+				}
+			},
+		},
+		{
+			name:     "target replaced by a directory",
+			src:      "FROM alpine AS src\nRUN true\n",
+			contexts: []NamedContext{dir},
+			check: func(t *testing.T, p *Plan, f *fakeResolver) {
+				if b := p.Target.Base; b.Context == nil || !p.Target.Replaced || len(p.Target.Steps) != 0 || len(f.calls) != 0 {
+					t.Errorf("target base %+v replaced %v with %d steps, %d image resolves; want the directory and nothing else", b, p.Target.Replaced, len(p.Target.Steps), len(f.calls))
+				}
+			},
+		},
+		{
+			name:     "FROM a stage a directory replaced",
+			src:      "FROM alpine AS src\nRUN true\nFROM src\nRUN true\n",
+			contexts: []NamedContext{dir},
+			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
+				if b := p.Target.Base; b.Stage == nil || b.Stage.Base.Context == nil || !b.Stage.Replaced {
+					t.Errorf("target base %+v, want stage src replaced by the directory", b)
+				}
+			},
+		},
 		{name: "missing context image", src: "FROM alpine\n", contexts: []NamedContext{img("alpine", "nosuch")}, wantErr: "resolve image nosuch"},
 	}
 	for _, tt := range tests {

@@ -80,11 +80,14 @@ type Plan struct {
 
 // Stage is one FROM section of the Dockerfile.
 type Stage struct {
-	Index     int    // position among all stages of the Dockerfile
-	Name      string // "AS name", lower-cased; empty when unnamed
-	Line      int    // line of the FROM instruction
-	Text      string // original source of the FROM instruction
-	Base      Source
+	Index int    // position among all stages of the Dockerfile
+	Name  string // "AS name", lower-cased; empty when unnamed
+	Line  int    // line of the FROM instruction
+	Text  string // original source of the FROM instruction
+	Base  Source
+	// Replaced is a stage a named context (--build-context NAME=...)
+	// replaced: none of its instructions are planned.
+	Replaced  bool
 	Platform  v1.Platform
 	Steps     []*Step
 	DependsOn []int // indexes (Stage.Index) of stages this one needs
@@ -97,8 +100,8 @@ type Source struct {
 	Scratch bool
 	Stage   *Stage     // an earlier stage
 	Image   *ImageInfo // an image
-	// Context is a named local directory context (COPY --from and RUN
-	// --mount from=; a stage FROM one is not planned).
+	// Context is a named local directory context: a stage FROM one
+	// starts from its files.
 	Context *NamedContext
 }
 

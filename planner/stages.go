@@ -67,8 +67,8 @@ func (p *planner) setupBase(i int, si *stageInfo) error {
 	if err := p.setupPlatform(si); err != nil {
 		return err
 	}
-	if ok, err := p.contextBase(si); ok || err != nil {
-		return err
+	if p.contextBase(si) {
+		return nil
 	}
 	switch {
 	case si.baseName == "scratch":
@@ -284,10 +284,7 @@ func (p *planner) resolve(ctx context.Context, target int) ([]int, error) {
 }
 
 func (p *planner) resolveBase(ctx context.Context, si *stageInfo) error {
-	if nc := si.st.Base.Context; nc != nil {
-		return p.errAt(si.st.Line, dirContextErr(nc))
-	}
-	if si.st.Base.Scratch || si.st.Base.Image != nil || si.baseStage >= 0 {
+	if si.st.Base.Context != nil || si.st.Base.Scratch || si.st.Base.Image != nil || si.baseStage >= 0 {
 		return nil
 	}
 	img, err := p.image(ctx, si.baseName, si.st.Platform)
