@@ -89,6 +89,14 @@ type Options struct {
 	// Cgroups carries those that need a cgroup.
 	Limits  sandbox.Limits
 	Cgroups *sandbox.Cgroups
+	// TargetPlatform is the platform asked for (--platform), nil when
+	// none was: the final image is then for that platform whatever its
+	// base's, as BuildKit's frontend writes it.
+	TargetPlatform *v1.Platform
+	// CanRun says whether programs of a platform run here, natively or
+	// under a binfmt_misc emulator (an error says what to install); nil
+	// asks this machine (emulation.Detect).
+	CanRun func(v1.Platform) error
 }
 
 // Executor runs plans. It is safe to call Run once per Executor.
@@ -115,6 +123,9 @@ func New(opts Options) *Executor {
 	}
 	if opts.Sandbox == nil {
 		opts.Sandbox = processSandbox{}
+	}
+	if opts.CanRun == nil {
+		opts.CanRun = hostCanRun
 	}
 	return &Executor{opts: opts}
 }
@@ -145,6 +156,9 @@ func (e *Executor) Run(ctx context.Context, plan *planner.Plan) (*Result, error)
 	}
 	for _, st := range plan.Stages {
 		b.results[st.Index] = &stageFuture{done: make(chan struct{})}
+	}
+	if err := b.checkPlatforms(); err != nil {
+		return &Result{Record: b.record}, err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, st := range plan.Stages {

@@ -7,7 +7,9 @@ import (
 	"slices"
 	"time"
 
+	cplatforms "github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -38,6 +40,9 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 		created = *b.e.opts.SourceDateEpoch
 	}
 	img.History = historyForLayers(img.History, s.layers, b.e.opts.SourceDateEpoch)
+	if p := b.e.opts.TargetPlatform; p != nil {
+		setPlatform(&img, *p)
+	}
 	if !created.IsZero() {
 		img.Created = &created
 	}
@@ -80,4 +85,23 @@ func historyForLayers(hist []ocispec.History, layers []layerRef, epoch *time.Tim
 		out = append(out, ocispec.History{Created: &t, CreatedBy: desc, Comment: "buildkit.exporter.image.v0"})
 	}
 	return out
+}
+
+// setPlatform makes img an image for the explicit target platform p, as
+// BuildKit does: its OS and architecture become p's; its variant and OS
+// version too when p has them or the OS or architecture changed.
+func setPlatform(img *dockerspec.DockerOCIImage, p v1.Platform) {
+	same := img.OS == p.OS && img.Architecture == p.Architecture
+	img.OS, img.Architecture = p.OS, p.Architecture
+	if p.Variant != "" || !same {
+		img.Variant = p.Variant
+	}
+	if p.OSVersion != "" || !same {
+		img.OSVersion = p.OSVersion
+	}
+	if p.OSFeatures != nil {
+		img.OSFeatures = slices.Clone(p.OSFeatures)
+	}
+	n := cplatforms.Normalize(ocispec.Platform{OS: img.OS, Architecture: img.Architecture, Variant: img.Variant})
+	img.OS, img.Architecture, img.Variant = n.OS, n.Architecture, n.Variant
 }

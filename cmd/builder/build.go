@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	cplatforms "github.com/containerd/platforms"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"io"
 	"os"
 	"path/filepath"
@@ -81,7 +83,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringSliceVar(&f.noCacheFilter, "no-cache-filter", nil, "do not use the cache for these stages")
 	fs.StringVar(&f.network, "network", "default", "network of RUN steps: default (private, outbound only), host or none")
 	fs.StringArrayVar(&f.addHosts, "add-host", nil, "add HOST:IP to the /etc/hosts of RUN steps (repeatable)")
-	fs.StringVar(&f.platform, "platform", "", "target platform (only the host's platform is supported)")
+	fs.StringVar(&f.platform, "platform", "", "target platform (os/arch[/variant]); a RUN for another architecture runs under a binfmt_misc emulator")
 	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host, security.insecure")
 	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
 	fs.StringArrayVar(&f.ssh, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]]")
@@ -241,6 +243,9 @@ func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context
 				img, err = pullImage(ctx, st, ref, p, ro, !pull)
 			}
 		}
+		if err == nil && !pull {
+			img, err = forPlatform(ctx, st, img, ref, p, ro)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -254,6 +259,37 @@ func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context
 		}
 		return &planner.ImageInfo{Ref: ref, Digest: d.String(), Config: cfg}, nil
 	}
+}
+
+// forPlatform returns img, an image of the local store or the Docker
+// engine, if it is for platform p (or a platform p's programs accept, as
+// containerd matches them: arm/v7 takes arm/v6), else the image of p
+// pulled from the registry. It never uses an image of another
+// architecture: the error names both platforms.
+func forPlatform(ctx context.Context, st *stores, img v1.Image, ref string, p v1.Platform, ro exporter.RemoteOptions) (v1.Image, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("base image %s config: %w", ref, err)
+	}
+	have := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+	if have.Architecture == "" || platformMatches(p, have) {
+		return img, nil
+	}
+	pulled, err := pullImage(ctx, st, ref, p, ro, false)
+	if err != nil {
+		return nil, fmt.Errorf("base image %s: the local one is for %s, not %s, and %w", ref, planner.FormatPlatform(have), planner.FormatPlatform(p), err)
+	}
+	return pulled, nil
+}
+
+// platformMatches reports whether an image for have runs as target want.
+func platformMatches(want, have v1.Platform) bool {
+	m := cplatforms.Only(ociPlatform(want))
+	return m.Match(ociPlatform(have))
+}
+
+func ociPlatform(p v1.Platform) ocispec.Platform {
+	return ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}
 }
 
 // localEngine returns a function giving the Docker engine of $DOCKER_HOST
@@ -357,19 +393,20 @@ func hostPlatform() v1.Platform {
 	return v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 }
 
+// targetPlatform parses a --platform value and normalizes it as
+// containerd does (linux/arm is linux/arm/v7, aarch64 is arm64); "" is
+// the host's platform. Any platform can be a target: what a RUN needs is
+// checked against this machine's emulators before the build starts.
 func targetPlatform(s string) (v1.Platform, error) {
-	host := hostPlatform()
 	if s == "" {
-		return host, nil
+		return hostPlatform(), nil
 	}
-	p, err := v1.ParsePlatform(s)
+	p, err := cplatforms.Parse(s)
 	if err != nil {
 		return v1.Platform{}, fmt.Errorf("--platform %q: %w", s, err)
 	}
-	if p.OS != host.OS || p.Architecture != host.Architecture {
-		return v1.Platform{}, fmt.Errorf("--platform %s: only the host platform %s/%s can be built (no emulation)", s, host.OS, host.Architecture)
-	}
-	return *p, nil
+	p = cplatforms.Normalize(p)
+	return v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant, OSVersion: p.OSVersion, OSFeatures: p.OSFeatures}, nil
 }
 
 // projectID names "this Dockerfile in this context for this target": a

@@ -318,6 +318,9 @@ func (r *buildRun) executorOptions(ctx context.Context, plan *planner.Plan) (exe
 		SourceDateEpoch: plan.SourceDateEpoch, Progress: r.prog,
 		Hostname: buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
 	}
+	if f.platform != "" {
+		o.TargetPlatform = &r.platform
+	}
 	if o.Secrets, err = readSecrets(f.secrets); err != nil {
 		return o, nil, err
 	}
