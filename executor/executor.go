@@ -89,6 +89,15 @@ type Options struct {
 	// Cgroups carries those that need a cgroup.
 	Limits  sandbox.Limits
 	Cgroups *sandbox.Cgroups
+	// Flights, shared by the concurrent Runs of one multi-platform build,
+	// runs a step they have in common once; Name names this Run (its
+	// platform) to the others. Nil: no sharing.
+	Flights *Flights
+	Name    string
+	// MultiPlatform prefixes progress labels with each stage's platform
+	// ("[linux/arm64 build 1/2]"), as BuildKit does when several
+	// platforms are built.
+	MultiPlatform bool
 	// TargetPlatform is the platform asked for (--platform), nil when
 	// none was: the final image is then for that platform whatever its
 	// base's, as BuildKit's frontend writes it.

@@ -106,7 +106,7 @@ func (b *build) runStage(ctx context.Context, st *planner.Stage) (err error) {
 		return &StepError{Path: b.e.opts.DockerfilePath, Stage: stageName(st), Line: st.Line, Instruction: st.Text, Err: err}
 	}
 	// Computed once per stage: a stage of N steps costs O(N).
-	_, s.labels = stageLabels(st, b.plan.StageCount)
+	_, s.labels = stageLabels(st, b.plan.StageCount, b.e.opts.MultiPlatform)
 	for i, step := range st.Steps {
 		if err := b.runStep(ctx, st, s, i, step); err != nil {
 			return err
@@ -172,7 +172,7 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 func (b *build) fromEvent(st *planner.Stage) Event {
 	ev := Event{Stage: stageName(st), Line: st.Line, Instruction: st.Text}
 	if st.Base.Image != nil {
-		ev.Label, _ = stageLabels(st, b.plan.StageCount)
+		ev.Label, _ = stageLabels(st, b.plan.StageCount, b.e.opts.MultiPlatform)
 		ev.Instruction = "FROM " + st.Base.Image.Ref
 	}
 	return ev

@@ -130,14 +130,15 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 	sc.rec.Cache = "miss"
 	sc.rec.Reason = b.explain(ctx, sc, key, &ch.inputs)
 	sc.ev.Cache, sc.ev.Reason = "miss", sc.rec.Reason
-	ran := time.Now()
-	r, err := b.execute(ctx, s, key, ch)
+	r, shared, err := b.executeOnce(ctx, s, key, ch)
 	if err != nil {
 		return err
 	}
-	r.RunMS = time.Since(ran).Milliseconds()
-	if err := b.e.opts.Cache.Put(ctx, r); err != nil {
-		return fmt.Errorf("cache put: %w", err)
+	if shared != "" {
+		sc.rec.Cache, sc.rec.Reason = "hit", "run once in this build, for "+shared
+		sc.ev.Cache, sc.ev.Reason = "hit", ""
+		sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
+		return b.applyResult(sc, key, r, ch)
 	}
 	sc.rec.InputsDigest = r.InputsDigest // Put stored large inputs as this blob
 	if err := b.applyResult(sc, key, r, ch); err != nil {
@@ -182,6 +183,30 @@ func (b *build) applyResult(sc *stepCtx, key cache.Key, r *cache.Record, ch chan
 	}
 	s.history(ch.createdBy, r.EmptyLayer, r.Created)
 	return nil
+}
+
+// executeOnce executes a change that missed the cache and stores its
+// record — once among the Runs sharing the build's Flights: a Run that
+// finds another executing the same key takes that one's record, and
+// shared names the other (its platform).
+func (b *build) executeOnce(ctx context.Context, s *stageState, key cache.Key, ch change) (r *cache.Record, shared string, err error) {
+	run := func() (*cache.Record, error) {
+		ran := time.Now()
+		r, err := b.execute(ctx, s, key, ch)
+		if err != nil {
+			return nil, err
+		}
+		r.RunMS = time.Since(ran).Milliseconds()
+		if err := b.e.opts.Cache.Put(ctx, r); err != nil {
+			return nil, fmt.Errorf("cache put: %w", err)
+		}
+		return r, nil
+	}
+	if b.e.opts.Flights == nil {
+		r, err := run()
+		return r, "", err
+	}
+	return b.e.opts.Flights.do(ctx, key, b.e.opts.Name, run)
 }
 
 // execute runs a change on a fresh snapshot and commits it.
