@@ -131,11 +131,13 @@ type StepRecord struct {
 	Key          Key     `json:"key"`
 	Inputs       *Inputs `json:"inputs,omitempty"`
 	InputsDigest string  `json:"inputsDigest,omitempty"`
-	Cache        string  `json:"cache"` // "hit" or "miss"
-	Reason       string  `json:"reason,omitempty"`
-	DurationMS   int64   `json:"durationMS"`
-	Layer        string  `json:"layer,omitempty"` // diffID
-	Size         int64   `json:"size,omitempty"`  // the layer's uncompressed bytes
+	// Cache is "hit" or "miss", or "none" for a step that only changes
+	// the image config (ENV, LABEL...): there is nothing to reuse.
+	Cache      string `json:"cache"`
+	Reason     string `json:"reason,omitempty"`
+	DurationMS int64  `json:"durationMS"`
+	Layer      string `json:"layer,omitempty"` // diffID
+	Size       int64  `json:"size,omitempty"`  // the layer's uncompressed bytes
 	// SavedMS is, for a hit, how long the step took when it ran (the
 	// cache record's RunMS; 0 when unknown).
 	SavedMS int64 `json:"savedMS,omitempty"`

@@ -358,6 +358,53 @@ COPY --from=b --chown=%[1]d:%[2]d /b /b
 	}
 }
 
+// A COPY --from step starts (in progress, and so in its duration) once its
+// source stage is built, not while it waits for it.
+func TestRunCopyFromStartsAfterSource(t *testing.T) {
+	f := newFakeBuild(t)
+	_, rec := f.mustRun(`FROM scratch AS a
+RUN sleep-until go
+RUN echo a > /a
+
+FROM scratch AS b
+RUN signal go
+RUN echo b > /b
+
+FROM scratch
+COPY --from=a --chown=%[1]d:%[2]d /a /a
+COPY --from=b --chown=%[1]d:%[2]d /b /b
+`)
+	sourceDone, copyStarted := -1, -1
+	for i, ev := range rec.events {
+		switch {
+		case ev.Kind == StepDone && ev.Instruction == "RUN echo a > /a":
+			sourceDone = i
+		case ev.Kind == StepStarted && strings.HasPrefix(ev.Instruction, "COPY --from=a"):
+			copyStarted = i
+		}
+	}
+	if sourceDone < 0 || copyStarted < sourceDone {
+		t.Errorf("COPY --from=a started at event %d, its source stage finished at %d: want it to start after", copyStarted, sourceDone)
+	}
+}
+
+// Steps that only change the config are neither hits nor misses, on a
+// cold build or any other.
+func TestRunMetadataStepsAreNotHits(t *testing.T) {
+	f := newFakeBuild(t)
+	f.write("a", "a")
+	for range 2 {
+		res, _ := f.mustRun("FROM scratch\nENV A=1\nLABEL l=v\nCOPY a /a\n")
+		for _, s := range res.Record.Steps {
+			if strings.HasPrefix(s.Instruction, "ENV") || strings.HasPrefix(s.Instruction, "LABEL") {
+				if s.Cache != CacheNone || !s.Key.IsZero() {
+					t.Errorf("%s: cache %q key %s, want %q and no key", s.Instruction, s.Cache, s.Key, CacheNone)
+				}
+			}
+		}
+	}
+}
+
 // TestRunErrorNamesLine checks that a failing step's error names the
 // Dockerfile line and instruction, and that the record is still returned.
 func TestRunErrorNamesLine(t *testing.T) {

@@ -111,3 +111,18 @@ func TestStageLabelsWithoutVertex(t *testing.T) {
 		}
 	}
 }
+
+// The FROM of an image shows the image it resolved, as BuildKit names it.
+func TestResolvedName(t *testing.T) {
+	d := "sha256:" + strings.Repeat("ab", 32)
+	for _, tt := range []struct{ ref, want string }{
+		{"busybox", "docker.io/library/busybox:latest@" + d},
+		{"busybox:fixture", "docker.io/library/busybox:fixture@" + d},
+		{"127.0.0.1:5000/team/app:v1", "127.0.0.1:5000/team/app:v1@" + d},
+		{"alpine@" + d, "docker.io/library/alpine@" + d},
+	} {
+		if got := resolvedName(tt.ref, d); got != tt.want {
+			t.Errorf("resolvedName(%q) = %q, want %q", tt.ref, got, tt.want)
+		}
+	}
+}

@@ -8,6 +8,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/distribution/reference"
+	godigest "github.com/opencontainers/go-digest"
+
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/planner"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -168,14 +171,35 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 }
 
 // fromEvent is the progress event of a stage's FROM: BuildKit shows the
-// FROM of an image as the stage's first step.
+// FROM of an image as the stage's first step, naming the image it
+// resolved ("FROM docker.io/library/busybox:latest@sha256:...").
 func (b *build) fromEvent(st *planner.Stage) Event {
 	ev := Event{Stage: stageName(st), Line: st.Line, Instruction: st.Text}
 	if st.Base.Image != nil {
 		ev.Label, _ = stageLabels(st, b.plan.StageCount, b.e.opts.MultiPlatform)
-		ev.Instruction = "FROM " + st.Base.Image.Ref
+		ev.Instruction = "FROM " + resolvedName(st.Base.Image.Ref, st.Base.Image.Digest)
 	}
 	return ev
+}
+
+// resolvedName is ref normalized as Docker names it, pinned to digest.
+func resolvedName(ref, digest string) string {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return ref + "@" + digest
+	}
+	named = reference.TagNameOnly(named)
+	if _, ok := named.(reference.Digested); ok {
+		return named.String()
+	}
+	d, err := godigest.Parse(digest)
+	if err != nil {
+		return named.String()
+	}
+	if pinned, err := reference.WithDigest(named, d); err == nil {
+		return pinned.String()
+	}
+	return named.String()
 }
 
 func emptyImage(p v1.Platform) dockerspec.DockerOCIImage {

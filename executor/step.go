@@ -21,6 +21,11 @@ import (
 // runStep runs one step, attaching the Dockerfile location to any error.
 func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step) (err error) {
 	ev := Event{Stage: stageName(st), Step: i + 1, Total: len(st.Steps), Label: s.labels[i], Line: step.Line, Instruction: step.Text, Name: step.Name}
+	// A step starts, in progress and in its duration, once the stages it
+	// reads are built: a COPY --from's time is its own, not its source's.
+	if err := b.waitSources(ctx, step); err != nil {
+		return err
+	}
 	b.e.opts.Progress.Event(ev)
 	rec := cache.StepRecord{Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Name: ev.Title(), Cache: "hit"}
 	start := time.Now()
@@ -29,6 +34,9 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 			err = &StepError{Path: b.e.opts.DockerfilePath, Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Err: err}
 		}
 		rec.DurationMS = time.Since(start).Milliseconds()
+		if rec.Key.IsZero() {
+			rec.Cache = CacheNone
+		}
 		ev.Kind, ev.Cache, ev.Reason, ev.Duration, ev.Err = StepDone, rec.Cache, rec.Reason, time.Since(start), err
 		ev.Metadata = rec.Key.IsZero()
 		b.e.opts.Progress.Event(ev)
@@ -63,6 +71,29 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 	}
 	return nil
 }
+
+// waitSources waits for the stages step reads (COPY --from, RUN --mount
+// from=). Their failure is reported by their own steps.
+func (b *build) waitSources(ctx context.Context, step *planner.Step) error {
+	if step.From != nil && step.From.Stage != nil {
+		if _, err := b.wait(ctx, step.From.Stage.Index); err != nil {
+			return err
+		}
+	}
+	for _, src := range step.MountFrom {
+		if src.Stage != nil {
+			if _, err := b.wait(ctx, src.Stage.Index); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// CacheNone is the cache result of a step that only changes the image
+// config: it has no key and nothing to reuse, so it is neither a hit nor a
+// miss.
+const CacheNone = "none"
 
 func argCount(c instructions.Command) int {
 	if a, ok := c.(*instructions.ArgCommand); ok {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/executor"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -118,7 +119,7 @@ func printHistory(a *app, rows []historyRow, noTrunc bool) error {
 		if r.Cache == "miss" && r.Reason != "" {
 			cacheCol = "miss: " + r.Reason
 		}
-		if cacheCol == "" {
+		if cacheCol == "" || cacheCol == executor.CacheNone {
 			cacheCol = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", layer, created, by, humanSize(r.Size), cacheCol, r.Comment)
