@@ -59,7 +59,8 @@ type buildFlags struct {
 	cacheTo       []string
 	// verifyReproducible rebuilds in a fresh store and compares.
 	verifyReproducible bool
-	run                runFlags // --isolation, RUN resource limits (runflags.go)
+	run                runFlags    // --isolation, RUN resource limits (runflags.go)
+	attest             attestFlags // --attest, --provenance, --sbom (attest.go)
 }
 
 func cmdBuild(ctx context.Context, a *app, args []string) error {
@@ -104,10 +105,14 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.BoolVar(&f.verifyReproducible, "verify-reproducible", false, "build again from nothing (fresh store, --no-cache, same SOURCE_DATE_EPOCH) and fail naming what differs unless the digests match")
 	legacyFlags(fs)
 	addRunFlags(fs, &f.run)
+	addAttestFlags(fs, &f.attest)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := f.run.check(); err != nil {
+		return err
+	}
+	if err := f.attest.check(f.buildArgs); err != nil {
 		return err
 	}
 	if err := needArgs(fs, 1, 1); err != nil {
@@ -387,6 +392,10 @@ func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (er
 		return err
 	}
 	res.Image = annotate(res.Image, annotations)
+	if er.attest, err = prepareAttestations(ctx, attestBuild{a: a, f: f, in: in, st: st, plan: plan, res: res, contexts: contexts,
+		platform: platform, df: df, dfFile: dfFile, tmp: tmp.Path(), notice: prog.Notice}); err != nil {
+		return err
+	}
 	out, err := er.exportAll(ctx, res.Image, f.tags, outs)
 	countPush(rec.Outputs)
 	if err != nil {
