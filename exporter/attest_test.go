@@ -200,3 +200,54 @@ func tarFiles(t *testing.T, p string) map[string][]byte {
 		out[h.Name] = b
 	}
 }
+
+// The store keeps an image's attestations beside it: inspect shows them,
+// the tag still names the image.
+func TestStoreAttestations(t *testing.T) {
+	st := newTestStore(t)
+	img := testImage(t, newFakeLayers(), map[string]string{"a": "a"})
+	digest, err := st.Put(t.Context(), img, []string{"app:v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := st.Attestations(t.Context(), "app:v1"); err != nil || a != nil {
+		t.Fatalf("attestations before any: %+v, %v", a, err)
+	}
+	stored, err := st.Image(t.Context(), "app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subject v1.Descriptor
+	idxDigest, err := st.PutAttestations(t.Context(), stored, testAttest(&subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subject.Digest != digest {
+		t.Errorf("subject %s, want the stored manifest %s", subject.Digest, digest)
+	}
+	info, err := st.Inspect(t.Context(), "app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Digest != digest.String() || info.Attestations == nil || info.Attestations.Index != idxDigest.String() || len(info.Attestations.Statements) != 2 {
+		t.Fatalf("inspect %+v %+v", info, info.Attestations)
+	}
+	s := info.Attestations.Statements[1]
+	if s.PredicateType != "https://spdx.dev/Document" || !strings.Contains(string(s.Statement), `"n":2`) || s.Size != int64(len(s.Statement)) {
+		t.Errorf("statement %+v", s)
+	}
+	rawIdx, err := st.blobs.ReadBlob(t.Context(), idxDigest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAttestedIndex(t, rawIdx, stored, func(h v1.Hash) []byte {
+		b, err := st.blobs.ReadBlob(t.Context(), h.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	})
+	if d, err := st.blobs.ResolveTag(t.Context(), "app:v1"); err != nil || d != digest.String() {
+		t.Errorf("tag names %s, %v; want the image %s", d, err, digest)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -124,6 +125,16 @@ func (r *attestRun) push(ctx context.Context, st *stores, img v1.Image, name str
 	return st.images.PushImage(ctx, img, name, ro)
 }
 
+// store keeps the image's attestations in the local store beside it.
+func (r *attestRun) store(ctx context.Context, st *stores, img v1.Image, tags []string) error {
+	if a := r.forImage(tags, false); a != nil {
+		if _, err := st.images.PutAttestations(ctx, img, a); err != nil {
+			return fmt.Errorf("store attestations: %w", err)
+		}
+	}
+	return nil
+}
+
 // writeFiles writes the statements beside a local output as BuildKit's
 // local exporter does: one file per attestation (provenance.json,
 // sbom.spdx.json), its subjects every regular file of the output.
@@ -229,4 +240,26 @@ func sha256File(p string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// printAttestations prints the stored statements of the image ref whose
+// predicate type is typ (provenance, sbom or a URI) as a JSON array.
+func printAttestations(ctx context.Context, a *app, st *stores, ref, typ string) error {
+	atts, err := st.images.Attestations(ctx, ref)
+	if err != nil {
+		return err
+	}
+	want := exporter.PredicateTypeOf(typ)
+	out := []json.RawMessage{}
+	if atts != nil {
+		for _, s := range atts.Statements {
+			if strings.HasPrefix(s.PredicateType, want) {
+				out = append(out, s.Statement)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return fmt.Errorf("image %s has no %s attestation (build it with --attest type=provenance or type=sbom)", ref, typ)
+	}
+	return writeJSON(a.stdout, out)
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/builder-dev/builder/exporter"
 	"github.com/builder-dev/builder/internal/attest"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -71,6 +72,80 @@ func mustManifestDesc(t *testing.T, ref string) *remote.Descriptor {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// An asked-for provenance goes everywhere the image goes: an OCI archive
+// holds the index (its statement names the archive's manifest and the
+// tags), the local store keeps it beside the image (builder inspect), and
+// the metadata file names the index as BuildKit does.
+func TestE2EProvenanceOCIAndInspect(t *testing.T) {
+	e := newEnv(t)
+	dir := e.context("FROM busybox:fixture\nRUN echo o > /o\n", nil)
+	oci, md := filepath.Join(e.dir, "prov.tar"), filepath.Join(e.dir, "md.json")
+	e.mustRun("build", "--attest", "type=provenance,mode=max", "-t", "app:v1", "--metadata-file", md, "-o", "type=oci,dest="+oci, dir)
+	idx := ociIndexOf(t, oci)
+	if len(idx.Manifests) != 1 || idx.Manifests[0].MediaType != types.OCIImageIndex {
+		t.Fatalf("OCI index.json %+v: want one image index", idx.Manifests)
+	}
+	var meta map[string]any
+	if err := json.Unmarshal([]byte(readFileString(t, md)), &meta); err != nil {
+		t.Fatal(err)
+	}
+	if meta["containerimage.digest"] != idx.Manifests[0].Digest.String() {
+		t.Errorf("containerimage.digest %v, want the index %s", meta["containerimage.digest"], idx.Manifests[0].Digest)
+	}
+	layout := filepath.Join(e.dir, "layout")
+	if out, err := exec.Command("sh", "-c", "mkdir -p "+layout+" && tar -xf "+oci+" -C "+layout).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var inner struct{ Manifests []struct{ Digest string } }
+	blob := func(d string) []byte {
+		b, err := os.ReadFile(filepath.Join(layout, "blobs", "sha256", strings.TrimPrefix(d, "sha256:")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if err := json.Unmarshal(blob(idx.Manifests[0].Digest.String()), &inner); err != nil || len(inner.Manifests) != 2 {
+		t.Fatalf("inner index: %v %+v", err, inner)
+	}
+	var am struct{ Layers []struct{ Digest string } }
+	if err := json.Unmarshal(blob(inner.Manifests[1].Digest), &am); err != nil || len(am.Layers) != 1 {
+		t.Fatalf("attestation manifest: %v %+v", err, am)
+	}
+	var stmt attest.Statement
+	if err := json.Unmarshal(blob(am.Layers[0].Digest), &stmt); err != nil {
+		t.Fatal(err)
+	}
+	wantName := "pkg:docker/app@v1?platform=" + strings.ReplaceAll(attest.PlatformString(hostPlatform()), "/", "%2F")
+	if len(stmt.Subject) != 1 || stmt.Subject[0].Name != wantName || "sha256:"+stmt.Subject[0].Digest["sha256"] != inner.Manifests[0].Digest {
+		t.Errorf("OCI statement subjects %+v, want %s of %s", stmt.Subject, wantName, inner.Manifests[0].Digest)
+	}
+
+	out, _ := e.mustRun("inspect", "app:v1")
+	var info exporter.ImageInspect
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Attestations == nil || len(info.Attestations.Statements) != 1 || info.Attestations.Statements[0].PredicateType != attest.PredicateSLSA1 {
+		t.Fatalf("inspect attestations %+v", info.Attestations)
+	}
+	out, _ = e.mustRun("inspect", "--attestation", "provenance", "app:v1")
+	var stmts []attest.Statement
+	if err := json.Unmarshal([]byte(out), &stmts); err != nil || len(stmts) != 1 {
+		t.Fatalf("inspect --attestation provenance: %v\n%s", err, out)
+	}
+	if s := stmts[0]; s.Subject[0].Name != wantName || "sha256:"+s.Subject[0].Digest["sha256"] != info.Digest {
+		t.Errorf("stored statement subjects %+v, want %s of the stored image %s", s.Subject, wantName, info.Digest)
+	}
+	if _, errOut, err := e.run("inspect", "--attestation", "sbom", "app:v1"); err == nil || !strings.Contains(errOut, "has no sbom attestation") {
+		t.Errorf("inspect --attestation sbom of an image without one: %v\n%s", err, errOut)
+	}
+	// prune keeps them while the image is tagged.
+	e.mustRun("prune", "--all")
+	if out, _ := e.mustRun("inspect", "--attestation", "provenance", "app:v1"); !strings.Contains(out, "slsa.dev/provenance/v1") {
+		t.Errorf("attestations lost by prune:\n%s", out)
+	}
 }
 
 // testGitProvenanceAttestation (SHA-1 and SHA-256 repositories), ported:

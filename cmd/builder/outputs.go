@@ -232,6 +232,9 @@ func (r *exportRun) exportAll(ctx context.Context, img v1.Image, tags []string, 
 		}
 	}
 	digest, err := r.st.images.Put(ctx, img, tags)
+	if err == nil {
+		err = r.attest.store(ctx, r.st, img, tags)
+	}
 	if err != nil {
 		return ex, fmt.Errorf("store image: %w", err)
 	}
