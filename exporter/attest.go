@@ -2,8 +2,10 @@ package exporter
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -236,4 +238,18 @@ func (a *ociArchive) attested(img v1.Image, attest Attest) (v1.Descriptor, error
 		return v1.Descriptor{}, err
 	}
 	return addIndexBlobs(a.blobs, idx)
+}
+
+// WriteLayers applies layers in order into dir, as WriteLocal applies an
+// image's (the filesystem of a stage, scanned for its SBOM).
+func WriteLayers(ctx context.Context, dir string, layers []v1.Layer) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i, l := range layers {
+		if err := applyLayer(ctx, dir, l); err != nil {
+			return fmt.Errorf("write %s: layer %d: %w", dir, i, err)
+		}
+	}
+	return nil
 }

@@ -57,8 +57,12 @@ func (f *attestFlags) check(buildArgs []string) error {
 // which is inline-only) also in the local store, OCI archives, and as
 // files beside local and tar outputs. A nil *attestRun makes none.
 type attestRun struct {
-	atts   []attest.Attestation
-	warned bool
+	atts []attest.Attestation
+	// sbomLayers places the files of the image's SBOM in its layers
+	// (BuildKit's "layerID:" file comments).
+	sbomLayers *layerFinder
+	tool       string // "builder-VERSION", the SBOM's creator
+	warned     bool
 }
 
 // pick is the attestations an output gets: push outputs all, others
@@ -90,6 +94,11 @@ func (r *attestRun) forImage(names []string, push bool) exporter.Attest {
 		}
 		out := make([]exporter.Statement, 0, len(atts))
 		for _, a := range atts {
+			if a.PredicateType == attest.PredicateSPDX && a.Path == "sbom.spdx.json" && r.sbomLayers != nil {
+				if a, err = r.sbomLayers.supplement(img, a, r.tool); err != nil {
+					return nil, err
+				}
+			}
 			data, err := attest.Bind(a, subjects).Marshal()
 			if err != nil {
 				return nil, err

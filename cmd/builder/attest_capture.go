@@ -46,9 +46,14 @@ func prepareAttestations(ctx context.Context, b attestBuild) (*attestRun, error)
 	if cfg.Provenance == nil && cfg.SBOM == nil {
 		return nil, nil
 	}
-	r := &attestRun{}
+	v, _ := buildVersion()
+	r := &attestRun{tool: "builder-" + v}
 	if cfg.SBOM != nil {
-		return nil, fmt.Errorf("--sbom: not implemented yet")
+		atts, layers, err := scanSBOM(ctx, b)
+		if err != nil {
+			return nil, err
+		}
+		r.atts, r.sbomLayers = atts, layers
 	}
 	if cfg.Provenance != nil {
 		c, err := b.capture(ctx)

@@ -278,3 +278,38 @@ func TestBindSubjects(t *testing.T) {
 		t.Errorf("unnamed image's statement %s, want an empty subject list", b)
 	}
 }
+
+// BuildKit's additions to an image's SBOM: each file's layer, unless it
+// has a comment, and the creator.
+func TestSupplementSPDX(t *testing.T) {
+	doc := `{"spdxVersion":"SPDX-2.3","name":"sbom","creationInfo":{"created":"2024-01-01T00:00:00Z","creators":["Organization: Anchore, Inc","Tool: syft-v1.57.2"]},` +
+		`"files":[{"fileName":"/etc/os-release","SPDXID":"a"},{"fileName":"usr/bin/x","SPDXID":"b"},{"fileName":"/kept","comment":"mine","SPDXID":"c"},{"fileName":"/nowhere","SPDXID":"d"}],"packages":[{"name":"p","versionInfo":"1"}]}`
+	layers := map[string]string{"/etc/os-release": "sha256:1", "/usr/bin/x": "sha256:2", "/kept": "sha256:3"}
+	out, err := SupplementSPDX([]byte(doc), func(p string) (string, bool) { d, ok := layers[p]; return d, ok }, "builder-v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		CreationInfo struct{ Creators []string }
+		Files        []struct{ FileName, Comment string }
+		Packages     []struct{ Name, VersionInfo string }
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	wantComments := []string{"layerID: sha256:1", "layerID: sha256:2", "mine", ""}
+	for i, f := range got.Files {
+		if f.Comment != wantComments[i] {
+			t.Errorf("file %s comment %q, want %q", f.FileName, f.Comment, wantComments[i])
+		}
+	}
+	if c := got.CreationInfo.Creators; len(c) != 3 || c[2] != "Tool: builder-v1" {
+		t.Errorf("creators %v", c)
+	}
+	if len(got.Packages) != 1 || got.Packages[0].VersionInfo != "1" {
+		t.Errorf("packages changed: %+v", got.Packages)
+	}
+	if _, err := SupplementSPDX([]byte("not json"), nil, ""); err == nil {
+		t.Error("a broken document: no error")
+	}
+}
