@@ -14,7 +14,9 @@ import (
 // of any input changes so that old entries can never be confused with new ones.
 // v2: COPY/ADD make the directories of their destination 0755 (or with an
 // octal --chmod) where v1 gave a copied tree's top the source's mode, and
-// RUN bind mounts are keyed by the content they bind.
+// RUN bind mounts are keyed by the content they bind; COPY/ADD key their
+// destination once, resolved against the workdir and cleaned (v1 had it
+// twice, by two rules). v2 has not shipped: changes before it does stay v2.
 const keyVersion = "builder.cachekey.v2"
 
 // Key identifies the result of one build step. It is a sha256 over a

@@ -35,7 +35,7 @@ func addIsArchive(host string) (bool, error) {
 // layer holds them as a root build's does.
 func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource, own copyOwner) error {
 	// BuildKit's unpack makes the destination 0755 whatever --chmod says.
-	if err := copyMkdirAll(rootfs, p.dest, 0o755, own); err != nil {
+	if err := mkdirAllIn(rootfs, p.dest, 0o755, own); err != nil {
 		return err
 	}
 	root, err := securejoin.SecureJoin(rootfs, p.dest)

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // copyTar builds a tar with a dir, a file, a symlink, a hardlink and a
@@ -48,7 +50,7 @@ func copyTarOf(t *testing.T, hdrs []*tar.Header) []byte {
 }
 
 func TestAddArchive(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	t.Parallel()
 	raw := copyTar(t)
 	compress := map[string]func(t *testing.T) []byte{
@@ -89,10 +91,7 @@ func TestAddArchive(t *testing.T) {
 func copyExec(t *testing.T, tool string, in []byte) []byte {
 	t.Helper()
 	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (CI=true)", tool)
-		}
-		t.Skipf("%s not installed", tool)
+		testenv.SkipOrFail(t, "%s not installed", tool)
 	}
 	cmd := exec.Command(tool, "-c")
 	cmd.Stdin = bytes.NewReader(in)
@@ -111,7 +110,7 @@ type copyHostileTar struct {
 }
 
 func TestAddArchiveHostile(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	t.Parallel()
 	reg := func(name string, size int64) *tar.Header {
 		return &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: size, ModTime: copyMtime, Uid: 7, Gid: 8}
@@ -160,7 +159,7 @@ func TestAddArchiveDeviceUserNS(t *testing.T) {
 		copyUserNSChild(t, dir)
 		return
 	}
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	ctxDir, rootfs, _ := copySetup(t)
 	archive := copyTarOf(t, []*tar.Header{
 		{Name: "null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3},
@@ -175,10 +174,7 @@ func TestAddArchiveDeviceUserNS(t *testing.T) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("test requires user namespaces (CI=true): %v", err)
-		}
-		t.Skipf("test requires user namespaces: %v", err)
+		testenv.SkipOrFail(t, "test requires user namespaces: %v", err)
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("child in user namespace: %v\n%s", err, out.String())
@@ -209,7 +205,7 @@ func copyUserNSChild(t *testing.T, dir string) {
 // TestAddArchiveUnpackFalse: ADD --unpack=false copies a local archive as
 // it is (BuildKit testDockerfileAddArchive).
 func TestAddArchiveUnpackFalse(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	ctxDir, rootfs, _ := copySetup(t)
 	if err := os.WriteFile(filepath.Join(ctxDir, "t.tar"), copyTar(t), 0o644); err != nil {
 		t.Fatal(err)
@@ -222,7 +218,7 @@ func TestAddArchiveUnpackFalse(t *testing.T) {
 // each into a destination written without a slash (BuildKit
 // testDockerfileAddArchiveWildcard).
 func TestAddArchiveWildcard(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	ctxDir, rootfs, _ := copySetup(t)
 	for _, n := range []string{"one", "two"} {
 		body := copyTarOf(t, []*tar.Header{{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: 3, ModTime: copyMtime}})

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // gitRepo makes a repository with foo (v1, then v2 at master) and returns
@@ -31,7 +33,7 @@ func gitRepo(t *testing.T) (url, v1, head string) {
 }
 
 func TestAddGit(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	t.Parallel()
 	url, v1, head := gitRepo(t)
 	tests := []struct {

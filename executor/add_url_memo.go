@@ -14,7 +14,7 @@ import (
 // storeURLMemo keeps the addURLRecord of each URL in the store's URLs area,
 // one JSON file named after the URL's sha256 (the URL itself, which may
 // hold credentials, is not written).
-type storeURLMemo struct{ s *cache.Store }
+type storeURLMemo struct{ s CacheStore }
 
 func (m storeURLMemo) name(url string) string {
 	sum := sha256.Sum256([]byte(url))

@@ -12,10 +12,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 func TestAddURL(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	t.Parallel()
 	tarBody := copyTar(t)
 	sum := sha256.Sum256([]byte("payload"))
@@ -147,7 +149,7 @@ func (m *mapURLMemo) Put(_ context.Context, url string, rec addURLRecord) error 
 // step runs; every request carries BuildKit's User-Agent; a download
 // without Last-Modified gets the Unix epoch as mtime, so its key is stable.
 func TestAddURLRevalidates(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	var mu sync.Mutex
 	var log []string
 	body, etag := "content1", `"e1"`

@@ -21,20 +21,3 @@ func openNamedContext(nc *planner.NamedContext) (*buildcontext.Context, error) {
 	}
 	return c, nil
 }
-
-// useNamedContext points every mount of ms reading from= name at the
-// directory context nc: bind mounts select from it with its ignore file,
-// cache mounts seed from its root. The key names the context; the bound
-// files' content is keyed like any bind source.
-func useNamedContext(ms []*runMount, from string, nc *planner.NamedContext) error {
-	c, err := openNamedContext(nc)
-	if err != nil {
-		return err
-	}
-	for _, rm := range ms {
-		if rm.needsFrom() && rm.From == from {
-			rm.srcCtx, rm.srcRoot, rm.FromKey = c, c.Root(), "context:"+nc.Name
-		}
-	}
-	return nil
-}

@@ -31,7 +31,7 @@ func (p *copyPlan) Apply(ctx context.Context, rootfs string) error {
 		return err
 	}
 	if len(p.pivots) > 0 {
-		if err := copyMkdirAll(rootfs, p.dest, p.dirMode(), own); err != nil {
+		if err := mkdirAllIn(rootfs, p.dest, p.dirMode(), own); err != nil {
 			return err
 		}
 	}
@@ -100,7 +100,7 @@ func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource
 	if p.destDir {
 		parent = p.dest
 	}
-	if err := copyMkdirAll(rootfs, parent, p.dirMode(), own); err != nil {
+	if err := mkdirAllIn(rootfs, parent, p.dirMode(), own); err != nil {
 		return err
 	}
 	top := s.entries[0]
@@ -145,7 +145,7 @@ func (p *copyPlan) applyTree(ctx context.Context, rootfs, dst string, s *copySou
 	if fi, err := os.Stat(host); err == nil && !fi.IsDir() {
 		return fmt.Errorf("cannot copy to non-directory: %s", dst)
 	}
-	if err := copyMkdirAll(rootfs, dst, p.dirMode(), own); err != nil {
+	if err := mkdirAllIn(rootfs, dst, p.dirMode(), own); err != nil {
 		return err
 	}
 	top := s.entries[0]

@@ -11,18 +11,6 @@ import (
 	"github.com/builder-dev/builder/internal/buildcontext"
 )
 
-// copyRequireRoot skips a test that needs root (chown), or fails under CI.
-func copyRequireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("test requires root (CI=true)")
-	}
-	t.Skip("test requires root")
-}
-
 var copyMtime = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // copyMakeTree creates entries under root: "name" → file content, "name/"

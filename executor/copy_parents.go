@@ -233,7 +233,7 @@ func copyParentDirs(tree *buildcontext.Context, pivot, name string) ([]copyEntry
 // directories (BuildKit's createParentDirs); it returns them, with rel
 // inside rootfs, so that their times are set after every source is in.
 func (p *copyPlan) applyParents(ctx context.Context, rootfs string, s *copySource, own copyOwner) ([]copyEntry, error) {
-	if err := copyMkdirAll(rootfs, p.dest, p.dirMode(), own); err != nil {
+	if err := mkdirAllIn(rootfs, p.dest, p.dirMode(), own); err != nil {
 		return nil, err
 	}
 	var created []copyEntry

@@ -69,12 +69,12 @@ func copyIsDir(rootfs, dst string) (bool, error) {
 	return fi.IsDir(), nil
 }
 
-// copyMkdirAll creates dir and its missing parents inside rootfs with mode
+// mkdirAllIn creates dir and its missing parents inside rootfs with mode
 // (umask ignored), owned by own, like fsutil's MkdirAll as BuildKit calls
 // it: dir is resolved inside rootfs first, symlinks included, so a
 // destination through a symlink to a missing directory (../tmp/target)
 // creates that directory and its missing parents.
-func copyMkdirAll(rootfs, dir string, mode uint32, own copyOwner) error {
+func mkdirAllIn(rootfs, dir string, mode uint32, own copyOwner) error {
 	host, err := securejoin.SecureJoin(rootfs, dir)
 	if err != nil {
 		return fmt.Errorf("resolve %s in rootfs: %w", dir, err)

@@ -8,10 +8,12 @@ import (
 	"testing"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 func TestCopy(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	t.Parallel()
 	tests := []struct {
 		name    string
@@ -188,7 +190,7 @@ func TestCopy(t *testing.T) {
 }
 
 func TestCopyHardlinksAndXattr(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	ctxDir, rootfs, _ := copySetup(t)
 	capValue := []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 	if err := syscall.Setxattr(filepath.Join(ctxDir, "sub/deep/h"), "security.capability", capValue, 0); err != nil {
@@ -208,7 +210,7 @@ func TestCopyHardlinksAndXattr(t *testing.T) {
 }
 
 func TestCopyFromStageRoot(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	ctxDir, rootfs, victim := copySetup(t)
 	// --from: no ignore rules, absolute symlinks resolve inside the source root.
 	src := filepath.Join(filepath.Dir(ctxDir), "stage")
@@ -224,7 +226,7 @@ func TestCopyFromStageRoot(t *testing.T) {
 // TestCopySocket: a socket in the context becomes an empty regular file
 // with the socket's permissions, as BuildKit copies it (testCopySocket).
 func TestCopySocket(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	ctxDir, rootfs, _ := copySetup(t)
 	sock := filepath.Join(ctxDir, "s.sock")
 	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
@@ -250,7 +252,7 @@ func TestCopySocket(t *testing.T) {
 // as root, and an existing one keeps its owner (BuildKit
 // testCopyChownExistingDir). With --chown, or from the context, they go.
 func TestCopyFromKeepsOwners(t *testing.T) {
-	copyRequireRoot(t)
+	testenv.RequireRoot(t)
 	ctxDir, rootfs, _ := copySetup(t)
 	src := filepath.Join(filepath.Dir(ctxDir), "stage")
 	copyMakeTree(t, src, map[string]string{"file": "f", "dir/subdir/nested": "n"}, nil)

@@ -22,19 +22,17 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// ImageSource resolves image references (name:tag or digest) in the local
-// image store.
-type ImageSource interface {
-	Image(ctx context.Context, ref string) (v1.Image, error)
-}
-
-// Options wire an Executor to its stores. All fields but Progress,
-// HTTPClient and SourceDateEpoch are required.
+// Options wire an Executor to its stores. Cache, Layers, Snapshotter and
+// Images are required.
 type Options struct {
-	Cache       *cache.Store
-	Layers      *snapshot.LayerStore
+	Cache       CacheStore
+	Layers      LayerStore
 	Snapshotter snapshot.Snapshotter
-	Images      ImageSource
+	Images      ImageStore
+	// Mounter mounts the snapshots' roots; nil uses the kernel's mounts.
+	Mounter Mounter
+	// Sandbox runs RUN's processes; nil uses internal/sandbox.
+	Sandbox Sandbox
 	// Context is the build context; nil when the build has none (-f - with
 	// no context files needed).
 	Context        *buildcontext.Context
@@ -91,6 +89,23 @@ type Options struct {
 	// Cgroups carries those that need a cgroup.
 	Limits  sandbox.Limits
 	Cgroups *sandbox.Cgroups
+	// Flights, shared by the concurrent Runs of one multi-platform build,
+	// runs a step they have in common once; Name names this Run (its
+	// platform) to the others. Nil: no sharing.
+	Flights *Flights
+	Name    string
+	// MultiPlatform prefixes progress labels with each stage's platform
+	// ("[linux/arm64 build 1/2]"), as BuildKit does when several
+	// platforms are built.
+	MultiPlatform bool
+	// TargetPlatform is the platform asked for (--platform), nil when
+	// none was: the final image is then for that platform whatever its
+	// base's, as BuildKit's frontend writes it.
+	TargetPlatform *v1.Platform
+	// CanRun says whether programs of a platform run here, natively or
+	// under a binfmt_misc emulator (an error says what to install); nil
+	// asks this machine (emulation.Detect).
+	CanRun func(v1.Platform) error
 }
 
 // Executor runs plans. It is safe to call Run once per Executor.
@@ -111,6 +126,15 @@ func New(opts Options) *Executor {
 	}
 	if opts.TempDir == "" {
 		opts.TempDir = os.TempDir()
+	}
+	if opts.Mounter == nil {
+		opts.Mounter = kernelMounts{}
+	}
+	if opts.Sandbox == nil {
+		opts.Sandbox = processSandbox{}
+	}
+	if opts.CanRun == nil {
+		opts.CanRun = hostCanRun
 	}
 	return &Executor{opts: opts}
 }
@@ -141,6 +165,9 @@ func (e *Executor) Run(ctx context.Context, plan *planner.Plan) (*Result, error)
 	}
 	for _, st := range plan.Stages {
 		b.results[st.Index] = &stageFuture{done: make(chan struct{})}
+	}
+	if err := b.checkPlatforms(); err != nil {
+		return &Result{Record: b.record}, err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, st := range plan.Stages {

@@ -1,14 +1,17 @@
 package executor
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
+	"time"
 
-	"github.com/builder-dev/builder/exporter"
+	cplatforms "github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // finalImage turns the target stage's state into an image: the config with
@@ -36,6 +39,10 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 	if b.e.opts.SourceDateEpoch != nil {
 		created = *b.e.opts.SourceDateEpoch
 	}
+	img.History = historyForLayers(img.History, s.layers, b.e.opts.SourceDateEpoch)
+	if p := b.e.opts.TargetPlatform; p != nil {
+		setPlatform(&img, *p)
+	}
 	if !created.IsZero() {
 		img.Created = &created
 	}
@@ -47,13 +54,54 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 	for i, l := range s.layers {
 		layers[i] = l.layer
 	}
-	return exporter.NewImageRaw(raw, layers)
+	return b.e.opts.Images.NewImage(raw, layers)
 }
 
-// storeLayer is a layer built here, read back from the layer store.
-// Its bytes are produced when the image is exported, after Run returned, so
-// it is not bound to the build's context. A layer imported from a remote
-// cache is read from its kept blob (see exporter.Store.WriteTar).
-func (b *build) storeLayer(diffID string, size int64) (v1.Layer, error) {
-	return exporter.LayerFromStore(context.Background(), exporter.NewStore(b.e.opts.Cache, b.e.opts.Layers), diffID, size)
+// historyForLayers gives history entries to the layers that have none
+// (the files of a named local context), as BuildKit's image exporter does:
+// for each layer missing an entry it appends, at the end, an entry
+// describing one of the last layers — their snapshot descriptions, in
+// order — with BuildKit's exporter comment.
+func historyForLayers(hist []ocispec.History, layers []layerRef, epoch *time.Time) []ocispec.History {
+	withLayer := 0
+	for _, h := range hist {
+		if !h.EmptyLayer {
+			withLayer++
+		}
+	}
+	if withLayer >= len(layers) {
+		return hist
+	}
+	out := slices.Clone(hist)
+	for _, l := range layers[withLayer:] {
+		t := l.created
+		if epoch != nil {
+			t = *epoch
+		}
+		desc := l.desc
+		if desc == "" {
+			desc = "created by buildkit"
+		}
+		out = append(out, ocispec.History{Created: &t, CreatedBy: desc, Comment: "buildkit.exporter.image.v0"})
+	}
+	return out
+}
+
+// setPlatform makes img an image for the explicit target platform p, as
+// BuildKit does: its OS and architecture become p's; its variant and OS
+// version too when p has them or the OS or architecture changed.
+func setPlatform(img *dockerspec.DockerOCIImage, p v1.Platform) {
+	same := img.OS == p.OS && img.Architecture == p.Architecture
+	img.OS, img.Architecture = p.OS, p.Architecture
+	if p.Variant != "" || !same {
+		img.Variant = p.Variant
+	}
+	if p.OSVersion != "" || !same {
+		img.OSVersion = p.OSVersion
+	}
+	if p.OSFeatures != nil {
+		img.OSFeatures = slices.Clone(p.OSFeatures)
+	}
+	n := cplatforms.Normalize(ocispec.Platform{OS: img.OS, Architecture: img.Architecture, Variant: img.Variant})
+	img.OS, img.Architecture, img.Variant = n.OS, n.Architecture, n.Variant
 }

@@ -16,7 +16,9 @@ import (
 // else "stage-N" unless the Dockerfile has only one stage. from is the
 // FROM's label ("" when it is not counted: scratch or an earlier stage);
 // steps[i] is step i's. stages is the number of stages in the Dockerfile.
-func stageLabels(st *planner.Stage, stages int) (from string, steps []string) {
+// With multi (several platforms built) labels start with the stage's
+// platform.
+func stageLabels(st *planner.Stage, stages int, multi bool) (from string, steps []string) {
 	total := 0
 	if st.Base.Image != nil {
 		total = 1
@@ -31,6 +33,9 @@ func stageLabels(st *planner.Stage, stages int) (from string, steps []string) {
 		name = fmt.Sprintf("stage-%d", st.Index)
 	}
 	prefix := "["
+	if multi {
+		prefix += planner.FormatPlatform(st.Platform) + " "
+	}
 	if name != "" {
 		prefix += name + " "
 	}

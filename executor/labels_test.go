@@ -47,7 +47,7 @@ RUN 9
 	if err != nil {
 		t.Fatal(err)
 	}
-	from, steps := stageLabels(p.Stages[0], p.StageCount)
+	from, steps := stageLabels(p.Stages[0], p.StageCount, false)
 	if diff := cmp.Diff([]string{"[base 1/3]", "[base]", "[base 2/3]", "[base 3/3]"}, append([]string{from}, steps...)); diff != "" {
 		t.Errorf("named stage (-want +got):\n%s", diff)
 	}
@@ -56,7 +56,7 @@ RUN 9
 		t.Fatal(err)
 	}
 	last := all.Stages[len(all.Stages)-1]
-	from, steps = stageLabels(last, all.StageCount)
+	from, steps = stageLabels(last, all.StageCount, false)
 	if from != "" || steps[0] != "[stage-2  1/10]" || steps[9] != "[stage-2 10/10]" {
 		t.Errorf("FROM scratch with 10 steps: from %q, steps %q", from, steps)
 	}
@@ -68,8 +68,12 @@ RUN 9
 	if err != nil {
 		t.Fatal(err)
 	}
-	if from, steps := stageLabels(single.Stages[0], single.StageCount); from != "[1/2]" || steps[0] != "[2/2]" {
+	if from, steps := stageLabels(single.Stages[0], single.StageCount, false); from != "[1/2]" || steps[0] != "[2/2]" {
 		t.Errorf("single stage: %q %q, want [1/2] [2/2]", from, steps)
+	}
+	// Several platforms: each label names the stage's platform first.
+	if from, steps := stageLabels(single.Stages[0], single.StageCount, true); from != "[linux/amd64 1/2]" || steps[0] != "[linux/amd64 2/2]" {
+		t.Errorf("single stage, multi-platform: %q %q, want [linux/amd64 1/2] [linux/amd64 2/2]", from, steps)
 	}
 }
 
@@ -101,7 +105,7 @@ func TestStageLabelsWithoutVertex(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		from, steps := stageLabels(p.Target, p.StageCount)
+		from, steps := stageLabels(p.Target, p.StageCount, false)
 		if diff := cmp.Diff(tt.want, append([]string{from}, steps...)); diff != "" {
 			t.Errorf("%q (-want +got):\n%s", tt.src, diff)
 		}

@@ -108,12 +108,13 @@ func withShell(img *dockerspec.DockerOCIImage, c instructions.ShellDependantCmdL
 	if !c.PrependShell {
 		return append([]string(nil), c.CmdLine...)
 	}
-	return append(shellOf(img), strings.Join(c.CmdLine, " "))
+	return append(shellOf(img.Config.Shell), strings.Join(c.CmdLine, " "))
 }
 
-func shellOf(img *dockerspec.DockerOCIImage) []string {
-	if len(img.Config.Shell) > 0 {
-		return append([]string(nil), img.Config.Shell...)
+// shellOf returns a copy of the image's SHELL, or the default /bin/sh -c.
+func shellOf(shell []string) []string {
+	if len(shell) > 0 {
+		return append([]string(nil), shell...)
 	}
 	return []string{"/bin/sh", "-c"}
 }

@@ -166,7 +166,7 @@ func TestRunArgvAndHistory(t *testing.T) {
 
 func TestRunEnv(t *testing.T) {
 	step := &planner.Step{Env: []string{"A=env"}, Args: []string{"A=arg", "B=arg"}}
-	want := []string{"A=env", "B=arg", "PATH=" + defaultPath}
+	want := []string{"A=env", "B=arg", "PATH=" + planner.DefaultPath}
 	if diff := cmp.Diff(want, runEnv(step)); diff != "" {
 		t.Errorf("env (-want +got):\n%s", diff)
 	}
@@ -174,11 +174,11 @@ func TestRunEnv(t *testing.T) {
 
 func TestCopyHistoryText(t *testing.T) {
 	c := parseCmd(t, "COPY --chown=1:2 --chmod=755 a b* /dst/").(*instructions.CopyCommand)
-	if got, want := copyArgsOf(c).historyText(), "COPY --chown=1:2 --chmod=755 a b* /dst/ # buildkit"; got != want {
+	if got, want := copyRequestOf(c).historyText(), "COPY --chown=1:2 --chmod=755 a b* /dst/ # buildkit"; got != want {
 		t.Errorf("history = %q, want %q", got, want)
 	}
 	a := parseCmd(t, "ADD https://x/y.tgz /").(*instructions.AddCommand)
-	if got, want := addArgsOf(a).historyText(), "ADD https://x/y.tgz / # buildkit"; got != want {
+	if got, want := addRequestOf(a).historyText(), "ADD https://x/y.tgz / # buildkit"; got != want {
 		t.Errorf("history = %q, want %q", got, want)
 	}
 }

@@ -39,7 +39,7 @@ func (b *build) remoteHit(ctx context.Context, sc *stepCtx, key cache.Key, ch ch
 		sc.rec.Cache, sc.rec.Reason = "hit", "from "+rc.Source()
 		sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
 		sc.rec.SavedMS = r.RunMS // known when the cache carries it
-		return true, b.applyResult(sc.s, key, r, ch.createdBy)
+		return true, b.applyResult(sc, key, r, ch)
 	}
 	return false, nil
 }
@@ -58,7 +58,7 @@ const (
 // build order, each once: with CacheMin those of the final image's
 // history, with CacheMax those of all stages. Steps without a record (FROM,
 // metadata) are left out.
-func CacheRecords(ctx context.Context, c *cache.Store, res *Result, mode CacheMode) ([]*cache.Record, error) {
+func CacheRecords(ctx context.Context, c recordLookup, res *Result, mode CacheMode) ([]*cache.Record, error) {
 	steps := res.Record.Steps
 	var idx []int
 	switch mode {

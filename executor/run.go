@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -17,17 +16,9 @@ import (
 	"github.com/builder-dev/builder/internal/user"
 	"github.com/builder-dev/builder/planner"
 	"github.com/builder-dev/builder/snapshot"
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 )
-
-// proxyArgs are predefined build args that never invalidate the cache.
-var proxyArgs = map[string]bool{
-	"HTTP_PROXY": true, "http_proxy": true, "HTTPS_PROXY": true, "https_proxy": true,
-	"FTP_PROXY": true, "ftp_proxy": true, "NO_PROXY": true, "no_proxy": true,
-	"ALL_PROXY": true, "all_proxy": true,
-}
 
 // dispatchRun runs a RUN step in a sandbox on a snapshot of the stage.
 func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.RunCommand) error {
@@ -95,7 +86,7 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, rs *runSpec) error {
 	}
 	for _, e := range rs.env {
 		k, v, _ := strings.Cut(e, "=")
-		if proxyArgs[k] && !isEnvKey(sc.step.Env, k) {
+		if planner.IsProxyArg(k) && !isEnvKey(sc.step.Env, k) {
 			continue
 		}
 		name := "env." + k
@@ -116,6 +107,7 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, rs *runSpec) error {
 	return b.keyed(ctx, sc, change{
 		inputs:    in,
 		createdBy: "RUN " + runCommandString(rs.argv, sc.step) + " # buildkit",
+		desc:      "mount / from exec " + strings.Join(rs.argv, " "),
 		apply: func(ctx context.Context, root string) (err error) {
 			sm, err := b.prepareMounts(ctx, rs.mounts)
 			if err != nil {
@@ -162,7 +154,7 @@ func (b *build) runIn(ctx context.Context, root, userSpec string, rs *runSpec, o
 	}
 	tail := &tailBuffer{max: 20}
 	w := io.MultiWriter(out, tail)
-	err = sandbox.Run(ctx, sandbox.Spec{
+	err = b.e.opts.Sandbox.Run(ctx, sandbox.Spec{
 		Mounts:         []snapshot.Mount{{Type: "bind", Source: root, Options: []string{"rbind", "rw"}}},
 		Args:           rs.argv,
 		Env:            env,
@@ -250,10 +242,7 @@ func runArgv(shell *[]string, c *instructions.RunCommand) ([]string, error) {
 			return nil, fmt.Errorf("invalid heredoc RUN command: %v", args)
 		}
 		if h := parser.MustParseHeredoc(args[0]); h != nil {
-			data := c.Files[0].Data
-			if c.Files[0].Chomp {
-				data = parser.ChompHeredocContent(data)
-			}
+			data := heredocBody(c.Files[0])
 			if f, err := heredocScript(c); err != nil {
 				return nil, err
 			} else if f != nil {
@@ -273,11 +262,16 @@ func runArgv(shell *[]string, c *instructions.RunCommand) ([]string, error) {
 	if !c.PrependShell {
 		return append([]string(nil), args...), nil
 	}
-	sh := []string{"/bin/sh", "-c"}
-	if len(*shell) > 0 {
-		sh = append([]string(nil), (*shell)...)
+	return append(shellOf(*shell), strings.Join(args, " ")), nil
+}
+
+// heredocBody is the content of a RUN heredoc, its leading tabs removed
+// for the <<- form.
+func heredocBody(f instructions.ShellInlineFile) string {
+	if f.Chomp {
+		return parser.ChompHeredocContent(f.Data)
 	}
-	return append(sh, strings.Join(args, " ")), nil
+	return f.Data
 }
 
 // heredocPipes is where BuildKit mounts the script of a heredoc RUN with
@@ -292,10 +286,7 @@ func heredocScript(c *instructions.RunCommand) (*sandbox.File, error) {
 	if len(c.Files) == 0 || len(c.CmdLine) != 1 || !c.PrependShell || parser.MustParseHeredoc(c.CmdLine[0]) == nil {
 		return nil, nil
 	}
-	data := c.Files[0].Data
-	if c.Files[0].Chomp {
-		data = parser.ChompHeredocContent(data)
-	}
+	data := heredocBody(c.Files[0])
 	if !strings.HasPrefix(data, "#!") {
 		return nil, nil
 	}
@@ -318,7 +309,7 @@ func runEnv(step *planner.Step) []string {
 		}
 	}
 	if !isEnvKey(out, "PATH") {
-		out = append(out, "PATH="+defaultPath)
+		out = append(out, "PATH="+planner.DefaultPath)
 	}
 	return out
 }
@@ -370,47 +361,23 @@ func (b *build) dispatchWorkdir(ctx context.Context, sc *stepCtx, c *instruction
 		}},
 		createdBy: "WORKDIR " + wd,
 		apply: func(ctx context.Context, root string) error {
-			return mkdirAllIn(root, wd, userSpec)
+			return workdirIn(root, wd, userSpec)
 		},
 	})
 }
 
-// mkdirAllIn creates dir inside root (symlinks resolved inside root), the
-// new directories owned by userSpec's uid/gid.
-func mkdirAllIn(root, dir, userSpec string) error {
-	uid, gid := 0, 0
+// workdirIn creates the WORKDIR dir inside root, the new directories
+// owned by userSpec's uid/gid, as BuildKit's mkdir of a WORKDIR.
+func workdirIn(root, dir, userSpec string) error {
+	var own copyOwner
 	if userSpec != "" {
 		id, err := user.Resolve(root, userSpec)
 		if err != nil {
 			return err
 		}
-		uid, gid = int(id.UID), int(id.GID)
+		own = copyOwner{uid: int(id.UID), gid: int(id.GID)}
 	}
-	cur := "/"
-	for _, part := range strings.Split(strings.Trim(path.Clean(dir), "/"), "/") {
-		cur = path.Join(cur, part)
-		p, err := securejoin.SecureJoin(root, cur)
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err == nil {
-			if !fi.IsDir() {
-				return fmt.Errorf("mkdir %s: not a directory", cur)
-			}
-			continue
-		}
-		if !os.IsNotExist(err) {
-			return err
-		}
-		if err := os.Mkdir(p, 0o755); err != nil {
-			return err
-		}
-		if err := snapshot.Lchown(p, uid, gid); err != nil {
-			return err
-		}
-	}
-	return nil
+	return mkdirAllIn(root, dir, 0o755, own)
 }
 
 // RunError is a RUN command that exited non-zero or was killed.

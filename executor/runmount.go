@@ -251,25 +251,22 @@ func (b *build) withMountSources(ctx context.Context, step *planner.Step, ms []*
 		if !rm.needsFrom() || rm.srcRoot != "" {
 			continue
 		}
-		base, ok := step.MountFrom[rm.From]
+		from, ok := step.MountFrom[rm.From]
 		if !ok {
 			return fmt.Errorf("RUN --mount from=%s: no such stage or image", rm.From)
 		}
-		if base.Context != nil {
-			if err := useNamedContext(ms[i:], rm.From, base.Context); err != nil {
-				return fmt.Errorf("RUN --mount from=%s: %w", rm.From, err)
-			}
-			continue
-		}
-		parents, key, err := b.mountBase(ctx, base)
+		src, err := b.resolveSource(ctx, &from)
 		if err != nil {
 			return fmt.Errorf("RUN --mount from=%s: %w", rm.From, err)
 		}
-		rm.FromKey = key
-		return b.withLayers(ctx, parents, func(root string) error {
+		// Every mount reading the same from= shares one view.
+		return b.withSource(ctx, src, func(dir *buildcontext.Context, root string) error {
+			if dir != nil {
+				root = dir.Root()
+			}
 			for _, other := range ms[i:] {
 				if other.needsFrom() && other.From == rm.From {
-					other.srcRoot, other.FromKey = root, key
+					other.srcCtx, other.srcRoot, other.FromKey = dir, root, src.key
 				}
 			}
 			return b.withMountSources(ctx, step, ms, fn)
@@ -289,38 +286,6 @@ func (b *build) withMountSources(ctx context.Context, step *planner.Step, ms []*
 	return fn()
 }
 
-// withLayers is withView, with an empty directory for no layers (scratch).
-func (b *build) withLayers(ctx context.Context, layers []string, fn func(root string) error) error {
-	if len(layers) > 0 {
-		return b.withView(ctx, layers, fn)
-	}
-	dir, err := os.MkdirTemp(b.e.opts.TempDir, "scratch-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(dir)
-	return fn(dir)
-}
-
-// mountBase returns the layers and the key of a from= source.
-func (b *build) mountBase(ctx context.Context, base planner.Base) ([]string, string, error) {
-	switch {
-	case base.Stage != nil:
-		s, err := b.wait(ctx, base.Stage.Index)
-		if err != nil {
-			return nil, "", err
-		}
-		return s.parents(), s.key.String(), nil
-	case base.Image != nil:
-		s, err := b.imageState(ctx, base.Image.Digest)
-		if err != nil {
-			return nil, "", fmt.Errorf("image %s: %w", base.Image.Ref, err)
-		}
-		return s.parents(), base.Image.Digest, nil
-	}
-	return nil, "scratch", nil
-}
-
 // bindPlan selects and hashes a bind mount's source: COPY's selection,
 // so the build context's .dockerignore applies and symlinks resolve
 // inside the source's root.
@@ -332,14 +297,13 @@ func (b *build) bindPlan(ctx context.Context, rm *runMount) (*copyPlan, error) {
 	}
 	switch {
 	case rm.srcCtx != nil:
-		req.Context, req.Hash = rm.srcCtx, b.e.opts.Cache.HashFileMeta
+		b.readFrom(&req, rm.srcCtx, "")
 	case rm.From != "":
-		req.SrcRoot = rm.srcRoot
+		b.readFrom(&req, nil, rm.srcRoot)
 	case b.e.opts.Context == nil:
 		return nil, errors.New("RUN --mount=type=bind: no build context to bind from")
 	default:
-		req.Context = b.e.opts.Context
-		req.Hash = b.e.opts.Cache.HashFileMeta
+		b.readFrom(&req, b.e.opts.Context, "")
 	}
 	p, err := copyPrepare(ctx, req)
 	if err != nil {

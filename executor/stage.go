@@ -16,10 +16,6 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// defaultPath is the PATH BuildKit gives images built FROM scratch and RUN
-// steps whose environment has none.
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // stageState is a stage's image as it evolves step by step.
 type stageState struct {
 	img    dockerspec.DockerOCIImage
@@ -61,6 +57,10 @@ type layerRef struct {
 	diffID string
 	size   int64
 	layer  v1.Layer
+	// desc and created are BuildKit's description of the layer's snapshot
+	// and its creation time, for a layer without a history entry.
+	desc    string
+	created time.Time
 }
 
 func (s *stageState) parents() []string {
@@ -106,7 +106,7 @@ func (b *build) runStage(ctx context.Context, st *planner.Stage) (err error) {
 		return &StepError{Path: b.e.opts.DockerfilePath, Stage: stageName(st), Line: st.Line, Instruction: st.Text, Err: err}
 	}
 	// Computed once per stage: a stage of N steps costs O(N).
-	_, s.labels = stageLabels(st, b.plan.StageCount)
+	_, s.labels = stageLabels(st, b.plan.StageCount, b.e.opts.MultiPlatform)
 	for i, step := range st.Steps {
 		if err := b.runStep(ctx, st, s, i, step); err != nil {
 			return err
@@ -118,7 +118,7 @@ func (b *build) runStage(ctx context.Context, st *planner.Stage) (err error) {
 
 // stageBase returns the state a stage starts from and records its FROM.
 func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, error) {
-	in := cache.Inputs{Op: "FROM", Fields: []cache.Field{{Name: "platform", Value: platformString(st.Platform)}}}
+	in := cache.Inputs{Op: "FROM", Fields: []cache.Field{{Name: "platform", Value: planner.FormatPlatform(st.Platform)}}}
 	var s *stageState
 	switch {
 	case st.Base.Stage != nil:
@@ -142,6 +142,9 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 			return nil, err
 		}
 		in.Fields = append(in.Fields, cache.Field{Name: "base.digest", Value: st.Base.Image.Digest})
+	case st.Base.Context != nil:
+		s = contextImage(st)
+		in.Fields = append(in.Fields, cache.Field{Name: "base.context", Value: st.Base.Context.Name})
 	default:
 		s = &stageState{img: emptyImage(st.Platform)}
 		in.Fields = append(in.Fields, cache.Field{Name: "base", Value: "scratch"})
@@ -151,10 +154,16 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 	s.epoch = b.e.opts.SourceDateEpoch
 	s.key = cache.KeyOf(cache.Key{}, in)
 	s.parentReason, s.parentKnown, s.from, s.fromInputs = "", false, st, &in
-	b.addStep(st.Index, -1, cache.StepRecord{
+	rec := cache.StepRecord{
 		Stage: stageName(st), Line: st.Line, Instruction: st.Text, Name: b.fromEvent(st).Title(),
 		Key: s.key, Inputs: &in, Cache: "hit",
-	})
+	}
+	if st.Base.Context != nil {
+		if err := b.contextLayer(ctx, st, s, &rec); err != nil {
+			return nil, err
+		}
+	}
+	b.addStep(st.Index, -1, rec)
 	return s, nil
 }
 
@@ -163,7 +172,7 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 func (b *build) fromEvent(st *planner.Stage) Event {
 	ev := Event{Stage: stageName(st), Line: st.Line, Instruction: st.Text}
 	if st.Base.Image != nil {
-		ev.Label, _ = stageLabels(st, b.plan.StageCount)
+		ev.Label, _ = stageLabels(st, b.plan.StageCount, b.e.opts.MultiPlatform)
 		ev.Instruction = "FROM " + st.Base.Image.Ref
 	}
 	return ev
@@ -176,16 +185,8 @@ func emptyImage(p v1.Platform) dockerspec.DockerOCIImage {
 	img.Variant = p.Variant
 	img.RootFS.Type = "layers"
 	img.Config.WorkingDir = "/"
-	img.Config.Env = []string{"PATH=" + defaultPath}
+	img.Config.Env = []string{"PATH=" + planner.DefaultPath}
 	return img
-}
-
-func platformString(p v1.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
 }
 
 // imageState loads an image from the store as a stage's starting point and

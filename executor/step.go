@@ -43,9 +43,9 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 	case *instructions.RunCommand:
 		return b.dispatchRun(ctx, sc, c)
 	case *instructions.CopyCommand:
-		return b.dispatchCopy(ctx, sc, copyArgsOf(c))
+		return b.dispatchCopy(ctx, sc, copyRequestOf(c))
 	case *instructions.AddCommand:
-		return b.dispatchCopy(ctx, sc, addArgsOf(c))
+		return b.dispatchCopy(ctx, sc, addRequestOf(c))
 	case *instructions.WorkdirCommand:
 		return b.dispatchWorkdir(ctx, sc, c)
 	case *instructions.ArgCommand:
@@ -93,6 +93,13 @@ type stepCtx struct {
 type change struct {
 	inputs    cache.Inputs
 	createdBy string
+	// desc describes the layer as BuildKit describes the snapshot a step
+	// makes (its vertex name; "mount / from exec ARGS" for a RUN): the
+	// history text of a layer that has no history entry (finalImage).
+	desc string
+	// noHistory adds the layer without a history entry, as BuildKit loads
+	// a local context.
+	noHistory bool
 	// apply changes the mounted root filesystem at root.
 	apply func(ctx context.Context, root string) error
 }
@@ -112,7 +119,7 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 			sc.rec.Cache = "hit"
 			sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
 			sc.rec.SavedMS = r.RunMS
-			return b.applyResult(s, key, r, ch.createdBy)
+			return b.applyResult(sc, key, r, ch)
 		case err != nil && !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("cache lookup: %w", err)
 		}
@@ -123,17 +130,18 @@ func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
 	sc.rec.Cache = "miss"
 	sc.rec.Reason = b.explain(ctx, sc, key, &ch.inputs)
 	sc.ev.Cache, sc.ev.Reason = "miss", sc.rec.Reason
-	ran := time.Now()
-	r, err := b.execute(ctx, s, key, ch)
+	r, shared, err := b.executeOnce(ctx, s, key, ch)
 	if err != nil {
 		return err
 	}
-	r.RunMS = time.Since(ran).Milliseconds()
-	if err := b.e.opts.Cache.Put(ctx, r); err != nil {
-		return fmt.Errorf("cache put: %w", err)
+	if shared != "" {
+		sc.rec.Cache, sc.rec.Reason = "hit", "run once in this build, for "+shared
+		sc.ev.Cache, sc.ev.Reason = "hit", ""
+		sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
+		return b.applyResult(sc, key, r, ch)
 	}
 	sc.rec.InputsDigest = r.InputsDigest // Put stored large inputs as this blob
-	if err := b.applyResult(s, key, r, ch.createdBy); err != nil {
+	if err := b.applyResult(sc, key, r, ch); err != nil {
 		return err
 	}
 	sc.rec.Layer, sc.rec.Size = r.DiffID, r.Size
@@ -149,20 +157,56 @@ func (b *build) noCacheFor(st *planner.Stage) bool {
 }
 
 // applyResult adds a step result to the stage. The history entry shows
-// createdBy, the instruction as written, even when the record was made by
-// another instruction with the same key (COPY /a/. /out/ and COPY ./a /out/
-// copy the same files), as BuildKit's history comes from the Dockerfile.
-func (b *build) applyResult(s *stageState, key cache.Key, r *cache.Record, createdBy string) error {
+// ch.createdBy, the instruction as written, even when the record was made
+// by another instruction with the same key (COPY /a/. /out/ and COPY ./a
+// /out/ copy the same files), as BuildKit's history comes from the
+// Dockerfile.
+func (b *build) applyResult(sc *stepCtx, key cache.Key, r *cache.Record, ch change) error {
+	s := sc.s
 	if !r.EmptyLayer {
-		l, err := b.storeLayer(r.DiffID, r.Size)
+		l, err := b.e.opts.Images.StoredLayer(r.DiffID, r.Size)
 		if err != nil {
 			return err
 		}
-		s.layers = append(s.layers, layerRef{diffID: r.DiffID, size: r.Size, layer: l})
+		desc := ch.desc
+		if desc == "" {
+			desc = sc.ev.Title()
+		}
+		s.layers = append(s.layers, layerRef{diffID: r.DiffID, size: r.Size, layer: l, desc: desc, created: r.Created})
 	}
 	s.key = key
-	s.history(createdBy, r.EmptyLayer, r.Created)
+	if ch.noHistory {
+		if r.Created.After(s.created) {
+			s.created = r.Created
+		}
+		return nil
+	}
+	s.history(ch.createdBy, r.EmptyLayer, r.Created)
 	return nil
+}
+
+// executeOnce executes a change that missed the cache and stores its
+// record — once among the Runs sharing the build's Flights: a Run that
+// finds another executing the same key takes that one's record, and
+// shared names the other (its platform).
+func (b *build) executeOnce(ctx context.Context, s *stageState, key cache.Key, ch change) (r *cache.Record, shared string, err error) {
+	run := func() (*cache.Record, error) {
+		ran := time.Now()
+		r, err := b.execute(ctx, s, key, ch)
+		if err != nil {
+			return nil, err
+		}
+		r.RunMS = time.Since(ran).Milliseconds()
+		if err := b.e.opts.Cache.Put(ctx, r); err != nil {
+			return nil, fmt.Errorf("cache put: %w", err)
+		}
+		return r, nil
+	}
+	if b.e.opts.Flights == nil {
+		r, err := run()
+		return r, "", err
+	}
+	return b.e.opts.Flights.do(ctx, key, b.e.opts.Name, run)
 }
 
 // execute runs a change on a fresh snapshot and commits it.
@@ -240,7 +284,7 @@ func (b *build) withMounted(ctx context.Context, mounts []snapshot.Mount, fn fun
 		}
 	}()
 	for _, m := range mounts {
-		if err := m.Mount(root); err != nil {
+		if err := b.e.opts.Mounter.Mount(m, root); err != nil {
 			if errors.Is(err, unix.EPERM) {
 				return fmt.Errorf("mount root filesystem (builder needs root privileges): %w", err)
 			}
@@ -249,7 +293,7 @@ func (b *build) withMounted(ctx context.Context, mounts []snapshot.Mount, fn fun
 	}
 	defer func() {
 		for range mounts {
-			if uerr := snapshot.Unmount(root); uerr != nil && err == nil {
+			if uerr := b.e.opts.Mounter.Unmount(root); uerr != nil && err == nil {
 				err = uerr
 			}
 		}

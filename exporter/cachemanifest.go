@@ -23,17 +23,27 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// A remote cache is one OCI image manifest: its config (media type
-// CacheConfigType) lists cache records — key → layer diffID, history entry,
-// creation time — and its layers are the records' layers, gzipped, each
-// once. It lives under a tag in a registry or under a name in the
-// index.json of an OCI layout directory.
+// A remote cache is one OCI image manifest in BuildKit's cache format:
+// its config (media type CacheConfigType) is BuildKit's cache config — a
+// list of layers (blob digest, parent index, media type, diffID, size,
+// creation time) and a list of records (a key and the layers of its
+// result) — and its layers are the records' layers, compressed, each once.
+// It lives under a tag in a registry or under a name in the index.json of
+// an OCI layout directory.
+//
+// Builder's keys are not BuildKit's, so a builder cache read by BuildKit
+// matches nothing, and a BuildKit cache read by builder neither: the
+// config's "builder" field marks a cache builder wrote (cacheVersion), and
+// each record carries what builder's history needs in its own "builder"
+// field, which BuildKit ignores. Each layer is a step's own diff, so every
+// layer's parent is -1.
 
-// CacheConfigType is the config media type of a builder cache manifest.
-const CacheConfigType types.MediaType = "application/vnd.builder.cache.config.v1+json"
+// CacheConfigType is the config media type of a cache manifest, BuildKit's.
+const CacheConfigType types.MediaType = "application/vnd.buildkit.cacheconfig.v0"
 
-// cacheVersion tags the config encoding. Keys carry their own version
-// (cache.KeyOf), so a build with other key rules simply finds no match.
+// cacheVersion marks a cache builder wrote and tags its encoding. Keys
+// carry their own version (cache.KeyOf), so a build with other key rules
+// simply finds no match.
 const cacheVersion = "builder.cache.v1"
 
 // refNameAnnotation names a manifest in an OCI layout's index.json.
@@ -61,14 +71,15 @@ func (l CacheLocation) tag() string {
 	return l.Tag
 }
 
-// cacheConfig is the config blob of a cache manifest.
+// cacheConfig is builder's list of records: the inline cache (inline.go)
+// and, converted by wireConfig, the config of a cache manifest.
 type cacheConfig struct {
 	Version string        `json:"version"`
 	Records []cacheRecord `json:"records"`
 }
 
-// cacheRecord is one step result. Layer is the digest of the gzip layer
-// among the manifest's layers ("" for an empty layer).
+// cacheRecord is one step result. Layer is the digest of the compressed
+// layer among the manifest's layers ("" for an empty layer).
 type cacheRecord struct {
 	Key        cache.Key `json:"key"`
 	DiffID     string    `json:"diffID,omitempty"`
@@ -79,6 +90,115 @@ type cacheRecord struct {
 	Comment    string    `json:"comment,omitempty"`
 	Created    time.Time `json:"created"`
 	RunMS      int64     `json:"runMS,omitempty"` // how long the step ran: what a hit saves
+}
+
+// wireConfig is BuildKit's cache config (its cacheimporttypes.CacheConfig)
+// with builder's marker.
+type wireConfig struct {
+	Layers  []wireLayer  `json:"layers,omitempty"`
+	Records []wireRecord `json:"records,omitempty"`
+	Builder string       `json:"builder,omitempty"` // cacheVersion in a builder cache
+}
+
+type wireLayer struct {
+	Blob        string          `json:"blob"`
+	Parent      int             `json:"parent"` // -1: no parent
+	Annotations wireAnnotations `json:"annotations"`
+}
+
+type wireAnnotations struct {
+	MediaType string    `json:"mediaType,omitempty"`
+	DiffID    string    `json:"diffID,omitempty"`
+	Size      int64     `json:"size,omitempty"` // the blob's
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+type wireRecord struct {
+	Digest  cache.Key    `json:"digest"`
+	Results []wireResult `json:"layers,omitempty"`
+	Builder *wireStep    `json:"builder,omitempty"`
+}
+
+type wireResult struct {
+	Layer     int       `json:"layer"` // index into the config's layers
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// wireStep is what builder keeps of a record beyond BuildKit's fields.
+type wireStep struct {
+	Size       int64     `json:"size,omitempty"` // the layer's, uncompressed
+	EmptyLayer bool      `json:"emptyLayer,omitempty"`
+	CreatedBy  string    `json:"createdBy,omitempty"`
+	Comment    string    `json:"comment,omitempty"`
+	RunMS      int64     `json:"runMS,omitempty"`
+	Created    time.Time `json:"created"`
+}
+
+// toWire encodes records whose layers are described by descs (by digest).
+func toWire(recs []cacheRecord, descs map[string]v1.Descriptor) wireConfig {
+	w := wireConfig{Builder: cacheVersion}
+	index := map[string]int{}
+	for _, r := range recs {
+		wr := wireRecord{Digest: r.Key, Builder: &wireStep{Size: r.Size, EmptyLayer: r.EmptyLayer,
+			CreatedBy: r.CreatedBy, Comment: r.Comment, RunMS: r.RunMS, Created: r.Created}}
+		if r.Layer != "" {
+			i, ok := index[r.Layer]
+			if !ok {
+				d := descs[r.Layer]
+				i = len(w.Layers)
+				index[r.Layer] = i
+				w.Layers = append(w.Layers, wireLayer{Blob: r.Layer, Parent: -1, Annotations: wireAnnotations{
+					MediaType: string(d.MediaType), DiffID: r.DiffID, Size: d.Size, CreatedAt: r.Created}})
+			}
+			wr.Results = []wireResult{{Layer: i, CreatedAt: r.Created}}
+		}
+		w.Records = append(w.Records, wr)
+	}
+	return w
+}
+
+// fromWire decodes a builder cache's config. A cache without builder's
+// marker is another tool's: an error wrapping ErrForeignCache.
+func fromWire(raw []byte) ([]cacheRecord, error) {
+	var w wireConfig
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return nil, fmt.Errorf("decode cache config: %w", err)
+	}
+	switch w.Builder {
+	case cacheVersion:
+	case "":
+		return nil, fmt.Errorf("%w: BuildKit's cache, whose keys builder cannot use", ErrForeignCache)
+	default:
+		return nil, fmt.Errorf("cache version %q, want %q", w.Builder, cacheVersion)
+	}
+	recs := make([]cacheRecord, 0, len(w.Records))
+	for _, wr := range w.Records {
+		if wr.Builder == nil {
+			return nil, fmt.Errorf("record %s: no builder fields", wr.Digest)
+		}
+		r := cacheRecord{Key: wr.Digest, Size: wr.Builder.Size, EmptyLayer: wr.Builder.EmptyLayer,
+			CreatedBy: wr.Builder.CreatedBy, Comment: wr.Builder.Comment, RunMS: wr.Builder.RunMS, Created: wr.Builder.Created}
+		switch len(wr.Results) {
+		case 0:
+			if !r.EmptyLayer {
+				return nil, fmt.Errorf("record %s: no layer", wr.Digest)
+			}
+		case 1:
+			i := wr.Results[0].Layer
+			if i < 0 || i >= len(w.Layers) {
+				return nil, fmt.Errorf("record %s: layer index %d out of range", wr.Digest, i)
+			}
+			l := w.Layers[i]
+			if l.Parent != -1 {
+				return nil, fmt.Errorf("record %s: layer %s has a parent; builder's layers have none", wr.Digest, l.Blob)
+			}
+			r.Layer, r.DiffID = l.Blob, l.Annotations.DiffID
+		default:
+			return nil, fmt.Errorf("record %s: %d results, want one", wr.Digest, len(wr.Results))
+		}
+		recs = append(recs, r)
+	}
+	return recs, nil
 }
 
 // ExportCache writes recs, each with its layer gzipped (once per layer
@@ -141,9 +261,9 @@ func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, c Compress
 	if err != nil {
 		return nil, err
 	}
-	cfg := cacheConfig{Version: cacheVersion, Records: make([]cacheRecord, 0, len(recs))}
+	var out []cacheRecord
 	var layers []v1.Layer
-	seen := map[v1.Hash]bool{}
+	descs := map[string]v1.Descriptor{}
 	for _, r := range recs {
 		cr := cacheRecord{Key: r.Key, DiffID: r.DiffID, Size: r.Size, EmptyLayer: r.EmptyLayer,
 			CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created, RunMS: r.RunMS}
@@ -153,19 +273,19 @@ func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, c Compress
 				return nil, fmt.Errorf("record %s: %w", r.Key, err)
 			}
 			l := gz[d]
-			digest, err := l.Digest()
+			desc, err := layerDescriptor(l)
 			if err != nil {
 				return nil, fmt.Errorf("record %s: %w", r.Key, err)
 			}
-			cr.Layer = digest.String()
-			if !seen[digest] {
-				seen[digest] = true
+			cr.Layer = desc.Digest.String()
+			if _, ok := descs[cr.Layer]; !ok {
+				descs[cr.Layer] = desc
 				layers = append(layers, announcedLayer{Layer: l, notify: notify, count: &s.traffic.ExportBytes})
 			}
 		}
-		cfg.Records = append(cfg.Records, cr)
+		out = append(out, cr)
 	}
-	raw, err := json.Marshal(cfg)
+	raw, err := json.Marshal(toWire(out, descs))
 	if err != nil {
 		return nil, fmt.Errorf("encode cache config: %w", err)
 	}
@@ -316,8 +436,6 @@ func (c *ImportedCache) index(img v1.Image) error {
 	case CacheConfigType:
 	case types.OCIConfigJSON, types.DockerConfigJSON:
 		return c.indexInline(img, m)
-	case "application/vnd.buildkit.cacheconfig.v0":
-		return fmt.Errorf("%w: BuildKit's cache, whose keys builder cannot use", ErrForeignCache)
 	default:
 		return fmt.Errorf("%w: config media type %q, want %q", ErrForeignCache, m.Config.MediaType, CacheConfigType)
 	}
@@ -325,12 +443,9 @@ func (c *ImportedCache) index(img v1.Image) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	var cfg cacheConfig
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return fmt.Errorf("decode cache config: %w", err)
-	}
-	if cfg.Version != cacheVersion {
-		return fmt.Errorf("cache version %q, want %q", cfg.Version, cacheVersion)
+	recs, err := fromWire(raw)
+	if err != nil {
+		return err
 	}
 	c.layers = map[string]v1.Descriptor{}
 	for _, d := range m.Layers {
@@ -341,8 +456,8 @@ func (c *ImportedCache) index(img v1.Image) error {
 		}
 		c.layers[d.Digest.String()] = d
 	}
-	c.records = make(map[cache.Key]cacheRecord, len(cfg.Records))
-	for _, r := range cfg.Records {
+	c.records = make(map[cache.Key]cacheRecord, len(recs))
+	for _, r := range recs {
 		if _, ok := c.layers[r.Layer]; !r.EmptyLayer && !ok {
 			return fmt.Errorf("record %s: layer %q is not in the manifest", r.Key, r.Layer)
 		}
@@ -518,6 +633,35 @@ func (s *Store) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64
 		return n, fmt.Errorf("write tar of layer %s: blob %s holds sha256:%s", diffID, rec.Digest, got)
 	}
 	return n, nil
+}
+
+// DropModifiedLayer completes the repair of an export that failed with err
+// because a committed layer's directory changed on disk after its commit
+// (a snapshot.ModifiedError; WriteTar has removed the layer and its
+// records): the steps among steps (a build's) that made the layer lose
+// their cache records and the layer is gone, so the next build runs them
+// again. It returns those steps; for any other err, none. The error is err,
+// or err with what the repair could not do.
+func (s *Store) DropModifiedLayer(ctx context.Context, steps []cache.StepRecord, err error) ([]cache.StepRecord, error) {
+	var me *snapshot.ModifiedError
+	if !errors.As(err, &me) || s.c == nil || s.ls == nil {
+		return nil, err
+	}
+	ctx = context.WithoutCancel(ctx)
+	var dropped []cache.StepRecord
+	for _, st := range steps {
+		if st.Layer != me.DiffID {
+			continue
+		}
+		if rerr := s.c.RemoveRecord(ctx, st.Key); rerr != nil {
+			return nil, fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
+		}
+		dropped = append(dropped, st)
+	}
+	if rerr := s.ls.Remove(ctx, me.DiffID); rerr != nil && !errors.Is(rerr, snapshot.ErrNotFound) {
+		return nil, fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
+	}
+	return dropped, err
 }
 
 // dropModified removes the layer diffID, found changed on disk (err), and

@@ -3,6 +3,7 @@ package exporter
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"path/filepath"
@@ -13,8 +14,12 @@ import (
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/snapshot"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	bkcache "github.com/moby/buildkit/cache/remotecache/v1/types"
+	digest "github.com/opencontainers/go-digest"
 )
 
 // committedLayers is a layer store whose layers all serialize (counted);
@@ -179,5 +184,94 @@ func TestImportCacheErrors(t *testing.T) {
 	}
 	if _, err := s.ImportCache(ctx, CacheLocation{Ref: ref}, RemoteOptions{}); err == nil || !strings.Contains(err.Error(), "not a builder cache") {
 		t.Errorf("import of an image: %v, want 'not a builder cache'", err)
+	}
+}
+
+// The cache config is BuildKit's schema: BuildKit's own types decode it,
+// every layer without a parent, every record's result naming its layer.
+func TestCacheConfigIsBuildKits(t *testing.T) {
+	ctx := t.Context()
+	src, _, recs, _ := cacheSource(t)
+	img, err := src.cacheImage(ctx, recs, Compression{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg bkcache.CacheConfig
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Config.MediaType != bkcache.CacheConfigMediaTypeV0 || len(cfg.Layers) != len(m.Layers) || len(cfg.Records) != len(recs) {
+		t.Fatalf("config %s with %d layers and %d records, manifest %d layers; want %s, %d records",
+			m.Config.MediaType, len(cfg.Layers), len(cfg.Records), len(m.Layers), bkcache.CacheConfigMediaTypeV0, len(recs))
+	}
+	for i, l := range cfg.Layers {
+		d := m.Layers[i]
+		if l.Blob.String() != d.Digest.String() || l.ParentIndex != -1 || l.Annotations == nil ||
+			l.Annotations.MediaType != string(d.MediaType) || l.Annotations.Size != d.Size || l.Annotations.DiffID == "" {
+			t.Errorf("layer %d: %+v (annotations %+v), manifest has %+v", i, l, l.Annotations, d)
+		}
+	}
+	for i, r := range cfg.Records {
+		want := recs[i]
+		if r.Digest.String() != want.Key.String() {
+			t.Errorf("record %d digest %s, want %s", i, r.Digest, want.Key)
+		}
+		if want.EmptyLayer {
+			if len(r.Results) != 0 {
+				t.Errorf("record %d of an empty layer has results %+v", i, r.Results)
+			}
+			continue
+		}
+		if len(r.Results) != 1 || cfg.Layers[r.Results[0].LayerIndex].Annotations.DiffID.String() != want.DiffID ||
+			!r.Results[0].CreatedAt.Equal(want.Created) {
+			t.Errorf("record %d results %+v, want its layer %s created %s", i, r.Results, want.DiffID, want.Created)
+		}
+	}
+}
+
+// A cache BuildKit wrote (its config has no builder marker) is foreign.
+func TestImportBuildKitCacheIsForeign(t *testing.T) {
+	ctx := t.Context()
+	reg := newTestRegistry(t)
+	s := newTestStore(t)
+	l, err := random.Layer(512, types.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := l.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffID, err := l.DiffID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(bkcache.CacheConfig{
+		Layers: []bkcache.CacheLayer{{Blob: digest.Digest(d.String()), ParentIndex: -1,
+			Annotations: &bkcache.LayerAnnotations{MediaType: string(types.OCILayer), DiffID: digest.Digest(diffID.String())}}},
+		Records: []bkcache.CacheRecord{{Digest: digest.FromString("bk"), Results: []bkcache.CacheResult{{LayerIndex: 0}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := imageFromParts(raw, CacheConfigType, []v1.Layer{l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := name.ParseReference(reg.host + "/cache/bk:latest")
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.ImportCache(ctx, CacheLocation{Ref: r.String()}, RemoteOptions{})
+	if !errors.Is(err, ErrForeignCache) || !strings.Contains(err.Error(), "BuildKit's cache") {
+		t.Errorf("import of BuildKit's cache: %v, want ErrForeignCache naming BuildKit", err)
 	}
 }

@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // TestDockerLoad loads a WriteDocker archive of a scratch image with one
 // file into the real daemon and inspects it.
 func TestDockerLoad(t *testing.T) {
-	requireDocker(t)
+	testenv.RequireDocker(t)
 	ls := newFakeLayers()
 	img := testImage(t, ls, map[string]string{"hello": "from builder"})
 	tag := fmt.Sprintf("builder-exporter-test:%d", os.Getpid())
@@ -21,15 +23,15 @@ func TestDockerLoad(t *testing.T) {
 	if err := WriteDocker(t.Context(), path, []Tagged{{Image: img, Tags: []string{tag}}}); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.CommandContext(t.Context(), "docker", "load", "-i", path).CombinedOutput()
+	out, err := exec.CommandContext(t.Context(), testenv.DockerBin, "load", "-i", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker load: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
+	t.Cleanup(func() { exec.Command(testenv.DockerBin, "rmi", "-f", tag).Run() })
 	if !strings.Contains(string(out), tag) {
 		t.Errorf("docker load output %q does not name %s", out, tag)
 	}
-	out, err = exec.CommandContext(t.Context(), "docker", "image", "inspect", tag).Output()
+	out, err = exec.CommandContext(t.Context(), testenv.DockerBin, "image", "inspect", tag).Output()
 	if err != nil {
 		t.Fatalf("docker image inspect: %v", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"sort"
 	"sync"
 	"testing"
@@ -122,20 +121,6 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// requireDocker skips when no docker daemon answers, and fails under CI=true.
-func requireDocker(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("docker"); err == nil {
-		if err := exec.Command("docker", "info").Run(); err == nil {
-			return
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("docker daemon required (CI=true): `docker info` failed")
-	}
-	t.Skip("docker daemon not available (`docker info` failed); skipping")
 }
 
 // checkImage validates img: GGCR's structural checks (validate.Image

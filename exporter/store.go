@@ -652,3 +652,16 @@ func (s *Store) tagsOf(ctx context.Context, digest string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// StoredLayer is a layer of the layer store, or one imported from a remote
+// cache and read from its kept blob (see WriteTar), as an image layer. Its
+// bytes are produced when the image is exported, so it is not bound to the
+// context of the build that made it.
+func (s *Store) StoredLayer(diffID string, size int64) (v1.Layer, error) {
+	return LayerFromStore(context.Background(), s, diffID, size)
+}
+
+// NewImage assembles an image from its raw config and layers (NewImageRaw).
+func (s *Store) NewImage(rawConfig []byte, layers []v1.Layer) (v1.Image, error) {
+	return NewImageRaw(rawConfig, layers)
+}

@@ -1,7 +1,6 @@
 package planner
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -110,7 +109,7 @@ func (p *planner) namedContext(ref string) *NamedContext {
 
 // overrideStage replaces stage si by the context of its name, if any, as
 // buildkit does: none of its instructions run; an image context becomes
-// its base image, a directory makes it usable only as a source.
+// its base image, a directory its files (with no image config).
 func (p *planner) overrideStage(si *stageInfo) bool {
 	nc := p.namedContext(si.src.Name)
 	if nc == nil {
@@ -120,6 +119,7 @@ func (p *planner) overrideStage(si *stageInfo) bool {
 	src.Commands = nil
 	si.src = &src
 	si.fromContext = true
+	si.st.Replaced = true
 	si.st.Platform = p.target
 	switch {
 	case nc.Image == emptyImage:
@@ -136,43 +136,41 @@ func (p *planner) overrideStage(si *stageInfo) bool {
 const emptyImage = "scratch"
 
 // contextBase makes a FROM whose (expanded) base name is a named context
-// start from that context's image. It reports whether it did.
-func (p *planner) contextBase(si *stageInfo) (bool, error) {
+// start from that context: its image, or a directory's files on the empty
+// image. It reports whether it did. A directory that replaced an earlier
+// stage of that name is left to the stage (which has its files and, as in
+// BuildKit, no image config).
+func (p *planner) contextBase(si *stageInfo) bool {
 	nc := p.namedContext(si.baseName)
-	if nc == nil {
-		return false, nil
+	if nc == nil || nc.Image == "" && p.stageByName(si.baseName, si.st.Index) >= 0 {
+		return false
 	}
+	si.fromContext = true
 	if nc.Image == "" {
-		return true, dirContextErr(nc)
+		si.st.Base.Context = nc
+		return true
 	}
 	si.baseName = nc.Image
 	si.st.Base.Scratch = nc.Image == emptyImage
-	si.fromContext = true
-	return true, nil
+	return true
 }
 
 // contextRef resolves a COPY --from / RUN --mount from= value of stage i
 // that names a context, directly or through the stage it names.
-func (p *planner) contextRef(i int, from string, allowIndex bool) (source, bool) {
+func (p *planner) contextRef(i int, from string, allowIndex bool) (sourceRef, bool) {
 	ref := from
 	if n, err := strconv.Atoi(from); allowIndex && err == nil {
 		if n < 0 || n >= i {
-			return source{}, false
+			return sourceRef{}, false
 		}
 		ref = p.df.Stages[n].Name
 	}
 	nc := p.namedContext(ref)
 	if nc == nil {
-		return source{}, false
+		return sourceRef{}, false
 	}
 	if nc.Image == "" {
-		return source{key: from, stage: -1, dir: nc}, true
+		return sourceRef{key: from, stage: -1, dir: nc}, true
 	}
-	return source{key: from, stage: -1, image: nc.Image}, true
+	return sourceRef{key: from, stage: -1, image: nc.Image}, true
 }
-
-func dirContextErr(nc *NamedContext) error {
-	return fmt.Errorf("build context %s is a local directory (%s): %w", nc.Name, nc.Dir, errDirContext)
-}
-
-var errDirContext = errors.New("only COPY --from and RUN --mount from= can use it, not FROM or --target")

@@ -134,8 +134,8 @@ func TestNamedContexts(t *testing.T) {
 			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
 				for _, line := range []int{4, 5} {
 					s := stepByLine(t, p.Target, line)
-					if s.FromStage != nil || s.FromImage == nil || s.FromImage.Ref != "busybox" {
-						t.Errorf("line %d: from stage %v image %+v, want the busybox image", line, s.FromStage, s.FromImage)
+					if fromOf(s).Stage != nil || fromOf(s).Image == nil || fromOf(s).Image.Ref != "busybox" {
+						t.Errorf("line %d: from stage %v image %+v, want the busybox image", line, fromOf(s).Stage, fromOf(s).Image)
 					}
 				}
 				if len(p.Stages) != 1 {
@@ -149,8 +149,8 @@ func TestNamedContexts(t *testing.T) {
 			contexts: []NamedContext{dir},
 			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
 				cp := stepByLine(t, p.Target, 2)
-				if cp.FromContext == nil || cp.FromContext.Dir != "/ctx/src" || cp.FromImage != nil || cp.FromStage != nil {
-					t.Errorf("COPY: from context %+v image %+v stage %v, want the directory", cp.FromContext, cp.FromImage, cp.FromStage)
+				if fromOf(cp).Context == nil || fromOf(cp).Context.Dir != "/ctx/src" || fromOf(cp).Image != nil || fromOf(cp).Stage != nil {
+					t.Errorf("COPY: from context %+v image %+v stage %v, want the directory", fromOf(cp).Context, fromOf(cp).Image, fromOf(cp).Stage)
 				}
 				run := stepByLine(t, p.Target, 3)
 				if b := run.MountFrom["src"]; b.Context == nil || b.Context.Dir != "/ctx/src" {
@@ -163,7 +163,7 @@ func TestNamedContexts(t *testing.T) {
 			src:      "FROM golang AS src\nRUN make\nFROM alpine\nCOPY --from=src a /a\n",
 			contexts: []NamedContext{dir},
 			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
-				if s := stepByLine(t, p.Target, 4); s.FromContext == nil {
+				if s := stepByLine(t, p.Target, 4); fromOf(s).Context == nil {
 					t.Errorf("COPY --from=src does not read the directory: %+v", s)
 				}
 			},
@@ -173,13 +173,41 @@ func TestNamedContexts(t *testing.T) {
 			src:      "FROM alpine AS a\nFROM a\nCOPY --from=a /x /y\n",
 			contexts: []NamedContext{dir, img("other", "golang")},
 			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
-				if s := stepByLine(t, p.Target, 3); s.FromStage == nil || s.FromContext != nil {
+				if s := stepByLine(t, p.Target, 3); fromOf(s).Stage == nil || fromOf(s).Context != nil {
 					t.Errorf("COPY --from=a: %+v, want the stage", s)
 				}
 			},
 		},
-		{name: "FROM a directory context", src: "FROM src\n", contexts: []NamedContext{dir}, wantErr: "build context src is a local directory (/ctx/src): only COPY --from"},
-		{name: "target replaced by a directory", src: "FROM alpine AS src\nRUN true\n", contexts: []NamedContext{dir}, wantErr: "build context src is a local directory (/ctx/src): only COPY --from"},
+		{
+			name:     "FROM a directory context",
+			src:      "FROM src\nRUN true\n",
+			contexts: []NamedContext{dir},
+			check: func(t *testing.T, p *Plan, f *fakeResolver) {
+				if b := p.Target.Base; b.Context == nil || b.Context.Dir != "/ctx/src" || p.Target.Replaced || len(p.Target.Steps) != 1 || len(f.calls) != 0 {
+					t.Errorf("target base %+v replaced %v with %d steps, %d image resolves; want the directory, its RUN, no resolve", b, p.Target.Replaced, len(p.Target.Steps), len(f.calls))
+				}
+			},
+		},
+		{
+			name:     "target replaced by a directory",
+			src:      "FROM alpine AS src\nRUN true\n",
+			contexts: []NamedContext{dir},
+			check: func(t *testing.T, p *Plan, f *fakeResolver) {
+				if b := p.Target.Base; b.Context == nil || !p.Target.Replaced || len(p.Target.Steps) != 0 || len(f.calls) != 0 {
+					t.Errorf("target base %+v replaced %v with %d steps, %d image resolves; want the directory and nothing else", b, p.Target.Replaced, len(p.Target.Steps), len(f.calls))
+				}
+			},
+		},
+		{
+			name:     "FROM a stage a directory replaced",
+			src:      "FROM alpine AS src\nRUN true\nFROM src\nRUN true\n",
+			contexts: []NamedContext{dir},
+			check: func(t *testing.T, p *Plan, _ *fakeResolver) {
+				if b := p.Target.Base; b.Stage == nil || b.Stage.Base.Context == nil || !b.Stage.Replaced {
+					t.Errorf("target base %+v, want stage src replaced by the directory", b)
+				}
+			},
+		},
 		{name: "missing context image", src: "FROM alpine\n", contexts: []NamedContext{img("alpine", "nosuch")}, wantErr: "resolve image nosuch"},
 	}
 	for _, tt := range tests {

@@ -52,10 +52,10 @@ func TestPlanLinearInEnvLines(t *testing.T) {
 	}
 	// A step keeps the env it saw, and a later ENV never changes it.
 	p, _ := mustPlan(t, "FROM scratch\nENV A=1 B=2\nRUN one\nENV A=3\nRUN two\n", Options{})
-	if got := strings.Join(p.Target.Steps[1].Env, " "); got != "PATH="+defaultPath+" A=1 B=2" {
+	if got := strings.Join(p.Target.Steps[1].Env, " "); got != "PATH="+DefaultPath+" A=1 B=2" {
 		t.Errorf("env of the first RUN: %s", got)
 	}
-	if got := strings.Join(p.Target.Steps[3].Env, " "); got != "PATH="+defaultPath+" A=3 B=2" {
+	if got := strings.Join(p.Target.Steps[3].Env, " "); got != "PATH="+DefaultPath+" A=3 B=2" {
 		t.Errorf("env of the second RUN: %s", got)
 	}
 }

@@ -33,8 +33,8 @@ func TestOnBuildFromImage(t *testing.T) {
 	if got := expanded(steps[0]); got != "WORKDIR /srv" || steps[0].Text != "WORKDIR $D" {
 		t.Errorf("trigger 0: %s (text %q)", got, steps[0].Text)
 	}
-	if steps[1].FromStage != p.Stages[0] || !slices.Equal(p.Target.DependsOn, []int{0}) {
-		t.Errorf("trigger COPY --from: stage %v deps %v", steps[1].FromStage, p.Target.DependsOn)
+	if fromOf(steps[1]).Stage != p.Stages[0] || !slices.Equal(p.Target.DependsOn, []int{0}) {
+		t.Errorf("trigger COPY --from: stage %v deps %v", fromOf(steps[1]).Stage, p.Target.DependsOn)
 	}
 }
 
@@ -88,10 +88,10 @@ func TestRunMountFrom(t *testing.T) {
 func TestCopyFromIndexAndImage(t *testing.T) {
 	src := "FROM golang\nRUN go build\nFROM busybox\nCOPY --from=0 /out /app\nCOPY --from=alpine /etc/os-release /\n"
 	p, _ := mustPlan(t, src, Options{})
-	if p.Target.Steps[0].FromStage != p.Stages[0] {
+	if fromOf(p.Target.Steps[0]).Stage != p.Stages[0] {
 		t.Errorf("COPY --from=0 not linked to stage 0")
 	}
-	if img := p.Target.Steps[1].FromImage; img == nil || img.Ref != "alpine" {
+	if img := fromOf(p.Target.Steps[1]).Image; img == nil || img.Ref != "alpine" {
 		t.Errorf("COPY --from=alpine image %v", img)
 	}
 }

@@ -80,22 +80,28 @@ type Plan struct {
 
 // Stage is one FROM section of the Dockerfile.
 type Stage struct {
-	Index     int    // position among all stages of the Dockerfile
-	Name      string // "AS name", lower-cased; empty when unnamed
-	Line      int    // line of the FROM instruction
-	Text      string // original source of the FROM instruction
-	Base      Base
+	Index int    // position among all stages of the Dockerfile
+	Name  string // "AS name", lower-cased; empty when unnamed
+	Line  int    // line of the FROM instruction
+	Text  string // original source of the FROM instruction
+	Base  Source
+	// Replaced is a stage a named context (--build-context NAME=...)
+	// replaced: none of its instructions are planned.
+	Replaced  bool
 	Platform  v1.Platform
 	Steps     []*Step
 	DependsOn []int // indexes (Stage.Index) of stages this one needs
 }
 
-// Base is what a stage starts from: scratch, an earlier stage or an image.
-type Base struct {
+// Source is a source of files, resolved once by the planner: what a stage
+// starts FROM, what COPY --from and RUN --mount from= read. It is scratch,
+// an earlier stage, an image or a named local directory context.
+type Source struct {
 	Scratch bool
-	Stage   *Stage     // FROM <earlier stage>
-	Image   *ImageInfo // FROM <image>
-	// Context is a named local directory context (RUN --mount from= only).
+	Stage   *Stage     // an earlier stage
+	Image   *ImageInfo // an image
+	// Context is a named local directory context: a stage FROM one
+	// starts from its files.
 	Context *NamedContext
 }
 
@@ -115,18 +121,12 @@ type Step struct {
 	// "K=V" in declaration order (predefined platform args included once
 	// declared). RUN sees them in its environment unless Env sets the same key.
 	Args []string
-	// UsedArgs are the Args whose values change this step's result: for RUN
-	// every arg in scope except the predefined proxy args; otherwise the args
-	// referenced in the instruction's text.
-	UsedArgs []string
-	// From is the source of COPY --from / RUN --mount from=: an earlier
-	// stage or an image. Nil for the build context.
-	FromStage   *Stage
-	FromImage   *ImageInfo
-	FromContext *NamedContext // a named local directory context
+	// From is the source of COPY --from: an earlier stage, an image or a
+	// named directory context. Nil for the build context.
+	From *Source
 	// MountFrom maps the from= value of each RUN --mount that has one to
-	// the stage or image it names. Nil for other steps.
-	MountFrom map[string]Base
+	// the source it names. Nil for other steps.
+	MountFrom map[string]Source
 	// OnBuild is true for a trigger inherited from the base image's ONBUILD.
 	OnBuild bool
 }

@@ -41,7 +41,7 @@ type stageInfo struct {
 	baseName  string // expanded FROM argument
 	baseStage int    // index of the base stage, or -1
 	deps      map[int]bool
-	sources   map[instructions.Command][]source
+	sources   map[instructions.Command][]sourceRef
 	readers   map[int]int            // stage read by a command (COPY --from, mount from=) -> first such line
 	triggers  []instructions.Command // ONBUILD triggers inserted before Commands
 	triggered bool
@@ -53,8 +53,9 @@ type stageInfo struct {
 	outline *stageOutline
 }
 
-// source is where a COPY --from or RUN --mount from= reads: a stage or an image.
-type source struct {
+// sourceRef is a COPY --from or RUN --mount from= as written, before it
+// is resolved to a Source: a stage, an image or a named context.
+type sourceRef struct {
 	key   string // the --from / from= value as written
 	stage int    // -1 for an image
 	image string
@@ -234,22 +235,22 @@ func (p *planner) unusedBuildArgs() []string {
 // i: a stage name or (for COPY) index, else an image. As in BuildKit, a
 // name means the last stage of that name in the whole Dockerfile, and a
 // stage defined after i is an error only once i is built (laterSource).
-func (p *planner) parseStageRef(i int, from string, allowIndex bool) (source, error) {
+func (p *planner) parseStageRef(i int, from string, allowIndex bool) (sourceRef, error) {
 	if s, ok := p.contextRef(i, from, allowIndex); ok {
 		return s, nil
 	}
 	if allowIndex {
 		if n, err := strconv.Atoi(from); err == nil {
 			if n < 0 || n >= len(p.df.Stages) {
-				return source{}, fmt.Errorf("invalid stage index %d", n)
+				return sourceRef{}, fmt.Errorf("invalid stage index %d", n)
 			}
-			return source{key: from, stage: n}, nil
+			return sourceRef{key: from, stage: n}, nil
 		}
 	}
 	if j := p.stageByName(from, len(p.df.Stages)); j >= 0 {
-		return source{key: from, stage: j}, nil
+		return sourceRef{key: from, stage: j}, nil
 	}
-	return source{key: from, stage: -1, image: from}, nil
+	return sourceRef{key: from, stage: -1, image: from}, nil
 }
 
 // displayName is the stage's name in BuildKit's messages: its AS name,

@@ -21,7 +21,7 @@ type fakeResolver struct {
 }
 
 func (f *fakeResolver) resolve(_ context.Context, ref string, p v1.Platform) (*ImageInfo, error) {
-	f.calls = append(f.calls, ref+" "+formatPlatform(p))
+	f.calls = append(f.calls, ref+" "+FormatPlatform(p))
 	cfg, ok := f.images[ref]
 	if !ok {
 		return nil, fmt.Errorf("pull access denied for %s", ref)
@@ -130,8 +130,8 @@ func TestDependencies(t *testing.T) {
 	}
 	p, _ = mustPlan(t, multi, Options{})
 	cp := p.Target.Steps[0]
-	if cp.FromStage != p.Stages[0] || cp.FromImage != nil || !slices.Equal(p.Target.DependsOn, []int{0}) {
-		t.Errorf("COPY --from=build: stage %v image %v deps %v", cp.FromStage, cp.FromImage, p.Target.DependsOn)
+	if fromOf(cp).Stage != p.Stages[0] || fromOf(cp).Image != nil || !slices.Equal(p.Target.DependsOn, []int{0}) {
+		t.Errorf("COPY --from=build: stage %v image %v deps %v", fromOf(cp).Stage, fromOf(cp).Image, p.Target.DependsOn)
 	}
 }
 
@@ -254,4 +254,12 @@ func mustParse(t *testing.T, src string) *parser.Dockerfile {
 		t.Fatal(err)
 	}
 	return df
+}
+
+// fromOf is the source a step's COPY --from reads (zero: the build context).
+func fromOf(s *Step) Source {
+	if s.From == nil {
+		return Source{}
+	}
+	return *s.From
 }

@@ -8,14 +8,19 @@ import (
 )
 
 // proxyArgs are predefined: usable in RUN without an ARG, and left out of
-// cache keys unless the Dockerfile declares them.
+// cache keys unless the stage's ENV sets them (IsProxyArg).
 var proxyArgs = []string{
 	"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
 	"ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
 }
 
-// defaultPath is what BuildKit sets when an image has no PATH.
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+// IsProxyArg reports whether key is one of the predefined proxy args,
+// which RUN sees but which never invalidate the cache.
+func IsProxyArg(key string) bool { return slices.Contains(proxyArgs, key) }
+
+// DefaultPath is the PATH BuildKit gives images built FROM scratch and
+// RUN steps whose environment has none.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 func isZero(p v1.Platform) bool { return p.OS == "" && p.Architecture == "" }
 
@@ -32,9 +37,9 @@ func platforms(opts Options) (target, build v1.Platform) {
 	return target, build
 }
 
-// formatPlatform formats p as "os/arch[/variant]", as BuildKit's
+// FormatPlatform formats p as "os/arch[/variant]", as BuildKit's
 // TARGETPLATFORM does.
-func formatPlatform(p v1.Platform) string {
+func FormatPlatform(p v1.Platform) string {
 	s := p.OS + "/" + p.Architecture
 	if p.Variant != "" {
 		s += "/" + p.Variant
@@ -48,12 +53,12 @@ func predefinedArgs(target, build v1.Platform, stage string) [][2]string {
 		stage = "default"
 	}
 	return [][2]string{
-		{"BUILDPLATFORM", formatPlatform(build)},
+		{"BUILDPLATFORM", FormatPlatform(build)},
 		{"BUILDOS", build.OS},
 		{"BUILDOSVERSION", build.OSVersion},
 		{"BUILDARCH", build.Architecture},
 		{"BUILDVARIANT", build.Variant},
-		{"TARGETPLATFORM", formatPlatform(target)},
+		{"TARGETPLATFORM", FormatPlatform(target)},
 		{"TARGETOS", target.OS},
 		{"TARGETOSVERSION", target.OSVersion},
 		{"TARGETARCH", target.Architecture},
@@ -70,10 +75,8 @@ func isPredefined(key string, target, build v1.Platform) bool {
 	if slices.Contains(frontendArgs, key) {
 		return true
 	}
-	for _, p := range proxyArgs {
-		if p == key {
-			return true
-		}
+	if IsProxyArg(key) {
+		return true
 	}
 	for _, kv := range predefinedArgs(target, build, "") {
 		if kv[0] == key {

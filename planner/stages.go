@@ -27,7 +27,7 @@ func (p *planner) setupStages() error {
 			src:       src,
 			baseStage: -1,
 			deps:      map[int]bool{},
-			sources:   map[instructions.Command][]source{},
+			sources:   map[instructions.Command][]sourceRef{},
 			readers:   map[int]int{},
 		}
 		p.stages = append(p.stages, si)
@@ -67,8 +67,8 @@ func (p *planner) setupBase(i int, si *stageInfo) error {
 	if err := p.setupPlatform(si); err != nil {
 		return err
 	}
-	if ok, err := p.contextBase(si); ok || err != nil {
-		return err
+	if p.contextBase(si) {
+		return nil
 	}
 	switch {
 	case si.baseName == "scratch":
@@ -127,7 +127,7 @@ func (p *planner) suggestArg(err error, unmatched map[string]struct{}) error {
 // addSources records the stages and images that c reads (COPY --from,
 // RUN --mount from=) as dependencies of stage i.
 func (p *planner) addSources(i int, si *stageInfo, c instructions.Command) error {
-	var srcs []source
+	var srcs []sourceRef
 	switch c := c.(type) {
 	case *instructions.CopyCommand:
 		if c.From == "" {
@@ -284,10 +284,7 @@ func (p *planner) resolve(ctx context.Context, target int) ([]int, error) {
 }
 
 func (p *planner) resolveBase(ctx context.Context, si *stageInfo) error {
-	if nc := si.st.Base.Context; nc != nil {
-		return p.errAt(si.st.Line, dirContextErr(nc))
-	}
-	if si.st.Base.Scratch || si.st.Base.Image != nil || si.baseStage >= 0 {
+	if si.st.Base.Context != nil || si.st.Base.Scratch || si.st.Base.Image != nil || si.baseStage >= 0 {
 		return nil
 	}
 	img, err := p.image(ctx, si.baseName, si.st.Platform)
@@ -333,7 +330,7 @@ func (p *planner) addTriggers(i int, si *stageInfo) error {
 
 // image resolves ref for platform once per distinct pair.
 func (p *planner) image(ctx context.Context, ref string, platform v1.Platform) (*ImageInfo, error) {
-	key := ref + "\x00" + formatPlatform(platform) + "\x00" + platform.OSVersion
+	key := ref + "\x00" + FormatPlatform(platform) + "\x00" + platform.OSVersion
 	if img, ok := p.images[key]; ok {
 		return img, nil
 	}
@@ -361,22 +358,22 @@ func (p *planner) suggestStage(err error, ref string) error {
 }
 
 // resolveSources resolves the images that the steps of a stage read from.
-func (p *planner) resolveSources(ctx context.Context, srcs []source) (map[string]Base, error) {
-	out := map[string]Base{}
+func (p *planner) resolveSources(ctx context.Context, srcs []sourceRef) (map[string]Source, error) {
+	out := map[string]Source{}
 	for _, s := range srcs {
 		if s.stage >= 0 {
-			out[s.key] = Base{Stage: p.stages[s.stage].st}
+			out[s.key] = Source{Stage: p.stages[s.stage].st}
 			continue
 		}
 		if s.dir != nil {
-			out[s.key] = Base{Context: s.dir}
+			out[s.key] = Source{Context: s.dir}
 			continue
 		}
 		img, err := p.image(ctx, s.image, p.target)
 		if err != nil {
 			return nil, err
 		}
-		out[s.key] = Base{Image: img}
+		out[s.key] = Source{Image: img}
 	}
 	return out, nil
 }

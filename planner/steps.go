@@ -109,7 +109,7 @@ func (p *planner) initialScope(si *stageInfo) *scope {
 		sc = &scope{env: newEnvList(nil)}
 	}
 	if _, ok := sc.env.get("PATH"); !ok && si.st.Platform.OS != "windows" {
-		sc.env.set("PATH", defaultPath)
+		sc.env.set("PATH", DefaultPath)
 	}
 	// buildkit sets the image env again on every stage it dispatches
 	for _, k := range sc.env.keys() {
@@ -133,7 +133,7 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, sl *sta
 		step.Text = fmt.Sprint(c)
 	}
 	lint := p.lintFor(c.Comments())
-	used, err := p.expand(sc, c, lint)
+	err := p.expand(sc, c, lint)
 	if err == nil {
 		err = p.budget.exceeded()
 	}
@@ -141,7 +141,6 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, sl *sta
 		return p.errAt(line, fmt.Errorf("expand %s: %w", c.Name(), err))
 	}
 	p.lintStep(lint, sc, sl, c)
-	step.UsedArgs = used
 	step.Name = p.stepName(sc, orig, c, step.OnBuild)
 	if err := p.laterSource(si, orig, c); err != nil {
 		return p.errAt(line, err)
@@ -194,18 +193,18 @@ func (p *planner) stepSources(ctx context.Context, si *stageInfo, step *Step, or
 		return err
 	}
 	if cp, ok := step.Cmd.(*instructions.CopyCommand); ok {
-		b := m[cp.From]
-		step.FromStage, step.FromImage, step.FromContext = b.Stage, b.Image, b.Context
+		if b := m[cp.From]; b.Stage != nil || b.Image != nil || b.Context != nil {
+			step.From = &b
+		}
 		return nil
 	}
 	step.MountFrom = m
 	return nil
 }
 
-// expand expands c in place the way BuildKit's dispatch does and returns
-// the "K=V" args whose values the step's result depends on. Variables
+// expand expands c in place the way BuildKit's dispatch does. Variables
 // that are neither set nor declared go to lint (UndefinedVar).
-func (p *planner) expand(sc *scope, c instructions.Command, lint *linter.Linter) ([]string, error) {
+func (p *planner) expand(sc *scope, c instructions.Command, lint *linter.Linter) error {
 	l := p.lookup(sc.env, sc.args)
 	word := func(w string) (string, error) {
 		s, unmatched, err := p.lex.ProcessWord(w, l)
@@ -216,11 +215,11 @@ func (p *planner) expand(sc *scope, c instructions.Command, lint *linter.Linter)
 	case *instructions.ArgCommand:
 		return p.expandArgDefaults(sc, c, lint)
 	case *instructions.ExposeCommand:
-		return l.usedArgs(), p.expandPorts(l, c)
+		return p.expandPorts(l, c)
 	}
 	if ex, ok := c.(instructions.SupportsSingleWordExpansion); ok {
 		if err := ex.Expand(word); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if ex, ok := c.(instructions.SupportsSingleWordExpansionRaw); ok {
@@ -232,28 +231,10 @@ func (p *planner) expand(sc *scope, c instructions.Command, lint *linter.Linter)
 			return s, err
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if _, ok := c.(*instructions.RunCommand); ok {
-		return runArgs(sc), nil
-	}
-	return l.usedArgs(), nil
-}
-
-// runArgs are the args a RUN depends on: every declared arg with a value,
-// shadowed ones included (BuildKit passes them all into the environment).
-func runArgs(sc *scope) []string {
-	var out []string
-	for _, a := range sc.args {
-		if a.value == nil {
-			continue
-		}
-		if _, shadowed := sc.env.get(a.key); !shadowed {
-			out = append(out, a.key+"="+*a.value)
-		}
-	}
-	return out
+	return nil
 }
 
 func (p *planner) expandPorts(l *lookup, c *instructions.ExposeCommand) error {
@@ -275,7 +256,7 @@ func (p *planner) expandPorts(l *lookup, c *instructions.ExposeCommand) error {
 // instruction are declared one after the other: "ARG A=1 B=$A" gives B
 // the value 1. Lint sees each key (SecretsUsedInArgOrEnv) and the
 // variables of each default (UndefinedVar) in turn.
-func (p *planner) expandArgDefaults(sc *scope, c *instructions.ArgCommand, lint *linter.Linter) ([]string, error) {
+func (p *planner) expandArgDefaults(sc *scope, c *instructions.ArgCommand, lint *linter.Linter) error {
 	run := sc.clone() // the scope as each arg of c sees it
 	l := p.lookup(run.env, run.args)
 	for i, kv := range c.Args {
@@ -286,7 +267,7 @@ func (p *planner) expandArgDefaults(sc *scope, c *instructions.ArgCommand, lint 
 			v, unmatched, err := p.lex.ProcessWord(*kv.Value, l)
 			lintUnmatched(unmatched, run, c.Location(), lint)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			c.Args[i].Value = &v
 		}
@@ -297,10 +278,7 @@ func (p *planner) expandArgDefaults(sc *scope, c *instructions.ArgCommand, lint 
 		}
 		l.args = run.args
 	}
-	// The step depends on the args in scope before it that it read.
-	before := newLookup(sc.env, sc.args)
-	before.hits = l.hits
-	return before.usedArgs(), nil
+	return nil
 }
 
 // apply changes the scope for ENV and ARG; for ARG it also stores the

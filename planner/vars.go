@@ -67,17 +67,15 @@ func envGet(env []string, key string) (string, bool) {
 }
 
 // lookup is the variable scope of one expansion: ENV values win over build
-// args of the same name (Docker's rule). It records which args were read,
-// so that a step's key includes exactly the args it references.
+// args of the same name (Docker's rule).
 type lookup struct {
 	env    *envList
 	args   args
-	hits   map[string]struct{}
 	budget *budget // nil: unbounded
 }
 
 func newLookup(env *envList, a args) *lookup {
-	return &lookup{env: env, args: a, hits: map[string]struct{}{}}
+	return &lookup{env: env, args: a}
 }
 
 // Get implements shell.EnvGetter.
@@ -86,9 +84,6 @@ func (l *lookup) Get(key string) (string, bool) {
 		return l.budget.take(v), true
 	}
 	v, ok := l.args.get(key)
-	if ok {
-		l.hits[key] = struct{}{}
-	}
 	return l.budget.take(v), ok
 }
 
@@ -130,18 +125,6 @@ func (l *lookup) Keys() []string {
 		}
 	}
 	return keys
-}
-
-// usedArgs returns the "K=V" strings of the args l.Get returned, in
-// declaration order.
-func (l *lookup) usedArgs() []string {
-	var out []string
-	for _, x := range l.args {
-		if _, ok := l.hits[x.key]; ok && x.value != nil {
-			out = append(out, x.key+"="+*x.value)
-		}
-	}
-	return out
 }
 
 // remove returns a without key (a copy: a is not changed).

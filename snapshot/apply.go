@@ -25,11 +25,7 @@ const (
 	// DefaultApplyMaxEntries bounds the number of tar entries Apply accepts.
 	DefaultApplyMaxEntries = 10_000_000
 
-	axWhiteoutPrefix = ".wh."
-	axOpaqueMarker   = ".wh..wh..opq"
-	axAufsMetaPrefix = ".wh..wh."
-	axOverlayOpaque  = "trusted.overlay.opaque"
-	axPAXXattr       = "SCHILY.xattr."
+	axPAXXattr = "SCHILY.xattr."
 )
 
 var (
@@ -207,11 +203,11 @@ func (a *applier) entry(hdr *tar.Header, body io.Reader) error {
 		return err
 	}
 	if a.opts.whiteouts != axWhiteoutsNone {
-		if first, _, _ := strings.Cut(name, "/"); strings.HasPrefix(first, axAufsMetaPrefix) && first != axOpaqueMarker {
+		if first, _, _ := strings.Cut(name, "/"); strings.HasPrefix(first, aufsMetaPrefix) && first != opaqueMarker {
 			a.warnf("skip aufs metadata entry %q", hdr.Name)
 			return nil
 		}
-		if base := path.Base(name); hdr.Typeflag != tar.TypeDir && strings.HasPrefix(base, axWhiteoutPrefix) {
+		if base := path.Base(name); hdr.Typeflag != tar.TypeDir && strings.HasPrefix(base, whiteoutPrefix) {
 			return a.whiteout(name, base)
 		}
 	}
@@ -498,9 +494,9 @@ func (a *applier) whiteout(name, base string) error {
 	}
 	defer dir.Close()
 	dirfd := int(dir.Fd())
-	if base == axOpaqueMarker {
+	if base == opaqueMarker {
 		if overlay {
-			err := axSetxattr(axTarget{dir: dirfd}, axOverlayOpaque, "y")
+			err := axSetxattr(axTarget{dir: dirfd}, opaqueXattr, "y")
 			if errors.Is(err, unix.EPERM) {
 				// A user namespace, where overlayfs reads user.* (userxattr).
 				err = axSetxattr(axTarget{dir: dirfd}, userOpaque, "y")
@@ -509,7 +505,7 @@ func (a *applier) whiteout(name, base string) error {
 		}
 		return a.opaque(dirfd, path.Dir(name))
 	}
-	victim := strings.TrimPrefix(base, axWhiteoutPrefix)
+	victim := strings.TrimPrefix(base, whiteoutPrefix)
 	if victim == "" || victim == "." || victim == ".." {
 		return fmt.Errorf("invalid whiteout %q", base)
 	}

@@ -24,20 +24,9 @@ import (
 	"github.com/builder-dev/builder/snapshot"
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
-)
 
-// axRequireRoot skips a test that needs root (mknod, chown, trusted.*
-// xattrs), and fails it when CI=true, where the prerequisite is mandatory.
-func axRequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("test needs root (mknod, chown, trusted.* xattrs) and CI=true")
-	}
-	t.Skip("skipping: test needs root (mknod, chown, trusted.* xattrs)")
-}
+	"github.com/builder-dev/builder/internal/testenv"
+)
 
 // axEnt is one tar entry to generate.
 type axEnt struct {
@@ -226,7 +215,7 @@ type axCase struct {
 }
 
 func TestApplyReliability(t *testing.T) {
-	axRequireRoot(t)
+	testenv.RequireRoot(t)
 	for _, tc := range axReliabilityCases() {
 		t.Run(tc.name, func(t *testing.T) { axRunCase(t, tc) })
 	}
@@ -590,7 +579,7 @@ type axWant struct {
 }
 
 func TestApplyMetadataRoundTrip(t *testing.T) {
-	axRequireRoot(t)
+	testenv.RequireRoot(t)
 	caps := axCap()
 	ents := []axEnt{
 		axWithMeta(axDir("sticky/"), 0o1777, 0, 0, nil),
@@ -644,7 +633,7 @@ func axCheckMeta(t *testing.T, p string, want axWant) {
 }
 
 func TestApplyOverlayWhiteouts(t *testing.T) {
-	axRequireRoot(t)
+	testenv.RequireRoot(t)
 	w := axNewWorld(t)
 	if err := os.WriteFile(filepath.Join(w.root, "gone"), []byte("lower"), 0o644); err != nil {
 		t.Fatal(err)
@@ -675,7 +664,7 @@ func TestApplyOverlayWhiteouts(t *testing.T) {
 }
 
 func TestApplyNoWhiteouts(t *testing.T) {
-	axRequireRoot(t)
+	testenv.RequireRoot(t)
 	w := axNewWorld(t)
 	if err := os.WriteFile(filepath.Join(w.root, "foo"), []byte("kept"), 0o644); err != nil {
 		t.Fatal(err)
@@ -692,7 +681,7 @@ func TestApplyNoWhiteouts(t *testing.T) {
 }
 
 func TestApplyOwnershipOptions(t *testing.T) {
-	axRequireRoot(t)
+	testenv.RequireRoot(t)
 	data := axTar(t, axWithMeta(axReg("f", "x"), 0o644, 1000, 1000, nil), axWithMeta(axDir("d/"), 0o755, 12, 34, nil),
 		axWithMeta(axSym("s", "f"), 0o777, 5, 6, nil))
 	for _, tc := range []struct {
@@ -722,7 +711,7 @@ func TestApplyOwnershipOptions(t *testing.T) {
 }
 
 func TestApplyDirTimesAfterContent(t *testing.T) {
-	axRequireRoot(t)
+	testenv.RequireRoot(t)
 	w := axNewWorld(t)
 	dirTime := time.Unix(1_000_000_000, 0)
 	d := axDir("d/")
@@ -900,7 +889,7 @@ func TestApplyDevicesInUserNS(t *testing.T) {
 		axUserNSChild(t)
 		return
 	}
-	axRequireRoot(t)
+	testenv.RequireRoot(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestApplyDevicesInUserNS$", "-test.v")
 	cmd.Env = append(os.Environ(), "AX_USERNS_CHILD=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{

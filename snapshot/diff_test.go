@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // TestPruneRefusesRedirect is DIFF-02: an upper dir made with redirect_dir
 // or metacopy is not a faithful diff and must be refused.
 func TestPruneRefusesRedirect(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, attr := range []string{"trusted.overlay.redirect", "trusted.overlay.metacopy"} {
 		upper := t.TempDir()
 		p := filepath.Join(upper, "moved")
@@ -29,7 +31,7 @@ func TestPruneRefusesRedirect(t *testing.T) {
 
 // TestLowerDirLookup resolves paths through whiteouts and opaque dirs.
 func TestLowerDirLookup(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	bottom, top := t.TempDir(), t.TempDir()
 	for _, d := range []string{"d", "o"} {
 		check(t, os.Mkdir(filepath.Join(bottom, d), 0o755))

@@ -310,6 +310,9 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 	diffID := "sha256:" + hex.EncodeToString(h.Sum(nil))
 	layer := Layer{DiffID: diffID, Size: size}
 	if s.Has(diffID) {
+		if err := s.adopt(ctx, diffID); err != nil {
+			return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
+		}
 		return layer, removeAll(context.WithoutCancel(ctx), dir)
 	}
 	if serr != nil {
@@ -328,6 +331,42 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}
 	return layer, nil
+}
+
+// adopt makes the existing layer diffID, which a commit just produced
+// again, serve as a committed one: a layer unpacked from an image (a
+// COPY --from=IMAGE / / can reproduce the image's layer) is marked
+// committed when its directory serializes to diffID, so that WriteTar can
+// write it without the image's blob. One that does not serialize so stays
+// unpacked (WriteTar's caller then needs the blob it kept).
+func (s *LayerStore) adopt(ctx context.Context, diffID string) error {
+	meta, err := s.metadata(diffID)
+	if err != nil || meta.Committed {
+		return nil // removed meanwhile, or nothing to do
+	}
+	h := sha256.New()
+	if _, err := writeLayerTar(ctx, s.Dir(diffID), h); err != nil {
+		return fmt.Errorf("adopt layer %s: %w", diffID, err)
+	}
+	if "sha256:"+hex.EncodeToString(h.Sum(nil)) != diffID {
+		return nil
+	}
+	meta.Committed = true
+	data, err := json.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(s.root, diffID[len("sha256:"):])
+	tmp := filepath.Join(dir, layerMeta+".adopt")
+	os.Remove(tmp)
+	if err := writeFileSync(tmp, data); err != nil {
+		return fmt.Errorf("adopt layer %s: %w", diffID, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, layerMeta)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("adopt layer %s: %w", diffID, err)
+	}
+	return syncDir(dir)
 }
 
 // install writes the metadata into the complete temporary layer directory

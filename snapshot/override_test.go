@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 func TestOverrideFormat(t *testing.T) {
@@ -147,12 +149,7 @@ func TestRoundTripInUserNS(t *testing.T) {
 		}
 		return
 	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("test needs root (mknod, chown) and CI=true")
-		}
-		t.Skip("test needs root (mknod, chown)")
-	}
+	testenv.RequireRoot(t)
 	want := extractSerialize(t, t.TempDir(), roundTripTar(t))
 	if !bytes.Contains(want, []byte("dev/sda")) || !bytes.Contains(want, []byte("user.note")) {
 		t.Fatalf("root serialization lacks entries:\n%q", want)

@@ -181,3 +181,39 @@ func TestWriteTarFileRange(t *testing.T) {
 func digestOf(data []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(data)) }
 
 func unixEpoch() time.Time { return time.Unix(0, 0) }
+
+// TestCommitAdoptsUnpackedLayer: a commit that produces a layer already
+// unpacked from an image (COPY --from=IMAGE / / can) makes that layer a
+// committed one when its directory serializes to the diffID, so WriteTar
+// writes it without the image's blob.
+func TestCommitAdoptsUnpackedLayer(t *testing.T) {
+	ctx := context.Background()
+	tmp := t.TempDir()
+	upper := filepath.Join(tmp, "upper")
+	check(t, os.Mkdir(upper, 0o755))
+	layerTree(t, upper)
+	var tarball bytes.Buffer
+	_, err := writeLayerTar(ctx, upper, &tarball)
+	check(t, err)
+	id := digestOf(tarball.Bytes())
+
+	s, err := OpenLayerStore(filepath.Join(tmp, "layers"))
+	check(t, err)
+	_, err = s.Unpack(ctx, id, bytes.NewReader(tarball.Bytes()))
+	check(t, err)
+	if s.Committed(id) {
+		t.Fatal("an unpacked layer is committed")
+	}
+	layer, err := s.commitDir(ctx, upper)
+	check(t, err)
+	if layer.DiffID != id || !s.Committed(id) {
+		t.Fatalf("commit of the same tree: %s, committed %v; want %s adopted", layer.DiffID, s.Committed(id), id)
+	}
+	var out bytes.Buffer
+	if _, err := s.WriteTar(ctx, id, &out); err != nil || !bytes.Equal(out.Bytes(), tarball.Bytes()) {
+		t.Fatalf("WriteTar of the adopted layer: %v, %d bytes, want the %d of the tar", err, out.Len(), tarball.Len())
+	}
+	if _, err := os.Stat(upper); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the committed directory is left behind: %v", err)
+	}
+}

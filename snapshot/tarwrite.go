@@ -16,13 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const (
-	whiteoutPrefix = ".wh."
-	opaqueMarker   = ".wh..wh..opq"
-	opaqueXattr    = "trusted.overlay.opaque"
-	userOpaque     = "user.overlay.opaque"
-)
-
 // tarEntry is one entry of a layer tar before it is written. key orders the
 // entries: the path, except that an opaque marker sorts first inside its
 // directory, so appliers see it before any new child.

@@ -13,18 +13,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
-)
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("test needs root (mknod, trusted xattrs); CI=true requires it")
-	}
-	t.Skip("test needs root (mknod, trusted xattrs)")
-}
+	"github.com/builder-dev/builder/internal/testenv"
+)
 
 func check(t *testing.T, err error) {
 	t.Helper()
@@ -37,7 +28,7 @@ func check(t *testing.T, err error) {
 // dir whose marker precedes its children, hardlinks, xattr filtering, and
 // skipped sockets.
 func TestWriteLayerTar(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	check(t, os.Mkdir(filepath.Join(dir, "o"), 0o755))
 	check(t, unix.Lsetxattr(filepath.Join(dir, "o"), opaqueXattr, []byte("y"), 0))

@@ -35,8 +35,14 @@ type attestBuild struct {
 	platform v1.Platform
 	df       *parser.Dockerfile
 	dfFile   string // the Dockerfile read ("-": stdin)
-	tmp      string // a scratch directory of the build
 	notice   func(string)
+}
+
+// attestBuild is what the attestations of the finished build r are made
+// of.
+func (r *buildRun) attestBuild(plan *planner.Plan, res *executor.Result) attestBuild {
+	return attestBuild{a: r.a, f: r.f, in: r.in, st: r.st, plan: plan, res: res, contexts: r.contexts,
+		platform: r.platform, df: r.d.df, dfFile: r.d.file, notice: r.prog.Notice}
 }
 
 // prepareAttestations makes the build's attestations (nil when it makes
@@ -253,7 +259,9 @@ func (b attestBuild) stageSources(c *attest.Capture, st *planner.Stage, steps ma
 	p := st.Platform
 	b.addImage(c, st.Base.Image, &p)
 	for _, s := range st.Steps {
-		b.addImage(c, s.FromImage, &p)
+		if s.From != nil {
+			b.addImage(c, s.From.Image, &p)
+		}
 		for _, m := range s.MountFrom {
 			b.addImage(c, m.Image, &p)
 		}
@@ -386,6 +394,14 @@ func (b attestBuild) steps(ctx context.Context, steps map[recStepKey]*cache.Step
 			chain = base
 			prev = id()
 			out = append(out, attest.Step{ID: prev, Lines: [][2]int{{st.Line, st.Line}}, Layers: slices.Clone(chain)})
+		case st.Base.Context != nil: // the context's files, one layer
+			if rs := steps[recStepKey{stageName(st), st.Text, st.Line}]; rs != nil && rs.Layer != "" {
+				if h, err := v1.NewHash(rs.Layer); err == nil {
+					chain = append(chain, v1.Descriptor{MediaType: types.OCIUncompressedLayer, Digest: h, Size: rs.Size})
+				}
+			}
+			prev = id()
+			out = append(out, attest.Step{ID: prev, Lines: [][2]int{{st.Line, st.Line}}, Layers: slices.Clone(chain)})
 		}
 		for _, s := range st.Steps {
 			if s.Name == "" {
@@ -395,8 +411,8 @@ func (b attestBuild) steps(ctx context.Context, steps map[recStepKey]*cache.Step
 			if prev != "" {
 				step.Inputs = append(step.Inputs, prev+":0")
 			}
-			if s.FromStage != nil && last[s.FromStage.Index] != "" {
-				step.Inputs = append(step.Inputs, last[s.FromStage.Index]+":0")
+			if s.From != nil && s.From.Stage != nil && last[s.From.Stage.Index] != "" {
+				step.Inputs = append(step.Inputs, last[s.From.Stage.Index]+":0")
 			}
 			if rs := steps[recStepKey{stageName(st), s.Text, s.Line}]; rs != nil && rs.Layer != "" {
 				if h, err := v1.NewHash(rs.Layer); err == nil {

@@ -67,7 +67,11 @@ func scanSBOM(ctx context.Context, b attestBuild) ([]attest.Attestation, *layerF
 	if err != nil {
 		return nil, nil, err
 	}
-	dir, err := os.MkdirTemp(b.tmp, "sbom-")
+	scratch, err := b.st.cache.ScratchDir()
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp(scratch, "sbom-")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -216,6 +220,15 @@ func (b attestBuild) stageLayers(ctx context.Context, st *planner.Stage) ([]v1.L
 				return nil, err
 			}
 			layers = append(layers, ls...)
+		}
+		// A stage FROM a named directory context: the context's layer is
+		// its FROM's.
+		if rs := steps[recStepKey{stageName(s), s.Text, s.Line}]; rs != nil && rs.Layer != "" {
+			l, err := exporter.LayerFromStore(ctx, b.st.layers, rs.Layer, rs.Size)
+			if err != nil {
+				return nil, err
+			}
+			layers = append(layers, l)
 		}
 		for _, step := range s.Steps {
 			rs := steps[recStepKey{stageName(s), step.Text, step.Line}]

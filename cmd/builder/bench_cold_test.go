@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/fixtures"
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // The cold-path benchmarks run builder as a whole process beside a
@@ -33,12 +34,7 @@ type coldBench struct {
 // when CI=true.
 func newColdBench(b *testing.B) *coldBench {
 	b.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			b.Fatalf("CI=true but the benchmark needs root (uid %d)", os.Geteuid())
-		}
-		b.Skipf("needs root (uid %d)", os.Geteuid())
-	}
+	testenv.RequireRoot(b)
 	dir := b.TempDir()
 	c := &coldBench{b: b, dir: dir, root: filepath.Join(dir, "root")}
 	base := filepath.Join(dir, "base")

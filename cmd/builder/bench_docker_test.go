@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/fixtures"
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // The benchmarks in this file run builder and Docker's two builders as
@@ -20,9 +21,6 @@ import (
 // daemon: DOCKER_BUILDKIT=1 selects its embedded BuildKit, DOCKER_BUILDKIT=0
 // the classic builder. Every tool's sub-benchmark after builder's reports
 // x-builder: its mean time over builder's (above 1: builder is faster).
-
-// benchDockerBin is Debian's docker client (see fixtures/docker_test.go).
-const benchDockerBin = "/usr/bin/docker"
 
 const (
 	srcFiles  = 2000 // files of the source tree COPYed by the rebuild benchmark
@@ -51,21 +49,8 @@ type dockerBench struct {
 // fails instead when CI=true.
 func requireBenchDocker(b *testing.B) {
 	b.Helper()
-	skip := func(format string, args ...any) {
-		if os.Getenv("CI") == "true" {
-			b.Fatalf("CI=true but "+format, args...)
-		}
-		b.Skipf(format, args...)
-	}
-	if os.Geteuid() != 0 {
-		skip("the benchmark needs root (uid %d)", os.Geteuid())
-	}
-	if _, err := os.Stat(benchDockerBin); err != nil {
-		skip("docker client %s missing: %v", benchDockerBin, err)
-	}
-	if out, err := exec.CommandContext(b.Context(), benchDockerBin, "info").CombinedOutput(); err != nil {
-		skip("docker daemon not usable (%v): %s", err, lastLines(string(out), 5))
-	}
+	testenv.RequireRoot(b)
+	testenv.RequireDocker(b)
 }
 
 // newDockerBench builds busybox:fixture into a fresh builder store, saves
@@ -98,7 +83,7 @@ func (d *dockerBench) cleanup() {
 	defer cancel()
 	args := append([]string{"rmi", "-f", d.tag, d.base}, d.iids...)
 	// Errors are expected here: an image may already be gone with its tag.
-	_ = exec.CommandContext(ctx, benchDockerBin, args...).Run()
+	_ = exec.CommandContext(ctx, testenv.DockerBin, args...).Run()
 }
 
 // builder runs builder --root ROOT args... and fails the benchmark on error.
@@ -112,7 +97,7 @@ func (d *dockerBench) builder(args ...string) {
 // docker runs the docker client and fails the benchmark on error.
 func (d *dockerBench) docker(args ...string) {
 	d.b.Helper()
-	if err := runBench(d.b.Context(), nil, benchDockerBin, args...); err != nil {
+	if err := runBench(d.b.Context(), nil, testenv.DockerBin, args...); err != nil {
 		d.b.Fatal(err)
 	}
 }
@@ -138,7 +123,7 @@ func (d *dockerBench) dockerTool(buildkit string) func(ctx context.Context, dir 
 	return func(ctx context.Context, dir string, args ...string) error {
 		iid := filepath.Join(d.dir, "iid")
 		argv := append([]string{"build", "-q", "--network", "none", "--iidfile", iid, "-t", d.tag}, args...)
-		if err := runBench(ctx, env, benchDockerBin, append(argv, dir)...); err != nil {
+		if err := runBench(ctx, env, testenv.DockerBin, append(argv, dir)...); err != nil {
 			return err
 		}
 		if id, err := os.ReadFile(iid); err == nil {
@@ -325,7 +310,7 @@ func BenchmarkExportDocker(b *testing.B) {
 			return runBench(ctx, nil, builderBin, "--root", d.root, "save", "-o", out, d.tag)
 		}},
 		{"docker-save", func(ctx context.Context) error {
-			return runBench(ctx, nil, benchDockerBin, "save", "-o", out, d.tag)
+			return runBench(ctx, nil, testenv.DockerBin, "save", "-o", out, d.tag)
 		}},
 	}
 	var builderMean time.Duration

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 const (
@@ -22,12 +24,7 @@ const (
 // hashed again) and a warm one (stat only), beside a stat walk of the same
 // tree by find(1). Issue #4's target: warm within 3× of the stat walk.
 func BenchmarkNoopRebuild(b *testing.B) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			b.Fatalf("CI=true but the benchmark needs root (uid %d)", os.Geteuid())
-		}
-		b.Skipf("needs root (uid %d)", os.Geteuid())
-	}
+	testenv.RequireRoot(b)
 	tmp := b.TempDir()
 	ctxDir := filepath.Join(tmp, "ctx")
 	if err := writeBenchContext(ctxDir); err != nil {

@@ -1,12 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	cplatforms "github.com/containerd/platforms"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,15 +15,11 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/builder-dev/builder/cache"
-	"github.com/builder-dev/builder/executor"
 	"github.com/builder-dev/builder/exporter"
 	"github.com/builder-dev/builder/internal/buildcontext"
-	"github.com/builder-dev/builder/parser"
 	"github.com/builder-dev/builder/planner"
-	"github.com/builder-dev/builder/snapshot"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -87,7 +84,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringSliceVar(&f.noCacheFilter, "no-cache-filter", nil, "do not use the cache for these stages")
 	fs.StringVar(&f.network, "network", "default", "network of RUN steps: default (private, outbound only), host or none")
 	fs.StringArrayVar(&f.addHosts, "add-host", nil, "add HOST:IP to the /etc/hosts of RUN steps (repeatable)")
-	fs.StringVar(&f.platform, "platform", "", "target platform (only the host's platform is supported)")
+	fs.StringVar(&f.platform, "platform", "", "target platform (os/arch[/variant]); a RUN for another architecture runs under a binfmt_misc emulator")
 	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host, security.insecure")
 	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
 	fs.StringArrayVar(&f.ssh, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]]")
@@ -124,344 +121,21 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	return runBuild(ctx, a, &f, fs.Arg(0))
 }
 
-func runBuild(ctx context.Context, a *app, f *buildFlags, contextArg string) (err error) {
-	// As buildx: SOURCE_DATE_EPOCH in the environment is also the build arg
-	// (unless one is given), so ARG SOURCE_DATE_EPOCH sees it either way.
-	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" && buildArgMap(f.buildArgs)["SOURCE_DATE_EPOCH"] == nil {
-		f.buildArgs = append(f.buildArgs, "SOURCE_DATE_EPOCH="+v)
-	}
-	outs, err := parseOutputs(f.outputs)
-	if err != nil {
-		return err
-	}
-	annotations, err := parseAnnotations(f.annotations)
-	if err != nil {
-		return err
-	}
-	cacheFrom, err := parseCacheSpecs(f.cacheFrom, cacheImport)
-	if err != nil {
-		return err
-	}
-	cacheTo, err := parseCacheSpecs(f.cacheTo, cacheExport)
-	if err != nil {
-		return err
-	}
-	if err := checkNames(f.tags); err != nil {
-		return err
-	}
-	if f.push && len(f.tags) == 0 {
-		return fmt.Errorf("--push needs at least one -t name")
-	}
-	call, err := parseCall(f.call, f.check)
-	if err != nil {
-		return err
-	}
-	in, err := resolveInputs(ctx, a, f, contextArg)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := in.sources.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-	contextDir := in.dir
-	data, dfPath, dfFile, err := readDockerfile(a, in.file, contextDir)
-	if err != nil {
-		return err
-	}
-	if in.display != "" {
-		dfPath = in.display
-	}
-	df, lint, parseErr := parser.ParseLint(bytes.NewReader(data), dfPath, lintOptions(buildArgMap(f.buildArgs)))
-	if lint == nil {
-		return parseErr // reading the check configuration failed
-	}
-	if parseErr == nil {
-		if err := df.CheckFrontend(buildArgValue(f.buildArgs, "BUILDKIT_SYNTAX")); err != nil {
-			return err
-		}
-	}
-	ci := checkInput{df: df, lint: lint, err: parseErr, display: dfPath, source: data, dfFile: dfFile}
-	switch {
-	case call.check:
-		return runCheck(ctx, a, f, call, contextDir, ci)
-	case call.outline:
-		return runOutline(ctx, a, f, call, contextDir, ci)
-	case call.targets:
-		return runTargets(a.stdout, call, ci)
-	}
-	prog, err := newProgress(f.progress, a.stderr)
-	if err != nil {
-		return err
-	}
-	defer prog.Close()
-	log := &logBuffer{}
-	prog.Record(log)
-	if parseErr != nil {
-		// As buildkit: the warnings found before the error, then the error.
-		reportLint(prog, lint)
-		return parseErr
-	}
-	contexts, err := namedContexts(f.buildContexts)
-	if err != nil {
-		return err
-	}
-	if err := in.fetchContexts(ctx, a, f, contexts); err != nil {
-		return err
-	}
-	platform, err := targetPlatform(f.platform)
-	if err != nil {
-		return err
-	}
-	patterns, err := ignorePatterns(contextDir, dfFile)
-	if err != nil {
-		return err
-	}
-	epochFrom := ""
-	if f.verifyReproducible {
-		if epochFrom, err = ensureEpoch(f, df, contextDir); err != nil {
-			return err
-		}
-	}
-	if a.isolation.notice != "" {
-		prog.Notice(a.isolation.notice)
-	}
-
-	st, err := a.open()
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	gc, err := st.gcPolicy()
-	if err != nil {
-		return err
-	}
-	if err := st.lockShared(ctx); err != nil {
-		return err
-	}
-	defer st.collectGarbage(ctx, gc, prog.Notice)
-	if err := loadLayoutContexts(ctx, st, contexts, platform); err != nil {
-		return err
-	}
-
-	plan, err := planner.New(ctx, df, planner.Options{
-		DockerfilePath: dfPath,
-		BuildArgs:      buildArgMap(f.buildArgs),
-		Target:         f.target,
-		Platform:       platform,
-		BuildPlatform:  hostPlatform(),
-		ResolveImage:   resolver(st, f.pull, a.remoteOptions(platform, prog.Notice)),
-		Contexts:       contexts,
-		ContextEpoch:   in.epoch,
-		ResolveEpoch: func(ctx context.Context, src planner.EpochSource) (*time.Time, error) {
-			return executor.SourceEpoch(ctx, nil, "", src.URL, src.Checksum)
-		},
-		Lint:           lint.Linter(),
-		IgnorePatterns: patterns,
-	})
-	// As buildkit: the warnings of the rules run so far, then a planning
-	// error; with error=true and warnings, the build fails before any step.
-	reportLint(prog, lint)
-	if err != nil {
-		return err
-	}
-	if err := lint.Err(); err != nil {
-		return err
-	}
-	for _, k := range plan.UnusedBuildArgs {
-		if k == "SOURCE_DATE_EPOCH" {
-			continue // the exporter's: it clamps the image's timestamps
-		}
-		prog.Notice(fmt.Sprintf("[warning] build arg %s was not consumed by any stage", k))
-	}
-	bctx, err := buildcontext.Open(contextDir, patterns)
-	if err != nil {
-		return err
-	}
-	// The build's scratch directories are held by a lock for as long as
-	// it runs, so no other command on this root takes them away.
-	active, err := st.cache.NewScratch(cache.Active, "build")
-	if err != nil {
-		return err
-	}
-	defer closeScratch(active, &err)
-	tmp, err := st.cache.NewScratch(cache.Temp, "build")
-	if err != nil {
-		return err
-	}
-	defer closeScratch(tmp, &err)
-	snKind, err := a.isolation.snapshotter(f.snapshotter)
-	if err != nil {
-		return err
-	}
-	sn, err := snapshotter(ctx, st.layers, active.Path(), snKind, prog.Notice)
-	if err != nil {
-		return err
-	}
-	defer sn.Close()
-	cgroups, err := f.run.cgroups()
-	if err != nil {
-		return err
-	}
-	defer cgroups.Close()
-	secrets, err := readSecrets(f.secrets)
-	if err != nil {
-		return err
-	}
-	network, allowHost, err := runNetwork(f.network, f.allow, a.isolation, prog.Notice)
-	if err != nil {
-		return err
-	}
-	hosts, err := extraHosts(f.addHosts)
-	if err != nil {
-		return err
-	}
-	agents, err := sshAgents(f.ssh)
-	if err != nil {
-		return err
-	}
-	gitAdvice, err := buildArgBool(f.buildArgs, "BUILDKIT_GIT_ADVICE")
-	if err != nil {
-		return err
-	}
-	st.images.SetRemoteOptions(a.remoteOptions(platform, prog.Notice))
-	remoteOpts := func() exporter.RemoteOptions { return a.remoteOptions(platform, prog.Notice) }
-	imported, cacheUses, err := importCachesMetered(ctx, st, cacheFrom, remoteOpts, prog.Notice)
-	if err != nil {
-		return err
-	}
-
-	ex := executor.New(executor.Options{
-		Cache:            st.cache,
-		Layers:           st.layers,
-		Snapshotter:      sn,
-		Images:           st.images,
-		Context:          bctx,
-		DockerfilePath:   dfPath,
-		Project:          projectID(in.id, in.dockerfileID(dfFile), f.target),
-		NoCache:          f.noCache,
-		NoCacheStages:    f.noCacheFilter,
-		Network:          network,
-		AllowNetworkHost: allowHost,
-		ExtraHosts:       hosts,
-		AllowInsecure:    contains(f.allow, "security.insecure"),
-		Labels:           keyValues(f.labels),
-		SourceDateEpoch:  plan.SourceDateEpoch,
-		Progress:         prog,
-		TempDir:          tmp.Path(),
-		Hostname:         buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
-		GitAdvice:        gitAdvice,
-		Secrets:          secrets,
-		SSH:              agents,
-		CacheFrom:        imported,
-		Isolation:        a.isolation.mode,
-		Limits:           f.run.limits,
-		Cgroups:          cgroups,
-	})
-	start := time.Now()
-	res, runErr := ex.Run(ctx, plan)
-	if ferr := st.cache.FlushHashes(context.WithoutCancel(ctx)); ferr != nil && runErr == nil {
-		runErr = ferr
-	}
-	rec := res.Record
-	rec.Request = buildRequest(f, contextDir, dfFile, df, platform, plan.SourceDateEpoch, plan)
-	for _, u := range cacheUses {
-		rec.Caches = append(rec.Caches, u.result())
-	}
-	defer func() {
-		if perr := finishBuild(ctx, st, rec, log, err); perr != nil && err == nil {
-			err = perr
-		}
-	}()
-	if runErr != nil {
-		return runErr
-	}
-	if f.push {
-		for _, t := range f.tags {
-			outs = append(outs, output{typ: "registry", name: t, push: true})
-		}
-	}
-	if f.load {
-		outs = append(outs, output{typ: "docker"})
-	}
-	pushOpts, countPush := meteredPush(remoteOpts(), res.Image)
-	er := &exportRun{st: st, prog: prog, ro: pushOpts, stdout: a.stdout, epoch: plan.SourceDateEpoch,
-		base: baseDiffIDs(plan.Target), done: &rec.Outputs}
-	if res.Image, err = inlineCache(ctx, st, res, cacheTo); err != nil {
-		return err
-	}
-	res.Image = annotate(res.Image, annotations)
-	if er.attest, err = prepareAttestations(ctx, attestBuild{a: a, f: f, in: in, st: st, plan: plan, res: res, contexts: contexts,
-		platform: platform, df: df, dfFile: dfFile, tmp: tmp.Path(), notice: prog.Notice}); err != nil {
-		return err
-	}
-	out, err := er.exportAll(ctx, res.Image, f.tags, outs)
-	countPush(rec.Outputs)
-	if err != nil {
-		return dropModifiedLayer(ctx, st, rec, dfPath, err)
-	}
-	digest := out.local
-	rec.ImageDigest, rec.Tags, rec.History = digest.String(), f.tags, res.History
-	exported, err := exportCachesMetered(ctx, st, res, cacheTo, remoteOpts, prog.Notice)
-	rec.Caches = append(rec.Caches, exported...)
-	if err != nil {
-		return err
-	}
-	for _, line := range cacheReport(rec) {
-		prog.Notice(line)
-	}
-	if len(cacheFrom) > 0 || len(cacheTo) > 0 {
-		prog.Notice(cacheTrafficLine(st.images.CacheTraffic()))
-	}
-	prog.Done(fmt.Sprintf("built %s in %.1fs", digest, time.Since(start).Seconds()))
-	id := out.id()
-	if f.progress == "quiet" {
-		fmt.Fprintln(a.stdout, id)
-	}
-	if f.iidfile != "" {
-		if err := writeFileAtomic(f.iidfile, []byte(id)); err != nil {
-			return err
-		}
-	}
-	if f.metadataFile != "" {
-		if err := writeMetadata(f.metadataFile, res.Image, out, f.tags, rec); err != nil {
-			return err
-		}
-	}
-	if f.verifyReproducible {
-		return verifyBuild(ctx, a, st, f, rec, res.Image, prog, log, epochFrom)
-	}
-	return nil
-}
-
-// dropModifiedLayer handles an export that failed because a committed
-// layer's directory was changed on disk after the commit (WriteTar sees
-// it no longer hashes to its diffID, and the image store has removed it
-// and the cache records that produced it): it makes sure this build's
-// steps that produced the layer are gone too, so the next build rebuilds
-// them, and names them in the error. Other errors are returned as they are.
+// dropModifiedLayer names, in an export error that found a committed
+// layer changed on disk, this build's steps that made the layer; the image
+// store drops their records and the layer (exporter.DropModifiedLayer), so
+// the next build rebuilds them. Other errors are returned as they are.
 func dropModifiedLayer(ctx context.Context, st *stores, rec *cache.BuildRecord, dockerfile string, err error) error {
-	var me *snapshot.ModifiedError
-	if !errors.As(err, &me) || rec == nil {
+	if rec == nil {
 		return err
 	}
-	ctx = context.WithoutCancel(ctx)
-	var steps []string
-	for _, s := range rec.Steps {
-		if s.Layer != me.DiffID {
-			continue
-		}
-		if rerr := st.cache.RemoveRecord(ctx, s.Key); rerr != nil {
-			return fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
-		}
-		steps = append(steps, fmt.Sprintf("%s:%d %s", dockerfile, s.Line, s.Instruction))
-	}
-	if rerr := st.layers.Remove(ctx, me.DiffID); rerr != nil && !errors.Is(rerr, snapshot.ErrNotFound) {
-		return fmt.Errorf("%w (drop modified layer: %v)", err, rerr)
-	}
-	if len(steps) == 0 {
+	dropped, err := st.images.DropModifiedLayer(ctx, rec.Steps, err)
+	if len(dropped) == 0 {
 		return err
+	}
+	steps := make([]string, len(dropped))
+	for i, s := range dropped {
+		steps[i] = fmt.Sprintf("%s:%d %s", dockerfile, s.Line, s.Instruction)
 	}
 	return fmt.Errorf("%w (the layer of %s)", err, strings.Join(steps, ", "))
 }
@@ -574,6 +248,9 @@ func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context
 				img, err = pullImage(ctx, st, ref, p, ro, !pull)
 			}
 		}
+		if err == nil && !pull {
+			img, err = forPlatform(ctx, st, img, ref, p, ro)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -587,6 +264,37 @@ func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context
 		}
 		return &planner.ImageInfo{Ref: ref, Digest: d.String(), Config: cfg}, nil
 	}
+}
+
+// forPlatform returns img, an image of the local store or the Docker
+// engine, if it is for platform p (or a platform p's programs accept, as
+// containerd matches them: arm/v7 takes arm/v6), else the image of p
+// pulled from the registry. It never uses an image of another
+// architecture: the error names both platforms.
+func forPlatform(ctx context.Context, st *stores, img v1.Image, ref string, p v1.Platform, ro exporter.RemoteOptions) (v1.Image, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("base image %s config: %w", ref, err)
+	}
+	have := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+	if have.Architecture == "" || platformMatches(p, have) {
+		return img, nil
+	}
+	pulled, err := pullImage(ctx, st, ref, p, ro, false)
+	if err != nil {
+		return nil, fmt.Errorf("base image %s: the local one is for %s, not %s, and %w", ref, planner.FormatPlatform(have), planner.FormatPlatform(p), err)
+	}
+	return pulled, nil
+}
+
+// platformMatches reports whether an image for have runs as target want.
+func platformMatches(want, have v1.Platform) bool {
+	m := cplatforms.Only(ociPlatform(want))
+	return m.Match(ociPlatform(have))
+}
+
+func ociPlatform(p v1.Platform) ocispec.Platform {
+	return ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}
 }
 
 // localEngine returns a function giving the Docker engine of $DOCKER_HOST
@@ -690,19 +398,20 @@ func hostPlatform() v1.Platform {
 	return v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 }
 
+// targetPlatform parses a --platform value and normalizes it as
+// containerd does (linux/arm is linux/arm/v7, aarch64 is arm64); "" is
+// the host's platform. Any platform can be a target: what a RUN needs is
+// checked against this machine's emulators before the build starts.
 func targetPlatform(s string) (v1.Platform, error) {
-	host := hostPlatform()
 	if s == "" {
-		return host, nil
+		return hostPlatform(), nil
 	}
-	p, err := v1.ParsePlatform(s)
+	p, err := cplatforms.Parse(s)
 	if err != nil {
 		return v1.Platform{}, fmt.Errorf("--platform %q: %w", s, err)
 	}
-	if p.OS != host.OS || p.Architecture != host.Architecture {
-		return v1.Platform{}, fmt.Errorf("--platform %s: only the host platform %s/%s can be built (no emulation)", s, host.OS, host.Architecture)
-	}
-	return *p, nil
+	p = cplatforms.Normalize(p)
+	return v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant, OSVersion: p.OSVersion, OSFeatures: p.OSFeatures}, nil
 }
 
 // projectID names "this Dockerfile in this context for this target": a

@@ -30,7 +30,7 @@ func buildRequest(f *buildFlags, contextDir, dfFile string, df *parser.Dockerfil
 		ContextDir:    absCtx,
 		Dockerfile:    dfFile,
 		Target:        f.target,
-		Platforms:     []string{platformString(platform)},
+		Platforms:     []string{planner.FormatPlatform(platform)},
 		BuildArgs:     resolvedArgs(f.buildArgs),
 		Labels:        slices.Clone(f.labels),
 		Secrets:       slices.Clone(f.secrets),
@@ -53,14 +53,6 @@ func buildRequest(f *buildFlags, contextDir, dfFile string, df *parser.Dockerfil
 	}
 	r.BaseImages = planImages(plan)
 	return r
-}
-
-func platformString(p v1.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
 }
 
 // resolvedArgs returns the build args as K=V, a bare K taking its value
@@ -114,7 +106,9 @@ func planImages(plan *planner.Plan) []cache.ImageRef {
 	for _, st := range plan.Stages {
 		add(st.Base.Image)
 		for _, step := range st.Steps {
-			add(step.FromImage)
+			if step.From != nil {
+				add(step.From.Image)
+			}
 			for _, k := range slices.Sorted(maps.Keys(step.MountFrom)) {
 				add(step.MountFrom[k].Image)
 			}

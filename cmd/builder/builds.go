@@ -263,35 +263,8 @@ func printBuild(w io.Writer, b *cache.BuildRecord) error {
 	if !b.Finished.IsZero() {
 		field("Duration", "%.1fs", b.Finished.Sub(b.Started).Seconds())
 	}
-	if r := b.Request; r != nil {
-		ctxLine := r.ContextDir
-		if r.GitCommit != "" {
-			ctxLine += " (git " + shortID(r.GitCommit) + ")"
-		}
-		field("Context", "%s", ctxLine)
-		df := r.Dockerfile
-		if r.DockerfileDigest != "" {
-			df += " (" + shortDigest(r.DockerfileDigest) + ")"
-		}
-		field("Dockerfile", "%s", df)
-		if len(r.Platforms) > 0 {
-			field("Platform", "%s", strings.Join(r.Platforms, ", "))
-		}
-		for _, arg := range r.BuildArgs {
-			field("Build arg", "%s", arg)
-		}
-		for _, s := range r.Secrets {
-			field("Secret", "%s (value not recorded)", s)
-		}
-		for _, bc := range r.BuildContexts {
-			field("Build context", "%s", bc)
-		}
-		if r.SourceDateEpoch != nil {
-			field("SOURCE_DATE_EPOCH", "%d", *r.SourceDateEpoch)
-		}
-		for _, im := range r.BaseImages {
-			field("Base image", "%s@%s", im.Ref, im.Digest)
-		}
+	if b.Request != nil {
+		printRequest(field, b.Request)
 	}
 	if b.Target != "" {
 		field("Target", "%s", b.Target)
@@ -312,9 +285,46 @@ func printBuild(w io.Writer, b *cache.BuildRecord) error {
 		return err
 	}
 	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	return printBuildSteps(w, b.Steps)
+}
+
+// printRequest prints what a build was asked, one field a line.
+func printRequest(field func(k, format string, v ...any), r *cache.BuildRequest) {
+	ctxLine := r.ContextDir
+	if r.GitCommit != "" {
+		ctxLine += " (git " + shortID(r.GitCommit) + ")"
+	}
+	field("Context", "%s", ctxLine)
+	df := r.Dockerfile
+	if r.DockerfileDigest != "" {
+		df += " (" + shortDigest(r.DockerfileDigest) + ")"
+	}
+	field("Dockerfile", "%s", df)
+	if len(r.Platforms) > 0 {
+		field("Platform", "%s", strings.Join(r.Platforms, ", "))
+	}
+	for _, arg := range r.BuildArgs {
+		field("Build arg", "%s", arg)
+	}
+	for _, s := range r.Secrets {
+		field("Secret", "%s (value not recorded)", s)
+	}
+	for _, bc := range r.BuildContexts {
+		field("Build context", "%s", bc)
+	}
+	if r.SourceDateEpoch != nil {
+		field("SOURCE_DATE_EPOCH", "%d", *r.SourceDateEpoch)
+	}
+	for _, im := range r.BaseImages {
+		field("Base image", "%s@%s", im.Ref, im.Digest)
+	}
+}
+
+// printBuildSteps prints the table of a build's steps.
+func printBuildSteps(w io.Writer, steps []cache.StepRecord) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LINE\tSTEP\tCACHE\tDURATION\tSIZE\tLAYER\tREASON")
-	for _, s := range b.Steps {
+	for _, s := range steps {
 		name := s.Name
 		if name == "" {
 			name = s.Instruction

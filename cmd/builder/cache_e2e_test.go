@@ -45,19 +45,27 @@ func (e *e2eEnv) build(dir string, args ...string) *buildMeta {
 	mf := filepath.Join(e.dir, "meta-"+strings.ReplaceAll(e.t.Name(), "/", "_")+".json")
 	all := append([]string{"build", "--progress", "plain", "--metadata-file", mf}, args...)
 	_, errOut := e.mustRun(append(all, dir)...)
-	raw, err := os.ReadFile(mf)
+	m := readBuildMeta(e.t, mf)
+	m.progress = errOut
+	return m
+}
+
+// readBuildMeta reads and decodes a --metadata-file.
+func readBuildMeta(t *testing.T, path string) *buildMeta {
+	t.Helper()
+	raw, err := os.ReadFile(path)
 	if err != nil {
-		e.t.Fatalf("read metadata file: %v", err)
+		t.Fatalf("read metadata file: %v", err)
 	}
-	m := &buildMeta{raw: raw, progress: errOut}
+	m := &buildMeta{raw: raw}
 	if err := json.Unmarshal(raw, m); err != nil {
-		e.t.Fatalf("decode metadata %s: %v", raw, err)
+		t.Fatalf("decode metadata %s: %v", raw, err)
 	}
 	var generic struct {
 		Steps []rawObject `json:"steps"`
 	}
 	if err := json.Unmarshal(raw, &generic); err != nil {
-		e.t.Fatalf("decode metadata steps: %v", err)
+		t.Fatalf("decode metadata steps: %v", err)
 	}
 	m.rawSteps = generic.Steps
 	return m

@@ -83,13 +83,9 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 		case "tag":
 			c.loc.Tag = val
 		case "mode":
-			if dir != cacheExport {
-				return c, errors.New("mode= belongs to --cache-to")
+			if err := c.setMode(val, dir); err != nil {
+				return c, err
 			}
-			if val != string(executor.CacheMin) && val != string(executor.CacheMax) {
-				return c, fmt.Errorf("mode=%q: want min or max", val)
-			}
-			c.mode = executor.CacheMode(val)
 		case "ignore-error":
 			b, err := strconv.ParseBool(val)
 			if err != nil {
@@ -117,6 +113,24 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 	if err := c.comp.Validate(); err != nil {
 		return c, err
 	}
+	return cacheLocation(c, typ, path, dir)
+}
+
+// setMode sets --cache-to's mode=min|max.
+func (c *cacheSpec) setMode(val string, dir cacheDirection) error {
+	if dir != cacheExport {
+		return errors.New("mode= belongs to --cache-to")
+	}
+	if val != string(executor.CacheMin) && val != string(executor.CacheMax) {
+		return fmt.Errorf("mode=%q: want min or max", val)
+	}
+	c.mode = executor.CacheMode(val)
+	return nil
+}
+
+// cacheLocation completes a cache spec with its type's location: a
+// registry ref, or a local directory (src= or dest=, path).
+func cacheLocation(c cacheSpec, typ, path string, dir cacheDirection) (cacheSpec, error) {
 	switch typ {
 	case "inline":
 		if dir != cacheExport {

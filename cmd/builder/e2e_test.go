@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/builder-dev/builder/fixtures"
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // The end-to-end tests in this package run the real builder binary, built
@@ -42,17 +44,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireRoot skips on a developer machine without root and fails in CI.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but the test needs root (uid %d)", os.Geteuid())
-		}
-		t.Skipf("needs root (uid %d)", os.Geteuid())
-	}
-}
-
 // e2eEnv is one store root with the busybox base image loaded as
 // busybox:fixture.
 type e2eEnv struct {
@@ -67,7 +58,7 @@ type e2eEnv struct {
 // newEnv makes a store root and builds the busybox base image into it.
 func newEnv(t *testing.T) *e2eEnv {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	e := &e2eEnv{t: t, root: filepath.Join(dir, "root"), dir: dir, user: e2eUserFromEnv(t)}
 	e.share(dir)
@@ -136,21 +127,40 @@ func TestE2EBuildRunHistory(t *testing.T) {
 	e := newEnv(t)
 	ctx := e.context("FROM busybox:fixture\nARG V=1\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt && echo $V >> /b.txt\nCMD [\"cat\", \"/b.txt\"]\n",
 		map[string]string{"a.txt": "hello\n"})
-	_, errOut := e.mustRun("build", "--progress", "plain", "-t", "t:1", ctx)
-	if !strings.Contains(errOut, "cache miss: no earlier build") {
-		t.Errorf("first build should explain its misses:\n%s", errOut)
+	m := e.build(ctx, "-t", "t:1")
+	for _, prefix := range []string{"COPY", "RUN"} {
+		if s := m.step(t, "", prefix); s.Cache != "miss" || s.Reason != "no earlier build" {
+			t.Errorf("first build: %s is %s (%s), want a miss: no earlier build", s.Instruction, s.Cache, s.Reason)
+		}
 	}
-	_, errOut = e.mustRun("build", "--progress", "plain", "-t", "t:1", ctx)
-	if strings.Contains(errOut, "cache miss") {
-		t.Errorf("unchanged rebuild missed:\n%s", errOut)
-	}
-	_, errOut = e.mustRun("build", "--progress", "plain", "--build-arg", "V=2", "-t", "t:1", ctx)
-	if !strings.Contains(errOut, "build arg V changed (1 → 2)") {
-		t.Errorf("changed build arg not explained:\n%s", errOut)
+	m = e.build(ctx, "-t", "t:1")
+	wantAllHits(t, m)
+	m = e.build(ctx, "--build-arg", "V=2", "-t", "t:1")
+	if s := m.step(t, "", "RUN"); s.Cache != "miss" || s.Reason != "build arg V changed (1 → 2)" {
+		t.Errorf("changed build arg: RUN is %s (%s), want a miss: build arg V changed (1 → 2)", s.Cache, s.Reason)
 	}
 	out, _ := e.mustRun("history", "t:1")
 	if !strings.Contains(out, "miss: build arg V changed (1 → 2)") || !strings.Contains(out, "COPY a.txt /a.txt # buildkit") {
 		t.Errorf("history lacks the miss reason or the COPY row:\n%s", out)
+	}
+}
+
+// wantAllHits fails the test unless every step of the build with a cache
+// key was a hit.
+func wantAllHits(t *testing.T, m *buildMeta) {
+	t.Helper()
+	keyed := 0
+	for _, s := range m.Steps {
+		if s.Key == "" {
+			continue
+		}
+		keyed++
+		if s.Cache != "hit" {
+			t.Errorf("unchanged rebuild: line %d %s is %s (%s), want a hit", s.Line, s.Instruction, s.Cache, s.Reason)
+		}
+	}
+	if keyed == 0 {
+		t.Errorf("no step with a cache key in the metadata:\n%s", m.raw)
 	}
 }
 
@@ -195,33 +205,71 @@ func TestE2ECachedRebuildSameDigest(t *testing.T) {
 	e := newEnv(t)
 	ctx := e.context("FROM busybox:fixture\nCOPY a.txt /a.txt\nRUN echo x > /x\nLABEL a=b\n", map[string]string{"a.txt": "1\n"})
 	iid1, iid2 := filepath.Join(e.dir, "1"), filepath.Join(e.dir, "2")
-	e.mustRun("build", "--iidfile", iid1, ctx)
-	time.Sleep(1100 * time.Millisecond)
-	e.mustRun("build", "--iidfile", iid2, ctx)
-	a, _ := os.ReadFile(iid1)
-	b, _ := os.ReadFile(iid2)
-	if len(a) == 0 || string(a) != string(b) {
+	first := e.build(ctx, "--iidfile", iid1)
+	time.Sleep(1100 * time.Millisecond) // a clock-dependent timestamp would now differ
+	second := e.build(ctx, "--iidfile", iid2)
+	wantAllHits(t, second)
+	if s := second.step(t, "", "RUN"); s.Layer == "" || s.Layer != first.step(t, "", "RUN").Layer {
+		t.Errorf("the cached RUN's layer %q is not the first build's %q", s.Layer, first.step(t, "", "RUN").Layer)
+	}
+	a, err := os.ReadFile(iid1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(iid2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(a), "sha256:") || string(a) != string(b) {
 		t.Errorf("fully cached rebuild changed the image digest: %q → %q", a, b)
+	}
+	if first.ImageDigest == "" || first.ImageDigest != second.ImageDigest {
+		t.Errorf("metadata image digests differ: %q → %q", first.ImageDigest, second.ImageDigest)
 	}
 }
 
 func TestE2EDockerfileFromStdinAndRootAfterCommand(t *testing.T) {
 	e := newEnv(t)
 	ctx := e.context("FROM scratch\n", map[string]string{"f.txt": "x"})
-	cmd := exec.Command(builderBin, "build", "--root", e.root, "-f", "-", "-t", "stdin:1", ctx)
+	tctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	mf := filepath.Join(e.dir, "stdin-meta.json")
+	cmd := exec.CommandContext(tctx, builderBin, "build", "--root", e.root, "--progress", "plain", "--metadata-file", mf, "-f", "-", "-t", "stdin:1", ctx)
 	cmd.Stdin = strings.NewReader("FROM busybox:fixture\nCOPY f.txt /f.txt\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build -f -: %v\n%s", err, out)
 	}
-	out, _ := e.mustRun("images")
-	if !strings.Contains(out, "stdin") {
-		t.Errorf("image built from stdin Dockerfile not listed:\n%s", out)
+	m := readBuildMeta(t, mf)
+	// The Dockerfile read was stdin's, not the context's FROM scratch.
+	if s := m.step(t, "", "COPY"); s.Instruction != "COPY f.txt /f.txt" || s.Layer == "" {
+		t.Errorf("stdin Dockerfile's COPY: %+v", s)
 	}
-	cmd = exec.Command(builderBin, "images", "--root", e.root)
+	if !slices.Equal(m.Tags, []string{"stdin:1"}) || m.ImageDigest == "" {
+		t.Fatalf("metadata tags %v digest %q, want stdin:1 and a digest", m.Tags, m.ImageDigest)
+	}
+	id := shortID(m.ImageDigest)
+	cmd = exec.CommandContext(tctx, builderBin, "images", "--root", e.root)
 	got, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(got), "stdin") {
-		t.Errorf("--root after the subcommand: %v\n%s", err, got)
+	if err != nil {
+		t.Fatalf("--root after the subcommand: %v\n%s", err, got)
 	}
+	before, _ := e.mustRun("images")
+	for flags, out := range map[string]string{"--root before": before, "--root after": string(got)} {
+		if !listsImage(out, "stdin", "1", id) {
+			t.Errorf("images with %s the subcommand: stdin:1 (%s) not listed:\n%s", flags, id, out)
+		}
+	}
+}
+
+// listsImage reports whether `builder images` output has the row
+// REPO TAG ID.
+func listsImage(out, repo, tag, id string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == repo && f[1] == tag && f[2] == id {
+			return true
+		}
+	}
+	return false
 }
 
 func TestE2EPruneRemovesStaleSnapshots(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // --load (and -o type=docker without dest) streams the image into the
@@ -15,10 +17,10 @@ import (
 // naming an image that only the engine has copies it from there.
 func TestE2ELoadIntoDockerEngine(t *testing.T) {
 	e := newEnv(t)
-	requireDocker(t)
+	testenv.RequireDocker(t)
 	id := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())
 	tag, tag2, engineOnly := "builder-load:"+id, "builder-load2:"+id, "builder-engine-only:"+id
-	t.Cleanup(func() { _ = exec.Command(dockerBin, "rmi", "-f", tag, tag2, engineOnly).Run() })
+	t.Cleanup(func() { _ = exec.Command(testenv.DockerBin, "rmi", "-f", tag, tag2, engineOnly).Run() })
 
 	dir := e.context("FROM busybox:fixture\nRUN echo loaded > /hello\nCMD [\"cat\", \"/hello\"]\n", nil)
 	iid := filepath.Join(e.dir, "iid")
@@ -55,7 +57,7 @@ func TestE2ELoadIntoDockerEngine(t *testing.T) {
 // load) and containerd (ctr images import), and run it.
 func TestE2ETarballInPodmanAndContainerd(t *testing.T) {
 	e := newEnv(t)
-	requireDocker(t) // its containerd serves ctr
+	testenv.RequireDocker(t) // its containerd serves ctr
 	podman := requireTool(t, "podman")
 	ctr := requireTool(t, "ctr")
 	dir := e.context("FROM busybox:fixture\nRUN echo other engines > /hello\n", nil)
@@ -95,10 +97,7 @@ func requireTool(t testing.TB, name string) string {
 	if err == nil {
 		return p
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true but %s is not installed: %v", name, err)
-	}
-	t.Skipf("needs %s: %v", name, err)
+	testenv.SkipOrFail(t, "the test needs %s: %v", name, err)
 	return ""
 }
 

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -58,11 +59,32 @@ RUN --mount=from=extra,target=/m cat /m/sub/b.txt > /b.txt && ls /m > /listing
 	if got := readOut(t, out, "a.txt"); got != "changed\n" {
 		t.Errorf("after a change, /a.txt = %q (stale cache hit?)", got)
 	}
-	// FROM a directory context is refused with the line.
-	bad := e.context("FROM extra\n", nil)
-	_, errOut, err := e.run("build", "--build-context", "extra="+named, bad)
-	if err == nil || !strings.Contains(errOut, "Dockerfile:1") || !strings.Contains(errOut, "local directory") {
-		t.Errorf("FROM a directory context: err %v\n%s", err, errOut)
+	// FROM a directory context starts from its files (its .dockerignore
+	// applied, owned by root) on the empty image, as BuildKit; a rebuild
+	// hits, a change misses.
+	from := e.context("FROM extra\nCOPY marker /marker\n", map[string]string{"marker": "m\n"})
+	if err := os.Chown(filepath.Join(named, "a.txt"), 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	fromOut := filepath.Join(e.dir, "from")
+	e.mustRun("build", "--build-context", "extra="+named, "-t", "fromdir:1", "-o", "type=local,dest="+fromOut, from)
+	if got := readOut(t, fromOut, "a.txt") + readOut(t, fromOut, "sub/b.txt") + readOut(t, fromOut, "marker"); got != "changed\nb\nm\n" {
+		t.Errorf("FROM extra: a.txt, sub/b.txt, marker = %q", got)
+	}
+	if fi, err := os.Stat(filepath.Join(fromOut, "a.txt")); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("FROM extra: a.txt (owned by 1000 in the context) is not owned by root in the image: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(fromOut, "secret.key")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("FROM extra has a file the context's .dockerignore excludes (stat: %v)", err)
+	}
+	_, errOut, err := e.run("build", "--build-context", "extra="+named, "-t", "fromdir:1", from)
+	if err != nil || !strings.Contains(errOut, "[context extra] load from client") || strings.Count(errOut, "CACHED") < 2 {
+		t.Errorf("FROM a directory context, rebuilt: err %v, want the context load and the COPY cached\n%s", err, errOut)
+	}
+	e.write(named, "sub/b.txt", "b2\n")
+	e.mustRun("build", "--build-context", "extra="+named, "-o", "type=local,dest="+fromOut, from)
+	if got := readOut(t, fromOut, "sub/b.txt"); got != "b2\n" {
+		t.Errorf("FROM extra after a change: sub/b.txt = %q (stale cache hit?)", got)
 	}
 	_, errOut, err = e.run("build", "--build-context", "extra="+filepath.Join(e.dir, "nosuch"), ctx)
 	if err == nil || !strings.Contains(errOut, "build context extra") {

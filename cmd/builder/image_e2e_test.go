@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/fixtures"
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // imageFixture is built inside the builder image's containers and on the
@@ -41,7 +42,7 @@ COPY a.txt /srv/a.txt
 // new namespace).
 func TestE2EBuilderImageInDocker(t *testing.T) {
 	e := newEnvAs(t, nil)
-	requireDocker(t)
+	testenv.RequireDocker(t)
 	img := buildBuilderImage(t, e)
 	work := filepath.Join(e.dir, "work")
 	ctx := filepath.Join(work, "ctx")
@@ -67,7 +68,7 @@ func TestE2EBuilderImageInDocker(t *testing.T) {
 			out := "out-" + user + ".tar"
 			script := "builder load -i /work/base.tar >/dev/null && builder build --progress plain " +
 				"--build-arg SOURCE_DATE_EPOCH=1700000000 --iidfile /work/iid-" + user + " -o type=docker,dest=/work/" + out + " /work/ctx"
-			cmd := exec.CommandContext(t.Context(), dockerBin, "run", "--rm", "--network", "none", "--user", user,
+			cmd := exec.CommandContext(t.Context(), testenv.DockerBin, "run", "--rm", "--network", "none", "--user", user,
 				"-v", work+":/work", img, "sh", "-c", script)
 			b, err := cmd.CombinedOutput()
 			if err != nil {
@@ -95,7 +96,7 @@ func TestE2EBuilderImageInDocker(t *testing.T) {
 // chroot: both fail, saying why.
 func TestE2EBuilderImageNoCapabilities(t *testing.T) {
 	e := newEnvAs(t, nil)
-	requireDocker(t)
+	testenv.RequireDocker(t)
 	img := buildBuilderImage(t, e)
 	work := filepath.Join(e.dir, "work")
 	e.write(work, "ctx/Dockerfile", "FROM scratch\nRUN [\"/x\"]\n")
@@ -105,7 +106,7 @@ func TestE2EBuilderImageNoCapabilities(t *testing.T) {
 	}
 	nocaps := func(script string) string {
 		t.Helper()
-		b, err := exec.CommandContext(t.Context(), dockerBin, "run", "--rm", "--network", "none", "--user", "1000",
+		b, err := exec.CommandContext(t.Context(), testenv.DockerBin, "run", "--rm", "--network", "none", "--user", "1000",
 			"--security-opt", "no-new-privileges", "-v", work+":/work", img, "sh", "-c", script).CombinedOutput()
 		if err == nil {
 			t.Errorf("%s succeeded without capabilities:\n%s", script, b)
@@ -147,6 +148,6 @@ func buildBuilderImage(t *testing.T, e *e2eEnv) string {
 	dest := filepath.Join(e.dir, "image.tar")
 	e.mustRun("build", "--network", "none", "--build-arg", "BASE=busybox:fixture", "-t", tag, "-o", "type=docker,dest="+dest, ctx)
 	docker(t, "load", "-i", dest)
-	t.Cleanup(func() { _ = exec.Command(dockerBin, "rmi", "-f", tag).Run() })
+	t.Cleanup(func() { _ = exec.Command(testenv.DockerBin, "rmi", "-f", tag).Run() })
 	return tag
 }

@@ -126,28 +126,35 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// creates from here on has a mode independent of the user's umask
 	// (umask_linux.go).
 	fixUmask()
-	if err := cmd.run(ctx, a, cmdArgs); err != nil {
-		var ee exitError
-		if errors.As(err, &ee) {
-			return ee.code
-		}
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		var ue *usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "ERROR: %v\n\n", ue.err)
-			ue.usage()
-			return 2
-		}
-		if ctx.Err() != nil {
-			fmt.Fprintf(stderr, "ERROR: interrupted: %v\n", err)
-			return 130
-		}
-		fmt.Fprintf(stderr, "ERROR: %v\n", err)
-		return 1
+	return exitCodeOf(ctx, stderr, cmd.run(ctx, a, cmdArgs))
+}
+
+// exitCodeOf reports a command's error and returns the process's exit
+// code: 0, 1 for an error, 2 for a usage error, 130 when interrupted, or
+// the code an exitError carries.
+func exitCodeOf(ctx context.Context, stderr io.Writer, err error) int {
+	if err == nil {
+		return 0
 	}
-	return 0
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "ERROR: %v\n\n", ue.err)
+		ue.usage()
+		return 2
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintf(stderr, "ERROR: interrupted: %v\n", err)
+		return 130
+	}
+	fmt.Fprintf(stderr, "ERROR: %v\n", err)
+	return 1
 }
 
 // startCPUProfile writes a pprof CPU profile of the command to the file

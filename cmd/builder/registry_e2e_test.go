@@ -10,27 +10,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
-
-const registryBin = "/usr/bin/docker-registry"
-
-// requireRegistry skips without Debian's docker-registry and fails in CI.
-func requireRegistry(t testing.TB) {
-	t.Helper()
-	if _, err := os.Stat(registryBin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %s is missing (apt-get install docker-registry): %v", registryBin, err)
-		}
-		t.Skipf("needs %s (apt-get install docker-registry)", registryBin)
-	}
-}
 
 // startRegistry runs docker-registry on 127.0.0.1 with a free port and its
 // storage in a temporary directory, stops it when the test ends, and
 // returns "127.0.0.1:PORT".
 func startRegistry(t testing.TB) string {
 	t.Helper()
-	requireRegistry(t)
+	testenv.RequireRegistry(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -53,14 +42,14 @@ http:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(registryBin, "serve", cfgPath)
+	cmd := exec.Command(testenv.RegistryBin, "serve", cfgPath)
 	logf, err := os.Create(filepath.Join(dir, "registry.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", registryBin, err)
+		t.Fatalf("start %s: %v", testenv.RegistryBin, err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()

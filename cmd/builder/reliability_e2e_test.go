@@ -24,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // The reliability tests (store, signals, permissions) that need the real
@@ -36,7 +38,7 @@ import (
 // resizes the tmpfs.
 func newEnvOnTmpfs(t *testing.T, size string) (*e2eEnv, func(size string)) {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	mnt := filepath.Join(dir, "small")
 	e := &e2eEnv{t: t, root: filepath.Join(mnt, "root"), dir: dir}

@@ -26,6 +26,8 @@ import (
 
 	"github.com/builder-dev/builder/fixtures"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // Issue "Production reliability", section 3: with SOURCE_DATE_EPOCH set,
@@ -145,7 +147,7 @@ type reproSuite struct {
 }
 
 func TestE2EReproducibleMatrix(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	s := &reproSuite{t: t, dir: dir}
 	// ADD <url>: one file with a Last-Modified after the epoch, one

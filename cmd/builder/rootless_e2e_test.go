@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/builder-dev/builder/fixtures"
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // rootlessUserEnv names an ordinary user with a subordinate id range for
@@ -18,16 +19,13 @@ const rootlessUserEnv = "BUILDER_E2E_ROOTLESS_USER"
 // $BUILDER_E2E_USER); without one the test skips, or fails in CI.
 func rootlessUser(t *testing.T) *e2eUser {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	name := os.Getenv(rootlessUserEnv)
 	if name == "" {
 		name = os.Getenv(e2eUserEnv)
 	}
 	if name == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but $%s names no user with a subordinate id range", rootlessUserEnv)
-		}
-		t.Skipf("$%s names no user with a subordinate id range", rootlessUserEnv)
+		testenv.SkipOrFail(t, "$%s names no user with a subordinate id range", rootlessUserEnv)
 	}
 	return lookupE2EUser(t, name)
 }
@@ -118,13 +116,10 @@ const singleIDUserEnv = "BUILDER_E2E_SINGLEID_USER"
 // whose RUN steps make no file of another owner: extracted and copied
 // files of every owner, devices, setuid bits.
 func TestE2ERootlessSingleIDSameDigests(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	name := os.Getenv(singleIDUserEnv)
 	if name == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but $%s names no user", singleIDUserEnv)
-		}
-		t.Skipf("$%s names no user without a subordinate id range", singleIDUserEnv)
+		testenv.SkipOrFail(t, "$%s names no user without a subordinate id range", singleIDUserEnv)
 	}
 	testRootlessDigests(t, lookupE2EUser(t, name), false)
 }

@@ -20,6 +20,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // These tests prove issue #3 (RUN steps in isolated snapshots) on the real
@@ -653,25 +655,10 @@ func fileSHA(t *testing.T, p string) string {
 	return fmt.Sprintf("%x", sha256.Sum256(b))
 }
 
-const dockerBin = "/usr/bin/docker"
-
-// requireDocker skips without a usable Docker daemon and fails in CI.
-func requireDocker(t *testing.T) {
-	t.Helper()
-	out, err := exec.CommandContext(t.Context(), dockerBin, "info").CombinedOutput()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true but %s info fails: %v\n%s", dockerBin, err, out)
-	}
-	t.Skipf("needs a Docker daemon (%s info: %v)", dockerBin, err)
-}
-
 // docker runs Docker's classic builder and client.
 func docker(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), dockerBin, args...)
+	cmd := exec.CommandContext(t.Context(), testenv.DockerBin, args...)
 	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -686,7 +673,7 @@ func docker(t *testing.T, args ...string) string {
 // whiteouts of every layer.
 func TestE2ERunDocker(t *testing.T) {
 	e := newEnv(t)
-	requireDocker(t)
+	testenv.RequireDocker(t)
 	id := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())
 	base, tag := "builder-run-e2e-base:"+id, "builder-run-e2e:"+id
 	e.mustRun("tag", "busybox:fixture", base)
@@ -694,7 +681,7 @@ func TestE2ERunDocker(t *testing.T) {
 	e.mustRun("save", "-o", baseTar, base)
 	docker(t, "load", "-i", baseTar)
 	t.Cleanup(func() {
-		_ = exec.Command(dockerBin, "rmi", "-f", tag, base).Run()
+		_ = exec.Command(testenv.DockerBin, "rmi", "-f", tag, base).Run()
 	})
 	// Leave out what differs by design: env (Docker adds HOSTNAME), pipe
 	// inodes and pid 1's status.

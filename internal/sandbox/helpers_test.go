@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/builder-dev/builder/internal/sandbox"
+	"github.com/builder-dev/builder/internal/testenv"
 	"github.com/builder-dev/builder/snapshot"
 )
 
@@ -24,20 +25,10 @@ func TestMain(m *testing.M) {
 // requireRoot skips without root or busybox, and fails instead when CI=true.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	reason := ""
-	switch {
-	case os.Geteuid() != 0:
-		reason = "sandbox tests need root"
-	case !fileExists("/bin/busybox"):
-		reason = "sandbox tests need /bin/busybox (Debian busybox-static)"
+	testenv.RequireRoot(t)
+	if !fileExists("/bin/busybox") {
+		testenv.SkipOrFail(t, "sandbox tests need /bin/busybox (Debian busybox-static)")
 	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: must not skip)", reason)
-	}
-	t.Skip(reason)
 }
 
 func fileExists(p string) bool {

@@ -20,6 +20,8 @@ import (
 
 	"github.com/builder-dev/builder/snapshot"
 	"golang.org/x/sys/unix"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // NewFunc makes the snapshotter under test over layers, keeping its active
@@ -36,13 +38,7 @@ var (
 // RequireRoot skips t unless the process is root; with CI=true it fails.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("snapshot tests need root (mounts, mknod, chown); CI=true requires them to run")
-	}
-	t.Skip("snapshot tests need root (mounts, mknod, chown)")
+	testenv.RequireRoot(t)
 }
 
 // Env is one snapshotter over a fresh layer store holding the base layer.
