@@ -9,22 +9,29 @@ ROOT    := $(DEMO)/root
 FUZZTIME ?= 30s
 FUZZMINIMIZETIME ?= 100x
 
-.PHONY: all build test test-short vet bench fuzz demo demo-deps image clean
+.PHONY: all build sbom test test-short vet bench fuzz demo demo-deps image clean
 
 all: build
 
 build:
 	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN) ./cmd/builder
 
+# The SBOM scanner builder build --sbom runs (found beside bin/builder):
+# syft in a module of its own (sbom/), about five times builder's size.
+sbom:
+	cd sbom && $(GO) build -o ../bin/builder-sbom .
+
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' ':!fixtures/conformance/cases'))" || { gofmt -l $$(git ls-files '*.go' ':!fixtures/conformance/cases'); exit 1; }
 	$(GO) vet ./...
+	cd sbom && $(GO) vet ./...
 
 # Unit, integration and Docker-compatibility tests. Tests that need root,
 # overlayfs, Docker or a registry skip on a developer machine without them
 # and FAIL when CI=true.
 test: vet
 	$(GO) test -count=1 -timeout 25m ./...
+	cd sbom && $(GO) test -count=1 ./...
 
 # The fast loop: no root, Docker or registry (internal/testenv skips every
 # test that needs one under -short).

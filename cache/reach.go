@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 )
 
 // reachable is what the tagged images of the index need: every blob
@@ -39,6 +42,11 @@ func (s *Store) reachableFromTags(ctx context.Context) (*reachable, error) {
 		r.images[t.Digest] = true
 		if err := s.walkManifest(ctx, r, t.Digest, 0); err != nil {
 			return nil, err
+		}
+		if idx := s.AttestationIndex(t.Digest); idx != "" {
+			if err := s.walkManifest(ctx, r, idx, 0); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return r, nil
@@ -90,4 +98,23 @@ func (s *Store) readJSONBlob(ctx context.Context, digest string, v any) (bool, e
 		return false, err
 	}
 	return json.Unmarshal(data, v) == nil, nil
+}
+
+// AttestationIndex is the digest of the index that holds the image
+// digest names and its attestations (the Attestations area), "" if the
+// image has none.
+func (s *Store) AttestationIndex(digest string) string {
+	hex, err := parseDigest(digest)
+	if err != nil {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(s.AreaPath(Attestations), hex))
+	if err != nil {
+		return ""
+	}
+	idx := strings.TrimSpace(string(b))
+	if _, err := parseDigest(idx); err != nil {
+		return ""
+	}
+	return idx
 }

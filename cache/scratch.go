@@ -34,6 +34,9 @@ const (
 	// hold them (pulled from, pushed to), so a push to another repository
 	// of the same registry mounts a blob instead of uploading it.
 	Sources Area = "sources"
+	// Attestations maps an image's manifest digest to the index that
+	// holds it and its attestation manifest: <hex>, the index digest.
+	Attestations Area = "attestations"
 	// Temp holds per-process scratch: files being written, mount points,
 	// downloads, sandboxes.
 	Temp Area = "tmp"

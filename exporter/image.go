@@ -20,6 +20,9 @@ import (
 type Tagged struct {
 	Image v1.Image
 	Tags  []string
+	// Attest, if not nil, attaches attestations: an OCI archive then
+	// holds an image index of the image and its attestation manifest.
+	Attest Attest
 }
 
 // NewImage returns a deterministic image with an OCI manifest and an OCI

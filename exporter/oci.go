@@ -57,6 +57,9 @@ func (a *ociArchive) add(t Tagged) error {
 		return err
 	}
 	desc, err := addImageBlobs(a.blobs, img)
+	if err == nil && t.Attest != nil {
+		desc, err = a.attested(img, t.Attest)
+	}
 	if err != nil {
 		return err
 	}

@@ -89,6 +89,8 @@ type ImageInspect struct {
 	Size     int64          `json:"size"`
 	Manifest *v1.Manifest   `json:"manifest"`
 	Config   *v1.ConfigFile `json:"config"`
+	// Attestations are the image's stored attestations (attest_store.go).
+	Attestations *Attestations `json:"attestations,omitempty"`
 }
 
 // Put stores img's config, manifest and any layer blob the stores lack,
@@ -630,7 +632,11 @@ func (s *Store) Inspect(ctx context.Context, ref string) (*ImageInspect, error) 
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}
-	return &ImageInspect{ID: sum.ConfigDigest, Digest: digest, RepoTags: tags, Size: sum.Size, Manifest: m, Config: cfg}, nil
+	att, err := s.attestationsOf(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", ref, err)
+	}
+	return &ImageInspect{ID: sum.ConfigDigest, Digest: digest, RepoTags: tags, Size: sum.Size, Manifest: m, Config: cfg, Attestations: att}, nil
 }
 
 func (s *Store) tagsOf(ctx context.Context, digest string) ([]string, error) {

@@ -56,7 +56,8 @@ type buildFlags struct {
 	cacheTo       []string
 	// verifyReproducible rebuilds in a fresh store and compares.
 	verifyReproducible bool
-	run                runFlags // --isolation, RUN resource limits (runflags.go)
+	run                runFlags    // --isolation, RUN resource limits (runflags.go)
+	attest             attestFlags // --attest, --provenance, --sbom (attest.go)
 }
 
 func cmdBuild(ctx context.Context, a *app, args []string) error {
@@ -101,10 +102,14 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.BoolVar(&f.verifyReproducible, "verify-reproducible", false, "build again from nothing (fresh store, --no-cache, same SOURCE_DATE_EPOCH) and fail naming what differs unless the digests match")
 	legacyFlags(fs)
 	addRunFlags(fs, &f.run)
+	addAttestFlags(fs, &f.attest)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := f.run.check(); err != nil {
+		return err
+	}
+	if err := f.attest.check(f.buildArgs); err != nil {
 		return err
 	}
 	if err := needArgs(fs, 1, 1); err != nil {

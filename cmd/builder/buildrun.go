@@ -366,6 +366,9 @@ func (r *buildRun) export(ctx context.Context, plan *planner.Plan, res *executor
 		return err
 	}
 	res.Image = annotate(res.Image, r.spec.annotations)
+	if er.attest, err = prepareAttestations(ctx, r.attestBuild(plan, res)); err != nil {
+		return err
+	}
 	out, err := er.exportAll(ctx, res.Image, f.tags, outs)
 	countPush(rec.Outputs)
 	if err != nil {

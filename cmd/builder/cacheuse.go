@@ -83,8 +83,8 @@ func (m *registryMeter) layers(repo string, total int) (pushed, skipped int) {
 	seen := map[string]bool{}
 	for _, raw := range r.manifests {
 		var man v1.Manifest
-		if json.Unmarshal(raw, &man) != nil {
-			continue
+		if json.Unmarshal(raw, &man) != nil || man.ArtifactType != "" {
+			continue // an attestation manifest's statements are no layers
 		}
 		for _, l := range man.Layers {
 			d := l.Digest.String()

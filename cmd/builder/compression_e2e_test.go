@@ -87,9 +87,19 @@ func skopeoLayerTypes(t *testing.T, ref string) []string {
 		Layers []struct {
 			MediaType string `json:"mediaType"`
 		} `json:"layers"`
+		Manifests []struct { // an index (a push with attestations): its image first
+			Digest string `json:"digest"`
+		} `json:"manifests"`
 	}
 	if err := json.Unmarshal(out, &m); err != nil {
 		t.Fatalf("skopeo inspect %s: %v\n%s", ref, err, out)
+	}
+	if len(m.Manifests) > 0 {
+		repo, _, _ := strings.Cut(ref, "@")
+		if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+			repo = repo[:i]
+		}
+		return skopeoLayerTypes(t, repo+"@"+m.Manifests[0].Digest)
 	}
 	var mts []string
 	for _, l := range m.Layers {

@@ -33,6 +33,9 @@ type buildInputs struct {
 	epoch *time.Time
 	// sources holds what was fetched; nil for a local context.
 	sources *sourceScratch
+	// gitURL and gitCommit, httpURL and httpDigest are a remote context
+	// and what it resolved to (its provenance).
+	gitURL, gitCommit, httpURL, httpDigest string
 }
 
 // sourceScratch is a scratch directory of the store holding fetched
@@ -204,6 +207,11 @@ func (in *buildInputs) fromHTTP(ctx context.Context, url string) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("unable to prepare context: %w", err)
 	}
+	sum, err := sha256File(file.Path)
+	if err != nil {
+		return "", err
+	}
+	in.httpURL, in.httpDigest = url, "sha256:"+sum
 	if in.epoch, err = remotecontext.Epoch(file); err != nil {
 		return "", err
 	}
@@ -224,6 +232,7 @@ func (in *buildInputs) fromGit(ctx context.Context, a *app, url string, o source
 		return err
 	}
 	in.dir, in.epoch = co.dir, &co.commitTime
+	in.gitURL, in.gitCommit = url, co.commit
 	return nil
 }
 
@@ -231,6 +240,7 @@ func (in *buildInputs) fromGit(ctx context.Context, a *app, url string, o source
 type gitCheckout struct {
 	dir        string
 	commitTime time.Time
+	commit     string
 }
 
 // fetchGit fetches a Git URL into a new directory of sc, printing git's
@@ -247,6 +257,7 @@ func fetchGit(ctx context.Context, a *app, sc *sourceScratch, url string, o sour
 		return nil, err
 	}
 	var co *gitsource.Checkout
+	var commit string
 	err = gitsource.WithAgent(ctx, ref, o.ssh, func(sock string) error {
 		gopts := gitsource.Options{KeepGitDir: keep, Advice: o.gitAdvice, MTimeCommit: o.mtimeCommit,
 			Output: a.stderr, SSHAuthSock: sock, TempDir: sc.dir.Path()}
@@ -254,13 +265,14 @@ func fetchGit(ctx context.Context, a *app, sc *sourceScratch, url string, o sour
 		if err != nil {
 			return err
 		}
+		commit = res.Commit
 		co, err = res.Fetch(ctx, dir, gopts)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &gitCheckout{dir: dir, commitTime: co.CommitTime}, nil
+	return &gitCheckout{dir: dir, commitTime: co.CommitTime, commit: commit}, nil
 }
 
 // dockerfileID names the Dockerfile read (dfFile) for projectID: the file,

@@ -142,11 +142,15 @@ func cmdLoad(ctx context.Context, a *app, args []string) error {
 
 func cmdInspect(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "inspect", "IMAGE")
+	att := fs.String("attestation", "", "print the image's in-toto statements of a type (provenance, sbom or a predicate type URI) as a JSON array")
 	st, err := a.setup(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	if *att != "" {
+		return printAttestations(ctx, a, st, fs.Arg(0), *att)
+	}
 	info, err := st.images.Inspect(ctx, fs.Arg(0))
 	if err != nil {
 		return err

@@ -209,6 +209,7 @@ type exportRun struct {
 	epoch  *time.Time
 	base   []v1.Hash // the final stage's base image's diffIDs
 	done   *[]cache.BuildOutput
+	attest *attestRun // the build's attestations (attest.go); nil: none
 }
 
 // exportAll writes the requested outputs and pushes, then stores the image
@@ -231,6 +232,9 @@ func (r *exportRun) exportAll(ctx context.Context, img v1.Image, tags []string, 
 		}
 	}
 	digest, err := r.st.images.Put(ctx, img, tags)
+	if err == nil {
+		err = r.attest.store(ctx, r.st, img, tags)
+	}
 	if err != nil {
 		return ex, fmt.Errorf("store image: %w", err)
 	}
@@ -255,7 +259,7 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 	if img, err = o.exportEpoch(r.epoch, r.base, tmp, r.prog.Notice).Apply(img); err != nil {
 		return rec, err
 	}
-	tagged := []exporter.Tagged{{Image: img, Tags: tags}}
+	tagged := []exporter.Tagged{{Image: img, Tags: tags, Attest: r.attest.forOutput(o, tags, r.prog.Notice)}}
 	if o.dest != "" && o.dest != "-" {
 		r.prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 	}
@@ -277,9 +281,11 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 			return err
 		})
 	case "local":
-		err = exporter.WriteLocal(ctx, o.dest, img)
+		if err = exporter.WriteLocal(ctx, o.dest, img); err == nil {
+			err = r.attest.writeFiles(o.dest, r.epoch)
+		}
 	case "tar":
-		err = r.writeStream(o.dest, func(w io.Writer) error { return writeFlattened(w, img) })
+		err = r.writeStream(o.dest, func(w io.Writer) error { return r.attest.writeFlattened(w, img, r.epoch) })
 	case "image", "registry":
 		if !o.push {
 			return rec, nil
@@ -288,7 +294,7 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 		po := r.ro
 		po.Compression = o.comp
 		var d v1.Descriptor
-		if d, err = r.st.images.PushImage(ctx, img, o.name, po); err == nil {
+		if d, err = r.attest.push(ctx, r.st, img, o.name, po); err == nil {
 			r.prog.Notice(fmt.Sprintf("pushed %s@%s", o.name, d.Digest))
 			rec.Type, rec.Digest, ex.pushed = "registry", d.Digest.String(), d
 		}

@@ -1,0 +1,82 @@
+package exporter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// PushAttested pushes img with its attestations to dst as BuildKit does:
+// an image index of the image (as PushImage sends it: compressed, layers
+// mounted or skipped) and its attestation manifest, the tag naming the
+// index. It returns the index's descriptor (what the registry resolves
+// dst to).
+func (s *Store) PushAttested(ctx context.Context, img v1.Image, attest Attest, dst string, o RemoteOptions) (v1.Descriptor, error) {
+	d, err := s.pushAttested(ctx, img, attest, dst, o)
+	if blob, ok := damagedCopy(img, err); ok {
+		o.notify(fmt.Sprintf("the compressed copy %s of a layer was damaged and is removed; compressing the layer again", shortDigest(blob)))
+		d, err = s.pushAttested(ctx, img, attest, dst, o)
+	}
+	return d, err
+}
+
+func (s *Store) pushAttested(ctx context.Context, img v1.Image, attest Attest, dst string, o RemoteOptions) (v1.Descriptor, error) {
+	r, err := o.parse(dst)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("push %s: %w", dst, err)
+	}
+	reg := r.Context().RegistryStr()
+	out, err := s.pushable(ctx, img, r.Context(), o)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("push %s to %s: %w", dst, reg, err)
+	}
+	idx, err := AttestedIndex([]AttestedImage{{Image: out, Attest: attest}})
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("push %s: %w", dst, err)
+	}
+	wrap := o.WrapTransport
+	o.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		if wrap != nil {
+			rt = wrap(rt)
+		}
+		return noReferrersTag{rt}
+	}
+	if err := remote.WriteIndex(r, idx, o.remote(ctx, r.Context().Registry, remote.WithJobs(pushJobs))...); err != nil {
+		return v1.Descriptor{}, fmt.Errorf("push %s to %s: %w", dst, reg, classify(err))
+	}
+	s.rememberSources(ctx, r.Context(), layerDigests(out))
+	d, err := partial.Descriptor(idx)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("push %s: %w", dst, err)
+	}
+	return v1.Descriptor{MediaType: d.MediaType, Size: d.Size, Digest: d.Digest}, nil
+}
+
+// noReferrersTag answers go-containerregistry's lookup of the Referrers
+// API, made after it pushes a manifest with a subject (the attestation
+// manifest), with an empty list: otherwise, on a registry without that
+// API, it would add a "sha256-<digest>" tag listing the attestation (the
+// OCI referrers tag scheme). BuildKit does not tag: the attestation is
+// found through the index, which names it.
+type noReferrersTag struct{ http.RoundTripper }
+
+func (t noReferrersTag) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodGet || !strings.Contains(req.URL.Path, "/referrers/") {
+		return t.RoundTripper.RoundTrip(req)
+	}
+	body := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`
+	return &http.Response{
+		Status: "200 OK", StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        http.Header{"Content-Type": []string{"application/vnd.oci.image.index.v1+json"}},
+		Body:          io.NopCloser(bytes.NewReader([]byte(body))),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}, nil
+}
