@@ -17,14 +17,19 @@ import (
 // BuildRecord is what one build did, kept for `builder history` and to
 // explain the next build's cache misses.
 type BuildRecord struct {
-	ID          string       `json:"id"`
-	Project     string       `json:"project"` // identifies Dockerfile path + context + target; the caller computes it
-	Target      string       `json:"target,omitempty"`
-	Started     time.Time    `json:"started"`
-	Finished    time.Time    `json:"finished"` // zero while running or after a failure
-	ImageDigest string       `json:"imageDigest,omitempty"`
-	Tags        []string     `json:"tags,omitempty"`
-	Steps       []StepRecord `json:"steps,omitempty"`
+	ID          string    `json:"id"`
+	Project     string    `json:"project"` // identifies Dockerfile path + context + target; the caller computes it
+	Target      string    `json:"target,omitempty"`
+	Started     time.Time `json:"started"`
+	Finished    time.Time `json:"finished"` // zero while running or after a failure
+	ImageDigest string    `json:"imageDigest,omitempty"`
+	// Platform is the platform of this record's image in a multi-platform
+	// build (one record per platform), and Index the image index's
+	// digest, which the tags name.
+	Platform string       `json:"platform,omitempty"`
+	Index    string       `json:"index,omitempty"`
+	Tags     []string     `json:"tags,omitempty"`
+	Steps    []StepRecord `json:"steps,omitempty"`
 	// History maps each entry of the image config's history to the index in
 	// Steps of the step that made it, -1 for entries of the base image.
 	History []int `json:"history,omitempty"`

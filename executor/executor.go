@@ -136,6 +136,9 @@ func New(opts Options) *Executor {
 	if opts.CanRun == nil {
 		opts.CanRun = hostCanRun
 	}
+	if opts.MultiPlatform {
+		opts.Progress = platformProgress{opts.Progress, opts.Name}
+	}
 	return &Executor{opts: opts}
 }
 

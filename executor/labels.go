@@ -3,6 +3,7 @@ package executor
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/builder-dev/builder/planner"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -62,8 +63,8 @@ func stageLabels(st *planner.Stage, stages int, multi bool) (from string, steps 
 		switch {
 		case countedStep(step.Cmd) && !rootWorkdir:
 			steps[i] = next()
-		case name != "":
-			steps[i] = "[" + name + "]"
+		case name != "" || multi:
+			steps[i] = strings.TrimSuffix(prefix, " ") + "]"
 		}
 	}
 	return from, steps

@@ -40,6 +40,10 @@ type Event struct {
 	Reason   string // why it missed (StepDone)
 	Duration time.Duration
 	Err      error
+	// Platform is the target platform of the Run that sent the event, in
+	// a multi-platform build ("" otherwise): the same step of two
+	// platforms is two steps.
+	Platform string
 }
 
 // Title is the step as progress shows it: its label and instruction.
@@ -78,4 +82,20 @@ func newID() string {
 		panic(err) // crypto/rand never fails on Linux
 	}
 	return hex.EncodeToString(b[:])
+}
+
+// platformProgress marks the events of one platform's Run.
+type platformProgress struct {
+	Progress
+	platform string
+}
+
+func (p platformProgress) Event(ev Event) {
+	ev.Platform = p.platform
+	p.Progress.Event(ev)
+}
+
+func (p platformProgress) Output(ev Event) io.Writer {
+	ev.Platform = p.platform
+	return p.Progress.Output(ev)
 }

@@ -19,25 +19,39 @@ import (
 // index. It returns the index's descriptor (what the registry resolves
 // dst to).
 func (s *Store) PushAttested(ctx context.Context, img v1.Image, attest Attest, dst string, o RemoteOptions) (v1.Descriptor, error) {
-	d, err := s.pushAttested(ctx, img, attest, dst, o)
-	if blob, ok := damagedCopy(img, err); ok {
-		o.notify(fmt.Sprintf("the compressed copy %s of a layer was damaged and is removed; compressing the layer again", shortDigest(blob)))
-		d, err = s.pushAttested(ctx, img, attest, dst, o)
+	return s.PushIndex(ctx, []v1.Image{img}, attest, dst, o)
+}
+
+// PushIndex pushes the image index of imgs, the images of several
+// platforms, each with its attestations (attest nil: none), to dst: every
+// image as PushImage sends it (blobs the platforms share go once), then
+// the index, which the tag names. It returns the index's descriptor.
+func (s *Store) PushIndex(ctx context.Context, imgs []v1.Image, attest Attest, dst string, o RemoteOptions) (v1.Descriptor, error) {
+	d, err := s.pushIndex(ctx, imgs, attest, dst, o)
+	for _, img := range imgs {
+		if blob, ok := damagedCopy(img, err); ok {
+			o.notify(fmt.Sprintf("the compressed copy %s of a layer was damaged and is removed; compressing the layer again", shortDigest(blob)))
+			return s.pushIndex(ctx, imgs, attest, dst, o)
+		}
 	}
 	return d, err
 }
 
-func (s *Store) pushAttested(ctx context.Context, img v1.Image, attest Attest, dst string, o RemoteOptions) (v1.Descriptor, error) {
+func (s *Store) pushIndex(ctx context.Context, imgs []v1.Image, attest Attest, dst string, o RemoteOptions) (v1.Descriptor, error) {
 	r, err := o.parse(dst)
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("push %s: %w", dst, err)
 	}
 	reg := r.Context().RegistryStr()
-	out, err := s.pushable(ctx, img, r.Context(), o)
-	if err != nil {
-		return v1.Descriptor{}, fmt.Errorf("push %s to %s: %w", dst, reg, err)
+	outs := make([]AttestedImage, len(imgs))
+	for i, img := range imgs {
+		out, err := s.pushable(ctx, img, r.Context(), o)
+		if err != nil {
+			return v1.Descriptor{}, fmt.Errorf("push %s to %s: %w", dst, reg, err)
+		}
+		outs[i] = AttestedImage{Image: out, Attest: attest}
 	}
-	idx, err := AttestedIndex([]AttestedImage{{Image: out, Attest: attest}})
+	idx, err := AttestedIndex(outs)
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("push %s: %w", dst, err)
 	}
@@ -51,7 +65,9 @@ func (s *Store) pushAttested(ctx context.Context, img v1.Image, attest Attest, d
 	if err := remote.WriteIndex(r, idx, o.remote(ctx, r.Context().Registry, remote.WithJobs(pushJobs))...); err != nil {
 		return v1.Descriptor{}, fmt.Errorf("push %s to %s: %w", dst, reg, classify(err))
 	}
-	s.rememberSources(ctx, r.Context(), layerDigests(out))
+	for _, out := range outs {
+		s.rememberSources(ctx, r.Context(), layerDigests(out.Image))
+	}
 	d, err := partial.Descriptor(idx)
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("push %s: %w", dst, err)

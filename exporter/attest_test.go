@@ -225,7 +225,7 @@ func TestStoreAttestations(t *testing.T) {
 	if subject.Digest != digest {
 		t.Errorf("subject %s, want the stored manifest %s", subject.Digest, digest)
 	}
-	info, err := st.Inspect(t.Context(), "app:v1")
+	info, err := st.Inspect(t.Context(), "app:v1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,9 @@ type dockerManifestEntry struct {
 // WriteDocker writes images to path as `docker save` of Docker 25+ does:
 // manifest.json, repositories, oci-layout, index.json and blobs/sha256/
 // holding manifests, configs and uncompressed layers (each once). The tar is
-// deterministic and replaces path atomically.
+// deterministic and replaces path atomically. An image of several
+// platforms is an image index in index.json (what Docker 25+ loads) and
+// its Image alone in manifest.json (what an older engine loads).
 func WriteDocker(ctx context.Context, path string, images []Tagged) error {
 	a := &dockerArchive{blobs: blobSet{}, repos: map[string]map[string]string{}}
 	return writeImages(ctx, path, "docker", a, images)
@@ -73,6 +75,13 @@ func (a *dockerArchive) add(t Tagged) error {
 	if err != nil {
 		return err
 	}
+	if len(t.Platforms) > 0 {
+		// Docker 25+ loads the index of index.json; manifest.json names
+		// the one image an engine with one image per name takes.
+		if desc, err = a.addIndex(t); err != nil {
+			return err
+		}
+	}
 	m, err := img.Manifest()
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
@@ -93,6 +102,24 @@ func (a *dockerArchive) add(t Tagged) error {
 	}
 	a.manifests = append(a.manifests, entry)
 	return nil
+}
+
+// addIndex adds the image index of t's platform images, uncompressed, and
+// returns its descriptor.
+func (a *dockerArchive) addIndex(t Tagged) (v1.Descriptor, error) {
+	imgs := make([]AttestedImage, len(t.Platforms))
+	for i, p := range t.Platforms {
+		img, err := uncompressedImage(p)
+		if err != nil {
+			return v1.Descriptor{}, fmt.Errorf("platform image %d: %w", i, err)
+		}
+		imgs[i] = AttestedImage{Image: img}
+	}
+	idx, err := AttestedIndex(imgs)
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	return addIndexBlobs(a.blobs, idx)
 }
 
 func (a *dockerArchive) addRepo(n imageName, top string) {

@@ -23,6 +23,11 @@ type Tagged struct {
 	// Attest, if not nil, attaches attestations: an OCI archive then
 	// holds an image index of the image and its attestation manifest.
 	Attest Attest
+	// Platforms, when set, are the images of a multi-platform build, one
+	// per platform: the tags then name an image index of them (with their
+	// attestation manifests), and Image is the one a format that holds a
+	// single image per name takes (the host's platform, else the first).
+	Platforms []v1.Image
 }
 
 // NewImage returns a deterministic image with an OCI manifest and an OCI

@@ -52,13 +52,11 @@ func (a *ociArchive) add(t Tagged) error {
 	if err != nil {
 		return err
 	}
-	img, err := a.compressedImage(t.Image)
-	if err != nil {
-		return err
-	}
-	desc, err := addImageBlobs(a.blobs, img)
-	if err == nil && t.Attest != nil {
-		desc, err = a.attested(img, t.Attest)
+	var desc v1.Descriptor
+	if len(t.Platforms) > 0 {
+		desc, err = a.addIndex(t)
+	} else {
+		desc, err = a.addImage(t)
 	}
 	if err != nil {
 		return err
@@ -70,6 +68,38 @@ func (a *ociArchive) add(t Tagged) error {
 		a.index = append(a.index, desc)
 	}
 	return nil
+}
+
+// addImage adds t's image (with its attestations, in an index) and
+// returns the descriptor index.json names.
+func (a *ociArchive) addImage(t Tagged) (v1.Descriptor, error) {
+	img, err := a.compressedImage(t.Image)
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	desc, err := addImageBlobs(a.blobs, img)
+	if err == nil && t.Attest != nil {
+		desc, err = a.attested(img, t.Attest)
+	}
+	return desc, err
+}
+
+// addIndex adds the image index of t's platform images (compressed, with
+// their attestation manifests) and returns its descriptor.
+func (a *ociArchive) addIndex(t Tagged) (v1.Descriptor, error) {
+	imgs := make([]AttestedImage, len(t.Platforms))
+	for i, p := range t.Platforms {
+		img, err := a.compressedImage(p)
+		if err != nil {
+			return v1.Descriptor{}, fmt.Errorf("platform image %d: %w", i, err)
+		}
+		imgs[i] = AttestedImage{Image: img, Attest: t.Attest}
+	}
+	idx, err := AttestedIndex(imgs)
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	return addIndexBlobs(a.blobs, idx)
 }
 
 func (a *ociArchive) write(t *detTar) error {

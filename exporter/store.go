@@ -79,6 +79,9 @@ type ImageSummary struct {
 	Created      time.Time `json:"created"`
 	// Damaged says why the image cannot be read (List reports it too).
 	Damaged string `json:"damaged,omitempty"`
+	// Platforms are the platforms of an image index (a multi-platform
+	// build); ConfigDigest and Created are then its host-platform image's.
+	Platforms []string `json:"platforms,omitempty"`
 }
 
 // ImageInspect is what Inspect reports.
@@ -91,6 +94,11 @@ type ImageInspect struct {
 	Config   *v1.ConfigFile `json:"config"`
 	// Attestations are the image's stored attestations (attest_store.go).
 	Attestations *Attestations `json:"attestations,omitempty"`
+	// Index is the digest of the image index the name points at, and
+	// Platforms its images, when the image is one platform of several;
+	// Digest is then that platform's manifest.
+	Index     string          `json:"index,omitempty"`
+	Platforms []PlatformImage `json:"platforms,omitempty"`
 }
 
 // Put stores img's config, manifest and any layer blob the stores lack,
@@ -208,6 +216,14 @@ func (s *Store) image(ctx context.Context, ref string, whole bool) (v1.Image, er
 	digest, err := s.resolve(ctx, ref)
 	if err != nil {
 		return nil, err
+	}
+	// An index (a multi-platform build) reads as its host-platform image.
+	child, ok, err := s.platformChild(ctx, ref, digest, nil)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		digest = child
 	}
 	return s.imageAt(ctx, ref, digest, whole)
 }
@@ -559,23 +575,43 @@ func (s *Store) summaries(ctx context.Context) (map[string]*ImageSummary, []erro
 }
 
 func (s *Store) summary(ctx context.Context, ref, digest string) (*ImageSummary, error) {
-	img, err := s.imageAt(ctx, ref, digest, false)
+	plats, err := s.Platforms(ctx, digest)
 	if err != nil {
 		return nil, err
 	}
-	m, err := img.Manifest()
+	child, _, err := s.platformChild(ctx, ref, digest, nil)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
+	if plats == nil {
+		plats, child = []PlatformImage{{Digest: digest}}, digest
 	}
-	size := m.Config.Size
-	for _, l := range m.Layers {
-		size += l.Size
+	sum := &ImageSummary{Digest: digest}
+	for _, p := range plats {
+		img, err := s.imageAt(ctx, ref, p.Digest, false)
+		if err != nil {
+			return nil, err
+		}
+		m, err := img.Manifest()
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := img.ConfigFile()
+		if err != nil {
+			return nil, err
+		}
+		sum.Size += m.Config.Size
+		for _, l := range m.Layers {
+			sum.Size += l.Size
+		}
+		if p.Digest == child {
+			sum.ConfigDigest, sum.Created = m.Config.Digest.String(), cfg.Created.Time
+		}
+		if p.Platform != "" {
+			sum.Platforms = append(sum.Platforms, p.Platform)
+		}
 	}
-	return &ImageSummary{Digest: digest, ConfigDigest: m.Config.Digest.String(), Size: size, Created: cfg.Created.Time}, nil
+	return sum, nil
 }
 
 // List returns the tagged images, newest first. Images that cannot be read
@@ -602,11 +638,24 @@ func (s *Store) List(ctx context.Context) ([]ImageSummary, error) {
 	return out, errors.Join(errs...)
 }
 
-// Inspect returns the manifest, config and digests of the image ref names.
-func (s *Store) Inspect(ctx context.Context, ref string) (*ImageInspect, error) {
+// Inspect returns the manifest, config and digests of the image ref names
+// (for an index, of its image for platform p; nil: the host's).
+func (s *Store) Inspect(ctx context.Context, ref string, p *v1.Platform) (*ImageInspect, error) {
 	digest, err := s.resolve(ctx, ref)
 	if err != nil {
 		return nil, err
+	}
+	plats, err := s.Platforms(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", ref, err)
+	}
+	index := ""
+	if plats != nil {
+		child, _, err := s.platformChild(ctx, ref, digest, p)
+		if err != nil {
+			return nil, err
+		}
+		index, digest = digest, child
 	}
 	sum, err := s.summary(ctx, ref, digest)
 	var de *DamagedError
@@ -628,7 +677,11 @@ func (s *Store) Inspect(ctx context.Context, ref string) (*ImageInspect, error) 
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}
-	tags, err := s.tagsOf(ctx, digest)
+	tagged := digest
+	if index != "" {
+		tagged = index
+	}
+	tags, err := s.tagsOf(ctx, tagged)
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}
@@ -636,7 +689,8 @@ func (s *Store) Inspect(ctx context.Context, ref string) (*ImageInspect, error) 
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}
-	return &ImageInspect{ID: sum.ConfigDigest, Digest: digest, RepoTags: tags, Size: sum.Size, Manifest: m, Config: cfg, Attestations: att}, nil
+	return &ImageInspect{ID: sum.ConfigDigest, Digest: digest, RepoTags: tags, Size: sum.Size, Manifest: m, Config: cfg,
+		Attestations: att, Index: index, Platforms: plats}, nil
 }
 
 func (s *Store) tagsOf(ctx context.Context, digest string) ([]string, error) {

@@ -122,7 +122,7 @@ func TestStoreRefs(t *testing.T) {
 	if len(list) != 1 || !cmp.Equal(list[0].Tags, []string{"busybox:latest", "me/bb:v2"}) || list[0].ConfigDigest != cfgName.String() {
 		t.Errorf("List = %+v", list)
 	}
-	info, err := st.Inspect(ctx, "me/bb:v2")
+	info, err := st.Inspect(ctx, "me/bb:v2", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

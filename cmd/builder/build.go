@@ -39,7 +39,7 @@ type buildFlags struct {
 	noCacheFilter []string
 	network       string
 	addHosts      []string
-	platform      string
+	platforms     []string
 	allow         []string
 	secrets       []string
 	ssh           []string
@@ -84,7 +84,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringSliceVar(&f.noCacheFilter, "no-cache-filter", nil, "do not use the cache for these stages")
 	fs.StringVar(&f.network, "network", "default", "network of RUN steps: default (private, outbound only), host or none")
 	fs.StringArrayVar(&f.addHosts, "add-host", nil, "add HOST:IP to the /etc/hosts of RUN steps (repeatable)")
-	fs.StringVar(&f.platform, "platform", "", "target platform (os/arch[/variant]); a RUN for another architecture runs under a binfmt_misc emulator")
+	fs.StringSliceVar(&f.platforms, "platform", nil, "target platforms (os/arch[/variant], comma-separated or repeated: one image each, in an image index); a RUN for another architecture runs under a binfmt_misc emulator")
 	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host, security.insecure")
 	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
 	fs.StringArrayVar(&f.ssh, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]]")
@@ -232,18 +232,34 @@ func namedContexts(vals []string) ([]planner.NamedContext, error) {
 }
 
 // resolver looks base images up in the local store and pulls those it
-// lacks, or every one with pull (--pull), for the build's platform.
+// lacks, or every one with pull (--pull), for the platform asked. An image
+// copied from the Docker engine is copied once per build, however many
+// platforms' plans name it.
 func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
 	engine := localEngine(ro.Progress)
+	var mu sync.Mutex
+	copied := map[string]v1.Image{}
+	fromEngineOnce := func(ctx context.Context, ref string) (v1.Image, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if img, ok := copied[ref]; ok {
+			return img, nil
+		}
+		img, err := fromEngine(ctx, st, engine(ctx), ref, ro.Progress)
+		if err == nil {
+			copied[ref] = img
+		}
+		return img, err
+	}
 	return func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
-		img, err := st.images.Image(ctx, ref)
+		img, err := st.images.ImageFor(ctx, ref, p)
 		// Look elsewhere for what the store lacks, not for an image it has
 		// damaged: the tag pinned a digest, and the error says how to get
 		// it back. The order is the local store, then the Docker engine,
 		// then the registry; --pull skips only the local store.
 		var damaged *exporter.DamagedError
 		if pull || (errors.Is(err, cache.ErrNotFound) && !errors.As(err, &damaged)) {
-			img, err = fromEngine(ctx, st, engine(ctx), ref, ro.Progress)
+			img, err = fromEngineOnce(ctx, ref)
 			if errors.Is(err, cache.ErrNotFound) {
 				img, err = pullImage(ctx, st, ref, p, ro, !pull)
 			}
@@ -396,6 +412,27 @@ func keyValues(vals []string) map[string]string {
 
 func hostPlatform() v1.Platform {
 	return v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+}
+
+// platformList is the build's target platforms (--platform), normalized,
+// each once, in order; the host's platform when none is given.
+func (f *buildFlags) platformList() ([]v1.Platform, error) {
+	if len(f.platforms) == 0 {
+		return []v1.Platform{hostPlatform()}, nil
+	}
+	var out []v1.Platform
+	seen := map[string]bool{}
+	for _, s := range f.platforms {
+		p, err := targetPlatform(strings.TrimSpace(s))
+		if err != nil {
+			return nil, err
+		}
+		if k := planner.FormatPlatform(p); !seen[k] {
+			seen[k] = true
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // targetPlatform parses a --platform value and normalizes it as

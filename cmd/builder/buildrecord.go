@@ -24,13 +24,13 @@ import (
 // buildRequest records what the build was asked to do, for `builder
 // builds inspect` and for `builder verify` to run it again. Secret values
 // are never part of it: only the --secret specs (id and source).
-func buildRequest(f *buildFlags, contextDir, dfFile string, df *parser.Dockerfile, platform v1.Platform, epoch *time.Time, plan *planner.Plan) *cache.BuildRequest {
+func buildRequest(f *buildFlags, contextDir, dfFile string, df *parser.Dockerfile, platforms []v1.Platform, epoch *time.Time, plan *planner.Plan) *cache.BuildRequest {
 	absCtx, _ := filepath.Abs(contextDir)
 	r := &cache.BuildRequest{
 		ContextDir:    absCtx,
 		Dockerfile:    dfFile,
 		Target:        f.target,
-		Platforms:     []string{planner.FormatPlatform(platform)},
+		Platforms:     formatPlatforms(platforms),
 		BuildArgs:     resolvedArgs(f.buildArgs),
 		Labels:        slices.Clone(f.labels),
 		Secrets:       slices.Clone(f.secrets),
@@ -215,4 +215,13 @@ func (l *logBuffer) Bytes() []byte {
 		out = fmt.Appendf(out, "\n[... %d bytes of log left out ...]\n", dropped)
 	}
 	return append(out, tail...)
+}
+
+// formatPlatforms are platforms as os/arch[/variant], in order.
+func formatPlatforms(ps []v1.Platform) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = planner.FormatPlatform(p)
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	"os"
 	"time"
 
@@ -148,7 +149,12 @@ type buildRun struct {
 
 	st        *stores
 	contexts  []planner.NamedContext
-	platform  v1.Platform
+	platform  v1.Platform   // the first of platforms
+	platforms []v1.Platform // the target platforms, each once
+	// multi: the build makes an image index (several platforms, or
+	// BUILDKIT_MULTI_PLATFORM=1), each platform's plan run concurrently.
+	multi     bool
+	resolve   func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error)
 	patterns  []string // the context's .dockerignore
 	epochFrom string   // --verify-reproducible: where SOURCE_DATE_EPOCH came from
 }
@@ -172,14 +178,16 @@ func (r *buildRun) build(ctx context.Context) (err error) {
 		return err
 	}
 	defer st.collectGarbage(ctx, gc, r.prog.Notice)
-	if err := loadLayoutContexts(ctx, st, r.contexts, r.platform); err != nil {
-		return err
+	plans := make([]*planner.Plan, len(r.platforms))
+	for i, p := range r.platforms {
+		if err := loadLayoutContexts(ctx, st, r.contexts, p); err != nil {
+			return err
+		}
+		if plans[i], err = r.plan(ctx, p, i == 0); err != nil {
+			return err
+		}
 	}
-	plan, err := r.plan(ctx)
-	if err != nil {
-		return err
-	}
-	return r.execute(ctx, plan)
+	return r.execute(ctx, plans)
 }
 
 // prepare fetches the named contexts and reads what planning needs from
@@ -192,8 +200,17 @@ func (r *buildRun) prepare(ctx context.Context) (err error) {
 	if err := r.in.fetchContexts(ctx, r.a, f, r.contexts); err != nil {
 		return err
 	}
-	if r.platform, err = targetPlatform(f.platform); err != nil {
+	if r.platforms, err = f.platformList(); err != nil {
 		return err
+	}
+	r.platform = r.platforms[0]
+	multi, err := buildArgBool(f.buildArgs, "BUILDKIT_MULTI_PLATFORM")
+	if err != nil {
+		return err
+	}
+	r.multi = multi || len(r.platforms) > 1
+	if r.multi && f.verifyReproducible {
+		return fmt.Errorf("--verify-reproducible checks one platform's image: build each --platform on its own")
 	}
 	if r.patterns, err = ignorePatterns(r.in.dir, r.d.file); err != nil {
 		return err
@@ -209,24 +226,41 @@ func (r *buildRun) prepare(ctx context.Context) (err error) {
 	return nil
 }
 
-// plan plans the build, reporting lint warnings and unused build args.
-func (r *buildRun) plan(ctx context.Context) (*planner.Plan, error) {
+// resolver is the build's base image resolver, one for every platform.
+func (r *buildRun) resolver() func(ctx context.Context, ref string, p v1.Platform) (*planner.ImageInfo, error) {
+	if r.resolve == nil {
+		r.resolve = resolver(r.st, r.f.pull, r.a.remoteOptions(r.platform, r.prog.Notice))
+	}
+	return r.resolve
+}
+
+// plan plans the build for platform p. The first platform's plan
+// (first) runs the lint rules and reports their warnings and the unused
+// build args: every platform's would say the same.
+func (r *buildRun) plan(ctx context.Context, p v1.Platform, first bool) (*planner.Plan, error) {
 	f, prog := r.f, r.prog
+	var lint *linter.Linter
+	if first {
+		lint = r.d.lint.Linter()
+	}
 	plan, err := planner.New(ctx, r.d.df, planner.Options{
 		DockerfilePath: r.d.path,
 		BuildArgs:      buildArgMap(f.buildArgs),
 		Target:         f.target,
-		Platform:       r.platform,
+		Platform:       p,
 		BuildPlatform:  hostPlatform(),
-		ResolveImage:   resolver(r.st, f.pull, r.a.remoteOptions(r.platform, prog.Notice)),
+		ResolveImage:   r.resolver(),
 		Contexts:       r.contexts,
 		ContextEpoch:   r.in.epoch,
 		ResolveEpoch: func(ctx context.Context, src planner.EpochSource) (*time.Time, error) {
 			return executor.SourceEpoch(ctx, nil, "", src.URL, src.Checksum)
 		},
-		Lint:           r.d.lint.Linter(),
+		Lint:           lint,
 		IgnorePatterns: r.patterns,
 	})
+	if !first {
+		return plan, err
+	}
 	// As buildkit: the warnings of the rules run so far, then a planning
 	// error; with error=true and warnings, the build fails before any step.
 	reportLint(prog, r.d.lint)
@@ -245,9 +279,10 @@ func (r *buildRun) plan(ctx context.Context) (*planner.Plan, error) {
 	return plan, nil
 }
 
-// execute runs the plan in the build's scratch directories, records the
-// build and exports its image.
-func (r *buildRun) execute(ctx context.Context, plan *planner.Plan) (err error) {
+// execute runs the plans (one per platform) in the build's scratch
+// directories, records the build and exports its image (or image index).
+func (r *buildRun) execute(ctx context.Context, plans []*planner.Plan) (err error) {
+	plan := plans[0]
 	// The build's scratch directories are held by a lock for as long as
 	// it runs, so no other command on this root takes them away.
 	active, err := r.st.cache.NewScratch(cache.Active, "build")
@@ -280,12 +315,15 @@ func (r *buildRun) execute(ctx context.Context, plan *planner.Plan) (err error) 
 	}
 	opts.Snapshotter, opts.TempDir, opts.Cgroups = sn, tmp.Path(), cgroups
 	start := time.Now()
+	if r.multi {
+		return r.executePlatforms(ctx, plans, opts, cacheUses, start)
+	}
 	res, runErr := executor.New(opts).Run(ctx, plan)
 	if ferr := r.st.cache.FlushHashes(context.WithoutCancel(ctx)); ferr != nil && runErr == nil {
 		runErr = ferr
 	}
 	rec := res.Record
-	rec.Request = buildRequest(r.f, r.in.dir, r.d.file, r.d.df, r.platform, plan.SourceDateEpoch, plan)
+	rec.Request = buildRequest(r.f, r.in.dir, r.d.file, r.d.df, r.platforms, plan.SourceDateEpoch, plan)
 	for _, u := range cacheUses {
 		rec.Caches = append(rec.Caches, u.result())
 	}
@@ -318,7 +356,7 @@ func (r *buildRun) executorOptions(ctx context.Context, plan *planner.Plan) (exe
 		SourceDateEpoch: plan.SourceDateEpoch, Progress: r.prog,
 		Hostname: buildArgValue(f.buildArgs, "BUILDKIT_SANDBOX_HOSTNAME"),
 	}
-	if f.platform != "" {
+	if len(f.platforms) > 0 {
 		o.TargetPlatform = &r.platform
 	}
 	if o.Secrets, err = readSecrets(f.secrets); err != nil {
@@ -350,15 +388,7 @@ func (r *buildRun) remoteOptions() exporter.RemoteOptions {
 // export writes the outputs and caches of a finished build and reports it.
 func (r *buildRun) export(ctx context.Context, plan *planner.Plan, res *executor.Result, start time.Time) (err error) {
 	f, prog, rec := r.f, r.prog, res.Record
-	outs := r.spec.outs
-	if f.push {
-		for _, t := range f.tags {
-			outs = append(outs, output{typ: "registry", name: t, push: true})
-		}
-	}
-	if f.load {
-		outs = append(outs, output{typ: "docker"})
-	}
+	outs := r.outputs()
 	pushOpts, countPush := meteredPush(r.remoteOptions(), res.Image)
 	er := &exportRun{st: r.st, prog: prog, ro: pushOpts, stdout: r.a.stdout, epoch: plan.SourceDateEpoch,
 		base: baseDiffIDs(plan.Target), done: &rec.Outputs}

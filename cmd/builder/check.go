@@ -153,10 +153,11 @@ func planOnly(ctx context.Context, a *app, f *buildFlags, contextDir string, in 
 	if err != nil {
 		return nil, err
 	}
-	platform, err := targetPlatform(f.platform)
+	platforms, err := f.platformList()
 	if err != nil {
 		return nil, err
 	}
+	platform := platforms[0]
 	patterns, err := ignorePatterns(contextDir, in.dfFile)
 	if err != nil {
 		return nil, err

@@ -31,12 +31,22 @@ func cmdHistory(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "history", "[OPTIONS] IMAGE")
 	noTrunc := fs.Bool("no-trunc", false, "don't truncate output")
 	format := fs.String("format", "table", "table or json")
+	platform := fs.String("platform", "", "the platform's image of a multi-platform image (default: the host's)")
 	st, err := a.setup(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	img, err := st.images.Describe(ctx, fs.Arg(0))
+	p, err := platformFlag(*platform)
+	if err != nil {
+		return err
+	}
+	var img v1.Image
+	if p != nil {
+		img, err = st.images.ImageFor(ctx, fs.Arg(0), *p)
+	} else {
+		img, err = st.images.Describe(ctx, fs.Arg(0))
+	}
 	if err != nil {
 		return err
 	}

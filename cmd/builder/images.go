@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 func cmdImages(ctx context.Context, a *app, args []string) error {
@@ -37,19 +39,23 @@ func cmdImages(ctx context.Context, a *app, args []string) error {
 		return damaged
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
+	fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tPLATFORMS")
 	for _, im := range list {
 		tags := im.Tags
 		if len(tags) == 0 {
 			tags = []string{"<none>:<none>"}
 		}
+		plats := strings.Join(im.Platforms, ",")
+		if plats == "" {
+			plats = "-"
+		}
 		for _, t := range tags {
 			repo, tag := splitTag(t)
 			if im.Damaged != "" {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", repo, tag, shortID(im.Digest), "<damaged>", "-")
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", repo, tag, shortID(im.Digest), "<damaged>", "-", "-")
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", repo, tag, shortID(im.Digest), ago(im.Created), humanSize(im.Size))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", repo, tag, shortID(im.Digest), ago(im.Created), humanSize(im.Size), plats)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -143,6 +149,7 @@ func cmdLoad(ctx context.Context, a *app, args []string) error {
 func cmdInspect(ctx context.Context, a *app, args []string) error {
 	fs := newFlags(a, "inspect", "IMAGE")
 	att := fs.String("attestation", "", "print the image's in-toto statements of a type (provenance, sbom or a predicate type URI) as a JSON array")
+	platform := fs.String("platform", "", "the platform's image of a multi-platform image (default: the host's)")
 	st, err := a.setup(fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -151,11 +158,28 @@ func cmdInspect(ctx context.Context, a *app, args []string) error {
 	if *att != "" {
 		return printAttestations(ctx, a, st, fs.Arg(0), *att)
 	}
-	info, err := st.images.Inspect(ctx, fs.Arg(0))
+	p, err := platformFlag(*platform)
+	if err != nil {
+		return err
+	}
+	info, err := st.images.Inspect(ctx, fs.Arg(0), p)
 	if err != nil {
 		return err
 	}
 	return writeJSON(a.stdout, info)
+}
+
+// platformFlag parses a --platform of a command that reads a stored
+// image; "" is nil (the host's platform).
+func platformFlag(s string) (*v1.Platform, error) {
+	if s == "" {
+		return nil, nil
+	}
+	p, err := targetPlatform(s)
+	if err != nil {
+		return nil, err
+	}
+	return &p, nil
 }
 
 func splitTag(t string) (repo, tag string) {

@@ -65,7 +65,9 @@ func newProgress(mode string, w io.Writer) (*progress, error) {
 	return &progress{w: w, mode: mode, ids: map[string]int{}, start: map[string]time.Time{}}, nil
 }
 
-func stepKey(ev executor.Event) string { return fmt.Sprintf("%s/%d", ev.Stage, ev.Step) }
+func stepKey(ev executor.Event) string {
+	return fmt.Sprintf("%s/%s/%d", ev.Platform, ev.Stage, ev.Step)
+}
 
 func (p *progress) id(ev executor.Event) int {
 	k := stepKey(ev)

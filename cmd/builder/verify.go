@@ -181,9 +181,7 @@ func (v *verifier) rebuildFlags(fresh *app, req *cache.BuildRequest, iidfile str
 		secrets: req.Secrets, buildContexts: req.BuildContexts, network: req.Network, allow: req.Allow,
 		noCache: true, progress: v.progress, snapshotter: "auto", iidfile: iidfile,
 	}
-	if len(req.Platforms) > 0 {
-		f.platform = req.Platforms[0]
-	}
+	f.platforms = req.Platforms
 	if f.network == "" {
 		f.network = "host"
 	}

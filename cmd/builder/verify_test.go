@@ -10,6 +10,7 @@ import (
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/parser"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 func parseDF(t *testing.T, text string) *parser.Dockerfile {
@@ -87,7 +88,7 @@ func TestRebuildFlags(t *testing.T) {
 	os.WriteFile(df, []byte(text), 0o644)
 	req := &cache.BuildRequest{ContextDir: dir, Dockerfile: df, DockerfileText: text, Target: "t", Platforms: []string{"linux/amd64"},
 		BuildArgs: []string{"A=1"}, Secrets: []string{"id=s,src=/s"}, Network: "none"}
-	req.DockerfileDigest = buildRequest(&buildFlags{}, dir, df, parseDF(t, text), hostPlatform(), nil, nil).DockerfileDigest
+	req.DockerfileDigest = buildRequest(&buildFlags{}, dir, df, parseDF(t, text), []v1.Platform{hostPlatform()}, nil, nil).DockerfileDigest
 	var said []string
 	v := &verifier{progress: "plain", say: func(s string) { said = append(said, s) }}
 	fresh := &app{}
@@ -95,7 +96,7 @@ func TestRebuildFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.file != df || !f.noCache || f.target != "t" || f.platform != "linux/amd64" || f.network != "none" || f.iidfile != "/iid" ||
+	if f.file != df || !f.noCache || f.target != "t" || strings.Join(f.platforms, ",") != "linux/amd64" || f.network != "none" || f.iidfile != "/iid" ||
 		strings.Join(f.buildArgs, ",") != "A=1" || strings.Join(f.secrets, ",") != "id=s,src=/s" || len(f.tags)+len(f.outputs) != 0 || len(said) != 0 {
 		t.Errorf("rebuild flags %+v (said %q)", f, said)
 	}

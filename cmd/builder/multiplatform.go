@@ -1,0 +1,360 @@
+package main
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/executor"
+	"github.com/builder-dev/builder/exporter"
+	"github.com/builder-dev/builder/planner"
+)
+
+// A multi-platform build (--platform a,b or BUILDKIT_MULTI_PLATFORM=1)
+// runs one plan per platform, concurrently, as independent DAGs that share
+// what is identical: the executors share Flights, so a step with the same
+// key in several plans (a FROM --platform=$BUILDPLATFORM stage's steps
+// that do not depend on the target) runs once, and its record serves
+// every platform. Each platform has its own build record; the outputs get
+// an image index over the platforms' images.
+
+// platformBuild is one platform's part of a multi-platform build.
+type platformBuild struct {
+	platform v1.Platform
+	plan     *planner.Plan
+	res      *executor.Result
+}
+
+// executePlatforms runs every platform's plan with opts (the build's
+// executor options), records each platform's build and exports the index.
+func (r *buildRun) executePlatforms(ctx context.Context, plans []*planner.Plan, opts executor.Options, uses []*cacheUse, start time.Time) (err error) {
+	builds := make([]*platformBuild, len(plans))
+	flights := executor.NewFlights()
+	g, gctx := errgroup.WithContext(ctx)
+	for i, plan := range plans {
+		pb := &platformBuild{platform: r.platforms[i], plan: plan}
+		builds[i] = pb
+		o := opts
+		name := planner.FormatPlatform(pb.platform)
+		o.Flights, o.Name, o.MultiPlatform = flights, name, true
+		o.Project = opts.Project + " " + name
+		if len(r.f.platforms) > 0 {
+			o.TargetPlatform = &pb.platform
+		}
+		g.Go(func() error {
+			res, err := executor.New(o).Run(gctx, plan)
+			pb.res = res
+			return err
+		})
+	}
+	runErr := g.Wait()
+	if ferr := r.st.cache.FlushHashes(context.WithoutCancel(ctx)); ferr != nil && runErr == nil {
+		runErr = ferr
+	}
+	for i, pb := range builds {
+		if pb.res == nil {
+			pb.res = &executor.Result{Record: &cache.BuildRecord{ID: fmt.Sprintf("%d", time.Now().UnixNano()), Started: start}}
+		}
+		rec := pb.res.Record
+		rec.Platform = planner.FormatPlatform(pb.platform)
+		rec.Request = buildRequest(r.f, r.in.dir, r.d.file, r.d.df, r.platforms, pb.plan.SourceDateEpoch, pb.plan)
+		if i == 0 {
+			for _, u := range uses {
+				rec.Caches = append(rec.Caches, u.result())
+			}
+		}
+	}
+	defer func() {
+		for _, pb := range builds {
+			if perr := finishBuild(ctx, r.st, pb.res.Record, r.log, err); perr != nil && err == nil {
+				err = perr
+			}
+		}
+	}()
+	if runErr != nil {
+		return runErr
+	}
+	return r.exportPlatforms(ctx, builds, start)
+}
+
+// exportPlatforms writes the outputs of a multi-platform build: every
+// platform's image (with inline cache and annotations) in one image index.
+func (r *buildRun) exportPlatforms(ctx context.Context, builds []*platformBuild, start time.Time) error {
+	f, prog := r.f, r.prog
+	imgs := make([]v1.Image, len(builds))
+	atts := platformAttests{}
+	for i, pb := range builds {
+		img, err := inlineCache(ctx, r.st, pb.res, r.spec.cacheTo)
+		if err != nil {
+			return err
+		}
+		imgs[i] = annotate(img, r.spec.annotations)
+		pb.res.Image = imgs[i]
+		b := r.attestBuild(pb.plan, pb.res)
+		b.platform = pb.platform
+		if atts[planner.FormatPlatform(pb.platform)], err = prepareAttestations(ctx, b); err != nil {
+			return err
+		}
+	}
+	first := builds[0].res.Record
+	pushOpts, countPush := meteredPush(r.remoteOptions(), imgs[hostImage(builds)])
+	er := &exportRun{st: r.st, prog: prog, ro: pushOpts, stdout: r.a.stdout, epoch: builds[0].plan.SourceDateEpoch,
+		done: &first.Outputs}
+	out, err := er.exportIndex(ctx, builds, imgs, atts, f.tags, r.outputs())
+	countPush(first.Outputs)
+	if err != nil {
+		return dropModifiedLayer(ctx, r.st, first, r.d.path, err)
+	}
+	for i, pb := range builds {
+		rec := pb.res.Record
+		d, err := imgs[i].Digest()
+		if err != nil {
+			return err
+		}
+		rec.ImageDigest, rec.Index, rec.Tags, rec.History = d.String(), out.local.String(), f.tags, pb.res.History
+	}
+	merged := mergedResult(builds, imgs[hostImage(builds)])
+	exported, err := exportCachesMetered(ctx, r.st, merged, r.spec.cacheTo, r.remoteOptions, prog.Notice)
+	first.Caches = append(first.Caches, exported...)
+	if err != nil {
+		return err
+	}
+	for _, pb := range builds {
+		for _, line := range cacheReport(pb.res.Record) {
+			prog.Notice(pb.res.Record.Platform + ": " + line)
+		}
+	}
+	if len(r.spec.cacheFrom) > 0 || len(r.spec.cacheTo) > 0 {
+		prog.Notice(cacheTrafficLine(r.st.images.CacheTraffic()))
+	}
+	prog.Done(fmt.Sprintf("built %s (%d platforms) in %.1fs", out.local, len(builds), time.Since(start).Seconds()))
+	merged.Record.ImageDigest = out.local.String()
+	return r.report(ctx, merged, out)
+}
+
+// outputs are the build's outputs: -o values, then --push and --load.
+func (r *buildRun) outputs() []output {
+	outs := r.spec.outs
+	if r.f.push {
+		for _, t := range r.f.tags {
+			outs = append(outs, output{typ: "registry", name: t, push: true})
+		}
+	}
+	if r.f.load {
+		outs = append(outs, output{typ: "docker"})
+	}
+	return outs
+}
+
+// hostImage is the index of the platform an output that holds one image
+// per name takes: the host's, else the first.
+func hostImage(builds []*platformBuild) int {
+	for i, pb := range builds {
+		if pb.platform.OS == "linux" && pb.platform.Architecture == runtime.GOARCH {
+			return i
+		}
+	}
+	return 0
+}
+
+// mergedResult is one Result over every platform: the steps of all (each
+// key once), for the remote cache, and img for what needs one image.
+func mergedResult(builds []*platformBuild, img v1.Image) *executor.Result {
+	rec := *builds[0].res.Record
+	rec.Steps = nil
+	seen := map[cache.Key]bool{}
+	for _, pb := range builds {
+		for _, s := range pb.res.Record.Steps {
+			if !s.Key.IsZero() && seen[s.Key] {
+				continue
+			}
+			seen[s.Key] = true
+			rec.Steps = append(rec.Steps, s)
+		}
+	}
+	return &executor.Result{Image: img, Record: &rec}
+}
+
+// platformAttests are a multi-platform build's attestations, by platform.
+type platformAttests map[string]*attestRun
+
+// forImage is the statements maker of the index's images exported under
+// names: each platform's image gets its own platform's statements.
+func (m platformAttests) forImage(names []string, push bool) exporter.Attest {
+	some := false
+	for _, r := range m {
+		some = some || len(r.pick(push)) > 0
+	}
+	if !some {
+		return nil
+	}
+	return func(img v1.Image, subject v1.Descriptor) ([]exporter.Statement, error) {
+		if subject.Platform == nil {
+			return nil, nil
+		}
+		a := m[planner.FormatPlatform(*subject.Platform)].forImage(names, push)
+		if a == nil {
+			return nil, nil
+		}
+		return a(img, subject)
+	}
+}
+
+// exportIndex writes the outputs of a multi-platform build and stores its
+// index under its tags (and type=image names) once they are written.
+func (r *exportRun) exportIndex(ctx context.Context, builds []*platformBuild, imgs []v1.Image, atts platformAttests, tags []string, outs []output) (exported, error) {
+	var ex exported
+	tags = append([]string(nil), tags...)
+	for _, o := range outs {
+		if o.typ == "image" {
+			tags = append(tags, o.name)
+		}
+		rec, err := r.exportPlatformOutput(ctx, builds, imgs, atts, tags, o, &ex)
+		if err != nil {
+			return ex, fmt.Errorf("export %s: %w", o.typ, err)
+		}
+		if o.typ != "image" || o.push {
+			*r.done = append(*r.done, rec)
+		}
+	}
+	digest, err := r.st.images.PutIndex(ctx, imgs, atts.forImage(tags, false), tags)
+	if err != nil {
+		return ex, fmt.Errorf("store image index: %w", err)
+	}
+	*r.done = append(*r.done, cache.BuildOutput{Type: "image", Name: strings.Join(tags, ","), Digest: digest.String()})
+	for _, t := range tags {
+		r.prog.Notice("naming to " + t)
+	}
+	ex.local = digest
+	if d, err := r.st.images.Descriptor(ctx, digest.String()); err == nil {
+		ex.localDesc = d
+	}
+	return ex, nil
+}
+
+// exportPlatformOutput writes one output of a multi-platform build.
+func (r *exportRun) exportPlatformOutput(ctx context.Context, builds []*platformBuild, imgs []v1.Image, atts platformAttests, tags []string, o output, ex *exported) (cache.BuildOutput, error) {
+	rec := cache.BuildOutput{Type: o.typ, Dest: o.dest, Name: o.name}
+	tmp, err := r.st.cache.ScratchDir()
+	if err != nil {
+		return rec, err
+	}
+	out := make([]v1.Image, len(imgs))
+	for i, img := range imgs {
+		e := o.exportEpoch(r.epoch, baseDiffIDs(builds[i].plan.Target), tmp, r.prog.Notice)
+		if out[i], err = e.Apply(img); err != nil {
+			return rec, err
+		}
+	}
+	host := out[hostImage(builds)]
+	if o.dest != "" && o.dest != "-" {
+		r.prog.Notice(fmt.Sprintf("exporting %d platforms to %s %s", len(out), o.typ, o.dest))
+	}
+	switch o.typ {
+	case "docker":
+		if o.dest == "" {
+			return rec, errors.New("docker exporter does not currently support exporting manifest lists: the Docker engine's image store holds one platform per name; use -o type=oci, -o type=docker,dest=FILE (Docker 25+ loads its index), --push, or one --platform")
+		}
+		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: tags}}
+		err = r.writeArchive(ctx, o, func(path string) error { return exporter.WriteDocker(ctx, path, tagged) }, nil)
+	case "oci":
+		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: tags, Attest: atts.forOutput(o, tags)}}
+		write := func(path string) error { return exporter.WriteOCI(ctx, path, tagged, o.comp) }
+		err = r.writeArchive(ctx, o, write, func(path string) error {
+			idx, err := exporter.OCIIndex(path)
+			if err == nil && len(idx.Manifests) > 0 {
+				ex.oci = idx.Manifests[0]
+				ex.oci.Annotations = nil
+			}
+			return err
+		})
+	case "local":
+		for i, img := range out {
+			if err = exporter.WriteLocal(ctx, filepath.Join(o.dest, platformDir(builds[i].platform)), img); err != nil {
+				break
+			}
+		}
+	case "tar":
+		err = r.writeStream(o.dest, func(w io.Writer) error { return writePlatformsTar(w, builds, out) })
+	case "image", "registry":
+		if !o.push {
+			return rec, nil
+		}
+		r.prog.Notice("pushing " + o.name)
+		po := r.ro
+		po.Compression = o.comp
+		var d v1.Descriptor
+		if d, err = r.st.images.PushIndex(ctx, out, atts.forImage([]string{o.name}, true), o.name, po); err == nil {
+			r.prog.Notice(fmt.Sprintf("pushed %s@%s", o.name, d.Digest))
+			rec.Type, rec.Digest, ex.pushed = "registry", d.Digest.String(), d
+		}
+	}
+	return rec, err
+}
+
+// forOutput is the statements maker of an archive output of the index:
+// OCI archives hold them.
+func (m platformAttests) forOutput(o output, tags []string) exporter.Attest {
+	if o.typ != "oci" {
+		return nil
+	}
+	return m.forImage(tags, false)
+}
+
+// platformDir names a platform's directory in local and tar outputs as
+// buildx does: "linux_amd64", "linux_arm_v7".
+func platformDir(p v1.Platform) string {
+	return strings.ReplaceAll(planner.FormatPlatform(p), "/", "_")
+}
+
+// writePlatformsTar writes each platform's root filesystem into one tar,
+// under the platform's directory (type=tar of several platforms).
+func writePlatformsTar(w io.Writer, builds []*platformBuild, imgs []v1.Image) error {
+	tw := tar.NewWriter(w)
+	for i, img := range imgs {
+		dir := platformDir(builds[i].platform)
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755}); err != nil {
+			return err
+		}
+		if err := copyPrefixed(tw, mutate.Extract(img), dir); err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+	}
+	return tw.Close()
+}
+
+// copyPrefixed copies the entries of the tar stream rc into tw under dir.
+func copyPrefixed(tw *tar.Writer, rc io.ReadCloser, dir string) error {
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return rc.Close()
+		}
+		if err != nil {
+			return err
+		}
+		h.Name = dir + "/" + strings.TrimPrefix(h.Name, "/")
+		if h.Typeflag == tar.TypeLink {
+			h.Linkname = dir + "/" + strings.TrimPrefix(h.Linkname, "/")
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return err
+		}
+	}
+}
