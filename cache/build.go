@@ -127,15 +127,18 @@ type StepRecord struct {
 	Instruction string `json:"instruction"`
 	// Name is the step as progress shows it, BuildKit's vertex name
 	// ("[base 2/3] RUN make").
-	Name         string  `json:"name,omitempty"`
-	Key          Key     `json:"key"`
-	Inputs       *Inputs `json:"inputs,omitempty"`
-	InputsDigest string  `json:"inputsDigest,omitempty"`
-	Cache        string  `json:"cache"` // "hit" or "miss"
-	Reason       string  `json:"reason,omitempty"`
-	DurationMS   int64   `json:"durationMS"`
-	Layer        string  `json:"layer,omitempty"` // diffID
-	Size         int64   `json:"size,omitempty"`  // the layer's uncompressed bytes
+	Name   string  `json:"name,omitempty"`
+	Key    Key     `json:"key"`
+	Inputs *Inputs `json:"inputs,omitempty"`
+	// ContentKey is the key of the step by the files it read from another
+	// stage (Record.ContentKey), when it had to read them.
+	ContentKey   Key    `json:"contentKey,omitzero"`
+	InputsDigest string `json:"inputsDigest,omitempty"`
+	Cache        string `json:"cache"` // "hit" or "miss"
+	Reason       string `json:"reason,omitempty"`
+	DurationMS   int64  `json:"durationMS"`
+	Layer        string `json:"layer,omitempty"` // diffID
+	Size         int64  `json:"size,omitempty"`  // the layer's uncompressed bytes
 	// SavedMS is, for a hit, how long the step took when it ran (the
 	// cache record's RunMS; 0 when unknown).
 	SavedMS int64 `json:"savedMS,omitempty"`
