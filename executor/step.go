@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -18,8 +17,10 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 )
 
-// runStep runs one step, attaching the Dockerfile location to any error.
-func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step) (err error) {
+// runStep builds one step (the build pass), attaching the Dockerfile
+// location to any error: a step the keys pass prepared (sp) is resolved,
+// one that only changes the config is applied.
+func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step, sp *stepPlan) (err error) {
 	ev := Event{Stage: stageName(st), Step: i + 1, Total: len(st.Steps), Label: s.labels[i], Line: step.Line, Instruction: step.Text, Name: step.Name}
 	b.e.opts.Progress.Event(ev)
 	rec := cache.StepRecord{Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Name: ev.Title(), Cache: "hit"}
@@ -39,13 +40,60 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 	}
 	s.cur = stepRef{st.Index, i}
 	sc := &stepCtx{st: st, s: s, step: step, index: i, rec: &rec, ev: ev}
+	if sp == nil {
+		return b.configStep(ctx, sc)
+	}
+	if c, ok := step.Cmd.(*instructions.WorkdirCommand); ok {
+		s.img.Config.WorkingDir = resolveWorkdir(s.img.Config.WorkingDir, c.Path)
+	}
+	defer sp.release() // downloads and checkouts: nothing to report
+	return b.resolve(ctx, sc, sp)
+}
+
+// keyStep prepares one step (the keys pass): the step's inputs, its
+// input key, what it runs on a miss; nil for a step that only changes the
+// config, which is applied. A step that fails here is reported as the
+// build pass reports one.
+func (b *build) keyStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step) (_ *stepPlan, err error) {
+	ev := Event{Stage: stageName(st), Step: i + 1, Total: len(st.Steps), Label: s.labels[i], Line: step.Line, Instruction: step.Text, Name: step.Name}
+	rec := cache.StepRecord{Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Name: ev.Title(), Cache: "miss"}
+	defer func() {
+		if err == nil {
+			return
+		}
+		err = &StepError{Path: b.e.opts.DockerfilePath, Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Err: err}
+		if ctx.Err() == nil {
+			b.e.opts.Progress.Event(ev)
+			ev.Kind, ev.Cache, ev.Err = StepDone, rec.Cache, err
+			b.e.opts.Progress.Event(ev)
+			b.addStep(st.Index, i, rec)
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.cur = stepRef{st.Index, i}
+	sc := &stepCtx{st: st, s: s, step: step, index: i, rec: &rec, ev: ev}
 	switch c := step.Cmd.(type) {
 	case *instructions.RunCommand:
-		return b.dispatchRun(ctx, sc, c)
+		err = b.dispatchRun(ctx, sc, c)
 	case *instructions.CopyCommand:
-		return b.dispatchCopy(ctx, sc, copyRequestOf(c))
+		err = b.dispatchCopy(ctx, sc, copyRequestOf(c))
 	case *instructions.AddCommand:
-		return b.dispatchCopy(ctx, sc, addRequestOf(c))
+		err = b.dispatchCopy(ctx, sc, addRequestOf(c))
+	case *instructions.WorkdirCommand:
+		err = b.dispatchWorkdir(ctx, sc, c)
+	default:
+		err = b.configStep(ctx, sc)
+	}
+	return sc.plan, err
+}
+
+// configStep applies a step that only changes the image config: ARG,
+// ENV, USER..., and a WORKDIR that resolves to "/" (nothing to create).
+func (b *build) configStep(ctx context.Context, sc *stepCtx) error {
+	s, step := sc.s, sc.step
+	switch c := step.Cmd.(type) {
 	case *instructions.WorkdirCommand:
 		return b.dispatchWorkdir(ctx, sc, c)
 	case *instructions.ArgCommand:
@@ -86,59 +134,8 @@ type stepCtx struct {
 	index int
 	rec   *cache.StepRecord
 	ev    Event
-}
-
-// change is a step that produces a layer: its key inputs, its history text,
-// and the work to do on a cache miss.
-type change struct {
-	inputs    cache.Inputs
-	createdBy string
-	// apply changes the mounted root filesystem at root.
-	apply func(ctx context.Context, root string) error
-}
-
-// keyed looks the change up in the cache and executes it on a miss.
-func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
-	s := sc.s
-	if b.e.opts.SourceDateEpoch != nil {
-		ch.inputs.Fields = append(ch.inputs.Fields, cache.Field{Name: "epoch", Value: strconv.FormatInt(b.e.opts.SourceDateEpoch.Unix(), 10)})
-	}
-	key := cache.KeyOf(s.key, ch.inputs)
-	sc.rec.Key, sc.rec.Inputs = key, &ch.inputs
-	if !b.noCacheFor(sc.st) {
-		r, err := b.e.opts.Cache.Lookup(ctx, key)
-		switch {
-		case err == nil && (r.EmptyLayer || b.e.opts.Layers.Has(r.DiffID)):
-			sc.rec.Cache = "hit"
-			sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
-			sc.rec.SavedMS = r.RunMS
-			return b.applyResult(s, key, r, ch.createdBy)
-		case err != nil && !errors.Is(err, cache.ErrNotFound):
-			return fmt.Errorf("cache lookup: %w", err)
-		}
-		if hit, err := b.remoteHit(ctx, sc, key, ch); hit || err != nil {
-			return err
-		}
-	}
-	sc.rec.Cache = "miss"
-	sc.rec.Reason = b.explain(ctx, sc, key, &ch.inputs)
-	sc.ev.Cache, sc.ev.Reason = "miss", sc.rec.Reason
-	ran := time.Now()
-	r, err := b.execute(ctx, s, key, ch)
-	if err != nil {
-		return err
-	}
-	r.RunMS = time.Since(ran).Milliseconds()
-	if err := b.e.opts.Cache.Put(ctx, r); err != nil {
-		return fmt.Errorf("cache put: %w", err)
-	}
-	sc.rec.InputsDigest = r.InputsDigest // Put stored large inputs as this blob
-	if err := b.applyResult(s, key, r, ch.createdBy); err != nil {
-		return err
-	}
-	sc.rec.Layer, sc.rec.Size = r.DiffID, r.Size
-	s.parentReason, s.parentKnown = fmt.Sprintf("parent step rebuilt (line %d)", sc.step.Line), true
-	return nil
+	// plan is the step prepared by the keys pass (prepare).
+	plan *stepPlan
 }
 
 func (b *build) noCacheFor(st *planner.Stage) bool {
@@ -167,6 +164,9 @@ func (b *build) applyResult(s *stageState, key cache.Key, r *cache.Record, creat
 
 // execute runs a change on a fresh snapshot and commits it.
 func (b *build) execute(ctx context.Context, s *stageState, key cache.Key, ch change) (rec *cache.Record, err error) {
+	if err := b.ensureLayers(ctx, s.layers); err != nil {
+		return nil, err
+	}
 	sn := b.e.opts.Snapshotter
 	active := b.activeKey()
 	mounts, err := sn.Prepare(ctx, active, s.parents())
