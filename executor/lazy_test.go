@@ -152,6 +152,22 @@ func TestRunSourceChangedSameContent(t *testing.T) {
 	}
 }
 
+// A step after a consumer that hit by content, whose record is gone, says
+// its chain changed because of the source.
+func TestRunSourceChangedNextStepPruned(t *testing.T) {
+	f := newFakeBuild(t)
+	f.write("a.txt", "a")
+	first, _ := f.mustRun(fromStage)
+	f.layers.forget(first.Record.Steps[len(first.Record.Steps)-1].Layer)
+	f.write("a.txt", "changed")
+	res, _ := f.mustRun(fromStage)
+	wantSteps(t, res,
+		"COPY --chown=%[1]d:%[2]d a.txt /a.txt: miss (a.txt content changed)",
+		"RUN echo b > /b: miss (parent step rebuilt (line 2))",
+		"COPY --from=base --chown=%[1]d:%[2]d /b /b: hit",
+		"RUN echo c > /c: miss (parent step's source changed (line 6))")
+}
+
 // A source stage that gives other files makes the consumer run; its miss
 // names the files.
 func TestRunSourceChangedOtherContent(t *testing.T) {

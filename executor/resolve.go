@@ -162,6 +162,10 @@ func (b *build) missed(ctx context.Context, sc *stepCtx, sp *stepPlan, run chang
 			if err != nil {
 				return err
 			}
+			if content != nil {
+				// The steps after it are on a new input chain.
+				s.parentReason, s.parentKnown = fmt.Sprintf("parent step's source changed (line %d)", sc.step.Line), true
+			}
 			return b.hit(sc, sp.key, ct, alias, src, sp.ch.createdBy)
 		}
 	}
