@@ -132,10 +132,13 @@ type StepRecord struct {
 	Instruction string `json:"instruction"`
 	// Name is the step as progress shows it, BuildKit's vertex name
 	// ("[base 2/3] RUN make").
-	Name         string  `json:"name,omitempty"`
-	Key          Key     `json:"key"`
-	Inputs       *Inputs `json:"inputs,omitempty"`
-	InputsDigest string  `json:"inputsDigest,omitempty"`
+	Name   string  `json:"name,omitempty"`
+	Key    Key     `json:"key"`
+	Inputs *Inputs `json:"inputs,omitempty"`
+	// ContentKey is the key of the step by the files it read from another
+	// stage (Record.ContentKey), when it had to read them.
+	ContentKey   Key    `json:"contentKey,omitzero"`
+	InputsDigest string `json:"inputsDigest,omitempty"`
 	// Cache is "hit" or "miss", or "none" for a step that only changes
 	// the image config (ENV, LABEL...): there is nothing to reuse.
 	Cache      string `json:"cache"`

@@ -68,8 +68,22 @@ func fieldReason(n, a, b string) string {
 		return fmt.Sprintf("build arg %s changed (%s → %s)", n[len("arg."):], clip(a), clip(b))
 	case strings.HasPrefix(n, "env."):
 		return fmt.Sprintf("env %s changed (%s → %s)", n[len("env."):], clip(a), clip(b))
+	case n == "from" || strings.HasPrefix(n, "mount.") && strings.HasSuffix(n, ".from"):
+		return sourceReason(a, b)
 	}
 	return n + " changed"
+}
+
+// sourceReason explains a changed "from" field, the identity of the stage
+// or image a step reads: "NAME@ID" ("stage build@sha256:…", "image
+// alpine@sha256:…").
+func sourceReason(a, b string) string {
+	an, _, _ := strings.Cut(a, "@")
+	bn, _, _ := strings.Cut(b, "@")
+	if an == bn {
+		return an + " changed"
+	}
+	return fmt.Sprintf("source changed (%s → %s)", clip(an), clip(bn))
 }
 
 // fieldRank orders reasons: instruction, base image, args, env, the rest.

@@ -48,6 +48,10 @@ func TestExplain(t *testing.T) {
 			&Inputs{Op: "COPY", Files: []FileInput{file("0/store.go", "sha256:9", 0o644), file("1/lib/a.go", "sha256:2", 0o644), file("1/lib/b.go", "sha256:3", 0o644)}},
 			"store.go content changed; lib/b.go added"},
 		{"several, ordered", &Inputs{Op: "RUN", Fields: f("env.FOO", "a", "arg.V", "1", "instruction", "RUN x")}, &Inputs{Op: "RUN", Fields: f("env.FOO", "b", "arg.V", "2", "instruction", "RUN x")}, "build arg V changed (1 → 2); env FOO changed (a → b)"},
+		// A step reading another stage or image is keyed by its identity.
+		{"source stage", &Inputs{Op: "COPY", Fields: f("from", "stage build@"+aaaa)}, &Inputs{Op: "COPY", Fields: f("from", "stage build@"+bbbb)}, "stage build changed"},
+		{"mount source", &Inputs{Op: "RUN", Fields: f("mount.1.from", "image alpine@"+aaaa)}, &Inputs{Op: "RUN", Fields: f("mount.1.from", "image alpine@"+bbbb)}, "image alpine changed"},
+		{"other source", &Inputs{Op: "COPY", Fields: f("from", "stage a@"+aaaa)}, &Inputs{Op: "COPY", Fields: f("from", "stage b@"+aaaa)}, "source changed (stage a → stage b)"},
 		{"more than three", &Inputs{Op: "RUN", Fields: f("a", "1", "b", "1", "c", "1", "d", "1", "e", "1")}, &Inputs{Op: "RUN", Fields: f("a", "2", "b", "2", "c", "2", "d", "2", "e", "2")}, "a changed; b changed; c changed; and 2 more"},
 	}
 	for _, tt := range tests {

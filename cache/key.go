@@ -17,6 +17,10 @@ import (
 // RUN bind mounts are keyed by the content they bind; COPY/ADD key their
 // destination once, resolved against the workdir and cleaned (v1 had it
 // twice, by two rules). v2 has not shipped: changes before it does stay v2.
+// A step reading another stage (COPY --from, RUN --mount from=) has an
+// input key (fields "from", "mount.N.from": the source's key or digest)
+// and a content key (the files it reads), which new field names keep
+// apart from any earlier key.
 const keyVersion = "builder.cachekey.v2"
 
 // Key identifies the result of one build step. It is a sha256 over a

@@ -25,6 +25,11 @@ type Record struct {
 	Key          Key    `json:"key"`
 	Inputs       Inputs `json:"inputs,omitzero"`
 	InputsDigest string `json:"inputsDigest,omitempty"`
+	// ContentKey is the step's other key, when it has one: a step that
+	// reads another stage is keyed by that stage's key (Key, known before
+	// anything runs) and by the files it reads (ContentKey, known once
+	// the stage is built). The same result is stored under both.
+	ContentKey Key `json:"contentKey,omitzero"`
 
 	DiffID     string            `json:"diffID,omitempty"` // layer diffID; "" for steps without a layer
 	Size       int64             `json:"size,omitempty"`   // uncompressed layer size

@@ -142,7 +142,7 @@ func (g *addGit) close() error {
 
 // gitOptions are the build's options for the Git sources of a step.
 func (b *build) gitOptions(sc *stepCtx) *gitOptions {
-	o := &gitOptions{Advice: b.e.opts.GitAdvice, Output: b.e.opts.Progress.Output(sc.ev)}
+	o := &gitOptions{Advice: b.e.opts.GitAdvice, Output: b.stepOutput(sc)}
 	if a, ok := b.e.opts.SSH["default"]; ok {
 		o.SSH = a
 	}

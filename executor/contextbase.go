@@ -24,28 +24,21 @@ func contextImage(st *planner.Stage) *stageState {
 	return s
 }
 
-// contextLayer adds a named directory context's files to the stage s
-// starts with as one layer, as BuildKit loads a local context: its
-// .dockerignore applied, every file owned by 0:0, modes and times kept.
-// The layer is keyed by the files' content like a COPY from the context,
-// and rec, the stage's FROM record, takes its key and cache result. Like
-// BuildKit's, the layer has no history entry (finalImage adds BuildKit's
-// entries for layers without one).
-func (b *build) contextLayer(ctx context.Context, st *planner.Stage, s *stageState, rec *cache.StepRecord) error {
-	nc := st.Base.Context
-	ev := Event{Stage: stageName(st), Line: st.Line, Instruction: st.Text, Name: "[context " + nc.Name + "] load from client"}
-	b.e.opts.Progress.Event(ev)
-	start := time.Now()
-	err := b.loadContext(ctx, st, s, rec, ev)
-	ev.Kind, ev.Cache, ev.Reason, ev.Duration, ev.Err = StepDone, rec.Cache, rec.Reason, time.Since(start), err
-	b.e.opts.Progress.Event(ev)
-	rec.DurationMS = time.Since(start).Milliseconds()
-	s.fromInputs = rec.Inputs
-	return err
+// contextBase is the layer of a named directory context that a stage
+// starts FROM: the step that adds it, and the key before it.
+type contextBase struct {
+	plan *stepPlan
+	from cache.Key
 }
 
-func (b *build) loadContext(ctx context.Context, st *planner.Stage, s *stageState, rec *cache.StepRecord, ev Event) error {
-	dir, err := openNamedContext(st.Base.Context)
+// keyContext keys (the keys pass) the layer of the named directory
+// context st starts from: the context's files as BuildKit loads a local
+// context — its .dockerignore applied, every file owned by 0:0, modes and
+// times kept — keyed by their content like a COPY from the context. The
+// stage's steps are keyed on it.
+func (b *build) keyContext(ctx context.Context, st *planner.Stage, s *stageState) error {
+	nc := st.Base.Context
+	dir, err := openNamedContext(nc)
 	if err != nil {
 		return err
 	}
@@ -55,8 +48,38 @@ func (b *build) loadContext(ctx context.Context, st *planner.Stage, s *stageStat
 	if err != nil {
 		return err
 	}
-	defer p.Close()
-	in := cache.Inputs{Op: "CONTEXT", Fields: append(p.Fields(), cache.Field{Name: "context", Value: st.Base.Context.Name}), Files: p.Inputs()}
+	in := cache.Inputs{Op: "CONTEXT", Fields: append(p.Fields(), cache.Field{Name: "context", Value: nc.Name}), Files: p.Inputs()}
+	ch := change{inputs: in, desc: contextTitle(nc), noHistory: true, apply: p.Apply, close: p.Close}
+	sc := &stepCtx{st: st, s: s, step: &planner.Step{Line: st.Line, EndLine: st.Line, Text: st.Text}, index: -1}
+	from := s.key
+	if err := b.prepare(sc, ch); err != nil {
+		return err
+	}
+	s.context = &contextBase{plan: sc.plan, from: from}
+	s.ctKey = s.key
+	return nil
+}
+
+func contextTitle(nc *planner.NamedContext) string {
+	return "[context " + nc.Name + "] load from client"
+}
+
+// contextLayer adds (the build pass) the context layer keyContext keyed
+// to the stage s starts with; rec, the stage's FROM record, takes its key
+// and cache result. Like BuildKit's, the layer has no history entry
+// (finalImage adds BuildKit's entries for layers without one).
+func (b *build) contextLayer(ctx context.Context, st *planner.Stage, s *stageState, rec *cache.StepRecord) error {
+	cb := s.context
+	ev := Event{Stage: stageName(st), Line: st.Line, Instruction: st.Text, Name: contextTitle(st.Base.Context)}
+	b.e.opts.Progress.Event(ev)
+	start := time.Now()
+	s.key, s.ctKey = cb.from, cb.from
 	sc := &stepCtx{st: st, s: s, step: &planner.Step{Line: st.Line, EndLine: st.Line, Text: st.Text}, index: -1, rec: rec, ev: ev}
-	return b.keyed(ctx, sc, change{inputs: in, desc: ev.Name, noHistory: true, apply: p.Apply})
+	err := b.resolve(ctx, sc, cb.plan)
+	cb.plan.release()
+	ev.Kind, ev.Cache, ev.Reason, ev.Duration, ev.Err = StepDone, rec.Cache, rec.Reason, time.Since(start), err
+	b.e.opts.Progress.Event(ev)
+	rec.DurationMS = time.Since(start).Milliseconds()
+	s.fromInputs = rec.Inputs
+	return err
 }

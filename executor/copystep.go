@@ -71,28 +71,63 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, req copyRequest) 
 	req.Git = b.gitOptions(sc)
 	req.TempDir = b.e.opts.TempDir
 	req.Warn = b.stepWarn(sc)
+	if readsLayers(sc.step.From) {
+		return b.copyFromLayers(ctx, sc, req)
+	}
 	src, err := b.resolveSource(ctx, sc.step.From)
 	if err != nil {
 		return err
 	}
-	return b.withSource(ctx, src, func(dir *buildcontext.Context, root string) error {
-		b.readFrom(&req, dir, root)
-		return b.copyFrom(ctx, sc, req)
-	})
-}
-
-func (b *build) copyFrom(ctx context.Context, sc *stepCtx, req copyRequest) error {
+	b.readFrom(&req, src.dir, "")
 	p, err := copyPrepare(ctx, req)
 	if err != nil {
 		return err
 	}
-	defer p.Close()
-	op := "COPY"
-	if req.Add {
-		op = "ADD"
+	in := cache.Inputs{Op: req.op(), Fields: p.Fields(), Files: p.Inputs()}
+	return b.prepare(sc, change{inputs: in, createdBy: req.historyText(), apply: p.Apply, close: p.Close})
+}
+
+// copyFromLayers prepares a COPY --from a stage, an image or scratch:
+// keyed by the source's identity and the instruction (copyInputs); on a
+// miss the source is built or unpacked, and its files selected and
+// hashed give the content key.
+func (b *build) copyFromLayers(ctx context.Context, sc *stepCtx, req copyRequest) error {
+	from := sc.step.From
+	id, err := b.sourceID(ctx, from)
+	if err != nil {
+		return err
 	}
-	in := cache.Inputs{Op: op, Fields: p.Fields(), Files: p.Inputs()}
-	return b.keyed(ctx, sc, change{inputs: in, createdBy: req.historyText(), apply: p.Apply})
+	in, err := copyInputs(req, id)
+	if err != nil {
+		return err
+	}
+	createdBy := req.historyText()
+	return b.prepare(sc, change{inputs: in, createdBy: createdBy, reads: stageReads(from),
+		content: func(ctx context.Context, fn func(change) error) error {
+			src, err := b.resolveSource(ctx, from)
+			if err != nil {
+				return err
+			}
+			return b.withSource(ctx, src, func(dir *buildcontext.Context, root string) error {
+				r := req
+				b.readFrom(&r, dir, root)
+				p, err := copyPrepare(ctx, r)
+				if err != nil {
+					return err
+				}
+				defer p.Close()
+				in := cache.Inputs{Op: r.op(), Fields: p.Fields(), Files: p.Inputs()}
+				return fn(change{inputs: in, createdBy: createdBy, apply: p.Apply})
+			})
+		}})
+}
+
+// op is the instruction's name in key inputs.
+func (req copyRequest) op() string {
+	if req.Add {
+		return "ADD"
+	}
+	return "COPY"
 }
 
 func allURLs(srcs []string) bool {
@@ -107,7 +142,7 @@ func allURLs(srcs []string) bool {
 // stepWarn returns a sink for a step's non-fatal problems: they go to the
 // step's output in the progress display.
 func (b *build) stepWarn(sc *stepCtx) func(msg string) {
-	out := b.e.opts.Progress.Output(sc.ev)
+	out := b.stepOutput(sc)
 	return func(msg string) { fmt.Fprintf(out, "warning: %s\n", msg) }
 }
 

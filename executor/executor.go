@@ -6,7 +6,6 @@ package executor
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -151,14 +150,16 @@ type Result struct {
 	History []int
 }
 
-// Run executes the plan's stages (independent stages in parallel) and
-// returns the target stage's image. The build record is returned and
-// stored even when the build fails.
+// Run executes the plan and returns the target stage's image: it keys
+// every stage (in parallel, running nothing), then builds the target and
+// the stages it turns out to need, independent ones in parallel (see
+// lazy.go). The build record is returned and stored even when the build
+// fails.
 func (e *Executor) Run(ctx context.Context, plan *planner.Plan) (*Result, error) {
 	b := &build{
-		e:       e,
-		plan:    plan,
-		results: map[int]*stageFuture{},
+		e:      e,
+		plan:   plan,
+		stages: map[int]*stageRun{},
 		record: &cache.BuildRecord{
 			ID:      newID(),
 			Project: e.opts.Project,
@@ -167,18 +168,25 @@ func (e *Executor) Run(ctx context.Context, plan *planner.Plan) (*Result, error)
 		},
 	}
 	for _, st := range plan.Stages {
-		b.results[st.Index] = &stageFuture{done: make(chan struct{})}
+		b.stages[st.Index] = newStageRun(st)
 	}
 	if err := b.checkPlatforms(); err != nil {
 		return &Result{Record: b.record}, err
 	}
+	b.volatile = b.volatileStages()
 	g, gctx := errgroup.WithContext(ctx)
+	b.g, b.gctx = g, gctx
 	for _, st := range plan.Stages {
-		g.Go(func() error { return b.runStage(gctx, st) })
+		g.Go(func() error { return b.keyStage(gctx, st) })
 	}
+	b.need(plan.Target.Index)
 	err := g.Wait()
+	b.closePrepared() // temporary downloads and checkouts: nothing to report
 	if err != nil && b.firstErr != nil {
 		err = b.firstErr
+	}
+	if err == nil {
+		b.reportUnbuilt(ctx)
 	}
 	var refs []stepRef
 	b.record.Steps, refs = b.sortedSteps()
@@ -186,7 +194,7 @@ func (e *Executor) Run(ctx context.Context, plan *planner.Plan) (*Result, error)
 	if err != nil {
 		return &Result{Record: b.record}, err
 	}
-	final := b.results[plan.Target.Index].res
+	final := b.stages[plan.Target.Index].res
 	img, err := b.finalImage(final)
 	if err != nil {
 		return &Result{Record: b.record}, err
@@ -212,9 +220,14 @@ func historyIndex(hist, steps []stepRef) []int {
 
 // build is the state of one Run.
 type build struct {
-	e       *Executor
-	plan    *planner.Plan
-	results map[int]*stageFuture
+	e      *Executor
+	plan   *planner.Plan
+	stages map[int]*stageRun
+	// g runs the passes' goroutines; gctx is its context.
+	g    *errgroup.Group
+	gctx context.Context
+	// volatile are the stages not to take from the cache (volatileStages).
+	volatile map[int]bool
 
 	// prev is the previous build of the project, read on the first miss
 	// that needs explaining: a record can be megabytes, and a build that
@@ -230,34 +243,13 @@ type build struct {
 	// renewed are the RUN cache mounts (by directory) that this
 	// --no-cache build has started afresh.
 	renewed map[string]bool
+	// closers release what the keys pass prepared.
+	closers []func() error
 }
 
 type orderedStep struct {
 	stage, stepIndex int
 	rec              cache.StepRecord
-}
-
-// stageFuture is a stage's result, available once done is closed.
-type stageFuture struct {
-	done chan struct{}
-	res  *stageState
-	err  error
-}
-
-func (b *build) wait(ctx context.Context, idx int) (*stageState, error) {
-	f, ok := b.results[idx]
-	if !ok {
-		return nil, fmt.Errorf("stage %d is not part of the plan", idx)
-	}
-	select {
-	case <-f.done:
-		if f.err != nil {
-			return nil, fmt.Errorf("stage %d failed", idx)
-		}
-		return f.res, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 func (b *build) addStep(stage, stepIndex int, rec cache.StepRecord) {

@@ -31,6 +31,8 @@ type fakeBuild struct {
 	sandbox *fakeSandbox
 	// remote is consulted as --cache-from when set.
 	remote RemoteCache
+	// images are the base images FROM and COPY --from can name.
+	images map[string]v1.Image
 }
 
 func newFakeBuild(t *testing.T) *fakeBuild {
@@ -62,7 +64,8 @@ func (f *fakeBuild) run(dockerfile string, mod ...func(*Options)) (*Result, *rec
 		f.t.Fatal(err)
 	}
 	linux := v1.Platform{OS: "linux", Architecture: "amd64"}
-	plan, err := planner.New(f.t.Context(), df, planner.Options{DockerfilePath: "Dockerfile", Platform: linux, BuildPlatform: linux})
+	plan, err := planner.New(f.t.Context(), df, planner.Options{DockerfilePath: "Dockerfile", Platform: linux, BuildPlatform: linux,
+		ResolveImage: f.resolveImage})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -72,7 +75,7 @@ func (f *fakeBuild) run(dockerfile string, mod ...func(*Options)) (*Result, *rec
 	}
 	rec := &recorder{}
 	opts := Options{
-		Cache: f.cache, Layers: f.layers, Snapshotter: f.sn, Images: fakeImages{},
+		Cache: f.cache, Layers: f.layers, Snapshotter: f.sn, Images: fakeImages{images: f.images},
 		Mounter: &fakeMounter{}, Sandbox: f.sandbox,
 		Context: bctx, DockerfilePath: "Dockerfile", Project: "p",
 		Progress: rec, TempDir: f.t.TempDir(),
@@ -91,6 +94,36 @@ func (f *fakeBuild) run(dockerfile string, mod ...func(*Options)) (*Result, *rec
 	f.cache.builds["p"] = res.Record
 	f.cache.mu.Unlock()
 	return res, rec, err
+}
+
+// addImage makes img the base image name (and its digest) resolves to.
+func (f *fakeBuild) addImage(name string, img v1.Image) {
+	f.t.Helper()
+	d, err := img.Digest()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if f.images == nil {
+		f.images = map[string]v1.Image{}
+	}
+	f.images[name], f.images[d.String()] = img, img
+}
+
+// resolveImage resolves the names of f.images (addImage).
+func (f *fakeBuild) resolveImage(_ context.Context, ref string, _ v1.Platform) (*planner.ImageInfo, error) {
+	img, ok := f.images[ref]
+	if !ok {
+		return nil, fmt.Errorf("image %s not found", ref)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	return &planner.ImageInfo{Ref: ref, Digest: d.String(), Config: cfg}, nil
 }
 
 // mustRun is run that fails the test on a build error.

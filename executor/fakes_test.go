@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -70,6 +71,11 @@ func (c *fakeCache) LatestBuild(_ context.Context, project string) (*cache.Build
 	return nil, cache.ErrNotFound
 }
 
+// ReadInputs: the fake keeps every record's inputs inline.
+func (c *fakeCache) ReadInputs(_ context.Context, digest string) (*cache.Inputs, error) {
+	return nil, fmt.Errorf("inputs %s: %w", digest, cache.ErrNotFound)
+}
+
 func (c *fakeCache) HashFileMeta(_ context.Context, path string, _ os.FileInfo) (cache.FileSum, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -99,6 +105,8 @@ type fakeLayers struct {
 	dir string
 	mu  sync.Mutex
 	has map[string]string // diffID → directory
+	// unpacked counts the base image layers unpacked.
+	unpacked int
 }
 
 func newFakeLayers(t *testing.T) *fakeLayers {
@@ -112,8 +120,47 @@ func (l *fakeLayers) Has(diffID string) bool {
 	return ok
 }
 
-func (l *fakeLayers) Unpack(context.Context, string, io.Reader) (snapshot.Layer, error) {
-	return snapshot.Layer{}, errors.New("fakeLayers: base image layers are not supported")
+// Unpack writes the regular files of a base image layer's tar.
+func (l *fakeLayers) Unpack(_ context.Context, diffID string, r io.Reader) (snapshot.Layer, error) {
+	dir := filepath.Join(l.dir, "unpacked-"+strings.TrimPrefix(diffID, "sha256:"))
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return snapshot.Layer{}, err
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		p := filepath.Join(dir, filepath.Clean("/"+hdr.Name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return snapshot.Layer{}, err
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return snapshot.Layer{}, err
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			return snapshot.Layer{}, err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return snapshot.Layer{}, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.has[diffID] = dir
+	l.unpacked++
+	return snapshot.Layer{DiffID: diffID}, nil
+}
+
+func (l *fakeLayers) unpacks() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.unpacked
 }
 
 func (l *fakeLayers) path(diffID string) (string, bool) {
@@ -137,6 +184,8 @@ type fakeSnapshotter struct {
 	dir    string
 	mu     sync.Mutex
 	active map[string]map[string]string // key → the parents' files (path → content)
+	// views counts the read-only views made (a stage's files read).
+	views int
 }
 
 func newFakeSnapshotter(t *testing.T, l *fakeLayers) *fakeSnapshotter {
@@ -171,7 +220,16 @@ func (s *fakeSnapshotter) Prepare(_ context.Context, key string, parents []strin
 }
 
 func (s *fakeSnapshotter) View(ctx context.Context, key string, parents []string) ([]snapshot.Mount, error) {
+	s.mu.Lock()
+	s.views++
+	s.mu.Unlock()
 	return s.Prepare(ctx, key, parents)
+}
+
+func (s *fakeSnapshotter) viewCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.views
 }
 
 func (s *fakeSnapshotter) Commit(_ context.Context, key string, _ ...snapshot.DiffOption) (snapshot.Layer, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"io"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -64,6 +65,34 @@ type Progress interface {
 	Event(Event)
 	// Output returns where the RUN output of the step in ev goes.
 	Output(ev Event) io.Writer
+}
+
+// stepOutput is where a step's output goes, asked of Progress when the
+// step first writes: the keys pass prepares steps before progress shows
+// them, and a step that never runs shows no output.
+type stepOutput struct {
+	p    Progress
+	ev   Event
+	once sync.Once
+	w    io.Writer
+}
+
+func (b *build) stepOutput(sc *stepCtx) *stepOutput {
+	return &stepOutput{p: b.e.opts.Progress, ev: sc.ev}
+}
+
+func (o *stepOutput) writer() io.Writer {
+	o.once.Do(func() { o.w = o.p.Output(o.ev) })
+	return o.w
+}
+
+func (o *stepOutput) Write(b []byte) (int, error) { return o.writer().Write(b) }
+
+// Flush flushes the output's partial last line, if it has one.
+func (o *stepOutput) Flush() {
+	if f, ok := o.writer().(interface{ Flush() }); ok {
+		f.Flush()
+	}
 }
 
 func sortSteps(steps []orderedStep, stageOrder map[int]int) {

@@ -71,8 +71,10 @@ func (b *build) explainFrom(ctx context.Context, st *planner.Stage, in *cache.In
 }
 
 // explain says why a step missed the cache, comparing it with the same step
-// of the previous build of this project.
-func (b *build) explain(ctx context.Context, sc *stepCtx, key cache.Key, in *cache.Inputs) string {
+// of the previous build of this project. A step that read another stage
+// (content: the inputs of the files it read) is explained by those files
+// when the earlier build read them too.
+func (b *build) explain(ctx context.Context, sc *stepCtx, key cache.Key, in, content *cache.Inputs) string {
 	switch {
 	case b.e.opts.NoCache:
 		return "--no-cache"
@@ -81,8 +83,15 @@ func (b *build) explain(ctx context.Context, sc *stepCtx, key cache.Key, in *cac
 	case b.previous(ctx) == nil:
 		return "no earlier build"
 	}
-	parent := b.parentReason(ctx, sc.s)
 	p, found := b.prevStep(sc)
+	if found && content != nil && p.Key != key {
+		if prev := b.contentInputs(ctx, p); prev != nil && prev.Op == content.Op {
+			if r := cache.Explain(displayInputs(prev), displayInputs(content)); r != "" {
+				return r
+			}
+		}
+	}
+	parent := b.parentReason(ctx, sc.s)
 	switch {
 	case !found && p == nil:
 		if parent != "" {
@@ -103,6 +112,27 @@ func (b *build) explain(ctx context.Context, sc *stepCtx, key cache.Key, in *cac
 		return parent
 	}
 	return fmt.Sprintf("key changed (%s)", short(key.String()))
+}
+
+// contentInputs returns the inputs of the files an earlier step read
+// from another stage: those of its content key's record. Nil when it has
+// none, or the record is gone.
+func (b *build) contentInputs(ctx context.Context, p *cache.StepRecord) *cache.Inputs {
+	if p.ContentKey.IsZero() {
+		return nil
+	}
+	r, err := b.e.opts.Cache.Lookup(ctx, p.ContentKey)
+	if err != nil {
+		return nil
+	}
+	if r.InputsDigest == "" {
+		return &r.Inputs
+	}
+	in, err := b.e.opts.Cache.ReadInputs(ctx, r.InputsDigest)
+	if err != nil {
+		return nil
+	}
+	return in
 }
 
 // prevStep finds the earlier build's record of the step: the one at the

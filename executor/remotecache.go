@@ -21,27 +21,25 @@ type RemoteCache interface {
 	Source() string
 }
 
-// remoteHit looks key up in the imported caches after a local miss. It
-// reports whether one held the step, whose result is then applied as a hit.
-func (b *build) remoteHit(ctx context.Context, sc *stepCtx, key cache.Key, ch change) (bool, error) {
+// remoteLookup looks key up in the imported caches after a local miss.
+// A record found is put in the local cache with inputs; src names the
+// cache it came from. A miss is a nil record.
+func (b *build) remoteLookup(ctx context.Context, key cache.Key, inputs cache.Inputs) (*cache.Record, string, error) {
 	for _, rc := range b.e.opts.CacheFrom {
 		r, err := rc.Fetch(ctx, key)
 		if errors.Is(err, cache.ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return false, fmt.Errorf("import cache: %w", err)
+			return nil, "", fmt.Errorf("import cache: %w", err)
 		}
-		r.Inputs, r.InputsDigest = ch.inputs, ""
+		r.Inputs, r.InputsDigest = inputs, ""
 		if err := b.e.opts.Cache.Put(ctx, r); err != nil {
-			return false, fmt.Errorf("cache put: %w", err)
+			return nil, "", fmt.Errorf("cache put: %w", err)
 		}
-		sc.rec.Cache, sc.rec.Reason = "hit", "from "+rc.Source()
-		sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
-		sc.rec.SavedMS = r.RunMS // known when the cache carries it
-		return true, b.applyResult(sc, key, r, ch)
+		return r, rc.Source(), nil
 	}
-	return false, nil
+	return nil, "", nil
 }
 
 // CacheMode chooses the steps a cache export holds.
@@ -57,7 +55,9 @@ const (
 // CacheRecords returns the cache records of res's steps for export, in
 // build order, each once: with CacheMin those of the final image's
 // history, with CacheMax those of all stages. Steps without a record (FROM,
-// metadata) are left out.
+// metadata, the steps of a stage that was not built and whose record the
+// local cache lacks) are left out. A step with a content key is exported
+// under both keys, so an importer hits by either.
 func CacheRecords(ctx context.Context, c recordLookup, res *Result, mode CacheMode) ([]*cache.Record, error) {
 	steps := res.Record.Steps
 	var idx []int
@@ -84,10 +84,19 @@ func CacheRecords(ctx context.Context, c recordLookup, res *Result, mode CacheMo
 		}
 		seen[s.Key] = true
 		r, err := c.Lookup(ctx, s.Key)
+		if errors.Is(err, cache.ErrNotFound) && s.Reason == reasonNotNeeded {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("cache record of line %d: %w", s.Line, err)
 		}
 		out = append(out, r)
+		if ct := r.ContentKey; !ct.IsZero() && !seen[ct] {
+			seen[ct] = true
+			byContent := *r
+			byContent.Key, byContent.ContentKey = ct, cache.Key{}
+			out = append(out, &byContent)
+		}
 	}
 	return out, nil
 }

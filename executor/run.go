@@ -49,9 +49,10 @@ func (b *build) dispatchRun(ctx context.Context, sc *stepCtx, c *instructions.Ru
 	}
 	rs := &runSpec{argv: argv, env: runEnv(sc.step), wd: wd, network: network,
 		insecure: insecure, mounts: mounts, script: script}
-	return b.withMountSources(ctx, sc.step, mounts, func() error {
-		return b.runKeyed(ctx, sc, rs)
-	})
+	if err := b.keyMountSources(ctx, sc.step, mounts); err != nil {
+		return err
+	}
+	return b.runKeyed(ctx, sc, rs)
 }
 
 // runSpec is what a RUN executes: the command, its environment and
@@ -66,12 +67,67 @@ type runSpec struct {
 	script *sandbox.File
 }
 
-// runKeyed computes a RUN's key inputs and runs it on a cache miss.
+// runKeyed prepares a RUN: its key inputs and what it runs on a miss.
+// A RUN with mounts from a stage, an image or scratch is keyed by their
+// identity; on a miss they are built and mounted, and what its bind
+// mounts bind gives the content key.
 func (b *build) runKeyed(ctx context.Context, sc *stepCtx, rs *runSpec) error {
-	s := sc.s
+	userSpec := sc.s.img.Config.User
+	step := sc.step
+	out := b.stepOutput(sc)
+	ch := change{
+		inputs:    b.runInputs(step, userSpec, rs),
+		createdBy: "RUN " + runCommandString(rs.argv, step) + " # buildkit",
+		desc:      "mount / from exec " + strings.Join(rs.argv, " "),
+	}
+	ch.apply = func(ctx context.Context, root string) (err error) {
+		sm, err := b.prepareMounts(ctx, rs.mounts)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := sm.close(); cerr != nil && err == nil {
+				err = fmt.Errorf("release RUN mounts: %w", cerr)
+			}
+		}()
+		if rs.script != nil {
+			sm.files = append(sm.files, *rs.script)
+		}
+		return b.runIn(ctx, root, userSpec, rs, out, sm)
+	}
+	var closers []func() error
+	for _, rm := range rs.mounts {
+		if rm.plan != nil {
+			closers = append(closers, rm.plan.Close)
+		}
+		if rm.deferred {
+			ch.reads = append(ch.reads, stageReads(rm.source)...)
+		}
+	}
+	ch.close = func() error {
+		var errs []error
+		for _, c := range closers {
+			errs = append(errs, c())
+		}
+		return errors.Join(errs...)
+	}
+	if slices.ContainsFunc(rs.mounts, func(rm *runMount) bool { return rm.deferred }) {
+		ch.content = func(ctx context.Context, fn func(change) error) error {
+			return b.withMountSources(ctx, rs.mounts, func() error {
+				return fn(change{inputs: b.runInputs(step, userSpec, rs), createdBy: ch.createdBy, apply: ch.apply})
+			})
+		}
+	}
+	return b.prepare(sc, ch)
+}
+
+// runInputs are a RUN's key inputs: its command, user, workdir, network,
+// environment, mounts (a bind mount from a stage, an image or scratch by
+// the source's identity until its files are selected, then by them).
+func (b *build) runInputs(step *planner.Step, userSpec string, rs *runSpec) cache.Inputs {
 	in := cache.Inputs{Op: "RUN", Fields: []cache.Field{
 		{Name: "argv", Value: strings.Join(quoteAll(rs.argv), " ")},
-		{Name: "user", Value: s.img.Config.User},
+		{Name: "user", Value: userSpec},
 		{Name: "workdir", Value: rs.wd},
 		{Name: "network", Value: rs.network},
 	}}
@@ -86,11 +142,11 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, rs *runSpec) error {
 	}
 	for _, e := range rs.env {
 		k, v, _ := strings.Cut(e, "=")
-		if planner.IsProxyArg(k) && !isEnvKey(sc.step.Env, k) {
+		if planner.IsProxyArg(k) && !isEnvKey(step.Env, k) {
 			continue
 		}
 		name := "env." + k
-		if !isEnvKey(sc.step.Env, k) {
+		if !isEnvKey(step.Env, k) {
 			name = "arg." + k
 		}
 		in.Fields = append(in.Fields, cache.Field{Name: name, Value: v})
@@ -99,31 +155,14 @@ func (b *build) runKeyed(ctx context.Context, sc *stepCtx, rs *runSpec) error {
 		fields, files := m.keyInputs(i)
 		in.Fields = append(append(in.Fields, m.keyField()), fields...)
 		in.Files = append(in.Files, files...)
+		if m.deferred && m.Type == instructions.MountTypeBind && m.plan == nil {
+			in.Fields = append(in.Fields, cache.Field{Name: fmt.Sprintf("mount.%d.from", i), Value: m.FromKey})
+		}
 	}
 	if rs.script != nil {
 		in.Fields = append(in.Fields, cache.Field{Name: "heredoc " + rs.script.Target, Value: string(rs.script.Data)})
 	}
-	out := b.e.opts.Progress.Output(sc.ev)
-	return b.keyed(ctx, sc, change{
-		inputs:    in,
-		createdBy: "RUN " + runCommandString(rs.argv, sc.step) + " # buildkit",
-		desc:      "mount / from exec " + strings.Join(rs.argv, " "),
-		apply: func(ctx context.Context, root string) (err error) {
-			sm, err := b.prepareMounts(ctx, rs.mounts)
-			if err != nil {
-				return err
-			}
-			defer func() {
-				if cerr := sm.close(); cerr != nil && err == nil {
-					err = fmt.Errorf("release RUN mounts: %w", cerr)
-				}
-			}()
-			if rs.script != nil {
-				sm.files = append(sm.files, *rs.script)
-			}
-			return b.runIn(ctx, root, s.img.Config.User, rs, out, sm)
-		},
-	})
+	return in
 }
 
 // runIn resolves the user inside root and runs the RUN there with the
@@ -355,7 +394,7 @@ func (b *build) dispatchWorkdir(ctx context.Context, sc *stepCtx, c *instruction
 		return nil
 	}
 	userSpec := s.img.Config.User
-	return b.keyed(ctx, sc, change{
+	return b.prepare(sc, change{
 		inputs: cache.Inputs{Op: "WORKDIR", Fields: []cache.Field{
 			{Name: "path", Value: wd}, {Name: "user", Value: userSpec},
 		}},

@@ -43,6 +43,10 @@ type runMount struct {
 	srcCtx *buildcontext.Context
 	// plan is a bind mount's source, selected and hashed.
 	plan *copyPlan
+	// deferred: From is a stage, an image or scratch (source), built,
+	// mounted and read only when the step runs (withMountSources).
+	deferred bool
+	source   *planner.Source
 }
 
 // parseRunMounts validates a RUN's mounts and fills in BuildKit's
@@ -243,45 +247,99 @@ func (rm *runMount) keyInputs(i int) ([]cache.Field, []cache.FileInput) {
 	return fields, files
 }
 
-// withMountSources mounts a view of every from= stage or image the mounts
-// read, selects and hashes the bind mounts' sources, and calls fn while
-// they are available.
-func (b *build) withMountSources(ctx context.Context, step *planner.Step, ms []*runMount, fn func() error) error {
-	for i, rm := range ms {
-		if !rm.needsFrom() || rm.srcRoot != "" {
+// keyMountSources prepares the sources of a RUN's mounts for its key
+// (the keys pass): a from= directory context is opened and a bind
+// mount's source in it or in the build context selected and hashed; a
+// from= stage, image or scratch is named by its identity (FromKey) and
+// read only when the step runs (withMountSources).
+func (b *build) keyMountSources(ctx context.Context, step *planner.Step, ms []*runMount) error {
+	for _, rm := range ms {
+		if !rm.needsFrom() {
 			continue
 		}
 		from, ok := step.MountFrom[rm.From]
 		if !ok {
 			return fmt.Errorf("RUN --mount from=%s: no such stage or image", rm.From)
 		}
+		if readsLayers(&from) {
+			id, err := b.sourceID(ctx, &from)
+			if err != nil {
+				return fmt.Errorf("RUN --mount from=%s: %w", rm.From, err)
+			}
+			rm.FromKey, rm.deferred, rm.source = id, true, &from
+			continue
+		}
 		src, err := b.resolveSource(ctx, &from)
 		if err != nil {
 			return fmt.Errorf("RUN --mount from=%s: %w", rm.From, err)
 		}
-		// Every mount reading the same from= shares one view.
-		return b.withSource(ctx, src, func(dir *buildcontext.Context, root string) error {
-			if dir != nil {
-				root = dir.Root()
-			}
-			for _, other := range ms[i:] {
-				if other.needsFrom() && other.From == rm.From {
-					other.srcCtx, other.srcRoot, other.FromKey = dir, root, src.key
-				}
-			}
-			return b.withMountSources(ctx, step, ms, fn)
-		})
+		rm.srcCtx, rm.srcRoot, rm.FromKey = src.dir, src.dir.Root(), src.key
 	}
 	for _, rm := range ms {
-		if rm.Type != instructions.MountTypeBind {
+		if rm.Type != instructions.MountTypeBind || rm.deferred {
+			continue
+		}
+		p, err := b.bindPlan(ctx, rm)
+		if err != nil {
+			for _, o := range ms {
+				if o.plan != nil {
+					o.plan.Close()
+				}
+			}
+			return err
+		}
+		rm.plan = p
+	}
+	return nil
+}
+
+// withMountSources builds and mounts a view of every from= stage, image
+// or scratch the mounts read, selects and hashes the bind mounts'
+// sources in them, and calls fn while they are available (the build
+// pass, on a miss).
+func (b *build) withMountSources(ctx context.Context, ms []*runMount, fn func() error) error {
+	for i, rm := range ms {
+		if !rm.deferred || rm.srcRoot != "" {
+			continue
+		}
+		src, err := b.resolveSource(ctx, rm.source)
+		if err != nil {
+			return fmt.Errorf("RUN --mount from=%s: %w", rm.From, err)
+		}
+		// Every mount reading the same from= shares one view.
+		return b.withSource(ctx, src, func(_ *buildcontext.Context, root string) error {
+			var same []*runMount
+			for _, other := range ms[i:] {
+				if other.deferred && other.From == rm.From {
+					other.srcRoot = root
+					same = append(same, other)
+				}
+			}
+			defer func() {
+				for _, o := range same {
+					o.srcRoot = ""
+				}
+			}()
+			return b.withMountSources(ctx, ms, fn)
+		})
+	}
+	var plans []*runMount
+	defer func() {
+		for _, rm := range plans {
+			rm.plan.Close()
+			rm.plan = nil
+		}
+	}()
+	for _, rm := range ms {
+		if rm.Type != instructions.MountTypeBind || !rm.deferred {
 			continue
 		}
 		p, err := b.bindPlan(ctx, rm)
 		if err != nil {
 			return err
 		}
-		defer p.Close()
 		rm.plan = p
+		plans = append(plans, rm)
 	}
 	return fn()
 }

@@ -17,14 +17,14 @@ type fileSource struct {
 	// without a context.
 	dir     *buildcontext.Context
 	layered bool
-	layers  []string
-	// key names the source in RUN --mount keys: a stage's key, an image's
-	// digest, "scratch" or "context:NAME" ("" for the build context).
+	layers  []layerRef
+	// key names a directory context in RUN --mount keys: "context:NAME"
+	// ("" for the build context).
 	key string
 }
 
 // resolveSource finds what src reads; nil is the build context. A stage
-// is waited for; an image's layers are unpacked.
+// is built (if nobody did yet) and waited for.
 func (b *build) resolveSource(ctx context.Context, src *planner.Source) (fileSource, error) {
 	switch {
 	case src == nil:
@@ -33,19 +33,51 @@ func (b *build) resolveSource(ctx context.Context, src *planner.Source) (fileSou
 		c, err := openNamedContext(src.Context)
 		return fileSource{dir: c, key: "context:" + src.Context.Name}, err
 	case src.Stage != nil:
-		s, err := b.wait(ctx, src.Stage.Index)
+		s, err := b.result(ctx, src.Stage.Index)
 		if err != nil {
 			return fileSource{}, err
 		}
-		return fileSource{layered: true, layers: s.parents(), key: s.key.String()}, nil
+		return fileSource{layered: true, layers: s.layers}, nil
 	case src.Image != nil:
 		s, err := b.imageState(ctx, src.Image.Digest)
 		if err != nil {
 			return fileSource{}, fmt.Errorf("image %s: %w", src.Image.Ref, err)
 		}
-		return fileSource{layered: true, layers: s.parents(), key: src.Image.Digest}, nil
+		return fileSource{layered: true, layers: s.layers}, nil
 	}
-	return fileSource{layered: true, key: "scratch"}, nil
+	return fileSource{layered: true}, nil
+}
+
+// readsLayers reports whether src is a stage, an image or scratch: files
+// that a step reading them is keyed by the identity of (sourceID) before
+// it reads them.
+func readsLayers(src *planner.Source) bool {
+	return src != nil && src.Context == nil
+}
+
+// sourceID names a stage, an image or scratch in the input key of a step
+// that reads it: the stage's input key (known before it is built), the
+// image's digest.
+func (b *build) sourceID(ctx context.Context, src *planner.Source) (string, error) {
+	switch {
+	case src.Stage != nil:
+		sk, err := b.stageKeys(ctx, src.Stage.Index)
+		if err != nil {
+			return "", err
+		}
+		return "stage " + stageName(src.Stage) + "@" + sk.state.key.String(), nil
+	case src.Image != nil:
+		return "image " + src.Image.Ref + "@" + src.Image.Digest, nil
+	}
+	return "scratch", nil
+}
+
+// stageReads lists the stage src is, for a step that builds it on a miss.
+func stageReads(src *planner.Source) []int {
+	if src != nil && src.Stage != nil {
+		return []int{src.Stage.Index}
+	}
+	return nil
 }
 
 // withSource calls fn with the source's directory context, or with the
@@ -69,7 +101,7 @@ func (b *build) readFrom(req *copyRequest, dir *buildcontext.Context, root strin
 
 // withLayers mounts a read-only view of layers and calls fn with its
 // root; no layers (scratch) is an empty directory.
-func (b *build) withLayers(ctx context.Context, layers []string, fn func(root string) error) (err error) {
+func (b *build) withLayers(ctx context.Context, layers []layerRef, fn func(root string) error) (err error) {
 	if len(layers) == 0 {
 		dir, err := os.MkdirTemp(b.e.opts.TempDir, "scratch-")
 		if err != nil {
@@ -78,8 +110,15 @@ func (b *build) withLayers(ctx context.Context, layers []string, fn func(root st
 		defer os.Remove(dir)
 		return fn(dir)
 	}
+	if err := b.ensureLayers(ctx, layers); err != nil {
+		return err
+	}
+	ids := make([]string, len(layers))
+	for i, l := range layers {
+		ids[i] = l.diffID
+	}
 	key := "view-" + b.activeKey()
-	mounts, err := b.e.opts.Snapshotter.View(ctx, key, layers)
+	mounts, err := b.e.opts.Snapshotter.View(ctx, key, ids)
 	if err != nil {
 		return fmt.Errorf("prepare view: %w", err)
 	}

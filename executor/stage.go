@@ -23,7 +23,10 @@ import (
 type stageState struct {
 	img    dockerspec.DockerOCIImage
 	layers []layerRef
-	key    cache.Key
+	// key is the input key of the last step; ctKey the same step's key
+	// on the content chain: where a step read another stage, keyed by
+	// the files it read (ct), and every later step keyed on that.
+	key, ctKey cache.Key
 	// created is the time of the newest history entry: metadata steps take
 	// it so a fully cached rebuild yields the same image digest.
 	created time.Time
@@ -50,6 +53,9 @@ type stageState struct {
 	// labels are the progress labels of this stage's steps ("[2/5]"),
 	// set by runStage.
 	labels []string
+	// context is the layer of a named directory context a stage starts
+	// FROM, keyed by the keys pass and added by the build pass.
+	context *contextBase
 }
 
 // stepRef names a step of the plan: stage index and step index.
@@ -64,6 +70,9 @@ type layerRef struct {
 	// and its creation time, for a layer without a history entry.
 	desc    string
 	created time.Time
+	// image: a base image's layer, unpacked into the layer store only
+	// when a snapshot first needs it (ensureLayers).
+	image bool
 }
 
 func (s *stageState) parents() []string {
@@ -94,55 +103,54 @@ func stageName(st *planner.Stage) string {
 	return "stage-" + strconv.Itoa(st.Index)
 }
 
-// runStage builds one stage once the stages it depends on are done.
+// runStage builds one stage (the build pass), from its keys.
 func (b *build) runStage(ctx context.Context, st *planner.Stage) (err error) {
-	f := b.results[st.Index]
+	sr := b.stages[st.Index]
 	defer func() {
-		f.err = err
+		sr.err = err
 		if err != nil {
 			b.fail(err)
 		}
-		close(f.done)
+		close(sr.done)
 	}()
-	s, err := b.stageBase(ctx, st)
+	sk, err := b.stageKeys(ctx, st.Index)
+	if err != nil {
+		return err
+	}
+	s, err := b.stageBase(ctx, st, sk)
 	if err != nil {
 		return &StepError{Path: b.e.opts.DockerfilePath, Stage: stageName(st), Line: st.Line, Instruction: st.Text, Err: err}
 	}
-	// Computed once per stage: a stage of N steps costs O(N).
-	_, s.labels = stageLabels(st, b.plan.StageCount, b.e.opts.MultiPlatform)
+	s.labels = sk.labels
+	b.prefetch(ctx, st, sk)
 	for i, step := range st.Steps {
-		if err := b.runStep(ctx, st, s, i, step); err != nil {
+		if err := b.runStep(ctx, st, s, i, step, sk.steps[i]); err != nil {
 			return err
 		}
 	}
-	f.res = s
+	sr.res = s
 	return nil
 }
 
-// stageBase returns the state a stage starts from and records its FROM.
-func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, error) {
+// keyBase returns the state a stage starts from in the keys pass, with
+// its FROM inputs: an earlier stage's keyed state, an image's config (its
+// layers unpacked only when a step runs on them), or scratch.
+func (b *build) keyBase(ctx context.Context, st *planner.Stage) (*stageState, cache.Inputs, error) {
 	in := cache.Inputs{Op: "FROM", Fields: []cache.Field{{Name: "platform", Value: planner.FormatPlatform(st.Platform)}}}
 	var s *stageState
 	switch {
 	case st.Base.Stage != nil:
-		parent, err := b.wait(ctx, st.Base.Stage.Index)
+		parent, err := b.stageKeys(ctx, st.Base.Stage.Index)
 		if err != nil {
-			return nil, err
+			return nil, in, err
 		}
-		s = parent.clone()
-		in.Fields = append(in.Fields, cache.Field{Name: "base.stage", Value: parent.key.String()})
+		s = parent.state.clone()
+		in.Fields = append(in.Fields, cache.Field{Name: "base.stage", Value: parent.state.key.String()})
 	case st.Base.Image != nil:
-		ev := b.fromEvent(st)
-		b.e.opts.Progress.Event(ev)
 		var err error
 		s, err = b.imageState(ctx, st.Base.Image.Digest)
 		if err != nil {
-			err = fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
-		}
-		ev.Kind, ev.Cache, ev.Err = StepDone, "hit", err
-		b.e.opts.Progress.Event(ev)
-		if err != nil {
-			return nil, err
+			return nil, in, fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
 		}
 		in.Fields = append(in.Fields, cache.Field{Name: "base.digest", Value: st.Base.Image.Digest})
 	case st.Base.Context != nil:
@@ -156,6 +164,54 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage) (*stageState, 
 	s.img.Created = nil
 	s.epoch = b.e.opts.SourceDateEpoch
 	s.key = cache.KeyOf(cache.Key{}, in)
+	s.ctKey = s.key
+	if st.Base.Context != nil {
+		if err := b.keyContext(ctx, st, s); err != nil {
+			return nil, in, err
+		}
+	}
+	return s, in, nil
+}
+
+// stageBase returns the state a stage starts from in the build pass and
+// records its FROM: an earlier stage's result (built first), or the state
+// the keys pass started from.
+func (b *build) stageBase(ctx context.Context, st *planner.Stage, sk *stageKeys) (*stageState, error) {
+	var s *stageState
+	ct := sk.rootKey
+	switch {
+	case st.Base.Stage != nil:
+		parent, err := b.result(ctx, st.Base.Stage.Index)
+		if err != nil {
+			return nil, err
+		}
+		s = parent.clone()
+		if parent.ctKey != parent.key {
+			in := sk.from
+			in.Fields = slices.Clone(in.Fields)
+			for i, f := range in.Fields {
+				if f.Name == "base.stage" {
+					in.Fields[i].Value = parent.ctKey.String()
+				}
+			}
+			ct = cache.KeyOf(cache.Key{}, in)
+		}
+	case st.Base.Image != nil:
+		// The image was resolved by the planner and read by the keys
+		// pass: the FROM step of progress is done at once.
+		ev := b.fromEvent(st)
+		b.e.opts.Progress.Event(ev)
+		ev.Kind, ev.Cache = StepDone, "hit"
+		b.e.opts.Progress.Event(ev)
+		s = sk.base.clone()
+	default:
+		s = sk.base.clone()
+	}
+	s.img.Config.OnBuild = nil
+	s.img.Created = nil
+	s.epoch = b.e.opts.SourceDateEpoch
+	s.key, s.ctKey = sk.rootKey, ct
+	in := sk.from
 	s.parentReason, s.parentKnown, s.from, s.fromInputs = "", false, st, &in
 	rec := cache.StepRecord{
 		Stage: stageName(st), Line: st.Line, Instruction: st.Text, Name: b.fromEvent(st).Title(),
@@ -213,8 +269,8 @@ func emptyImage(p v1.Platform) dockerspec.DockerOCIImage {
 	return img
 }
 
-// imageState loads an image from the store as a stage's starting point and
-// makes sure its layers are unpacked for snapshots.
+// imageState loads an image from the store as a stage's starting point.
+// Its layers are unpacked when a snapshot first needs them (ensureLayers).
 func (b *build) imageState(ctx context.Context, ref string) (*stageState, error) {
 	// The image's layers are read again at export, after Run returned and
 	// its context was cancelled: don't bind them to it.
@@ -235,7 +291,7 @@ func (b *build) imageState(ctx context.Context, ref string) (*stageState, error)
 		return nil, fmt.Errorf("read layers: %w", err)
 	}
 	for _, l := range layers {
-		ref, err := b.ensureUnpacked(ctx, l)
+		ref, err := imageLayer(l)
 		if err != nil {
 			return nil, err
 		}
@@ -259,9 +315,8 @@ func (b *build) imageState(ctx context.Context, ref string) (*stageState, error)
 // remoteBacked is a layer whose bytes are still in a registry.
 type remoteBacked interface{ RemoteBacked() bool }
 
-// ensureUnpacked makes sure layer l has a directory in the layer store, or
-// can get one when a snapshot needs it (a remote-backed layer).
-func (b *build) ensureUnpacked(ctx context.Context, l v1.Layer) (layerRef, error) {
+// imageLayer is a layer of a base image, not yet unpacked.
+func imageLayer(l v1.Layer) (layerRef, error) {
 	d, err := l.DiffID()
 	if err != nil {
 		return layerRef{}, fmt.Errorf("layer diffID: %w", err)
@@ -270,24 +325,39 @@ func (b *build) ensureUnpacked(ctx context.Context, l v1.Layer) (layerRef, error
 	if err != nil {
 		return layerRef{}, fmt.Errorf("layer %s size: %w", d, err)
 	}
-	ref := layerRef{diffID: d.String(), size: size, layer: l}
-	if b.e.opts.Layers.Has(ref.diffID) {
-		return ref, nil
+	return layerRef{diffID: d.String(), size: size, layer: l, image: true}, nil
+}
+
+// ensureLayers makes sure the base image layers among layers have a
+// directory in the layer store, or can get one when a snapshot needs it
+// (a remote-backed layer): called before a snapshot is made on them.
+func (b *build) ensureLayers(ctx context.Context, layers []layerRef) error {
+	for _, ref := range layers {
+		if !ref.image || b.e.opts.Layers.Has(ref.diffID) {
+			continue
+		}
+		if rb, ok := ref.layer.(remoteBacked); ok && rb.RemoteBacked() {
+			// A lazily pulled base layer: the layer store fetches it
+			// when a step runs over it.
+			continue
+		}
+		if err := b.unpack(ctx, ref); err != nil {
+			return err
+		}
 	}
-	if rb, ok := l.(remoteBacked); ok && rb.RemoteBacked() {
-		// A lazily pulled base layer: the layer store fetches it when a
-		// step runs over it; a fully cached build never does.
-		return ref, nil
-	}
-	rc, err := l.Uncompressed()
+	return nil
+}
+
+func (b *build) unpack(ctx context.Context, ref layerRef) error {
+	rc, err := ref.layer.Uncompressed()
 	if err != nil {
-		return layerRef{}, fmt.Errorf("open layer %s: %w", d, err)
+		return fmt.Errorf("open layer %s: %w", ref.diffID, err)
 	}
 	defer rc.Close()
 	if _, err := b.e.opts.Layers.Unpack(ctx, ref.diffID, rc); err != nil {
-		return layerRef{}, fmt.Errorf("unpack layer %s: %w", d, err)
+		return fmt.Errorf("unpack layer %s: %w", ref.diffID, err)
 	}
-	return ref, nil
+	return nil
 }
 
 // history appends a history entry for a finished step.

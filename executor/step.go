@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -18,12 +17,14 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 )
 
-// runStep runs one step, attaching the Dockerfile location to any error.
-func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step) (err error) {
+// runStep builds one step (the build pass), attaching the Dockerfile
+// location to any error: a step the keys pass prepared (sp) is resolved,
+// one that only changes the config is applied.
+func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step, sp *stepPlan) (err error) {
 	ev := Event{Stage: stageName(st), Step: i + 1, Total: len(st.Steps), Label: s.labels[i], Line: step.Line, Instruction: step.Text, Name: step.Name}
 	// A step starts, in progress and in its duration, once the stages it
 	// reads are built: a COPY --from's time is its own, not its source's.
-	if err := b.waitSources(ctx, step); err != nil {
+	if err := b.awaitSources(ctx, st, sp); err != nil {
 		return err
 	}
 	b.e.opts.Progress.Event(ev)
@@ -47,13 +48,60 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 	}
 	s.cur = stepRef{st.Index, i}
 	sc := &stepCtx{st: st, s: s, step: step, index: i, rec: &rec, ev: ev}
+	if sp == nil {
+		return b.configStep(ctx, sc)
+	}
+	if c, ok := step.Cmd.(*instructions.WorkdirCommand); ok {
+		s.img.Config.WorkingDir = resolveWorkdir(s.img.Config.WorkingDir, c.Path)
+	}
+	defer sp.release() // downloads and checkouts: nothing to report
+	return b.resolve(ctx, sc, sp)
+}
+
+// keyStep prepares one step (the keys pass): the step's inputs, its
+// input key, what it runs on a miss; nil for a step that only changes the
+// config, which is applied. A step that fails here is reported as the
+// build pass reports one.
+func (b *build) keyStep(ctx context.Context, st *planner.Stage, s *stageState, i int, step *planner.Step) (_ *stepPlan, err error) {
+	ev := Event{Stage: stageName(st), Step: i + 1, Total: len(st.Steps), Label: s.labels[i], Line: step.Line, Instruction: step.Text, Name: step.Name}
+	rec := cache.StepRecord{Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Name: ev.Title(), Cache: "miss"}
+	defer func() {
+		if err == nil {
+			return
+		}
+		err = &StepError{Path: b.e.opts.DockerfilePath, Stage: ev.Stage, Line: step.Line, Instruction: step.Text, Err: err}
+		if ctx.Err() == nil {
+			b.e.opts.Progress.Event(ev)
+			ev.Kind, ev.Cache, ev.Err = StepDone, rec.Cache, err
+			b.e.opts.Progress.Event(ev)
+			b.addStep(st.Index, i, rec)
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.cur = stepRef{st.Index, i}
+	sc := &stepCtx{st: st, s: s, step: step, index: i, rec: &rec, ev: ev}
 	switch c := step.Cmd.(type) {
 	case *instructions.RunCommand:
-		return b.dispatchRun(ctx, sc, c)
+		err = b.dispatchRun(ctx, sc, c)
 	case *instructions.CopyCommand:
-		return b.dispatchCopy(ctx, sc, copyRequestOf(c))
+		err = b.dispatchCopy(ctx, sc, copyRequestOf(c))
 	case *instructions.AddCommand:
-		return b.dispatchCopy(ctx, sc, addRequestOf(c))
+		err = b.dispatchCopy(ctx, sc, addRequestOf(c))
+	case *instructions.WorkdirCommand:
+		err = b.dispatchWorkdir(ctx, sc, c)
+	default:
+		err = b.configStep(ctx, sc)
+	}
+	return sc.plan, err
+}
+
+// configStep applies a step that only changes the image config: ARG,
+// ENV, USER..., and a WORKDIR that resolves to "/" (nothing to create).
+func (b *build) configStep(ctx context.Context, sc *stepCtx) error {
+	s, step := sc.s, sc.step
+	switch c := step.Cmd.(type) {
 	case *instructions.WorkdirCommand:
 		return b.dispatchWorkdir(ctx, sc, c)
 	case *instructions.ArgCommand:
@@ -72,19 +120,23 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 	return nil
 }
 
-// waitSources waits for the stages step reads (COPY --from, RUN --mount
-// from=). Their failure is reported by their own steps.
-func (b *build) waitSources(ctx context.Context, step *planner.Step) error {
-	if step.From != nil && step.From.Stage != nil {
-		if _, err := b.wait(ctx, step.From.Stage.Index); err != nil {
-			return err
+// awaitSources builds the stages a step reads (COPY --from, RUN --mount
+// from=) when it will need them — its input key misses, or it must not
+// be taken from the cache — and waits for them. Their failure is reported
+// by their own steps.
+func (b *build) awaitSources(ctx context.Context, st *planner.Stage, sp *stepPlan) error {
+	if sp == nil || len(sp.ch.reads) == 0 {
+		return nil
+	}
+	if !b.noCacheFor(st) && !sp.volatile {
+		r, _, err := sp.lookup(ctx, b)
+		if err != nil || r != nil {
+			return nil // the step reports a lookup error; a hit reads nothing
 		}
 	}
-	for _, src := range step.MountFrom {
-		if src.Stage != nil {
-			if _, err := b.wait(ctx, src.Stage.Index); err != nil {
-				return err
-			}
+	for _, idx := range sp.ch.reads {
+		if _, err := b.result(ctx, idx); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -117,67 +169,8 @@ type stepCtx struct {
 	index int
 	rec   *cache.StepRecord
 	ev    Event
-}
-
-// change is a step that produces a layer: its key inputs, its history text,
-// and the work to do on a cache miss.
-type change struct {
-	inputs    cache.Inputs
-	createdBy string
-	// desc describes the layer as BuildKit describes the snapshot a step
-	// makes (its vertex name; "mount / from exec ARGS" for a RUN): the
-	// history text of a layer that has no history entry (finalImage).
-	desc string
-	// noHistory adds the layer without a history entry, as BuildKit loads
-	// a local context.
-	noHistory bool
-	// apply changes the mounted root filesystem at root.
-	apply func(ctx context.Context, root string) error
-}
-
-// keyed looks the change up in the cache and executes it on a miss.
-func (b *build) keyed(ctx context.Context, sc *stepCtx, ch change) error {
-	s := sc.s
-	if b.e.opts.SourceDateEpoch != nil {
-		ch.inputs.Fields = append(ch.inputs.Fields, cache.Field{Name: "epoch", Value: strconv.FormatInt(b.e.opts.SourceDateEpoch.Unix(), 10)})
-	}
-	key := cache.KeyOf(s.key, ch.inputs)
-	sc.rec.Key, sc.rec.Inputs = key, &ch.inputs
-	if !b.noCacheFor(sc.st) {
-		r, err := b.e.opts.Cache.Lookup(ctx, key)
-		switch {
-		case err == nil && (r.EmptyLayer || b.e.opts.Layers.Has(r.DiffID)):
-			sc.rec.Cache = "hit"
-			sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
-			sc.rec.SavedMS = r.RunMS
-			return b.applyResult(sc, key, r, ch)
-		case err != nil && !errors.Is(err, cache.ErrNotFound):
-			return fmt.Errorf("cache lookup: %w", err)
-		}
-		if hit, err := b.remoteHit(ctx, sc, key, ch); hit || err != nil {
-			return err
-		}
-	}
-	sc.rec.Cache = "miss"
-	sc.rec.Reason = b.explain(ctx, sc, key, &ch.inputs)
-	sc.ev.Cache, sc.ev.Reason = "miss", sc.rec.Reason
-	r, shared, err := b.executeOnce(ctx, s, key, ch)
-	if err != nil {
-		return err
-	}
-	if shared != "" {
-		sc.rec.Cache, sc.rec.Reason = "hit", "run once in this build, for "+shared
-		sc.ev.Cache, sc.ev.Reason = "hit", ""
-		sc.rec.Layer, sc.rec.Size, sc.rec.InputsDigest = r.DiffID, r.Size, r.InputsDigest
-		return b.applyResult(sc, key, r, ch)
-	}
-	sc.rec.InputsDigest = r.InputsDigest // Put stored large inputs as this blob
-	if err := b.applyResult(sc, key, r, ch); err != nil {
-		return err
-	}
-	sc.rec.Layer, sc.rec.Size = r.DiffID, r.Size
-	s.parentReason, s.parentKnown = fmt.Sprintf("parent step rebuilt (line %d)", sc.step.Line), true
-	return nil
+	// plan is the step prepared by the keys pass (prepare).
+	plan *stepPlan
 }
 
 func (b *build) noCacheFor(st *planner.Stage) bool {
@@ -216,32 +209,11 @@ func (b *build) applyResult(sc *stepCtx, key cache.Key, r *cache.Record, ch chan
 	return nil
 }
 
-// executeOnce executes a change that missed the cache and stores its
-// record — once among the Runs sharing the build's Flights: a Run that
-// finds another executing the same key takes that one's record, and
-// shared names the other (its platform).
-func (b *build) executeOnce(ctx context.Context, s *stageState, key cache.Key, ch change) (r *cache.Record, shared string, err error) {
-	run := func() (*cache.Record, error) {
-		ran := time.Now()
-		r, err := b.execute(ctx, s, key, ch)
-		if err != nil {
-			return nil, err
-		}
-		r.RunMS = time.Since(ran).Milliseconds()
-		if err := b.e.opts.Cache.Put(ctx, r); err != nil {
-			return nil, fmt.Errorf("cache put: %w", err)
-		}
-		return r, nil
-	}
-	if b.e.opts.Flights == nil {
-		r, err := run()
-		return r, "", err
-	}
-	return b.e.opts.Flights.do(ctx, key, b.e.opts.Name, run)
-}
-
 // execute runs a change on a fresh snapshot and commits it.
 func (b *build) execute(ctx context.Context, s *stageState, key cache.Key, ch change) (rec *cache.Record, err error) {
+	if err := b.ensureLayers(ctx, s.layers); err != nil {
+		return nil, err
+	}
 	sn := b.e.opts.Snapshotter
 	active := b.activeKey()
 	mounts, err := sn.Prepare(ctx, active, s.parents())

@@ -28,7 +28,7 @@ func TestCacheHitHistoryShowsInstruction(t *testing.T) {
 	b := &build{e: New(Options{Cache: c})}
 	sc := &stepCtx{st: &planner.Stage{}, s: &stageState{}, step: &planner.Step{}, rec: &cache.StepRecord{}}
 	const want = "COPY --parents ./a/b/c /out/ # buildkit"
-	if err := b.keyed(ctx, sc, change{inputs: in, createdBy: want}); err != nil {
+	if err := b.resolve(ctx, sc, &stepPlan{key: key, ch: change{inputs: in, createdBy: want}}); err != nil {
 		t.Fatal(err)
 	}
 	if sc.rec.Cache != "hit" {

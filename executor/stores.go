@@ -22,6 +22,9 @@ type CacheStore interface {
 	recordLookup
 	Put(ctx context.Context, rec *cache.Record) error
 	LatestBuild(ctx context.Context, project string) (*cache.BuildRecord, error)
+	// ReadInputs reads the inputs a record stored as a blob
+	// (Record.InputsDigest): they explain misses.
+	ReadInputs(ctx context.Context, digest string) (*cache.Inputs, error)
 	HashFileMeta(ctx context.Context, path string, fi os.FileInfo) (cache.FileSum, error)
 	// Dir returns an area of the store, created if missing.
 	Dir(a cache.Area) (string, error)

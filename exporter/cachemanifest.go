@@ -90,6 +90,9 @@ type cacheRecord struct {
 	Comment    string    `json:"comment,omitempty"`
 	Created    time.Time `json:"created"`
 	RunMS      int64     `json:"runMS,omitempty"` // how long the step ran: what a hit saves
+	// ContentKey is the step's key by the files it read from another
+	// stage (cache.Record.ContentKey).
+	ContentKey cache.Key `json:"contentKey,omitzero"`
 }
 
 // wireConfig is BuildKit's cache config (its cacheimporttypes.CacheConfig)
@@ -132,6 +135,7 @@ type wireStep struct {
 	Comment    string    `json:"comment,omitempty"`
 	RunMS      int64     `json:"runMS,omitempty"`
 	Created    time.Time `json:"created"`
+	ContentKey cache.Key `json:"contentKey,omitzero"`
 }
 
 // toWire encodes records whose layers are described by descs (by digest).
@@ -140,7 +144,7 @@ func toWire(recs []cacheRecord, descs map[string]v1.Descriptor) wireConfig {
 	index := map[string]int{}
 	for _, r := range recs {
 		wr := wireRecord{Digest: r.Key, Builder: &wireStep{Size: r.Size, EmptyLayer: r.EmptyLayer,
-			CreatedBy: r.CreatedBy, Comment: r.Comment, RunMS: r.RunMS, Created: r.Created}}
+			CreatedBy: r.CreatedBy, Comment: r.Comment, RunMS: r.RunMS, Created: r.Created, ContentKey: r.ContentKey}}
 		if r.Layer != "" {
 			i, ok := index[r.Layer]
 			if !ok {
@@ -177,7 +181,8 @@ func fromWire(raw []byte) ([]cacheRecord, error) {
 			return nil, fmt.Errorf("record %s: no builder fields", wr.Digest)
 		}
 		r := cacheRecord{Key: wr.Digest, Size: wr.Builder.Size, EmptyLayer: wr.Builder.EmptyLayer,
-			CreatedBy: wr.Builder.CreatedBy, Comment: wr.Builder.Comment, RunMS: wr.Builder.RunMS, Created: wr.Builder.Created}
+			CreatedBy: wr.Builder.CreatedBy, Comment: wr.Builder.Comment, RunMS: wr.Builder.RunMS, Created: wr.Builder.Created,
+			ContentKey: wr.Builder.ContentKey}
 		switch len(wr.Results) {
 		case 0:
 			if !r.EmptyLayer {
@@ -266,7 +271,7 @@ func (s *Store) cacheImage(ctx context.Context, recs []*cache.Record, c Compress
 	descs := map[string]v1.Descriptor{}
 	for _, r := range recs {
 		cr := cacheRecord{Key: r.Key, DiffID: r.DiffID, Size: r.Size, EmptyLayer: r.EmptyLayer,
-			CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created, RunMS: r.RunMS}
+			CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created, RunMS: r.RunMS, ContentKey: r.ContentKey}
 		if !r.EmptyLayer && r.DiffID != "" {
 			d, err := v1.NewHash(r.DiffID)
 			if err != nil {
@@ -485,7 +490,7 @@ func (c *ImportedCache) Fetch(ctx context.Context, key cache.Key) (*cache.Record
 		return nil, fmt.Errorf("cache %s: key %s: %w", c.loc, key, cache.ErrNotFound)
 	}
 	rec := &cache.Record{Key: key, DiffID: r.DiffID, Size: r.Size, EmptyLayer: r.EmptyLayer,
-		CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created, RunMS: r.RunMS}
+		CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created, RunMS: r.RunMS, ContentKey: r.ContentKey}
 	if r.EmptyLayer {
 		return rec, nil
 	}

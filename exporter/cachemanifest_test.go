@@ -48,7 +48,8 @@ func cacheSource(t *testing.T) (*Store, *countingTars, []*cache.Record, map[stri
 	created := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
 	key := func(op string) cache.Key { return cache.KeyOf(cache.Key{}, cache.Inputs{Op: op}) }
 	recs := []*cache.Record{
-		{Key: key("COPY"), DiffID: da, Size: sa, CreatedBy: "COPY a /a # buildkit", Comment: "buildkit.dockerfile.v0", Created: created},
+		{Key: key("COPY"), DiffID: da, Size: sa, CreatedBy: "COPY a /a # buildkit", Comment: "buildkit.dockerfile.v0", Created: created,
+			ContentKey: key("COPY content")},
 		{Key: key("RUN"), DiffID: db, Size: sb, CreatedBy: "RUN make", Created: created.Add(time.Second), RunMS: 4200},
 		{Key: key("WORKDIR"), DiffID: da, Size: sa, CreatedBy: "WORKDIR /a", Created: created},
 		{Key: key("ADD"), EmptyLayer: true, CreatedBy: "ADD nothing", Created: created},
@@ -145,7 +146,8 @@ func checkImported(t *testing.T, s *Store, ic *ImportedCache, recs []*cache.Reco
 			t.Fatal(err)
 		}
 		if got.DiffID != want.DiffID || got.Size != want.Size || got.EmptyLayer != want.EmptyLayer ||
-			got.CreatedBy != want.CreatedBy || got.Comment != want.Comment || !got.Created.Equal(want.Created) || got.RunMS != want.RunMS {
+			got.CreatedBy != want.CreatedBy || got.Comment != want.Comment || !got.Created.Equal(want.Created) || got.RunMS != want.RunMS ||
+			got.ContentKey != want.ContentKey {
 			t.Errorf("fetched %+v, want %+v", got, want)
 		}
 		if err := s.blobs.(*cache.Store).Put(ctx, got); err != nil {

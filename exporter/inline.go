@@ -41,7 +41,7 @@ func InlineCache(img v1.Image, recs []*cache.Record) (v1.Image, error) {
 			continue
 		}
 		cc.Records = append(cc.Records, cacheRecord{Key: r.Key, DiffID: r.DiffID, Size: r.Size, EmptyLayer: r.EmptyLayer,
-			CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created, RunMS: r.RunMS})
+			CreatedBy: r.CreatedBy, Comment: r.Comment, Created: r.Created, RunMS: r.RunMS, ContentKey: r.ContentKey})
 	}
 	raw, err := img.RawConfigFile()
 	if err != nil {
