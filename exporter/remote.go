@@ -72,7 +72,11 @@ func (s *Store) Pull(ctx context.Context, ref string, o RemoteOptions) (v1.Hash,
 	}
 	reg := r.Context().RegistryStr()
 	platform := o.platform()
-	img, err := remote.Image(r, o.remote(ctx, r.Context().Registry, remote.WithPlatform(platform))...)
+	desc, err := remote.Get(r, o.remote(ctx, r.Context().Registry, remote.WithPlatform(platform))...)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("pull %s from %s: %w", ref, reg, classify(err))
+	}
+	img, err := desc.Image() // an index's image for the platform
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("pull %s from %s: %w", ref, reg, classify(err))
 	}
@@ -83,11 +87,21 @@ func (s *Store) Pull(ctx context.Context, ref string, o RemoteOptions) (v1.Hash,
 	if _, ok := r.(name.Tag); ok {
 		tags = []string{ref}
 	}
+	// An index is kept, and tagged, with the images pulled from it: the
+	// other platforms' images come when a build for them needs them.
+	index := desc.MediaType.IsIndex()
+	imgTags := tags
+	if index {
+		imgTags = nil
+	}
 	var digest v1.Hash
 	if o.Lazy {
-		digest, err = s.putRemote(ctx, img, r.Context(), tags)
+		digest, err = s.putRemote(ctx, img, r.Context(), imgTags)
 	} else {
-		digest, err = s.importImage(ctx, img, tags, o.Progress)
+		digest, err = s.importImage(ctx, img, imgTags, o.Progress)
+	}
+	if err == nil && index {
+		err = s.putIndexOf(ctx, desc.Manifest, desc.Digest, tags)
 	}
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("pull %s from %s: %w", ref, reg, classify(err))
@@ -96,15 +110,47 @@ func (s *Store) Pull(ctx context.Context, ref string, o RemoteOptions) (v1.Hash,
 	return digest, nil
 }
 
+// putIndexOf stores a pulled image index (raw, digest) and points tags at it.
+func (s *Store) putIndexOf(ctx context.Context, raw []byte, digest v1.Hash, tags []string) error {
+	names, err := parseTags(tags)
+	if err != nil {
+		return err
+	}
+	if err := s.putBytes(ctx, raw, digest); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := s.blobs.SetTag(ctx, n.Full(), digest.String()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Push pushes the stored image ref names to dst (a tag or digest
 // reference; "" means ref itself). See PushImage.
 func (s *Store) Push(ctx context.Context, ref, dst string, o RemoteOptions) (v1.Hash, error) {
-	img, err := s.Image(ctx, ref)
+	if dst == "" {
+		dst = ref
+	}
+	plats, err := s.Platforms(ctx, ref)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
 	}
-	if dst == "" {
-		dst = ref
+	if len(plats) > 0 {
+		// An image index (a multi-platform build): every platform's image.
+		imgs := make([]v1.Image, len(plats))
+		for i, p := range plats {
+			if imgs[i], err = s.imageAt(ctx, ref, p.Digest, true); err != nil {
+				return v1.Hash{}, fmt.Errorf("push %s: platform %s: %w", ref, p.Platform, err)
+			}
+		}
+		desc, err := s.PushIndex(ctx, imgs, nil, dst, o)
+		return desc.Digest, err
+	}
+	img, err := s.Image(ctx, ref)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
 	}
 	desc, err := s.PushImage(ctx, img, dst, o)
 	return desc.Digest, err

@@ -588,6 +588,9 @@ func (s *Store) summary(ctx context.Context, ref, digest string) (*ImageSummary,
 	}
 	sum := &ImageSummary{Digest: digest}
 	for _, p := range plats {
+		if p.Digest != child && !s.blobs.HasBlob(p.Digest) {
+			continue // a pulled index holds the platforms pulled
+		}
 		img, err := s.imageAt(ctx, ref, p.Digest, false)
 		if err != nil {
 			return nil, err

@@ -170,11 +170,22 @@ func (s *Store) platformChild(ctx context.Context, ref, digest string, p *v1.Pla
 			best = d
 		}
 	}
-	switch {
-	case best != nil:
+	if p == nil && (best == nil || !s.blobs.HasBlob(best.Digest.String())) {
+		// No platform asked: the host's image, else the first one here.
+		best = &descs[0]
+		for i := range descs {
+			if s.blobs.HasBlob(descs[i].Digest.String()) {
+				best = &descs[i]
+				break
+			}
+		}
+	}
+	if best != nil {
+		// An index pulled from a registry holds only the platforms pulled.
+		if !s.blobs.HasBlob(best.Digest.String()) {
+			return "", false, fmt.Errorf("image %s: its %s image is not in the store (only its index is): %w", ref, formatPlatform(best.Platform), cache.ErrNotFound)
+		}
 		return best.Digest.String(), true, nil
-	case p == nil:
-		return descs[0].Digest.String(), true, nil
 	}
 	var have []string
 	for _, d := range descs {
