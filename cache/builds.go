@@ -79,9 +79,20 @@ func (s *Store) FindBuild(ctx context.Context, ref string) (*BuildRecord, error)
 	return b, nil
 }
 
-// RemoveBuild removes the build record id and its log. Pointers to it are
-// left to dangle: readers drop them.
+// RemoveBuild removes the build record id, its log and the build pointers
+// left naming no build.
 func (s *Store) RemoveBuild(ctx context.Context, id string) error {
+	if err := s.removeBuild(ctx, id); err != nil {
+		return err
+	}
+	if _, err := s.removeOrphans(ctx); err != nil {
+		return fmt.Errorf("remove build %s: %w", id, err)
+	}
+	return nil
+}
+
+// removeBuild removes build id's record and log.
+func (s *Store) removeBuild(ctx context.Context, id string) error {
 	if err := validBuildID(id); err != nil {
 		return fmt.Errorf("remove build: %w", err)
 	}
@@ -117,17 +128,19 @@ func (s *Store) TrimBuilds(ctx context.Context, keep int) (int, int64, error) {
 			continue
 		}
 		freed += fileSize(filepath.Join(s.builds, b.ID+".json")) + fileSize(filepath.Join(s.builds, b.ID+logSuffix))
-		if err := s.RemoveBuild(ctx, b.ID); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := s.removeBuild(ctx, b.ID); err != nil && !errors.Is(err, ErrNotFound) {
 			return removed, freed, err
 		}
 		removed++
 	}
-	n, err := s.removeOrphanLogs(ctx)
+	n, err := s.removeOrphans(ctx)
 	return removed, freed + n, err
 }
 
-// removeOrphanLogs removes the logs of builds whose record is gone.
-func (s *Store) removeOrphanLogs(ctx context.Context) (int64, error) {
+// removeOrphans removes the logs of builds whose record is gone, and the
+// build pointers that name such a build (or no build), so that removing
+// builds leaves nothing fsck would report.
+func (s *Store) removeOrphans(ctx context.Context) (int64, error) {
 	entries, err := os.ReadDir(s.builds)
 	if err != nil {
 		return 0, err
@@ -138,10 +151,17 @@ func (s *Store) removeOrphanLogs(ctx context.Context) (int64, error) {
 			return freed, err
 		}
 		id, ok := strings.CutSuffix(e.Name(), logSuffix)
+		if !ok && strings.HasSuffix(e.Name(), ".ref") {
+			p, valid := s.readPointer(e.Name())
+			id, ok = p.ID, true
+			if !valid {
+				id = "" // names no build: dangling
+			}
+		}
 		if !ok {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(s.builds, id+".json")); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(s.builds, id+".json")); id != "" && !errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		p := filepath.Join(s.builds, e.Name())

@@ -64,13 +64,32 @@ func TestListAndFindBuilds(t *testing.T) {
 	}
 }
 
+// noBuildProblems fails t if fsck finds a build record or pointer to
+// report (a pointer left naming a removed build).
+func noBuildProblems(t *testing.T, s *Store, after string) {
+	t.Helper()
+	probs, err := s.FsckBuilds(t.Context(), FsckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range probs {
+		t.Errorf("after %s: fsck: %s: %s", after, p.Path, p.What)
+	}
+}
+
 func TestRemoveAndTrimBuilds(t *testing.T) {
 	s := openStore(t)
 	ctx := t.Context()
-	putBuilds(t, s, "b1", "b2", "b3", "b4")
+	for _, b := range putBuilds(t, s, "b1", "b2", "b3", "b4") {
+		b.ImageDigest = "sha256:" + strings.Repeat(b.ID[1:], 64) // a pointer per image
+		if err := s.PutBuild(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := s.RemoveBuild(ctx, "b2"); err != nil {
 		t.Fatal(err)
 	}
+	noBuildProblems(t, s, "RemoveBuild")
 	if _, err := s.BuildLog(ctx, "b2"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("log of a removed build: %v, want ErrNotFound", err)
 	}
@@ -92,6 +111,7 @@ func TestRemoveAndTrimBuilds(t *testing.T) {
 	if got := buildIDs(all); got != "b4" {
 		t.Errorf("after TrimBuilds(1): %s, want b4", got)
 	}
+	noBuildProblems(t, s, "TrimBuilds")
 	entries, _ := os.ReadDir(s.builds)
 	for _, e := range entries {
 		if strings.HasSuffix(e.Name(), logSuffix) && e.Name() != "b4"+logSuffix {

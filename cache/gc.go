@@ -253,7 +253,7 @@ func (s *Store) collect(ctx context.Context, p GCPolicy, opts PruneOptions) (GCR
 	// each pass stops as soon as they fit.
 	keep := max(rep.Keep-runCache, 1)
 	for _, pass := range []PruneOptions{{Until: staleAge}, {}, {All: true}} {
-		pass.KeepStorage, pass.InUse, pass.RemoveLayer = keep, opts.InUse, opts.RemoveLayer
+		pass.KeepStorage, pass.InUse, pass.RemoveLayer, pass.Sweep = keep, opts.InUse, opts.RemoveLayer, opts.Sweep
 		pr, err := s.prune(ctx, pass)
 		rep.Removed, rep.Reclaimed = rep.Removed+pr.Removed, rep.Reclaimed+pr.Reclaimed
 		if err != nil || pr.Left <= keep {

@@ -31,6 +31,12 @@ type PruneOptions struct {
 	// a diffID once no remaining record, tagged image or InUse needs it.
 	// nil leaves layers alone.
 	RemoveLayer func(ctx context.Context, diffID string) (int64, error)
+	// Sweep removes what another package records about blobs (the
+	// exporter's compressed copies of layers and the repositories known to
+	// hold a blob) once it serves nothing: needed(digest) reports whether
+	// a blob is still in the store or named by a kept record or image.
+	// It returns the bytes it freed; nil sweeps nothing.
+	Sweep func(ctx context.Context, needed func(digest string) bool) (int64, error)
 }
 
 // PruneReport says what Prune did.
@@ -136,6 +142,9 @@ func (p *pruner) run(ctx context.Context) error {
 	if err := p.pruneRecords(ctx); err != nil {
 		return err
 	}
+	if err := p.sweep(ctx); err != nil {
+		return err
+	}
 	if !p.opts.All {
 		return nil
 	}
@@ -143,6 +152,19 @@ func (p *pruner) run(ctx context.Context) error {
 		return err
 	}
 	return p.pruneFiles(ctx, p.s.hashes.dir)
+}
+
+// sweep lets opts.Sweep drop the records about blobs that are gone.
+func (p *pruner) sweep(ctx context.Context) error {
+	if p.opts.Sweep == nil {
+		return nil
+	}
+	n, err := p.opts.Sweep(ctx, func(d string) bool {
+		return p.keep.blobs[d] || p.blobRefs[d] > 0 || p.s.HasBlob(d)
+	})
+	p.report.Reclaimed += n
+	p.usage -= n
+	return err
 }
 
 // full reports whether pruning should go on.
@@ -243,7 +265,7 @@ func (p *pruner) removeRecord(ctx context.Context, r storedRecord) error {
 
 // pruneBuilds removes build records whose image is no longer tagged.
 func (p *pruner) pruneBuilds(ctx context.Context) error {
-	return p.s.eachBuild(ctx, func(path string, b *BuildRecord) error {
+	err := p.s.eachBuild(ctx, func(path string, b *BuildRecord) error {
 		if p.keep.images[b.ImageDigest] || !p.old(b.Finished) {
 			return nil
 		}
@@ -262,6 +284,13 @@ func (p *pruner) pruneBuilds(ctx context.Context) error {
 		p.freed(fi.Size() + n)
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	n, err := p.s.removeOrphans(ctx)
+	p.report.Reclaimed += n
+	p.usage -= n
+	return err
 }
 
 // pruneFiles removes every regular file in dir.

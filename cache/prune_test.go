@@ -211,3 +211,28 @@ func TestPruneWaitsForBuilds(t *testing.T) {
 		t.Errorf("Prune during a build: %v, want deadline exceeded", err)
 	}
 }
+
+// TestPruneSweep: prune hands its Sweep a needed() that keeps what the
+// tagged image and the remaining records name, after removing the rest.
+func TestPruneSweep(t *testing.T) {
+	f := newPruneFixture(t)
+	var needed func(string) bool
+	_, err := f.s.Prune(t.Context(), PruneOptions{All: true, RemoveLayer: f.layers.remove,
+		Sweep: func(_ context.Context, n func(string) bool) (int64, error) { needed = n; return 7, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if needed == nil {
+		t.Fatal("Sweep was not called")
+	}
+	for _, d := range append([]string{f.blobs[0]}, f.image...) {
+		if !needed(d) {
+			t.Errorf("needed(%s) = false for a blob of the tagged image", d)
+		}
+	}
+	for _, d := range []string{f.orphan, f.blobs[1], digestOf([]byte("never stored"))} {
+		if needed(d) {
+			t.Errorf("needed(%s) = true for a blob prune removed or never had", d)
+		}
+	}
+}

@@ -53,7 +53,7 @@ func cmdPrune(ctx context.Context, a *app, args []string) error {
 	}
 	// Prune takes the store's exclusive lock itself: it waits for running
 	// builds, which hold the shared lock.
-	opts.RemoveLayer = st.removeLayer
+	opts.RemoveLayer, opts.Sweep = st.removeLayer, st.images.Sweep
 	rep, err := st.cache.Prune(ctx, opts)
 	if err != nil {
 		return err

@@ -112,7 +112,7 @@ func (s *stores) collectGarbage(ctx context.Context, p cache.GCPolicy, notice fu
 		s.unlock()
 		s.unlock = nil
 	}
-	rep, ran, err := s.cache.AutoGC(ctx, p, cache.PruneOptions{RemoveLayer: s.removeLayer})
+	rep, ran, err := s.cache.AutoGC(ctx, p, cache.PruneOptions{RemoveLayer: s.removeLayer, Sweep: s.images.Sweep})
 	switch {
 	case err != nil:
 		notice(fmt.Sprintf("[warning] automatic garbage collection: %v", err))
