@@ -27,17 +27,26 @@ func (s *Store) PushAttested(ctx context.Context, img v1.Image, attest Attest, d
 // image as PushImage sends it (blobs the platforms share go once), then
 // the index, which the tag names. It returns the index's descriptor.
 func (s *Store) PushIndex(ctx context.Context, imgs []v1.Image, attest Attest, dst string, o RemoteOptions) (v1.Descriptor, error) {
-	d, err := s.pushIndex(ctx, imgs, attest, dst, o)
+	att := make([]AttestedImage, len(imgs))
+	for i, img := range imgs {
+		att[i] = AttestedImage{Image: img, Attest: attest}
+	}
+	return s.PushAttestedIndex(ctx, att, dst, o)
+}
+
+// PushAttestedIndex is PushIndex with attestations of each image's own.
+func (s *Store) PushAttestedIndex(ctx context.Context, imgs []AttestedImage, dst string, o RemoteOptions) (v1.Descriptor, error) {
+	d, err := s.pushIndex(ctx, imgs, dst, o)
 	for _, img := range imgs {
-		if blob, ok := damagedCopy(img, err); ok {
+		if blob, ok := damagedCopy(img.Image, err); ok {
 			o.notify(fmt.Sprintf("the compressed copy %s of a layer was damaged and is removed; compressing the layer again", shortDigest(blob)))
-			return s.pushIndex(ctx, imgs, attest, dst, o)
+			return s.pushIndex(ctx, imgs, dst, o)
 		}
 	}
 	return d, err
 }
 
-func (s *Store) pushIndex(ctx context.Context, imgs []v1.Image, attest Attest, dst string, o RemoteOptions) (v1.Descriptor, error) {
+func (s *Store) pushIndex(ctx context.Context, imgs []AttestedImage, dst string, o RemoteOptions) (v1.Descriptor, error) {
 	r, err := o.parse(dst)
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("push %s: %w", dst, err)
@@ -45,11 +54,11 @@ func (s *Store) pushIndex(ctx context.Context, imgs []v1.Image, attest Attest, d
 	reg := r.Context().RegistryStr()
 	outs := make([]AttestedImage, len(imgs))
 	for i, img := range imgs {
-		out, err := s.pushable(ctx, img, r.Context(), o)
+		out, err := s.pushable(ctx, img.Image, r.Context(), o)
 		if err != nil {
 			return v1.Descriptor{}, fmt.Errorf("push %s to %s: %w", dst, reg, err)
 		}
-		outs[i] = AttestedImage{Image: out, Attest: attest}
+		outs[i] = AttestedImage{Image: out, Attest: img.Attest}
 	}
 	idx, err := AttestedIndex(outs)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/internal/attest"
 )
 
 // AttestationInfo is one stored statement of an image (inspect).
@@ -90,6 +91,12 @@ func (s *Store) attestationsOf(ctx context.Context, digest string) (*Attestation
 	if idxDigest == "" {
 		return nil, nil
 	}
+	return s.attestationsIn(ctx, idxDigest, digest)
+}
+
+// attestationsIn returns the attestations of the image digest held in the
+// stored index idxDigest; nil when it holds none.
+func (s *Store) attestationsIn(ctx context.Context, idxDigest, digest string) (*Attestations, error) {
 	raw, err := s.blobs.ReadBlob(ctx, idxDigest)
 	if err != nil {
 		return nil, fmt.Errorf("attestations of %s: index %s: %w", digest, idxDigest, err)
@@ -126,6 +133,40 @@ func (s *Store) readAttestations(ctx context.Context, idx, manifest string) (*At
 		})
 	}
 	return out, nil
+}
+
+// rebind returns the Attest that sends the stored statements of an image
+// (att) with the image as it is pushed to dst: each statement's subjects
+// become dst's package URL with the pushed manifest's digest, as a build
+// that pushed to dst would have written them; predicates are unchanged.
+func rebind(att *Attestations, dst string) Attest {
+	if att == nil || len(att.Statements) == 0 {
+		return nil
+	}
+	return func(_ v1.Image, subject v1.Descriptor) ([]Statement, error) {
+		p := v1.Platform{}
+		if subject.Platform != nil {
+			p = *subject.Platform
+		}
+		subjects, err := attest.ImageSubjects([]string{dst}, p, subject.Digest)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Statement, 0, len(att.Statements))
+		for _, info := range att.Statements {
+			var st attest.Statement
+			if err := json.Unmarshal(info.Statement, &st); err != nil {
+				return nil, fmt.Errorf("stored attestation %s: %w", info.Digest, err)
+			}
+			st.Subject = subjects
+			data, err := st.Marshal()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, Statement{PredicateType: st.PredicateType, Data: data})
+		}
+		return out, nil
+	}
 }
 
 // PredicateTypeOf maps the names `builder inspect --attestation` takes

@@ -137,22 +137,41 @@ func (s *Store) Push(ctx context.Context, ref, dst string, o RemoteOptions) (v1.
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
 	}
+	// The image, or every platform's image of a stored index, each with
+	// its stored attestations bound to the pushed manifest.
+	idx, err := s.resolve(ctx, ref)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
+	}
 	if len(plats) > 0 {
-		// An image index (a multi-platform build): every platform's image.
-		imgs := make([]v1.Image, len(plats))
+		imgs := make([]AttestedImage, len(plats))
 		for i, p := range plats {
-			if imgs[i], err = s.imageAt(ctx, ref, p.Digest, true); err != nil {
+			if imgs[i].Image, err = s.imageAt(ctx, ref, p.Digest, true); err != nil {
 				return v1.Hash{}, fmt.Errorf("push %s: platform %s: %w", ref, p.Platform, err)
 			}
+			att, err := s.attestationsIn(ctx, idx, p.Digest)
+			if err != nil {
+				return v1.Hash{}, fmt.Errorf("push %s: platform %s: %w", ref, p.Platform, err)
+			}
+			imgs[i].Attest = rebind(att, dst)
 		}
-		desc, err := s.PushIndex(ctx, imgs, nil, dst, o)
+		desc, err := s.PushAttestedIndex(ctx, imgs, dst, o)
 		return desc.Digest, err
 	}
 	img, err := s.Image(ctx, ref)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
 	}
-	desc, err := s.PushImage(ctx, img, dst, o)
+	att, err := s.attestationsOf(ctx, idx)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
+	}
+	var desc v1.Descriptor
+	if a := rebind(att, dst); a != nil {
+		desc, err = s.PushAttested(ctx, img, a, dst, o)
+	} else {
+		desc, err = s.PushImage(ctx, img, dst, o)
+	}
 	return desc.Digest, err
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -471,4 +472,48 @@ func mustRunIn(t *testing.T, e *e2eEnv, args ...string) (string, string) {
 		t.Fatalf("builder %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out, errOut)
 	}
 	return out, errOut
+}
+
+// TestE2EPushStoredAttestations: `builder push` of an image the store
+// keeps with attestations (a build with --provenance and -t, no --push)
+// pushes them too: an index of the image and its attestation manifest,
+// each statement's subject the pushed manifest (not the stored one) under
+// the pushed name, its predicate as stored.
+func TestE2EPushStoredAttestations(t *testing.T) {
+	e := newEnv(t)
+	reg := startRegistry(t)
+	dir := e.context("FROM busybox:fixture\nRUN echo ok > /foo\n", nil)
+	e.mustRun("build", "--provenance=mode=max", "-t", "attested:v1", dir)
+	stored, _ := e.mustRun("inspect", "--attestation", "provenance", "attested:v1")
+	dst := reg + "/stored/attested:v1"
+	e.mustRun("push", "attested:v1", dst)
+	a := readAttested(t, dst)
+	raw := a.statement(t, "https://slsa.dev/provenance/v1")
+	var got attest.Statement
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	var storedAll []attest.Statement
+	if err := json.Unmarshal([]byte(stored), &storedAll); err != nil || len(storedAll) != 1 {
+		t.Fatalf("inspect --attestation provenance: %v, %d statements\n%s", err, len(storedAll), stored)
+	}
+	want := storedAll[0]
+	if len(want.Subject) != 1 || want.Subject[0].Digest["sha256"] == a.image.Digest.Hex {
+		t.Fatalf("stored statement subjects %+v: the test needs the stored manifest to differ from the pushed one", want.Subject)
+	}
+	wantName := fmt.Sprintf("pkg:docker/%s/stored/attested@v1?platform=%s", reg, strings.ReplaceAll(attest.PlatformString(hostPlatform()), "/", "%2F"))
+	if len(got.Subject) != 1 || got.Subject[0].Name != wantName || got.Subject[0].Digest["sha256"] != a.image.Digest.Hex {
+		t.Errorf("pushed statement subjects %+v, want %s with the pushed manifest %s", got.Subject, wantName, a.image.Digest)
+	}
+	var gotPred, wantPred bytes.Buffer
+	if err := json.Compact(&gotPred, got.Predicate); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Compact(&wantPred, want.Predicate); err != nil {
+		t.Fatal(err)
+	}
+	if gotPred.String() != wantPred.String() {
+		t.Errorf("pushed predicate differs from the stored one:\n%s\n%s", gotPred.String(), wantPred.String())
+	}
+	validateSLSA1(t, raw, a.image.Digest)
 }
