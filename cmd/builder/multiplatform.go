@@ -270,15 +270,7 @@ func (r *exportRun) exportPlatformOutput(ctx context.Context, builds []*platform
 		err = r.writeArchive(ctx, o, func(path string) error { return exporter.WriteDocker(ctx, path, tagged) }, nil)
 	case "oci":
 		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: tags, Attest: atts.forOutput(o, tags)}}
-		write := func(path string) error { return exporter.WriteOCI(ctx, path, tagged, o.comp) }
-		err = r.writeArchive(ctx, o, write, func(path string) error {
-			idx, err := exporter.OCIIndex(path)
-			if err == nil && len(idx.Manifests) > 0 {
-				ex.oci = idx.Manifests[0]
-				ex.oci.Annotations = nil
-			}
-			return err
-		})
+		err = r.writeOCI(ctx, o, tagged, ex)
 	case "local":
 		for i, img := range out {
 			if err = exporter.WriteLocal(ctx, filepath.Join(o.dest, platformDir(builds[i].platform)), img); err != nil {

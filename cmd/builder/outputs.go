@@ -250,6 +250,20 @@ func (r *exportRun) exportAll(ctx context.Context, img v1.Image, tags []string, 
 }
 
 // export writes one output.
+// writeOCI writes tagged as output o, an OCI archive or layout, and
+// records in ex the descriptor its index names (the digest it reports).
+func (r *exportRun) writeOCI(ctx context.Context, o output, tagged []exporter.Tagged, ex *exported) error {
+	write := func(path string) error { return exporter.WriteOCI(ctx, path, tagged, o.comp) }
+	return r.writeArchive(ctx, o, write, func(path string) error {
+		idx, err := exporter.OCIIndex(path)
+		if err == nil && len(idx.Manifests) > 0 {
+			ex.oci = idx.Manifests[0]
+			ex.oci.Annotations = nil
+		}
+		return err
+	})
+}
+
 func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o output, ex *exported) (cache.BuildOutput, error) {
 	rec := cache.BuildOutput{Type: o.typ, Dest: o.dest, Name: o.name}
 	tmp, err := r.st.cache.ScratchDir()
@@ -271,15 +285,7 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 		}
 		err = r.writeArchive(ctx, o, func(path string) error { return exporter.WriteDocker(ctx, path, tagged) }, nil)
 	case "oci":
-		write := func(path string) error { return exporter.WriteOCI(ctx, path, tagged, o.comp) }
-		err = r.writeArchive(ctx, o, write, func(path string) error {
-			idx, err := exporter.OCIIndex(path)
-			if err == nil && len(idx.Manifests) > 0 {
-				ex.oci = idx.Manifests[0]
-				ex.oci.Annotations = nil
-			}
-			return err
-		})
+		err = r.writeOCI(ctx, o, tagged, ex)
 	case "local":
 		if err = exporter.WriteLocal(ctx, o.dest, img); err == nil {
 			err = r.attest.writeFiles(o.dest, r.epoch)
