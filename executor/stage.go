@@ -233,7 +233,7 @@ func (b *build) fromEvent(st *planner.Stage) Event {
 	ev := Event{Stage: stageName(st), Line: st.Line, Instruction: st.Text}
 	if st.Base.Image != nil {
 		ev.Label, _ = stageLabels(st, b.plan.StageCount, b.e.opts.MultiPlatform)
-		ev.Instruction = "FROM " + resolvedName(st.Base.Image.Ref, st.Base.Image.Digest)
+		ev.Instruction = "FROM " + resolvedName(st.Base.Image.Ref, st.Base.Image.Resolved())
 	}
 	return ev
 }

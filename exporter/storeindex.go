@@ -104,6 +104,26 @@ func (s *Store) ImageFor(ctx context.Context, ref string, p v1.Platform) (v1.Ima
 	return s.imageAt(ctx, ref, digest, true)
 }
 
+// IndexOf returns the digest of the image index ref names in the store
+// when it holds the image manifest digest; "" when ref names no index (a
+// single image, or nothing here) or an index without that image.
+func (s *Store) IndexOf(ctx context.Context, ref, digest string) string {
+	idx, err := s.resolve(ctx, ref)
+	if err != nil {
+		return ""
+	}
+	m, ok, err := s.readIndex(ctx, idx)
+	if err != nil || !ok {
+		return ""
+	}
+	for _, d := range m.Manifests {
+		if d.Digest.String() == digest {
+			return idx
+		}
+	}
+	return ""
+}
+
 // Platforms lists the platform images of the index ref names; nil for a
 // single image.
 func (s *Store) Platforms(ctx context.Context, ref string) ([]PlatformImage, error) {

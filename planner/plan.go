@@ -19,6 +19,20 @@ type ImageInfo struct {
 	Ref    string         // the reference as the user wrote it, expanded
 	Digest string         // manifest digest "sha256:<hex>"
 	Config *v1.ConfigFile // never nil
+	// Index is the digest of the image index Ref resolved to, when it
+	// names one (a multi-platform image); "" otherwise. It is what
+	// BuildKit reports as the image's resolved digest (progress, provenance);
+	// keys use Digest.
+	Index string
+}
+
+// Resolved is the digest the reference resolved to: its index's, else
+// the image manifest's.
+func (ii *ImageInfo) Resolved() string {
+	if ii.Index != "" {
+		return ii.Index
+	}
+	return ii.Digest
 }
 
 // Options configure New.

@@ -297,7 +297,7 @@ func (b attestBuild) addImage(c *attest.Capture, ii *planner.ImageInfo, p *v1.Pl
 		}
 		ref = n.String()
 	}
-	c.Images = append(c.Images, attest.ImageSource{Ref: ref, Platform: p, Digest: ii.Digest})
+	c.Images = append(c.Images, attest.ImageSource{Ref: ref, Platform: p, Digest: ii.Resolved()})
 }
 
 // addSources adds an ADD step's downloads and Git sources with what the

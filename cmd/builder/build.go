@@ -278,7 +278,7 @@ func resolver(st *stores, pull bool, ro exporter.RemoteOptions) func(ctx context
 		if err != nil {
 			return nil, fmt.Errorf("base image %s config: %w", ref, err)
 		}
-		return &planner.ImageInfo{Ref: ref, Digest: d.String(), Config: cfg}, nil
+		return &planner.ImageInfo{Ref: ref, Digest: d.String(), Config: cfg, Index: st.images.IndexOf(ctx, ref, d.String())}, nil
 	}
 }
 

@@ -74,6 +74,17 @@ func TestE2EMultiPlatform(t *testing.T) {
 			t.Errorf("%s/app = %q", p.dir, got)
 		}
 	}
+	// FROM names the image index busybox:multi resolved to, as BuildKit.
+	baseInspect, _ := e.mustRun("inspect", "busybox:multi")
+	var base struct {
+		Index string `json:"index"`
+	}
+	if err := json.Unmarshal([]byte(baseInspect), &base); err != nil || base.Index == "" {
+		t.Fatalf("inspect busybox:multi: no index digest (%v):\n%s", err, baseInspect)
+	}
+	if want := "FROM docker.io/library/busybox:multi@" + base.Index; !strings.Contains(progress, want) {
+		t.Errorf("progress does not name the base's index (%s):\n%s", want, progress)
+	}
 	// The build-platform stage's first RUN ran once for both platforms.
 	if n := missesOf(progress, "RUN echo fetched-once"); n != 1 {
 		t.Errorf("RUN echo fetched-once ran %d times, want once:\n%s", n, progress)
