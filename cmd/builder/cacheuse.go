@@ -70,9 +70,10 @@ func (m *registryMeter) bytes() (sent, received int64) {
 }
 
 // layers returns how many layers of the manifests put to repo were
-// uploaded and how many the registry already had. When no manifest was
-// put (the registry had it: nothing else was checked or sent), the
-// registry had every one of the total layers.
+// uploaded and how many the registry already had. When no image manifest
+// was put (the registry had it: at most an index and attestations went
+// up, nothing else was checked or sent), the registry had every one of
+// the total layers.
 func (m *registryMeter) layers(repo string, total int) (pushed, skipped int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -81,11 +82,13 @@ func (m *registryMeter) layers(repo string, total int) (pushed, skipped int) {
 		return 0, total
 	}
 	seen := map[string]bool{}
+	images := 0
 	for _, raw := range r.manifests {
 		var man v1.Manifest
-		if json.Unmarshal(raw, &man) != nil || man.ArtifactType != "" {
-			continue // an attestation manifest's statements are no layers
+		if json.Unmarshal(raw, &man) != nil || man.ArtifactType != "" || man.Config.Digest.Hex == "" {
+			continue // an index, or an attestation manifest: no layers of the image
 		}
+		images++
 		for _, l := range man.Layers {
 			d := l.Digest.String()
 			if seen[d] {
@@ -98,6 +101,11 @@ func (m *registryMeter) layers(repo string, total int) (pushed, skipped int) {
 				skipped++
 			}
 		}
+	}
+	if images == 0 {
+		// The registry had the image manifest (only an index or an
+		// attestation manifest went up): every layer was skipped.
+		return 0, total
 	}
 	return pushed, skipped
 }
