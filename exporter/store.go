@@ -575,7 +575,7 @@ func (s *Store) summaries(ctx context.Context) (map[string]*ImageSummary, []erro
 }
 
 func (s *Store) summary(ctx context.Context, ref, digest string) (*ImageSummary, error) {
-	plats, err := s.Platforms(ctx, digest)
+	plats, err := s.platformsAt(ctx, digest)
 	if err != nil {
 		return nil, err
 	}
@@ -648,7 +648,7 @@ func (s *Store) Inspect(ctx context.Context, ref string, p *v1.Platform) (*Image
 	if err != nil {
 		return nil, err
 	}
-	plats, err := s.Platforms(ctx, digest)
+	plats, err := s.platformsAt(ctx, digest)
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}

@@ -131,6 +131,12 @@ func (s *Store) Platforms(ctx context.Context, ref string) ([]PlatformImage, err
 	if err != nil {
 		return nil, err
 	}
+	return s.platformsAt(ctx, digest)
+}
+
+// platformsAt lists the platform images of the stored index digest; nil
+// for a single image, or a manifest that is not here (imageAt names it).
+func (s *Store) platformsAt(ctx context.Context, digest string) ([]PlatformImage, error) {
 	m, ok, err := s.readIndex(ctx, digest)
 	if err != nil || !ok {
 		return nil, err
