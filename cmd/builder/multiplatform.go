@@ -123,6 +123,11 @@ func (r *buildRun) exportPlatforms(ctx context.Context, builds []*platformBuild,
 			return err
 		}
 		rec.ImageDigest, rec.Index, rec.Tags, rec.History = d.String(), out.local.String(), f.tags, pb.res.History
+		cfg, err := imgs[i].ConfigName()
+		if err != nil {
+			return err
+		}
+		out.platforms = append(out.platforms, platformDigests{Platform: planner.FormatPlatform(pb.platform), Digest: d.String(), Config: cfg.String()})
 	}
 	merged := mergedResult(builds, imgs[hostImage(builds)])
 	exported, err := exportCachesMetered(ctx, r.st, merged, r.spec.cacheTo, r.remoteOptions, prog.Notice)

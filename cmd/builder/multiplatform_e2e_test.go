@@ -207,3 +207,55 @@ func indexPlatforms(t *testing.T, m *v1.IndexManifest) []string {
 	}
 	return out
 }
+
+// TestE2EMultiPlatformCache: a two-platform build from a base image index
+// in a registry exports one remote cache for both platforms; a fresh
+// store (which pulls each platform's base image from the index) imports
+// it and reuses every step of both, with each platform's files. The
+// metadata file names the index and each platform's image.
+func TestE2EMultiPlatformCache(t *testing.T) {
+	e := newEnv(t)
+	requireEmulation(t, v1.Platform{OS: "linux", Architecture: "arm64"})
+	reg := startRegistry(t)
+	e.multiBase()
+	base := reg + "/base/busybox:multi"
+	e.mustRun("push", "busybox:multi", base)
+	ctx := e.context("FROM "+base+"\nRUN uname -m > /arch\nARG TARGETARCH\nRUN echo $TARGETARCH > /target\n", nil)
+	cacheRef := reg + "/cache/multi:c"
+	meta := filepath.Join(e.dir, "meta.json")
+	e.mustRun("build", "--platform", "linux/amd64,linux/arm64", "--cache-to", "type=registry,ref="+cacheRef+",mode=max",
+		"--metadata-file", meta, "-t", "multi:1", ctx)
+
+	var m struct {
+		Digest    string `json:"containerimage.digest"`
+		Platforms []struct {
+			Platform string `json:"platform"`
+			Digest   string `json:"image.digest"`
+			Config   string `json:"config.digest"`
+		} `json:"platforms"`
+	}
+	if data, err := os.ReadFile(meta); err != nil || json.Unmarshal(data, &m) != nil {
+		t.Fatalf("metadata file: %v", err)
+	}
+	inspect, _ := e.mustRun("inspect", "--platform", "linux/arm64", "multi:1")
+	if len(m.Platforms) != 2 || m.Platforms[0].Platform != "linux/amd64" || m.Platforms[1].Platform != "linux/arm64" ||
+		!strings.Contains(inspect, m.Platforms[1].Digest) || !strings.Contains(inspect, `"index": "`+m.Digest+`"`) {
+		t.Errorf("metadata: index %s, platforms %+v; inspect of arm64:\n%s", m.Digest, m.Platforms, inspect)
+	}
+
+	fresh := e.fresh("root-fresh")
+	out := filepath.Join(e.dir, "out")
+	_, progress := fresh.mustRun("build", "--progress", "plain", "--platform", "linux/amd64,linux/arm64",
+		"--cache-from", cacheRef, "-o", "type=local,dest="+out, ctx)
+	if strings.Contains(progress, "cache miss") {
+		t.Errorf("a fresh store with the remote cache ran steps:\n%s", progress)
+	}
+	for _, p := range []struct{ dir, arch, target string }{{"linux_amd64", "x86_64", "amd64"}, {"linux_arm64", "aarch64", "arm64"}} {
+		if got := readOut(t, out, p.dir+"/arch"); got != p.arch+"\n" {
+			t.Errorf("%s/arch = %q, want %s", p.dir, got, p.arch)
+		}
+		if got := readOut(t, out, p.dir+"/target"); got != p.target+"\n" {
+			t.Errorf("%s/target = %q, want %s", p.dir, got, p.target)
+		}
+	}
+}

@@ -173,6 +173,16 @@ type exported struct {
 	engineID    string
 	// localDesc is the local store's manifest.
 	localDesc v1.Descriptor
+	// platforms are the images of a multi-platform build's index.
+	platforms []platformDigests
+}
+
+// platformDigests is one platform's image of a multi-platform build, in
+// the local store (--metadata-file's "platforms").
+type platformDigests struct {
+	Platform string `json:"platform"`
+	Digest   string `json:"image.digest"`
+	Config   string `json:"config.digest"`
 }
 
 // id is the image ID to report (-q, --iidfile, containerimage.digest):
