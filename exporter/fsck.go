@@ -135,6 +135,30 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// taggedManifests are the image manifests the tag name (naming digest)
+// needs checked: the image itself, or the platforms' images of an index
+// that are in the store (an index pulled from a registry holds only the
+// platforms pulled; the others come when a build needs them). The index
+// and its attestation manifests are recorded as used by the tag.
+func (s *Store) taggedManifests(ctx context.Context, refs *storeRefs, name, digest string) []string {
+	m, ok, _ := s.readIndex(ctx, digest)
+	if !ok {
+		return []string{digest}
+	}
+	refs.use(digest, "image "+name+" (index)", s.advice(ctx, name, digest))
+	var out []string
+	for _, d := range m.Manifests {
+		child := d.Digest.String()
+		switch {
+		case d.Annotations[AnnotationReferenceType] == ReferenceTypeAttestation:
+			refs.use(child, "image "+name+" (attestation manifest)", s.advice(ctx, name, digest))
+		case s.blobs.HasBlob(child):
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
 // references reads what every tag needs, and what the compressed copies
 // are.
 func (s *Store) references(ctx context.Context) (*storeRefs, error) {
@@ -147,14 +171,20 @@ func (s *Store) references(ctx context.Context) (*storeRefs, error) {
 		return nil, err
 	}
 	byDigest := map[string]int{}
-	for _, t := range tags {
-		i, ok := byDigest[t.Digest]
+	add := func(digest, name string) {
+		i, ok := byDigest[digest]
 		if !ok {
 			i = len(refs.images)
-			byDigest[t.Digest] = i
-			refs.images = append(refs.images, taggedImage{digest: t.Digest})
+			byDigest[digest] = i
+			refs.images = append(refs.images, taggedImage{digest: digest})
 		}
-		refs.images[i].names = append(refs.images[i].names, cache.FamiliarName(t.Name))
+		refs.images[i].names = append(refs.images[i].names, name)
+	}
+	for _, t := range tags {
+		name := cache.FamiliarName(t.Name)
+		for _, d := range s.taggedManifests(ctx, refs, name, t.Digest) {
+			add(d, name)
+		}
 	}
 	type origin struct {
 		name, digest string

@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -199,5 +200,40 @@ func TestFsckCompressedRecord(t *testing.T) {
 	}
 	if _, err := st.Compressed(ctx, l, Compression{}, nil); err != nil || !st.blobs.HasBlob(d.String()) {
 		t.Errorf("Compressed after the repair: %v, blob there %v", err, st.blobs.HasBlob(d.String()))
+	}
+}
+
+// TestFsckIndex: a tag naming an image index (as a pull from a registry
+// keeps it: only the platforms pulled are here) is checked through the
+// images it holds; a missing platform is no problem, a damaged image of
+// the index is, named by the index's tag.
+func TestFsckIndex(t *testing.T) {
+	ctx := t.Context()
+	st, _ := loadedStore(t)
+	img, err := st.Image(ctx, "app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	m, _ := img.Manifest()
+	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: "application/vnd.oci.image.index.v1+json", Manifests: []v1.Descriptor{
+		{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: d, Size: 1, Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}},
+		{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: shaOf("not pulled"), Size: 1, Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}},
+	}}
+	raw, err := json.Marshal(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.putIndexOf(ctx, raw, shaOf(string(raw)), []string{"multi:1"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Fsck(ctx, false)
+	if err != nil || len(r.Problems) != 0 {
+		t.Fatalf("Fsck with a pulled index = %v:\n%s", err, problems(r))
+	}
+	flip(t, storeBlobFile(st, m.Config.Digest))
+	r, err = st.Fsck(ctx, false)
+	if err != nil || !strings.Contains(problems(r), "multi:1") {
+		t.Errorf("Fsck of an index whose image's config is damaged = %v:\n%s", err, problems(r))
 	}
 }
