@@ -257,13 +257,13 @@ func stageName(st *planner.Stage) string {
 // and network use of one stage.
 func (b attestBuild) stageSources(c *attest.Capture, st *planner.Stage, steps map[recStepKey]*cache.StepRecord) {
 	p := st.Platform
-	b.addImage(c, st.Base.Image, &p)
+	b.addSource(c, &st.Base, &p)
 	for _, s := range st.Steps {
 		if s.From != nil {
-			b.addImage(c, s.From.Image, &p)
+			b.addSource(c, s.From, &p)
 		}
 		for _, m := range s.MountFrom {
-			b.addImage(c, m.Image, &p)
+			b.addSource(c, &m, &p)
 		}
 		rs := steps[recStepKey{stageName(st), s.Text, s.Line}]
 		switch cmd := s.Cmd.(type) {
@@ -274,6 +274,30 @@ func (b attestBuild) stageSources(c *attest.Capture, st *planner.Stage, steps ma
 			if rs != nil && rs.Inputs != nil && field(rs.Inputs, "network") != "none" {
 				c.NetworkAccess = true
 			}
+		}
+	}
+}
+
+// addSource adds what a stage starts from or a step reads: an image, or
+// a named Git or HTTP(S) context with what it resolved to (a commit, the
+// download's digest), each once.
+func (b attestBuild) addSource(c *attest.Capture, src *planner.Source, p *v1.Platform) {
+	b.addImage(c, src.Image, p)
+	if src.Context == nil || b.in == nil {
+		return
+	}
+	r, ok := b.in.named[src.Context.Name]
+	switch {
+	case !ok:
+	case r.gitURL != "":
+		g := attest.GitSource{URL: gitMaterialURL(r.gitURL), Commit: r.commit}
+		if !slices.Contains(c.Git, g) {
+			c.Git = append(c.Git, g)
+		}
+	case r.httpURL != "":
+		h := attest.HTTPSource{URL: r.httpURL, Digest: r.digest}
+		if !slices.Contains(c.HTTP, h) {
+			c.HTTP = append(c.HTTP, h)
 		}
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -516,4 +518,47 @@ func TestE2EPushStoredAttestations(t *testing.T) {
 		t.Errorf("pushed predicate differs from the stored one:\n%s\n%s", gotPred.String(), wantPred.String())
 	}
 	validateSLSA1(t, raw, a.image.Digest)
+}
+
+// TestE2EProvenanceNamedRemoteContexts: a Git and an HTTP named context
+// that steps read are materials of the provenance, as BuildKit lists its
+// git and http sources: the repository with the commit it resolved to,
+// the download with its content's digest. A named context no step reads
+// is not one.
+func TestE2EProvenanceNamedRemoteContexts(t *testing.T) {
+	e := newEnv(t)
+	const body = "downloaded\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) }))
+	t.Cleanup(srv.Close)
+	repo := t.TempDir()
+	if err := os.WriteFile(filepath.Join(repo, "f"), []byte("from git\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	commit := contextRepo(t, repo)
+	dir := e.context("FROM busybox:fixture\nCOPY --from=web context /web\nCOPY --from=src f /src\n", nil)
+	out := filepath.Join(e.dir, "out")
+	mustRunIn(t, e, "build", "--provenance=mode=max", "--build-context", "web="+srv.URL+"/file",
+		"--build-context", "src=file://"+repo, "--build-context", "unused="+srv.URL+"/other", "-o", "type=local,dest="+out, dir)
+	if got := readOut(t, out, "src"); got != "from git\n" {
+		t.Fatalf("/src = %q", got)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "provenance.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(body))
+	want := map[string]string{srv.URL + "/file": hex.EncodeToString(sum[:]), "file://" + repo: commit}
+	for _, dep := range predicateOf(t, raw).BuildDefinition.ResolvedDependencies {
+		if strings.HasPrefix(dep.URI, "pkg:docker/") {
+			continue
+		}
+		d, ok := want[dep.URI]
+		if !ok || (dep.Digest["sha256"] != d && dep.Digest["sha1"] != d) {
+			t.Errorf("material %s %v, want one of %v", dep.URI, dep.Digest, want)
+		}
+		delete(want, dep.URI)
+	}
+	if len(want) > 0 {
+		t.Errorf("materials lack %v", want)
+	}
 }

@@ -36,6 +36,15 @@ type buildInputs struct {
 	// gitURL and gitCommit, httpURL and httpDigest are a remote context
 	// and what it resolved to (its provenance).
 	gitURL, gitCommit, httpURL, httpDigest string
+	// named are the Git and HTTP(S) named contexts fetched, by name, with
+	// what each resolved to (provenance materials of the steps using them).
+	named map[string]remoteSource
+}
+
+// remoteSource is what a fetched Git or HTTP(S) context resolved to.
+type remoteSource struct {
+	gitURL, commit  string // a Git context
+	httpURL, digest string // an HTTP(S) download
 }
 
 // sourceScratch is a scratch directory of the store holding fetched
@@ -326,6 +335,7 @@ func (in *buildInputs) fetchContext(ctx context.Context, a *app, f *buildFlags, 
 			return err
 		}
 		nc.Dir, nc.Epoch = co.dir, &co.commitTime
+		in.remember(nc.Name, remoteSource{gitURL: nc.URL, commit: co.commit})
 		return nil
 	}
 	dir, err := in.sources.mkdir("context")
@@ -339,6 +349,18 @@ func (in *buildInputs) fetchContext(ctx context.Context, a *app, f *buildFlags, 
 	if nc.Epoch, err = remotecontext.Epoch(file); err != nil {
 		return err
 	}
+	sum, err := sha256File(file.Path)
+	if err != nil {
+		return err
+	}
 	nc.Dir = dir
+	in.remember(nc.Name, remoteSource{httpURL: nc.URL, digest: "sha256:" + sum})
 	return nil
+}
+
+func (in *buildInputs) remember(name string, src remoteSource) {
+	if in.named == nil {
+		in.named = map[string]remoteSource{}
+	}
+	in.named[name] = src
 }
