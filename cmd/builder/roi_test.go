@@ -75,7 +75,7 @@ func TestRegistryPath(t *testing.T) {
 func TestRegistryMeterLayers(t *testing.T) {
 	m := newRegistryMeter()
 	r := m.repo("app")
-	r.manifests = append(r.manifests, []byte(`{"schemaVersion":2,"layers":[{"digest":"sha256:`+strings.Repeat("a", 64)+`"},{"digest":"sha256:`+strings.Repeat("b", 64)+`"}]}`))
+	r.manifests = append(r.manifests, []byte(`{"schemaVersion":2,"config":{"digest":"sha256:`+strings.Repeat("c", 64)+`"},"layers":[{"digest":"sha256:`+strings.Repeat("a", 64)+`"},{"digest":"sha256:`+strings.Repeat("b", 64)+`"}]}`))
 	r.uploaded["sha256:"+strings.Repeat("b", 64)] = true
 	if p, s := m.layers("app", 2); p != 1 || s != 1 {
 		t.Errorf("layers = %d pushed, %d skipped; want 1, 1", p, s)
@@ -83,5 +83,14 @@ func TestRegistryMeterLayers(t *testing.T) {
 	// No manifest put: the registry had it, so every layer was skipped.
 	if p, s := m.layers("other", 3); p != 0 || s != 3 {
 		t.Errorf("layers without a manifest put = %d, %d; want 0, 3", p, s)
+	}
+	// Only an index and an attestation manifest put (a re-push with
+	// provenance): the registry had the image, every layer was skipped.
+	a := m.repo("attested")
+	a.manifests = append(a.manifests, []byte(`{"schemaVersion":2,"manifests":[{"digest":"sha256:`+strings.Repeat("d", 64)+`"}]}`),
+		[]byte(`{"schemaVersion":2,"artifactType":"application/vnd.docker.attestation.manifest.v1+json","config":{"digest":"sha256:`+strings.Repeat("e", 64)+`"},"layers":[{"digest":"sha256:`+strings.Repeat("f", 64)+`"}]}`))
+	a.uploaded["sha256:"+strings.Repeat("f", 64)] = true
+	if p, s := m.layers("attested", 4); p != 0 || s != 4 {
+		t.Errorf("layers with only an index and attestations put = %d, %d; want 0, 4", p, s)
 	}
 }
