@@ -45,6 +45,12 @@ func writeLayerTar(ctx context.Context, dir string, w io.Writer) (int64, error) 
 	if err != nil {
 		return 0, err
 	}
+	return writeEntriesTar(ctx, dir, entries, w)
+}
+
+// writeEntriesTar is writeLayerTar of the entries collectEntries found
+// in dir.
+func writeEntriesTar(ctx context.Context, dir string, entries []tarEntry, w io.Writer) (int64, error) {
 	out := &tarOut{w: w}
 	out.fr, _ = w.(FileRangeWriter)
 	pf := newTarPrefetcher(ctx, entries, out.fr != nil)
@@ -172,7 +178,7 @@ func newTarEntry(dir, rel string) ([]tarEntry, bool, error) {
 	case isWhiteout(&st):
 		d, base := path.Split(rel)
 		name := d + whiteoutPrefix + base
-		return []tarEntry{{key: name, name: name, kind: kindWhiteout}}, true, nil
+		return []tarEntry{{key: name, name: name, kind: kindWhiteout, st: st}}, true, nil
 	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
 		return []tarEntry{{key: rel, name: rel, src: src, st: st}}, true, nil
 	}
