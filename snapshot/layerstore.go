@@ -305,8 +305,7 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 	synced := make(chan error, 1)
 	go func() { synced <- syncFS(dir) }()
 	h := sha256.New()
-	statAt := time.Now()
-	entries, err := collectEntries(ctx, dir)
+	statAt, entries, err := collectSettled(ctx, dir)
 	var size int64
 	if err == nil {
 		size, err = writeEntriesTar(ctx, dir, entries, h)
@@ -341,6 +340,32 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}
 	return layer, nil
+}
+
+// collectSettled is collectEntries of dir, stat'ed again once its
+// entries changed just before (a RUN's files, a COPY's) are out of the
+// racy window, so that the commit can record the layer's stat digest: a
+// wait of at most statRacyWindow, beside the commit's syncfs.
+func collectSettled(ctx context.Context, dir string) (time.Time, []tarEntry, error) {
+	statAt := time.Now()
+	entries, err := collectEntries(ctx, dir)
+	if err != nil {
+		return statAt, nil, err
+	}
+	wait := racyWait(entries, statAt)
+	if wait == 0 {
+		return statAt, entries, nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return statAt, nil, ctx.Err()
+	}
+	statAt = time.Now()
+	entries, err = collectEntries(ctx, dir)
+	return statAt, entries, err
 }
 
 // adopt makes the existing layer diffID, which a commit just produced

@@ -53,6 +53,18 @@ func TestStatDigestTrustedAfterCommit(t *testing.T) {
 	}
 }
 
+// TestStatDigestOfFreshFiles: a commit right after its files were
+// written (a RUN's, a COPY's) waits for them to leave the racy window and
+// records the stat digest too.
+func TestStatDigestOfFreshFiles(t *testing.T) {
+	s, id := commitStatLayer(t, false)
+	meta, err := s.metadata(id)
+	check(t, err)
+	if meta.StatDigest == "" {
+		t.Fatal("the commit of fresh files recorded no stat digest")
+	}
+}
+
 // TestStatDigestSeesContentChange: a file rewritten with content of the
 // same size and its mtime set back still changes the layer's stat (its
 // ctime), so WriteTar hashes it and finds it modified.
@@ -118,6 +130,17 @@ func TestStatDigestRacy(t *testing.T) {
 	e.st.Ctim.Sec, e.st.Ctim.Nsec = now.Unix(), int64(now.Nanosecond())
 	if d := statDigest([]tarEntry{e}, now); d != "" {
 		t.Errorf("digest of an entry changed at its stat time: %q", d)
+	}
+	coarse := e
+	coarse.st.Ctim.Nsec = 0
+	if d := statDigest([]tarEntry{coarse}, now.Add(time.Second)); d != "" {
+		t.Errorf("digest of an entry of whole-second times changed a second before its stat: %q", d)
+	}
+	if d := statDigest([]tarEntry{coarse}, now.Add(3*time.Second)); d == "" {
+		t.Error("no digest for a settled entry of whole-second times")
+	}
+	if w := racyWait([]tarEntry{e}, now); w <= 0 || w > statRacyWindow+time.Millisecond {
+		t.Errorf("wait for an entry changed at its stat: %v", w)
 	}
 	later := now.Add(time.Second)
 	base := statDigest([]tarEntry{e}, later)
