@@ -93,7 +93,9 @@ func (s *Store) HashFileMeta(ctx context.Context, path string, fi os.FileInfo) (
 		}
 	}
 	start := time.Now()
-	e, err := hashStable(ctx, abs)
+	bp := s.hashBufs.Get().(*[]byte)
+	e, err := hashStable(ctx, abs, *bp)
+	s.hashBufs.Put(bp)
 	if err != nil {
 		return FileSum{}, fmt.Errorf("hash %s: %w", path, err)
 	}
@@ -115,10 +117,10 @@ func formatSum(sum [sha256.Size]byte) string { return "sha256:" + hex.EncodeToSt
 
 // hashStable hashes a file, reads its capability xattr and returns them
 // with the metadata that they belong to, retrying if the file changes while
-// it is read.
-func hashStable(ctx context.Context, path string) (memoEntry, error) {
+// it is read. buf is the read buffer.
+func hashStable(ctx context.Context, path string, buf []byte) (memoEntry, error) {
 	for range maxHashAttempts {
-		e, stable, err := hashOnce(ctx, path)
+		e, stable, err := hashOnce(ctx, path, buf)
 		if err != nil || stable {
 			return e, err
 		}
@@ -126,36 +128,73 @@ func hashStable(ctx context.Context, path string) (memoEntry, error) {
 	return memoEntry{}, fmt.Errorf("file changed while being read, %d times", maxHashAttempts)
 }
 
-func hashOnce(ctx context.Context, path string) (e memoEntry, stable bool, err error) {
-	f, err := os.Open(path)
+// hashOnce hashes the file at path once, through a plain descriptor
+// (os.Open spends more system calls on a regular file: the netpoller is
+// tried and refused) and buf, reading no more than the size it had when
+// opened: a file that grows or shrinks meanwhile changes its stat, and
+// stable is false.
+func hashOnce(ctx context.Context, path string, buf []byte) (e memoEntry, stable bool, err error) {
+	fd, err := openRead(path)
 	if err != nil {
 		return e, false, err
 	}
-	defer f.Close()
-	before, err := fstat(f)
+	defer unix.Close(fd)
+	before, err := fstat(fd)
 	if err != nil {
 		return e, false, err
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+	if _, err := io.CopyBuffer(h, io.LimitReader(ctxReader{ctx, fdReader(fd)}, before.Size), buf); err != nil {
 		return e, false, err
 	}
-	if e.capability, err = readCapability(f); err != nil {
+	if e.capability, err = readCapability(fd); err != nil {
 		return e, false, err
 	}
-	if e.st, err = fstat(f); err != nil {
+	if e.st, err = fstat(fd); err != nil {
 		return e, false, err
 	}
 	h.Sum(e.sum[:0])
 	return e, before == e.st, nil
 }
 
-// readCapability returns the security.capability xattr of f ("" when
+// openRead opens path read-only as a plain descriptor.
+func openRead(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
+}
+
+// fdReader reads a file descriptor.
+type fdReader int
+
+func (r fdReader) Read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(r), p)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// readCapability returns the security.capability xattr of fd ("" when
 // absent or unsupported). Setting or removing it changes the ctime, so the
 // memo key covers it.
-func readCapability(f *os.File) (string, error) {
+func readCapability(fd int) (string, error) {
 	var buf [256]byte
-	n, err := unix.Fgetxattr(int(f.Fd()), "security.capability", buf[:])
+	n, err := unix.Fgetxattr(fd, "security.capability", buf[:])
 	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
 		return "", nil
 	}
@@ -165,16 +204,22 @@ func readCapability(f *os.File) (string, error) {
 	return string(buf[:n]), nil
 }
 
-func fstat(f *os.File) (fileStat, error) {
-	fi, err := f.Stat()
-	if err != nil {
+func fstat(fd int) (fileStat, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		return fileStat{}, err
 	}
-	if !fi.Mode().IsRegular() {
-		return fileStat{}, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fileStat{}, fmt.Errorf("not a regular file (mode %#o)", st.Mode)
 	}
-	st, _ := statOf(fi)
-	return st, nil
+	return fileStat{
+		Size:  st.Size,
+		Mtime: st.Mtim.Nano(),
+		Ctime: st.Ctim.Nano(),
+		Ino:   st.Ino,
+		Dev:   uint64(st.Dev),
+		Mode:  st.Mode,
+	}, nil
 }
 
 // HashFiles hashes many files in parallel (2×NumCPU at a time) with

@@ -84,6 +84,9 @@ type Store struct {
 	images string
 	builds string
 	hashes *memo
+	// hashBufs are the read buffers of HashFileMeta, kept between files:
+	// one per file would cost an allocation, and its clearing, each.
+	hashBufs sync.Pool
 	// indexSem serializes this process's index updates, so its goroutines
 	// queue here instead of polling the index flock.
 	indexSem chan struct{}
@@ -123,6 +126,7 @@ func Open(root string) (*Store, error) {
 		indexSem: make(chan struct{}, 1),
 	}
 	s.hashes = newMemo(filepath.Join(abs, "hashes"), s)
+	s.hashBufs.New = func() any { b := make([]byte, 256<<10); return &b }
 	if s.freedAtOpen, err = s.CleanScratch(); err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", abs, err)
 	}

@@ -1,18 +1,19 @@
 package executor
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
-	"strings"
-	"syscall"
+	"path/filepath"
 	"time"
 
 	"github.com/builder-dev/builder/internal/user"
 	"github.com/builder-dev/builder/snapshot"
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,7 +116,7 @@ func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource
 	if isDir {
 		dst = path.Join(p.dest, s.name)
 	}
-	return p.writeEntry(rootfs, dst, s, top, own, nil)
+	return p.writeEntry(rootfs, dst, s, top, own)
 }
 
 // copySetDirTimes sets the mtime of directories, innermost last created
@@ -159,64 +160,176 @@ func (p *copyPlan) applyTree(ctx context.Context, rootfs, dst string, s *copySou
 
 // writeTree writes entries of s below dst and returns the directories it
 // wrote, rel inside rootfs, whose times are to be set once all is in.
+// Directories are made first, in order, a parent before its children;
+// then the other entries, each at a distinct path whose parent exists by
+// then, on parallel workers; hardlinks last, once the files they name are
+// in. An entry's parent is resolved inside rootfs once, when it is dst, or
+// is the directory this step just made or kept there (a real directory,
+// which no later entry replaces: a directory is never replaced by a file).
 func (p *copyPlan) writeTree(ctx context.Context, rootfs, dst string, s *copySource, entries []copyEntry, own copyOwner) ([]copyEntry, error) {
 	var dirs []copyEntry
-	written := map[string]string{}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
+	var jobs []copyJob
+	var links []int
+	hosts := make([]string, len(entries)) // where each entry goes
+	index := make(map[string]int, len(entries))
+	dirHost := map[string]string{} // a directory's rel ("." for dst) → its host path
+	hostOf := func(rel string) (string, error) {
+		if rel == "" {
+			return copyHostPath(rootfs, dst)
+		}
+		dir := path.Dir(rel)
+		if _, ok := dirHost[dir]; !ok && dir == "." {
+			// dst, a directory when it has entries below it
+			h, err := securejoin.SecureJoin(rootfs, dst)
+			if err != nil {
+				return "", fmt.Errorf("resolve %s in rootfs: %w", dst, err)
+			}
+			dirHost[dir] = h
+		}
+		if parent, ok := dirHost[dir]; ok {
+			return filepath.Join(parent, path.Base(rel)), nil
+		}
+		return copyHostPath(rootfs, path.Join(dst, rel))
+	}
+	cp := &copier{}
+	for i := range entries {
+		e := &entries[i]
+		index[e.rel] = i
+		host, err := hostOf(e.rel)
+		if err != nil {
 			return nil, err
 		}
-		if err := p.writeEntry(rootfs, path.Join(dst, e.rel), s, e, own, written); err != nil {
-			return nil, err
-		}
-		if e.kind == copyDir {
-			e.rel = path.Join(dst, e.rel)
-			dirs = append(dirs, e)
+		hosts[i] = host
+		switch e.kind {
+		case copyDir:
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := p.writeEntryAt(cp, host, path.Join(dst, e.rel), s, e, own, ""); err != nil {
+				return nil, err
+			}
+			dirHost[cmp.Or(e.rel, ".")] = host
+			d := *e
+			d.rel = path.Join(dst, e.rel)
+			dirs = append(dirs, d) // children change a dir's mtime
+		case copyHardlink:
+			links = append(links, i)
+		default:
+			jobs = append(jobs, copyJob{dir: path.Dir(e.rel), run: func(context.Context) error {
+				return p.writeEntryAt(cp, host, path.Join(dst, e.rel), s, e, own, "")
+			}})
 		}
 	}
-	return dirs, nil // children change a dir's mtime
+	if err := copyParallel(ctx, copyInterleave(jobs)); err != nil {
+		return nil, err
+	}
+	for _, i := range links {
+		e := &entries[i]
+		first, ok := index[e.link]
+		if !ok || entries[first].kind == copyHardlink {
+			return nil, fmt.Errorf("copy to %s: hardlink to %s, which is not copied", path.Join(dst, e.rel), e.link)
+		}
+		if err := p.writeEntryAt(cp, hosts[i], path.Join(dst, e.rel), s, e, own, hosts[first]); err != nil {
+			return nil, err
+		}
+	}
+	return dirs, nil
 }
 
-// writeEntry writes one entry at dst (absolute inside rootfs). Its parent
-// is resolved inside rootfs; an existing non-directory at dst is replaced,
-// never written through.
-func (p *copyPlan) writeEntry(rootfs, dst string, s *copySource, e copyEntry, own copyOwner, written map[string]string) error {
+// copyJob writes one entry of the directory dir.
+type copyJob struct {
+	dir string
+	run func(context.Context) error
+}
+
+// copyInterleave orders jobs so that the parallel writers take entries of
+// different directories: a file system serializes the creations in one
+// directory (its lock), not those in several.
+func copyInterleave(jobs []copyJob) []func(context.Context) error {
+	var dirs [][]copyJob
+	at := map[string]int{}
+	for _, j := range jobs {
+		i, ok := at[j.dir]
+		if !ok {
+			i = len(dirs)
+			at[j.dir] = i
+			dirs = append(dirs, nil)
+		}
+		dirs[i] = append(dirs[i], j)
+	}
+	out := make([]func(context.Context) error, 0, len(jobs))
+	for len(out) < len(jobs) {
+		for i := range dirs {
+			if len(dirs[i]) > 0 {
+				out = append(out, dirs[i][0].run)
+				dirs[i] = dirs[i][1:]
+			}
+		}
+	}
+	return out
+}
+
+// writeEntry writes one entry at dst (absolute inside rootfs), its parent
+// resolved inside rootfs (writeEntryAt).
+func (p *copyPlan) writeEntry(rootfs, dst string, s *copySource, e copyEntry, own copyOwner) error {
 	host, err := copyHostPath(rootfs, dst)
 	if err != nil {
 		return err
 	}
-	if err := copyClear(host, dst, e.kind == copyDir); err != nil {
-		return err
-	}
+	return p.writeEntryAt(&copier{}, host, dst, s, &e, own, "")
+}
+
+// writeEntryAt writes one entry at host, the path of dst in the rootfs.
+// An existing non-directory there is replaced, never written through. A
+// hardlink is made to linkTo, the host path of its first name.
+func (p *copyPlan) writeEntryAt(cp *copier, host, dst string, s *copySource, e *copyEntry, own copyOwner, linkTo string) error {
 	mode := e.mode
 	if p.chmod != nil && (e.kind == copyFile || e.kind == copyDir) {
 		mode = copyUnixMode(p.chmod.apply(copyModeBits(e.mode), e.kind == copyDir))
 	}
-	switch e.kind {
-	case copyFile:
-		err = p.writeFile(host, s, e)
-	case copyHardlink:
-		err = os.Link(written[e.link], host)
-	case copyDir:
-		err = copyMkdir(host)
-	case copySymlink:
-		err = os.Symlink(e.link, host)
-	case copyFifo, copyDevice:
-		err = copyMknod(host, e)
+	if p.keepsOwners() {
+		own = copyOwner{uid: e.uid, gid: e.gid}
+	}
+	if e.kind == copyDir {
+		if err := copyClear(host, dst, true); err != nil {
+			return err
+		}
+		if err := copyMkdir(host); err != nil {
+			return fmt.Errorf("copy to %s: %w", dst, err)
+		}
+		return copyFinish(host, dst, *e, mode, own)
+	}
+	// Anything else is created exclusively (never through an existing
+	// entry); what is in the way is cleared and the creation retried.
+	err := p.create(cp, host, dst, s, e, mode, own, linkTo)
+	if errors.Is(err, fs.ErrExist) {
+		if err := copyClear(host, dst, false); err != nil {
+			return err
+		}
+		err = p.create(cp, host, dst, s, e, mode, own, linkTo)
 	}
 	if err != nil {
 		return fmt.Errorf("copy to %s: %w", dst, err)
 	}
-	if written != nil {
-		written[e.rel] = host
+	if e.kind == copyFile || e.kind == copyHardlink {
+		return nil // a file is finished through its descriptor
 	}
-	if e.kind == copyHardlink {
-		return nil
+	return copyFinish(host, dst, *e, mode, own)
+}
+
+// create makes the non-directory entry e at host, which must not exist.
+func (p *copyPlan) create(cp *copier, host, dst string, s *copySource, e *copyEntry, mode fs.FileMode, own copyOwner, linkTo string) error {
+	switch e.kind {
+	case copyFile:
+		return p.writeFile(cp, host, dst, s, e, mode, own)
+	case copyHardlink:
+		return os.Link(linkTo, host)
+	case copySymlink:
+		return os.Symlink(e.link, host)
+	case copyFifo, copyDevice:
+		return copyMknod(host, *e)
 	}
-	if p.keepsOwners() {
-		own = copyOwner{uid: e.uid, gid: e.gid}
-	}
-	return copyFinish(host, dst, e, mode, own)
+	return fmt.Errorf("unknown entry kind %d", e.kind)
 }
 
 // keepsOwners reports whether written files keep their source's owner: a
@@ -226,30 +339,62 @@ func (p *copyPlan) keepsOwners() bool {
 	return p.req.SrcRoot != "" && p.req.Chown == ""
 }
 
-func (p *copyPlan) writeFile(host string, s *copySource, e copyEntry) error {
-	var r io.Reader
-	switch {
-	case s.data != nil:
-		r = strings.NewReader(string(s.data))
-	case e.host == "":
-		r = strings.NewReader("") // a socket: an empty file
-	default:
-		f, err := os.OpenFile(e.host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		r = f
-	}
-	out, err := os.OpenFile(host, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+// writeFile creates the regular file host (which must not exist) with
+// e's content, then gives it its owner, mode, xattrs and mtime through the
+// open descriptor, in copyFinish's order.
+func (p *copyPlan) writeFile(cp *copier, host, dst string, s *copySource, e *copyEntry, mode fs.FileMode, own copyOwner) error {
+	out, err := copyOpen(host, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, r); err != nil {
+	if err := writeContent(cp, out, s, e); err != nil {
+		out.Close()
+		return err
+	}
+	if err := copyFinishFile(out, dst, *e, mode, own); err != nil {
 		out.Close()
 		return err
 	}
 	return out.Close()
+}
+
+// writeContent writes e's content to out: a heredoc's bytes, nothing for a
+// socket, else the whole source file, copied in the kernel where it can.
+func writeContent(cp *copier, out copyFD, s *copySource, e *copyEntry) error {
+	switch {
+	case s.data != nil:
+		_, err := out.Write(s.data)
+		return err
+	case e.host == "":
+		return nil // a socket: an empty file
+	}
+	f, err := copyOpen(e.host, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return cp.copyData(out, f)
+}
+
+// copyFinishFile is copyFinish for a regular file just created at dst
+// and open as f: chown (no stale owner record to drop), chmod, xattrs and
+// times through the descriptor.
+func copyFinishFile(f copyFD, dst string, e copyEntry, mode fs.FileMode, own copyOwner) error {
+	if err := snapshot.FchownNew(f.fd, f.name, own.uid, own.gid); err != nil {
+		return fmt.Errorf("chown %s: %w", dst, err)
+	}
+	if err := unix.Fchmod(f.fd, copyModeBits(mode)); err != nil {
+		return fmt.Errorf("chmod %s: %w", dst, err)
+	}
+	for k, v := range e.xattrs {
+		if err := unix.Fsetxattr(f.fd, k, v, 0); err != nil {
+			return fmt.Errorf("set xattr %s on %s: %w", k, dst, err)
+		}
+	}
+	if err := futimens(f.fd, e.mtime); err != nil {
+		return fmt.Errorf("set times of %s: %w", dst, err)
+	}
+	return nil
 }
 
 // copyFinish sets ownership, mode, xattrs and mtime, in an order that keeps

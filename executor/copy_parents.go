@@ -246,7 +246,7 @@ func (p *copyPlan) applyParents(ctx context.Context, rootfs string, s *copySourc
 			}
 			continue
 		}
-		if err := p.writeEntry(rootfs, at, s, d, own, nil); err != nil {
+		if err := p.writeEntry(rootfs, at, s, d, own); err != nil {
 			return nil, err
 		}
 		d.rel = at

@@ -35,7 +35,7 @@ func TestCompressionIndependentOfCPUs(t *testing.T) {
 		for _, procs := range []int{1, 2, 3, 8} {
 			runtime.GOMAXPROCS(procs)
 			var out bytes.Buffer
-			if err := compressVerified(t.Context(), &out, bytes.NewReader(data), diffID, c); err != nil {
+			if err := compressVerified(t.Context(), &out, nil, bytes.NewReader(data), diffID, c); err != nil {
 				t.Fatalf("%s: %v", c, err)
 			}
 			if ref == nil {

@@ -62,6 +62,15 @@ func (l *storeLayer) Uncompressed() (io.ReadCloser, error) {
 	return pr, nil
 }
 
+// selfChecked is a layer whose uncompressed stream fails, instead of
+// ending, unless its bytes have the layer's diffID: a layer of the layer
+// store, whose WriteTar checks that. Its stream needs no second hash.
+type selfChecked interface {
+	checksDiffID() bool
+}
+
+func (l *storeLayer) checksDiffID() bool { return true }
+
 // directTar is a layer that can write its uncompressed tar straight to a
 // writer, without a pipe: into an archive file, whose writer takes the
 // contents of larger files as ranges the kernel copies

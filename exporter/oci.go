@@ -200,7 +200,7 @@ func compressToFile(ctx context.Context, l v1.Layer, file string, c Compression)
 	defer f.Close()
 	h := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(f, h)}
-	if err := compressVerified(ctx, cw, rc, diffID, c); err != nil {
+	if err := compressVerified(ctx, cw, l, rc, diffID, c); err != nil {
 		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
 	}
 	if err := f.Close(); err != nil {

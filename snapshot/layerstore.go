@@ -124,6 +124,9 @@ type layerMetadata struct {
 	Size   int64  `json:"size"`
 	// Committed layers serialize to exactly the tar hashed as DiffID.
 	Committed bool `json:"committed"`
+	// StatDigest is the stat digest (statdigest.go) of the directory
+	// when its content was hashed as DiffID; "" when unknown.
+	StatDigest string `json:"statDigest,omitempty"`
 }
 
 // OpenLayerStore opens (creating it if needed) the layer store at root.
@@ -302,7 +305,11 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 	synced := make(chan error, 1)
 	go func() { synced <- syncFS(dir) }()
 	h := sha256.New()
-	size, err := writeLayerTar(ctx, dir, h)
+	statAt, entries, err := collectSettled(ctx, dir)
+	var size int64
+	if err == nil {
+		size, err = writeEntriesTar(ctx, dir, entries, h)
+	}
 	serr := <-synced
 	if err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
@@ -326,11 +333,39 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 	if err := os.Rename(dir, filepath.Join(tmp, layerFS)); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: move into layer store (must be one file system): %w", dir, err)
 	}
-	meta := layerMetadata{DiffID: diffID, Size: size, Committed: true}
+	// The rename keeps every entry's stat: the directory itself is no
+	// entry of its tar.
+	meta := layerMetadata{DiffID: diffID, Size: size, Committed: true, StatDigest: statDigest(entries, statAt)}
 	if err := s.install(ctx, tmp, diffID[len("sha256:"):], meta); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}
 	return layer, nil
+}
+
+// collectSettled is collectEntries of dir, stat'ed again once its
+// entries changed just before (a RUN's files, a COPY's) are out of the
+// racy window, so that the commit can record the layer's stat digest: a
+// wait of at most statRacyWindow, beside the commit's syncfs.
+func collectSettled(ctx context.Context, dir string) (time.Time, []tarEntry, error) {
+	statAt := time.Now()
+	entries, err := collectEntries(ctx, dir)
+	if err != nil {
+		return statAt, nil, err
+	}
+	wait := racyWait(entries, statAt)
+	if wait == 0 {
+		return statAt, entries, nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return statAt, nil, ctx.Err()
+	}
+	statAt = time.Now()
+	entries, err = collectEntries(ctx, dir)
+	return statAt, entries, err
 }
 
 // adopt makes the existing layer diffID, which a commit just produced
@@ -408,12 +443,21 @@ func (s *LayerStore) install(ctx context.Context, tmp, hexID string, meta layerM
 }
 
 // WriteTar writes the tar of the committed layer diffID to w and returns its
-// size. The stream is hashed on the way; if the directory no longer
-// serializes to diffID the result is an error wrapping a *ModifiedError
-// (and w got a bad tar). A w that is a FileRangeWriter gets the contents
-// of the larger files as file ranges, hashed by a second read from the
-// page cache on another goroutine.
+// size. If the directory no longer serializes to diffID the result is an
+// error wrapping a *ModifiedError (and w got a bad tar). A directory whose
+// entries stat as they did when its content was hashed (its stat digest,
+// statdigest.go) is written without hashing it again; any other is hashed
+// on the way: a w that is a FileRangeWriter gets the contents of the
+// larger files as file ranges, hashed by a second read from the page
+// cache on another goroutine.
 func (s *LayerStore) WriteTar(ctx context.Context, diffID string, w io.Writer) (int64, error) {
+	return s.writeTar(ctx, diffID, w, true)
+}
+
+// writeTar is WriteTar; with trustStat false the content is hashed even
+// when the stat digest is unchanged, and no stat digest is recorded
+// (Verify, which changes nothing).
+func (s *LayerStore) writeTar(ctx context.Context, diffID string, w io.Writer, trustStat bool) (int64, error) {
 	meta, err := s.metadata(diffID)
 	if err != nil {
 		return 0, err
@@ -421,11 +465,25 @@ func (s *LayerStore) WriteTar(ctx context.Context, diffID string, w io.Writer) (
 	if !meta.Committed {
 		return 0, fmt.Errorf("write tar of layer %s: %w", diffID, ErrNotReproducible)
 	}
+	dir := s.Dir(diffID)
+	statAt := time.Now()
+	entries, err := collectEntries(ctx, dir)
+	if err != nil {
+		return 0, fmt.Errorf("write tar of layer %s: %w", diffID, err)
+	}
+	stat := statDigest(entries, statAt)
+	if trustStat && meta.StatDigest != "" && stat == meta.StatDigest {
+		n, err := writeEntriesTar(ctx, dir, entries, w)
+		if err != nil {
+			return n, fmt.Errorf("write tar of layer %s: %w", diffID, err)
+		}
+		return n, nil
+	}
 	var n int64
 	var got string
 	if fr, ok := w.(FileRangeWriter); ok {
 		hw := newHashingRangeWriter(fr)
-		n, err = writeLayerTar(ctx, s.Dir(diffID), hw)
+		n, err = writeEntriesTar(ctx, dir, entries, hw)
 		var herr error
 		got, herr = hw.sum()
 		if err == nil {
@@ -433,16 +491,44 @@ func (s *LayerStore) WriteTar(ctx context.Context, diffID string, w io.Writer) (
 		}
 	} else {
 		h := sha256.New()
-		n, err = writeLayerTar(ctx, s.Dir(diffID), io.MultiWriter(w, h))
+		n, err = writeEntriesTar(ctx, dir, entries, io.MultiWriter(w, h))
 		got = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	}
 	if err != nil {
 		return n, fmt.Errorf("write tar of layer %s: %w", diffID, err)
 	}
 	if got != diffID {
-		return n, fmt.Errorf("write tar of layer %s: %w", diffID, &ModifiedError{DiffID: diffID, Dir: s.Dir(diffID), Got: got})
+		return n, fmt.Errorf("write tar of layer %s: %w", diffID, &ModifiedError{DiffID: diffID, Dir: dir, Got: got})
+	}
+	if trustStat && stat != "" && stat != meta.StatDigest {
+		// Hashed and found unchanged (a layer committed within the
+		// racy window, or moved): the next write trusts this stat. A
+		// failure to record it costs only that next write a hash.
+		// Verify changes nothing.
+		meta.StatDigest = stat
+		_ = s.writeMetadata(diffID, meta)
 	}
 	return n, nil
+}
+
+// writeMetadata replaces the layer.json of the installed layer diffID.
+func (s *LayerStore) writeMetadata(diffID string, meta layerMetadata) error {
+	data, err := json.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(s.root, diffID[len("sha256:"):])
+	// A name of its own: another process may update it at the same time.
+	tmp := filepath.Join(dir, fmt.Sprintf("%s.update-%d-%d", layerMeta, os.Getpid(), time.Now().UnixNano()))
+	if err := writeFileSync(tmp, data); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("update layer %s: %w", diffID, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, layerMeta)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("update layer %s: %w", diffID, err)
+	}
+	return syncDir(dir)
 }
 
 func (s *LayerStore) layer(diffID string) (Layer, error) {
@@ -608,7 +694,7 @@ func (s *LayerStore) Verify(ctx context.Context, diffID string, src io.Reader) (
 		return false, fmt.Errorf("%w: %s is not a directory", ErrBadMetadata, s.Dir(diffID))
 	}
 	if meta.Committed {
-		_, err := s.WriteTar(ctx, diffID, io.Discard)
+		_, err := s.writeTar(ctx, diffID, io.Discard, false)
 		return true, err
 	}
 	if src == nil {

@@ -258,3 +258,14 @@ func whiteoutError(p string, err error) error {
 	}
 	return fmt.Errorf("create whiteout %s: %w", p, err)
 }
+
+// FchownNew is Lchown for a regular file just created and open as fd (p
+// is its path, where a user namespace's stand-in owner is recorded): a
+// new file has no owner record to drop.
+func FchownNew(fd int, p string, uid, gid int) error {
+	chown := func(u, g int) error { return unix.Fchown(fd, u, g) }
+	if _, err := chownOrRecord(chown, p, uid, gid, true, false); err != nil {
+		return &os.PathError{Op: "fchown", Path: p, Err: err}
+	}
+	return nil
+}

@@ -92,8 +92,13 @@ func tarWriterLayer(t *testing.T, dir string) []byte {
 		var hdr *tar.Header
 		if e.kind != kindFile {
 			hdr = &tar.Header{Typeflag: tar.TypeReg, Name: e.name, ModTime: unixEpoch(), Format: tar.FormatPAX}
-		} else if hdr, err = tarHeader(e, links); err != nil {
-			t.Fatal(err)
+		} else {
+			var got prefetchSlot // metadata only: maxData 0 reads no content
+			(&tarPrefetcher{}).fetch(&got, e)
+			check(t, got.err)
+			if hdr, err = tarHeader(e, &got, links); err != nil {
+				t.Fatal(err)
+			}
 		}
 		check(t, tw.WriteHeader(hdr))
 		if hdr.Typeflag == tar.TypeReg && hdr.Size > 0 {

@@ -45,16 +45,29 @@ func writeLayerTar(ctx context.Context, dir string, w io.Writer) (int64, error) 
 	if err != nil {
 		return 0, err
 	}
+	return writeEntriesTar(ctx, dir, entries, w)
+}
+
+// writeEntriesTar is writeLayerTar of the entries collectEntries found
+// in dir.
+func writeEntriesTar(ctx context.Context, dir string, entries []tarEntry, w io.Writer) (int64, error) {
 	out := &tarOut{w: w}
 	out.fr, _ = w.(FileRangeWriter)
+	pf := newTarPrefetcher(ctx, entries, out.fr != nil)
+	defer pf.stop()
 	links := map[uint64]string{}
-	for _, e := range entries {
+	for i, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return out.n, err
 		}
-		if err := writeEntry(out, e, links); err != nil {
+		got, err := pf.get(ctx, i)
+		if err != nil {
 			return out.n, err
 		}
+		if err := writeEntry(out, e, got, links); err != nil {
+			return out.n, err
+		}
+		pf.release(i)
 	}
 	if err := out.end(); err != nil {
 		return out.n, fmt.Errorf("write layer tar of %s: %w", dir, err)
@@ -82,9 +95,10 @@ const rangeMin = 64 << 10
 // the bytes are exactly tar.Writer's), the contents are written or handed
 // over as file ranges, and the padding and end blocks are written here.
 type tarOut struct {
-	w  io.Writer
-	fr FileRangeWriter // w, when it takes file ranges
-	n  int64
+	w   io.Writer
+	fr  FileRangeWriter // w, when it takes file ranges
+	n   int64
+	buf []byte // copyContent's buffer, made on first use
 }
 
 func (o *tarOut) Write(p []byte) (int, error) {
@@ -164,7 +178,7 @@ func newTarEntry(dir, rel string) ([]tarEntry, bool, error) {
 	case isWhiteout(&st):
 		d, base := path.Split(rel)
 		name := d + whiteoutPrefix + base
-		return []tarEntry{{key: name, name: name, kind: kindWhiteout}}, true, nil
+		return []tarEntry{{key: name, name: name, kind: kindWhiteout, st: st}}, true, nil
 	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
 		return []tarEntry{{key: rel, name: rel, src: src, st: st}}, true, nil
 	}
@@ -180,7 +194,9 @@ func newTarEntry(dir, rel string) ([]tarEntry, bool, error) {
 	return out, true, nil
 }
 
-func writeEntry(out *tarOut, e tarEntry, links map[uint64]string) error {
+// writeEntry writes entry e, whose xattrs, link target and (a small
+// file's) content the prefetcher read as got.
+func writeEntry(out *tarOut, e tarEntry, got *prefetchSlot, links map[uint64]string) error {
 	if e.kind != kindFile {
 		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: e.name, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
 		if err := out.header(hdr); err != nil {
@@ -188,7 +204,7 @@ func writeEntry(out *tarOut, e tarEntry, links map[uint64]string) error {
 		}
 		return nil
 	}
-	hdr, err := tarHeader(e, links)
+	hdr, err := tarHeader(e, got, links)
 	if err != nil {
 		return err
 	}
@@ -198,7 +214,11 @@ func writeEntry(out *tarOut, e tarEntry, links map[uint64]string) error {
 	if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
 		return nil
 	}
-	if err := copyContent(out, e.src, hdr.Size); err != nil {
+	if int64(len(got.data)) == hdr.Size {
+		if _, err := out.Write(got.data); err != nil {
+			return fmt.Errorf("write tar entry %s: %w", e.name, err)
+		}
+	} else if err := copyContent(out, e.src, hdr.Size); err != nil {
 		return err
 	}
 	if err := out.pad(hdr.Size); err != nil {
@@ -207,7 +227,7 @@ func writeEntry(out *tarOut, e tarEntry, links map[uint64]string) error {
 	return nil
 }
 
-func tarHeader(e tarEntry, links map[uint64]string) (*tar.Header, error) {
+func tarHeader(e tarEntry, got *prefetchSlot, links map[uint64]string) (*tar.Header, error) {
 	hdr := &tar.Header{
 		Name:    e.name,
 		Mode:    int64(e.st.Mode & 0o7777),
@@ -216,12 +236,8 @@ func tarHeader(e tarEntry, links map[uint64]string) (*tar.Header, error) {
 		ModTime: time.Unix(e.st.Mtim.Sec, 0),
 		Format:  tar.FormatPAX,
 	}
-	xattrs, err := layerXattrs(e.src)
-	if err != nil {
-		return nil, err
-	}
 	var standIn string
-	for _, x := range xattrs {
+	for _, x := range got.xattrs {
 		if x.name == overrideXattr {
 			standIn = x.value // what the entry really is (override.go)
 			continue
@@ -246,11 +262,7 @@ func tarHeader(e tarEntry, links map[uint64]string) (*tar.Header, error) {
 		hdr.Typeflag = tar.TypeDir
 	case unix.S_IFLNK:
 		hdr.Typeflag = tar.TypeSymlink
-		target, err := os.Readlink(e.src)
-		if err != nil {
-			return nil, fmt.Errorf("read link %s: %w", e.src, err)
-		}
-		hdr.Linkname = target
+		hdr.Linkname = got.link
 	case unix.S_IFCHR, unix.S_IFBLK:
 		hdr.Typeflag = tar.TypeChar
 		if e.st.Mode&unix.S_IFMT == unix.S_IFBLK {
@@ -284,7 +296,13 @@ func copyContent(out *tarOut, src string, size int64) error {
 			err = io.EOF
 		}
 	} else {
-		n, err = io.CopyN(out, f, size)
+		if out.buf == nil {
+			out.buf = make([]byte, 256<<10)
+		}
+		n, err = io.CopyBuffer(out, io.LimitReader(f, size), out.buf)
+		if err == nil && n < size {
+			err = io.EOF
+		}
 	}
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("read %s: file shrank to %d of %d bytes while serializing", src, n, size)

@@ -1,0 +1,108 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/builder-dev/builder/internal/testenv"
+)
+
+// TestCopyTreeOverExisting: the parallel writers of a tree replace what
+// is in the way of a file or symlink (a symlink out of the rootfs is not
+// written through, a file becomes a symlink), keep hardlinks, and refuse
+// to replace a directory with a file.
+func TestCopyTreeOverExisting(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	ctxDir, rootfs, victim := copySetup(t)
+	for p, target := range map[string]string{"app/f": "../../victim/secret", "app/deep/h": ""} {
+		host := filepath.Join(rootfs, p)
+		copyCheck(t, os.MkdirAll(filepath.Dir(host), 0o755))
+		if target != "" {
+			copyCheck(t, os.Symlink(target, host))
+		} else {
+			copyCheck(t, os.WriteFile(host, []byte("old"), 0o644))
+		}
+	}
+	copyCheck(t, os.WriteFile(filepath.Join(rootfs, "app/lnk"), []byte("a file"), 0o644))
+	err := copyRun(t, copyRequest{Sources: []string{"sub"}, Dest: "/app"}, ctxDir, rootfs)
+	copyCheckResult(t, err, "", rootfs, victim, map[string]copyWant{
+		"app/f": {typ: "file", content: "fff", mtime: true}, "app/deep/h": {typ: "file", content: "hhh"},
+		"app/lnk": {typ: "symlink", link: "f"}, "app/hl": {typ: "file", content: "fff"},
+	})
+	a, _ := os.Stat(filepath.Join(rootfs, "app/f"))
+	b, _ := os.Stat(filepath.Join(rootfs, "app/hl"))
+	if !os.SameFile(a, b) {
+		t.Error("hardlinked context files were not copied as hardlinks")
+	}
+
+	ctxDir, rootfs, victim = copySetup(t)
+	copyCheck(t, os.MkdirAll(filepath.Join(rootfs, "app/f"), 0o755))
+	err = copyRun(t, copyRequest{Sources: []string{"sub"}, Dest: "/app"}, ctxDir, rootfs)
+	copyCheckResult(t, err, "cannot replace a directory with a file", rootfs, victim, nil)
+}
+
+// TestCopyInterleave: jobs alternate between directories, in their
+// order, so parallel writers create files in different directories.
+func TestCopyInterleave(t *testing.T) {
+	var got []string
+	var jobs []copyJob
+	for _, j := range []struct{ dir, name string }{{"a", "a1"}, {"a", "a2"}, {"a", "a3"}, {"b", "b1"}, {".", "r1"}, {"b", "b2"}} {
+		jobs = append(jobs, copyJob{dir: j.dir, run: func(context.Context) error {
+			got = append(got, j.name)
+			return nil
+		}})
+	}
+	for _, run := range copyInterleave(jobs) {
+		copyCheck(t, run(t.Context()))
+	}
+	if want := []string{"a1", "b1", "r1", "a2", "b2", "a3"}; !slices.Equal(got, want) {
+		t.Errorf("order %v, want %v", got, want)
+	}
+}
+
+// TestCopierCopiesWholeFiles: the kernel copy moves whole files, empty
+// and larger than one call's chunk of a buffer alike.
+func TestCopierCopiesWholeFiles(t *testing.T) {
+	dir := t.TempDir()
+	cp := &copier{}
+	for _, size := range []int{0, 1, 300 << 10} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		src, dst := filepath.Join(dir, fmt.Sprint("src", size)), filepath.Join(dir, fmt.Sprint("dst", size))
+		copyCheck(t, os.WriteFile(src, data, 0o644))
+		in, err := copyOpen(src, os.O_RDONLY, 0)
+		copyCheck(t, err)
+		out, err := copyOpen(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		copyCheck(t, err)
+		copyCheck(t, cp.copyData(out, in))
+		copyCheck(t, in.Close())
+		copyCheck(t, out.Close())
+		got, err := os.ReadFile(dst)
+		copyCheck(t, err)
+		if string(got) != string(data) {
+			t.Errorf("copy of %d bytes: got %d bytes, differing", size, len(got))
+		}
+	}
+	// The buffered way, as where no kernel copy is possible.
+	cp.method.Store(copyByBuffer)
+	src := filepath.Join(dir, "src307200")
+	in, err := copyOpen(src, os.O_RDONLY, 0)
+	copyCheck(t, err)
+	out, err := copyOpen(filepath.Join(dir, "buffered"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	copyCheck(t, err)
+	copyCheck(t, cp.copyData(out, in))
+	in.Close()
+	out.Close()
+	a, _ := os.ReadFile(src)
+	b, _ := os.ReadFile(filepath.Join(dir, "buffered"))
+	if string(a) != string(b) {
+		t.Error("buffered copy differs")
+	}
+}
