@@ -106,6 +106,18 @@ func (c *copier) copyData(dst, src copyFD) error {
 	}
 }
 
+// copyError names the file a kernel copy's error is about: the
+// destination when writing failed (a full disk or quota, a read-only or
+// failing file system: what users must act on in the store), else the
+// source.
+func copyError(dst, src copyFD, err error) error {
+	switch {
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT), errors.Is(err, unix.EROFS), errors.Is(err, unix.EFBIG):
+		return &os.PathError{Op: "write", Path: dst.name, Err: err}
+	}
+	return &os.PathError{Op: "copy", Path: src.name, Err: err}
+}
+
 // copyDataBy copies with method m; done is false when m is not supported
 // between these files and nothing was copied.
 func (c *copier) copyDataBy(m int32, dst, src copyFD) (done bool, err error) {
@@ -127,7 +139,7 @@ func (c *copier) copyDataBy(m int32, dst, src copyFD) (done bool, err error) {
 			return false, nil
 		}
 		if err != nil {
-			return true, &os.PathError{Op: "copy", Path: src.name, Err: err}
+			return true, copyError(dst, src, err)
 		}
 		if k == 0 && n == 0 {
 			// An empty file, or one of a file system whose files read

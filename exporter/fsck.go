@@ -141,9 +141,10 @@ func contains(list []string, s string) bool {
 // platforms pulled; the others come when a build needs them). The index
 // and its attestation manifests are recorded as used by the tag.
 func (s *Store) taggedManifests(ctx context.Context, refs *storeRefs, name, digest string) []string {
-	m, ok, _ := s.readIndex(ctx, digest)
-	if !ok {
-		return []string{digest}
+	raw, err := s.peek(ctx, digest) // fsck leaves a damaged blob in place
+	var m v1.IndexManifest
+	if err != nil || json.Unmarshal(raw, &m) != nil || m.Manifests == nil {
+		return []string{digest} // an image, or damaged: checked as one
 	}
 	refs.use(digest, "image "+name+" (index)", s.advice(ctx, name, digest))
 	var out []string

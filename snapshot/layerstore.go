@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -552,12 +553,21 @@ func (s *LayerStore) metadata(diffID string) (layerMetadata, error) {
 	if err != nil {
 		return layerMetadata{}, fmt.Errorf("read layer metadata %s: %w", p, err)
 	}
+	// Strictly: a damaged key (a flipped byte in "committed") must not
+	// read as a field left out.
 	var meta layerMetadata
-	if err := json.Unmarshal(data, &meta); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&meta); err != nil {
 		return layerMetadata{}, fmt.Errorf("read layer metadata %s: %w", p, err)
 	}
 	if meta.DiffID != diffID {
 		return layerMetadata{}, fmt.Errorf("read layer metadata %s: records %s", p, meta.DiffID)
+	}
+	if meta.StatDigest != "" {
+		if _, err := digestHex(meta.StatDigest); err != nil {
+			return layerMetadata{}, fmt.Errorf("read layer metadata %s: damaged stat digest", p)
+		}
 	}
 	return meta, nil
 }
