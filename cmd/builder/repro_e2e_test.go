@@ -388,23 +388,10 @@ func (s *reproSuite) build(c reproConfig) reproResult {
 		return r
 	}
 	r.iid = strings.TrimSpace(string(b))
-	if r.dtar, r.err = fileSHA256(r.tar); r.err == nil {
-		r.oci, r.err = fileSHA256(ociFile)
+	if r.dtar, r.err = sha256File(r.tar); r.err == nil {
+		r.oci, r.err = sha256File(ociFile)
 	}
 	return r
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func dirExists(p string) bool {
