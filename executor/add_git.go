@@ -127,7 +127,7 @@ func (p *copyPlan) applyGit(ctx context.Context, rootfs string, s *copySource, o
 	if err := p.fetchGit(ctx, s); err != nil {
 		return err
 	}
-	return p.applyTree(ctx, rootfs, p.dest, s, own)
+	return p.applyTree(ctx, rootfs, p.dest, s, own, false)
 }
 
 // closeGit removes a Git source's checkout.

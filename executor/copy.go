@@ -111,6 +111,9 @@ type copyPlan struct {
 	// pivots are the directories COPY --parents copies from, matches or
 	// not: each makes dest.
 	pivots []copyPivot
+	// upper collects, during ApplyDirect, the writes left for the
+	// snapshot's upper directory.
+	upper *upperWrites
 }
 
 // copyPivot is one pivot directory of the source with that index.

@@ -101,12 +101,20 @@ func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource
 	if p.destDir {
 		parent = p.dest
 	}
+	top := s.entries[0]
+	made := false // whether this step makes the directory dest
+	if p.upper != nil && top.kind == copyDir {
+		host, err := copyHostPath(rootfs, p.dest)
+		if err != nil {
+			return err
+		}
+		made = p.upper.makesDir(host)
+	}
 	if err := mkdirAllIn(rootfs, parent, p.dirMode(), own); err != nil {
 		return err
 	}
-	top := s.entries[0]
 	if top.kind == copyDir {
-		return p.applyTree(ctx, rootfs, p.dest, s, own)
+		return p.applyTree(ctx, rootfs, p.dest, s, own, made)
 	}
 	isDir, err := copyIsDir(rootfs, p.dest)
 	if err != nil {
@@ -138,7 +146,10 @@ func copySetDirTimes(rootfs string, dirs []copyEntry) error {
 // like the destination's parents (dirMode, --chown or root), not with the
 // source directory's mode or owner; either way dst ends with the source
 // directory's mtime, as fsutil restores it.
-func (p *copyPlan) applyTree(ctx context.Context, rootfs, dst string, s *copySource, own copyOwner) error {
+//
+// made tells ApplyDirect that this step makes dst, which the caller may
+// have made already; applyTree also finds out itself when dst is missing.
+func (p *copyPlan) applyTree(ctx context.Context, rootfs, dst string, s *copySource, own copyOwner, made bool) error {
 	host, err := copyHostPath(rootfs, dst)
 	if err != nil {
 		return err
@@ -146,16 +157,23 @@ func (p *copyPlan) applyTree(ctx context.Context, rootfs, dst string, s *copySou
 	if fi, err := os.Stat(host); err == nil && !fi.IsDir() {
 		return fmt.Errorf("cannot copy to non-directory: %s", dst)
 	}
+	made = p.upper != nil && (made || p.upper.makesDir(host))
 	if err := mkdirAllIn(rootfs, dst, p.dirMode(), own); err != nil {
 		return err
 	}
 	top := s.entries[0]
 	top.rel = dst
+	var times []copyEntry
+	if made {
+		p.upper.madeDir(s, host, top)
+	} else {
+		times = append(times, top)
+	}
 	dirs, err := p.writeTree(ctx, rootfs, dst, s, s.entries[1:], own)
 	if err != nil {
 		return err
 	}
-	return copySetDirTimes(rootfs, append([]copyEntry{top}, dirs...))
+	return copySetDirTimes(rootfs, append(times, dirs...))
 }
 
 // writeTree writes entries of s below dst and returns the directories it
@@ -205,16 +223,24 @@ func (p *copyPlan) writeTree(ctx context.Context, rootfs, dst string, s *copySou
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
+			made := p.upper != nil && p.upper.mkdir(host)
 			if err := p.writeEntryAt(cp, host, path.Join(dst, e.rel), s, e, own, ""); err != nil {
 				return nil, err
 			}
 			dirHost[cmp.Or(e.rel, ".")] = host
+			if made {
+				p.upper.madeDir(s, host, *e) // its times are set in the upper dir
+				continue
+			}
 			d := *e
 			d.rel = path.Join(dst, e.rel)
 			dirs = append(dirs, d) // children change a dir's mtime
 		case copyHardlink:
 			links = append(links, i)
 		default:
+			if p.upper != nil && p.upper.leave(s, host, path.Join(dst, e.rel), e, own) {
+				continue
+			}
 			jobs = append(jobs, copyJob{dir: path.Dir(e.rel), run: func(context.Context) error {
 				return p.writeEntryAt(cp, host, path.Join(dst, e.rel), s, e, own, "")
 			}})

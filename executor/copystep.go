@@ -84,7 +84,7 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, req copyRequest) 
 		return err
 	}
 	in := cache.Inputs{Op: req.op(), Fields: p.Fields(), Files: p.Inputs()}
-	return b.prepare(sc, change{inputs: in, createdBy: req.historyText(), apply: p.Apply, close: p.Close})
+	return b.prepare(sc, change{inputs: in, createdBy: req.historyText(), apply: p.Apply, applyDirect: p.ApplyDirect, close: p.Close})
 }
 
 // copyFromLayers prepares a COPY --from a stage, an image or scratch:
@@ -117,7 +117,7 @@ func (b *build) copyFromLayers(ctx context.Context, sc *stepCtx, req copyRequest
 				}
 				defer p.Close()
 				in := cache.Inputs{Op: r.op(), Fields: p.Fields(), Files: p.Inputs()}
-				return fn(change{inputs: in, createdBy: createdBy, apply: p.Apply})
+				return fn(change{inputs: in, createdBy: createdBy, apply: p.Apply, applyDirect: p.ApplyDirect})
 			})
 		}})
 }

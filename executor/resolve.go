@@ -26,6 +26,11 @@ type change struct {
 	noHistory bool
 	// apply changes the mounted root filesystem at root.
 	apply func(ctx context.Context, root string) error
+	// applyDirect, when set, is apply for a snapshotter that keeps the
+	// changes in a directory of their own (snapshot.UpperDirer): it may
+	// leave writes for that directory, returned as finish, which runs
+	// once root is unmounted (copyPlan.ApplyDirect).
+	applyDirect func(ctx context.Context, root string) (finish func(ctx context.Context, upper string) error, err error)
 	// content is set for a step that reads a stage, an image or scratch
 	// (COPY --from, RUN --mount from=): inputs then name the source by
 	// its key, and on a miss content builds or unpacks it and calls fn

@@ -228,7 +228,7 @@ func (b *build) execute(ctx context.Context, s *stageState, key cache.Key, ch ch
 			}
 		}
 	}()
-	if err := b.withMounted(ctx, mounts, func(root string) error { return ch.apply(ctx, root) }); err != nil {
+	if err := b.applyChange(ctx, sn, active, mounts, ch); err != nil {
 		return nil, err
 	}
 	var opts []snapshot.DiffOption
@@ -256,6 +256,27 @@ func (b *build) execute(ctx context.Context, s *stageState, key cache.Key, ch ch
 		Comment:    "buildkit.dockerfile.v0",
 		Created:    created,
 	}, nil
+}
+
+// applyChange applies ch to the active snapshot: on its mounted root, and
+// for a snapshotter with an upper directory, then what ch left for it.
+func (b *build) applyChange(ctx context.Context, sn snapshot.Snapshotter, active string, mounts []snapshot.Mount, ch change) error {
+	ud, ok := sn.(snapshot.UpperDirer)
+	if !ok || ch.applyDirect == nil {
+		return b.withMounted(ctx, mounts, func(root string) error { return ch.apply(ctx, root) })
+	}
+	var finish func(context.Context, string) error
+	if err := b.withMounted(ctx, mounts, func(root string) (err error) {
+		finish, err = ch.applyDirect(ctx, root)
+		return err
+	}); err != nil || finish == nil {
+		return err
+	}
+	upper, err := ud.UpperDir(ctx, active)
+	if err != nil {
+		return err
+	}
+	return finish(ctx, upper)
 }
 
 func (b *build) activeKey() string {

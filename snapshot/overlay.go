@@ -128,6 +128,18 @@ func (o *Overlay) Commit(ctx context.Context, key string, opts ...DiffOption) (L
 	return finishCommit(ctx, o.layers, dir, upper, opts)
 }
 
+// UpperDir returns the upper directory of the active snapshot key.
+func (o *Overlay) UpperDir(ctx context.Context, key string) (string, error) {
+	dir, meta, err := readActive(o.root, key)
+	if err != nil {
+		return "", err
+	}
+	if meta.ReadOnly {
+		return "", fmt.Errorf("snapshot %s: is a read-only view", key)
+	}
+	return filepath.Join(dir, "upper"), nil
+}
+
 // Remove discards the active snapshot key.
 func (o *Overlay) Remove(ctx context.Context, key string) error {
 	return removeActive(ctx, o.root, key)

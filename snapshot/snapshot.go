@@ -69,3 +69,14 @@ type Snapshotter interface {
 	// Close releases resources held by the snapshotter.
 	Close() error
 }
+
+// UpperDirer is a Snapshotter whose active snapshots keep their changes in
+// a directory of their own (overlayfs's upper directory). While the
+// snapshot is not mounted, a directory made in it through its mount holds
+// nothing from the parents and may be filled there directly, without the
+// mount's cost per file.
+type UpperDirer interface {
+	// UpperDir returns the directory that holds the changes of the active
+	// snapshot key.
+	UpperDir(ctx context.Context, key string) (string, error)
+}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -458,26 +459,52 @@ func TestE2ERunSnapshottersAgree(t *testing.T) {
 	df := strings.Replace(e.runChanges(runChangesDockerfile), "ls -l /proc/$$/fd > /t/fds && cat /proc/1/status > /t/pid1", "true", 1)
 	ctx := e.context(df, nil)
 	flags := []string{"--network", "none", "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"}
+	snapshottersAgree(e, ctx, flags...)
+}
+
+// snapshottersAgree builds ctx with the overlay and with the copy
+// snapshotter and fails unless every layer diffID is the same; it returns
+// the overlay build's image.
+func snapshottersAgree(e *e2eEnv, ctx string, flags ...string) *imageLayers {
+	t := e.t
+	t.Helper()
 	over := readImage(t, e.buildTar(ctx, "overlay", append(flags, "--snapshotter", "overlay")...))
 	cp := readImage(t, e.buildTar(ctx, "copy", append(flags, "--snapshotter", "copy")...))
-	if !slices.Equal(over.diffIDs, cp.diffIDs) {
-		for i := range max(len(over.layers), len(cp.layers)) {
-			if i < len(over.layers) && i < len(cp.layers) && over.diffIDs[i] == cp.diffIDs[i] {
-				continue
-			}
-			var a, b []string
-			if i < len(over.layers) {
-				a = names(over.layers[i])
-			}
-			if i < len(cp.layers) {
-				b = names(cp.layers[i])
-			}
-			t.Errorf("layer %d differs:\noverlay: %v\ncopy:    %v", i, a, b)
+	if slices.Equal(over.diffIDs, cp.diffIDs) {
+		return over
+	}
+	for i := range max(len(over.layers), len(cp.layers)) {
+		if i < len(over.layers) && i < len(cp.layers) && over.diffIDs[i] == cp.diffIDs[i] {
+			continue
 		}
-		for _, d := range fixtures.CompareTrees(over.tree, cp.tree) {
-			t.Errorf("overlay vs copy: %s", d)
+		if i >= len(over.layers) || i >= len(cp.layers) {
+			t.Errorf("layer %d is in one image only (overlay %d layers, copy %d)", i, len(over.layers), len(cp.layers))
+			continue
+		}
+		for _, n := range names(over.layers[i]) {
+			a, b := over.layers[i][n], cp.layers[i][n]
+			if b.hdr == nil {
+				t.Errorf("layer %d: %s only with overlay", i, n)
+			} else if !reflect.DeepEqual(layerFileKey(a), layerFileKey(b)) {
+				t.Errorf("layer %d: %s differs:\noverlay: %+v\ncopy:    %+v", i, n, layerFileKey(a), layerFileKey(b))
+			}
+		}
+		for _, n := range names(cp.layers[i]) {
+			if over.layers[i][n].hdr == nil {
+				t.Errorf("layer %d: %s only with copy", i, n)
+			}
 		}
 	}
+	for _, d := range fixtures.CompareTrees(over.tree, cp.tree) {
+		t.Errorf("overlay vs copy: %s", d)
+	}
+	return over
+}
+
+// layerFileKey is what a layer's tar says of an entry, for a comparison.
+func layerFileKey(f layerFile) []any {
+	h := f.hdr
+	return []any{h.Typeflag, h.Mode, h.Uid, h.Gid, h.Size, h.ModTime.UnixNano(), h.Linkname, h.PAXRecords, string(f.content)}
 }
 
 // TestE2ERunFailure: a failing RUN names the Dockerfile line, the command,
