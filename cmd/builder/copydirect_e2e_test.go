@@ -29,6 +29,16 @@ COPY tree/ /link/sub/
 COPY tree2/ tree/ /app/d1/
 `
 
+// copyNoEpochDockerfile copies into directories the step makes and into
+// existing ones, every time in its layers taken from the context.
+const copyNoEpochDockerfile = `FROM busybox:fixture
+COPY tree/ /app/
+COPY tree2/ /etc/
+COPY tree2/ /app/
+COPY --chown=33:44 tree/ /owned/
+COPY a/ b/ /app/d1/
+`
+
 // TestE2ECopyDirectMatchesMount: the overlay snapshotter writes a COPY's
 // new directories' files in the upper directory after unmounting
 // (copyPlan.ApplyDirect); the copy snapshotter writes everything in one
@@ -84,6 +94,10 @@ func TestE2ECopyDirectMatchesMount(t *testing.T) {
 		}
 	}
 	e.own(ctx)
+	// Without SOURCE_DATE_EPOCH (every time then comes from the context):
+	// one source per step, into new directories and into existing ones.
+	e.write(ctx, "Dockerfile.noepoch", copyNoEpochDockerfile)
+	snapshottersAgree(e, ctx, "--network", "none", "--no-cache", "-f", filepath.Join(ctx, "Dockerfile.noepoch"))
 	img := snapshottersAgree(e, ctx, "--network", "none", "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000")
 	want := map[string]string{ // path → content ("" for anything but a file)
 		"/app/f1":           "one again", // tree2 over tree in /app
