@@ -41,9 +41,9 @@ type upperWrites struct {
 type upperGroup struct {
 	s       *copySource
 	entries []*upperEntry
-	// dirs are the directories it made or wrote into, rel their host
-	// path, whose times are set once everything is in, innermost last
-	// made first, after those of the groups before.
+	// dirs are the directories it made (rel: their host path), whose
+	// times are set once everything is in, the last made first, after
+	// those of the groups before.
 	dirs []copyEntry
 }
 
