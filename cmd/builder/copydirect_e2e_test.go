@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,4 +143,73 @@ func TestE2ECopyDirectMatchesMount(t *testing.T) {
 	if en := img.tree["/app/run.sh"]; en != nil && en.Mode&0o777 != 0o755 {
 		t.Errorf("/app/run.sh: mode %o, want 755", en.Mode)
 	}
+}
+
+// TestE2ECopyDirectKilled: a build killed while its COPY writes files into
+// the overlay's upper directory (after the unmount) leaves a consistent
+// store with nothing committed, the next command removes the half-written
+// snapshot, and the next build writes the whole layer.
+func TestE2ECopyDirectKilled(t *testing.T) {
+	e := newEnv(t)
+	const n = 8000
+	files := map[string]string{}
+	for i := range n {
+		files[fmt.Sprintf("tree/d%02d/f%05d", i%40, i)] = strings.Repeat(string(rune('a'+i%26)), 8192+i%512)
+	}
+	ctx := e.context("FROM busybox:fixture\nCOPY tree/ /app/\n", files)
+	e.own(ctx)
+	cmd := e.command(t.Context(), "--root", e.root, "build", "--progress", "plain", "-t", "killed:1", ctx)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// The files appear in the snapshot's upper directory only once the
+	// root is unmounted: kill the build as soon as some are there.
+	pattern := filepath.Join(e.root, "active", "*", "*", "upper", "app", "d*", "f*")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if m, _ := filepath.Glob(pattern); len(m) > 0 {
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			<-done
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the build ended (%v) before its COPY wrote into the upper directory\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no file in %s after 2 minutes\n%s", pattern, out.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.waitNoProcesses()
+	checkStore(t, e.root)
+	if _, _, err := e.run("images"); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(e.root, "active", "*", "*")); len(left) > 0 {
+		t.Errorf("snapshots left after the next command: %v", left)
+	}
+	dest := filepath.Join(e.dir, "out")
+	e.build(ctx, "-t", "killed:1", "-o", "type=local,dest="+dest)
+	var got int
+	if err := filepath.WalkDir(filepath.Join(dest, "app"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			got++
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got != n {
+		t.Errorf("the rebuilt /app holds %d files, want %d", got, n)
+	}
+	wantFileContent(t, filepath.Join(dest, "app", "d07", "f00007"), strings.Repeat("h", 8192+7))
+	checkStore(t, e.root)
 }
