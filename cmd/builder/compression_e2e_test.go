@@ -120,7 +120,9 @@ func skopeoLayerTypes(t *testing.T, ref string) []string {
 func TestE2ECompressionZstd(t *testing.T) {
 	e := newEnv(t)
 	reg := startRegistry(t)
-	ctx := e.context("FROM busybox:fixture\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt && echo built >> /b.txt\n",
+	// The last layer is random bytes: zstd's stream mode (incompressible).
+	ctx := e.context("FROM busybox:fixture\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt && echo built >> /b.txt\n"+
+		"RUN head -c 6000000 /dev/urandom > /random.bin\n",
 		map[string]string{"a.txt": "hello\n"})
 	zref := reg + "/app:zstd"
 	_, errOut := e.mustRun("build", "--progress", "plain", "-t", "app:v1", "-o", "type=registry,name="+zref+",compression=zstd,compression-level=3", ctx)
