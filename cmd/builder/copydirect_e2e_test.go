@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -159,35 +159,10 @@ func TestE2ECopyDirectKilled(t *testing.T) {
 	ctx := e.context("FROM busybox:fixture\nCOPY tree/ /app/\n", files)
 	e.own(ctx)
 	cmd := e.command(t.Context(), "--root", e.root, "build", "--progress", "plain", "-t", "killed:1", ctx)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	// The files appear in the snapshot's upper directory only once the
 	// root is unmounted: kill the build as soon as some are there.
 	pattern := filepath.Join(e.root, "active", "*", "*", "upper", "app", "d*", "f*")
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		if m, _ := filepath.Glob(pattern); len(m) > 0 {
-			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			<-done
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("the build ended (%v) before its COPY wrote into the upper directory\n%s", err, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no file in %s after 2 minutes\n%s", pattern, out.String())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	signalAfter(t, cmd, waitForGlob(t.Context(), pattern), syscall.SIGKILL)
 	e.waitNoProcesses()
 	checkStore(t, e.root)
 	if _, _, err := e.run("images"); err != nil {
@@ -212,4 +187,19 @@ func TestE2ECopyDirectKilled(t *testing.T) {
 	}
 	wantFileContent(t, filepath.Join(dest, "app", "d07", "f00007"), strings.Repeat("h", 8192+7))
 	checkStore(t, e.root)
+}
+
+// waitForGlob returns a channel closed once pattern matches a file.
+func waitForGlob(ctx context.Context, pattern string) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		for ctx.Err() == nil {
+			if m, _ := filepath.Glob(pattern); len(m) > 0 {
+				close(ch)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return ch
 }

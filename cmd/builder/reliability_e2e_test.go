@@ -168,6 +168,12 @@ func (s *slowRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // combined output.
 func interruptAfter(t *testing.T, cmd *exec.Cmd, ready <-chan struct{}) (error, time.Duration, string) {
 	t.Helper()
+	return signalAfter(t, cmd, ready, os.Interrupt)
+}
+
+// signalAfter is interruptAfter with the signal sig.
+func signalAfter(t *testing.T, cmd *exec.Cmd, ready <-chan struct{}, sig os.Signal) (error, time.Duration, string) {
+	t.Helper()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -184,7 +190,7 @@ func interruptAfter(t *testing.T, cmd *exec.Cmd, ready <-chan struct{}) (error, 
 		<-exited
 		t.Fatalf("%s: the interrupt point was not reached in 60s:\n%s", cmd.Args, out.String())
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	sent := time.Now()
@@ -194,7 +200,7 @@ func interruptAfter(t *testing.T, cmd *exec.Cmd, ready <-chan struct{}) (error, 
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
 		<-exited
-		t.Fatalf("%s still running 30s after SIGINT:\n%s", cmd.Args, out.String())
+		t.Fatalf("%s still running 30s after %v:\n%s", cmd.Args, sig, out.String())
 	}
 	return nil, 0, ""
 }
