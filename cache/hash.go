@@ -87,14 +87,16 @@ func (s *Store) HashFileMeta(ctx context.Context, path string, fi os.FileInfo) (
 		return FileSum{}, fmt.Errorf("hash %s: not a regular file (%s)", path, fi.Mode().Type())
 	}
 	st, ok := statOf(fi)
+	var before *fileStat
 	if ok {
 		if e, hit := s.hashes.get(abs, st); hit {
 			return e.fileSum(), nil
 		}
+		before = &st
 	}
 	start := time.Now()
 	bp := s.hashBufs.Get().(*[]byte)
-	e, err := hashStable(ctx, abs, *bp)
+	e, err := hashStable(ctx, abs, *bp, before)
 	s.hashBufs.Put(bp)
 	if err != nil {
 		return FileSum{}, fmt.Errorf("hash %s: %w", path, err)
@@ -117,13 +119,16 @@ func formatSum(sum [sha256.Size]byte) string { return "sha256:" + hex.EncodeToSt
 
 // hashStable hashes a file, reads its capability xattr and returns them
 // with the metadata that they belong to, retrying if the file changes while
-// it is read. buf is the read buffer.
-func hashStable(ctx context.Context, path string, buf []byte) (memoEntry, error) {
+// it is read. buf is the read buffer; before, when not nil, is the
+// caller's Lstat of path, which the first attempt compares with the file's
+// stat after reading instead of stat'ing the open file first.
+func hashStable(ctx context.Context, path string, buf []byte, before *fileStat) (memoEntry, error) {
 	for range maxHashAttempts {
-		e, stable, err := hashOnce(ctx, path, buf)
+		e, stable, err := hashOnce(ctx, path, buf, before)
 		if err != nil || stable {
 			return e, err
 		}
+		before = nil
 	}
 	return memoEntry{}, fmt.Errorf("file changed while being read, %d times", maxHashAttempts)
 }
@@ -131,16 +136,19 @@ func hashStable(ctx context.Context, path string, buf []byte) (memoEntry, error)
 // hashOnce hashes the file at path once, through a plain descriptor
 // (os.Open spends more system calls on a regular file: the netpoller is
 // tried and refused) and buf, reading no more than the size it had when
-// opened: a file that grows or shrinks meanwhile changes its stat, and
+// opened (or at stat0, the caller's earlier stat of it, when not nil): a
+// file that grows or shrinks or is replaced meanwhile changes its stat, and
 // stable is false.
-func hashOnce(ctx context.Context, path string, buf []byte) (e memoEntry, stable bool, err error) {
+func hashOnce(ctx context.Context, path string, buf []byte, stat0 *fileStat) (e memoEntry, stable bool, err error) {
 	fd, err := openRead(path)
 	if err != nil {
 		return e, false, err
 	}
 	defer unix.Close(fd)
-	before, err := fstat(fd)
-	if err != nil {
+	var before fileStat
+	if stat0 != nil {
+		before = *stat0
+	} else if before, err = fstat(fd); err != nil {
 		return e, false, err
 	}
 	h := sha256.New()

@@ -399,7 +399,11 @@ func writeContent(cp *copier, out copyFD, s *copySource, e *copyEntry) error {
 		return err
 	}
 	defer f.Close()
-	return cp.copyData(out, f)
+	size := int64(-1)
+	if e.info != nil {
+		size = e.info.Size()
+	}
+	return cp.copyData(out, f, size)
 }
 
 // copyFinishFile is copyFinish for a regular file just created at dst

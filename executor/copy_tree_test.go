@@ -81,13 +81,31 @@ func TestCopierCopiesWholeFiles(t *testing.T) {
 		copyCheck(t, err)
 		out, err := copyOpen(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		copyCheck(t, err)
-		copyCheck(t, cp.copyData(out, in))
+		copyCheck(t, cp.copyData(out, in, int64(size)))
 		copyCheck(t, in.Close())
 		copyCheck(t, out.Close())
 		got, err := os.ReadFile(dst)
 		copyCheck(t, err)
 		if string(got) != string(data) {
 			t.Errorf("copy of %d bytes: got %d bytes, differing", size, len(got))
+		}
+	}
+	// A file that grew or shrank since it was selected is still copied
+	// whole: the size is a hint for stopping one call early, not a limit.
+	for _, hint := range []int64{1, 100 << 10, 1 << 20} {
+		src := filepath.Join(dir, "src307200")
+		in, err := copyOpen(src, os.O_RDONLY, 0)
+		copyCheck(t, err)
+		dst := filepath.Join(dir, fmt.Sprint("hint", hint))
+		out, err := copyOpen(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		copyCheck(t, err)
+		copyCheck(t, cp.copyData(out, in, hint))
+		in.Close()
+		out.Close()
+		a, _ := os.ReadFile(src)
+		b, _ := os.ReadFile(dst)
+		if string(a) != string(b) {
+			t.Errorf("copy with size hint %d: got %d of %d bytes", hint, len(b), len(a))
 		}
 	}
 	// The buffered way, as where no kernel copy is possible.
@@ -97,7 +115,7 @@ func TestCopierCopiesWholeFiles(t *testing.T) {
 	copyCheck(t, err)
 	out, err := copyOpen(filepath.Join(dir, "buffered"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	copyCheck(t, err)
-	copyCheck(t, cp.copyData(out, in))
+	copyCheck(t, cp.copyData(out, in, -1))
 	in.Close()
 	out.Close()
 	a, _ := os.ReadFile(src)

@@ -141,7 +141,7 @@ func (c *Copy) Commit(ctx context.Context, key string, opts ...DiffOption) (Laye
 	if _, err := d.dir(ctx, "", lower); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", key, err)
 	}
-	return finishCommit(ctx, c.layers, dir, d.upper, opts)
+	return finishCommit(ctx, c.layers, dir, d.upper, opts, nil)
 }
 
 // Remove discards the active snapshot key.

@@ -186,41 +186,36 @@ func sameContent(a, b string) (bool, error) {
 	}
 }
 
-// checkUpper refuses overlay redirect and metacopy xattrs, which make an
-// upper directory an incomplete description of the changes (DIFF-02).
-func checkUpper(p string) error {
+// cleanUpper checks and cleans the xattrs of the upper entry p, with one
+// listing of them, and returns the names left and whether any was removed.
+// It refuses overlay redirect and metacopy xattrs, which make an upper
+// directory an incomplete description of the changes (DIFF-02), and
+// removes the rest of overlayfs' bookkeeping (origin, impure, nlink...:
+// trusted.overlay.*, or user.overlay.* in a user namespace) except the
+// opaque flag, so a layer directory says only what its tar says.
+func cleanUpper(p string) (left []string, cleaned bool, err error) {
 	names, err := listXattrs(p)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	for _, name := range names {
 		attr := strings.TrimPrefix(strings.TrimPrefix(name, "trusted."), "user.")
 		if attr == "overlay.redirect" || attr == "overlay.metacopy" {
-			return fmt.Errorf("diff %s: has %s xattr: overlay must be mounted with redirect_dir=off,metacopy=off", p, name)
+			return nil, false, fmt.Errorf("diff %s: has %s xattr: overlay must be mounted with redirect_dir=off,metacopy=off", p, name)
 		}
-	}
-	return nil
-}
-
-// stripOverlayXattrs removes overlayfs bookkeeping (origin, impure,
-// nlink...: trusted.overlay.*, or user.overlay.* in a user namespace)
-// except the opaque flag, so a layer directory says only what its tar
-// says.
-func stripOverlayXattrs(p string) error {
-	names, err := listXattrs(p)
-	if err != nil {
-		return err
 	}
 	for _, name := range names {
 		overlay := strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
 		if !overlay || name == opaqueXattr || name == userOpaque {
+			left = append(left, name)
 			continue
 		}
 		if err := unix.Lremovexattr(p, name); err != nil && !errors.Is(err, unix.ENODATA) {
-			return fmt.Errorf("remove xattr %s of %s: %w", name, p, err)
+			return nil, false, fmt.Errorf("remove xattr %s of %s: %w", name, p, err)
 		}
+		cleaned = true
 	}
-	return nil
+	return left, cleaned, nil
 }
 
 // clampTimes sets every mtime below dir that is later than epoch to epoch,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +74,85 @@ func TestClampTimes(t *testing.T) {
 		check(t, unix.Lstat(filepath.Join(dir, name), &st))
 		if st.Mtim.Sec != epoch.Unix() || st.Mtim.Nsec != 0 {
 			t.Errorf("%s mtime %v, want %v", name, time.Unix(st.Mtim.Unix()), epoch)
+		}
+	}
+}
+
+// TestPruneListsLikeCollect: the commit serializes the entries its prune
+// walk kept instead of listing the upper directory again, so that listing
+// must be collectEntries' exactly — same entries in the same order with
+// the stats they have after the prune (dropping an entry resets its
+// directory's times and moves its ctime; removing overlay xattrs moves the
+// entry's) — and may claim "no xattrs" only of entries without any a
+// layer keeps.
+func TestPruneListsLikeCollect(t *testing.T) {
+	testenv.RequireRoot(t)
+	lower, upper := t.TempDir(), t.TempDir()
+	for _, d := range []string{lower, upper} {
+		check(t, os.MkdirAll(filepath.Join(d, "etc/keep"), 0o755))
+		check(t, os.MkdirAll(filepath.Join(d, "opq"), 0o755))
+	}
+	old := time.Unix(1_600_000_000, 0)
+	for _, d := range []string{lower, upper} {
+		for _, f := range []string{"etc/same", "etc/keep/same", "opq/x"} {
+			p := filepath.Join(d, f)
+			check(t, os.WriteFile(p, []byte("same"), 0o644))
+			check(t, os.Chtimes(p, old, old))
+		}
+	}
+	check(t, os.WriteFile(filepath.Join(lower, "etc/gone"), []byte("g"), 0o644))
+	check(t, os.WriteFile(filepath.Join(upper, "etc/changed"), []byte("new"), 0o644))
+	check(t, os.MkdirAll(filepath.Join(upper, "app/sub"), 0o755))
+	check(t, os.WriteFile(filepath.Join(upper, "app/sub/f"), []byte("f"), 0o644))
+	check(t, os.WriteFile(filepath.Join(upper, "app/capped"), []byte("c"), 0o755))
+	check(t, unix.Lsetxattr(filepath.Join(upper, "app/capped"), "user.note", []byte("v"), 0))
+	check(t, unix.Lsetxattr(filepath.Join(upper, "app/sub/f"), "trusted.overlay.origin", []byte("x"), 0))
+	check(t, unix.Mknod(filepath.Join(upper, "etc/gone"), unix.S_IFCHR, 0))
+	check(t, unix.Lsetxattr(filepath.Join(upper, "opq"), opaqueXattr, []byte("y"), 0))
+	check(t, os.Symlink("sub/f", filepath.Join(upper, "app/link")))
+	for _, d := range []string{"etc/keep", "etc", "opq"} {
+		for _, root := range []string{lower, upper} {
+			check(t, os.Chtimes(filepath.Join(root, d), old, old))
+		}
+	}
+
+	pr := pruner{upper: upper, listed: &listing{at: time.Now()}}
+	if _, err := pr.dir(context.Background(), "", rootLowerDir([]string{lower})); err != nil {
+		t.Fatal(err)
+	}
+	got := pr.listed.sorted()
+	want, err := collectEntries(context.Background(), upper)
+	check(t, err)
+	var gotNames, wantNames []string
+	for _, e := range got {
+		gotNames = append(gotNames, e.name)
+	}
+	for _, e := range want {
+		wantNames = append(wantNames, e.name)
+	}
+	if strings.Join(gotNames, " ") != strings.Join(wantNames, " ") {
+		t.Fatalf("prune listed\n  %v\ncollect lists\n  %v", gotNames, wantNames)
+	}
+	for _, n := range []string{"etc/same", "etc/keep/", "etc/keep/same"} {
+		if slices.Contains(gotNames, n) {
+			t.Errorf("unchanged %s listed", n)
+		}
+	}
+	for i, e := range got {
+		w := want[i]
+		if e.key != w.key || e.kind != w.kind || e.src != w.src || (e.kind == kindFile && !sameStat(&e.st, &w.st)) {
+			t.Errorf("%s: listed %+v, collect has %+v", e.name, e, w)
+		}
+		if e.kind != kindFile || !e.noXattrs {
+			continue
+		}
+		if xs, err := layerXattrs(e.src); err != nil || len(xs) > 0 {
+			t.Errorf("%s: listed without xattrs, has %v (%v)", e.name, xs, err)
+		}
+	}
+	for _, e := range got {
+		if e.name == "app/capped" && e.noXattrs {
+			t.Error("app/capped listed without xattrs, has user.note")
 		}
 	}
 }

@@ -302,11 +302,11 @@ func (s *LayerStore) Unpack(ctx context.Context, diffID string, r io.Reader) (La
 // writes it back), instead of an fsync per file: on a layer of thousands
 // of files that is several times faster, and as safe — the rename that
 // publishes the layer comes after both.
-func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
+func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing) (Layer, error) {
 	synced := make(chan error, 1)
 	go func() { synced <- syncFS(dir) }()
 	h := sha256.New()
-	statAt, entries, err := collectSettled(ctx, dir)
+	statAt, entries, err := collectSettled(ctx, dir, listed)
 	var size int64
 	if err == nil {
 		size, err = writeEntriesTar(ctx, dir, entries, h)
@@ -343,14 +343,21 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string) (Layer, error) {
 	return layer, nil
 }
 
-// collectSettled is collectEntries of dir, stat'ed again once its
-// entries changed just before (a RUN's files, a COPY's) are out of the
+// collectSettled is collectEntries of dir (or the listing a walk of it
+// already made, when listed is not nil), with the entries changed just
+// before (a RUN's files, a COPY's) stat'ed again once they are out of the
 // racy window, so that the commit can record the layer's stat digest: a
-// wait of at most statRacyWindow, beside the commit's syncfs.
-func collectSettled(ctx context.Context, dir string) (time.Time, []tarEntry, error) {
+// wait of at most statRacyWindow, beside the commit's syncfs. An entry
+// that was already outside the window keeps its first stat (a change since
+// moves its ctime, and the digest then never matches); when a racy entry's
+// second stat differs, the whole directory is listed again.
+func collectSettled(ctx context.Context, dir string, listed *listing) (time.Time, []tarEntry, error) {
 	statAt := time.Now()
-	entries, err := collectEntries(ctx, dir)
-	if err != nil {
+	var entries []tarEntry
+	var err error
+	if listed != nil {
+		statAt, entries = listed.at, listed.sorted()
+	} else if entries, err = collectEntries(ctx, dir); err != nil {
 		return statAt, nil, err
 	}
 	wait := racyWait(entries, statAt)
@@ -364,9 +371,29 @@ func collectSettled(ctx context.Context, dir string) (time.Time, []tarEntry, err
 	case <-ctx.Done():
 		return statAt, nil, ctx.Err()
 	}
+	first := statAt
 	statAt = time.Now()
+	if restatRacy(entries, first) {
+		return statAt, entries, nil
+	}
 	entries, err = collectEntries(ctx, dir)
 	return statAt, entries, err
+}
+
+// restatRacy stats again every entry that was within its racy window of
+// statAt and reports whether all of them are unchanged.
+func restatRacy(entries []tarEntry, statAt time.Time) bool {
+	for i := range entries {
+		e := &entries[i]
+		if e.kind == kindOpaque || e.st.Ctim.Nano() < racyLimit(&e.st, statAt) {
+			continue
+		}
+		var st unix.Stat_t
+		if e.src == "" || unix.Lstat(e.src, &st) != nil || !sameStat(&st, &e.st) {
+			return false
+		}
+	}
+	return true
 }
 
 // adopt makes the existing layer diffID, which a commit just produced

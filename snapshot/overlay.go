@@ -10,7 +10,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/builder-dev/builder/internal/userns"
 	"golang.org/x/sys/unix"
@@ -111,7 +113,9 @@ func (o *Overlay) mounts(dir string, meta activeMeta) []Mount {
 
 // Commit turns the upper directory of key into a layer: entries copied up
 // but unchanged are dropped, mtimes are clamped if asked, and the directory
-// is renamed into the LayerStore.
+// is renamed into the LayerStore. The walk that drops entries also lists
+// the ones it keeps, which the commit serializes without listing the
+// directory again.
 func (o *Overlay) Commit(ctx context.Context, key string, opts ...DiffOption) (Layer, error) {
 	dir, meta, err := readActive(o.root, key)
 	if err != nil {
@@ -122,10 +126,11 @@ func (o *Overlay) Commit(ctx context.Context, key string, opts ...DiffOption) (L
 	}
 	upper := filepath.Join(dir, "upper")
 	lower := rootLowerDir(layerDirs(o.layers, meta.Parents))
-	if _, err := pruneDir(ctx, upper, "", lower); err != nil {
+	pr := pruner{upper: upper, listed: &listing{at: time.Now()}}
+	if _, err := pr.dir(ctx, "", lower); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", key, err)
 	}
-	return finishCommit(ctx, o.layers, dir, upper, opts)
+	return finishCommit(ctx, o.layers, dir, upper, opts, pr.listed)
 }
 
 // UpperDir returns the upper directory of the active snapshot key.
@@ -152,7 +157,20 @@ func (o *Overlay) Close() error { return nil }
 // copied up but that is identical to the lower one, and reports whether
 // anything is left in it.
 func pruneDir(ctx context.Context, upper, rel string, lower lowerDir) (bool, error) {
-	dir := filepath.Join(upper, rel)
+	pr := pruner{upper: upper}
+	return pr.dir(ctx, rel, lower)
+}
+
+// A pruner drops unchanged copied-up entries from an upper directory and,
+// when listed is set, lists the entries it keeps as collectEntries would
+// (in the walk's order; listing.sorted orders them).
+type pruner struct {
+	upper  string
+	listed *listing
+}
+
+func (pr *pruner) dir(ctx context.Context, rel string, lower lowerDir) (bool, error) {
+	dir := filepath.Join(pr.upper, rel)
 	var dirSt unix.Stat_t
 	if err := unix.Lstat(dir, &dirSt); err != nil {
 		return false, fmt.Errorf("stat %s: %w", dir, err)
@@ -166,7 +184,7 @@ func pruneDir(ctx context.Context, upper, rel string, lower lowerDir) (bool, err
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
-		keep, err := pruneEntry(ctx, upper, path.Join(rel, name), lower)
+		keep, err := pr.entry(ctx, path.Join(rel, name), lower)
 		if err != nil {
 			return false, err
 		}
@@ -185,21 +203,25 @@ func pruneDir(ctx context.Context, upper, rel string, lower lowerDir) (bool, err
 	return kept, nil
 }
 
-// pruneEntry decides whether the upper entry rel is a change.
-func pruneEntry(ctx context.Context, upper, rel string, parent lowerDir) (bool, error) {
-	p := filepath.Join(upper, rel)
+// entry decides whether the upper entry rel is a change.
+func (pr *pruner) entry(ctx context.Context, rel string, parent lowerDir) (bool, error) {
+	p := filepath.Join(pr.upper, rel)
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
 		return false, fmt.Errorf("stat %s: %w", p, err)
 	}
 	if isWhiteout(&st) {
+		pr.list(rel, p, &st, nil)
 		return true, nil
 	}
-	if err := checkUpper(p); err != nil {
+	names, cleaned, err := cleanUpper(p)
+	if err != nil {
 		return false, err
 	}
-	if err := stripOverlayXattrs(p); err != nil {
-		return false, err
+	if cleaned {
+		if err := unix.Lstat(p, &st); err != nil {
+			return false, fmt.Errorf("stat %s: %w", p, err)
+		}
 	}
 	name := path.Base(rel)
 	le, found, err := parent.lookup(name)
@@ -207,39 +229,73 @@ func pruneEntry(ctx context.Context, upper, rel string, parent lowerDir) (bool, 
 		return false, err
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return pruneDirEntry(ctx, upper, rel, &st, parent, le, found)
+		return pr.dirEntry(ctx, rel, &st, parent, le, found, names)
 	}
-	if !found || (st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1) {
-		return true, nil
+	keep := !found || (st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1)
+	if !keep {
+		same, err := sameEntry(p, &st, le.path, &le.st)
+		if err != nil {
+			return false, err
+		}
+		keep = !same
 	}
-	same, err := sameEntry(p, &st, le.path, &le.st)
-	return !same, err
+	if keep {
+		pr.list(rel, p, &st, names)
+	}
+	return keep, nil
 }
 
-func pruneDirEntry(ctx context.Context, upper, rel string, st *unix.Stat_t, parent lowerDir, le lowerEntry, found bool) (bool, error) {
-	p := filepath.Join(upper, rel)
-	opaque, err := isOpaque(p)
-	if err != nil {
-		return false, err
+func (pr *pruner) dirEntry(ctx context.Context, rel string, st *unix.Stat_t, parent lowerDir, le lowerEntry, found bool, xattrs []string) (bool, error) {
+	p := filepath.Join(pr.upper, rel)
+	opaque := false
+	if slices.Contains(xattrs, opaqueXattr) || slices.Contains(xattrs, userOpaque) {
+		var err error
+		if opaque, err = isOpaque(p); err != nil {
+			return false, err
+		}
 	}
 	lowerIsDir := found && le.st.Mode&unix.S_IFMT == unix.S_IFDIR
 	var child lowerDir
 	if lowerIsDir && !opaque {
+		var err error
 		if child, err = parent.child(path.Base(rel)); err != nil {
 			return false, err
 		}
 	}
-	childKept, err := pruneDir(ctx, upper, rel, child)
-	if err != nil || childKept || opaque || !lowerIsDir {
-		return true, err
+	childKept, err := pr.dir(ctx, rel, child)
+	if err != nil {
+		return false, err
 	}
-	same, err := sameEntry(p, st, le.path, &le.st)
-	return !same, err
+	keep := childKept || opaque || !lowerIsDir
+	if !keep {
+		same, err := sameEntry(p, st, le.path, &le.st)
+		if err != nil {
+			return false, err
+		}
+		keep = !same
+	}
+	if keep && pr.listed != nil {
+		// Dropping entries below reset the directory's times and moved
+		// its ctime: list it as it is now.
+		var now unix.Stat_t
+		if err := unix.Lstat(p, &now); err != nil {
+			return false, fmt.Errorf("stat %s: %w", p, err)
+		}
+		pr.listed.add(rel, p, &now, opaque, xattrs)
+	}
+	return keep, nil
+}
+
+// list adds the kept non-directory entry rel to the listing.
+func (pr *pruner) list(rel, p string, st *unix.Stat_t, xattrs []string) {
+	if pr.listed != nil {
+		pr.listed.add(rel, p, st, false, xattrs)
+	}
 }
 
 // finishCommit clamps mtimes if asked, moves the upper-format directory
 // upper into the layer store, and removes the active snapshot dir.
-func finishCommit(ctx context.Context, layers *LayerStore, dir, upper string, opts []DiffOption) (Layer, error) {
+func finishCommit(ctx context.Context, layers *LayerStore, dir, upper string, opts []DiffOption, listed *listing) (Layer, error) {
 	var o DiffOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -248,8 +304,9 @@ func finishCommit(ctx context.Context, layers *LayerStore, dir, upper string, op
 		if err := clampTimes(ctx, upper, *o.SourceDateEpoch); err != nil {
 			return Layer{}, err
 		}
+		listed = nil // the clamp changed the times listed
 	}
-	layer, err := layers.commitDir(ctx, upper)
+	layer, err := layers.commitDir(ctx, upper, listed)
 	if err != nil {
 		return Layer{}, err
 	}

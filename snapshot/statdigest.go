@@ -54,14 +54,23 @@ func statDigest(entries []tarEntry, statAt time.Time) string {
 		b = b[:0]
 		b = append(b, e.name...)
 		b = append(b, 0, byte(e.kind))
-		for _, v := range []uint64{st.Dev, st.Ino, uint64(st.Mode), uint64(st.Nlink), uint64(st.Uid), uint64(st.Gid),
-			st.Rdev, uint64(st.Size), uint64(st.Mtim.Nano()), uint64(st.Ctim.Nano())} {
+		for _, v := range statFields(st) {
 			b = binary.LittleEndian.AppendUint64(b, v)
 		}
 		h.Write(b)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
+
+// statFields are the fields of st that the stat digest covers.
+func statFields(st *unix.Stat_t) [10]uint64 {
+	return [10]uint64{st.Dev, st.Ino, uint64(st.Mode), uint64(st.Nlink), uint64(st.Uid), uint64(st.Gid),
+		st.Rdev, uint64(st.Size), uint64(st.Mtim.Nano()), uint64(st.Ctim.Nano())}
+}
+
+// sameStat reports whether a and b agree on every field the stat digest
+// covers.
+func sameStat(a, b *unix.Stat_t) bool { return statFields(a) == statFields(b) }
 
 // racyWait is how long after statAt entries changed just before it must
 // be stat'ed again to leave statRacyWindow: 0 when none is racy, and

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // commitStatLayer commits a small directory into a new layer store; with
@@ -26,7 +28,7 @@ func commitStatLayer(t *testing.T, settle bool) (*LayerStore, string) {
 	if settle {
 		time.Sleep(statRacyWindow + 50*time.Millisecond)
 	}
-	layer, err := s.commitDir(context.Background(), up)
+	layer, err := s.commitDir(context.Background(), up, nil)
 	check(t, err)
 	return s, layer.DiffID
 }
@@ -157,6 +159,58 @@ func TestStatDigestRacy(t *testing.T) {
 		change(&c)
 		if d := statDigest([]tarEntry{c}, later); d == base || d == "" {
 			t.Errorf("%s changed: digest %q, unchanged was %q", name, d, base)
+		}
+	}
+}
+
+// TestCollectSettledRestat: entries changed just before the commit are
+// stat'ed again after the racy window, and one changed meanwhile makes the
+// whole directory be listed again; either way the stats collected are the
+// ones on disk and the digest is recorded.
+func TestCollectSettledRestat(t *testing.T) {
+	dir := t.TempDir()
+	check(t, os.MkdirAll(filepath.Join(dir, "old"), 0o755))
+	check(t, os.WriteFile(filepath.Join(dir, "old", "f"), []byte("old"), 0o644))
+	time.Sleep(statRacyWindow + 20*time.Millisecond)
+	check(t, os.WriteFile(filepath.Join(dir, "new"), []byte("new"), 0o644))
+	statAt := time.Now()
+	entries, err := collectEntries(context.Background(), dir)
+	check(t, err)
+	if racyWait(entries, statAt) == 0 {
+		t.Fatal("a file written just before its stat is not racy")
+	}
+	time.Sleep(statRacyWindow + 5*time.Millisecond)
+	if !restatRacy(entries, statAt) {
+		t.Error("unchanged racy entries reported as changed")
+	}
+	// A racy entry changed after the first stat: the second one differs.
+	check(t, os.WriteFile(filepath.Join(dir, "new"), []byte("newer"), 0o644))
+	if restatRacy(entries, statAt) {
+		t.Error("a racy entry written again after its stat reported as unchanged")
+	}
+	// A settled entry is not stat'ed again: the digest already misses
+	// any change to it through its ctime.
+	check(t, os.WriteFile(filepath.Join(dir, "old", "f"), []byte("changed"), 0o644))
+	sub := []tarEntry{}
+	for _, e := range entries {
+		if e.name == "old/f" {
+			sub = append(sub, e)
+		}
+	}
+	if len(sub) != 1 || !restatRacy(sub, statAt) {
+		t.Errorf("settled entries %v: restat reported a change", sub)
+	}
+
+	at, got, err := collectSettled(context.Background(), dir, nil)
+	check(t, err)
+	if statDigest(got, at) == "" {
+		t.Error("no stat digest after the settled collection")
+	}
+	for _, e := range got {
+		var st unix.Stat_t
+		check(t, unix.Lstat(e.src, &st))
+		if !sameStat(&st, &e.st) {
+			t.Errorf("%s: collected stat differs from the file's", e.name)
 		}
 	}
 }

@@ -98,8 +98,10 @@ func (pf *tarPrefetcher) fetch(s *prefetchSlot, e tarEntry) {
 	if e.kind != kindFile {
 		return
 	}
-	if s.xattrs, s.err = layerXattrs(e.src); s.err != nil {
-		return
+	if !e.noXattrs {
+		if s.xattrs, s.err = layerXattrs(e.src); s.err != nil {
+			return
+		}
 	}
 	switch e.st.Mode & unix.S_IFMT {
 	case unix.S_IFLNK:

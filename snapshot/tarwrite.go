@@ -25,6 +25,9 @@ type tarEntry struct {
 	src  string // absolute path in the layer directory; "" for markers
 	st   unix.Stat_t
 	kind entryKind
+	// noXattrs: the walk that listed the entry found none of the xattrs
+	// a layer keeps, so serializing it need not list them again.
+	noXattrs bool
 }
 
 type entryKind int
@@ -160,7 +163,7 @@ func collectEntries(ctx context.Context, dir string) ([]tarEntry, error) {
 	if err := walk(""); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(entries, func(a, b tarEntry) int { return strings.Compare(a.key, b.key) })
+	sortEntries(entries)
 	return entries, nil
 }
 
@@ -172,26 +175,63 @@ func newTarEntry(dir, rel string) ([]tarEntry, bool, error) {
 	if err := unix.Lstat(src, &st); err != nil {
 		return nil, false, fmt.Errorf("stat %s: %w", src, err)
 	}
+	opaque := false
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		var err error
+		if opaque, err = isOpaque(src); err != nil {
+			return nil, false, err
+		}
+	}
+	out, ok := tarEntriesOf(rel, src, &st, opaque)
+	return out, ok, nil
+}
+
+// tarEntriesOf describes the entry rel at src, of stat st (and, for a
+// directory, opaque or not).
+func tarEntriesOf(rel, src string, st *unix.Stat_t, opaque bool) ([]tarEntry, bool) {
 	switch {
 	case st.Mode&unix.S_IFMT == unix.S_IFSOCK:
-		return nil, false, nil
-	case isWhiteout(&st):
+		return nil, false
+	case isWhiteout(st):
 		d, base := path.Split(rel)
 		name := d + whiteoutPrefix + base
-		return []tarEntry{{key: name, name: name, kind: kindWhiteout, st: st}}, true, nil
+		return []tarEntry{{key: name, name: name, kind: kindWhiteout, st: *st}}, true
 	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return []tarEntry{{key: rel, name: rel, src: src, st: st}}, true, nil
+		return []tarEntry{{key: rel, name: rel, src: src, st: *st}}, true
 	}
-	out := []tarEntry{{key: rel, name: rel + "/", src: src, st: st}}
-	opaque, err := isOpaque(src)
-	if err != nil {
-		return nil, false, err
-	}
+	out := []tarEntry{{key: rel, name: rel + "/", src: src, st: *st}}
 	if opaque {
 		name := rel + "/" + opaqueMarker
 		out = append(out, tarEntry{key: rel + "/\x00", name: name, kind: kindOpaque})
 	}
-	return out, true, nil
+	return out, true
+}
+
+// A listing is the entries of a layer directory listed by a walk that
+// began at at (the commit's prune).
+type listing struct {
+	at      time.Time
+	entries []tarEntry
+}
+
+// add lists the entry rel at src, whose xattrs are named xattrs.
+func (l *listing) add(rel, src string, st *unix.Stat_t, opaque bool, xattrs []string) {
+	out, ok := tarEntriesOf(rel, src, st, opaque)
+	if !ok {
+		return
+	}
+	out[0].noXattrs = !slices.ContainsFunc(xattrs, keepXattr)
+	l.entries = append(l.entries, out...)
+}
+
+// sorted returns the entries in collectEntries' order.
+func (l *listing) sorted() []tarEntry {
+	sortEntries(l.entries)
+	return l.entries
+}
+
+func sortEntries(entries []tarEntry) {
+	slices.SortFunc(entries, func(a, b tarEntry) int { return strings.Compare(a.key, b.key) })
 }
 
 // writeEntry writes entry e, whose xattrs, link target and (a small
