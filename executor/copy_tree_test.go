@@ -47,21 +47,40 @@ func TestCopyTreeOverExisting(t *testing.T) {
 }
 
 // TestCopyInterleave: jobs alternate between directories, in their
-// order, so parallel writers create files in different directories.
+// order, each a run of up to copyBatch entries of one directory, so that
+// parallel writers create files in different directories, each close to
+// its last.
 func TestCopyInterleave(t *testing.T) {
 	var got []string
 	var jobs []copyJob
-	for _, j := range []struct{ dir, name string }{{"a", "a1"}, {"a", "a2"}, {"a", "a3"}, {"b", "b1"}, {".", "r1"}, {"b", "b2"}} {
-		jobs = append(jobs, copyJob{dir: j.dir, run: func(context.Context) error {
-			got = append(got, j.name)
+	add := func(dir, name string) {
+		jobs = append(jobs, copyJob{dir: dir, run: func(context.Context) error {
+			got = append(got, name)
 			return nil
 		}})
 	}
-	for _, run := range copyInterleave(jobs) {
-		copyCheck(t, run(t.Context()))
+	for i := range 2*copyBatch + 6 {
+		add("a", fmt.Sprint("a", i))
+		if i < 3 {
+			add("b", fmt.Sprint("b", i))
+		}
+		if i == 0 {
+			add(".", "r0")
+		}
 	}
-	if want := []string{"a1", "b1", "r1", "a2", "b2", "a3"}; !slices.Equal(got, want) {
-		t.Errorf("order %v, want %v", got, want)
+	var runs []string
+	for _, run := range copyInterleave(jobs) {
+		got = nil
+		copyCheck(t, run(t.Context()))
+		runs = append(runs, fmt.Sprintf("%s-%s(%d)", got[0], got[len(got)-1], len(got)))
+	}
+	want := []string{
+		fmt.Sprintf("a0-a%d(%d)", copyBatch-1, copyBatch), "b0-b2(3)", "r0-r0(1)",
+		fmt.Sprintf("a%d-a%d(%d)", copyBatch, 2*copyBatch-1, copyBatch),
+		fmt.Sprintf("a%d-a%d(6)", 2*copyBatch, 2*copyBatch+5),
+	}
+	if !slices.Equal(runs, want) {
+		t.Errorf("runs %v, want %v", runs, want)
 	}
 }
 
