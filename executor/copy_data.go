@@ -129,10 +129,7 @@ func (c *copier) copyDataBy(m int32, dst, src copyFD, size int64) (done bool, er
 	}
 	var n int64
 	for {
-		want := copyChunk
-		if size > 0 && size-n < copyChunk {
-			want = int(max(size-n, 0)) + 1
-		}
+		want := copyAsk(size, n)
 		var k int
 		if m == copyByRange {
 			k, err = unix.CopyFileRange(src.fd, nil, dst.fd, nil, want, 0)
@@ -161,6 +158,17 @@ func (c *copier) copyDataBy(m int32, dst, src copyFD, size int64) (done bool, er
 			return true, nil // short of the byte past size: the end
 		}
 	}
+}
+
+// copyAsk is how many bytes a kernel copy asks for after n of a file
+// selected at size bytes (-1: unknown): one past the rest, so that a copy
+// coming short at size is known to be at the end; whole chunks when the
+// size is unknown or the file grew past it.
+func copyAsk(size, n int64) int {
+	if size > 0 && n < size && size-n < copyChunk {
+		return int(size-n) + 1
+	}
+	return copyChunk
 }
 
 // copyUnsupported reports whether err says a kernel copy cannot be made

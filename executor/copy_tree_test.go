@@ -84,6 +84,23 @@ func TestCopyInterleave(t *testing.T) {
 	}
 }
 
+// TestCopyAsk: one byte past the rest of a file of known size, whole
+// chunks otherwise — a file that grew past its size is not copied a byte
+// per call.
+func TestCopyAsk(t *testing.T) {
+	for _, c := range []struct {
+		size, n int64
+		want    int
+	}{
+		{100, 0, 101}, {100, 40, 61}, {100, 100, copyChunk}, {100, 101, copyChunk}, {1, 5000, copyChunk},
+		{-1, 0, copyChunk}, {0, 0, copyChunk}, {3 * copyChunk, 0, copyChunk}, {3 * copyChunk, 2*copyChunk + 10, copyChunk - 9},
+	} {
+		if got := copyAsk(c.size, c.n); got != c.want {
+			t.Errorf("copyAsk(%d, %d) = %d, want %d", c.size, c.n, got, c.want)
+		}
+	}
+}
+
 // TestCopierCopiesWholeFiles: the kernel copy moves whole files, empty
 // and larger than one call's chunk of a buffer alike.
 func TestCopierCopiesWholeFiles(t *testing.T) {
