@@ -33,18 +33,8 @@ func newPlatformBench(b *testing.B) *platformBench {
 	} else if _, err := hst.CanRun(v1.Platform{OS: "linux", Architecture: "arm64"}); err != nil {
 		testenv.SkipOrFail(b, "%v", err)
 	}
-	h := &platformBench{coldBench: c, addr: os.Getenv("BUILDKIT_HOST")}
-	if h.addr == "" {
-		testenv.SkipOrFail(b, `BUILDKIT_HOST is not set; start a buildkitd with: eval "$(.ci/buildkitd.sh)"`)
-	}
-	h.buildctl = os.Getenv("BUILDCTL")
-	if h.buildctl == "" {
-		p, err := exec.LookPath("buildctl")
-		if err != nil {
-			testenv.SkipOrFail(b, "buildctl not found ($BUILDCTL, PATH)")
-		}
-		h.buildctl = p
-	}
+	h := &platformBench{coldBench: c}
+	h.buildctl, h.addr = buildkitClient(b)
 	base := filepath.Join(c.dir, "base-multi")
 	for _, arch := range []string{"amd64", "arm64"} {
 		if err := fixtures.BusyboxRootfsArch(b.Context(), filepath.Join(base, arch), arch); err != nil {
@@ -53,19 +43,49 @@ func newPlatformBench(b *testing.B) *platformBench {
 	}
 	writeBenchFile(b, filepath.Join(base, "Dockerfile"), "FROM scratch AS base-amd64\nCOPY amd64/ /\nFROM scratch AS base-arm64\nCOPY arm64/ /\nFROM base-$TARGETARCH\n")
 	h.layout = filepath.Join(c.dir, "layout")
-	c.builder("build", "--progress", "quiet", "--platform", "linux/amd64,linux/arm64", "-t", "busybox:multi",
-		"-o", "type=oci,dest="+h.layout+",tar=false", base)
-	var top v1.IndexManifest
-	data, err := os.ReadFile(filepath.Join(h.layout, "index.json"))
-	if err != nil || json.Unmarshal(data, &top) != nil || len(top.Manifests) != 1 {
-		b.Fatalf("base layout: %v", err)
-	}
-	h.index = top.Manifests[0].Digest.String()
+	h.index = c.ociLayout(h.layout, base, "--platform", "linux/amd64,linux/arm64", "-t", "busybox:multi")
 	h.pristine = filepath.Join(c.dir, "pristine")
 	c.sh("cp -a " + c.root + " " + h.pristine)
 	h.app = filepath.Join(c.dir, "app")
 	writeBenchFile(b, filepath.Join(h.app, "Dockerfile"), crossCompile)
 	return h
+}
+
+// ociLayout builds the Dockerfile in dir (with args) into an OCI layout
+// directory, layout, for buildctl's --oci-layout, and returns the digest
+// its index.json names.
+func (c *coldBench) ociLayout(layout, dir string, args ...string) string {
+	c.b.Helper()
+	c.builder(append(append([]string{"build", "--progress", "quiet"}, args...), "-o", "type=oci,dest="+layout+",tar=false", dir)...)
+	var top v1.IndexManifest
+	data, err := os.ReadFile(filepath.Join(layout, "index.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &top)
+	}
+	if err != nil || len(top.Manifests) != 1 {
+		c.b.Fatalf("OCI layout %s: %v (%d manifests)", layout, err, len(top.Manifests))
+	}
+	return top.Manifests[0].Digest.String()
+}
+
+// buildkitClient returns buildctl ($BUILDCTL or on PATH) and the address
+// of the running buildkitd ($BUILDKIT_HOST); it skips (fails when CI=true)
+// without them.
+func buildkitClient(b *testing.B) (buildctl, addr string) {
+	b.Helper()
+	addr = os.Getenv("BUILDKIT_HOST")
+	if addr == "" {
+		testenv.SkipOrFail(b, `BUILDKIT_HOST is not set; start a buildkitd with: eval "$(.ci/buildkitd.sh)"`)
+	}
+	buildctl = os.Getenv("BUILDCTL")
+	if buildctl == "" {
+		p, err := exec.LookPath("buildctl")
+		if err != nil {
+			testenv.SkipOrFail(b, "buildctl not found ($BUILDCTL, PATH)")
+		}
+		buildctl = p
+	}
+	return buildctl, addr
 }
 
 // buildBuilder is builder's two-platform build into an OCI archive.
