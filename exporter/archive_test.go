@@ -1,10 +1,16 @@
 package exporter
 
 import (
+	"archive/tar"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -165,6 +171,67 @@ func TestWriteOCILayout(t *testing.T) {
 		if err := validate.Image(img); err != nil {
 			t.Errorf("validate %s: %v", d.Digest, err)
 		}
+	}
+}
+
+// TestWriteOCIBlobEntries: the layers an OCI archive compresses are
+// written into it as they are compressed, their headers after them; read
+// back as a plain tar, every entry appears once, the blob directories come
+// first, and each blob's bytes have the digest its name says (a header
+// written over the wrong block, or a layer written twice, fails it).
+func TestWriteOCIBlobEntries(t *testing.T) {
+	for _, c := range []Compression{{}, {Codec: Zstd}} {
+		t.Run(c.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "oci.tar")
+			if err := WriteOCI(t.Context(), path, twoImages(t), c); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			tr := tar.NewReader(f)
+			var names []string
+			for {
+				hdr, err := tr.Next()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatalf("after %v: %v", names, err)
+				}
+				names = append(names, hdr.Name)
+				hex, ok := strings.CutPrefix(hdr.Name, "blobs/sha256/")
+				if !ok || hex == "" {
+					continue
+				}
+				h := sha256.New()
+				if n, err := io.Copy(h, tr); err != nil || n != hdr.Size {
+					t.Fatalf("%s: read %d of %d bytes: %v", hdr.Name, n, hdr.Size, err)
+				}
+				if got := fmt.Sprintf("%x", h.Sum(nil)); got != hex {
+					t.Errorf("%s holds bytes of digest %s", hdr.Name, got)
+				}
+			}
+			if len(names) < 2 || names[0] != "blobs/" || names[1] != "blobs/sha256/" {
+				t.Errorf("entries start %v, want the blob directories", names)
+			}
+			seen := map[string]bool{}
+			blobs := 0
+			for _, n := range names {
+				if seen[n] {
+					t.Errorf("%s twice in %v", n, names)
+				}
+				seen[n] = true
+				if strings.HasPrefix(n, "blobs/sha256/") && n != "blobs/sha256/" {
+					blobs++
+				}
+			}
+			if blobs != 7 { // 2 manifests, 2 configs, 3 distinct layers
+				t.Errorf("%d blobs, want 7: %v", blobs, names)
+			}
+		})
 	}
 }
 

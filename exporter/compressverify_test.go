@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,17 +55,34 @@ func TestCompressStoreLayerFailsWithItsStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := compressToFile(t.Context(), l, filepath.Join(t.TempDir(), "blob"), c); !errors.Is(err, errChanged) {
+		if _, err := compressOne(t, l, c); !errors.Is(err, errChanged) {
 			t.Errorf("%s of a layer whose stream failed: %v", c, err)
 		}
 		good, err := LayerFromStore(t.Context(), modifiedTarsOK{data}, diffID, size)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := compressToFile(t.Context(), good, filepath.Join(t.TempDir(), "blob"), c); err != nil {
+		if _, err := compressOne(t, good, c); err != nil {
 			t.Errorf("%s of a good layer: %v", c, err)
 		}
 	}
+}
+
+// compressOne compresses l with c as an OCI archive's layer, into a
+// scratch archive.
+func compressOne(t *testing.T, l v1.Layer, c Compression) (v1.Layer, error) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "archive.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	diffID, err := l.DiffID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &ociArchive{ctx: t.Context(), d: &detTar{ctx: t.Context(), out: newArchiveWriter(f)}, inArchive: map[string]bool{}, c: c}
+	return a.compressInto(l, diffID)
 }
 
 // modifiedTarsOK streams its bytes and succeeds.

@@ -35,21 +35,31 @@ func WriteDocker(ctx context.Context, path string, images []Tagged) error {
 	return writeImages(ctx, path, "docker", a, images)
 }
 
-// archive collects images, then writes them as one tar.
+// archive collects images into one tar: add may write entries into the
+// archive already (an OCI archive's compressed layers), write adds the
+// rest.
 type archive interface {
-	add(t Tagged) error
-	write(t *detTar) error
+	add(d *detTar, t Tagged) error
+	write(d *detTar) error
 }
 
 // writeImages adds images to a and writes it to path atomically; kind
 // names the format in errors.
 func writeImages(ctx context.Context, path, kind string, a archive, images []Tagged) error {
-	for i, t := range images {
-		if err := a.add(t); err != nil {
-			return fmt.Errorf("write %s archive %s: image %d: %w", kind, path, i, err)
+	var addErr error
+	err := writeAtomic(ctx, path, func(d *detTar) error {
+		for i, t := range images {
+			if err := a.add(d, t); err != nil {
+				addErr = fmt.Errorf("write %s archive %s: image %d: %w", kind, path, i, err)
+				return addErr
+			}
 		}
-	}
-	if err := writeAtomic(ctx, path, a.write); err != nil {
+		return a.write(d)
+	})
+	switch {
+	case addErr != nil:
+		return addErr
+	case err != nil:
 		return fmt.Errorf("write %s archive %s: %w", kind, path, err)
 	}
 	return nil
@@ -62,7 +72,7 @@ type dockerArchive struct {
 	repos     map[string]map[string]string
 }
 
-func (a *dockerArchive) add(t Tagged) error {
+func (a *dockerArchive) add(_ *detTar, t Tagged) error {
 	names, err := parseTags(t.Tags)
 	if err != nil {
 		return err
@@ -201,9 +211,6 @@ func addImageBlobs(set blobSet, img v1.Image) (v1.Descriptor, error) {
 		b := blobEntry{hex: d.Digest.Hex, size: d.Size, open: l.Compressed}
 		if dt, ok := l.(directTar); ok && isUncompressed(d.MediaType) {
 			b.writeTo = dt.tarTo()
-		}
-		if fl, ok := l.(*fileLayer); ok {
-			b.writeTo = fl.writeTo
 		}
 		set.add(b)
 	}

@@ -20,7 +20,7 @@ import (
 // block size) and zstd (job mode, whose jobs have a size fixed by the
 // level), at default and explicit levels. Several blocks of compressible,
 // non-repeating data, so blocks and their dictionaries matter. The OCI
-// archive's spool and the store's compressed blob are the same bytes. Not
+// archive's blob and the store's compressed blob are the same bytes. Not
 // parallel: GOMAXPROCS is the process's.
 func TestCompressionIndependentOfCPUs(t *testing.T) {
 	compressionIndependentOfCPUs(t, reproData(5*compressBlockSize+12345), true)

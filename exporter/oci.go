@@ -29,25 +29,24 @@ import (
 // are copied as they are unless c forces another codec. path is replaced
 // atomically.
 func WriteOCI(ctx context.Context, path string, images []Tagged, c Compression) error {
-	spool, err := os.MkdirTemp(filepath.Dir(path), "."+filepath.Base(path)+".layers-*")
-	if err != nil {
-		return fmt.Errorf("write oci archive %s: %w", path, err)
-	}
-	defer os.RemoveAll(spool)
-	a := &ociArchive{ctx: ctx, spool: spool, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}, c: c}
+	a := &ociArchive{ctx: ctx, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}, inArchive: map[string]bool{}, c: c}
 	return writeImages(ctx, path, "oci", a, images)
 }
 
 type ociArchive struct {
-	ctx   context.Context
-	spool string
-	blobs blobSet
-	index []v1.Descriptor
-	done  map[v1.Hash]v1.Layer // diffID → compressed layer
-	c     Compression
+	ctx context.Context
+	// d is the archive being written: a layer compressed for it goes
+	// there as it is compressed (compressInto), listed in inArchive.
+	d         *detTar
+	blobs     blobSet
+	inArchive map[string]bool // hex digests of blobs in d already
+	index     []v1.Descriptor
+	done      map[v1.Hash]v1.Layer // diffID → compressed layer
+	c         Compression
 }
 
-func (a *ociArchive) add(t Tagged) error {
+func (a *ociArchive) add(d *detTar, t Tagged) error {
+	a.d = d
 	names, err := parseTags(t.Tags)
 	if err != nil {
 		return err
@@ -103,6 +102,9 @@ func (a *ociArchive) addIndex(t Tagged) (v1.Descriptor, error) {
 }
 
 func (a *ociArchive) write(t *detTar) error {
+	for hex := range a.inArchive {
+		delete(a.blobs, hex)
+	}
 	if err := t.blobs(a.blobs); err != nil {
 		return err
 	}
@@ -165,7 +167,7 @@ func (a *ociArchive) compressedLayer(l v1.Layer) (v1.Layer, error) {
 	if c, ok := a.done[diffID]; ok {
 		return c, nil
 	}
-	c, err := compressToFile(a.ctx, l, filepath.Join(a.spool, diffID.Hex), a.c)
+	c, err := a.compressInto(l, diffID)
 	if err != nil {
 		return nil, err
 	}
@@ -181,33 +183,39 @@ type relabeled struct {
 
 func (r *relabeled) MediaType() (types.MediaType, error) { return r.mt, nil }
 
-// compressToFile compresses l's uncompressed stream with c into file,
-// checking its diffID, and returns the compressed layer it holds.
-func compressToFile(ctx context.Context, l v1.Layer, file string, c Compression) (v1.Layer, error) {
-	diffID, err := l.DiffID()
-	if err != nil {
-		return nil, fmt.Errorf("diffID: %w", err)
+// compressInto compresses l with a.c straight into the archive, as the
+// blob entry it becomes, and returns the compressed layer. The entry's
+// name is the digest of what it holds, known only at its end: a block is
+// reserved for its header, written once the blob and its size are known.
+// No copy of the blob is made anywhere else.
+func (a *ociArchive) compressInto(l v1.Layer, diffID v1.Hash) (v1.Layer, error) {
+	d := a.d
+	if err := d.blobDirs(); err != nil {
+		return nil, err
 	}
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return nil, fmt.Errorf("uncompress: %w", err)
 	}
 	defer rc.Close()
-	f, err := os.Create(file)
-	if err != nil {
+	at := d.out.n
+	if _, err := d.out.Write(zeroBlocks[:blockSize]); err != nil {
 		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
 	}
-	defer f.Close()
 	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(f, h)}
-	if err := compressVerified(ctx, cw, l, rc, diffID, c); err != nil {
-		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
-	}
-	if err := f.Close(); err != nil {
+	cw := &countWriter{w: io.MultiWriter(d.out, h)}
+	if err := compressVerified(a.ctx, cw, l, rc, diffID, a.c); err != nil {
 		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
 	}
 	digest := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
-	return &fileLayer{file: file, digest: digest, size: cw.n, diffID: diffID, src: l, mt: c.mediaType()}, nil
+	if err := d.pad(cw.n); err != nil {
+		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
+	}
+	if err := d.headerAt(at, regHeader("blobs/sha256/"+digest.Hex, cw.n)); err != nil {
+		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
+	}
+	a.inArchive[digest.Hex] = true
+	return &archivedLayer{f: d.out.f, off: at + blockSize, digest: digest, size: cw.n, diffID: diffID, src: l, mt: a.c.mediaType()}, nil
 }
 
 type countWriter struct {
@@ -221,9 +229,11 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// fileLayer is a compressed layer spooled to a file.
-type fileLayer struct {
-	file   string
+// archivedLayer is a compressed layer written into the archive being
+// made, at off in the archive's file f.
+type archivedLayer struct {
+	f      *os.File
+	off    int64
 	digest v1.Hash
 	size   int64
 	diffID v1.Hash
@@ -231,26 +241,14 @@ type fileLayer struct {
 	mt     types.MediaType
 }
 
-// writeTo copies the spooled blob to w: by copy_file_range when w takes
-// file ranges (an archive).
-func (f *fileLayer) writeTo(w io.Writer) (int64, error) {
-	src, err := os.Open(f.file)
-	if err != nil {
-		return 0, err
-	}
-	defer src.Close()
-	if fw, ok := w.(fileRangeWriter); ok {
-		return fw.WriteFileRange(src, 0, f.size)
-	}
-	return io.Copy(w, src)
+func (l *archivedLayer) Digest() (v1.Hash, error)            { return l.digest, nil }
+func (l *archivedLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *archivedLayer) Size() (int64, error)                { return l.size, nil }
+func (l *archivedLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
+func (l *archivedLayer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(io.NewSectionReader(l.f, l.off, l.size)), nil
 }
-
-func (f *fileLayer) Digest() (v1.Hash, error)             { return f.digest, nil }
-func (f *fileLayer) DiffID() (v1.Hash, error)             { return f.diffID, nil }
-func (f *fileLayer) Size() (int64, error)                 { return f.size, nil }
-func (f *fileLayer) MediaType() (types.MediaType, error)  { return f.mt, nil }
-func (f *fileLayer) Compressed() (io.ReadCloser, error)   { return os.Open(f.file) }
-func (f *fileLayer) Uncompressed() (io.ReadCloser, error) { return f.src.Uncompressed() }
+func (l *archivedLayer) Uncompressed() (io.ReadCloser, error) { return l.src.Uncompressed() }
 
 // OCIIndex reads the index.json of an OCI layout: a tar (WriteOCI) or a
 // directory (ExtractLayout).

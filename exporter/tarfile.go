@@ -62,12 +62,38 @@ func (s blobSet) sorted() []blobEntry {
 // writes itself can hand it file ranges (copy_file_range) instead of
 // bytes.
 type detTar struct {
-	ctx context.Context
-	out *archiveWriter
+	ctx      context.Context
+	out      *archiveWriter
+	dirsDone bool // blobs/ and blobs/sha256/ are written
 }
 
 func (d *detTar) header(hdr *tar.Header) error {
 	return tar.NewWriter(d.out).WriteHeader(hdr)
+}
+
+const blockSize = 512
+
+// headerAt writes hdr over the block reserved at offset at of the
+// archive. hdr must fit one block: a name under 100 bytes, no PAX
+// records (a size of 8 GiB or more is written in GNU's binary form).
+func (d *detTar) headerAt(at int64, hdr *tar.Header) error {
+	if hdr.Size >= 1<<33 {
+		hdr.Format = tar.FormatGNU
+	}
+	var b bytes.Buffer
+	if err := tar.NewWriter(&b).WriteHeader(hdr); err != nil {
+		return fmt.Errorf("write %s: %w", hdr.Name, err)
+	}
+	if b.Len() != blockSize {
+		return fmt.Errorf("write %s: header of %d bytes does not fit its block", hdr.Name, b.Len())
+	}
+	if err := d.out.flush(); err != nil {
+		return fmt.Errorf("write %s: %w", hdr.Name, err)
+	}
+	if _, err := d.out.f.WriteAt(b.Bytes(), at); err != nil {
+		return fmt.Errorf("write %s: %w", hdr.Name, err)
+	}
+	return nil
 }
 
 var zeroBlocks [1024]byte
@@ -241,11 +267,23 @@ type onlyWriter struct{ w io.Writer }
 
 func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
-func (d *detTar) blobs(set blobSet) error {
+// blobDirs writes the directories of blobs, once.
+func (d *detTar) blobDirs() error {
+	if d.dirsDone {
+		return nil
+	}
 	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
 		if err := d.dir(dir); err != nil {
 			return err
 		}
+	}
+	d.dirsDone = true
+	return nil
+}
+
+func (d *detTar) blobs(set blobSet) error {
+	if err := d.blobDirs(); err != nil {
+		return err
 	}
 	for _, b := range set.sorted() {
 		if b.writeTo != nil {
