@@ -153,17 +153,14 @@ func (s *Store) compress(ctx context.Context, l v1.Layer, diffID v1.Hash, c Comp
 		return compressedRecord{}, err
 	}
 	defer rc.Close()
-	pr, pw := io.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// A record is trusted from now on: its content is hashed here
-		// even when the layer's stream checks itself.
-		pw.CloseWithError(compressVerified(ctx, pw, nil, rc, diffID, c))
-	}()
-	digest, size, err := s.blobs.WriteBlob(ctx, pr, "")
-	pr.CloseWithError(errors.New("compress: blob writer stopped"))
-	<-done
+	// A record is trusted from now on: its content is hashed here even
+	// when the layer's stream checks itself (no layer given).
+	var digest string
+	var size int64
+	err = compressAside(ctx, nil, rc, diffID, c, func(r io.Reader) (err error) {
+		digest, size, err = s.blobs.WriteBlob(ctx, r, "")
+		return err
+	})
 	if err != nil {
 		return compressedRecord{}, err
 	}
@@ -176,6 +173,23 @@ func (s *Store) compress(ctx context.Context, l v1.Layer, diffID v1.Hash, c Comp
 		return compressedRecord{}, err
 	}
 	return rec, nil
+}
+
+// compressAside runs compressVerified on another goroutine and hands its
+// output to consume on this one, so that the compressor and what takes
+// its output (a file's writes and the blob's hash) run side by side. An
+// error of the compressor reaches consume as its reader's error.
+func compressAside(ctx context.Context, l v1.Layer, r io.Reader, diffID v1.Hash, c Compression, consume func(io.Reader) error) error {
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pw.CloseWithError(compressVerified(ctx, pw, l, r, diffID, c))
+	}()
+	err := consume(pr)
+	pr.CloseWithError(errors.New("compress: output consumer stopped"))
+	<-done
+	return err
 }
 
 // compressVerified writes r, the uncompressed stream of l, compressed with

@@ -204,7 +204,11 @@ func (a *ociArchive) compressInto(l v1.Layer, diffID v1.Hash) (v1.Layer, error) 
 	}
 	h := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(d.out, h)}
-	if err := compressVerified(a.ctx, cw, l, rc, diffID, a.c); err != nil {
+	err = compressAside(a.ctx, l, rc, diffID, a.c, func(r io.Reader) error {
+		_, err := io.CopyBuffer(cw, r, make([]byte, 1<<20))
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
 	}
 	digest := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
