@@ -322,3 +322,37 @@ func jsonBytes(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// TestHeaderAtLargeBlob: a blob header written over its reserved block
+// fits it at any size — ustar below 8 GiB, GNU's binary size from there —
+// and reads back with the size it was given.
+func TestHeaderAtLargeBlob(t *testing.T) {
+	for _, size := range []int64{0, 1<<33 - 1, 1 << 33, 9 << 30, 1 << 40} {
+		f, err := os.Create(filepath.Join(t.TempDir(), "a.tar"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &detTar{ctx: t.Context(), out: newArchiveWriter(f)}
+		if _, err := d.out.Write(zeroBlocks[:blockSize]); err != nil {
+			t.Fatal(err)
+		}
+		name := "blobs/sha256/" + strings.Repeat("a", 64)
+		if err := d.headerAt(0, regHeader(name, size)); err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		hdr, err := tar.NewReader(f).Next()
+		if err != nil {
+			t.Fatalf("size %d: read header: %v", size, err)
+		}
+		if hdr.Name != name || hdr.Size != size {
+			t.Errorf("header reads %s of %d bytes, want %s of %d", hdr.Name, hdr.Size, name, size)
+		}
+		if st, err := f.Stat(); err != nil || st.Size() != blockSize {
+			t.Errorf("size %d: archive of %v bytes after the header, want one block (%v)", size, st.Size(), err)
+		}
+		f.Close()
+	}
+}
