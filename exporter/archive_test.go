@@ -3,6 +3,7 @@ package exporter
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -257,21 +258,31 @@ func TestWriteReplacesSymlink(t *testing.T) {
 }
 
 func TestWriteCancelledKeepsOld(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "out.tar")
-	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := contextWithCancel(t)
-	cancel()
-	if err := WriteDocker(ctx, path, twoImages(t)); err == nil {
-		t.Fatal("write with a cancelled context succeeded")
-	}
-	if got := string(mustRead(t, path)); got != "old" {
-		t.Errorf("dest = %q, want old content", got)
-	}
-	entries, _ := os.ReadDir(filepath.Dir(path))
-	if len(entries) != 1 {
-		t.Errorf("temp files left: %v", entries)
+	for name, write := range map[string]func(ctx context.Context, p string) error{
+		"docker":   func(ctx context.Context, p string) error { return WriteDocker(ctx, p, twoImages(t)) },
+		"oci-gzip": func(ctx context.Context, p string) error { return WriteOCI(ctx, p, twoImages(t), Compression{}) },
+		"oci-zstd": func(ctx context.Context, p string) error {
+			return WriteOCI(ctx, p, twoImages(t), Compression{Codec: Zstd})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "out.tar")
+			if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := contextWithCancel(t)
+			cancel()
+			if err := write(ctx, path); err == nil {
+				t.Fatal("write with a cancelled context succeeded")
+			}
+			if got := string(mustRead(t, path)); got != "old" {
+				t.Errorf("dest = %q, want old content", got)
+			}
+			entries, _ := os.ReadDir(filepath.Dir(path))
+			if len(entries) != 1 {
+				t.Errorf("temp files left: %v", entries)
+			}
+		})
 	}
 }
 
