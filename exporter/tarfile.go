@@ -57,7 +57,9 @@ func (s blobSet) sorted() []blobEntry {
 }
 
 // detTar writes a deterministic tar: fixed times and owners, no user or
-// group names; callers add entries in sorted order. archive/tar makes the
+// group names; callers add entries in an order that depends on the
+// archive's content only (blobs in digest order, an OCI archive's
+// compressed layers first in image order). archive/tar makes the
 // headers; contents go to the archive writer directly, so a blob that
 // writes itself can hand it file ranges (copy_file_range) instead of
 // bytes.
@@ -164,13 +166,6 @@ func (d *detTar) streamTo(name string, size int64, writeTo func(io.Writer) (int6
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
-}
-
-// fileRangeWriter is a writer that also takes file ranges (an archive):
-// snapshot.FileRangeWriter.
-type fileRangeWriter interface {
-	io.Writer
-	WriteFileRange(f *os.File, off, n int64) (int64, error)
 }
 
 // archiveWriter writes an archive file through a buffer and takes file

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/builder-dev/builder/snapshot"
 )
 
 // TestArchiveFileRanges: a blob that writes itself into the archive and
@@ -24,7 +26,7 @@ func TestArchiveFileRanges(t *testing.T) {
 	want := append(append(append([]byte{}, head...), content[10:]...), tail...)
 	ranges := 0
 	writeTo := func(w io.Writer) (int64, error) {
-		fw, ok := w.(fileRangeWriter)
+		fw, ok := w.(snapshot.FileRangeWriter)
 		if !ok {
 			t.Fatalf("the archive writer %T takes no file ranges", w)
 		}
