@@ -81,7 +81,7 @@ func compressOne(t *testing.T, l v1.Layer, c Compression) (v1.Layer, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &ociArchive{ctx: t.Context(), d: &detTar{ctx: t.Context(), out: newArchiveWriter(f)}, inArchive: map[string]bool{}, c: c}
+	a := &ociArchive{ctx: t.Context(), d: &detTar{ctx: t.Context(), out: newArchiveWriter(f)}, c: c}
 	return a.compressInto(l, diffID)
 }
 

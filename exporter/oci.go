@@ -29,20 +29,19 @@ import (
 // are copied as they are unless c forces another codec. path is replaced
 // atomically.
 func WriteOCI(ctx context.Context, path string, images []Tagged, c Compression) error {
-	a := &ociArchive{ctx: ctx, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}, inArchive: map[string]bool{}, c: c}
+	a := &ociArchive{ctx: ctx, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}, c: c}
 	return writeImages(ctx, path, "oci", a, images)
 }
 
 type ociArchive struct {
 	ctx context.Context
 	// d is the archive being written: a layer compressed for it goes
-	// there as it is compressed (compressInto), listed in inArchive.
-	d         *detTar
-	blobs     blobSet
-	inArchive map[string]bool // hex digests of blobs in d already
-	index     []v1.Descriptor
-	done      map[v1.Hash]v1.Layer // diffID → compressed layer
-	c         Compression
+	// there as it is compressed (compressInto).
+	d     *detTar
+	blobs blobSet
+	index []v1.Descriptor
+	done  map[v1.Hash]v1.Layer // diffID → layer compressed into d
+	c     Compression
 }
 
 func (a *ociArchive) add(d *detTar, t Tagged) error {
@@ -102,8 +101,12 @@ func (a *ociArchive) addIndex(t Tagged) (v1.Descriptor, error) {
 }
 
 func (a *ociArchive) write(t *detTar) error {
-	for hex := range a.inArchive {
-		delete(a.blobs, hex)
+	for _, l := range a.done {
+		digest, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		delete(a.blobs, digest.Hex) // in the archive already
 	}
 	if err := t.blobs(a.blobs); err != nil {
 		return err
@@ -218,7 +221,6 @@ func (a *ociArchive) compressInto(l v1.Layer, diffID v1.Hash) (v1.Layer, error) 
 	if err := d.headerAt(at, regHeader("blobs/sha256/"+digest.Hex, cw.n)); err != nil {
 		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
 	}
-	a.inArchive[digest.Hex] = true
 	return &archivedLayer{f: d.out.f, off: at + blockSize, digest: digest, size: cw.n, diffID: diffID, src: l, mt: a.c.mediaType()}, nil
 }
 
