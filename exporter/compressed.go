@@ -73,26 +73,42 @@ func (s *Store) Compressed(ctx context.Context, l v1.Layer, c Compression, notif
 	if c.codec() == Uncompressed {
 		return uncompressedLayer(l)
 	}
-	rec, ok := s.compressedRecord(diffID, c)
-	if !ok && !s.layers.Has(diffID.String()) {
-		// A layer hit in a remote cache and not fetched: its blob there.
+	if cl, ok, err := s.recordedLayer(ctx, diffID, c); ok || err != nil {
+		return cl, err
+	}
+	if notify != nil {
+		notify(fmt.Sprintf("compressing layer %s (%s)", shortDigest(diffID), c))
+	}
+	rec, err := s.compress(ctx, l, diffID, c)
+	if err != nil {
+		return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
+	}
+	if notify != nil {
+		notify(fmt.Sprintf("compressed layer %s to %s (%s)", shortDigest(diffID), shortDigest(rec.Digest), units.HumanSize(float64(rec.Size))))
+	}
+	return s.recordLayer(ctx, rec)
+}
+
+// recordedLayer returns the layer diffID compressed with c, if the store
+// recorded that blob (a push, a cache export, a pull) and holds it, or,
+// for a layer hit in a remote cache and not fetched, its blob there.
+func (s *Store) recordedLayer(ctx context.Context, diffID v1.Hash, c Compression) (v1.Layer, bool, error) {
+	if rec, ok := s.compressedRecord(diffID, c); ok {
+		l, err := s.recordLayer(ctx, rec)
+		return l, err == nil, err
+	}
+	if !s.layers.Has(diffID.String()) {
 		if rr, repos, ok := s.remoteRecord(diffID, &c); ok {
-			return &remoteBlobLayer{s: s, ctx: ctx, rec: rr, repos: repos}, nil
+			return &remoteBlobLayer{s: s, ctx: ctx, rec: rr, repos: repos}, true, nil
 		}
 	}
-	if !ok {
-		if notify != nil {
-			notify(fmt.Sprintf("compressing layer %s (%s)", shortDigest(diffID), c))
-		}
-		if rec, err = s.compress(ctx, l, diffID, c); err != nil {
-			return nil, fmt.Errorf("compress layer %s: %w", diffID, err)
-		}
-		if notify != nil {
-			notify(fmt.Sprintf("compressed layer %s to %s (%s)", shortDigest(diffID), shortDigest(rec.Digest), units.HumanSize(float64(rec.Size))))
-		}
-	}
+	return nil, false, nil
+}
+
+// recordLayer is the compressed layer rec records, read from its blob.
+func (s *Store) recordLayer(ctx context.Context, rec compressedRecord) (v1.Layer, error) {
 	desc := v1.Descriptor{MediaType: rec.MediaType, Digest: rec.Digest, Size: rec.Size}
-	return LayerFromBlob(ctx, s.blobs, desc, diffID)
+	return LayerFromBlob(ctx, s.blobs, desc, rec.DiffID)
 }
 
 // compressedRecord returns the recorded blob of diffID compressed with c

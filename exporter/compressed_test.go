@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/builder-dev/builder/cache"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
 )
 
 func TestCompressedOnceAndReused(t *testing.T) {
@@ -135,4 +137,102 @@ func TestCompressedKeepsCompressedLayers(t *testing.T) {
 // blobFile is the path of a blob in the test store.
 func blobFile(st *Store, d v1.Hash) string {
 	return strings.TrimSuffix(st.compressedDir, string(cache.Compressed)) + "blobs/sha256/" + d.Hex
+}
+
+// TestWriteOCIReusesRecordedBlob: a built layer that the store holds
+// compressed with the archive's setting (a push or a cache export recorded
+// the blob) goes into an OCI archive as that blob, without serializing the
+// layer again; an archive written without the store compresses it.
+func TestWriteOCIReusesRecordedBlob(t *testing.T) {
+	for _, c := range []Compression{{}, {Codec: Zstd}} {
+		t.Run(c.String(), func(t *testing.T) {
+			ctx := t.Context()
+			tars := &countingTars{fakeLayers: newFakeLayers()}
+			data := layerTar(t, map[string]string{"a": strings.Repeat("recorded ", 50000)})
+			diffID, size := tars.put(data)
+			l, err := LayerFromStore(ctx, tars, diffID, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, _ := l.DiffID()
+			img, err := NewImage(&v1.ConfigFile{Architecture: "amd64", OS: "linux",
+				RootFS: v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{h}}}, []v1.Layer{l})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The recorded blob: the same tar compressed otherwise than
+			// this builder would, so its digest tells where a layer came from.
+			var blob bytes.Buffer
+			if c.codec() == Zstd {
+				zw, err := zstd.NewWriter(&blob, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				zw.Write(data)
+				zw.Close()
+			} else {
+				zw, _ := gzip.NewWriterLevel(&blob, gzip.BestSpeed)
+				zw.Name = "recorded"
+				zw.Write(data)
+				zw.Close()
+			}
+			st := newTestStore(t)
+			digest, n, err := st.blobs.WriteBlob(ctx, &blob, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			recorded, _ := v1.NewHash(digest)
+			if err := st.writeCompressedRecord(ctx, newCompressedRecord(h, recorded, n, c)); err != nil {
+				t.Fatal(err)
+			}
+
+			dir := t.TempDir()
+			kept, fresh := filepath.Join(dir, "kept.tar"), filepath.Join(dir, "fresh.tar")
+			tagged := []Tagged{{Image: img, Tags: []string{"app:v1"}}}
+			if err := st.WriteOCI(ctx, kept, tagged, c); err != nil {
+				t.Fatal(err)
+			}
+			if got := ociLayerDigest(t, kept); got != recorded {
+				t.Errorf("archive's layer is %s, want the recorded blob %s", got, recorded)
+			}
+			if tars.count() != 0 {
+				t.Errorf("layer serialized %d times for an archive of its recorded blob", tars.count())
+			}
+			if err := WriteOCI(ctx, fresh, tagged, c); err != nil {
+				t.Fatal(err)
+			}
+			if got := ociLayerDigest(t, fresh); got == recorded {
+				t.Errorf("archive written without the store has the recorded blob %s", got)
+			}
+			if tars.count() != 1 {
+				t.Errorf("layer serialized %d times for an archive that compresses it, want 1", tars.count())
+			}
+		})
+	}
+}
+
+// ociLayerDigest is the digest of the only layer of the only image of the
+// OCI archive at path, whose blob the archive must hold.
+func ociLayerDigest(t *testing.T, path string) v1.Hash {
+	t.Helper()
+	idx, err := OCIIndex(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := readTarMember(path, "blobs/sha256/"+idx.Manifests[0].Digest.Hex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Layers) != 1 {
+		t.Fatalf("manifest has %d layers, want 1", len(m.Layers))
+	}
+	d := m.Layers[0].Digest
+	if _, err := readTarMember(path, "blobs/sha256/"+d.Hex); err != nil {
+		t.Fatalf("layer blob %s: %v", d, err)
+	}
+	return d
 }

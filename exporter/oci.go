@@ -29,7 +29,19 @@ import (
 // are copied as they are unless c forces another codec. path is replaced
 // atomically.
 func WriteOCI(ctx context.Context, path string, images []Tagged, c Compression) error {
-	a := &ociArchive{ctx: ctx, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}, c: c}
+	return writeOCI(ctx, path, images, c, nil)
+}
+
+// WriteOCI is WriteOCI that copies a layer's blob from s when s has it
+// compressed with c already (pushed, exported as cache, pulled) instead
+// of compressing the layer again. A layer compressed for the archive is
+// not kept: s records a blob only where one leaves the machine.
+func (s *Store) WriteOCI(ctx context.Context, path string, images []Tagged, c Compression) error {
+	return writeOCI(ctx, path, images, c, s)
+}
+
+func writeOCI(ctx context.Context, path string, images []Tagged, c Compression, known *Store) error {
+	a := &ociArchive{ctx: ctx, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}, c: c, known: known}
 	return writeImages(ctx, path, "oci", a, images)
 }
 
@@ -42,6 +54,7 @@ type ociArchive struct {
 	index []v1.Descriptor
 	done  map[v1.Hash]v1.Layer // diffID → layer compressed into d
 	c     Compression
+	known *Store // where layers compressed with c already are found, or nil
 }
 
 func (a *ociArchive) add(d *detTar, t Tagged) error {
@@ -169,6 +182,11 @@ func (a *ociArchive) compressedLayer(l v1.Layer) (v1.Layer, error) {
 	}
 	if c, ok := a.done[diffID]; ok {
 		return c, nil
+	}
+	if a.known != nil {
+		if c, ok, err := a.known.recordedLayer(a.ctx, diffID, a.c); ok || err != nil {
+			return c, err
+		}
 	}
 	c, err := a.compressInto(l, diffID)
 	if err != nil {

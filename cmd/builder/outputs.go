@@ -263,7 +263,7 @@ func (r *exportRun) exportAll(ctx context.Context, img v1.Image, tags []string, 
 // writeOCI writes tagged as output o, an OCI archive or layout, and
 // records in ex the descriptor its index names (the digest it reports).
 func (r *exportRun) writeOCI(ctx context.Context, o output, tagged []exporter.Tagged, ex *exported) error {
-	write := func(path string) error { return exporter.WriteOCI(ctx, path, tagged, o.comp) }
+	write := func(path string) error { return r.st.images.WriteOCI(ctx, path, tagged, o.comp) }
 	return r.writeArchive(ctx, o, write, func(path string) error {
 		idx, err := exporter.OCIIndex(path)
 		if err == nil && len(idx.Manifests) > 0 {
