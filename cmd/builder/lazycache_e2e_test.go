@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/builder-dev/builder/exporter"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
 
 // layerDirs lists the layer directories of e's store.
@@ -29,7 +32,8 @@ func (e *e2eEnv) layerDirs() []string {
 // layer blob, the base image's included (the push skips them, one HEAD
 // each, or mounts them); a fully cached build whose result is not
 // exported downloads only manifests and configs, and its image can still
-// be saved (the save fetches the layers then) and passes fsck; a partly
+// be saved (the save fetches the layers then) and passes fsck; one
+// exported as an OCI archive takes the registry's blobs as they are; a partly
 // cached build downloads exactly the layers under its first miss. The
 // build reports the bytes and seconds of the import.
 func TestE2ELazyCacheImport(t *testing.T) {
@@ -87,6 +91,24 @@ func TestE2ELazyCacheImport(t *testing.T) {
 	}
 	n.mustRun("fsck")
 
+	// Fully cached, exported as an OCI archive with the cache's codec
+	// (gzip): the archive's layers are the registry's blobs, the base's
+	// and the cache's, each downloaded once and none unpacked or
+	// compressed again.
+	o := e.fresh("root-oci")
+	p.reset()
+	oci := filepath.Join(e.dir, "cached.oci.tar")
+	o.mustRun("build", "--cache-from", cache, "-o", "type=oci,dest="+oci, ctx)
+	if got, _ := p.blobDownloads(); !slices.Equal(sorted(layersIn(got, all)), sorted(all)) {
+		t.Errorf("OCI export of a fully cached build downloaded layers %v, want each of %v once", layersIn(got, all), all)
+	}
+	if dirs := o.layerDirs(); len(dirs) != 0 {
+		t.Errorf("layers unpacked for an OCI export of cached layers: %v", dirs)
+	}
+	if got := ociArchiveLayers(t, oci); !slices.Equal(got, all) {
+		t.Errorf("OCI archive's layers %v, want the registry's %v", got, all)
+	}
+
 	// Partly cached: the last RUN changes; only the layers under it are
 	// fetched (the base's, the COPY's and the first RUN's), not the
 	// cached last one.
@@ -113,4 +135,52 @@ func intersect(a, b []string) []string {
 		}
 	}
 	return out
+}
+
+// ociArchiveLayers lists the layer digests of the only image of the OCI
+// archive at path.
+func ociArchiveLayers(t *testing.T, path string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := exporter.ExtractLayout(t.Context(), path, dir); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil || len(im.Manifests) != 1 {
+		t.Fatalf("index of %s: %v (%d manifests, want 1)", path, err, len(im.Manifests))
+	}
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range m.Layers {
+		out = append(out, l.Digest.String())
+	}
+	return out
+}
+
+// layersIn lists the elements of got that are in all, repeats included.
+func layersIn(got, all []string) []string {
+	var out []string
+	for _, d := range got {
+		if slices.Contains(all, d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }
