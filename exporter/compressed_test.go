@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -146,69 +147,105 @@ func blobFile(st *Store, d v1.Hash) string {
 func TestWriteOCIReusesRecordedBlob(t *testing.T) {
 	for _, c := range []Compression{{}, {Codec: Zstd}} {
 		t.Run(c.String(), func(t *testing.T) {
-			ctx := t.Context()
-			tars := &countingTars{fakeLayers: newFakeLayers()}
-			data := layerTar(t, map[string]string{"a": strings.Repeat("recorded ", 50000)})
-			diffID, size := tars.put(data)
-			l, err := LayerFromStore(ctx, tars, diffID, size)
-			if err != nil {
+			r := newRecordedImage(t, c)
+			kept := filepath.Join(t.TempDir(), "kept.tar")
+			if err := r.st.WriteOCI(t.Context(), kept, r.tagged, c); err != nil {
 				t.Fatal(err)
 			}
-			h, _ := l.DiffID()
-			img, err := NewImage(&v1.ConfigFile{Architecture: "amd64", OS: "linux",
-				RootFS: v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{h}}}, []v1.Layer{l})
-			if err != nil {
+			if got := ociLayerDigest(t, kept); got != r.recorded {
+				t.Errorf("archive's layer is %s, want the recorded blob %s", got, r.recorded)
+			}
+			if r.tars.count() != 0 {
+				t.Errorf("layer serialized %d times for an archive of its recorded blob", r.tars.count())
+			}
+			fresh := filepath.Join(t.TempDir(), "fresh.tar")
+			if err := WriteOCI(t.Context(), fresh, r.tagged, c); err != nil {
 				t.Fatal(err)
 			}
-			// The recorded blob: the same tar compressed otherwise than
-			// this builder would, so its digest tells where a layer came from.
-			var blob bytes.Buffer
-			if c.codec() == Zstd {
-				zw, err := zstd.NewWriter(&blob, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-				if err != nil {
-					t.Fatal(err)
-				}
-				zw.Write(data)
-				zw.Close()
-			} else {
-				zw, _ := gzip.NewWriterLevel(&blob, gzip.BestSpeed)
-				zw.Name = "recorded"
-				zw.Write(data)
-				zw.Close()
-			}
-			st := newTestStore(t)
-			digest, n, err := st.blobs.WriteBlob(ctx, &blob, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			recorded, _ := v1.NewHash(digest)
-			if err := st.writeCompressedRecord(ctx, newCompressedRecord(h, recorded, n, c)); err != nil {
-				t.Fatal(err)
-			}
-
-			dir := t.TempDir()
-			kept, fresh := filepath.Join(dir, "kept.tar"), filepath.Join(dir, "fresh.tar")
-			tagged := []Tagged{{Image: img, Tags: []string{"app:v1"}}}
-			if err := st.WriteOCI(ctx, kept, tagged, c); err != nil {
-				t.Fatal(err)
-			}
-			if got := ociLayerDigest(t, kept); got != recorded {
-				t.Errorf("archive's layer is %s, want the recorded blob %s", got, recorded)
-			}
-			if tars.count() != 0 {
-				t.Errorf("layer serialized %d times for an archive of its recorded blob", tars.count())
-			}
-			if err := WriteOCI(ctx, fresh, tagged, c); err != nil {
-				t.Fatal(err)
-			}
-			if got := ociLayerDigest(t, fresh); got == recorded {
+			if got := ociLayerDigest(t, fresh); got == r.recorded {
 				t.Errorf("archive written without the store has the recorded blob %s", got)
 			}
-			if tars.count() != 1 {
-				t.Errorf("layer serialized %d times for an archive that compresses it, want 1", tars.count())
+			if r.tars.count() != 1 {
+				t.Errorf("layer serialized %d times for an archive that compresses it, want 1", r.tars.count())
 			}
 		})
 	}
+}
+
+// TestWriteOCIRecordedBlobDamaged: a recorded blob damaged on disk is
+// removed and the layer compressed into the archive instead: the export
+// succeeds with the layer's own bytes.
+func TestWriteOCIRecordedBlobDamaged(t *testing.T) {
+	r := newRecordedImage(t, Compression{})
+	blob := blobFile(r.st, r.recorded)
+	if err := os.Truncate(blob, 100); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out.tar")
+	if err := r.st.WriteOCI(t.Context(), out, r.tagged, Compression{}); err != nil {
+		t.Fatalf("export with a damaged recorded blob: %v", err)
+	}
+	if got := ociLayerDigest(t, out); got == r.recorded {
+		t.Errorf("archive holds the damaged blob's digest %s", got)
+	}
+	if r.tars.count() != 1 {
+		t.Errorf("layer serialized %d times, want 1 (compressed instead of the damaged blob)", r.tars.count())
+	}
+	if _, err := os.Stat(blob); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("damaged blob still in the store (stat: %v)", err)
+	}
+}
+
+// recordedImage is an image of one built layer whose blob compressed with
+// c is recorded in st, compressed otherwise than this builder would (so
+// its digest tells where an archive's layer came from).
+type recordedImage struct {
+	st       *Store
+	tars     *countingTars
+	tagged   []Tagged
+	recorded v1.Hash
+}
+
+func newRecordedImage(t *testing.T, c Compression) recordedImage {
+	t.Helper()
+	ctx := t.Context()
+	tars := &countingTars{fakeLayers: newFakeLayers()}
+	data := layerTar(t, map[string]string{"a": strings.Repeat("recorded ", 50000)})
+	diffID, size := tars.put(data)
+	l, err := LayerFromStore(ctx, tars, diffID, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := l.DiffID()
+	img, err := NewImage(&v1.ConfigFile{Architecture: "amd64", OS: "linux",
+		RootFS: v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{h}}}, []v1.Layer{l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blob bytes.Buffer
+	if c.codec() == Zstd {
+		zw, err := zstd.NewWriter(&blob, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		zw.Write(data)
+		zw.Close()
+	} else {
+		zw, _ := gzip.NewWriterLevel(&blob, gzip.BestSpeed)
+		zw.Name = "recorded"
+		zw.Write(data)
+		zw.Close()
+	}
+	st := newTestStore(t)
+	digest, n, err := st.blobs.WriteBlob(ctx, &blob, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded, _ := v1.NewHash(digest)
+	if err := st.writeCompressedRecord(ctx, newCompressedRecord(h, recorded, n, c)); err != nil {
+		t.Fatal(err)
+	}
+	return recordedImage{st: st, tars: tars, tagged: []Tagged{{Image: img, Tags: []string{"app:v1"}}}, recorded: recorded}
 }
 
 // ociLayerDigest is the digest of the only layer of the only image of the

@@ -184,7 +184,7 @@ func (a *ociArchive) compressedLayer(l v1.Layer) (v1.Layer, error) {
 		return c, nil
 	}
 	if a.known != nil {
-		if c, ok, err := a.known.recordedLayer(a.ctx, diffID, a.c); ok || err != nil {
+		if c, ok, err := a.known.intactRecordedLayer(a.ctx, diffID, a.c); ok || err != nil {
 			return c, err
 		}
 	}
