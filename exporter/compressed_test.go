@@ -149,7 +149,7 @@ func TestWriteOCIReusesRecordedBlob(t *testing.T) {
 		t.Run(c.String(), func(t *testing.T) {
 			r := newRecordedImage(t, c)
 			kept := filepath.Join(t.TempDir(), "kept.tar")
-			if err := r.st.WriteOCI(t.Context(), kept, r.tagged, c); err != nil {
+			if err := r.st.WriteOCI(t.Context(), kept, r.tagged, c, false); err != nil {
 				t.Fatal(err)
 			}
 			if got := ociLayerDigest(t, kept); got != r.recorded {
@@ -182,7 +182,7 @@ func TestWriteOCIRecordedBlobDamaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "out.tar")
-	if err := r.st.WriteOCI(t.Context(), out, r.tagged, Compression{}); err != nil {
+	if err := r.st.WriteOCI(t.Context(), out, r.tagged, Compression{}, false); err != nil {
 		t.Fatalf("export with a damaged recorded blob: %v", err)
 	}
 	if got := ociLayerDigest(t, out); got == r.recorded {
@@ -193,6 +193,77 @@ func TestWriteOCIRecordedBlobDamaged(t *testing.T) {
 	}
 	if _, err := os.Stat(blob); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("damaged blob still in the store (stat: %v)", err)
+	}
+}
+
+// TestWriteOCIKeeps: an OCI archive written for a build that keeps its
+// blobs anyway (a push or cache export with the same setting follows)
+// compresses each layer once, into the store: the layer is recorded, and
+// the push after it finds it without reading the layer again. Whether a
+// layer was compressed into the archive, taken from a record or kept,
+// the archive's bytes are the same.
+func TestWriteOCIKeeps(t *testing.T) {
+	for _, c := range []Compression{{}, {Codec: Zstd}} {
+		t.Run(c.String(), func(t *testing.T) {
+			ctx := t.Context()
+			tars := &countingTars{fakeLayers: newFakeLayers()}
+			var layers []v1.Layer
+			var diffIDs []v1.Hash
+			for _, word := range []string{"first ", "second "} {
+				diffID, size := tars.put(layerTar(t, map[string]string{word: strings.Repeat(word, 80000)}))
+				l, err := LayerFromStore(ctx, tars, diffID, size)
+				if err != nil {
+					t.Fatal(err)
+				}
+				h, _ := l.DiffID()
+				layers, diffIDs = append(layers, l), append(diffIDs, h)
+			}
+			img, err := NewImage(&v1.ConfigFile{Architecture: "amd64", OS: "linux",
+				RootFS: v1.RootFS{Type: "layers", DiffIDs: diffIDs}}, layers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tagged := []Tagged{{Image: img}}
+			st := newTestStore(t)
+			write := func(name string, keep bool) []byte {
+				t.Helper()
+				p := filepath.Join(t.TempDir(), name)
+				if err := st.WriteOCI(ctx, p, tagged, c, keep); err != nil {
+					t.Fatal(err)
+				}
+				return mustRead(t, p)
+			}
+			plain := write("plain.tar", false)
+			if _, ok := st.compressedRecord(diffIDs[0], c); ok {
+				t.Fatal("an archive written without keep recorded its blob")
+			}
+			// The second layer pushed: recorded; the first is not.
+			if _, err := st.Compressed(ctx, layers[1], c, nil); err != nil {
+				t.Fatal(err)
+			}
+			if half := write("half.tar", false); !bytes.Equal(half, plain) {
+				t.Error("archive with one layer from its record differs from the one compressing both")
+			}
+			serialized := tars.count()
+			kept := write("kept.tar", true)
+			if !bytes.Equal(kept, plain) {
+				t.Error("archive written with keep differs from the one compressing both")
+			}
+			rec, ok := st.compressedRecord(diffIDs[0], c)
+			if !ok {
+				t.Fatal("an archive written with keep recorded no blob")
+			}
+			if tars.count() != serialized+1 {
+				t.Errorf("archive with keep serialized %d layers, want 1 (the other is recorded)", tars.count()-serialized)
+			}
+			pushed, err := st.Compressed(ctx, layers[0], c, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := pushed.Digest(); d != rec.Digest || tars.count() != serialized+1 {
+				t.Errorf("push after the archive: blob %s (recorded %s), layer serialized again: %v", d, rec.Digest, tars.count() != serialized+1)
+			}
+		})
 	}
 }
 

@@ -106,6 +106,10 @@ func (c Compression) String() string {
 	return string(c.codec())
 }
 
+// SameBlobs reports whether c and o compress a layer to the same blob:
+// the same codec and level (force-compression aside).
+func (c Compression) SameBlobs(o Compression) bool { return c.recorded() == o.recorded() }
+
 // mediaType is the OCI layer media type of the codec's blobs.
 func (c Compression) mediaType() types.MediaType {
 	switch c.codec() {

@@ -29,19 +29,22 @@ import (
 // are copied as they are unless c forces another codec. path is replaced
 // atomically.
 func WriteOCI(ctx context.Context, path string, images []Tagged, c Compression) error {
-	return writeOCI(ctx, path, images, c, nil)
+	return writeOCI(ctx, path, images, c, nil, false)
 }
 
 // WriteOCI is WriteOCI that copies a layer's blob from s when s has it
 // compressed with c already (pushed, exported as cache, pulled) instead
-// of compressing the layer again. A layer compressed for the archive is
-// not kept: s records a blob only where one leaves the machine.
-func (s *Store) WriteOCI(ctx context.Context, path string, images []Tagged, c Compression) error {
-	return writeOCI(ctx, path, images, c, s)
+// of compressing the layer again. A layer compressed for the archive
+// alone is not kept, unless keep says that the caller keeps blobs
+// compressed with c anyway (a push or a cache export with that setting
+// follows): then it is compressed into s, as a push does, and copied
+// from there, once for both.
+func (s *Store) WriteOCI(ctx context.Context, path string, images []Tagged, c Compression, keep bool) error {
+	return writeOCI(ctx, path, images, c, s, keep)
 }
 
-func writeOCI(ctx context.Context, path string, images []Tagged, c Compression, known *Store) error {
-	a := &ociArchive{ctx: ctx, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}, c: c, known: known}
+func writeOCI(ctx context.Context, path string, images []Tagged, c Compression, known *Store, keep bool) error {
+	a := &ociArchive{ctx: ctx, blobs: blobSet{}, done: map[v1.Hash]v1.Layer{}, c: c, known: known, keep: keep}
 	return writeImages(ctx, path, "oci", a, images)
 }
 
@@ -55,6 +58,7 @@ type ociArchive struct {
 	done  map[v1.Hash]v1.Layer // diffID → layer compressed into d
 	c     Compression
 	known *Store // where layers compressed with c already are found, or nil
+	keep  bool   // compress a layer into known rather than into d
 }
 
 func (a *ociArchive) add(d *detTar, t Tagged) error {
@@ -183,16 +187,52 @@ func (a *ociArchive) compressedLayer(l v1.Layer) (v1.Layer, error) {
 	if c, ok := a.done[diffID]; ok {
 		return c, nil
 	}
-	if a.known != nil {
-		if c, ok, err := a.known.intactRecordedLayer(a.ctx, diffID, a.c); ok || err != nil {
-			return c, err
-		}
+	c, err := a.storedLayer(l, diffID)
+	if c == nil && err == nil {
+		c, err = a.compressInto(l, diffID)
 	}
-	c, err := a.compressInto(l, diffID)
 	if err != nil {
 		return nil, err
 	}
 	a.done[diffID] = c
+	return c, nil
+}
+
+// storedLayer is l compressed with a.c as a.known holds it — a recorded
+// blob, or one compressed into the store now when a.keep — written into
+// the archive at once, where compressInto would have put it, so that the
+// archive's bytes do not depend on where its blobs came from. It is nil
+// (and no error) when a.known has no such blob and does not keep one.
+func (a *ociArchive) storedLayer(l v1.Layer, diffID v1.Hash) (v1.Layer, error) {
+	if a.known == nil {
+		return nil, nil
+	}
+	c, ok, err := a.known.intactRecordedLayer(a.ctx, diffID, a.c)
+	if err == nil && !ok && a.keep {
+		c, err = a.known.Compressed(a.ctx, l, a.c, nil)
+	}
+	if err != nil || c == nil {
+		return nil, err
+	}
+	digest, err := c.Digest()
+	if err != nil {
+		return nil, err
+	}
+	size, err := c.Size()
+	if err != nil {
+		return nil, err
+	}
+	err = a.d.blobDirs()
+	var rc io.ReadCloser
+	if err == nil {
+		rc, err = c.Compressed()
+	}
+	if err == nil {
+		err = a.d.stream("blobs/sha256/"+digest.Hex, size, rc)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", diffID, err)
+	}
 	return c, nil
 }
 

@@ -275,6 +275,29 @@ func checkZstdImage(t *testing.T, img v1.Image) {
 	}
 }
 
+// TestE2EOCIArchiveAndCacheCompressOnce: a build with -o type=oci and
+// --cache-to of the same compression compresses each built layer once,
+// into the store, for both: the cache export then compresses nothing, and
+// the archive's layer is the cache's blob.
+func TestE2EOCIArchiveAndCacheCompressOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.context("FROM busybox:fixture\nRUN head -c 300000 /dev/urandom > /r\n", nil)
+	for _, comp := range []string{"gzip", "zstd"} {
+		oci := filepath.Join(e.dir, comp+".oci.tar")
+		cacheDir := filepath.Join(e.dir, comp+"-cache")
+		_, errOut := e.mustRun("build", "--no-cache", "--progress", "plain", "-o", "type=oci,compression="+comp+",dest="+oci,
+			"--cache-to", "type=local,mode=max,compression="+comp+",dest="+cacheDir, ctx)
+		if strings.Contains(errOut, "compressing layer") {
+			t.Errorf("%s: a layer was compressed again for the cache after the archive:\n%s", comp, errOut)
+		}
+		layers := ociArchiveLayers(t, oci)
+		built := strings.TrimPrefix(layers[len(layers)-1], "sha256:")
+		if _, err := os.Stat(filepath.Join(cacheDir, "blobs", "sha256", built)); err != nil {
+			t.Errorf("%s: the archive's built layer %s is not the cache's blob: %v", comp, built, err)
+		}
+	}
+}
+
 func TestParseCompressionOptions(t *testing.T) {
 	outs, err := parseOutputs([]string{"type=oci,dest=a.tar,compression=zstd,compression-level=19,force-compression=true"})
 	if err != nil || len(outs) != 1 || outs[0].comp.String() != "zstd-19" || !outs[0].comp.Force {

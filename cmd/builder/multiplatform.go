@@ -109,9 +109,10 @@ func (r *buildRun) exportPlatforms(ctx context.Context, builds []*platformBuild,
 	}
 	first := builds[0].res.Record
 	pushOpts, countPush := meteredPush(r.remoteOptions(), imgs[hostImage(builds)])
+	outs := r.outputs()
 	er := &exportRun{st: r.st, prog: prog, ro: pushOpts, stdout: r.a.stdout, epoch: builds[0].plan.SourceDateEpoch,
-		done: &first.Outputs}
-	out, err := er.exportIndex(ctx, builds, imgs, atts, f.tags, r.outputs())
+		done: &first.Outputs, keeps: keptCompressions(outs, r.spec.cacheTo)}
+	out, err := er.exportIndex(ctx, builds, imgs, atts, f.tags, outs)
 	countPush(first.Outputs)
 	if err != nil {
 		return dropModifiedLayer(ctx, r.st, first, r.d.path, err)

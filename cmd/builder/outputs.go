@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -220,6 +221,27 @@ type exportRun struct {
 	base   []v1.Hash // the final stage's base image's diffIDs
 	done   *[]cache.BuildOutput
 	attest *attestRun // the build's attestations (attest.go); nil: none
+	// keeps are the compressions whose blobs the build keeps anyway (its
+	// pushes' and cache exports'): an OCI archive with one of them
+	// compresses its layers into the store for both.
+	keeps []exporter.Compression
+}
+
+// keptCompressions lists the compressions of outs' pushes and of the
+// (not inline) cache exports specs.
+func keptCompressions(outs []output, specs []cacheSpec) []exporter.Compression {
+	var keeps []exporter.Compression
+	for _, o := range outs {
+		if (o.typ == "image" || o.typ == "registry") && o.push {
+			keeps = append(keeps, o.comp)
+		}
+	}
+	for _, c := range specs {
+		if !c.inline {
+			keeps = append(keeps, c.comp)
+		}
+	}
+	return keeps
 }
 
 // exportAll writes the requested outputs and pushes, then stores the image
@@ -263,7 +285,8 @@ func (r *exportRun) exportAll(ctx context.Context, img v1.Image, tags []string, 
 // writeOCI writes tagged as output o, an OCI archive or layout, and
 // records in ex the descriptor its index names (the digest it reports).
 func (r *exportRun) writeOCI(ctx context.Context, o output, tagged []exporter.Tagged, ex *exported) error {
-	write := func(path string) error { return r.st.images.WriteOCI(ctx, path, tagged, o.comp) }
+	keep := !o.rewriteTimestamp && slices.ContainsFunc(r.keeps, o.comp.SameBlobs)
+	write := func(path string) error { return r.st.images.WriteOCI(ctx, path, tagged, o.comp, keep) }
 	return r.writeArchive(ctx, o, write, func(path string) error {
 		idx, err := exporter.OCIIndex(path)
 		if err == nil && len(idx.Manifests) > 0 {
