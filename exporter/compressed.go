@@ -105,32 +105,6 @@ func (s *Store) recordedLayer(ctx context.Context, diffID v1.Hash, c Compression
 	return nil, false, nil
 }
 
-// intactRecordedLayer is recordedLayer for a writer that cannot take back
-// a blob it has begun to copy (an archive): a blob of the store is read
-// through once first, and a damaged one (the read removes it) or one gone
-// meanwhile is no blob, so that the caller compresses the layer instead.
-// A registry's blob is checked as it is downloaded.
-func (s *Store) intactRecordedLayer(ctx context.Context, diffID v1.Hash, c Compression) (v1.Layer, bool, error) {
-	l, ok, err := s.recordedLayer(ctx, diffID, c)
-	if !ok || err != nil {
-		return l, ok, err
-	}
-	if _, remote := l.(*remoteBlobLayer); remote {
-		return l, true, nil
-	}
-	rc, err := l.Compressed()
-	if err == nil {
-		_, err = io.Copy(io.Discard, rc)
-		if cerr := rc.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if errors.Is(err, cache.ErrCorrupt) || errors.Is(err, cache.ErrNotFound) {
-		return nil, false, nil
-	}
-	return l, err == nil, err
-}
-
 // recordLayer is the compressed layer rec records, read from its blob.
 func (s *Store) recordLayer(ctx context.Context, rec compressedRecord) (v1.Layer, error) {
 	desc := v1.Descriptor{MediaType: rec.MediaType, Digest: rec.Digest, Size: rec.Size}

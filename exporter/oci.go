@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/snapshot"
 )
 
@@ -202,38 +203,54 @@ func (a *ociArchive) compressedLayer(l v1.Layer) (v1.Layer, error) {
 // blob, or one compressed into the store now when a.keep — written into
 // the archive at once, where compressInto would have put it, so that the
 // archive's bytes do not depend on where its blobs came from. It is nil
-// (and no error) when a.known has no such blob and does not keep one.
+// (and no error) when a.known has no such blob and does not keep one. A
+// recorded blob found damaged as it is copied (the read removes it) is
+// cut off the archive again, and nil returned: the caller compresses the
+// layer instead.
 func (a *ociArchive) storedLayer(l v1.Layer, diffID v1.Hash) (v1.Layer, error) {
 	if a.known == nil {
 		return nil, nil
 	}
-	c, ok, err := a.known.intactRecordedLayer(a.ctx, diffID, a.c)
-	if err == nil && !ok && a.keep {
+	c, recorded, err := a.known.recordedLayer(a.ctx, diffID, a.c)
+	if err == nil && !recorded && a.keep {
 		c, err = a.known.Compressed(a.ctx, l, a.c, nil)
 	}
 	if err != nil || c == nil {
 		return nil, err
 	}
-	digest, err := c.Digest()
-	if err != nil {
+	if err := a.d.blobDirs(); err != nil {
 		return nil, err
 	}
-	size, err := c.Size()
-	if err != nil {
-		return nil, err
-	}
-	err = a.d.blobDirs()
-	var rc io.ReadCloser
-	if err == nil {
-		rc, err = c.Compressed()
-	}
-	if err == nil {
-		err = a.d.stream("blobs/sha256/"+digest.Hex, size, rc)
+	_, remote := c.(*remoteBlobLayer)
+	at := a.d.out.n
+	err = a.copyBlob(c)
+	if recorded && !remote && (errors.Is(err, cache.ErrCorrupt) || errors.Is(err, cache.ErrNotFound)) {
+		if terr := a.d.out.truncate(at); terr != nil {
+			return nil, fmt.Errorf("layer %s: %w", diffID, terr)
+		}
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", diffID, err)
 	}
 	return c, nil
+}
+
+// copyBlob writes the compressed layer c into the archive as its blob.
+func (a *ociArchive) copyBlob(c v1.Layer) error {
+	digest, err := c.Digest()
+	if err != nil {
+		return err
+	}
+	size, err := c.Size()
+	if err != nil {
+		return err
+	}
+	rc, err := c.Compressed()
+	if err != nil {
+		return err
+	}
+	return a.d.stream("blobs/sha256/"+digest.Hex, size, rc)
 }
 
 // relabeled is a layer under another media type with the same bytes.

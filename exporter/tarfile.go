@@ -229,6 +229,22 @@ func (a *archiveWriter) startWriteBack() {
 
 func (a *archiveWriter) flush() error { return a.bw.Flush() }
 
+// truncate drops what was written from off on: the archive goes on from
+// there.
+func (a *archiveWriter) truncate(off int64) error {
+	if err := a.bw.Flush(); err != nil {
+		return err
+	}
+	if err := a.f.Truncate(off); err != nil {
+		return err
+	}
+	if _, err := a.f.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	a.n, a.started = off, min(a.started, off)
+	return nil
+}
+
 // copyFileRange copies n bytes of src at off to dst's current offset with
 // copy_file_range(2), falling back to read and write where the kernel or
 // the file systems cannot. It stops early only at src's end or an error.
