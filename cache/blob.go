@@ -148,14 +148,78 @@ func (v *verifyReader) verify() error {
 	if got == v.digest {
 		return io.EOF
 	}
-	// Only remove the file we verified: a concurrent writer may have
-	// renamed a good copy over it since we opened it.
-	if fi, err := v.f.Stat(); err == nil {
-		if cur, err := os.Stat(v.f.Name()); err == nil && os.SameFile(fi, cur) {
-			os.Remove(v.f.Name())
+	return fmt.Errorf("read blob %s: %w", v.digest, removeCorrupt(v.f, v.digest, got))
+}
+
+// removeCorrupt removes the blob file f, found to hold content of digest
+// got instead of digest, and returns the error that says so. Only the
+// file read is removed: a concurrent writer may have renamed a good copy
+// over it since it was opened.
+func removeCorrupt(f *os.File, digest, got string) error {
+	if fi, err := f.Stat(); err == nil {
+		if cur, err := os.Stat(f.Name()); err == nil && os.SameFile(fi, cur) {
+			os.Remove(f.Name())
 		}
 	}
-	return fmt.Errorf("read blob %s: %w", v.digest, &CorruptBlobError{Digest: v.digest, Got: got, Removed: true})
+	return &CorruptBlobError{Digest: digest, Got: got, Removed: true}
+}
+
+// RangeWriter takes bytes of a file by range, copied by the kernel
+// (copy_file_range(2)) rather than through user space: an archive being
+// written.
+type RangeWriter interface {
+	// WriteFileRange writes the n bytes of f at off and returns how many
+	// it wrote: fewer only with an error, or when f ends first.
+	WriteFileRange(f *os.File, off, n int64) (int64, error)
+}
+
+// CopyBlob writes the blob digest to w as one file range and returns its
+// size, while another goroutine hashes the file from the page cache. As
+// with OpenBlob, content that does not match the digest removes the blob
+// and the error wraps ErrCorrupt (w has then taken bytes that are not
+// the blob's); a missing blob gives ErrNotFound.
+func (s *Store) CopyBlob(ctx context.Context, digest string, w RangeWriter) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	p, err := s.blobPath(digest)
+	if err != nil {
+		return 0, fmt.Errorf("copy blob: %w", err)
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("copy blob %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("copy blob %s: %w", digest, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("copy blob %s: %w", digest, err)
+	}
+	size := fi.Size()
+	hashed := make(chan error, 1)
+	h := sha256.New()
+	go func() {
+		_, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(f, 0, size)})
+		hashed <- err
+	}()
+	n, err := w.WriteFileRange(f, 0, size)
+	herr := <-hashed
+	if err == nil && n < size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil {
+		err = herr
+	}
+	if err != nil {
+		return n, fmt.Errorf("copy blob %s: %w", digest, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
+		return n, fmt.Errorf("copy blob %s: %w", digest, removeCorrupt(f, digest, got))
+	}
+	return n, nil
 }
 
 // CorruptBlobError says that the content of blob Digest hashes to Got (a

@@ -142,6 +142,55 @@ func TestCorruptBlobDetectedAndDropped(t *testing.T) {
 	}
 }
 
+// fileRanges is a RangeWriter into a buffer.
+type fileRanges struct{ bytes.Buffer }
+
+func (w *fileRanges) WriteFileRange(f *os.File, off, n int64) (int64, error) {
+	return io.Copy(&w.Buffer, io.NewSectionReader(f, off, n))
+}
+
+// TestCopyBlob: CopyBlob gives a blob's bytes by range and checks them as
+// OpenBlob's reader does: a damaged blob is an error wrapping ErrCorrupt
+// that names it, and is removed; a missing one is ErrNotFound.
+func TestCopyBlob(t *testing.T) {
+	data := bytes.Repeat([]byte("copied blob "), 5000)
+	s := openStore(t)
+	d := mustWriteBlob(t, s, data)
+	var w fileRanges
+	if n, err := s.CopyBlob(t.Context(), d, &w); err != nil || n != int64(len(data)) || !bytes.Equal(w.Bytes(), data) {
+		t.Fatalf("CopyBlob: %d bytes, %v; content equal: %v", n, err, bytes.Equal(w.Bytes(), data))
+	}
+	for name, damage := range map[string]func(p string) error{
+		"flipped": func(p string) error {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			b[len(b)/2] ^= 0xff
+			return os.WriteFile(p, b, 0o600)
+		},
+		"truncated": func(p string) error { return os.Truncate(p, 10) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := openStore(t)
+			d := mustWriteBlob(t, s, data)
+			if err := damage(filepath.Join(s.Root(), "blobs", "sha256", d[7:])); err != nil {
+				t.Fatal(err)
+			}
+			_, err := s.CopyBlob(t.Context(), d, &fileRanges{})
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), d) {
+				t.Fatalf("CopyBlob of a damaged blob: %v; want ErrCorrupt naming %s", err, d)
+			}
+			if s.HasBlob(d) {
+				t.Error("corrupt blob was not removed")
+			}
+			if _, err := s.CopyBlob(t.Context(), d, &fileRanges{}); !errors.Is(err, ErrNotFound) {
+				t.Errorf("CopyBlob of a removed blob: %v; want ErrNotFound", err)
+			}
+		})
+	}
+}
+
 // TestConcurrentIdenticalBlobWrites is CACHE-03 within one process.
 func TestConcurrentIdenticalBlobWrites(t *testing.T) {
 	s := openStore(t)

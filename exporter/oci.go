@@ -223,7 +223,7 @@ func (a *ociArchive) storedLayer(l v1.Layer, diffID v1.Hash) (v1.Layer, error) {
 	}
 	_, remote := c.(*remoteBlobLayer)
 	at := a.d.out.n
-	err = a.copyBlob(c)
+	err = a.copyBlob(c, remote)
 	if recorded && !remote && (errors.Is(err, cache.ErrCorrupt) || errors.Is(err, cache.ErrNotFound)) {
 		if terr := a.d.out.truncate(at); terr != nil {
 			return nil, fmt.Errorf("layer %s: %w", diffID, terr)
@@ -236,8 +236,10 @@ func (a *ociArchive) storedLayer(l v1.Layer, diffID v1.Hash) (v1.Layer, error) {
 	return c, nil
 }
 
-// copyBlob writes the compressed layer c into the archive as its blob.
-func (a *ociArchive) copyBlob(c v1.Layer) error {
+// copyBlob writes the compressed layer c into the archive as its blob:
+// a blob of a.known by copy_file_range, checked on the way (CopyBlob), a
+// registry's as it is downloaded.
+func (a *ociArchive) copyBlob(c v1.Layer, remote bool) error {
 	digest, err := c.Digest()
 	if err != nil {
 		return err
@@ -246,11 +248,17 @@ func (a *ociArchive) copyBlob(c v1.Layer) error {
 	if err != nil {
 		return err
 	}
+	name := "blobs/sha256/" + digest.Hex
+	if !remote {
+		return a.d.streamTo(name, size, func(io.Writer) (int64, error) {
+			return a.known.blobs.CopyBlob(a.ctx, digest.String(), a.d.out)
+		})
+	}
 	rc, err := c.Compressed()
 	if err != nil {
 		return err
 	}
-	return a.d.stream("blobs/sha256/"+digest.Hex, size, rc)
+	return a.d.stream(name, size, rc)
 }
 
 // relabeled is a layer under another media type with the same bytes.

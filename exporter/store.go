@@ -25,6 +25,7 @@ type blobStore interface {
 	WriteBlob(ctx context.Context, r io.Reader, want string) (string, int64, error)
 	ReadBlob(ctx context.Context, digest string) ([]byte, error)
 	HasBlob(digest string) bool
+	CopyBlob(ctx context.Context, digest string, w cache.RangeWriter) (int64, error)
 	SetTag(ctx context.Context, name, digest string) error
 	ResolveTag(ctx context.Context, name string) (string, error)
 	Tags(ctx context.Context) ([]cache.Tag, error)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"archive/tar"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -365,12 +366,43 @@ func BenchmarkColdExport(b *testing.B) {
 				c.builder("build", "--progress", "quiet", "-o", "type=oci,compression=zstd,dest="+out, dir)
 			}})
 	})
+	b.Run("oci-kept", func(b *testing.B) {
+		// A --cache-to of the same compression keeps the layer's blob
+		// (untimed); the archive then copies it, checking its digest.
+		c.builder("build", "--progress", "quiet", "--cache-to", "type=local,mode=max,compression=zstd,dest="+filepath.Join(c.dir, "kept-cache"), dir)
+		blob := c.keptBlob("zstd")
+		sideBySide(b, pair{name: "build -o type=oci,compression=zstd (1 GiB layer, blob kept by --cache-to) vs cat of the blob", target: 1.3, prepare: prepare,
+			reference: func(int) { c.sh(fmt.Sprintf("cat %s > %[2]s && sync -f %[2]s", blob, ref)) },
+			builder: func(int) {
+				c.builder("build", "--progress", "quiet", "-o", "type=oci,compression=zstd,dest="+out, dir)
+			}})
+	})
 	b.Run("docker", func(b *testing.B) {
 		sideBySide(b, pair{name: "build -o type=docker (1 GiB layer)", target: 1.3, prepare: prepare, reference: reference,
 			builder: func(int) {
 				c.builder("build", "--progress", "quiet", "-o", "type=docker,dest="+out, dir)
 			}})
 	})
+}
+
+// keptBlob is the blob file of the only layer the store recorded
+// compressed with codec (at its default level).
+func (c *coldBench) keptBlob(codec string) string {
+	c.b.Helper()
+	recs, err := filepath.Glob(filepath.Join(c.root, "compressed", "*."+codec+".json"))
+	if err != nil || len(recs) != 1 {
+		c.b.Fatalf("records of %s blobs: %v %v", codec, recs, err)
+	}
+	var rec struct{ Digest string }
+	data, err := os.ReadFile(recs[0])
+	if err == nil {
+		err = json.Unmarshal(data, &rec)
+	}
+	hex, ok := strings.CutPrefix(rec.Digest, "sha256:")
+	if err != nil || !ok {
+		c.b.Fatalf("record %s: %v (%s)", recs[0], err, data)
+	}
+	return filepath.Join(c.root, "blobs", "sha256", hex)
 }
 
 // registryImage builds base:1 — busybox and three RUNs each writing 40 MB
