@@ -102,18 +102,28 @@ func (s *Store) OpenBlob(ctx context.Context, digest string) (io.ReadCloser, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	f, err := s.openBlobFile("open", digest)
+	if err != nil {
+		return nil, err
+	}
+	return &verifyReader{ctx: ctx, f: f, h: sha256.New(), digest: digest}, nil
+}
+
+// openBlobFile opens the file of the blob digest for op (the verb its
+// errors start with); a missing blob is an error wrapping ErrNotFound.
+func (s *Store) openBlobFile(op, digest string) (*os.File, error) {
 	p, err := s.blobPath(digest)
 	if err != nil {
-		return nil, fmt.Errorf("open blob: %w", err)
+		return nil, fmt.Errorf("%s blob: %w", op, err)
 	}
 	f, err := os.Open(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("open blob %s: %w", digest, ErrNotFound)
+		return nil, fmt.Errorf("%s blob %s: %w", op, digest, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open blob %s: %w", digest, err)
+		return nil, fmt.Errorf("%s blob %s: %w", op, digest, err)
 	}
-	return &verifyReader{ctx: ctx, f: f, h: sha256.New(), digest: digest}, nil
+	return f, nil
 }
 
 type verifyReader struct {
@@ -182,16 +192,9 @@ func (s *Store) CopyBlob(ctx context.Context, digest string, w RangeWriter) (int
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	p, err := s.blobPath(digest)
+	f, err := s.openBlobFile("copy", digest)
 	if err != nil {
-		return 0, fmt.Errorf("copy blob: %w", err)
-	}
-	f, err := os.Open(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("copy blob %s: %w", digest, ErrNotFound)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("copy blob %s: %w", digest, err)
+		return 0, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
@@ -245,16 +248,9 @@ func (e *CorruptBlobError) Is(target error) bool { return target == ErrCorrupt }
 // changing the store: nil, an error wrapping ErrNotFound, or one wrapping a
 // *CorruptBlobError (Removed false).
 func (s *Store) VerifyBlob(ctx context.Context, digest string) error {
-	p, err := s.blobPath(digest)
+	f, err := s.openBlobFile("verify", digest)
 	if err != nil {
-		return fmt.Errorf("verify blob: %w", err)
-	}
-	f, err := os.Open(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("verify blob %s: %w", digest, ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("verify blob %s: %w", digest, err)
+		return err
 	}
 	defer f.Close()
 	h := sha256.New()

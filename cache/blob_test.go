@@ -112,19 +112,22 @@ func TestBlobInvalidDigest(t *testing.T) {
 	}
 }
 
+// blobDamages change a blob file the way a disk or a person might.
+var blobDamages = map[string]func(p string) error{
+	"flipped": func(p string) error {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		b[len(b)/2] ^= 0xff
+		return os.WriteFile(p, b, 0o600)
+	},
+	"truncated": func(p string) error { return os.Truncate(p, 10) },
+	"empty":     func(p string) error { return os.Truncate(p, 0) },
+}
+
 func TestCorruptBlobDetectedAndDropped(t *testing.T) {
-	for name, damage := range map[string]func(p string) error{
-		"flipped": func(p string) error {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			b[len(b)/2] ^= 0xff
-			return os.WriteFile(p, b, 0o600)
-		},
-		"truncated": func(p string) error { return os.Truncate(p, 10) },
-		"empty":     func(p string) error { return os.Truncate(p, 0) },
-	} {
+	for name, damage := range blobDamages {
 		t.Run(name, func(t *testing.T) {
 			s := openStore(t)
 			d := mustWriteBlob(t, s, bytes.Repeat([]byte("layer data "), 1000))
@@ -160,17 +163,7 @@ func TestCopyBlob(t *testing.T) {
 	if n, err := s.CopyBlob(t.Context(), d, &w); err != nil || n != int64(len(data)) || !bytes.Equal(w.Bytes(), data) {
 		t.Fatalf("CopyBlob: %d bytes, %v; content equal: %v", n, err, bytes.Equal(w.Bytes(), data))
 	}
-	for name, damage := range map[string]func(p string) error{
-		"flipped": func(p string) error {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			b[len(b)/2] ^= 0xff
-			return os.WriteFile(p, b, 0o600)
-		},
-		"truncated": func(p string) error { return os.Truncate(p, 10) },
-	} {
+	for name, damage := range blobDamages {
 		t.Run(name, func(t *testing.T) {
 			s := openStore(t)
 			d := mustWriteBlob(t, s, data)

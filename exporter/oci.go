@@ -240,25 +240,21 @@ func (a *ociArchive) storedLayer(l v1.Layer, diffID v1.Hash) (v1.Layer, error) {
 // a blob of a.known by copy_file_range, checked on the way (CopyBlob), a
 // registry's as it is downloaded.
 func (a *ociArchive) copyBlob(c v1.Layer, remote bool) error {
-	digest, err := c.Digest()
+	d, err := layerDescriptor(c)
 	if err != nil {
 		return err
 	}
-	size, err := c.Size()
-	if err != nil {
-		return err
-	}
-	name := "blobs/sha256/" + digest.Hex
+	name := "blobs/sha256/" + d.Digest.Hex
 	if !remote {
-		return a.d.streamTo(name, size, func(io.Writer) (int64, error) {
-			return a.known.blobs.CopyBlob(a.ctx, digest.String(), a.d.out)
+		return a.d.streamTo(name, d.Size, func(io.Writer) (int64, error) {
+			return a.known.blobs.CopyBlob(a.ctx, d.Digest.String(), a.d.out)
 		})
 	}
 	rc, err := c.Compressed()
 	if err != nil {
 		return err
 	}
-	return a.d.stream(name, size, rc)
+	return a.d.stream(name, d.Size, rc)
 }
 
 // relabeled is a layer under another media type with the same bytes.
