@@ -74,15 +74,7 @@ func (l Limits) neededControllers() []string {
 // build's directory. The error says what is missing: a controller, its
 // delegation to an ordinary user, a writable cgroup.
 func NewCgroups(l Limits) (*Cgroups, error) {
-	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	self, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return nil, err
-	}
-	hs, err := findHierarchies(string(mountinfo), string(self), l.neededControllers(), readWords)
+	hs, err := ownHierarchies(l)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +90,20 @@ func NewCgroups(l Limits) (*Cgroups, error) {
 		c.watch(h.build)
 	}
 	return c, nil
+}
+
+// ownHierarchies finds, in this process's mount table and cgroup
+// membership, the hierarchies of the controllers l's limits need.
+func ownHierarchies(l Limits) ([]*hierarchy, error) {
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	return findHierarchies(string(mountinfo), string(self), l.neededControllers(), readWords)
 }
 
 // findHierarchies picks, for every needed controller, cgroup v2 if the v2
@@ -631,15 +637,7 @@ func reaperMain(in io.Reader) int {
 // hierarchies l's limits use: where the build's cgroups (builder-PID)
 // are made. Tests look there for leftovers.
 func OwnCgroupDirs(l Limits) ([]string, error) {
-	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	self, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return nil, err
-	}
-	hs, err := findHierarchies(string(mountinfo), string(self), l.neededControllers(), readWords)
+	hs, err := ownHierarchies(l)
 	if err != nil {
 		return nil, err
 	}
