@@ -210,3 +210,23 @@ func TestRootfsFiles(t *testing.T) {
 		}
 	}
 }
+
+// A layerless image (BuildKit's nil ref) gets no provenance.
+func TestHasLayers(t *testing.T) {
+	withEnv, err := mutate.Config(empty.Image, v1.Config{Env: []string{"FOO=bar"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		img  v1.Image
+		want bool
+	}{
+		{"scratch with ENV", withEnv, false},
+		{"one layer", fileImage(t, map[string]string{"f": "x"}), true},
+	} {
+		if got, err := hasLayers(c.img); err != nil || got != c.want {
+			t.Errorf("%s: %v %v, want %v", c.name, got, err, c.want)
+		}
+	}
+}
