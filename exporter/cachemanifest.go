@@ -355,31 +355,37 @@ func (s *Store) ImportCache(ctx context.Context, loc CacheLocation, o RemoteOpti
 	start := time.Now()
 	defer func() { s.traffic.ImportNanos.Add(int64(time.Since(start))) }()
 	c := &ImportedCache{s: s, loc: loc}
-	var img v1.Image
+	var imgs []v1.Image
 	var err error
 	if loc.Dir != "" {
+		var img v1.Image
 		img, c.blobs, err = layoutCache(loc)
+		imgs = []v1.Image{img}
 	} else {
-		img, c.blobs, err = remoteCache(ctx, loc.Ref, o)
+		imgs, c.blobs, err = remoteCache(ctx, loc.Ref, o)
 	}
-	if err == nil {
-		err = c.index(img)
+	for i := 0; err == nil && i < len(imgs); i++ {
+		err = c.index(imgs[i])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("import cache from %s: %w", loc, err)
 	}
-	if m, err := img.RawManifest(); err == nil {
-		s.traffic.ImportBytes.Add(int64(len(m)))
-	}
-	if cfg, err := img.RawConfigFile(); err == nil {
-		s.traffic.ImportBytes.Add(int64(len(cfg)))
+	for _, img := range imgs {
+		if m, err := img.RawManifest(); err == nil {
+			s.traffic.ImportBytes.Add(int64(len(m)))
+		}
+		if cfg, err := img.RawConfigFile(); err == nil {
+			s.traffic.ImportBytes.Add(int64(len(cfg)))
+		}
 	}
 	if loc.Dir == "" {
 		if r, err := o.parse(loc.Ref); err == nil {
 			repo := r.Context()
 			c.repo = &repo
 			// A push to this registry mounts the cache's layers.
-			s.rememberSources(ctx, repo, layerDigests(img))
+			for _, img := range imgs {
+				s.rememberSources(ctx, repo, layerDigests(img))
+			}
 		}
 	}
 	return c, nil
@@ -411,14 +417,33 @@ func layoutCache(loc CacheLocation) (v1.Image, func(context.Context, v1.Hash) (i
 	return nil, nil, fmt.Errorf("%w: %s has no manifest named %q", ErrImageNotFound, loc.Dir, loc.tag())
 }
 
-func remoteCache(ctx context.Context, ref string, o RemoteOptions) (v1.Image, func(context.Context, v1.Hash) (io.ReadCloser, error), error) {
+// remoteCache reads the cache image at ref: a cache manifest, an image
+// with inline cache, or an image index of such images (a multi-platform
+// build's --cache-to type=inline), every platform's image.
+func remoteCache(ctx context.Context, ref string, o RemoteOptions) ([]v1.Image, func(context.Context, v1.Hash) (io.ReadCloser, error), error) {
 	r, err := o.parse(ref)
 	if err != nil {
 		return nil, nil, err
 	}
-	img, err := remote.Image(r, o.remote(ctx, r.Context().Registry)...)
+	desc, err := remote.Get(r, o.remote(ctx, r.Context().Registry)...)
 	if err != nil {
 		return nil, nil, classify(err)
+	}
+	var imgs []v1.Image
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err == nil {
+			imgs, err = platformImages(idx)
+		}
+		if err != nil {
+			return nil, nil, classify(err)
+		}
+	} else {
+		img, err := desc.Image()
+		if err != nil {
+			return nil, nil, classify(err)
+		}
+		imgs = []v1.Image{img}
 	}
 	repo := r.Context()
 	blobs := func(ctx context.Context, h v1.Hash) (io.ReadCloser, error) {
@@ -428,10 +453,43 @@ func remoteCache(ctx context.Context, ref string, o RemoteOptions) (v1.Image, fu
 		}
 		return l.Compressed()
 	}
-	return img, blobs, nil
+	return imgs, blobs, nil
 }
 
-// index decodes the manifest and config of a cache image.
+// platformImages are the images of an index, its attestation manifests
+// (platform unknown/unknown) left out.
+func platformImages(idx v1.ImageIndex) ([]v1.Image, error) {
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var imgs []v1.Image
+	for _, d := range m.Manifests {
+		if !d.MediaType.IsImage() || (d.Platform != nil && d.Platform.OS == "unknown") {
+			continue
+		}
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return nil, err
+		}
+		imgs = append(imgs, img)
+	}
+	if len(imgs) == 0 {
+		return nil, fmt.Errorf("%w: an image index without images", ErrForeignCache)
+	}
+	return imgs, nil
+}
+
+// init makes the maps that index fills (several images fill one cache).
+func (c *ImportedCache) init() {
+	if c.layers == nil {
+		c.layers = map[string]v1.Descriptor{}
+		c.records = map[cache.Key]cacheRecord{}
+	}
+}
+
+// index decodes the manifest and config of a cache image, adding its
+// records and layers to c's.
 func (c *ImportedCache) index(img v1.Image) error {
 	m, err := img.Manifest()
 	if err != nil {
@@ -452,7 +510,7 @@ func (c *ImportedCache) index(img v1.Image) error {
 	if err != nil {
 		return err
 	}
-	c.layers = map[string]v1.Descriptor{}
+	c.init()
 	for _, d := range m.Layers {
 		switch d.MediaType {
 		case types.OCILayer, types.OCILayerZStd, types.OCIUncompressedLayer:
@@ -461,7 +519,6 @@ func (c *ImportedCache) index(img v1.Image) error {
 		}
 		c.layers[d.Digest.String()] = d
 	}
-	c.records = make(map[cache.Key]cacheRecord, len(recs))
 	for _, r := range recs {
 		if _, ok := c.layers[r.Layer]; !r.EmptyLayer && !ok {
 			return fmt.Errorf("record %s: layer %q is not in the manifest", r.Key, r.Layer)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"github.com/builder-dev/builder/snapshot"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -275,5 +278,53 @@ func TestImportBuildKitCacheIsForeign(t *testing.T) {
 	_, err = s.ImportCache(ctx, CacheLocation{Ref: r.String()}, RemoteOptions{})
 	if !errors.Is(err, ErrForeignCache) || !strings.Contains(err.Error(), "BuildKit's cache") {
 		t.Errorf("import of BuildKit's cache: %v, want ErrForeignCache naming BuildKit", err)
+	}
+}
+
+// --cache-from an image index (a multi-platform build pushed with
+// --cache-to type=inline) reads every platform's inline cache, not only
+// one platform's: a platform's steps are keyed by its own TARGETARCH. The
+// attestation manifest is left out.
+func TestImportInlineCacheIndex(t *testing.T) {
+	ctx := t.Context()
+	reg := newTestRegistry(t)
+	s := newTestStore(t)
+	var adds []mutate.IndexAddendum
+	var keys []cache.Key
+	for i, arch := range []string{"amd64", "arm"} {
+		img, err := random.Image(256, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls, _ := img.Layers()
+		diffID, _ := ls[0].DiffID()
+		key := cache.KeyOf(cache.Key{}, cache.Inputs{Op: fmt.Sprintf("RUN-%d", i)})
+		keys = append(keys, key)
+		if img, err = InlineCache(img, []*cache.Record{{Key: key, DiffID: diffID.String()}}); err != nil {
+			t.Fatal(err)
+		}
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+	}
+	att, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adds = append(adds, mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"}}})
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)
+	r, _ := name.ParseReference(reg.host + "/team/app:multi")
+	if err := remote.WriteIndex(r, idx); err != nil {
+		t.Fatal(err)
+	}
+	ic, err := s.ImportCache(ctx, CacheLocation{Ref: r.String()}, RemoteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		if _, ok := ic.records[k]; !ok {
+			t.Errorf("platform %d's record %s not imported (records %d)", i, k, len(ic.records))
+		}
+	}
+	if len(ic.records) != 2 || len(ic.layers) != 2 {
+		t.Errorf("%d records, %d layers; want 2 of each", len(ic.records), len(ic.layers))
 	}
 }

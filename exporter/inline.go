@@ -101,8 +101,7 @@ func (c *ImportedCache) indexInline(img v1.Image, m *v1.Manifest) error {
 	for i, d := range m.Layers {
 		byDiffID[cfg.RootFS.DiffIDs[i]] = d
 	}
-	c.layers = map[string]v1.Descriptor{}
-	c.records = make(map[cache.Key]cacheRecord, len(cc.Records))
+	c.init()
 	for _, r := range cc.Records {
 		if !r.EmptyLayer {
 			d, ok := byDiffID[r.DiffID]

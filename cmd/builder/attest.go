@@ -148,10 +148,18 @@ func (r *attestRun) store(ctx context.Context, st *stores, img v1.Image, tags []
 // local exporter does: one file per attestation (provenance.json,
 // sbom.spdx.json), its subjects every regular file of the output.
 func (r *attestRun) writeFiles(dir string, epoch *time.Time) error {
-	atts := r.pick(false)
-	if len(atts) == 0 {
+	if len(r.pick(false)) == 0 {
 		return nil
 	}
+	subjects, err := dirSubjects(dir)
+	if err != nil {
+		return err
+	}
+	return r.writeStatementFiles(dir, "", subjects, epoch)
+}
+
+// dirSubjects are the regular files under dir as statement subjects.
+func dirSubjects(dir string) ([]attest.Subject, error) {
 	var subjects []attest.Subject
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
@@ -168,15 +176,18 @@ func (r *attestRun) writeFiles(dir string, epoch *time.Time) error {
 		subjects = append(subjects, attest.Subject{Name: filepath.ToSlash(rel), Digest: map[string]string{"sha256": sum}})
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	for _, a := range atts {
+	return subjects, err
+}
+
+// writeStatementFiles writes the statements about subjects into dir, one
+// file per attestation named as attestFileName names it.
+func (r *attestRun) writeStatementFiles(dir, platform string, subjects []attest.Subject, epoch *time.Time) error {
+	for _, a := range r.pick(false) {
 		data, err := json.MarshalIndent(attest.Bind(a, subjects), "", "  ")
 		if err != nil {
 			return err
 		}
-		p := filepath.Join(dir, a.Path)
+		p := filepath.Join(dir, attestFileName(a.Path, platform))
 		if err := os.WriteFile(p, data, 0o600); err != nil {
 			return err
 		}
@@ -189,53 +200,101 @@ func (r *attestRun) writeFiles(dir string, epoch *time.Time) error {
 	return nil
 }
 
+// attestFileName is the name of an attestation's file in a local or tar
+// output: its path, or, when the platforms of a multi-platform build share
+// a directory (platform-split=false), the path with the platform's
+// directory name before the extension, as BuildKit names them:
+// provenance.linux_amd64.json.
+func attestFileName(path, platform string) string {
+	name := filepath.Base(path)
+	if platform == "" {
+		return name
+	}
+	ext := filepath.Ext(name)
+	return strings.TrimSuffix(name, ext) + "." + platform + ext
+}
+
 // writeFlattened writes img's root filesystem as one tar (type=tar),
 // then the statements as files, as BuildKit's tar exporter does.
 func (r *attestRun) writeFlattened(w io.Writer, img v1.Image, epoch *time.Time) error {
-	atts := r.pick(false)
-	if len(atts) == 0 {
+	if len(r.pick(false)) == 0 {
 		return writeFlattened(w, img)
 	}
+	tw := tar.NewWriter(w)
+	subjects, err := copyRootfs(tw, img, "", true)
+	if err != nil {
+		return err
+	}
+	if err := r.writeStatementEntries(tw, "", "", subjects, epoch); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// copyRootfs copies the entries of img's root filesystem into tw, under
+// the directory dir ("": at the top), and returns its regular files as
+// statement subjects (names relative to dir) when hash is set.
+func copyRootfs(tw *tar.Writer, img v1.Image, dir string, hash bool) ([]attest.Subject, error) {
 	rc := mutate.Extract(img)
 	defer rc.Close()
-	tr, tw := tar.NewReader(rc), tar.NewWriter(w)
+	tr := tar.NewReader(rc)
 	var subjects []attest.Subject
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return subjects, rc.Close()
 		}
 		if err != nil {
-			return err
+			return nil, err
+		}
+		name := strings.TrimPrefix(strings.TrimPrefix(h.Name, "./"), "/")
+		if dir != "" {
+			h.Name = dir + "/" + name
+			if h.Typeflag == tar.TypeLink {
+				h.Linkname = dir + "/" + strings.TrimPrefix(h.Linkname, "/")
+			}
 		}
 		if err := tw.WriteHeader(h); err != nil {
-			return err
+			return nil, err
 		}
 		sum := sha256.New()
-		if _, err := io.Copy(io.MultiWriter(tw, sum), tr); err != nil {
-			return err
+		dst := io.Writer(tw)
+		if hash {
+			dst = io.MultiWriter(tw, sum)
 		}
-		if h.Typeflag == tar.TypeReg {
-			subjects = append(subjects, attest.Subject{Name: strings.TrimPrefix(h.Name, "./"), Digest: map[string]string{"sha256": hex.EncodeToString(sum.Sum(nil))}})
+		if _, err := io.Copy(dst, tr); err != nil {
+			return nil, err
+		}
+		if hash && h.Typeflag == tar.TypeReg {
+			subjects = append(subjects, attest.Subject{Name: name, Digest: map[string]string{"sha256": hex.EncodeToString(sum.Sum(nil))}})
 		}
 	}
+}
+
+// writeStatementEntries writes the statements about subjects into tw as
+// files under dir, named as attestFileName names them.
+func (r *attestRun) writeStatementEntries(tw *tar.Writer, dir, platform string, subjects []attest.Subject, epoch *time.Time) error {
 	mtime := time.Now()
 	if epoch != nil {
 		mtime = *epoch
 	}
-	for _, a := range atts {
+	for _, a := range r.pick(false) {
 		data, err := json.MarshalIndent(attest.Bind(a, subjects), "", "  ")
 		if err != nil {
 			return err
 		}
-		if err := tw.WriteHeader(&tar.Header{Name: a.Path, Mode: 0o600, Size: int64(len(data)), ModTime: mtime, Typeflag: tar.TypeReg}); err != nil {
+		name := attestFileName(a.Path, platform)
+		if dir != "" {
+			name = dir + "/" + name
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: int64(len(data)), ModTime: mtime, Typeflag: tar.TypeReg}); err != nil {
 			return err
 		}
 		if _, err := tw.Write(data); err != nil {
 			return err
 		}
 	}
-	return tw.Close()
+	return nil
 }
 
 func sha256File(p string) (string, error) {

@@ -61,7 +61,11 @@ func prepareAttestations(ctx context.Context, b attestBuild) (*attestRun, error)
 		}
 		r.atts, r.sbomLayers = atts, layers
 	}
-	if cfg.Provenance != nil {
+	layered, err := hasLayers(b.res.Image)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Provenance != nil && layered {
 		c, err := b.capture(ctx)
 		if err != nil {
 			return nil, err
@@ -75,6 +79,21 @@ func prepareAttestations(ctx context.Context, b attestBuild) (*attestRun, error)
 		r.atts = append(r.atts, p)
 	}
 	return r, nil
+}
+
+// hasLayers reports whether img has a root filesystem. BuildKit makes no
+// provenance for a result without one (a nil ref: FROM scratch and only
+// metadata instructions), single- or multi-platform: its image has no
+// attestation manifest, its local and tar outputs no provenance.json.
+func hasLayers(img v1.Image) (bool, error) {
+	if img == nil {
+		return true, nil // not exported yet: nothing to leave out
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return false, err
+	}
+	return len(m.Layers) > 0, nil
 }
 
 // capture gathers what the provenance says from the request, the plan

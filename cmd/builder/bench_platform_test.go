@@ -71,7 +71,7 @@ func (c *coldBench) ociLayout(layout, dir string, args ...string) string {
 // buildkitClient returns buildctl ($BUILDCTL or on PATH) and the address
 // of the running buildkitd ($BUILDKIT_HOST); it skips (fails when CI=true)
 // without them.
-func buildkitClient(b *testing.B) (buildctl, addr string) {
+func buildkitClient(b testing.TB) (buildctl, addr string) {
 	b.Helper()
 	addr = os.Getenv("BUILDKIT_HOST")
 	if addr == "" {

@@ -3,11 +3,14 @@ package main
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/executor"
 	"github.com/builder-dev/builder/exporter"
+	"github.com/builder-dev/builder/internal/attest"
 	"github.com/builder-dev/builder/planner"
 )
 
@@ -278,13 +282,13 @@ func (r *exportRun) exportPlatformOutput(ctx context.Context, builds []*platform
 		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: tags, Attest: atts.forOutput(o, tags)}}
 		err = r.writeOCI(ctx, o, tagged, ex)
 	case "local":
-		for i, img := range out {
-			if err = exporter.WriteLocal(ctx, filepath.Join(o.dest, platformDir(builds[i].platform)), img); err != nil {
-				break
-			}
+		if o.platformSplit(true) {
+			err = r.writeLocalSplit(ctx, o.dest, builds, out, atts)
+		} else {
+			err = r.writeLocalMerged(ctx, o.dest, builds, out, atts)
 		}
 	case "tar":
-		err = r.writeStream(o.dest, func(w io.Writer) error { return writePlatformsTar(w, builds, out) })
+		err = r.writeStream(o.dest, func(w io.Writer) error { return r.writePlatformsTar(w, builds, out, atts, o.platformSplit(true)) })
 	case "image", "registry":
 		if !o.push {
 			return rec, nil
@@ -311,48 +315,127 @@ func (m platformAttests) forOutput(o output, tags []string) exporter.Attest {
 }
 
 // platformDir names a platform's directory in local and tar outputs as
-// buildx does: "linux_amd64", "linux_arm_v7".
+// BuildKit does: "linux_amd64", "linux_arm_v7".
 func platformDir(p v1.Platform) string {
 	return strings.ReplaceAll(planner.FormatPlatform(p), "/", "_")
 }
 
-// writePlatformsTar writes each platform's root filesystem into one tar,
-// under the platform's directory (type=tar of several platforms).
-func writePlatformsTar(w io.Writer, builds []*platformBuild, imgs []v1.Image) error {
-	tw := tar.NewWriter(w)
+// writeLocalSplit writes each platform's root filesystem and statements
+// (provenance.json, ...) into its directory under dest.
+func (r *exportRun) writeLocalSplit(ctx context.Context, dest string, builds []*platformBuild, imgs []v1.Image, atts platformAttests) error {
 	for i, img := range imgs {
-		dir := platformDir(builds[i].platform)
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755}); err != nil {
+		p := builds[i].platform
+		dir := filepath.Join(dest, platformDir(p))
+		if err := exporter.WriteLocal(ctx, dir, img); err != nil {
 			return err
 		}
-		if err := copyPrefixed(tw, mutate.Extract(img), dir); err != nil {
-			return fmt.Errorf("%s: %w", dir, err)
+		if err := atts[planner.FormatPlatform(p)].writeFiles(dir, r.epoch); err != nil {
+			return err
 		}
 	}
-	return tw.Close()
+	return nil
 }
 
-// copyPrefixed copies the entries of the tar stream rc into tw under dir.
-func copyPrefixed(tw *tar.Writer, rc io.ReadCloser, dir string) error {
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return rc.Close()
-		}
+// writeLocalMerged writes every platform's root filesystem into dest
+// (platform-split=false), refusing, before writing anything, a file two
+// platforms have (BuildKit's error), and each platform's statements as
+// provenance.PLATFORM.json.
+func (r *exportRun) writeLocalMerged(ctx context.Context, dest string, builds []*platformBuild, imgs []v1.Image, atts platformAttests) error {
+	owner := map[string]string{}
+	subjects := make([][]attest.Subject, len(imgs))
+	for i, img := range imgs {
+		name := planner.FormatPlatform(builds[i].platform)
+		paths, subj, err := rootfsFiles(img, len(atts[name].pick(false)) > 0)
 		if err != nil {
 			return err
 		}
-		h.Name = dir + "/" + strings.TrimPrefix(h.Name, "/")
-		if h.Typeflag == tar.TypeLink {
-			h.Linkname = dir + "/" + strings.TrimPrefix(h.Linkname, "/")
+		for _, p := range paths {
+			if prev, ok := owner[p]; ok {
+				return fmt.Errorf("cannot overwrite %s from %s with %s when split option is disabled", p, prev, name)
+			}
+			owner[p] = name
 		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
+		subjects[i] = subj
+	}
+	for _, img := range imgs {
+		if err := exporter.WriteLocal(ctx, dest, img); err != nil {
 			return err
 		}
 	}
+	for i, pb := range builds {
+		if err := atts[planner.FormatPlatform(pb.platform)].writeStatementFiles(dest, platformDir(pb.platform), subjects[i], r.epoch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rootfsFiles lists the paths of img's root filesystem that are not
+// directories and, with hash, its regular files as statement subjects.
+func rootfsFiles(img v1.Image, hash bool) ([]string, []attest.Subject, error) {
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	var paths []string
+	var subjects []attest.Subject
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return paths, subjects, rc.Close()
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if h.Typeflag == tar.TypeDir {
+			continue
+		}
+		name := strings.TrimPrefix(strings.TrimPrefix(h.Name, "./"), "/")
+		paths = append(paths, name)
+		if !hash || h.Typeflag != tar.TypeReg {
+			continue
+		}
+		sum := sha256.New()
+		if _, err := io.Copy(sum, tr); err != nil {
+			return nil, nil, err
+		}
+		subjects = append(subjects, attest.Subject{Name: name, Digest: map[string]string{"sha256": hex.EncodeToString(sum.Sum(nil))}})
+	}
+}
+
+// writePlatformsTar writes each platform's root filesystem into one tar,
+// under the platform's directory, the directories in name order, and its
+// statements in the directory too (named for the platform with
+// platform-split=false), as BuildKit's tar exporter does.
+func (r *exportRun) writePlatformsTar(w io.Writer, builds []*platformBuild, imgs []v1.Image, atts platformAttests, split bool) error {
+	order := make([]int, len(imgs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		return platformDir(builds[order[a]].platform) < platformDir(builds[order[b]].platform)
+	})
+	tw := tar.NewWriter(w)
+	var mtime time.Time
+	if r.epoch != nil {
+		mtime = *r.epoch
+	}
+	for _, i := range order {
+		p := builds[i].platform
+		dir, a := platformDir(p), atts[planner.FormatPlatform(p)]
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: mtime}); err != nil {
+			return err
+		}
+		subjects, err := copyRootfs(tw, imgs[i], dir, len(a.pick(false)) > 0)
+		if err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		suffix := ""
+		if !split {
+			suffix = dir
+		}
+		if err := a.writeStatementEntries(tw, dir, suffix, subjects, r.epoch); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
 }

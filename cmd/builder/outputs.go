@@ -34,6 +34,21 @@ type output struct {
 	// epoch is source-date-epoch=: nil leaves the build's
 	// SOURCE_DATE_EPOCH, "" turns the exporter's epoch off.
 	epoch *string
+	// split is platform-split= of local and tar outputs: nil is
+	// BuildKit's default, one directory per platform of a multi-platform
+	// build.
+	split *bool
+}
+
+// platformSplit reports whether a local or tar output of a build, multi
+// (a multi-platform build, even of one platform) or not, puts each
+// platform's files in a directory of its own, as BuildKit's exporters:
+// by default only a multi-platform build's.
+func (o output) platformSplit(multi bool) bool {
+	if o.split == nil {
+		return multi
+	}
+	return *o.split
 }
 
 // parseOutputs parses -o values: type=docker|oci|local|tar,dest=PATH
@@ -83,6 +98,10 @@ func parseOutput(v string) (output, error) {
 			o.dir = !tar
 		case "rewrite-timestamp":
 			o.rewriteTimestamp, err = parseBool(val)
+		case "platform-split":
+			var split bool
+			split, err = parseBool(val)
+			o.split = &split
 		case "source-date-epoch":
 			if val != "" {
 				if _, perr := strconv.ParseInt(val, 10, 64); perr != nil {
@@ -117,6 +136,9 @@ func (o *output) check(compression bool) error {
 	}
 	if o.dir && o.typ != "oci" && o.typ != "docker" {
 		return fmt.Errorf("tar=false belongs to type=oci and type=docker")
+	}
+	if o.split != nil && o.typ != "local" && o.typ != "tar" {
+		return fmt.Errorf("platform-split belongs to type=local and type=tar")
 	}
 	switch o.typ {
 	case "docker":
@@ -219,8 +241,10 @@ type exportRun struct {
 	stdout io.Writer
 	epoch  *time.Time
 	base   []v1.Hash // the final stage's base image's diffIDs
-	done   *[]cache.BuildOutput
-	attest *attestRun // the build's attestations (attest.go); nil: none
+	// platform is the image's platform (of a single-platform build).
+	platform v1.Platform
+	done     *[]cache.BuildOutput
+	attest   *attestRun // the build's attestations (attest.go); nil: none
 	// keeps are the compressions whose blobs the build keeps anyway (its
 	// pushes' and cache exports'): an OCI archive with one of them
 	// compresses its layers into the store for both.
@@ -320,8 +344,12 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 	case "oci":
 		err = r.writeOCI(ctx, o, tagged, ex)
 	case "local":
-		if err = exporter.WriteLocal(ctx, o.dest, img); err == nil {
-			err = r.attest.writeFiles(o.dest, r.epoch)
+		dest := o.dest
+		if o.platformSplit(false) {
+			dest = filepath.Join(dest, platformDir(r.platform))
+		}
+		if err = exporter.WriteLocal(ctx, dest, img); err == nil {
+			err = r.attest.writeFiles(dest, r.epoch)
 		}
 	case "tar":
 		err = r.writeStream(o.dest, func(w io.Writer) error { return r.attest.writeFlattened(w, img, r.epoch) })
