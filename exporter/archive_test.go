@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -365,5 +366,59 @@ func TestHeaderAtLargeBlob(t *testing.T) {
 			t.Errorf("size %d: archive of %v bytes after the header, want one block (%v)", size, st.Size(), err)
 		}
 		f.Close()
+	}
+}
+
+// TestArchiveCreatedAnnotation: an image with a creation time has it on
+// each of its index.json entries, tagged or not, as BuildKit's oci and
+// docker exporters write org.opencontainers.image.created; one without
+// has none.
+func TestArchiveCreatedAnnotation(t *testing.T) {
+	created := time.Date(2024, 5, 6, 7, 8, 9, 500, time.FixedZone("x", 3600))
+	for name, write := range map[string]func(ctx context.Context, path string, images []Tagged) error{
+		"docker": WriteDocker,
+		"oci": func(ctx context.Context, p string, images []Tagged) error {
+			return WriteOCI(ctx, p, images, Compression{})
+		},
+	} {
+		for _, tc := range []struct {
+			name    string
+			tags    []string
+			created time.Time
+			want    []map[string]string
+		}{
+			{"tagged", []string{"app:v1", "app:latest"}, created, []map[string]string{
+				{annotationImageName: "docker.io/library/app:v1", annotationRefName: "v1", annotationCreated: "2024-05-06T06:08:09Z"},
+				{annotationImageName: "docker.io/library/app:latest", annotationRefName: "latest", annotationCreated: "2024-05-06T06:08:09Z"},
+			}},
+			{"untagged", nil, created, []map[string]string{{annotationCreated: "2024-05-06T06:08:09Z"}}},
+			{"no time", []string{"app:v1"}, time.Time{}, []map[string]string{
+				{annotationImageName: "docker.io/library/app:v1", annotationRefName: "v1"},
+			}},
+			{"untagged, no time", nil, time.Time{}, []map[string]string{nil}},
+		} {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				img := twoImages(t)[0].Image
+				path := filepath.Join(t.TempDir(), "out.tar")
+				if err := write(t.Context(), path, []Tagged{{Image: img, Tags: tc.tags, Created: tc.created}}); err != nil {
+					t.Fatal(err)
+				}
+				ix, err := indexTar(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var idx v1.IndexManifest
+				if err := readJSON(ix, "index.json", &idx); err != nil {
+					t.Fatal(err)
+				}
+				var got []map[string]string
+				for _, d := range idx.Manifests {
+					got = append(got, d.Annotations)
+				}
+				if diff := cmp.Diff(tc.want, got); diff != "" {
+					t.Errorf("index.json annotations (-want +got):\n%s", diff)
+				}
+			})
+		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -15,6 +17,7 @@ import (
 const (
 	annotationImageName = "io.containerd.image.name"
 	annotationRefName   = "org.opencontainers.image.ref.name"
+	annotationCreated   = "org.opencontainers.image.created"
 )
 
 // dockerManifestEntry is one element of a docker-save manifest.json.
@@ -102,14 +105,11 @@ func (a *dockerArchive) add(_ *detTar, t Tagged) error {
 	}
 	for _, n := range names {
 		entry.RepoTags = append(entry.RepoTags, n.Familiar())
-		a.index = append(a.index, annotated(desc, n))
 		if len(m.Layers) > 0 {
 			a.addRepo(n, m.Layers[len(m.Layers)-1].Digest.Hex)
 		}
 	}
-	if len(names) == 0 {
-		a.index = append(a.index, desc)
-	}
+	a.index = append(a.index, indexEntries(desc, t, names)...)
 	a.manifests = append(a.manifests, entry)
 	return nil
 }
@@ -139,9 +139,29 @@ func (a *dockerArchive) addRepo(n imageName, top string) {
 	a.repos[n.Repo()][n.Tag()] = top
 }
 
-func annotated(d v1.Descriptor, n imageName) v1.Descriptor {
-	d.Annotations = map[string]string{annotationImageName: n.Full(), annotationRefName: n.Tag()}
-	return d
+// indexEntries are index.json's entries for t's image (or index) desc:
+// one per tag, annotated with its name, or desc itself when t has none;
+// each with t's creation time when it has one.
+func indexEntries(desc v1.Descriptor, t Tagged, names []imageName) []v1.Descriptor {
+	entry := func(a map[string]string) v1.Descriptor {
+		d := desc
+		if !t.Created.IsZero() {
+			if a == nil {
+				a = map[string]string{}
+			}
+			a[annotationCreated] = t.Created.UTC().Format(time.RFC3339)
+		}
+		d.Annotations = a
+		return d
+	}
+	if len(names) == 0 {
+		return []v1.Descriptor{entry(maps.Clone(desc.Annotations))}
+	}
+	out := make([]v1.Descriptor, len(names))
+	for i, n := range names {
+		out[i] = entry(map[string]string{annotationImageName: n.Full(), annotationRefName: n.Tag()})
+	}
+	return out
 }
 
 func (a *dockerArchive) write(t *detTar) error {

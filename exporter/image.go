@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -28,6 +29,11 @@ type Tagged struct {
 	// attestation manifests), and Image is the one a format that holds a
 	// single image per name takes (the host's platform, else the first).
 	Platforms []v1.Image
+	// Created, when set, is written on the image's entries of an
+	// archive's index.json as org.opencontainers.image.created (RFC 3339,
+	// UTC), as BuildKit's oci and docker exporters annotate them: the
+	// build's epoch, else the time of the export.
+	Created time.Time
 }
 
 // NewImage returns a deterministic image with an OCI manifest and an OCI

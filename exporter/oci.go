@@ -77,12 +77,7 @@ func (a *ociArchive) add(d *detTar, t Tagged) error {
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
-		a.index = append(a.index, annotated(desc, n))
-	}
-	if len(names) == 0 {
-		a.index = append(a.index, desc)
-	}
+	a.index = append(a.index, indexEntries(desc, t, names)...)
 	return nil
 }
 

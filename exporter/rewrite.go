@@ -35,6 +35,15 @@ type Epoch struct {
 	TempDir string
 }
 
+// Created is when an archive written with e says its images were made
+// (Tagged.Created): the epoch, else now.
+func (e Epoch) Created() time.Time {
+	if e.Time != nil {
+		return e.Time.UTC()
+	}
+	return time.Now().UTC()
+}
+
 // Apply returns img as the output with e writes it.
 func (e Epoch) Apply(img v1.Image) (v1.Image, error) {
 	if e.Time == nil {

@@ -261,11 +261,13 @@ func (r *exportRun) exportPlatformOutput(ctx context.Context, builds []*platform
 		return rec, err
 	}
 	out := make([]v1.Image, len(imgs))
+	var created time.Time // the same epoch for every platform
 	for i, img := range imgs {
 		e := o.exportEpoch(r.epoch, baseDiffIDs(builds[i].plan.Target), tmp, r.prog.Notice)
 		if out[i], err = e.Apply(img); err != nil {
 			return rec, err
 		}
+		created = e.Created()
 	}
 	host := out[hostImage(builds)]
 	if o.dest != "" && o.dest != "-" {
@@ -276,10 +278,10 @@ func (r *exportRun) exportPlatformOutput(ctx context.Context, builds []*platform
 		if o.dest == "" {
 			return rec, errors.New("docker exporter does not currently support exporting manifest lists: the Docker engine's image store holds one platform per name; use -o type=oci, -o type=docker,dest=FILE (Docker 25+ loads its index), --push, or one --platform")
 		}
-		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: tags}}
+		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: tags, Created: created}}
 		err = r.writeArchive(ctx, o, func(path string) error { return exporter.WriteDocker(ctx, path, tagged) }, nil)
 	case "oci":
-		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: tags, Attest: atts.forOutput(o, tags)}}
+		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: tags, Attest: atts.forOutput(o, tags), Created: created}}
 		err = r.writeOCI(ctx, o, tagged, ex)
 	case "local":
 		if o.platformSplit(true) {

@@ -327,10 +327,11 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 	if err != nil {
 		return rec, err
 	}
-	if img, err = o.exportEpoch(r.epoch, r.base, tmp, r.prog.Notice).Apply(img); err != nil {
+	epoch := o.exportEpoch(r.epoch, r.base, tmp, r.prog.Notice)
+	if img, err = epoch.Apply(img); err != nil {
 		return rec, err
 	}
-	tagged := []exporter.Tagged{{Image: img, Tags: tags, Attest: r.attest.forOutput(o, tags, r.prog.Notice)}}
+	tagged := []exporter.Tagged{{Image: img, Tags: tags, Attest: r.attest.forOutput(o, tags, r.prog.Notice), Created: epoch.Created()}}
 	if o.dest != "" && o.dest != "-" {
 		r.prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 	}
