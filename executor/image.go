@@ -39,7 +39,7 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 	if b.e.opts.SourceDateEpoch != nil {
 		created = *b.e.opts.SourceDateEpoch
 	}
-	img.History = historyForLayers(img.History, s.layers, b.e.opts.SourceDateEpoch)
+	img.History = fillHistoryTimes(historyForLayers(img.History, s.layers, b.e.opts.SourceDateEpoch))
 	if p := b.e.opts.TargetPlatform; p != nil {
 		setPlatform(&img, *p)
 	}
@@ -83,6 +83,41 @@ func historyForLayers(hist []ocispec.History, layers []layerRef, epoch *time.Tim
 			desc = "created by buildkit"
 		}
 		out = append(out, ocispec.History{Created: &t, CreatedBy: desc, Comment: "buildkit.exporter.image.v0"})
+	}
+	return out
+}
+
+// fillHistoryTimes returns hist with a time for every entry that has
+// none, as BuildKit's image exporter gives them: the first entries without
+// one take the time of the next entry that has one (a stage's metadata
+// steps before its first layer take that layer's time, not the base
+// image's), or else of the last one before them; later ones take the time
+// of the entry before them. Entries stay without a time only when none has
+// one (FROM scratch and metadata steps only).
+func fillHistoryTimes(hist []ocispec.History) []ocispec.History {
+	first := slices.IndexFunc(hist, func(h ocispec.History) bool { return h.Created == nil })
+	if first < 0 {
+		return hist
+	}
+	var fill *time.Time
+	if next := slices.IndexFunc(hist[first:], func(h ocispec.History) bool { return h.Created != nil }); next >= 0 {
+		fill = hist[first+next].Created
+	} else {
+		for _, h := range hist[:first] {
+			if h.Created != nil {
+				fill = h.Created
+			}
+		}
+	}
+	out := slices.Clone(hist)
+	for i := first; i < len(out); i++ {
+		switch {
+		case out[i].Created != nil:
+			fill = out[i].Created
+		case fill != nil:
+			t := *fill
+			out[i].Created = &t
+		}
 	}
 	return out
 }

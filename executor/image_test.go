@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -42,6 +43,73 @@ func TestHistoryForLayers(t *testing.T) {
 				if h.CreatedBy != w || h.Comment != "buildkit.exporter.image.v0" || h.EmptyLayer || h.Created == nil || !h.Created.Equal(tt.when[i]) {
 					t.Errorf("entry %d: %+v, want %q created %s with the exporter's comment", i, h, w, tt.when[i])
 				}
+			}
+		})
+	}
+}
+
+// TestFillHistoryTimes: entries without a time get BuildKit's exporter's:
+// the first ones the next entry's time (a stage's first new layer), the
+// later ones the entry's before them; none when no entry has a time.
+func TestFillHistoryTimes(t *testing.T) {
+	t1 := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	t2, t3 := t1.Add(time.Minute), t1.Add(2*time.Minute)
+	at := func(tm time.Time) *time.Time { return &tm }
+	tests := []struct {
+		name string
+		in   []*time.Time
+		want []*time.Time
+	}{
+		{"all set", []*time.Time{at(t1), at(t2)}, []*time.Time{at(t1), at(t2)}},
+		{"scratch, metadata only", []*time.Time{nil, nil}, []*time.Time{nil, nil}},
+		{"scratch, metadata before the first layer", []*time.Time{nil, at(t2), nil}, []*time.Time{at(t2), at(t2), at(t2)}},
+		{"after the base, before the first layer", []*time.Time{at(t1), nil, at(t3)}, []*time.Time{at(t1), at(t3), at(t3)}},
+		{"after the base, no new layer", []*time.Time{at(t1), at(t2), nil}, []*time.Time{at(t1), at(t2), at(t2)}},
+		{"later ones take the entry before", []*time.Time{at(t1), nil, at(t2), nil, at(t3), nil}, []*time.Time{at(t1), at(t2), at(t2), at(t2), at(t3), at(t3)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hist := make([]ocispec.History, len(tt.in))
+			for i, c := range tt.in {
+				hist[i] = ocispec.History{CreatedBy: fmt.Sprint(i), Created: c}
+			}
+			got := fillHistoryTimes(hist)
+			for i, w := range tt.want {
+				g := got[i].Created
+				if (g == nil) != (w == nil) || (g != nil && !g.Equal(*w)) {
+					t.Errorf("entry %d: created %v, want %v", i, g, w)
+				}
+				if (hist[i].Created == nil) != (tt.in[i] == nil) {
+					t.Errorf("entry %d: the input was changed", i)
+				}
+			}
+		})
+	}
+}
+
+// TestStageHistoryTimes: a step's history entry has its layer's time, the
+// epoch's when one is set, and no time of its own when it adds no layer.
+func TestStageHistoryTimes(t *testing.T) {
+	t1 := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	epoch := time.Unix(1700000000, 0).UTC()
+	tests := []struct {
+		name  string
+		epoch *time.Time
+		empty bool
+		want  *time.Time
+	}{
+		{"layer", nil, false, &t1},
+		{"metadata", nil, true, nil},
+		{"metadata with an epoch", &epoch, true, &epoch},
+		{"layer with an epoch", &epoch, false, &epoch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &stageState{epoch: tt.epoch}
+			s.history("STEP", tt.empty, t1)
+			g := s.img.History[0].Created
+			if (g == nil) != (tt.want == nil) || (g != nil && !g.Equal(*tt.want)) {
+				t.Errorf("created %v, want %v", g, tt.want)
 			}
 		})
 	}

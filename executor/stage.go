@@ -360,18 +360,26 @@ func (b *build) unpack(ctx context.Context, ref layerRef) error {
 	return nil
 }
 
-// history appends a history entry for a finished step.
+// history appends a history entry for a finished step. An entry without
+// a layer has no time of its own (unless SOURCE_DATE_EPOCH gives every
+// entry one): the image takes it from the entries around it when it is
+// made (fillHistoryTimes), as BuildKit's frontend and exporter do.
 func (s *stageState) history(createdBy string, empty bool, created time.Time) {
 	if created.After(s.created) {
 		s.created = created
 	}
-	t := s.created
-	if s.epoch != nil {
-		t = *s.epoch
+	var when *time.Time
+	switch {
+	case s.epoch != nil:
+		t := *s.epoch
+		when = &t
+	case !empty:
+		t := s.created
+		when = &t
 	}
 	s.hist = append(s.hist, s.cur)
 	s.img.History = append(s.img.History, ocispec.History{
-		Created:    &t,
+		Created:    when,
 		CreatedBy:  createdBy,
 		Comment:    "buildkit.dockerfile.v0",
 		EmptyLayer: empty,

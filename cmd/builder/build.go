@@ -142,30 +142,41 @@ func dropModifiedLayer(ctx context.Context, st *stores, rec *cache.BuildRecord, 
 
 // readDockerfile reads the Dockerfile: -f PATH, -f - (stdin), or
 // CONTEXT/Dockerfile. It returns its content, the name to show in messages
-// and the file read ("-" for stdin).
+// and the file read ("-" for stdin). As BuildKit, a Dockerfile larger than
+// buildcontext.MaxFileSize is refused, named by its base name.
 func readDockerfile(a *app, file, contextDir string) (data []byte, display, path string, err error) {
 	switch file {
 	case "-":
 		display, path = "Dockerfile", "-"
-		data, err = io.ReadAll(a.stdin)
+		data, err = buildcontext.ReadLimited(a.stdin, display)
 	case "":
 		display, path = "Dockerfile", filepath.Join(contextDir, "Dockerfile")
-		data, err = os.ReadFile(path)
+		data, err = readFileLimited(path)
 		if errors.Is(err, os.ErrNotExist) {
 			// As BuildKit: a lowercase dockerfile when there is no Dockerfile.
 			lower := filepath.Join(contextDir, "dockerfile")
-			if d, lerr := os.ReadFile(lower); lerr == nil {
+			if d, lerr := readFileLimited(lower); lerr == nil {
 				display, path, data, err = "dockerfile", lower, d, nil
 			}
 		}
 	default:
 		display, path = file, file
-		data, err = os.ReadFile(path)
+		data, err = readFileLimited(path)
 	}
 	if err != nil {
-		return nil, "", "", fmt.Errorf("read Dockerfile: %w", err)
+		return nil, "", "", fmt.Errorf("failed to read dockerfile: %w", err)
 	}
 	return data, display, path, nil
+}
+
+// readFileLimited reads the file at path with buildcontext.ReadLimited.
+func readFileLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return buildcontext.ReadLimited(f, filepath.Base(path))
 }
 
 // checkContextDir names a missing or unusable context directory as such

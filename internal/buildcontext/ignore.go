@@ -1,6 +1,7 @@
 package buildcontext
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,7 +15,8 @@ import (
 // beside the Dockerfile when it exists (dockerfilePath may be empty), else
 // "<contextDir>/.dockerignore", else none. Patterns are parsed with
 // ignorefile.ReadAll: comments and blank lines dropped, paths cleaned, a
-// leading "/" stripped, "!" exceptions kept.
+// leading "/" stripped, "!" exceptions kept. A file larger than
+// MaxFileSize is a *TooLargeError.
 func ReadIgnore(contextDir, dockerfilePath string) ([]string, error) {
 	var candidates []string
 	if dockerfilePath != "" && dockerfilePath != "-" {
@@ -40,7 +42,15 @@ func readIgnoreFile(p string) ([]string, error) {
 		return nil, fmt.Errorf("open ignore file %s: %w", p, err)
 	}
 	defer f.Close()
-	patterns, err := ignorefile.ReadAll(f)
+	// As BuildKit, an oversized ignore file is an error, not skipped.
+	data, err := ReadLimited(f, filepath.Base(p))
+	if IsTooLarge(err) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read ignore file %s: %w", p, err)
+	}
+	patterns, err := ignorefile.ReadAll(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("read ignore file %s: %w", p, err)
 	}
