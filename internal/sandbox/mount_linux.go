@@ -124,13 +124,21 @@ func mountDevpts(pts string) error {
 	return nil
 }
 
-// mountShm mounts runc's default /dev/shm on shm, size bytes (64 MiB
-// when 0, --shm-size).
-func mountShm(shm string, size int64) error {
+// shmMount is the mount of /dev/shm: runc's default (shm, 64 MiB,
+// nosuid, nodev, noexec) when size is 0; with --shm-size, BuildKit's: the
+// frontend then mounts a RUN tmpfs of that size there, which has a RUN
+// tmpfs's options (tmpfsFlags: exec allowed).
+func shmMount(size int64, insecure bool) (source string, flags uintptr, data string) {
 	if size == 0 {
-		size = 64 << 20
+		return "shm", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "mode=1777,size=" + strconv.FormatInt(64<<20, 10)
 	}
-	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size="+strconv.FormatInt(size, 10)); err != nil {
+	return "tmpfs", tmpfsFlags(Tmpfs{}, insecure), "size=" + strconv.FormatInt(size, 10)
+}
+
+// mountShm mounts /dev/shm on shm (shmMount).
+func mountShm(shm string, size int64, insecure bool) error {
+	source, flags, data := shmMount(size, insecure)
+	if err := unix.Mount(source, shm, "tmpfs", flags, data); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", shm, err)
 	}
 	return nil

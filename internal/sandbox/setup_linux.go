@@ -117,7 +117,7 @@ func (sb *sandbox) mountSystem(ex *extras, insecure bool) error {
 	if err := sb.system(ex, "dev/pts", true, mountDevpts); err != nil {
 		return err
 	}
-	if err := sb.system(ex, "dev/shm", true, func(p string) error { return mountShm(p, ex.cfg.ShmSize) }); err != nil {
+	if err := sb.system(ex, "dev/shm", true, func(p string) error { return mountShm(p, ex.cfg.ShmSize, insecure) }); err != nil {
 		return err
 	}
 	return sb.system(ex, "sys", true, func(p string) error { return mountSys(p, insecure) })
