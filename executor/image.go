@@ -40,6 +40,13 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 		created = *b.e.opts.SourceDateEpoch
 	}
 	img.History = fillHistoryTimes(historyForLayers(img.History, s.layers, b.e.opts.SourceDateEpoch))
+	// BuildKit's exporter dates the image by its last history entry with
+	// a time: under SOURCE_DATE_EPOCH a FROM-only image keeps its base's.
+	for _, h := range img.History {
+		if h.Created != nil {
+			created = *h.Created
+		}
+	}
 	if p := b.e.opts.TargetPlatform; p != nil {
 		setPlatform(&img, *p)
 	}

@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // RewrittenTimestampAnnotation marks a layer whose file times the exporter
@@ -23,14 +24,17 @@ import (
 const RewrittenTimestampAnnotation = "buildkit/rewritten-timestamp"
 
 // Epoch is how an output applies SOURCE_DATE_EPOCH, as BuildKit's image
-// exporters do: Time clamps the image config's and history's times, and
-// with Rewrite the file times of every layer after those the image shares
-// with its base image, which are then annotated
-// (RewrittenTimestampAnnotation). Base lists the base image's diffIDs.
+// exporters do: Time clamps the times of the history entries after those
+// the image shares with its base image (whose times stay, buildkit#4614),
+// the config's created time becoming the last entry's, and with Rewrite
+// the file times of every layer after those the image shares with its
+// base image, which are then annotated (RewrittenTimestampAnnotation).
+// Base lists the base image's diffIDs, BaseHistory its history.
 type Epoch struct {
-	Time    *time.Time
-	Rewrite bool
-	Base    []v1.Hash
+	Time        *time.Time
+	Rewrite     bool
+	Base        []v1.Hash
+	BaseHistory []v1.History
 	// TempDir holds rewritten layers until the output is written.
 	TempDir string
 }
@@ -62,7 +66,7 @@ func (e Epoch) Apply(img v1.Image) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if raw, err = clampConfig(raw, layers, *e.Time); err != nil {
+	if raw, err = clampConfig(raw, layers, e.BaseHistory, *e.Time); err != nil {
 		return nil, err
 	}
 	return rebuilt(img, raw, types.OCIConfigJSON, layers)
@@ -175,9 +179,12 @@ func clampTar(l v1.Layer, w io.Writer, epoch time.Time) (int64, error) {
 	return cw.n, nil
 }
 
-// clampConfig sets the config's rootfs to layers' diffIDs and clamps its
-// created time and each history entry's to epoch, as BuildKit's exporter.
-func clampConfig(raw []byte, layers []v1.Layer, epoch time.Time) ([]byte, error) {
+// clampConfig sets the config's rootfs to layers' diffIDs and applies
+// epoch to its times as BuildKit's exporter does: the history entries
+// after the leading ones equal to base's keep their time only when it is
+// not after epoch, and the config's created time is the last entry's
+// (clamped to epoch when the config has no history).
+func clampConfig(raw []byte, layers []v1.Layer, base []v1.History, epoch time.Time) ([]byte, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("decode config: %w", err)
@@ -190,30 +197,49 @@ func clampConfig(raw []byte, layers []v1.Layer, epoch time.Time) ([]byte, error)
 		}
 		diffIDs[i] = d
 	}
-	rootfs, err := json.Marshal(map[string]any{"type": "layers", "diff_ids": diffIDs})
+	rootfs, err := json.Marshal(struct {
+		Type    string    `json:"type"`
+		DiffIDs []v1.Hash `json:"diff_ids"`
+	}{"layers", diffIDs})
 	if err != nil {
 		return nil, err
 	}
 	m["rootfs"] = rootfs
-	if c, ok := m["created"]; ok {
-		var t time.Time
-		if json.Unmarshal(c, &t) == nil && t.After(epoch) {
-			m["created"], _ = json.Marshal(epoch)
-		}
-	}
+	var last *time.Time // the last history entry's time
 	if h, ok := m["history"]; ok {
-		var hist []map[string]json.RawMessage
+		// Decoded and encoded as BuildKit's exporter does (its fields in
+		// image-spec's order), so that equal histories are equal bytes.
+		var hist []ocispec.History
 		if err := json.Unmarshal(h, &hist); err != nil {
 			return nil, fmt.Errorf("decode history: %w", err)
 		}
-		for _, e := range hist {
-			var t time.Time
-			if c, ok := e["created"]; !ok || (json.Unmarshal(c, &t) == nil && t.After(epoch)) {
-				e["created"], _ = json.Marshal(epoch)
+		diverged := false
+		for i := range hist {
+			e := &hist[i]
+			if !diverged && i < len(base) && sameHistory(*e, base[i]) {
+				if e.Created != nil {
+					last = e.Created
+				}
+				continue
 			}
+			diverged = true
+			if e.Created == nil || e.Created.After(epoch) {
+				t := epoch
+				e.Created = &t
+			}
+			last = e.Created
 		}
 		if m["history"], err = json.Marshal(hist); err != nil {
 			return nil, err
+		}
+	}
+	switch c, ok := m["created"]; {
+	case last != nil:
+		m["created"], _ = json.Marshal(last)
+	case ok:
+		var t time.Time
+		if json.Unmarshal(c, &t) == nil && t.After(epoch) {
+			m["created"], _ = json.Marshal(epoch)
 		}
 	}
 	out, err := json.Marshal(m)
@@ -224,6 +250,17 @@ func clampConfig(raw []byte, layers []v1.Layer, epoch time.Time) ([]byte, error)
 		return raw, nil
 	}
 	return out, nil
+}
+
+// sameHistory reports whether the config's history entry e is the base
+// image's entry b (equal fields; times equal as instants).
+func sameHistory(e ocispec.History, b v1.History) bool {
+	var created time.Time
+	if e.Created != nil {
+		created = *e.Created
+	}
+	return e.Author == b.Author && e.CreatedBy == b.CreatedBy && e.Comment == b.Comment &&
+		e.EmptyLayer == b.EmptyLayer && created.Equal(b.Created.Time)
 }
 
 // annotatedLayer is a layer whose manifest descriptor carries annotations.

@@ -263,7 +263,7 @@ func (r *exportRun) exportPlatformOutput(ctx context.Context, builds []*platform
 	out := make([]v1.Image, len(imgs))
 	var created time.Time // the same epoch for every platform
 	for i, img := range imgs {
-		e := o.exportEpoch(r.epoch, baseDiffIDs(builds[i].plan.Target), tmp, r.prog.Notice)
+		e := o.exportEpoch(r.epoch, baseConfig(builds[i].plan.Target), tmp, r.prog.Notice)
 		if out[i], err = e.Apply(img); err != nil {
 			return rec, err
 		}

@@ -171,8 +171,11 @@ func (o *output) check(compression bool) error {
 // exportEpoch is how output o applies SOURCE_DATE_EPOCH: the build's
 // (epoch) unless o names its own, rewriting layer times with
 // rewrite-timestamp=true.
-func (o output) exportEpoch(epoch *time.Time, base []v1.Hash, tmp string, notice func(string)) exporter.Epoch {
-	e := exporter.Epoch{Time: epoch, Rewrite: o.rewriteTimestamp, Base: base, TempDir: tmp}
+func (o output) exportEpoch(epoch *time.Time, base *v1.ConfigFile, tmp string, notice func(string)) exporter.Epoch {
+	e := exporter.Epoch{Time: epoch, Rewrite: o.rewriteTimestamp, TempDir: tmp}
+	if base != nil {
+		e.Base, e.BaseHistory = base.RootFS.DiffIDs, base.History
+	}
 	if o.epoch != nil {
 		e.Time = nil
 		if n, err := strconv.ParseInt(*o.epoch, 10, 64); err == nil {
@@ -240,7 +243,7 @@ type exportRun struct {
 	ro     exporter.RemoteOptions
 	stdout io.Writer
 	epoch  *time.Time
-	base   []v1.Hash // the final stage's base image's diffIDs
+	base   *v1.ConfigFile // the final stage's base image's config, or nil
 	// platform is the image's platform (of a single-platform build).
 	platform v1.Platform
 	done     *[]cache.BuildOutput
@@ -466,14 +469,15 @@ func loadIntoEngine(ctx context.Context, st *stores, tagged []exporter.Tagged, p
 	return eng.ImageID(ctx, ref[0])
 }
 
-// baseDiffIDs are the layers of the image the stage is built on, through
-// the stages it is built on: those an exporter never rewrites.
-func baseDiffIDs(st *planner.Stage) []v1.Hash {
+// baseConfig is the config of the image the stage is built on, through
+// the stages it is built on (nil for scratch): its layers and history
+// entries are those an exporter never rewrites.
+func baseConfig(st *planner.Stage) *v1.ConfigFile {
 	for st.Base.Stage != nil {
 		st = st.Base.Stage
 	}
-	if img := st.Base.Image; img != nil && img.Config != nil {
-		return img.Config.RootFS.DiffIDs
+	if img := st.Base.Image; img != nil {
+		return img.Config
 	}
 	return nil
 }
