@@ -96,7 +96,7 @@ RUN --mount=type=cache,target=/mnt/cache/new,id=repro \
     mkdir -p /res/out && ls /mnt/bind/new > /res/out/bindls && wc -c < /mnt/secret/new/s > /res/out/secretlen && \
     touch /mnt/cache/new/x /mnt/tmpfs/new/x && echo t > /tmp/x && umask > /res/out/umask && \
     stat -c '%a %u:%g %n' / /tmp /mnt /mnt/cache /mnt/cache/new /mnt/bind /mnt/tmpfs /mnt/secret /mnt/secret/new /app /app/a /app/a/b /app/a/b/c > /res/out/modes && \
-    hostname > /res/out/hostname && cat /etc/hostname /etc/hosts > /res/out/etc
+    hostname > /res/out/hostname && cat /etc/hosts > /res/out/etc
 RUN seq 1 600000 > /big && mkdir /made && echo hi > /made/file && ln -s file /made/link && mkfifo /made/fifo && \
     mkdir -p /made/p/q/r && cp /made/file /made/p/q/r/copy && ln /made/file /made/hard
 USER 1000

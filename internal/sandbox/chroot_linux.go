@@ -20,8 +20,8 @@ import (
 // other non-default capabilities, so it cannot chroot back out. What a
 // namespace would give is emulated with files placed in the root for the
 // command's life and removed after it (their directories' times restored,
-// so the layer diff sees nothing): /etc/hosts, /etc/resolv.conf,
-// /etc/hostname, secret and heredoc files (Spec.Files), and the /dev
+// so the layer diff sees nothing): /etc/hosts, /etc/resolv.conf (no
+// /etc/hostname, as BuildKit), secret and heredoc files (Spec.Files), and the /dev
 // nodes where mknod is allowed (CAP_MKNOD, Docker's default for root).
 // There is no /proc or /sys, and the command shares the builder's
 // network, processes and IPC: it can see and signal them. The init is a
@@ -132,9 +132,9 @@ func runChroot(cfg *config) result {
 
 func (c *chrooted) setup(cfg *config) error {
 	etc := map[string][]byte{
-		"etc/hosts": cfg.Hosts, "etc/resolv.conf": cfg.ResolvConf, "etc/hostname": []byte(cfg.Hostname + "\n"),
+		"etc/hosts": cfg.Hosts, "etc/resolv.conf": cfg.ResolvConf,
 	}
-	for _, rel := range []string{"etc/hosts", "etc/resolv.conf", "etc/hostname"} {
+	for _, rel := range []string{"etc/hosts", "etc/resolv.conf"} {
 		data := etc[rel]
 		if err := c.place(rel, func(p string) error { return writeNew(p, data, 0o644, 0, 0) }); err != nil {
 			return err

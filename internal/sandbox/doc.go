@@ -5,8 +5,9 @@
 // argument InitArg in new mount, PID, UTS and IPC namespaces (plus a new
 // network namespace for Network "none"). That child, the sandbox init, reads
 // the Spec as JSON from a pipe, mounts the root filesystem inside its private
-// mount namespace, adds /proc, a minimal /dev, a read-only /sys and the
-// generated /etc/hosts, /etc/resolv.conf and /etc/hostname, pivots into the
+// mount namespace, adds /proc, a minimal /dev, a read-only /sys with the
+// RUN's cgroups and the generated, read-only /etc/hosts and /etc/resolv.conf
+// as runc does for BuildKit, pivots into the
 // root and starts the command with Docker's default capabilities as the
 // requested uid/gid. As PID 1 of the namespace it reaps orphans, forwards
 // SIGINT/SIGTERM and, once the command exits, kills whatever is left, unmounts

@@ -103,8 +103,8 @@ func TestNoStubsLeft(t *testing.T) {
 			old := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
 			setTimes(t, root, old)
 			before := treeOf(t, root)
-			got := mustRun(t, shSpec(root, "cat /etc/hostname; ls -d /proc/1 /dev/null /sys/kernel"))
-			if want := "buildkitsandbox\n/dev/null\n/proc/1\n/sys/kernel\n"; got != want {
+			got := mustRun(t, shSpec(root, "hostname; grep 127.0.0.1 /etc/hosts; ls -d /proc/1 /dev/null /sys/kernel"))
+			if want := "buildkitsandbox\n127.0.0.1\tlocalhost buildkitsandbox\n/dev/null\n/proc/1\n/sys/kernel\n"; got != want {
 				t.Errorf("got %q, want %q", got, want)
 			}
 			if diff := cmp.Diff(before, treeOf(t, root)); diff != "" {

@@ -72,7 +72,8 @@ func bindDevice(dev string, n devNode) error {
 }
 
 // mountDev mounts a minimal /dev on dev: a tmpfs with the usual character
-// devices, the fd symlinks and the mount points of /dev/pts and /dev/shm.
+// devices, the fd symlinks and the mount points of /dev/pts, /dev/shm and
+// /dev/mqueue.
 //
 // Devices are bound from the host's /dev onto a nodev tmpfs: a RUN keeps
 // CAP_MKNOD (Docker's default set) but no node it makes, there or
@@ -103,7 +104,7 @@ func mountDev(dev string, insecure bool) error {
 			return fmt.Errorf("create /dev symlink: %w", err)
 		}
 	}
-	for _, d := range []string{"pts", "shm"} {
+	for _, d := range []string{"pts", "shm", "mqueue"} {
 		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", filepath.Join(dev, d), err)
 		}
@@ -120,6 +121,15 @@ func mountDevpts(pts string) error {
 	}
 	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, opts); err != nil {
 		return fmt.Errorf("mount devpts on %s: %w", pts, err)
+	}
+	return nil
+}
+
+// mountMqueue mounts the POSIX message queues of the sandbox's IPC
+// namespace on p, as runc does.
+func mountMqueue(p string) error {
+	if err := unix.Mount("mqueue", p, "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount mqueue on %s: %w", p, err)
 	}
 	return nil
 }
@@ -226,7 +236,8 @@ var (
 )
 
 // maskPaths runs inside the new root: it hides maskedPaths (an empty
-// read-only tmpfs on directories, /dev/null on files) and makes
+// read-only tmpfs on directories, as runc's, without options; /dev/null
+// on files) and makes
 // readonlyPaths read-only. Paths the kernel does not have are skipped.
 func maskPaths() error {
 	for _, p := range maskedPaths {
@@ -251,7 +262,7 @@ func mask(p string) error {
 		return fmt.Errorf("mask %s: %w", p, err)
 	}
 	if fi.IsDir() {
-		err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY, "size=0")
+		err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY, "")
 	} else {
 		err = unix.Mount("/dev/null", p, "", unix.MS_BIND, "")
 	}

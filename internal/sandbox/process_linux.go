@@ -156,6 +156,13 @@ func startCommand(cfg *config) (*os.Process, error) {
 	go func() {
 		runtime.LockOSThread() // never unlocked: see above
 		var err error
+		if cfg.cgroupNS {
+			// Rooted, as the init's, at the cgroup the init is in.
+			if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+				ch <- started{err: fmt.Errorf("new cgroup namespace: %w", err)}
+				return
+			}
+		}
 		if cfg.Insecure {
 			attr.Sys.AmbientCaps, err = allCapabilities()
 		} else {

@@ -63,8 +63,8 @@ type Spec struct {
 	// also has kmsg, cuse, fuse, kvm, net/tun, loop-control and the loop
 	// devices up to the first free one plus 7.
 	Insecure bool
-	// Hostname is the UTS hostname and the content of /etc/hostname;
-	// DefaultHostname when empty.
+	// Hostname is the UTS hostname (there is no /etc/hostname, as in
+	// BuildKit); DefaultHostname when empty.
 	Hostname string
 	// Hosts and ResolvConf are the contents of /etc/hosts and
 	// /etc/resolv.conf. When nil, Hosts maps localhost and Hostname to the
@@ -171,6 +171,9 @@ type config struct {
 	Ulimits    []Ulimit
 	// noSetgroups is set by the init where setgroups(2) is denied.
 	noSetgroups bool
+	// cgroupNS is set by the init when it mounted cgroup2 in a new cgroup
+	// namespace: the command gets one too (namespaces are per thread).
+	cgroupNS bool
 	// Dir is an empty private directory on the host; the init mounts a
 	// tmpfs on it (in its namespace) to hold the root mount point and the
 	// generated /etc files.

@@ -106,13 +106,18 @@ func TestCwdHostnameEtc(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
 	root := newRootfs(t, rootfsOpts{})
-	spec := shSpec(root, "pwd; hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf")
+	// As BuildKit's: no /etc/hostname; /etc/hosts and /etc/resolv.conf
+	// bound read-only, nosuid, nodev, noexec.
+	spec := shSpec(root, `pwd; hostname; test -e /etc/hostname && echo etc-hostname; cat /etc/hosts /etc/resolv.conf
+echo x > /etc/hosts 2>/dev/null && echo hosts-writable
+grep -E ' /etc/(hosts|resolv.conf) ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1-4`)
 	spec.Cwd = "/work/sub"
 	spec.Hostname = "step7"
 	spec.ResolvConf = []byte("nameserver 192.0.2.1\n")
-	want := "/work/sub\nstep7\nstep7\n" +
+	want := "/work/sub\nstep7\n" +
 		"127.0.0.1\tlocalhost step7\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
-		"nameserver 192.0.2.1\n"
+		"nameserver 192.0.2.1\n" +
+		"/etc/hosts ro,nosuid,nodev,noexec\n/etc/resolv.conf ro,nosuid,nodev,noexec\n"
 	if diff := cmp.Diff(want, mustRun(t, spec)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}

@@ -16,10 +16,13 @@ type sandbox struct {
 	targets  []string
 	stubs    []stub
 	insecure bool // --security=insecure: no nodev anywhere
+	cgroupNS bool // /sys/fs/cgroup is a cgroup2 mount of a new cgroup namespace
 }
 
-// etcFiles are the generated files bind-mounted into the root.
-var etcFiles = []string{"hosts", "resolv.conf", "hostname"}
+// etcFiles are the generated files bind-mounted into the root, read-only
+// as BuildKit binds them (nosuid, nodev, noexec). BuildKit gives no
+// /etc/hostname: the hostname is the UTS name only.
+var etcFiles = []string{"hosts", "resolv.conf"}
 
 func (sb *sandbox) setup(cfg *config) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
@@ -48,7 +51,7 @@ func (sb *sandbox) setup(cfg *config) error {
 			if err := unix.Mount(src, p, "", unix.MS_BIND, ""); err != nil {
 				return fmt.Errorf("bind %s on %s: %w", src, p, err)
 			}
-			return nil
+			return remountReadonly(p, "etc/"+name)
 		})
 		if err != nil {
 			return err
@@ -61,6 +64,7 @@ func (sb *sandbox) setup(cfg *config) error {
 		return err
 	}
 	sb.root = "/"
+	cfg.cgroupNS = sb.cgroupNS
 	return finishInside(cfg)
 }
 
@@ -78,7 +82,6 @@ func prepareScratch(cfg *config, files string) error {
 	contents := map[string][]byte{
 		"hosts":       cfg.Hosts,
 		"resolv.conf": cfg.ResolvConf,
-		"hostname":    []byte(cfg.Hostname + "\n"),
 	}
 	for name, b := range contents {
 		p := filepath.Join(files, name)
@@ -89,9 +92,10 @@ func prepareScratch(cfg *config, files string) error {
 	return nil
 }
 
-// mountSystem mounts /proc, /dev and /sys, or the extra mounts that
-// take their place; insecure adds devices to /dev and leaves /sys
-// writable.
+// mountSystem mounts /proc, /dev (with /dev/pts, /dev/shm, /dev/mqueue),
+// /sys and /sys/fs/cgroup as runc does, or the extra mounts that take
+// their place; insecure adds devices to /dev and leaves /sys and the
+// cgroups writable.
 func (sb *sandbox) mountSystem(ex *extras, insecure bool) error {
 	err := sb.system(ex, "proc", true, func(p string) error {
 		if err := unix.Mount("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
@@ -120,7 +124,13 @@ func (sb *sandbox) mountSystem(ex *extras, insecure bool) error {
 	if err := sb.system(ex, "dev/shm", true, func(p string) error { return mountShm(p, ex.cfg.ShmSize, insecure) }); err != nil {
 		return err
 	}
-	return sb.system(ex, "sys", true, func(p string) error { return mountSys(p, insecure) })
+	if err := sb.system(ex, "dev/mqueue", true, mountMqueue); err != nil {
+		return err
+	}
+	if err := sb.system(ex, "sys", true, func(p string) error { return mountSys(p, insecure) }); err != nil {
+		return err
+	}
+	return sb.system(ex, "sys/fs/cgroup", true, func(p string) error { return sb.mountCgroupfs(p, insecure) })
 }
 
 // mountPoint makes rel (resolved inside the root) exist as a directory or
