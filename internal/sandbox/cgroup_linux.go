@@ -48,6 +48,7 @@ type cgMount struct {
 	v2          bool
 	point, root string
 	ctrls       []string // v1: the controllers of the hierarchy
+	super       string   // the super options (v1: controllers, name=)
 }
 
 // neededControllers are the controllers l needs, in a fixed order.
@@ -179,7 +180,7 @@ func parseCgroupMounts(mountinfo string) []cgMount {
 					ctrls = append(ctrls, o)
 				}
 			}
-			out = append(out, cgMount{point: unescapeMount(f[4]), root: f[3], ctrls: ctrls})
+			out = append(out, cgMount{point: unescapeMount(f[4]), root: f[3], ctrls: ctrls, super: g[2]})
 		}
 	}
 	return out

@@ -34,36 +34,26 @@ func cgroupfsLayout(mountinfo, self string) (v2 bool, binds []cgroupfsBind) {
 	paths := parseProcCgroup(self)
 	seen := map[string]bool{}
 	haveV2 := false
-	for _, line := range strings.Split(mountinfo, "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(g) < 3 {
-			continue
-		}
-		switch g[0] {
-		case "cgroup2":
+	for _, m := range parseCgroupMounts(mountinfo) {
+		if m.v2 {
 			haveV2 = true
-		case "cgroup":
-			key, ctrls := hierarchyKey(g[2])
-			p, in := paths[key]
-			if key == "" || seen[key] || !in {
-				continue
-			}
-			seen[key] = true
-			m := cgMount{point: unescapeMount(f[4]), root: f[3]}
-			b := cgroupfsBind{name: filepath.Base(m.point), source: cgroupDir(m, p)}
-			if strings.Contains(b.name, ",") {
-				for _, c := range ctrls {
-					if c != b.name {
-						b.links = append(b.links, c)
-					}
+			continue
+		}
+		key, ctrls := hierarchyKey(m.super)
+		p, in := paths[key]
+		if key == "" || seen[key] || !in {
+			continue
+		}
+		seen[key] = true
+		b := cgroupfsBind{name: filepath.Base(m.point), source: cgroupDir(m, p)}
+		if strings.Contains(b.name, ",") {
+			for _, c := range ctrls {
+				if c != b.name {
+					b.links = append(b.links, c)
 				}
 			}
-			binds = append(binds, b)
 		}
+		binds = append(binds, b)
 	}
 	return haveV2 && len(seen) == 0, binds
 }
