@@ -53,7 +53,7 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 	if !created.IsZero() {
 		img.Created = &created
 	}
-	raw, err := json.Marshal(img)
+	raw, err := marshalConfig(img)
 	if err != nil {
 		return nil, err
 	}
@@ -62,6 +62,21 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 		layers[i] = l.layer
 	}
 	return b.e.opts.Images.NewImage(raw, layers)
+}
+
+// marshalConfig encodes an image config as BuildKit's image writer does:
+// its top-level members in name order (BuildKit patches every config
+// through a map), each member as its type encodes it.
+func marshalConfig(img dockerspec.DockerOCIImage) ([]byte, error) {
+	raw, err := json.Marshal(img)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	return json.Marshal(m)
 }
 
 // historyForLayers gives history entries to the layers that have none

@@ -14,6 +14,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Tagged is an image together with the references it is known by
@@ -85,23 +88,26 @@ func imageFromParts(rawCfg []byte, cfgType types.MediaType, layers []v1.Layer, a
 	if err != nil {
 		return nil, fmt.Errorf("hash config: %w", err)
 	}
-	m := v1.Manifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIManifestSchema1,
-		Config:        v1.Descriptor{MediaType: cfgType, Digest: cfgDigest, Size: cfgSize},
-		Layers:        make([]v1.Descriptor, 0, len(layers)),
+	// Encoded as BuildKit's image writer encodes a manifest (image-spec's
+	// member order, indented by two spaces), so that equal images are
+	// equal bytes, and have the same digest, from either builder.
+	m := ocispec.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: string(types.OCIManifestSchema1),
+		Config:    ocispec.Descriptor{MediaType: string(cfgType), Digest: digest.Digest(cfgDigest.String()), Size: cfgSize},
+		Layers:    make([]ocispec.Descriptor, 0, len(layers)),
 	}
 	for i, l := range layers {
 		d, err := layerDescriptor(l)
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
-		m.Layers = append(m.Layers, d)
+		m.Layers = append(m.Layers, ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size, URLs: d.URLs, Annotations: d.Annotations})
 	}
 	for _, a := range ann {
 		m.Annotations = a
 	}
-	rawManifest, err := json.Marshal(m)
+	rawManifest, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode manifest: %w", err)
 	}

@@ -49,3 +49,29 @@ func topIndex(t *testing.T, path string) *v1.IndexManifest {
 	}
 	return &idx
 }
+
+// TestE2ESameDigestAsBuildKit: a reproducible build whose layers both
+// builders write the same bytes (COPY from the context, SOURCE_DATE_EPOCH,
+// rewrite-timestamp, uncompressed layers: no compressor's choices) gives
+// buildkitd's image digest: the same layer tars, config and manifest,
+// byte for byte.
+func TestE2ESameDigestAsBuildKit(t *testing.T) {
+	e := newEnv(t)
+	dir := e.context("FROM scratch\nCOPY foo /foo\nCOPY dir/ /app/dir/\nENV A=b\nWORKDIR /app\nCMD [\"run\"]\n",
+		map[string]string{"foo": "foo\n", "dir/bar": "bar\n", "dir/sub/baz": "baz\n"})
+	const epoch = "1700000000"
+	out := filepath.Join(e.dir, "builder.tar")
+	e.mustRun("build", "--build-arg", "SOURCE_DATE_EPOCH="+epoch,
+		"-o", "type=oci,dest="+out+",rewrite-timestamp=true,compression=uncompressed", dir)
+	bkOut := filepath.Join(e.dir, "bk.tar")
+	bkRun(t, dir, "--opt", "build-arg:SOURCE_DATE_EPOCH="+epoch,
+		"--output", "type=oci,dest="+bkOut+",rewrite-timestamp=true,compression=uncompressed")
+	ours, theirs := readOCITar(t, out), readOCITar(t, bkOut)
+	d, bkd := imageDesc(t, ours), imageDesc(t, theirs)
+	if d.Digest != bkd.Digest {
+		t.Errorf("image digest %s, buildkitd's %s", d.Digest, bkd.Digest)
+		diffImages(t.Errorf, t, "buildkitd", theirs, bkd, "builder", ours, d)
+		t.Logf("manifests:\nbuildkitd %s\nbuilder   %s", theirs["blobs/sha256/"+bkd.Digest.Hex], ours["blobs/sha256/"+d.Digest.Hex])
+	}
+}
+
