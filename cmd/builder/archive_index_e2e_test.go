@@ -74,4 +74,3 @@ func TestE2ESameDigestAsBuildKit(t *testing.T) {
 		t.Logf("manifests:\nbuildkitd %s\nbuilder   %s", theirs["blobs/sha256/"+bkd.Digest.Hex], ours["blobs/sha256/"+d.Digest.Hex])
 	}
 }
-
