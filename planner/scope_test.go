@@ -136,6 +136,10 @@ func TestArgScoping(t *testing.T) {
 			[]string{"ENV A=1"}},
 		{"args not shared by unrelated stages", "FROM busybox AS one\nARG V=1\nFROM busybox\nCOPY --from=one /a /$V\n", nil,
 			[]string{"COPY chown= [/a] /"}},
+		{"redeclared without a value keeps the value", "FROM busybox\nARG V=1\nARG V\nENV B=$V\n", nil,
+			[]string{"ARG V=1", "ARG V=", "ENV B=1"}},
+		{"redeclared without a value takes the meta value", "ARG V=g\nFROM busybox\nARG V=1\nARG V\nENV B=$V\n", nil,
+			[]string{"ARG V=1", "ARG V=g", "ENV B=g"}},
 		{"proxy args not expanded", "FROM busybox\nENV P=$HTTP_PROXY\n", map[string]*string{"HTTP_PROXY": str("http://p")},
 			[]string{"ENV P="}},
 	}

@@ -24,11 +24,16 @@ func (a args) get(key string) (string, bool) {
 	return "", false
 }
 
-// set replaces key in place or appends it.
+// set replaces key in place or appends it. A nil value (an ARG
+// redeclared without a value that nothing else sets) keeps the value the
+// key has: BuildKit leaves the earlier ARG's value in the stage's
+// environment.
 func (a args) set(key string, value *string) args {
 	for i := range a {
 		if a[i].key == key {
-			a[i].value = value
+			if value != nil {
+				a[i].value = value
+			}
 			return a
 		}
 	}
