@@ -178,6 +178,21 @@ ENV C=$B
 	}
 }
 
+// TestStepArgNames: a step names every ARG declared before it, with a
+// value or not, redeclared ones once, and no proxy args (BuildKit's RUN
+// history).
+func TestStepArgNames(t *testing.T) {
+	src := "FROM busybox AS base\nARG A\nFROM base\nARG B=1 HTTP_PROXY\nARG A\nRUN make\n"
+	p, _ := mustPlan(t, src, Options{BuildArgs: map[string]*string{"https_proxy": str("http://s")}})
+	run := stepByLine(t, p.Target, 6)
+	if diff := cmp.Diff([]string{"A", "B", "HTTP_PROXY"}, run.ArgNames); diff != "" {
+		t.Errorf("RUN ArgNames (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"B=1", "HTTPS_PROXY=http://s", "https_proxy=http://s"}, run.Args); diff != "" {
+		t.Errorf("RUN Args (-want +got):\n%s", diff)
+	}
+}
+
 func TestUnusedBuildArgs(t *testing.T) {
 	src := "ARG META\nFROM busybox AS a\nARG INA\nFROM busybox\nARG INB\n"
 	args := map[string]*string{"META": str("1"), "INA": str("1"), "INB": str("1"), "TARGETOS": str("linux"), "no_proxy": str("x"), "LOST": str("1"), "NIL": nil}

@@ -124,9 +124,10 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, sl *sta
 	line, end := parser.Span(c.Location())
 	step := &Step{
 		Line: line, EndLine: end, Cmd: c,
-		Env:     sc.env.snapshot(),
-		Args:    append(sc.args.strs(), p.proxyArgs(sc.args)...),
-		OnBuild: slices.Contains(si.triggers, orig),
+		Env:      sc.env.snapshot(),
+		Args:     append(sc.args.strs(), p.proxyArgs(sc.args)...),
+		ArgNames: sc.args.names(),
+		OnBuild:  slices.Contains(si.triggers, orig),
 	}
 	step.Text = p.df.Text(line, end)
 	if step.OnBuild {

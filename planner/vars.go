@@ -40,6 +40,15 @@ func (a args) set(key string, value *string) args {
 	return append(a, arg{key: key, value: value})
 }
 
+// names returns the key of every declared arg, with a value or not.
+func (a args) names() []string {
+	out := make([]string, 0, len(a))
+	for _, x := range a {
+		out = append(out, x.key)
+	}
+	return out
+}
+
 func (a args) keys() []string {
 	var out []string
 	for _, x := range a {
