@@ -81,10 +81,12 @@ func envGet(env []string, key string) (string, bool) {
 }
 
 // lookup is the variable scope of one expansion: ENV values win over build
-// args of the same name (Docker's rule).
+// args of the same name (Docker's rule), except for the keys in over, which
+// an ARG set after the ENV (BuildKit's rule: the later one wins).
 type lookup struct {
 	env    *envList
 	args   args
+	over   map[string]bool
 	budget *budget // nil: unbounded
 }
 
@@ -94,6 +96,11 @@ func newLookup(env *envList, a args) *lookup {
 
 // Get implements shell.EnvGetter.
 func (l *lookup) Get(key string) (string, bool) {
+	if l.over[key] {
+		if v, ok := l.args.get(key); ok {
+			return l.budget.take(v), true
+		}
+	}
 	if v, ok := l.env.get(key); ok {
 		return l.budget.take(v), true
 	}
