@@ -134,15 +134,21 @@ func TestRunArgvAndHistory(t *testing.T) {
 		line    string
 		shell   []string
 		args    []string
+		names   []string // the ARGs declared in scope
 		env     []string
 		argv    []string
 		history string
 	}{
 		{line: "RUN echo hi", argv: []string{"/bin/sh", "-c", "echo hi"}, history: "/bin/sh -c echo hi"},
 		{line: `RUN ["ls", "-l"]`, argv: []string{"ls", "-l"}, history: "ls -l"},
-		{line: "RUN echo $V", shell: []string{"/bin/ash", "-eo"}, args: []string{"V=1"},
+		{line: "RUN echo $V", shell: []string{"/bin/ash", "-eo"}, args: []string{"V=1"}, names: []string{"V"},
 			argv: []string{"/bin/ash", "-eo", "echo $V"}, history: "|1 V=1 /bin/ash -eo echo $V"},
-		{line: "RUN echo", args: []string{"V=1"}, env: []string{"V=env"}, argv: []string{"/bin/sh", "-c", "echo"}, history: "|1 V=env /bin/sh -c echo"},
+		{line: "RUN echo", args: []string{"V=1"}, names: []string{"V"}, env: []string{"V=env"}, argv: []string{"/bin/sh", "-c", "echo"}, history: "|1 V=env /bin/sh -c echo"},
+		// An ARG without a value is named with an empty one; proxy args
+		// (in Args, never declared) are not named.
+		{line: "RUN echo", args: []string{"B=1", "HTTP_PROXY=http://p", "http_proxy=http://p"}, names: []string{"A", "B"},
+			argv: []string{"/bin/sh", "-c", "echo"}, history: "|2 A= B=1 /bin/sh -c echo"},
+		{line: "RUN echo", names: []string{"A"}, env: []string{"A=env"}, argv: []string{"/bin/sh", "-c", "echo"}, history: "|1 A=env /bin/sh -c echo"},
 		{line: "RUN <<EOF\necho a\necho b\nEOF", argv: []string{"/bin/sh", "-c", "echo a\necho b\n"}, history: "/bin/sh -c echo a\necho b\n"},
 		{line: "RUN cat <<EOF > /f\nx\nEOF", argv: []string{"/bin/sh", "-c", "cat <<EOF > /f\nx\nEOF"}, history: "/bin/sh -c cat <<EOF > /f\nx\nEOF"},
 	}
@@ -156,7 +162,7 @@ func TestRunArgvAndHistory(t *testing.T) {
 			if diff := cmp.Diff(tt.argv, argv); diff != "" {
 				t.Errorf("argv (-want +got):\n%s", diff)
 			}
-			step := &planner.Step{Env: tt.env, Args: tt.args}
+			step := &planner.Step{Env: tt.env, Args: tt.args, ArgNames: tt.names}
 			if got := runCommandString(argv, step); got != tt.history {
 				t.Errorf("history = %q, want %q", got, tt.history)
 			}

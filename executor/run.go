@@ -358,14 +358,15 @@ func isEnvKey(env []string, key string) bool {
 	return ok
 }
 
-// runCommandString is BuildKit's history text of a RUN: "|N K=V ... argv".
+// runCommandString is BuildKit's history text of a RUN: "|N K=V ... argv",
+// one K=V for every ARG declared in scope (its ENV value, else its own,
+// else empty), none for the proxy args.
 func runCommandString(argv []string, step *planner.Step) string {
-	env, args := step.Env, step.Args
 	var parts []string
-	for _, a := range args {
-		k, v, _ := strings.Cut(a, "=")
-		if ev, ok := getEnv(env, k); ok {
-			v = ev
+	for _, k := range step.ArgNames {
+		v, ok := getEnv(step.Env, k)
+		if !ok {
+			v, _ = getEnv(step.Args, k)
 		}
 		parts = append(parts, k+"="+v)
 	}

@@ -135,6 +135,10 @@ type Step struct {
 	// "K=V" in declaration order (predefined platform args included once
 	// declared). RUN sees them in its environment unless Env sets the same key.
 	Args []string
+	// ArgNames are the build args declared in scope before this step, in
+	// declaration order, with a value or without: the args BuildKit names
+	// in a RUN's history ("|N K=V ..."; no proxy args).
+	ArgNames []string
 	// From is the source of COPY --from: an earlier stage, an image or a
 	// named directory context. Nil for the build context.
 	From *Source

@@ -136,6 +136,16 @@ func TestArgScoping(t *testing.T) {
 			[]string{"ENV A=1"}},
 		{"args not shared by unrelated stages", "FROM busybox AS one\nARG V=1\nFROM busybox\nCOPY --from=one /a /$V\n", nil,
 			[]string{"COPY chown= [/a] /"}},
+		{"redeclared without a value keeps the value", "FROM busybox\nARG V=1\nARG V\nENV B=$V\n", nil,
+			[]string{"ARG V=1", "ARG V=", "ENV B=1"}},
+		{"redeclared without a value takes the meta value", "ARG V=g\nFROM busybox\nARG V=1\nARG V\nENV B=$V\n", nil,
+			[]string{"ARG V=1", "ARG V=g", "ENV B=g"}},
+		{"arg after env wins until the next env", "FROM busybox\nENV A=env\nARG A=arg\nENV B=$A\nENV A=env2\nENV C=$A\n", nil,
+			[]string{"ENV A=env", "ARG A=arg", "ENV B=arg", "ENV A=env2", "ENV C=env2"}},
+		{"arg after env, in one ARG", "FROM busybox\nENV A=env\nARG A=arg B=$A\nENV C=$B\n", nil,
+			[]string{"ENV A=env", "ARG A=arg B=arg", "ENV C=arg"}},
+		{"arg after env, redeclared without a value", "FROM busybox\nENV A=env\nARG A\nENV B=$A\n", nil,
+			[]string{"ENV A=env", "ARG A=", "ENV B=env"}},
 		{"proxy args not expanded", "FROM busybox\nENV P=$HTTP_PROXY\n", map[string]*string{"HTTP_PROXY": str("http://p")},
 			[]string{"ENV P="}},
 	}
@@ -171,6 +181,41 @@ ENV C=$B
 	}
 	if diff := cmp.Diff([]string{"UNUSED"}, p.UnusedBuildArgs); diff != "" {
 		t.Errorf("UnusedBuildArgs (-want +got):\n%s", diff)
+	}
+}
+
+// TestStepArgNames: a step names every ARG declared before it, with a
+// value or not, redeclared ones once, and no proxy args (BuildKit's RUN
+// history).
+func TestStepArgNames(t *testing.T) {
+	src := "FROM busybox AS base\nARG A\nFROM base\nARG B=1 HTTP_PROXY\nARG A\nRUN make\n"
+	p, _ := mustPlan(t, src, Options{BuildArgs: map[string]*string{"https_proxy": str("http://s")}})
+	run := stepByLine(t, p.Target, 6)
+	if diff := cmp.Diff([]string{"A", "B", "HTTP_PROXY"}, run.ArgNames); diff != "" {
+		t.Errorf("RUN ArgNames (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"B=1", "HTTPS_PROXY=http://s", "https_proxy=http://s"}, run.Args); diff != "" {
+		t.Errorf("RUN Args (-want +got):\n%s", diff)
+	}
+}
+
+// TestStepEnvArgAfterEnv: RUN's environment has the value of an ARG
+// declared after the ENV of the same name (BuildKit's stage environment),
+// the image env value again after a later ENV.
+func TestStepEnvArgAfterEnv(t *testing.T) {
+	src := "FROM busybox AS base\nENV A=env B=env\nARG A=arg\nRUN one\nFROM base\nRUN two\nENV A=env2\nRUN three\n"
+	p, _ := mustPlan(t, src, Options{})
+	for _, tt := range []struct {
+		stage, line int
+		want        []string
+	}{
+		{0, 4, []string{"PATH=/bin", "BB=1", "A=arg", "B=env"}},
+		{1, 6, []string{"PATH=/bin", "BB=1", "A=arg", "B=env"}},
+		{1, 8, []string{"PATH=/bin", "BB=1", "A=env2", "B=env"}},
+	} {
+		if diff := cmp.Diff(tt.want, stepByLine(t, p.Stages[tt.stage], tt.line).Env); diff != "" {
+			t.Errorf("line %d: Env (-want +got):\n%s", tt.line, diff)
+		}
 	}
 }
 

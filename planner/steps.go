@@ -18,6 +18,11 @@ import (
 type scope struct {
 	env  *envList // image config env: base env plus ENV so far
 	args args     // build args declared so far (inherited from a base stage)
+	// argOver holds the keys of env whose value an ARG with a value set
+	// after the ENV that set them: BuildKit adds an ARG's value to the
+	// stage's environment, so that value wins over the ENV one until an
+	// ENV sets the key again (the image config keeps the ENV value).
+	argOver map[string]bool
 	// keySeq holds the names buildkit's environment of the stage holds
 	// (image env, ENV, ARG values) with when each was last set (seq):
 	// keys() lists them most recently set last, the candidates, in
@@ -36,7 +41,42 @@ type scope struct {
 func (s *scope) clone() *scope {
 	c := *s
 	c.env, c.args, c.keySeq = s.env.clone(), slices.Clone(s.args), maps.Clone(s.keySeq)
+	c.argOver = maps.Clone(s.argOver)
 	return &c
+}
+
+// setArg records that an ARG gave key a value in the environment.
+func (s *scope) setArg(key string) {
+	if s.argOver == nil {
+		s.argOver = map[string]bool{}
+	}
+	s.argOver[key] = true
+	s.setKey(key)
+}
+
+// runEnv is the environment as BuildKit's state holds it: the image
+// config env with the values of keys a later ARG set replaced.
+func (s *scope) runEnv() []string {
+	env := s.env.snapshot()
+	if len(s.argOver) == 0 {
+		return env
+	}
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if v, ok := s.args.get(k); ok && s.argOver[k] {
+			kv = k + "=" + v
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// lookup is the variables of an expansion in the scope.
+func (p *planner) scopeLookup(s *scope) *lookup {
+	l := p.lookup(s.env, s.args)
+	l.over = s.argOver
+	return l
 }
 
 // setKey records that key was (re)set in the stage's environment.
@@ -124,9 +164,10 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, sl *sta
 	line, end := parser.Span(c.Location())
 	step := &Step{
 		Line: line, EndLine: end, Cmd: c,
-		Env:     sc.env.snapshot(),
-		Args:    append(sc.args.strs(), p.proxyArgs(sc.args)...),
-		OnBuild: slices.Contains(si.triggers, orig),
+		Env:      sc.runEnv(),
+		Args:     append(sc.args.strs(), p.proxyArgs(sc.args)...),
+		ArgNames: sc.args.names(),
+		OnBuild:  slices.Contains(si.triggers, orig),
 	}
 	step.Text = p.df.Text(line, end)
 	if step.OnBuild {
@@ -205,7 +246,7 @@ func (p *planner) stepSources(ctx context.Context, si *stageInfo, step *Step, or
 // expand expands c in place the way BuildKit's dispatch does. Variables
 // that are neither set nor declared go to lint (UndefinedVar).
 func (p *planner) expand(sc *scope, c instructions.Command, lint *linter.Linter) error {
-	l := p.lookup(sc.env, sc.args)
+	l := p.scopeLookup(sc)
 	word := func(w string) (string, error) {
 		s, unmatched, err := p.lex.ProcessWord(w, l)
 		lintUnmatched(unmatched, sc, c.Location(), lint)
@@ -258,7 +299,7 @@ func (p *planner) expandPorts(l *lookup, c *instructions.ExposeCommand) error {
 // variables of each default (UndefinedVar) in turn.
 func (p *planner) expandArgDefaults(sc *scope, c *instructions.ArgCommand, lint *linter.Linter) error {
 	run := sc.clone() // the scope as each arg of c sees it
-	l := p.lookup(run.env, run.args)
+	l := p.scopeLookup(run)
 	for i, kv := range c.Args {
 		if lint != nil {
 			lintSecretKey("ARG", kv.Key, c.Location(), lint)
@@ -274,9 +315,9 @@ func (p *planner) expandArgDefaults(sc *scope, c *instructions.ArgCommand, lint 
 		value := p.argValue(c.Args[i])
 		run.args = run.args.set(kv.Key, value)
 		if value != nil && !slices.Contains(nonEnvArgs, kv.Key) {
-			run.setKey(kv.Key)
+			run.setArg(kv.Key)
 		}
-		l.args = run.args
+		l.args, l.over = run.args, run.argOver
 	}
 	return nil
 }
@@ -288,6 +329,7 @@ func (p *planner) apply(sc *scope, c instructions.Command) error {
 	case *instructions.EnvCommand:
 		for _, kv := range c.Env {
 			sc.env.set(kv.Key, kv.Value)
+			delete(sc.argOver, kv.Key)
 			sc.setKey(kv.Key)
 		}
 	case *instructions.ArgCommand:
@@ -297,7 +339,7 @@ func (p *planner) apply(sc *scope, c instructions.Command) error {
 			sc.args = sc.args.set(kv.Key, value)
 			p.declared[kv.Key] = true
 			if value != nil && !slices.Contains(nonEnvArgs, kv.Key) {
-				sc.setKey(kv.Key)
+				sc.setArg(kv.Key)
 			}
 		}
 	case *instructions.ShellCommand:

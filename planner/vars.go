@@ -24,15 +24,29 @@ func (a args) get(key string) (string, bool) {
 	return "", false
 }
 
-// set replaces key in place or appends it.
+// set replaces key in place or appends it. A nil value (an ARG
+// redeclared without a value that nothing else sets) keeps the value the
+// key has: BuildKit leaves the earlier ARG's value in the stage's
+// environment.
 func (a args) set(key string, value *string) args {
 	for i := range a {
 		if a[i].key == key {
-			a[i].value = value
+			if value != nil {
+				a[i].value = value
+			}
 			return a
 		}
 	}
 	return append(a, arg{key: key, value: value})
+}
+
+// names returns the key of every declared arg, with a value or not.
+func (a args) names() []string {
+	out := make([]string, 0, len(a))
+	for _, x := range a {
+		out = append(out, x.key)
+	}
+	return out
 }
 
 func (a args) keys() []string {
@@ -67,10 +81,12 @@ func envGet(env []string, key string) (string, bool) {
 }
 
 // lookup is the variable scope of one expansion: ENV values win over build
-// args of the same name (Docker's rule).
+// args of the same name (Docker's rule), except for the keys in over, which
+// an ARG set after the ENV (BuildKit's rule: the later one wins).
 type lookup struct {
 	env    *envList
 	args   args
+	over   map[string]bool
 	budget *budget // nil: unbounded
 }
 
@@ -80,6 +96,11 @@ func newLookup(env *envList, a args) *lookup {
 
 // Get implements shell.EnvGetter.
 func (l *lookup) Get(key string) (string, bool) {
+	if l.over[key] {
+		if v, ok := l.args.get(key); ok {
+			return l.budget.take(v), true
+		}
+	}
 	if v, ok := l.env.get(key); ok {
 		return l.budget.take(v), true
 	}
