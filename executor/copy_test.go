@@ -286,3 +286,57 @@ func TestCopyFromKeepsOwners(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyLinkPathDirs: COPY --link (without --chmod) leaves every
+// directory of its destination path as BuildKit's link layer has it —
+// 0755, owned by --chown or root — existing ones included; a symlink on
+// the path is written through and ends that; without --link, or with
+// --chmod (BuildKit then copies without a link layer), existing
+// directories keep their metadata.
+func TestCopyLinkPathDirs(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tc := range []struct {
+		name  string
+		req   copyRequest
+		wantW [3]uint32 // mode, uid, gid of /pw
+		wantX [3]uint32 // of /px (behind the symlink /pl)
+	}{
+		{"link chown", copyRequest{Sources: []string{"a.txt"}, Dest: "/pw/c/", Link: true, Chown: "1:2"}, [3]uint32{0o755, 1, 2}, [3]uint32{0o1777, 5, 6}},
+		{"link, file dest", copyRequest{Sources: []string{"a.txt"}, Dest: "/px/y/f", Link: true}, [3]uint32{0o700, 0, 0}, [3]uint32{0o755, 0, 0}},
+		{"link through a symlink", copyRequest{Sources: []string{"a.txt"}, Dest: "/pl/y/", Link: true, Chown: "3:4"}, [3]uint32{0o700, 0, 0}, [3]uint32{0o1777, 5, 6}},
+		{"no link", copyRequest{Sources: []string{"a.txt"}, Dest: "/pw/c/", Chown: "1:2"}, [3]uint32{0o700, 0, 0}, [3]uint32{0o1777, 5, 6}},
+		{"link with chmod", copyRequest{Sources: []string{"a.txt"}, Dest: "/pw/c/", Link: true, Chown: "1:2", Chmod: "0644"}, [3]uint32{0o700, 0, 0}, [3]uint32{0o1777, 5, 6}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctxDir, rootfs, _ := copySetup(t)
+			for _, d := range []struct {
+				p        string
+				mode     os.FileMode
+				uid, gid int
+			}{{"pw", 0o700, 0, 0}, {"px", 0o1777, 5, 6}, {"px/y", 0o700, 0, 0}} {
+				if err := os.Mkdir(filepath.Join(rootfs, d.p), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Lchown(filepath.Join(rootfs, d.p), d.uid, d.gid); err != nil {
+					t.Fatal(err)
+				}
+				if err := syscall.Chmod(filepath.Join(rootfs, d.p), uint32(d.mode)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Symlink("px", filepath.Join(rootfs, "pl")); err != nil {
+				t.Fatal(err)
+			}
+			copyCheck(t, copyRun(t, tc.req, ctxDir, rootfs))
+			for p, want := range map[string][3]uint32{"pw": tc.wantW, "px": tc.wantX} {
+				var st syscall.Stat_t
+				if err := syscall.Lstat(filepath.Join(rootfs, p), &st); err != nil {
+					t.Fatal(err)
+				}
+				if got := [3]uint32{st.Mode & 0o7777, st.Uid, st.Gid}; got != want {
+					t.Errorf("/%s: mode %04o owner %d:%d, want %04o %d:%d", p, got[0], got[1], got[2], want[0], want[1], want[2])
+				}
+			}
+		})
+	}
+}
