@@ -10,7 +10,9 @@ import (
 	"syscall"
 
 	"github.com/builder-dev/builder/internal/buildcontext"
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/patternmatcher"
+	"golang.org/x/sys/unix"
 )
 
 // addParents selects the source of a COPY --parents. As BuildKit does, the
@@ -232,6 +234,8 @@ func copyParentDirs(tree *buildcontext.Context, pivot, name string) ([]copyEntry
 // directories between dest and it take the metadata of their source
 // directories (BuildKit's createParentDirs); it returns them, with rel
 // inside rootfs, so that their times are set after every source is in.
+// An existing one, from the image or an earlier source, takes its source
+// directory's mode and keeps its owner, as buildkitd leaves it.
 func (p *copyPlan) applyParents(ctx context.Context, rootfs string, s *copySource, own copyOwner) ([]copyEntry, error) {
 	if err := mkdirAllIn(rootfs, p.dest, p.dirMode(), own); err != nil {
 		return nil, err
@@ -240,9 +244,18 @@ func (p *copyPlan) applyParents(ctx context.Context, rootfs string, s *copySourc
 	for _, d := range s.parents {
 		at := path.Join(p.dest, d.rel)
 		ok, err := copyIsDir(rootfs, at)
-		if err != nil || ok {
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			// Resolved inside rootfs, a symlink on the way included: the
+			// directory copyIsDir found.
+			host, err := securejoin.SecureJoin(rootfs, at)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("resolve %s in rootfs: %w", at, err)
+			}
+			if err := unix.Chmod(host, copyModeBits(d.mode)); err != nil {
+				return nil, fmt.Errorf("chmod %s: %w", at, err)
 			}
 			continue
 		}
