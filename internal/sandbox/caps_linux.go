@@ -10,12 +10,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// capability is one capability and its name, as seccomp profiles name it.
+type capability struct {
+	id   int
+	name string
+}
+
 // defaultCaps is Docker's default capability set for containers.
-var defaultCaps = []int{
-	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FSETID, unix.CAP_FOWNER,
-	unix.CAP_MKNOD, unix.CAP_NET_RAW, unix.CAP_SETGID, unix.CAP_SETUID,
-	unix.CAP_SETFCAP, unix.CAP_SETPCAP, unix.CAP_NET_BIND_SERVICE,
-	unix.CAP_SYS_CHROOT, unix.CAP_KILL, unix.CAP_AUDIT_WRITE,
+var defaultCaps = []capability{
+	{unix.CAP_CHOWN, "CAP_CHOWN"}, {unix.CAP_DAC_OVERRIDE, "CAP_DAC_OVERRIDE"},
+	{unix.CAP_FSETID, "CAP_FSETID"}, {unix.CAP_FOWNER, "CAP_FOWNER"},
+	{unix.CAP_MKNOD, "CAP_MKNOD"}, {unix.CAP_NET_RAW, "CAP_NET_RAW"},
+	{unix.CAP_SETGID, "CAP_SETGID"}, {unix.CAP_SETUID, "CAP_SETUID"},
+	{unix.CAP_SETFCAP, "CAP_SETFCAP"}, {unix.CAP_SETPCAP, "CAP_SETPCAP"},
+	{unix.CAP_NET_BIND_SERVICE, "CAP_NET_BIND_SERVICE"}, {unix.CAP_SYS_CHROOT, "CAP_SYS_CHROOT"},
+	{unix.CAP_KILL, "CAP_KILL"}, {unix.CAP_AUDIT_WRITE, "CAP_AUDIT_WRITE"},
 }
 
 // dropCapabilities limits the calling thread, which must be locked to its
@@ -30,7 +39,7 @@ func dropCapabilities(drop ...int) error {
 	}
 	keep := map[int]bool{}
 	for _, c := range defaultCaps {
-		keep[c] = !slices.Contains(drop, c)
+		keep[c.id] = !slices.Contains(drop, c.id)
 	}
 	for c := 0; c <= last; c++ {
 		if keep[c] {
@@ -52,8 +61,8 @@ func dropCapabilities(drop ...int) error {
 	}
 	var caps []int
 	for _, c := range defaultCaps {
-		if have&(1<<uint(c)) != 0 {
-			caps = append(caps, c)
+		if have&(1<<uint(c.id)) != 0 {
+			caps = append(caps, c.id)
 		}
 	}
 	return capset(caps)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/builder-dev/builder/internal/seccomp"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
@@ -165,7 +166,7 @@ func startCommand(cfg *config) (*os.Process, error) {
 		}
 		if cfg.Insecure {
 			attr.Sys.AmbientCaps, err = allCapabilities()
-		} else {
+		} else if err = loadSeccomp(); err == nil {
 			err = dropCapabilities(drop...)
 		}
 		if err != nil {
@@ -177,6 +178,46 @@ func startCommand(cfg *config) (*os.Process, error) {
 	}()
 	s := <-ch
 	return s.p, s.err
+}
+
+// loadSeccomp gives the calling (locked) thread, and so the command it
+// starts, Docker's default seccomp profile for Docker's default
+// capabilities, as BuildKit gives every RUN but --security=insecure ones.
+// It runs before the thread drops its capabilities: loading a filter
+// takes CAP_SYS_ADMIN, or else no_new_privs, which would keep setuid
+// programs in the RUN from gaining privileges (BuildKit does not set it).
+// Where the builder has no CAP_SYS_ADMIN (isolation chroot in an
+// unprivileged container), the thread sets no_new_privs and loads the
+// filter then: a filter matters more there than setuid programs. The
+// profile allows chroot (CAP_SYS_CHROOT is in the set): isolation
+// chroot's command is chrooted by the child before its exec, and loses
+// the capability itself. On a host architecture without system call
+// tables here (neither amd64 nor arm64) a RUN has no filter.
+func loadSeccomp() error {
+	if !seccomp.Supported() {
+		return nil
+	}
+	prog, err := seccomp.DefaultProgram(defaultCapNames())
+	if err != nil {
+		return err
+	}
+	err = seccomp.Install(prog)
+	if errors.Is(err, unix.EACCES) {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("set no_new_privs for the seccomp filter: %w", err)
+		}
+		err = seccomp.Install(prog)
+	}
+	return err
+}
+
+// defaultCapNames names defaultCaps.
+func defaultCapNames() []string {
+	names := make([]string, len(defaultCaps))
+	for i, c := range defaultCaps {
+		names[i] = c.name
+	}
+	return names
 }
 
 // lookPath finds name in the PATH of env (DefaultPath if unset), relative

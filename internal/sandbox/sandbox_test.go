@@ -212,6 +212,35 @@ ls -l /dev/kmsg /dev/fuse /dev/cuse /dev/kvm /dev/net/tun /dev/loop-control /dev
 	}
 }
 
+// TestSeccomp: a RUN runs under Docker's default seccomp profile, as
+// under BuildKit: new namespaces, keyctl and mount are refused with
+// EPERM (busybox reports "Operation not permitted"), for root and for
+// another user, with no_new_privs left off; --security=insecure has no
+// filter.
+func TestSeccomp(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	script := `grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr '\t' ' '
+unshare -U true 2>&1 | grep -o 'Operation not permitted'
+unshare -n true 2>&1 | grep -o 'Operation not permitted'
+echo ok`
+	want := "NoNewPrivs: 0\nSeccomp: 2\nOperation not permitted\nOperation not permitted\nok\n"
+	if got := mustRun(t, shSpec(root, script)); got != want {
+		t.Errorf("default, root: got\n%s\nwant\n%s", got, want)
+	}
+	spec := shSpec(root, script)
+	spec.UID, spec.GID = 1000, 1000
+	if got := mustRun(t, spec); got != want {
+		t.Errorf("default, uid 1000: got\n%s\nwant\n%s", got, want)
+	}
+	spec = shSpec(root, "grep -E '^Seccomp:' /proc/self/status | tr '\\t' ' '; unshare -U true && echo unshared")
+	spec.Insecure = true
+	if got := mustRun(t, spec); got != "Seccomp: 0\nunshared\n" {
+		t.Errorf("insecure: got\n%s", got)
+	}
+}
+
 func TestNetwork(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
