@@ -2,7 +2,6 @@ package snapshot
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,13 +26,6 @@ import (
 type Copy struct {
 	layers *LayerStore
 	root   string
-}
-
-// dirID identifies a directory across a step, so a directory removed and
-// made again (which overlayfs marks opaque) is told from the original.
-type dirID struct {
-	Ino   uint64 `json:"ino"`
-	Btime int64  `json:"btime"`
 }
 
 // NewCopy returns a copying snapshotter keeping active snapshots in root,
@@ -82,37 +74,7 @@ func (c *Copy) materialise(ctx context.Context, dir string, parents []string) er
 			return fmt.Errorf("apply layer %s: %w", p, err)
 		}
 	}
-	ids := map[string]dirID{}
-	err := walkTree(ctx, fs, func(p string, st *unix.Stat_t) error {
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return nil
-		}
-		id, err := statDirID(p)
-		rel, _ := filepath.Rel(fs, p)
-		ids[rel] = id
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	data, err := json.Marshal(ids)
-	if err != nil {
-		return err
-	}
-	return writeFileSync(filepath.Join(dir, "dirs.json"), data)
-}
-
-func statDirID(p string) (dirID, error) {
-	var stx unix.Statx_t
-	err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO|unix.STATX_BTIME, &stx)
-	if err != nil {
-		return dirID{}, fmt.Errorf("stat %s: %w", p, err)
-	}
-	id := dirID{Ino: stx.Ino}
-	if stx.Mask&unix.STATX_BTIME != 0 {
-		id.Btime = stx.Btime.Sec*1e9 + int64(stx.Btime.Nsec)
-	}
-	return id, nil
+	return nil
 }
 
 // Commit diffs the materialised root against its parents into an
@@ -126,13 +88,6 @@ func (c *Copy) Commit(ctx context.Context, key string, opts ...DiffOption) (Laye
 		return Layer{}, fmt.Errorf("commit %s: is a read-only view", key)
 	}
 	d := &copyDiff{live: filepath.Join(dir, "fs"), upper: filepath.Join(dir, "upper")}
-	data, err := os.ReadFile(filepath.Join(dir, "dirs.json"))
-	if err == nil {
-		err = json.Unmarshal(data, &d.ids)
-	}
-	if err != nil {
-		return Layer{}, fmt.Errorf("commit %s: read directory identities: %w", key, err)
-	}
 	_ = os.RemoveAll(d.upper) // left by an interrupted Commit
 	if err := os.Mkdir(d.upper, 0o755); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", key, err)
@@ -157,7 +112,6 @@ func (c *Copy) Close() error { return nil }
 // the live tree, which Commit deletes afterwards.
 type copyDiff struct {
 	live, upper string
-	ids         map[string]dirID
 }
 
 // dir diffs directory rel and reports whether it holds changes.
@@ -213,7 +167,7 @@ func (d *copyDiff) entry(ctx context.Context, rel string, parent lowerDir) (bool
 	case unix.S_IFSOCK:
 		return false, nil
 	}
-	if found && !(st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1) {
+	if found { // a lower file that only gained a name is unchanged (see pruner.entry)
 		same, err := sameEntry(src, &st, le.path, &le.st)
 		if err != nil || same {
 			return false, err
@@ -226,22 +180,19 @@ func (d *copyDiff) entry(ctx context.Context, rel string, parent lowerDir) (bool
 	return true, nil
 }
 
+// dirEntry diffs the live directory rel. A directory made again after
+// the lower one was removed is diffed against that lower one all the
+// same, as BuildKit's differ does: what the lower has and it lacks gets
+// a whiteout, what it has unchanged is left out, and it carries no
+// opaque marker.
 func (d *copyDiff) dirEntry(ctx context.Context, rel string, st *unix.Stat_t, parent lowerDir, le lowerEntry, found bool) (bool, error) {
 	src, dst := filepath.Join(d.live, rel), filepath.Join(d.upper, rel)
 	lowerIsDir := found && le.st.Mode&unix.S_IFMT == unix.S_IFDIR
-	fresh := !lowerIsDir
-	if lowerIsDir {
-		id, err := statDirID(src)
-		if err != nil {
-			return false, err
-		}
-		fresh = id != d.ids[rel]
-	}
 	if err := os.Mkdir(dst, 0o700); err != nil {
 		return false, fmt.Errorf("make layer directory %s: %w", dst, err)
 	}
 	var child lowerDir
-	if !fresh {
+	if lowerIsDir {
 		var err error
 		if child, err = parent.child(path.Base(rel)); err != nil {
 			return false, err
@@ -251,7 +202,7 @@ func (d *copyDiff) dirEntry(ctx context.Context, rel string, st *unix.Stat_t, pa
 	if err != nil {
 		return false, err
 	}
-	changed := fresh || childKept
+	changed := childKept || !lowerIsDir
 	if !changed {
 		same, err := sameEntry(src, st, le.path, &le.st)
 		if err != nil {
@@ -262,23 +213,7 @@ func (d *copyDiff) dirEntry(ctx context.Context, rel string, st *unix.Stat_t, pa
 	if !changed {
 		return false, os.Remove(dst)
 	}
-	if fresh && found {
-		if err := setOpaque(dst); err != nil {
-			return false, err
-		}
-	}
 	return true, copyMetadata(src, dst, st)
-}
-
-func setOpaque(p string) error {
-	err := unix.Lsetxattr(p, opaqueXattr, []byte("y"), 0)
-	if errors.Is(err, unix.EPERM) {
-		err = unix.Lsetxattr(p, userOpaque, []byte("y"), 0)
-	}
-	if err != nil {
-		return fmt.Errorf("mark %s opaque: %w", p, err)
-	}
-	return nil
 }
 
 // mergeLayerDir applies the upper-format layer directory src onto the

@@ -127,7 +127,7 @@ func (o *Overlay) Commit(ctx context.Context, key string, opts ...DiffOption) (L
 	upper := filepath.Join(dir, "upper")
 	lower := rootLowerDir(layerDirs(o.layers, meta.Parents))
 	pr := pruner{upper: upper, listed: &listing{at: time.Now()}}
-	if _, err := pr.dir(ctx, "", lower); err != nil {
+	if _, err := pr.dir(ctx, "", lower, false); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", key, err)
 	}
 	return finishCommit(ctx, o.layers, dir, upper, opts, pr.listed)
@@ -158,18 +158,28 @@ func (o *Overlay) Close() error { return nil }
 // anything is left in it.
 func pruneDir(ctx context.Context, upper, rel string, lower lowerDir) (bool, error) {
 	pr := pruner{upper: upper}
-	return pr.dir(ctx, rel, lower)
+	return pr.dir(ctx, rel, lower, false)
 }
 
 // A pruner drops unchanged copied-up entries from an upper directory and,
 // when listed is set, lists the entries it keeps as collectEntries would
 // (in the walk's order; listing.sorted orders them).
+//
+// It also turns every opaque directory into what BuildKit's differ makes
+// of it: the directory diffed against the lower one, with a whiteout for
+// each lower entry it lacks and no opaque marker, so that the layers are
+// BuildKit's entry for entry. A directory that is opaque, or below one,
+// did not merge with the lower directory of its path in the live mount
+// (hidden); once its marker is gone it does, so the lower entries it
+// lacks are whited out in it, and those it has unchanged are dropped.
 type pruner struct {
 	upper  string
 	listed *listing
 }
 
-func (pr *pruner) dir(ctx context.Context, rel string, lower lowerDir) (bool, error) {
+// dir prunes the upper directory rel over lower; hidden says that it did
+// not merge with lower in the live mount.
+func (pr *pruner) dir(ctx context.Context, rel string, lower lowerDir, hidden bool) (bool, error) {
 	dir := filepath.Join(pr.upper, rel)
 	var dirSt unix.Stat_t
 	if err := unix.Lstat(dir, &dirSt); err != nil {
@@ -179,12 +189,23 @@ func (pr *pruner) dir(ctx context.Context, rel string, lower lowerDir) (bool, er
 	if err != nil {
 		return false, err
 	}
-	kept, removed := false, false
+	touched := false // entries made or removed: the directory's times are restored
+	if hidden {
+		made, err := whiteoutMissing(dir, names, lower)
+		if err != nil {
+			return false, err
+		}
+		if len(made) > 0 {
+			touched = true
+			names = append(names, made...)
+		}
+	}
+	kept := false
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
-		keep, err := pr.entry(ctx, path.Join(rel, name), lower)
+		keep, err := pr.entry(ctx, path.Join(rel, name), lower, hidden)
 		if err != nil {
 			return false, err
 		}
@@ -195,16 +216,40 @@ func (pr *pruner) dir(ctx context.Context, rel string, lower lowerDir) (bool, er
 		if err := os.Remove(filepath.Join(dir, name)); err != nil {
 			return false, fmt.Errorf("drop unchanged %s: %w", filepath.Join(dir, name), err)
 		}
-		removed = true
+		touched = true
 	}
-	if removed {
+	if touched {
 		return kept, setTimes(dir, &dirSt)
 	}
 	return kept, nil
 }
 
+// whiteoutMissing makes in dir, which holds names, a whiteout for every
+// entry of lower that it lacks, and returns their names.
+func whiteoutMissing(dir string, names []string, lower lowerDir) ([]string, error) {
+	if len(lower.layers) == 0 {
+		return nil, nil
+	}
+	lowerNames, err := lower.names()
+	if err != nil {
+		return nil, err
+	}
+	var made []string
+	for _, name := range lowerNames {
+		if slices.Contains(names, name) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil {
+			return nil, whiteoutError(p, err)
+		}
+		made = append(made, name)
+	}
+	return made, nil
+}
+
 // entry decides whether the upper entry rel is a change.
-func (pr *pruner) entry(ctx context.Context, rel string, parent lowerDir) (bool, error) {
+func (pr *pruner) entry(ctx context.Context, rel string, parent lowerDir, hidden bool) (bool, error) {
 	p := filepath.Join(pr.upper, rel)
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
@@ -229,9 +274,12 @@ func (pr *pruner) entry(ctx context.Context, rel string, parent lowerDir) (bool,
 		return false, err
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return pr.dirEntry(ctx, rel, &st, parent, le, found, names)
+		return pr.dirEntry(ctx, rel, &st, parent, le, found, names, hidden)
 	}
-	keep := !found || (st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1)
+	// A lower file that only gained a name (a hardlink made to it) is
+	// unchanged, as BuildKit's differ sees it: the layer holds the new
+	// name as a file of its own.
+	keep := !found
 	if !keep {
 		same, err := sameEntry(p, &st, le.path, &le.st)
 		if err != nil {
@@ -245,7 +293,7 @@ func (pr *pruner) entry(ctx context.Context, rel string, parent lowerDir) (bool,
 	return keep, nil
 }
 
-func (pr *pruner) dirEntry(ctx context.Context, rel string, st *unix.Stat_t, parent lowerDir, le lowerEntry, found bool, xattrs []string) (bool, error) {
+func (pr *pruner) dirEntry(ctx context.Context, rel string, st *unix.Stat_t, parent lowerDir, le lowerEntry, found bool, xattrs []string, hidden bool) (bool, error) {
 	p := filepath.Join(pr.upper, rel)
 	opaque := false
 	if slices.Contains(xattrs, opaqueXattr) || slices.Contains(xattrs, userOpaque) {
@@ -253,20 +301,26 @@ func (pr *pruner) dirEntry(ctx context.Context, rel string, st *unix.Stat_t, par
 		if opaque, err = isOpaque(p); err != nil {
 			return false, err
 		}
+		for _, x := range []string{opaqueXattr, userOpaque} {
+			if err := unix.Lremovexattr(p, x); err != nil && !errors.Is(err, unix.ENODATA) {
+				return false, fmt.Errorf("remove xattr %s of %s: %w", x, p, err)
+			}
+		}
+		xattrs = slices.DeleteFunc(xattrs, func(x string) bool { return x == opaqueXattr || x == userOpaque })
 	}
 	lowerIsDir := found && le.st.Mode&unix.S_IFMT == unix.S_IFDIR
 	var child lowerDir
-	if lowerIsDir && !opaque {
+	if lowerIsDir {
 		var err error
 		if child, err = parent.child(path.Base(rel)); err != nil {
 			return false, err
 		}
 	}
-	childKept, err := pr.dir(ctx, rel, child)
+	childKept, err := pr.dir(ctx, rel, child, lowerIsDir && (opaque || hidden))
 	if err != nil {
 		return false, err
 	}
-	keep := childKept || opaque || !lowerIsDir
+	keep := childKept || !lowerIsDir
 	if !keep {
 		same, err := sameEntry(p, st, le.path, &le.st)
 		if err != nil {
@@ -281,7 +335,7 @@ func (pr *pruner) dirEntry(ctx context.Context, rel string, st *unix.Stat_t, par
 		if err := unix.Lstat(p, &now); err != nil {
 			return false, fmt.Errorf("stat %s: %w", p, err)
 		}
-		pr.listed.add(rel, p, &now, opaque, xattrs)
+		pr.listed.add(rel, p, &now, false, xattrs)
 	}
 	return keep, nil
 }

@@ -18,9 +18,14 @@ import (
 )
 
 // roundTripSkip are cases that conflict with others when all run in one
-// snapshot.
+// snapshot, and two whose change BuildKit's layers leave out: a hardlink
+// to a lower file (the lower file is unchanged, so the extracted tree has
+// two files where the live one had two names of one) and a directory's
+// time alone (also that of a directory made again the same).
 var roundTripSkip = map[string]bool{
 	"file becomes directory": true, "directory becomes file": true, "rewrite identical": true,
+	"replace directory with the same": true,
+	"hardlink to lower file":          true, "directory time only": true,
 }
 
 // testRoundTrip is DIFF-05: extracting the base tar and then the diff tar
