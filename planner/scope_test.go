@@ -201,17 +201,20 @@ func TestStepArgNames(t *testing.T) {
 
 // TestStepEnvArgAfterEnv: RUN's environment has the value of an ARG
 // declared after the ENV of the same name (BuildKit's stage environment),
-// the image env value again after a later ENV.
+// the image env value again after a later ENV, and in a stage built on
+// that one (BuildKit sets the image env again on the base stage's state;
+// checked against buildkitd), until an ARG sets it again.
 func TestStepEnvArgAfterEnv(t *testing.T) {
-	src := "FROM busybox AS base\nENV A=env B=env\nARG A=arg\nRUN one\nFROM base\nRUN two\nENV A=env2\nRUN three\n"
+	src := "FROM busybox AS base\nENV A=env B=env\nARG A=arg\nRUN one\nFROM base\nRUN two\nENV A=env2\nRUN three\nARG A=arg3\nRUN four\n"
 	p, _ := mustPlan(t, src, Options{})
 	for _, tt := range []struct {
 		stage, line int
 		want        []string
 	}{
 		{0, 4, []string{"PATH=/bin", "BB=1", "A=arg", "B=env"}},
-		{1, 6, []string{"PATH=/bin", "BB=1", "A=arg", "B=env"}},
+		{1, 6, []string{"PATH=/bin", "BB=1", "A=env", "B=env"}},
 		{1, 8, []string{"PATH=/bin", "BB=1", "A=env2", "B=env"}},
+		{1, 10, []string{"PATH=/bin", "BB=1", "A=arg3", "B=env"}},
 	} {
 		if diff := cmp.Diff(tt.want, stepByLine(t, p.Stages[tt.stage], tt.line).Env); diff != "" {
 			t.Errorf("line %d: Env (-want +got):\n%s", tt.line, diff)

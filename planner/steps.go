@@ -142,6 +142,10 @@ func (p *planner) initialScope(si *stageInfo) *scope {
 		si.st.Base.Stage = base.st
 		si.st.Platform = base.st.Platform
 		sc = base.final.clone()
+		// BuildKit sets the image env again on the base stage's state:
+		// an ENV value wins over an ARG's set after it in the base stage
+		// (args without an ENV keep their values).
+		sc.argOver = nil
 	case si.st.Base.Image != nil:
 		cfg := si.st.Base.Image.Config.Config
 		sc = &scope{env: newEnvList(cfg.Env), shellSet: len(cfg.Shell) > 0}
