@@ -411,11 +411,14 @@ func (b *build) dispatchWorkdir(ctx context.Context, sc *stepCtx, c *instruction
 func workdirIn(root, dir, userSpec string) error {
 	var own copyOwner
 	if userSpec != "" {
-		id, err := user.Resolve(root, userSpec)
+		// BuildKit makes the directory with a file operation owned by the
+		// USER, whose ids follow --chown's rules: a numeric user without
+		// a group gets gid = uid, whatever /etc/passwd says.
+		uid, gid, err := user.ResolveChown(root, userSpec)
 		if err != nil {
 			return err
 		}
-		own = copyOwner{uid: int(id.UID), gid: int(id.GID)}
+		own = copyOwner{uid: uid, gid: gid}
 	}
 	return mkdirAllIn(root, dir, 0o755, own)
 }
