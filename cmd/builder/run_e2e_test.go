@@ -254,7 +254,9 @@ func checkSetupLayer(t *testing.T, l map[string]layerFile) {
 
 func checkChangeLayer(t *testing.T, l map[string]layerFile, mknod bool) {
 	t.Helper()
-	for _, n := range []string{"t/del/.wh.f", "t/.wh.tree", "t/opq/.wh..wh..opq", "t/rename/.wh.old"} {
+	// /t/opq removed and made again: BuildKit's form, a whiteout for each
+	// lower entry it lacks, no opaque marker.
+	for _, n := range []string{"t/del/.wh.f", "t/.wh.tree", "t/opq/.wh.f", "t/opq/.wh.old", "t/rename/.wh.old"} {
 		f, ok := l[n]
 		if !ok {
 			t.Errorf("change layer lacks whiteout %s: %v", n, names(l))
@@ -265,7 +267,8 @@ func checkChangeLayer(t *testing.T, l map[string]layerFile, mknod bool) {
 		}
 	}
 	for n := range l {
-		if strings.HasPrefix(n, "t/tree/") || strings.HasPrefix(n, "t/opq/old") || n == "t/same" || n == "t/del/keep" || n == "t/nonexistent" {
+		if strings.HasPrefix(n, "t/tree/") || strings.HasPrefix(n, "t/opq/old/") || n == "t/same" || n == "t/del/keep" || n == "t/nonexistent" ||
+			strings.HasSuffix(n, ".wh..wh..opq") || n == "bin/busybox" {
 			t.Errorf("change layer has unexpected entry %s", n)
 		}
 	}
@@ -285,7 +288,11 @@ func checkChangeLayer(t *testing.T, l map[string]layerFile, mknod bool) {
 	wantLink(t, l, "t/rel", tar.TypeSymlink, "../etc/group")
 	wantLink(t, l, "t/dangling", tar.TypeSymlink, "/no/such/file")
 	checkHardlinkPair(t, l, "t/hard", "t/mod", "orig\nmore\n")
-	checkHardlinkPair(t, l, "bin/busybox", "t/bb-link", "")
+	// A lower file that only gained a hardlink is unchanged (BuildKit's
+	// differ): the new name is a file of its own.
+	if f, ok := l["t/bb-link"]; !ok || f.hdr.Typeflag != tar.TypeReg || f.hdr.Size == 0 {
+		t.Errorf("t/bb-link: want a regular file with busybox's content, got %+v", f.hdr)
+	}
 }
 
 func wantFile(t *testing.T, l map[string]layerFile, n string, typ byte, mode int64, uid, gid int, content string) {
@@ -723,25 +730,40 @@ func TestE2ERunDocker(t *testing.T) {
 		delete(theirs.tree, "/t/null") // see runChanges
 	}
 	for _, d := range fixtures.CompareTrees(ours.tree, theirs.tree) {
+		// BuildKit's differ (builder's) counts a lower file that only
+		// gained a hardlink as unchanged: the layer has the new name as a
+		// file of its own, where the classic builder keeps both names.
+		if d.Field == "hardlink" && (d.Path == "/bin/busybox" || d.Path == "/t/bb-link") {
+			continue
+		}
 		t.Errorf("builder vs docker: %s", d)
 	}
 	if len(ours.layers) != len(theirs.layers) {
 		t.Fatalf("builder made %d layers, docker %d", len(ours.layers), len(theirs.layers))
 	}
 	for i := range ours.layers {
-		a, b := whiteouts(ours.layers[i]), whiteouts(theirs.layers[i])
+		a, b := whiteouts(ours.layers[i], theirs.layers[i]), whiteouts(theirs.layers[i], theirs.layers[i])
 		if !slices.Equal(a, b) {
 			t.Errorf("layer %d whiteouts: builder %v, docker %v", i, a, b)
 		}
 	}
 }
 
-func whiteouts(l map[string]layerFile) []string {
+// whiteouts lists the whiteouts of layer l, but for the directories
+// ref (the classic builder's layer) marks opaque: there the classic
+// builder writes the opaque marker and builder, as BuildKit, a whiteout
+// for each lower entry the directory lacks (the flattened trees show the
+// same result), so both lose those.
+func whiteouts(l, ref map[string]layerFile) []string {
 	var out []string
 	for _, n := range names(l) {
-		if strings.Contains(path.Base(n), ".wh.") {
-			out = append(out, n)
+		if !strings.Contains(path.Base(n), ".wh.") {
+			continue
 		}
+		if _, ok := ref[path.Join(path.Dir(n), ".wh..wh..opq")]; ok {
+			continue
+		}
+		out = append(out, n)
 	}
 	return out
 }
