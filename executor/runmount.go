@@ -428,8 +428,29 @@ func (b *build) prepareBind(ctx context.Context, rm *runMount, sm *stepMounts) e
 	if err := rm.plan.Apply(ctx, dir); err != nil {
 		return fmt.Errorf("RUN --mount=type=bind,source=%s: %w", rm.Source, err)
 	}
-	sm.binds = append(sm.binds, sandbox.Bind{Source: filepath.Join(dir, "m"), Target: rm.Target, ReadOnly: rm.ReadOnly})
+	m := filepath.Join(dir, "m")
+	if top, ok := rm.plan.sourceDir(); ok {
+		// The copy made m as a destination (0755, root's); BuildKit binds
+		// the source directory itself, with its mode, owner and times.
+		own := copyOwner{}
+		if rm.plan.keepsOwners() {
+			own = copyOwner{uid: top.uid, gid: top.gid}
+		}
+		if err := copyFinish(m, rm.Source, top, top.mode, own); err != nil {
+			return fmt.Errorf("RUN --mount=type=bind,source=%s: %w", rm.Source, err)
+		}
+	}
+	sm.binds = append(sm.binds, sandbox.Bind{Source: m, Target: rm.Target, ReadOnly: rm.ReadOnly})
 	return nil
+}
+
+// sourceDir is the directory a plan of one directory source copies the
+// contents of.
+func (p *copyPlan) sourceDir() (copyEntry, bool) {
+	if len(p.sources) != 1 || len(p.sources[0].entries) == 0 || p.sources[0].entries[0].kind != copyDir {
+		return copyEntry{}, false
+	}
+	return p.sources[0].entries[0], true
 }
 
 func (b *build) prepareSecret(rm *runMount, sm *stepMounts) error {
