@@ -25,15 +25,14 @@ var errLockBusy = errors.New("lock busy")
 // step holds gets a fresh directory for this step only, as BuildKit's.
 func (b *build) prepareCache(ctx context.Context, rm *runMount, sm *stepMounts) error {
 	// The store's RunCache area holds the cache directories. A cache is
-	// named by the sha256 of its id, so no id can name a path outside it
+	// named by a sha256 (cacheDirName), so no id can name a path outside it
 	// (RELIABILITY RUN-05); <hex>.lock beside it is flocked by its users:
 	// shared by sharing=shared, exclusively by locked and private.
 	base, err := b.e.opts.Cache.Dir(cache.RunCache)
 	if err != nil {
 		return fmt.Errorf("create cache mount directory: %w", err)
 	}
-	sum := sha256.Sum256([]byte(rm.ID))
-	name := hex.EncodeToString(sum[:])
+	name := cacheDirName(rm)
 	how := unix.LOCK_SH
 	switch instructions.ShareMode(rm.Sharing) {
 	case instructions.MountSharingLocked:
@@ -74,6 +73,27 @@ func (b *build) prepareCache(ctx context.Context, rm *runMount, sm *stepMounts) 
 	}
 	sm.binds = append(sm.binds, sandbox.Bind{Source: dir, Target: rm.Target, ReadOnly: rm.ReadOnly})
 	return nil
+}
+
+// cacheDirName names a cache mount's directory: the sha256 of its id,
+// and of its base where it has one. BuildKit keys a cache by its id and
+// the ref it starts from: none for a plain cache, the stage or image of
+// from=, or the directory that uid=, gid= or mode= make. So one id with
+// other options or another from= is another cache.
+func cacheDirName(rm *runMount) string {
+	key := rm.ID
+	switch {
+	case rm.From != "":
+		key += "\x00from " + rm.FromKey
+	case rm.UID != nil || rm.GID != nil || rm.Mode != nil:
+		mode := uint64(0o755)
+		if rm.Mode != nil {
+			mode = *rm.Mode
+		}
+		key += fmt.Sprintf("\x00mkdir %o %d:%d", mode, deref(rm.UID), deref(rm.GID))
+	}
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
 }
 
 // ensureCache creates the cache directory dir if it does not exist yet:

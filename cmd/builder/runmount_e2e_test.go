@@ -38,8 +38,11 @@ func checkNoMountStubs(t *testing.T, img *imageLayers) {
 	}
 }
 
-func runCachePath(root, id string) string {
-	sum := sha256.Sum256([]byte(id))
+// runCachePath is the directory of the cache mount id; base is what
+// else names it ("" for a plain cache, "\x00mkdir MODE UID:GID" for one
+// with mode=, uid= or gid=: executor's cacheDirName).
+func runCachePath(root, id, base string) string {
+	sum := sha256.Sum256([]byte(id + base))
 	return filepath.Join(root, "runcache", hex.EncodeToString(sum[:]))
 }
 
@@ -65,10 +68,10 @@ func TestE2ERunMountCache(t *testing.T) {
 	if got := strings.TrimSpace(treeContent(t, img.tree, "/count")); got != "2" {
 		t.Errorf("second build: count %q, want 2 (cache content kept)", got)
 	}
-	if _, err := os.Stat(filepath.Join(runCachePath(e.root, "/cache"), "log")); err != nil {
+	if _, err := os.Stat(filepath.Join(runCachePath(e.root, "/cache", ""), "log")); err != nil {
 		t.Errorf("cache directory of id /cache: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(runCachePath(e.root, "../../../../../escape"), "f")); err != nil {
+	if _, err := os.Stat(filepath.Join(runCachePath(e.root, "../../../../../escape", "\x00mkdir 700 1000:0"), "f")); err != nil {
 		t.Errorf("hostile id not confined to runcache: %v", err)
 	}
 	for _, p := range []string{filepath.Join(e.dir, "escape"), filepath.Join(e.root, "escape"), "/escape", filepath.Join(filepath.Dir(e.dir), "escape")} {
@@ -111,7 +114,7 @@ func TestE2ERunMountCacheLocked(t *testing.T) {
 			t.Fatalf("build %d: %v\n%s", i, err, outs[i])
 		}
 	}
-	dir := runCachePath(e.root, "/c")
+	dir := runCachePath(e.root, "/c", "")
 	if b, err := os.ReadFile(filepath.Join(dir, "overlap")); err == nil {
 		t.Errorf("locked cache used concurrently: %q", b)
 	}
