@@ -113,15 +113,16 @@ func (d lowerDir) names() ([]string, error) {
 }
 
 // sameEntry reports whether a and b look the same in a layer: type,
-// permission bits, owner, mtime in whole seconds (not of a directory, as
-// BuildKit's differ compares them: a directory whose only change is its
-// time is not in the layer), layer xattrs, and content, link target or
-// device number.
+// permission bits, owner, mtime to the nanosecond (not of a directory),
+// layer xattrs, and content, link target or device number. The times are
+// BuildKit's differ's rule: a directory whose only change is its time is
+// not in the layer, and a file rewritten with the same bytes within the
+// same second is.
 func sameEntry(a string, sa *unix.Stat_t, b string, sb *unix.Stat_t) (bool, error) {
 	if sa.Mode != sb.Mode || sa.Uid != sb.Uid || sa.Gid != sb.Gid {
 		return false, nil
 	}
-	if sa.Mode&unix.S_IFMT != unix.S_IFDIR && sa.Mtim.Sec != sb.Mtim.Sec {
+	if sa.Mode&unix.S_IFMT != unix.S_IFDIR && sa.Mtim != sb.Mtim {
 		return false, nil
 	}
 	switch sa.Mode & unix.S_IFMT {

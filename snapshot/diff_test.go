@@ -156,3 +156,37 @@ func TestPruneListsLikeCollect(t *testing.T) {
 		}
 	}
 }
+
+// TestSameEntryTimes: BuildKit's differ's time rule. A file is changed
+// when its mtime differs at all, even within the same second with the
+// same bytes; a directory whose time alone differs is not.
+func TestSameEntryTimes(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	check(t, os.WriteFile(a, []byte("same"), 0o644))
+	check(t, os.WriteFile(b, []byte("same"), 0o644))
+	da, db := filepath.Join(dir, "da"), filepath.Join(dir, "db")
+	check(t, os.Mkdir(da, 0o755))
+	check(t, os.Mkdir(db, 0o755))
+	base := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	same := func(p, q string, tp, tq time.Time) bool {
+		t.Helper()
+		check(t, os.Chtimes(p, tp, tp))
+		check(t, os.Chtimes(q, tq, tq))
+		var sp, sq unix.Stat_t
+		check(t, unix.Lstat(p, &sp))
+		check(t, unix.Lstat(q, &sq))
+		ok, err := sameEntry(p, &sp, q, &sq)
+		check(t, err)
+		return ok
+	}
+	if !same(a, b, base.Add(7), base.Add(7)) {
+		t.Error("files with the same bytes and time: changed")
+	}
+	if same(a, b, base, base.Add(5*time.Millisecond)) {
+		t.Error("same bytes, rewritten within the same second: unchanged")
+	}
+	if !same(da, db, base, base.Add(time.Hour)) {
+		t.Error("directories differing in time alone: changed")
+	}
+}
