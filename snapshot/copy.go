@@ -14,12 +14,12 @@ import (
 
 // Copy is a Snapshotter for hosts where overlayfs cannot be mounted: Prepare
 // copies the parent chain into a plain directory, and Commit compares it
-// with the parent layers to build the same upper-format directory overlayfs
-// would have left. An active snapshot is
+// with the parent layers to build the upper-format directory the overlay
+// snapshotter's commit makes (BuildKit's differ's entries). An active
+// snapshot is
 //
 //	<root>/<id>/snapshot.json  key and parents
 //	<root>/<id>/fs             the materialised root, bind mounted
-//	<root>/<id>/dirs.json      identity of each directory after Prepare
 //
 // Hardlinks inside a parent layer are materialised as separate files, which
 // matches overlayfs: a copy-up breaks such links too.
