@@ -121,33 +121,18 @@ func (d *copyDiff) dir(ctx context.Context, rel string, lower lowerDir) (bool, e
 		return false, err
 	}
 	kept := false
-	present := map[string]bool{}
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
-		present[name] = true
 		changed, err := d.entry(ctx, path.Join(rel, name), lower)
 		if err != nil {
 			return false, err
 		}
 		kept = kept || changed
 	}
-	lowerNames, err := lower.names()
-	if err != nil {
-		return false, err
-	}
-	for _, name := range lowerNames {
-		if present[name] {
-			continue
-		}
-		p := filepath.Join(d.upper, rel, name)
-		if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil {
-			return false, whiteoutError(p, err)
-		}
-		kept = true
-	}
-	return kept, nil
+	made, err := whiteoutMissing(filepath.Join(d.upper, rel), names, lower)
+	return kept || len(made) > 0, err
 }
 
 // entry diffs the live entry rel against the lower view of its parent.

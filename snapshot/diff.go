@@ -112,6 +112,34 @@ func (d lowerDir) names() ([]string, error) {
 	return out, nil
 }
 
+// whiteoutMissing makes in dir a whiteout for every entry of lower that
+// names (the entries the directory has) lacks, and returns their names.
+func whiteoutMissing(dir string, names []string, lower lowerDir) ([]string, error) {
+	if len(lower.layers) == 0 {
+		return nil, nil
+	}
+	lowerNames, err := lower.names()
+	if err != nil {
+		return nil, err
+	}
+	present := make(map[string]bool, len(names))
+	for _, name := range names {
+		present[name] = true
+	}
+	var made []string
+	for _, name := range lowerNames {
+		if present[name] {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil {
+			return nil, whiteoutError(p, err)
+		}
+		made = append(made, name)
+	}
+	return made, nil
+}
+
 // sameEntry reports whether a and b look the same in a layer: type,
 // permission bits, owner, mtime to the nanosecond (not of a directory),
 // layer xattrs, and content, link target or device number. The times are

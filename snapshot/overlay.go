@@ -224,30 +224,6 @@ func (pr *pruner) dir(ctx context.Context, rel string, lower lowerDir, hidden bo
 	return kept, nil
 }
 
-// whiteoutMissing makes in dir, which holds names, a whiteout for every
-// entry of lower that it lacks, and returns their names.
-func whiteoutMissing(dir string, names []string, lower lowerDir) ([]string, error) {
-	if len(lower.layers) == 0 {
-		return nil, nil
-	}
-	lowerNames, err := lower.names()
-	if err != nil {
-		return nil, err
-	}
-	var made []string
-	for _, name := range lowerNames {
-		if slices.Contains(names, name) {
-			continue
-		}
-		p := filepath.Join(dir, name)
-		if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil {
-			return nil, whiteoutError(p, err)
-		}
-		made = append(made, name)
-	}
-	return made, nil
-}
-
 // entry decides whether the upper entry rel is a change.
 func (pr *pruner) entry(ctx context.Context, rel string, parent lowerDir, hidden bool) (bool, error) {
 	p := filepath.Join(pr.upper, rel)
