@@ -282,12 +282,11 @@ type asm struct {
 }
 
 type insn struct {
-	code     uint16
-	k        uint32
-	jt, jf   string // conditional jumps: "" is the next instruction
-	ja       string // an unconditional jump's target
-	isLabel  bool
-	labelFor string
+	code   uint16
+	k      uint32
+	jt, jf string // conditional jumps: "" is the next instruction
+	ja     string // an unconditional jump's target
+	label  string // set: not an instruction, the label of the next one
 }
 
 func (a *asm) emit(i insn) { a.insns = append(a.insns, i) }
@@ -307,7 +306,7 @@ func (a *asm) jgt(k uint32, jt, jf string) {
 func (a *asm) jge(k uint32, jt, jf string) {
 	a.emit(insn{code: unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K, k: k, jt: jt, jf: jf})
 }
-func (a *asm) label(name string) { a.emit(insn{isLabel: true, labelFor: name}) }
+func (a *asm) label(name string) { a.emit(insn{label: name}) }
 
 // fresh returns a label name not used before.
 func (a *asm) fresh(prefix string) string {
@@ -323,7 +322,7 @@ func (a *asm) assemble() ([]unix.SockFilter, error) {
 		pos, at := a.layout()
 		far := -1
 		for i, in := range a.insns {
-			if in.isLabel || in.code&0x07 != unix.BPF_JMP || in.code&0xf0 == unix.BPF_JA {
+			if in.label != "" || in.code&0x07 != unix.BPF_JMP || in.code&0xf0 == unix.BPF_JA {
 				continue
 			}
 			for _, t := range []string{in.jt, in.jf} {
@@ -344,22 +343,22 @@ func (a *asm) assemble() ([]unix.SockFilter, error) {
 		skip := a.fresh("skip")
 		var ins []insn
 		if in.jt != "" && at[in.jt]-(pos[far]+1) > 255 {
-			ins = append(ins, insn{code: unix.BPF_JMP | unix.BPF_JA, ja: skip}, insn{isLabel: true, labelFor: tramp}, insn{code: unix.BPF_JMP | unix.BPF_JA, ja: in.jt})
+			ins = append(ins, insn{code: unix.BPF_JMP | unix.BPF_JA, ja: skip}, insn{label: tramp}, insn{code: unix.BPF_JMP | unix.BPF_JA, ja: in.jt})
 			in.jt = tramp
 		} else {
-			ins = append(ins, insn{code: unix.BPF_JMP | unix.BPF_JA, ja: skip}, insn{isLabel: true, labelFor: tramp}, insn{code: unix.BPF_JMP | unix.BPF_JA, ja: in.jf})
+			ins = append(ins, insn{code: unix.BPF_JMP | unix.BPF_JA, ja: skip}, insn{label: tramp}, insn{code: unix.BPF_JMP | unix.BPF_JA, ja: in.jf})
 			in.jf = tramp
 		}
 		// The jump that falls through to the trampoline's skip keeps its
 		// meaning: "" (next instruction) is now the ja over it, which
 		// lands where the next instruction was.
-		ins = append(ins, insn{isLabel: true, labelFor: skip})
+		ins = append(ins, insn{label: skip})
 		a.insns = slices.Insert(a.insns, far+1, ins...)
 	}
 	pos, at := a.layout()
 	var out []unix.SockFilter
 	for i, in := range a.insns {
-		if in.isLabel {
+		if in.label != "" {
 			continue
 		}
 		f := unix.SockFilter{Code: in.code, K: in.k}
@@ -412,8 +411,8 @@ func (a *asm) layout() ([]int, map[string]int) {
 	n := 0
 	for i, in := range a.insns {
 		pos[i] = n
-		if in.isLabel {
-			at[in.labelFor] = n
+		if in.label != "" {
+			at[in.label] = n
 			continue
 		}
 		n++
