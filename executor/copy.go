@@ -29,7 +29,7 @@ type copyRequest struct {
 	Chmod      string
 	Checksum   string // ADD --checksum
 	KeepGitDir bool
-	Link       bool
+	Link       bool // see linkLayer
 	// Unpack is ADD --unpack: nil extracts local archives (detected by
 	// content) and not downloaded ones; true extracts both; false neither.
 	Unpack     *bool
@@ -48,6 +48,15 @@ type copyRequest struct {
 	// archive that cannot be created in a user namespace; nil drops them.
 	Warn func(msg string)
 }
+
+// linkLayer reports whether the step's layer is made on an empty root
+// and stacked on the image, as BuildKit merges a COPY --link's copy onto
+// scratch (when there is no --chmod: then it copies into the image). The
+// layer then holds every file copied, also where the image has the same
+// file, and the directories of the destination path as the copy made them
+// (0755, owned by --chown), which replace what the image has on that path:
+// its directories' metadata, and a file or a symlink on the way.
+func (req copyRequest) linkLayer() bool { return req.Link && req.Chmod == "" }
 
 // copyKind is what a selected entry is.
 type copyKind int
@@ -200,9 +209,11 @@ func (p *copyPlan) validate() error {
 	return nil
 }
 
-// copyDest resolves dest against the workdir.
+// copyDest resolves dest against the workdir, and reports whether it is
+// written as a directory: with a trailing "/" or "/.", or as "." or ""
+// (the working directory, as BuildKit's pathRelativeToWorkingDir has it).
 func copyDest(workdir, dest string) (string, bool) {
-	isDir := strings.HasSuffix(dest, "/") || dest == "." || strings.HasSuffix(dest, "/.")
+	isDir := dest == "" || dest == "." || strings.HasSuffix(dest, "/") || strings.HasSuffix(dest, "/.")
 	if !path.IsAbs(dest) {
 		if workdir == "" {
 			workdir = "/"

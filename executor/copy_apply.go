@@ -9,7 +9,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/builder-dev/builder/internal/user"
@@ -54,47 +53,7 @@ func (p *copyPlan) Apply(ctx context.Context, rootfs string) error {
 			return err
 		}
 	}
-	if p.req.Link && p.req.Chmod == "" {
-		if err := linkPathDirs(rootfs, p.dest, own); err != nil {
-			return err
-		}
-	}
 	return copySetDirTimes(rootfs, created)
-}
-
-// linkPathDirs gives the directories of a COPY --link's destination path
-// the metadata BuildKit's link layer gives them. BuildKit copies onto an
-// empty root and merges that layer over the image (when there is no
-// --chmod), so every directory of the path is one its MkdirAll made — mode
-// 0755, owned by --chown or root — and covers the image's directory there,
-// existing ones included. dest itself counts when it is a directory after
-// the copy. A symlink on the path ends the walk: builder writes through
-// it, as without --link, where BuildKit's layer would put a directory in
-// its place.
-func linkPathDirs(rootfs, dest string, own copyOwner) error {
-	root := filepath.Clean(rootfs)
-	dir := root
-	for _, name := range strings.Split(strings.Trim(path.Clean("/"+dest), "/"), "/") {
-		if name == "" {
-			return nil
-		}
-		dir = filepath.Join(dir, name)
-		fi, err := os.Lstat(dir)
-		if err != nil {
-			return fmt.Errorf("stat %s: %w", "/"+strings.TrimPrefix(dir, root+"/"), err)
-		}
-		if !fi.IsDir() {
-			return nil // a symlink, or dest a file
-		}
-		rel := "/" + strings.TrimPrefix(dir, root+"/")
-		if err := snapshot.Lchown(dir, own.uid, own.gid); err != nil {
-			return fmt.Errorf("chown %s: %w", rel, err)
-		}
-		if err := unix.Chmod(dir, 0o755); err != nil {
-			return fmt.Errorf("chmod %s: %w", rel, err)
-		}
-	}
-	return nil
 }
 
 // dirMode is the mode of the directories COPY/ADD makes for its

@@ -62,6 +62,9 @@ func (p *copyPlan) Fields() []cache.Field {
 	add("flag.chmod", p.req.Chmod)
 	add("flag.checksum", p.req.Checksum)
 	add("flag.link", strconv.FormatBool(p.req.Link))
+	if p.req.linkLayer() {
+		add("layer", "on-scratch") // not the layer older builders made
+	}
 	add("flag.keep-git-dir", strconv.FormatBool(p.req.KeepGitDir))
 	if p.req.Parents {
 		add("flag.parents", "true")

@@ -84,7 +84,7 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, req copyRequest) 
 		return err
 	}
 	in := cache.Inputs{Op: req.op(), Fields: p.Fields(), Files: p.Inputs()}
-	return b.prepare(sc, change{inputs: in, createdBy: req.historyText(), apply: p.Apply, applyDirect: p.ApplyDirect, close: p.Close})
+	return b.prepare(sc, change{inputs: in, createdBy: req.historyText(), onScratch: req.linkLayer(), apply: p.Apply, applyDirect: p.ApplyDirect, close: p.Close})
 }
 
 // copyFromLayers prepares a COPY --from a stage, an image or scratch:
@@ -102,7 +102,7 @@ func (b *build) copyFromLayers(ctx context.Context, sc *stepCtx, req copyRequest
 		return err
 	}
 	createdBy := req.historyText()
-	return b.prepare(sc, change{inputs: in, createdBy: createdBy, reads: stageReads(from),
+	return b.prepare(sc, change{inputs: in, createdBy: createdBy, onScratch: req.linkLayer(), reads: stageReads(from),
 		content: func(ctx context.Context, fn func(change) error) error {
 			src, err := b.resolveSource(ctx, from)
 			if err != nil {
@@ -117,7 +117,7 @@ func (b *build) copyFromLayers(ctx context.Context, sc *stepCtx, req copyRequest
 				}
 				defer p.Close()
 				in := cache.Inputs{Op: r.op(), Fields: p.Fields(), Files: p.Inputs()}
-				return fn(change{inputs: in, createdBy: createdBy, apply: p.Apply, applyDirect: p.ApplyDirect})
+				return fn(change{inputs: in, createdBy: createdBy, onScratch: r.linkLayer(), apply: p.Apply, applyDirect: p.ApplyDirect})
 			})
 		}})
 }

@@ -24,6 +24,9 @@ type change struct {
 	// noHistory adds the layer without a history entry, as BuildKit loads
 	// a local context.
 	noHistory bool
+	// onScratch: the change is applied to an empty root, and its layer
+	// stacked on the stage's (COPY --link: copyRequest.linkLayer).
+	onScratch bool
 	// apply changes the mounted root filesystem at root.
 	apply func(ctx context.Context, root string) error
 	// applyDirect, when set, is apply for a snapshotter that keeps the

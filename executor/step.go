@@ -209,14 +209,19 @@ func (b *build) applyResult(sc *stepCtx, key cache.Key, r *cache.Record, ch chan
 	return nil
 }
 
-// execute runs a change on a fresh snapshot and commits it.
+// execute runs a change on a fresh snapshot of the stage (of nothing for
+// a change onScratch) and commits it.
 func (b *build) execute(ctx context.Context, s *stageState, key cache.Key, ch change) (rec *cache.Record, err error) {
-	if err := b.ensureLayers(ctx, s.layers); err != nil {
-		return nil, err
+	var parents []string
+	if !ch.onScratch {
+		if err := b.ensureLayers(ctx, s.layers); err != nil {
+			return nil, err
+		}
+		parents = s.parents()
 	}
 	sn := b.e.opts.Snapshotter
 	active := b.activeKey()
-	mounts, err := sn.Prepare(ctx, active, s.parents())
+	mounts, err := sn.Prepare(ctx, active, parents)
 	if err != nil {
 		return nil, fmt.Errorf("prepare snapshot: %w", err)
 	}
