@@ -317,3 +317,32 @@ COPY --link g /etc/group/
 		t.Errorf("files in each layer:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }
+
+// TestCopyLinkReusedOverChangedSteps: a COPY --link layer does not depend
+// on the steps below it, so a build in which they changed reuses it, as
+// BuildKit does; the steps after it run again. With --no-cache it runs.
+func TestCopyLinkReusedOverChangedSteps(t *testing.T) {
+	const df = `FROM scratch
+COPY a /a
+COPY --link b /b
+RUN echo c > /c
+`
+	f := newFakeBuild(t)
+	f.write("a", "1")
+	f.write("b", "b")
+	first, _ := f.mustRun(df)
+	f.write("a", "2")
+	second, _ := f.mustRun(df)
+	wantSteps(t, second,
+		"COPY a /a: miss (a content changed)",
+		"COPY --link b /b: hit (--link layer of an earlier build, over other steps)",
+		"RUN echo c > /c: miss (parent step rebuilt (line 2))")
+	if got, want := second.Record.Steps[2].Layer, first.Record.Steps[2].Layer; got != want || got == "" {
+		t.Errorf("--link layer %q, want the earlier build's %q", got, want)
+	}
+	third, _ := f.mustRun(df)
+	wantSteps(t, third, "COPY a /a: hit", "COPY --link b /b: hit", "RUN echo c > /c: hit")
+	f.write("a", "3")
+	fourth, _ := f.mustRun(df, func(o *Options) { o.NoCache = true })
+	wantSteps(t, fourth, "COPY a /a: miss (--no-cache)", "COPY --link b /b: miss (--no-cache)", "RUN echo c > /c: miss (--no-cache)")
+}

@@ -184,6 +184,26 @@ func (b *build) missed(ctx context.Context, sc *stepCtx, sp *stepPlan, run chang
 			return b.hit(sc, sp.key, ct, alias, src, sp.ch)
 		}
 	}
+	if run.onScratch && !b.noCacheFor(sc.st) {
+		r, src, err := b.lookup(ctx, onScratchKey(run.inputs), run.inputs)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			alias, err := b.putAlias(ctx, r, sp.key, sp.ch.inputs, ct)
+			if err != nil {
+				return err
+			}
+			if err := b.hit(sc, sp.key, ct, alias, src, sp.ch); err != nil {
+				return err
+			}
+			sc.rec.Reason = "--link layer of an earlier build, over other steps"
+			if src != "" {
+				sc.rec.Reason += ", from " + src
+			}
+			return nil // the steps after it miss for the reason it did
+		}
+	}
 	sc.rec.Cache = "miss"
 	sc.rec.Reason = b.explain(ctx, sc, sp.key, &sp.ch.inputs, content)
 	sc.ev.Cache, sc.ev.Reason = "miss", sc.rec.Reason
@@ -228,6 +248,13 @@ func (b *build) executeOnce(ctx context.Context, s *stageState, sp *stepPlan, ru
 			}
 			r.ContentKey = ct
 		}
+		if run.onScratch {
+			byLink := *r
+			byLink.Key, byLink.Inputs, byLink.ContentKey = onScratchKey(run.inputs), run.inputs, cache.Key{}
+			if err := b.e.opts.Cache.Put(ctx, &byLink); err != nil {
+				return nil, fmt.Errorf("cache put: %w", err)
+			}
+		}
 		if err := b.e.opts.Cache.Put(ctx, r); err != nil {
 			return nil, fmt.Errorf("cache put: %w", err)
 		}
@@ -239,6 +266,16 @@ func (b *build) executeOnce(ctx context.Context, s *stageState, sp *stepPlan, ru
 	}
 	return b.e.opts.Flights.do(ctx, sp.key, b.e.opts.Name, exec)
 }
+
+// onScratchKey is the key of a change made on an empty root (a COPY
+// --link's layer) by its inputs alone: the layer does not depend on the
+// steps below it, so a build whose earlier steps changed reuses it, as
+// BuildKit does.
+func onScratchKey(in cache.Inputs) cache.Key {
+	return cache.KeyOf(onScratchRoot, in)
+}
+
+var onScratchRoot = cache.KeyOf(cache.Key{}, cache.Inputs{Op: "on-scratch"})
 
 // hit applies a found result r (stored under key) to the stage; ct is the
 // step's key on the content chain. src names the imported cache it came
