@@ -168,15 +168,11 @@ func (b *build) missed(ctx context.Context, sc *stepCtx, sp *stepPlan, run chang
 		sc.rec.ContentKey = ct
 	}
 	if !b.noCacheFor(sc.st) && ct != sp.key {
-		r, src, err := b.lookup(ctx, ct, run.inputs)
+		alias, src, err := b.lookupAlias(ctx, ct, run.inputs, sp, ct)
 		if err != nil {
 			return err
 		}
-		if r != nil {
-			alias, err := b.putAlias(ctx, r, sp.key, sp.ch.inputs, ct)
-			if err != nil {
-				return err
-			}
+		if alias != nil {
 			if content != nil {
 				// The steps after it are on a new input chain.
 				s.parentReason, s.parentKnown = fmt.Sprintf("parent step's source changed (line %d)", sc.step.Line), true
@@ -185,15 +181,11 @@ func (b *build) missed(ctx context.Context, sc *stepCtx, sp *stepPlan, run chang
 		}
 	}
 	if run.onScratch && !b.noCacheFor(sc.st) {
-		r, src, err := b.lookup(ctx, onScratchKey(run.inputs), run.inputs)
+		alias, src, err := b.lookupAlias(ctx, onScratchKey(run.inputs), run.inputs, sp, ct)
 		if err != nil {
 			return err
 		}
-		if r != nil {
-			alias, err := b.putAlias(ctx, r, sp.key, sp.ch.inputs, ct)
-			if err != nil {
-				return err
-			}
+		if alias != nil {
 			if err := b.hit(sc, sp.key, ct, alias, src, sp.ch); err != nil {
 				return err
 			}
@@ -295,6 +287,18 @@ func (b *build) hit(sc *stepCtx, key, ct cache.Key, r *cache.Record, src string,
 	}
 	sc.s.ctKey = ct
 	return nil
+}
+
+// lookupAlias looks key up (a key other than the step's input key,
+// with inputs) and stores what it finds under the input key too
+// (putAlias); nil when it finds nothing.
+func (b *build) lookupAlias(ctx context.Context, key cache.Key, inputs cache.Inputs, sp *stepPlan, ct cache.Key) (*cache.Record, string, error) {
+	r, src, err := b.lookup(ctx, key, inputs)
+	if err != nil || r == nil {
+		return nil, "", err
+	}
+	alias, err := b.putAlias(ctx, r, sp.key, sp.ch.inputs, ct)
+	return alias, src, err
 }
 
 // putAlias stores r, found under its content key ct, under the input key
