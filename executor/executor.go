@@ -157,9 +157,10 @@ type Result struct {
 // fails.
 func (e *Executor) Run(ctx context.Context, plan *planner.Plan) (*Result, error) {
 	b := &build{
-		e:      e,
-		plan:   plan,
-		stages: map[int]*stageRun{},
+		e:           e,
+		plan:        plan,
+		namesStages: namesStages(plan),
+		stages:      map[int]*stageRun{},
 		record: &cache.BuildRecord{
 			ID:      newID(),
 			Project: e.opts.Project,
@@ -220,9 +221,11 @@ func historyIndex(hist, steps []stepRef) []int {
 
 // build is the state of one Run.
 type build struct {
-	e      *Executor
-	plan   *planner.Plan
-	stages map[int]*stageRun
+	e    *Executor
+	plan *planner.Plan
+	// namesStages: step labels name their stage (namesStages).
+	namesStages bool
+	stages      map[int]*stageRun
 	// g runs the passes' goroutines; gctx is its context.
 	g    *errgroup.Group
 	gctx context.Context

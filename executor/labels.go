@@ -3,6 +3,7 @@ package executor
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 
 	"github.com/builder-dev/builder/planner"
@@ -10,18 +11,19 @@ import (
 )
 
 // stageLabels numbers a stage's steps as BuildKit's progress does: the FROM
-// of an image counts as 1, then each RUN, COPY, ADD and WORKDIR, and every
-// inherited ONBUILD trigger; numbers are padded to the width of the total
-// and go only to the steps that make a vertex (not to a WORKDIR that
-// resolves to "/", which makes no directory, nor to a metadata trigger); the stage is named by its AS name,
-// else "stage-N" unless the Dockerfile has only one stage. from is the
-// FROM's label ("" when it is not counted: scratch or an earlier stage);
-// steps[i] is step i's. stages is the number of stages in the Dockerfile.
-// With multi (several platforms built) labels start with the stage's
-// platform.
-func stageLabels(st *planner.Stage, stages int, multi bool) (from string, steps []string) {
+// of an image or a named context counts as 1 (numbered only for an image
+// that is no named context: BuildKit loads a context without its own
+// label), then each RUN, COPY, ADD and WORKDIR, and every inherited ONBUILD
+// trigger; numbers are padded to the width of the total and go only to the
+// steps that make a vertex (not to a WORKDIR that resolves to "/", which
+// makes no directory, nor to a metadata trigger); with named (namesStages)
+// the stage is named by its AS name, else "stage-N". from is the FROM's
+// label ("" when it has none: scratch, an earlier stage, a named
+// context); steps[i] is step i's. With multi (several platforms built)
+// labels start with the stage's platform.
+func stageLabels(st *planner.Stage, named, multi bool) (from string, steps []string) {
 	total := 0
-	if st.Base.Image != nil {
+	if st.Base.Image != nil || st.FromContext {
 		total = 1
 	}
 	for _, step := range st.Steps {
@@ -30,7 +32,7 @@ func stageLabels(st *planner.Stage, stages int, multi bool) (from string, steps 
 		}
 	}
 	name := st.Name
-	if name == "" && stages > 1 {
+	if name == "" && named {
 		name = fmt.Sprintf("stage-%d", st.Index)
 	}
 	prefix := "["
@@ -49,7 +51,7 @@ func stageLabels(st *planner.Stage, stages int, multi bool) (from string, steps 
 		n++
 		return fmt.Sprintf("%s%*d/%d]", prefix, width, n, total)
 	}
-	if st.Base.Image != nil {
+	if st.Base.Image != nil && !st.FromContext {
 		from = next()
 	}
 	steps = make([]string, len(st.Steps))
@@ -68,6 +70,42 @@ func stageLabels(st *planner.Stage, stages int, multi bool) (from string, steps 
 		}
 	}
 	return from, steps
+}
+
+// namesStages reports whether step labels name their stage, as
+// BuildKit's do when it dispatches more than one state: the Dockerfile
+// has several stages, or a COPY --from or RUN --mount from= names no
+// stage (an image or a named context is a state of its own).
+func namesStages(plan *planner.Plan) bool {
+	if plan.StageCount > 1 {
+		return true
+	}
+	stages := map[string]bool{}
+	for _, st := range plan.Stages {
+		if st.Name != "" {
+			stages[st.Name] = true
+		}
+	}
+	isStage := func(from string) bool {
+		_, err := strconv.Atoi(from)
+		return err == nil || stages[strings.ToLower(from)]
+	}
+	for _, st := range plan.Stages {
+		for _, step := range st.Steps {
+			if step.OnBuild {
+				continue // dispatched after BuildKit counts its states
+			}
+			if c, ok := step.Cmd.(*instructions.CopyCommand); ok && c.From != "" && !isStage(c.From) {
+				return true
+			}
+			for from := range step.MountFrom {
+				if !isStage(from) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func countedStep(c instructions.Command) bool {

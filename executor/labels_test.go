@@ -47,7 +47,7 @@ RUN 9
 	if err != nil {
 		t.Fatal(err)
 	}
-	from, steps := stageLabels(p.Stages[0], p.StageCount, false)
+	from, steps := stageLabels(p.Stages[0], namesStages(p), false)
 	if diff := cmp.Diff([]string{"[base 1/3]", "[base]", "[base 2/3]", "[base 3/3]"}, append([]string{from}, steps...)); diff != "" {
 		t.Errorf("named stage (-want +got):\n%s", diff)
 	}
@@ -56,7 +56,7 @@ RUN 9
 		t.Fatal(err)
 	}
 	last := all.Stages[len(all.Stages)-1]
-	from, steps = stageLabels(last, all.StageCount, false)
+	from, steps = stageLabels(last, namesStages(all), false)
 	if from != "" || steps[0] != "[stage-2  1/10]" || steps[9] != "[stage-2 10/10]" {
 		t.Errorf("FROM scratch with 10 steps: from %q, steps %q", from, steps)
 	}
@@ -68,11 +68,11 @@ RUN 9
 	if err != nil {
 		t.Fatal(err)
 	}
-	if from, steps := stageLabels(single.Stages[0], single.StageCount, false); from != "[1/2]" || steps[0] != "[2/2]" {
+	if from, steps := stageLabels(single.Stages[0], namesStages(single), false); from != "[1/2]" || steps[0] != "[2/2]" {
 		t.Errorf("single stage: %q %q, want [1/2] [2/2]", from, steps)
 	}
 	// Several platforms: each label names the stage's platform first.
-	if from, steps := stageLabels(single.Stages[0], single.StageCount, true); from != "[linux/amd64 1/2]" || steps[0] != "[linux/amd64 2/2]" {
+	if from, steps := stageLabels(single.Stages[0], namesStages(single), true); from != "[linux/amd64 1/2]" || steps[0] != "[linux/amd64 2/2]" {
 		t.Errorf("single stage, multi-platform: %q %q, want [linux/amd64 1/2] [linux/amd64 2/2]", from, steps)
 	}
 }
@@ -105,7 +105,7 @@ func TestStageLabelsWithoutVertex(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		from, steps := stageLabels(p.Target, p.StageCount, false)
+		from, steps := stageLabels(p.Target, namesStages(p), false)
 		if diff := cmp.Diff(tt.want, append([]string{from}, steps...)); diff != "" {
 			t.Errorf("%q (-want +got):\n%s", tt.src, diff)
 		}
@@ -123,6 +123,45 @@ func TestResolvedName(t *testing.T) {
 	} {
 		if got := resolvedName(tt.ref, d); got != tt.want {
 			t.Errorf("resolvedName(%q) = %q, want %q", tt.ref, got, tt.want)
+		}
+	}
+}
+
+// TestStageLabelsAsBuildKitStates: a single stage is named "stage-0" when
+// a COPY --from or RUN --mount from= reads an image or a named context
+// (BuildKit dispatches each as a state of its own), not when it reads a
+// stage; the FROM of a named context counts in the total but takes no
+// number (BuildKit loads it under the context's own name).
+func TestStageLabelsAsBuildKitStates(t *testing.T) {
+	resolve := func(_ context.Context, ref string, _ v1.Platform) (*planner.ImageInfo, error) {
+		return &planner.ImageInfo{Ref: ref, Digest: "sha256:" + strings.Repeat("a", 64), Config: &v1.ConfigFile{}}, nil
+	}
+	contexts := []planner.NamedContext{{Name: "dir", Dir: "/ctx"}, {Name: "img", Image: "busybox"}}
+	tests := []struct {
+		src  string
+		want []string // the target's FROM label, then each step's
+	}{
+		{"FROM busybox\nCOPY --from=busybox /a /a\n", []string{"[stage-0 1/2]", "[stage-0 2/2]"}},
+		{"FROM busybox\nRUN --mount=from=alpine,target=/m x\n", []string{"[stage-0 1/2]", "[stage-0 2/2]"}},
+		{"FROM busybox\nCOPY --from=dir /a /a\n", []string{"[stage-0 1/2]", "[stage-0 2/2]"}},
+		{"FROM busybox\nCOPY /a /a\n", []string{"[1/2]", "[2/2]"}},
+		{"FROM dir\nCOPY /a /a\nCOPY /b /b\n", []string{"", "[1/3]", "[2/3]"}},
+		{"FROM img\nCOPY /a /a\n", []string{"", "[1/2]"}},
+		{"FROM dir\nCOPY --from=img /a /a\n", []string{"", "[stage-0 1/2]"}},
+	}
+	for _, tt := range tests {
+		df, err := parser.Parse(strings.NewReader(tt.src), "Dockerfile")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := planner.New(t.Context(), df, planner.Options{ResolveImage: resolve, Contexts: contexts,
+			BuildPlatform: v1.Platform{OS: "linux", Architecture: "amd64"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		from, steps := stageLabels(p.Target, namesStages(p), false)
+		if diff := cmp.Diff(tt.want, append([]string{from}, steps...)); diff != "" {
+			t.Errorf("%q (-want +got):\n%s", tt.src, diff)
 		}
 	}
 }

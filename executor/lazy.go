@@ -122,7 +122,7 @@ func (b *build) keyStage(ctx context.Context, st *planner.Stage) (err error) {
 		return &StepError{Path: b.e.opts.DockerfilePath, Stage: stageName(st), Line: st.Line, Instruction: st.Text, Err: err}
 	}
 	sk := &stageKeys{from: from, rootKey: s.key, base: s.clone(), steps: make([]*stepPlan, len(st.Steps))}
-	_, sk.labels = stageLabels(st, b.plan.StageCount, b.e.opts.MultiPlatform)
+	_, sk.labels = stageLabels(st, b.namesStages, b.e.opts.MultiPlatform)
 	s.labels = sk.labels
 	for i, step := range st.Steps {
 		sp, err := b.keyStep(ctx, st, s, i, step)

@@ -232,7 +232,7 @@ func (b *build) stageBase(ctx context.Context, st *planner.Stage, sk *stageKeys)
 func (b *build) fromEvent(st *planner.Stage) Event {
 	ev := Event{Stage: stageName(st), Line: st.Line, Instruction: st.Text}
 	if st.Base.Image != nil {
-		ev.Label, _ = stageLabels(st, b.plan.StageCount, b.e.opts.MultiPlatform)
+		ev.Label, _ = stageLabels(st, b.namesStages, b.e.opts.MultiPlatform)
 		ev.Instruction = "FROM " + resolvedName(st.Base.Image.Ref, st.Base.Image.Resolved())
 	}
 	return ev

@@ -145,7 +145,7 @@ func (p *planner) contextBase(si *stageInfo) bool {
 	if nc == nil || nc.Image == "" && p.stageByName(si.baseName, si.st.Index) >= 0 {
 		return false
 	}
-	si.fromContext = true
+	si.fromContext, si.st.FromContext = true, true
 	if nc.Image == "" {
 		si.st.Base.Context = nc
 		return true

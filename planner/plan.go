@@ -101,10 +101,13 @@ type Stage struct {
 	Base  Source
 	// Replaced is a stage a named context (--build-context NAME=...)
 	// replaced: none of its instructions are planned.
-	Replaced  bool
-	Platform  v1.Platform
-	Steps     []*Step
-	DependsOn []int // indexes (Stage.Index) of stages this one needs
+	Replaced bool
+	// FromContext: the stage's base is a named context (FROM NAME with
+	// --build-context NAME=...), whichever Base it gives.
+	FromContext bool
+	Platform    v1.Platform
+	Steps       []*Step
+	DependsOn   []int // indexes (Stage.Index) of stages this one needs
 }
 
 // Source is a source of files, resolved once by the planner: what a stage

@@ -88,7 +88,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringArrayVar(&f.allow, "allow", nil, "extra privileges: network.host, security.insecure")
 	fs.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
 	fs.StringArrayVar(&f.ssh, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default|ID[=SOCKET|KEY[,KEY]]")
-	fs.StringArrayVar(&f.buildContexts, "build-context", nil, "named build context NAME=DIR or NAME=docker-image://REF")
+	fs.StringArrayVar(&f.buildContexts, "build-context", nil, "named build context NAME=DIR|docker-image://REF|oci-layout://DIR[@DIGEST|:TAG]|GIT-URL|https://URL")
 	fs.BoolVar(&f.check, "check", false, "check the Dockerfile with the lint rules instead of building (--call check)")
 	fs.StringVar(&f.call, "call", "build", "what to do: build, check[,format=json][,ignorestatus=true] (lint), outline[,format=json] (the args, secrets and ssh the build needs) or targets[,format=json] (the stages), as buildx")
 	fs.StringVar(&f.snapshotter, "snapshotter", "auto", "snapshotter: auto, overlay or copy")

@@ -301,8 +301,9 @@ func (in *buildInputs) dockerfileID(dfFile string) string {
 // fetchContexts fetches the named contexts that are URLs, as BuildKit
 // takes them: a Git URL is its checkout (the commit's time its epoch); an
 // HTTP(S) URL is a directory holding the download as the file "context",
-// not extracted (its Last-Modified, else its newest archived file, its
-// epoch, for SOURCE_DATE_EPOCH=NAME).
+// not extracted, with its Last-Modified as its time, else the Unix epoch
+// (its Last-Modified, else its newest archived file, is its epoch, for
+// SOURCE_DATE_EPOCH=NAME).
 func (in *buildInputs) fetchContexts(ctx context.Context, a *app, f *buildFlags, contexts []planner.NamedContext) error {
 	for i := range contexts {
 		nc := &contexts[i]
@@ -344,6 +345,15 @@ func (in *buildInputs) fetchContext(ctx context.Context, a *app, f *buildFlags, 
 	}
 	file, err := remotecontext.Download(ctx, nil, nc.URL, dir, "context")
 	if err != nil {
+		return err
+	}
+	// As BuildKit's HTTP source: the download's time is its Last-Modified,
+	// else the Unix epoch.
+	mtime := time.Unix(0, 0)
+	if file.LastModified != nil {
+		mtime = *file.LastModified
+	}
+	if err := os.Chtimes(file.Path, mtime, mtime); err != nil {
 		return err
 	}
 	if nc.Epoch, err = remotecontext.Epoch(file); err != nil {
