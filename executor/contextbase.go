@@ -49,7 +49,7 @@ func (b *build) keyContext(ctx context.Context, st *planner.Stage, s *stageState
 		return err
 	}
 	in := cache.Inputs{Op: "CONTEXT", Fields: append(p.Fields(), cache.Field{Name: "context", Value: nc.Name}), Files: p.Inputs()}
-	ch := change{inputs: in, desc: contextTitle(nc), noHistory: true, apply: p.Apply, applyDirect: p.ApplyDirect, close: p.Close}
+	ch := change{inputs: in, desc: "local source for " + nc.Name, noHistory: true, apply: p.Apply, applyDirect: p.ApplyDirect, close: p.Close}
 	sc := &stepCtx{st: st, s: s, step: &planner.Step{Line: st.Line, EndLine: st.Line, Text: st.Text}, index: -1}
 	from := s.key
 	if err := b.prepare(sc, ch); err != nil {

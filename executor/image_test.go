@@ -14,7 +14,7 @@ func TestHistoryForLayers(t *testing.T) {
 	t0 := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	epoch := time.Unix(0, 0).UTC()
 	layers := []layerRef{
-		{diffID: "ctx", desc: "[context foo] load from client", created: t0},
+		{diffID: "ctx", desc: "local source for foo", created: t0},
 		{diffID: "copy", desc: "[b 1/2] COPY / /", created: t0.Add(time.Second)},
 		{diffID: "run", desc: "mount / from exec /bin/sh -c true", created: t0.Add(2 * time.Second)},
 	}

@@ -17,7 +17,8 @@ import (
 // trigger; numbers are padded to the width of the total and go only to the
 // steps that make a vertex (not to a WORKDIR that resolves to "/", which
 // makes no directory, nor to a metadata trigger); with named (namesStages)
-// the stage is named by its AS name, else "stage-N". from is the FROM's
+// the stage is named by its AS name, else "stage-N", and without it not
+// even by its AS name. from is the FROM's
 // label ("" when it has none: scratch, an earlier stage, a named
 // context); steps[i] is step i's. With multi (several platforms built)
 // labels start with the stage's platform.
@@ -31,8 +32,11 @@ func stageLabels(st *planner.Stage, named, multi bool) (from string, steps []str
 			total++
 		}
 	}
-	name := st.Name
-	if name == "" && named {
+	name := ""
+	switch {
+	case named && st.Name != "":
+		name = st.Name
+	case named:
 		name = fmt.Sprintf("stage-%d", st.Index)
 	}
 	prefix := "["

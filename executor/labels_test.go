@@ -145,6 +145,8 @@ func TestStageLabelsAsBuildKitStates(t *testing.T) {
 		{"FROM busybox\nRUN --mount=from=alpine,target=/m x\n", []string{"[stage-0 1/2]", "[stage-0 2/2]"}},
 		{"FROM busybox\nCOPY --from=dir /a /a\n", []string{"[stage-0 1/2]", "[stage-0 2/2]"}},
 		{"FROM busybox\nCOPY /a /a\n", []string{"[1/2]", "[2/2]"}},
+		{"FROM busybox AS only\nCOPY /a /a\n", []string{"[1/2]", "[2/2]"}},
+		{"FROM busybox AS only\nCOPY --from=img /a /a\n", []string{"[only 1/2]", "[only 2/2]"}},
 		{"FROM dir\nCOPY /a /a\nCOPY /b /b\n", []string{"", "[1/3]", "[2/3]"}},
 		{"FROM img\nCOPY /a /a\n", []string{"", "[1/2]"}},
 		{"FROM dir\nCOPY --from=img /a /a\n", []string{"", "[stage-0 1/2]"}},
