@@ -464,13 +464,15 @@ func checkStepSchema(t *testing.T, m *buildMeta) {
 func TestE2EHistoryCacheColumn(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	dir := e.context("FROM busybox:fixture\nARG V=1\nCOPY a.txt /a\nRUN echo $V > /v\n", map[string]string{"a.txt": "a\n"})
+	dir := e.context("FROM busybox:fixture\nARG V=1\nCOPY a.txt /a\nCOPY --link b.txt /b\nRUN echo $V > /v\n", map[string]string{"a.txt": "a\n", "b.txt": "b\n"})
 	e.build(dir, "-t", "h:1")
 	e.write(dir, "a.txt", "a2\n")
 	e.build(dir, "-t", "h:1")
+	out, _ := e.mustRun("history", "h:1")
+	wantRow(t, out, "COPY b.txt", "hit: --link layer of an earlier build, over other steps")
 	m := e.build(dir, "-t", "h:1", "--build-arg", "V=2")
 
-	out, _ := e.mustRun("history", "h:1")
+	out, _ = e.mustRun("history", "h:1")
 	lines := strings.Split(out, "\n")
 	if !strings.Contains(lines[0], "CACHE") {
 		t.Fatalf("history has no CACHE column:\n%s", out)

@@ -126,8 +126,8 @@ func printHistory(a *app, rows []historyRow, noTrunc bool) error {
 			by = by[:44] + "…"
 		}
 		cacheCol := r.Cache
-		if r.Cache == "miss" && r.Reason != "" {
-			cacheCol = "miss: " + r.Reason
+		if (r.Cache == "miss" || r.Cache == "hit") && r.Reason != "" {
+			cacheCol = r.Cache + ": " + r.Reason // why it ran, or where its layer came from
 		}
 		if cacheCol == "" || cacheCol == executor.CacheNone {
 			cacheCol = "-"
