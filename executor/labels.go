@@ -16,12 +16,11 @@ import (
 // label), then each RUN, COPY, ADD and WORKDIR, and every inherited ONBUILD
 // trigger; numbers are padded to the width of the total and go only to the
 // steps that make a vertex (not to a WORKDIR that resolves to "/", which
-// makes no directory, nor to a metadata trigger); with named (namesStages)
-// the stage is named by its AS name, else "stage-N", and without it not
-// even by its AS name. from is the FROM's
-// label ("" when it has none: scratch, an earlier stage, a named
-// context); steps[i] is step i's. With multi (several platforms built)
-// labels start with the stage's platform.
+// makes no directory, nor to a metadata trigger). With named (namesStages)
+// the stage is named by its AS name, else "stage-N"; without it, not even
+// by its AS name. from is the FROM's label ("" when it has none: scratch,
+// an earlier stage, a named context); steps[i] is step i's. With multi
+// (several platforms built) labels start with the stage's platform.
 func stageLabels(st *planner.Stage, named, multi bool) (from string, steps []string) {
 	total := 0
 	if st.Base.Image != nil || st.FromContext {

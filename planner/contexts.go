@@ -118,7 +118,6 @@ func (p *planner) overrideStage(si *stageInfo) bool {
 	src := *si.src
 	src.Commands = nil
 	si.src = &src
-	si.fromContext = true
 	si.st.Replaced = true
 	si.st.Platform = p.target
 	switch {
@@ -145,7 +144,7 @@ func (p *planner) contextBase(si *stageInfo) bool {
 	if nc == nil || nc.Image == "" && p.stageByName(si.baseName, si.st.Index) >= 0 {
 		return false
 	}
-	si.fromContext, si.st.FromContext = true, true
+	si.st.FromContext = true
 	if nc.Image == "" {
 		si.st.Base.Context = nc
 		return true

@@ -151,7 +151,7 @@ func lintUndefinedArgInFrom(unmatched map[string]struct{}, declared []string, lo
 // os/architecture is not the stage's platform.
 func (p *planner) lintBasePlatform(si *stageInfo, img *ImageInfo) {
 	cfg := img.Config
-	if p.opts.Lint == nil || si.fromContext || isEmptyImage(cfg) {
+	if p.opts.Lint == nil || si.st.Replaced || si.st.FromContext || isEmptyImage(cfg) {
 		return
 	}
 	want := si.st.Platform

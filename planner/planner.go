@@ -46,9 +46,6 @@ type stageInfo struct {
 	triggers  []instructions.Command // ONBUILD triggers inserted before Commands
 	triggered bool
 	final     *scope // env and args after the last step
-	// fromContext is set when a named context replaced the stage or its
-	// base image.
-	fromContext bool
 	// outline is the stage's part of the build's outline.
 	outline *stageOutline
 }
