@@ -96,7 +96,31 @@ func (p *copyPlan) appendSource(ctx context.Context, tree *buildcontext.Context,
 			return err
 		}
 	}
+	if err := p.followTopLinks(tree, s, rel); err != nil {
+		return err
+	}
 	p.sources = append(p.sources, s)
+	return nil
+}
+
+// followTopLinks fails a copy of the whole tree with --exclude when a
+// symlink directly below the root, and not excluded, leads nowhere in the
+// tree, as BuildKit does: with exclude patterns it checksums the root's
+// entries with their links followed (contenthash includedPaths: an entry
+// without a parent directory header follows links). The symlinks are
+// still copied as they are.
+func (p *copyPlan) followTopLinks(tree *buildcontext.Context, s *copySource, rel string) error {
+	if rel != "." || len(p.req.Exclude) == 0 || s.pivot != "" {
+		return nil
+	}
+	for _, e := range s.entries {
+		if e.kind != copySymlink || strings.Contains(e.rel, "/") {
+			continue
+		}
+		if _, err := tree.Resolve(e.rel); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

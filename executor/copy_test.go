@@ -141,8 +141,20 @@ func TestCopy(t *testing.T) {
 			wantErr: `"/sub": not found`},
 		{name: "parents missing literal pivot", req: copyRequest{Sources: []string{"nodir/./x*"}, Dest: "/p/", Parents: true},
 			wantErr: `"/nodir": not found`},
-		{name: "parents file pivot is copied whole", req: copyRequest{Sources: []string{"a.tx[t]/./**/h", "*/./**/h"}, Dest: "/p/", Parents: true},
+		{name: "parents file pivot is copied whole", req: copyRequest{Sources: []string{"a.tx[t]/./**/h", "[b]*/./**/h", "su[b]/./**/h"}, Dest: "/p/", Parents: true},
 			want: map[string]copyWant{"p/a.txt": {typ: "file", content: "aaa"}, "p/b.txt": {typ: "file", content: "bbb"}, "p/deep/h": {typ: "file", content: "hhh"}}},
+		// A pivot is followed: one that leads nowhere fails, as in BuildKit
+		// (there "lstat /victim/secret: no such file or directory").
+		{name: "parents glob pivot symlink leading nowhere", req: copyRequest{Sources: []string{"*/./**/h"}, Dest: "/p/", Parents: true},
+			wantErr: `"/escape": not found`},
+		// Below the pivot a symlink is copied, whatever it points to.
+		{name: "parents glob below pivot keeps symlinks", req: copyRequest{Sources: []string{"sub/./e*"}, Dest: "/p/", Parents: true},
+			want: map[string]copyWant{"p/esc": {typ: "symlink", link: "../../victim/secret"}, "p/empty": {typ: "dir"}}},
+		// A wildcard source is followed as a source written out.
+		{name: "glob match symlink leading nowhere", req: copyRequest{Sources: []string{"esc*"}, Dest: "/g/"},
+			wantErr: `"/escape": not found`},
+		{name: "glob below a matched directory keeps symlinks", req: copyRequest{Sources: []string{"s?b"}, Dest: "/g/"},
+			want: map[string]copyWant{"g/esc": {typ: "symlink", link: "../../victim/secret"}, "g/f": {typ: "file", content: "fff"}}},
 		{name: "parents glob", req: copyRequest{Sources: []string{"globdir/*.go"}, Dest: "/p/", Parents: true},
 			want: map[string]copyWant{"p/globdir/one.go": {typ: "file", content: "1"}, "p/globdir/two.go": {typ: "file", content: "2"}, "p/globdir/skip.md": {typ: "absent"}}},
 		{name: "parents glob pivot", req: copyRequest{Sources: []string{"s*/./f"}, Dest: "/p/", Parents: true},
@@ -165,11 +177,17 @@ func TestCopy(t *testing.T) {
 			want: map[string]copyWant{"p/globdir/one.go": {typ: "file", content: "1"}, "p/globdir/skip.md": {typ: "file", content: "md"}}},
 		{name: "parents excluded literal is not found", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/p/", Parents: true, Exclude: []string{"*.txt"}},
 			wantErr: `"/a.txt": not found`},
+		// With --exclude, BuildKit checksums the root's entries with their
+		// links followed: one leading nowhere fails, unless excluded.
+		{name: "exclude follows the root's symlinks", req: copyRequest{Sources: []string{"."}, Dest: "/e/", Exclude: []string{"nomatch"}},
+			wantErr: `"/escape": not found`},
+		{name: "exclude of the root's symlink leading nowhere", req: copyRequest{Sources: []string{"/"}, Dest: "/e/", Exclude: []string{"escape", "ignored.txt"}},
+			want: map[string]copyWant{"e/escape": {typ: "absent"}, "e/link-in": {typ: "symlink", link: "a.txt"}, "e/sub/esc": {typ: "symlink", link: "../../victim/secret"}}},
 		{name: "exclude never drops a named source", req: copyRequest{Sources: []string{"a.txt", "sub"}, Dest: "/e/", Exclude: []string{"*.txt", "sub", "deep"}},
 			want: map[string]copyWant{"e/a.txt": {typ: "file", content: "aaa"}, "e/f": {typ: "file", content: "fff"}, "e/deep": {typ: "absent"}}},
 		// The part after the pivot is an include pattern: "**" spans
 		// directories, a match takes its subtree (testCopyRelativeParents).
-		{name: "parents doublestar", req: copyRequest{Sources: []string{"*/./**/h", "./**/one.go"}, Dest: "/p/", Parents: true},
+		{name: "parents doublestar", req: copyRequest{Sources: []string{"s*/./**/h", "./**/one.go"}, Dest: "/p/", Parents: true},
 			want: map[string]copyWant{"p/deep/h": {typ: "file", content: "hhh"}, "p/globdir/one.go": {typ: "file", content: "1"},
 				"p/sub": {typ: "absent"}, "p/globdir/two.go": {typ: "absent"}}},
 		{name: "parents pattern match takes its subtree", req: copyRequest{Sources: []string{"./s*b"}, Dest: "/p/", Parents: true},

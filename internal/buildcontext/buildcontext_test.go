@@ -149,7 +149,14 @@ func TestGlob(t *testing.T) {
 		{pattern: "logs/*", want: []string{"logs/keep.log"}},
 		{pattern: "*.tmp"},
 		{pattern: "nomatch*"},
-		{pattern: "esc*", want: nil},
+		// A matched symlink is followed; one that leads nowhere in the
+		// context fails the glob, as BuildKit fails the checksum of such
+		// a match: out of the root, to an excluded file, into a loop.
+		{pattern: "esc*", wantErr: `"/escape": not found`},
+		{pattern: "to-ig*", wantErr: `"/to-ignored": not found`},
+		{pattern: "loop*", wantErr: "too many"},
+		// A symlink on the way to a match is no match of its own.
+		{pattern: "*/deep", want: []string{"absdirlink/deep", "dirlink/deep", "sub/deep"}},
 		{pattern: "[", wantErr: "syntax error in pattern"},
 	}
 	for _, tt := range tests {

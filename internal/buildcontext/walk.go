@@ -29,7 +29,8 @@ func HasMeta(p string) bool { return strings.ContainsAny(p, `*?[`) }
 // Glob returns the visible paths (as written, relative to the root) that
 // match pattern with filepath.Match semantics per path component. Directory
 // components are resolved through symlinks inside the root; excluded
-// entries never match. No match is an empty result, not an error.
+// entries never match. No match is an empty result, not an error; a
+// match that is a symlink leading nowhere in the context is.
 func (c *Context) Glob(ctx context.Context, pattern string) ([]string, error) {
 	clean := Clean(pattern)
 	if _, err := path.Match(clean, ""); err != nil {
@@ -52,14 +53,32 @@ func (c *Context) Glob(ctx context.Context, pattern string) ([]string, error) {
 	}
 	var out []string
 	for _, cand := range candidates {
-		if _, err := c.Resolve(cand); err == nil {
+		_, err := c.Resolve(cand)
+		switch {
+		case err == nil:
 			out = append(out, cand)
-		} else if !skipInGlob(err) {
+		case !skipInGlob(err):
+			return nil, err
+		case c.isLink(cand):
+			// A match is followed like a source written out: a symlink
+			// that leads nowhere in the context (dangling, out of the
+			// root, excluded, a loop) is an error, as in BuildKit.
 			return nil, err
 		}
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// isLink reports whether the written path p names a visible symlink: its
+// directory resolves, and p's own entry in it is a symlink.
+func (c *Context) isLink(p string) bool {
+	dir, err := c.Resolve(path.Dir(Clean(p)))
+	if err != nil {
+		return false
+	}
+	fi, err := c.Lstat(path.Join(dir, path.Base(Clean(p))))
+	return err == nil && fi.Mode()&fs.ModeSymlink != 0
 }
 
 // globComponent expands one path component below the written path dir.
