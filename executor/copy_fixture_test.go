@@ -123,6 +123,7 @@ var copyContext = map[string]string{
 	"sub/empty/":      "",
 	"sub/esc":         "->../../victim/secret",
 	"link-in":         "->a.txt",
+	"dirlink":         "->sub",
 	"escape":          "->../victim/secret",
 	"ignored.txt":     "ignored",
 	"x.tar.gz":        "not really a tarball",

@@ -177,6 +177,10 @@ func TestCopy(t *testing.T) {
 			want: map[string]copyWant{"p/globdir/one.go": {typ: "file", content: "1"}, "p/globdir/skip.md": {typ: "file", content: "md"}}},
 		{name: "parents excluded literal is not found", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/p/", Parents: true, Exclude: []string{"*.txt"}},
 			wantErr: `"/a.txt": not found`},
+		// Two paths through one symlinked directory are both copied, as by
+		// Docker's classic builder (BuildKit fails the second: buildx#611).
+		{name: "two sources through a symlinked directory", req: copyRequest{Sources: []string{"dirlink/f", "dirlink/deep/h"}, Dest: "/t/"},
+			want: map[string]copyWant{"t/f": {typ: "file", content: "fff"}, "t/h": {typ: "file", content: "hhh"}}},
 		// With --exclude, BuildKit checksums the root's entries with their
 		// links followed: one leading nowhere fails, unless excluded.
 		{name: "exclude follows the root's symlinks", req: copyRequest{Sources: []string{"."}, Dest: "/e/", Exclude: []string{"nomatch"}},
