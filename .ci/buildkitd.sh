@@ -104,7 +104,9 @@ start() {
 		--allow-insecure-entitlement security.insecure \
 		>"$log" 2>&1 </dev/null &
 	echo $! >"$pidfile"
-	local pid=$! deadline=$((SECONDS + 60))
+	# A state kept from many earlier runs (tens of thousands of snapshots)
+	# takes buildkitd about a minute to load before it answers.
+	local pid=$! deadline=$((SECONDS + 180))
 	until answers; do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			say "buildkitd exited; its log:"
@@ -112,7 +114,7 @@ start() {
 			exit 1
 		fi
 		if ((SECONDS >= deadline)); then
-			say "buildkitd did not answer within 60s; its log:"
+			say "buildkitd did not answer within 180s; its log:"
 			tail -n 50 "$log" >&2 || true
 			exit 1
 		fi
