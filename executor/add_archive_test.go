@@ -25,7 +25,8 @@ func copyTar(t *testing.T) []byte {
 		{Name: "pkg/", Typeflag: tar.TypeDir, Mode: 0o750, ModTime: copyMtime, Uid: 5, Gid: 6},
 		{Name: "pkg/bin", Typeflag: tar.TypeReg, Mode: 0o4755, ModTime: copyMtime, Size: 3, Uid: 5, Gid: 6},
 		{Name: "pkg/link", Typeflag: tar.TypeSymlink, Linkname: "bin", ModTime: copyMtime},
-		{Name: "pkg/hard", Typeflag: tar.TypeLink, Linkname: "pkg/bin"},
+		// A link's header describes the inode it shares, as writers make it.
+		{Name: "pkg/hard", Typeflag: tar.TypeLink, Linkname: "pkg/bin", Mode: 0o4755, ModTime: copyMtime, Uid: 5, Gid: 6},
 		{Name: "pkg/.wh.gone", Typeflag: tar.TypeReg, Mode: 0o644, Size: 0},
 	})
 }

@@ -224,10 +224,26 @@ func (a *applier) entry(hdr *tar.Header, body io.Reader) error {
 		return err
 	}
 	a.markExtracted(name)
+	t := axTarget{dir: int(dir.Fd()), base: path.Base(name)}
 	if hdr.Typeflag == tar.TypeLink {
+		return a.linkMetadata(t, hdr)
+	}
+	return a.metadata(t, hdr)
+}
+
+// linkMetadata applies a hardlink entry's owner, xattrs, mode and times
+// to the regular file it shares, as containerd's and moby's unpackers do
+// (the last header of an inode wins); a link to anything else keeps the
+// metadata its first entry gave it.
+func (a *applier) linkMetadata(t axTarget, hdr *tar.Header) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(t.dir, t.base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("stat %s: %w", t.base, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil
 	}
-	return a.metadata(axTarget{dir: int(dir.Fd()), base: path.Base(name)}, hdr)
+	return a.metadata(t, hdr)
 }
 
 // axCleanName turns a tar entry name into a clean relative path ("." for
@@ -694,7 +710,10 @@ func (a *applier) chown(t axTarget, hdr *tar.Header) error {
 	}
 	chown := func(u, g int) error { return unix.Fchownat(t.dir, t.base, u, g, flags) }
 	canRecord := hdr.Typeflag != tar.TypeSymlink && hdr.Typeflag != tar.TypeFifo
-	lost, err := chownOrRecord(chown, t.procPath(), uid, gid, canRecord, hdr.Typeflag == tar.TypeDir)
+	// A kept directory or the file a hardlink shares may hold an owner
+	// record of an earlier entry.
+	existed := hdr.Typeflag == tar.TypeDir || hdr.Typeflag == tar.TypeLink
+	lost, err := chownOrRecord(chown, t.procPath(), uid, gid, canRecord, existed)
 	if err != nil {
 		return fmt.Errorf("chown %d:%d: %w", uid, gid, err)
 	}

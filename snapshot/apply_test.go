@@ -6,7 +6,6 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -549,15 +548,6 @@ func axCheckDev(t *testing.T, p string, kind uint32, major, minor uint32) {
 	}
 }
 
-// axCap is a revision-2 security.capability value granting cap_net_raw
-// (permitted and effective).
-func axCap() string {
-	b := make([]byte, 20)
-	binary.LittleEndian.PutUint32(b[0:], 0x02000001)
-	binary.LittleEndian.PutUint32(b[4:], 1<<13)
-	return string(b)
-}
-
 func axWithMeta(e axEnt, mode int64, uid, gid int, xattrs map[string]string) axEnt {
 	e.hdr.Mode, e.hdr.Uid, e.hdr.Gid = mode, uid, gid
 	e.hdr.ModTime = time.Unix(1_600_000_000, 123_456_789)
@@ -580,7 +570,7 @@ type axWant struct {
 
 func TestApplyMetadataRoundTrip(t *testing.T) {
 	testenv.RequireRoot(t)
-	caps := axCap()
+	caps := snapshot.CapXattrForTest()
 	ents := []axEnt{
 		axWithMeta(axDir("sticky/"), 0o1777, 0, 0, nil),
 		axWithMeta(axDir("sgid/"), 0o2755, 0, 50, nil),
@@ -589,7 +579,8 @@ func TestApplyMetadataRoundTrip(t *testing.T) {
 		axWithMeta(axReg("nobody", "n"), 0o600, 65534, 65534, nil),
 		axWithMeta(axEnt{hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "fifo"}}, 0o640, 7, 8, nil),
 		axWithMeta(axSym("link", "ping"), 0o777, 1000, 1001, nil),
-		axWithMeta(axLink("ping.hard", "ping"), 0, 0, 0, nil),
+		// A link's header describes the inode it shares, as writers make it.
+		axWithMeta(axLink("ping.hard", "ping"), 0o755, 0, 0, map[string]string{"security.capability": caps, "user.note": "hi"}),
 	}
 	wants := []axWant{
 		{"sticky", unix.S_IFDIR | 0o1777, 0, 0, nil},
@@ -608,6 +599,47 @@ func TestApplyMetadataRoundTrip(t *testing.T) {
 		axCheckMeta(t, filepath.Join(w.root, want.name), want)
 	}
 	axSameInode(t, filepath.Join(w.root, "ping"), filepath.Join(w.root, "ping.hard"))
+}
+
+// TestApplyHardlinkHeaderWins: a hardlink entry's owner, mode, xattrs and
+// time apply to the file it shares, as containerd's and moby's unpackers
+// (BuildKit's ADD and layer unpack) apply them; a link to a symlink leaves
+// the symlink as it is.
+func TestApplyHardlinkHeaderWins(t *testing.T) {
+	testenv.RequireRoot(t)
+	ents := []axEnt{
+		axWithMeta(axReg("f", "data"), 0o644, 7, 8, map[string]string{"user.a": "1"}),
+		axWithMeta(axLink("h", "f"), 0o4750, 9, 10, map[string]string{"user.b": "2"}),
+		axWithMeta(axSym("s", "f"), 0o777, 3, 4, nil),
+		axWithMeta(axLink("hs", "s"), 0o600, 5, 6, nil),
+	}
+	ents[1].hdr.ModTime = time.Unix(1_700_000_000, 0)
+	w := axNewWorld(t)
+	if err := w.apply(t, axTar(t, ents...)); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(w.root, "f"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode != unix.S_IFREG|0o4750 || st.Uid != 9 || st.Gid != 10 || st.Mtim.Sec != 1_700_000_000 {
+		t.Errorf("f: mode %o owner %d:%d mtime %d, want the link's: mode %o owner 9:10 mtime 1700000000",
+			st.Mode, st.Uid, st.Gid, st.Mtim.Sec, unix.S_IFREG|0o4750)
+	}
+	for name, want := range map[string]string{"user.a": "1", "user.b": "2"} {
+		buf := make([]byte, 16)
+		n, err := unix.Lgetxattr(filepath.Join(w.root, "f"), name, buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Errorf("f: xattr %s = %q, %v; want %q", name, buf[:max(n, 0)], err, want)
+		}
+	}
+	axSameInode(t, filepath.Join(w.root, "f"), filepath.Join(w.root, "h"))
+	if err := unix.Lstat(filepath.Join(w.root, "s"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK || st.Uid != 3 || st.Gid != 4 {
+		t.Errorf("s: mode %o owner %d:%d, want a symlink owned by 3:4", st.Mode, st.Uid, st.Gid)
+	}
 }
 
 func axCheckMeta(t *testing.T, p string, want axWant) {

@@ -308,13 +308,13 @@ func copyFile(s, d string) error {
 	return nil
 }
 
-// copyMetadata gives d the owner, layer xattrs, mode and times of s. The
+// copyMetadata gives d the owner, xattrs, mode and times of s. The
 // mode is set after chown, which clears setuid/setgid bits.
 func copyMetadata(s, d string, st *unix.Stat_t) error {
 	if err := unix.Lchown(d, int(st.Uid), int(st.Gid)); err != nil {
 		return fmt.Errorf("chown %s: %w", d, err)
 	}
-	xattrs, err := layerXattrs(s)
+	xattrs, err := snapshotXattrs(s)
 	if err != nil {
 		return err
 	}

@@ -105,7 +105,8 @@ func TestPruneListsLikeCollect(t *testing.T) {
 	check(t, os.MkdirAll(filepath.Join(upper, "app/sub"), 0o755))
 	check(t, os.WriteFile(filepath.Join(upper, "app/sub/f"), []byte("f"), 0o644))
 	check(t, os.WriteFile(filepath.Join(upper, "app/capped"), []byte("c"), 0o755))
-	check(t, unix.Lsetxattr(filepath.Join(upper, "app/capped"), "user.note", []byte("v"), 0))
+	check(t, unix.Lsetxattr(filepath.Join(upper, "app/capped"), "security.capability", []byte(CapXattrForTest()), 0))
+	check(t, unix.Lsetxattr(filepath.Join(upper, "app/sub/f"), "user.note", []byte("v"), 0)) // not a layer's
 	check(t, unix.Lsetxattr(filepath.Join(upper, "app/sub/f"), "trusted.overlay.origin", []byte("x"), 0))
 	check(t, unix.Mknod(filepath.Join(upper, "etc/gone"), unix.S_IFCHR, 0))
 	check(t, unix.Lsetxattr(filepath.Join(upper, "opq"), opaqueXattr, []byte("y"), 0))
@@ -152,7 +153,7 @@ func TestPruneListsLikeCollect(t *testing.T) {
 	}
 	for _, e := range got {
 		if e.name == "app/capped" && e.noXattrs {
-			t.Error("app/capped listed without xattrs, has user.note")
+			t.Error("app/capped listed without xattrs, has security.capability")
 		}
 	}
 }

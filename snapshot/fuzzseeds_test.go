@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/builder-dev/builder/internal/fuzztest"
+	"github.com/builder-dev/builder/snapshot"
 )
 
 // TestFuzzSeeds is the generator of the seed corpora in
@@ -65,7 +66,7 @@ func axApplySeeds(t *testing.T) []fuzztest.Seed {
 	gnuLong := axReg(long, "l")
 	gnuLong.hdr.Format = tar.FormatGNU
 	xattrs := axWithMeta(axReg("x", "x"), 0o4755, 0, 0, map[string]string{
-		"user.note": "hi", "trusted.overlay.opaque": "y", "trusted.overlay.redirect": "/etc", "security.capability": axCap(),
+		"user.note": "hi", "trusted.overlay.opaque": "y", "trusted.overlay.redirect": "/etc", "security.capability": snapshot.CapXattrForTest(),
 	})
 	root := axWithMeta(axDir("./"), 0, 1, 1, nil)
 	for _, s := range []struct {

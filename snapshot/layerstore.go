@@ -128,6 +128,22 @@ type layerMetadata struct {
 	// StatDigest is the stat digest (statdigest.go) of the directory
 	// when its content was hashed as DiffID; "" when unknown.
 	StatDigest string `json:"statDigest,omitempty"`
+	// Xattrs names the xattrs the layer's tar holds: layerXattrsRule
+	// (security.capability alone, as BuildKit's layers). Layers committed
+	// before it was recorded ("") hold user.* ones too and serialize so.
+	Xattrs string `json:"xattrs,omitempty"`
+}
+
+// layerXattrsRule is layerMetadata.Xattrs of a layer whose tar holds the
+// xattrs keepXattr keeps.
+const layerXattrsRule = "security.capability"
+
+// keepXattr is the rule that selects the xattrs of the layer's tar.
+func (m layerMetadata) keepXattr() func(string) bool {
+	if m.Xattrs == layerXattrsRule {
+		return keepXattr
+	}
+	return snapshotXattr
 }
 
 // OpenLayerStore opens (creating it if needed) the layer store at root.
@@ -309,7 +325,7 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing)
 	statAt, entries, err := collectSettled(ctx, dir, listed)
 	var size int64
 	if err == nil {
-		size, err = writeEntriesTar(ctx, dir, entries, h)
+		size, err = writeEntriesTar(ctx, dir, entries, h, keepXattr)
 	}
 	serr := <-synced
 	if err != nil {
@@ -336,7 +352,7 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing)
 	}
 	// The rename keeps every entry's stat: the directory itself is no
 	// entry of its tar.
-	meta := layerMetadata{DiffID: diffID, Size: size, Committed: true, StatDigest: statDigest(entries, statAt)}
+	meta := layerMetadata{DiffID: diffID, Size: size, Committed: true, StatDigest: statDigest(entries, statAt), Xattrs: layerXattrsRule}
 	if err := s.install(ctx, tmp, diffID[len("sha256:"):], meta); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}
@@ -414,7 +430,7 @@ func (s *LayerStore) adopt(ctx context.Context, diffID string) error {
 	if "sha256:"+hex.EncodeToString(h.Sum(nil)) != diffID {
 		return nil
 	}
-	meta.Committed = true
+	meta.Committed, meta.Xattrs = true, layerXattrsRule
 	data, err := json.Marshal(meta)
 	if err != nil {
 		return err
@@ -501,7 +517,7 @@ func (s *LayerStore) writeTar(ctx context.Context, diffID string, w io.Writer, t
 	}
 	stat := statDigest(entries, statAt)
 	if trustStat && meta.StatDigest != "" && stat == meta.StatDigest {
-		n, err := writeEntriesTar(ctx, dir, entries, w)
+		n, err := writeEntriesTar(ctx, dir, entries, w, meta.keepXattr())
 		if err != nil {
 			return n, fmt.Errorf("write tar of layer %s: %w", diffID, err)
 		}
@@ -511,7 +527,7 @@ func (s *LayerStore) writeTar(ctx context.Context, diffID string, w io.Writer, t
 	var got string
 	if fr, ok := w.(FileRangeWriter); ok {
 		hw := newHashingRangeWriter(fr)
-		n, err = writeEntriesTar(ctx, dir, entries, hw)
+		n, err = writeEntriesTar(ctx, dir, entries, hw, meta.keepXattr())
 		var herr error
 		got, herr = hw.sum()
 		if err == nil {
@@ -519,7 +535,7 @@ func (s *LayerStore) writeTar(ctx context.Context, diffID string, w io.Writer, t
 		}
 	} else {
 		h := sha256.New()
-		n, err = writeEntriesTar(ctx, dir, entries, io.MultiWriter(w, h))
+		n, err = writeEntriesTar(ctx, dir, entries, io.MultiWriter(w, h), meta.keepXattr())
 		got = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	}
 	if err != nil {

@@ -62,7 +62,7 @@ func randomBytes(n int, seed uint64) []byte {
 
 // layerTree makes an upper directory with small and large files (some
 // larger than rangeMin, one of them hardlinked), a symlink, an empty file,
-// a user xattr and nested directories.
+// a file capability and nested directories.
 func layerTree(t *testing.T, dir string) {
 	t.Helper()
 	check(t, os.MkdirAll(filepath.Join(dir, "a/b"), 0o755))
@@ -73,7 +73,7 @@ func layerTree(t *testing.T, dir string) {
 	check(t, os.WriteFile(filepath.Join(dir, "under"), randomBytes(rangeMin-1, 3), 0o644))
 	check(t, os.WriteFile(filepath.Join(dir, "empty"), nil, 0o644))
 	check(t, os.Symlink("a/small", filepath.Join(dir, "link")))
-	if err := unix.Lsetxattr(filepath.Join(dir, "exact"), "user.k", []byte("v"), 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
+	if err := unix.Lsetxattr(filepath.Join(dir, "exact"), "security.capability", []byte(CapXattrForTest()), 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
 		t.Fatal(err)
 	}
 }
@@ -94,7 +94,7 @@ func tarWriterLayer(t *testing.T, dir string) []byte {
 			hdr = &tar.Header{Typeflag: tar.TypeReg, Name: e.name, ModTime: unixEpoch(), Format: tar.FormatPAX}
 		} else {
 			var got prefetchSlot // metadata only: maxData 0 reads no content
-			(&tarPrefetcher{}).fetch(&got, e)
+			(&tarPrefetcher{keep: keepXattr}).fetch(&got, e)
 			check(t, got.err)
 			if hdr, err = tarHeader(e, &got, links); err != nil {
 				t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 // a layer of many small files is most of the work.
 type tarPrefetcher struct {
 	entries []tarEntry
+	keep    func(xattr string) bool // the xattrs the tar holds
 	slots   []prefetchSlot
 	tokens  chan struct{} // one per entry that may be read ahead
 	next    atomic.Int64  // the next entry a worker takes
@@ -49,9 +50,10 @@ const (
 // newTarPrefetcher starts reading ahead of entries. Contents go to a
 // writer that takes file ranges (fr) only below rangeMin: larger ones are
 // handed over as ranges, never read.
-func newTarPrefetcher(ctx context.Context, entries []tarEntry, fr bool) *tarPrefetcher {
+func newTarPrefetcher(ctx context.Context, entries []tarEntry, fr bool, keep func(string) bool) *tarPrefetcher {
 	pf := &tarPrefetcher{
 		entries: entries,
+		keep:    keep,
 		slots:   make([]prefetchSlot, len(entries)),
 		tokens:  make(chan struct{}, prefetchAhead),
 		quit:    make(chan struct{}),
@@ -99,7 +101,7 @@ func (pf *tarPrefetcher) fetch(s *prefetchSlot, e tarEntry) {
 		return
 	}
 	if !e.noXattrs {
-		if s.xattrs, s.err = layerXattrs(e.src); s.err != nil {
+		if s.xattrs, s.err = xattrsOf(e.src, pf.keep); s.err != nil {
 			return
 		}
 	}

@@ -48,15 +48,16 @@ func writeLayerTar(ctx context.Context, dir string, w io.Writer) (int64, error) 
 	if err != nil {
 		return 0, err
 	}
-	return writeEntriesTar(ctx, dir, entries, w)
+	return writeEntriesTar(ctx, dir, entries, w, keepXattr)
 }
 
 // writeEntriesTar is writeLayerTar of the entries collectEntries found
-// in dir.
-func writeEntriesTar(ctx context.Context, dir string, entries []tarEntry, w io.Writer) (int64, error) {
+// in dir, with the xattrs keep selects (keepXattr, or the rule of the
+// builder that committed the layer: layerMetadata.keepXattr).
+func writeEntriesTar(ctx context.Context, dir string, entries []tarEntry, w io.Writer, keep func(string) bool) (int64, error) {
 	out := &tarOut{w: w}
 	out.fr, _ = w.(FileRangeWriter)
-	pf := newTarPrefetcher(ctx, entries, out.fr != nil)
+	pf := newTarPrefetcher(ctx, entries, out.fr != nil, keep)
 	defer pf.stop()
 	links := map[uint64]string{}
 	for i, e := range entries {
@@ -356,15 +357,24 @@ func copyContent(out *tarOut, src string, size int64) error {
 type xattr struct{ name, value string }
 
 // layerXattrs returns the extended attributes of p that belong in a layer,
-// sorted by name: security.capability and user.* except user.overlay.*.
-func layerXattrs(p string) ([]xattr, error) {
+// sorted by name: security.capability alone, as the layers of BuildKit and
+// Docker hold (containerd's and moby's tar writers read no other), plus a
+// stand-in's record, which the writer turns back into what it stands for.
+func layerXattrs(p string) ([]xattr, error) { return xattrsOf(p, keepXattr) }
+
+// snapshotXattrs returns the extended attributes of p that a copy of a
+// snapshot keeps, sorted by name: the layer's and every user.* one but
+// overlayfs' own (user.overlay.*).
+func snapshotXattrs(p string) ([]xattr, error) { return xattrsOf(p, snapshotXattr) }
+
+func xattrsOf(p string, keep func(string) bool) ([]xattr, error) {
 	names, err := listXattrs(p)
 	if err != nil {
 		return nil, err
 	}
 	var out []xattr
 	for _, name := range names {
-		if !keepXattr(name) {
+		if !keep(name) {
 			continue
 		}
 		v, err := getXattr(p, name)
@@ -378,10 +388,11 @@ func layerXattrs(p string) ([]xattr, error) {
 }
 
 func keepXattr(name string) bool {
-	if name == "security.capability" {
-		return true
-	}
-	return strings.HasPrefix(name, "user.") && !strings.HasPrefix(name, "user.overlay.")
+	return name == "security.capability" || name == overrideXattr
+}
+
+func snapshotXattr(name string) bool {
+	return keepXattr(name) || strings.HasPrefix(name, "user.") && !strings.HasPrefix(name, "user.overlay.")
 }
 
 func listXattrs(p string) ([]string, error) {

@@ -124,7 +124,7 @@ func xattrString(t testing.TB, p string) string {
 	}
 	var names []string
 	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if strings.HasPrefix(name, "user.") || name == "security.capability" {
+		if name == "security.capability" { // the only one a layer keeps
 			names = append(names, name)
 		}
 	}
