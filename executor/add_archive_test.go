@@ -131,6 +131,8 @@ func TestAddArchiveHostile(t *testing.T) {
 		{name: "chown overrides archive owner", chown: "app", hdrs: []*tar.Header{
 			{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: copyMtime, Uid: 7}, reg("d/f", 3)},
 			want: map[string]copyWant{"t/d": {typ: "dir", uid: 1000, gid: 1001, mtime: true}, "t/d/f": {typ: "file", content: "bin", uid: 1000, gid: 1001}}},
+		{name: "file as a parent", hdrs: []*tar.Header{reg("f", 3), reg("f/x", 3)},
+			wantErr: `entry "f/x": create parent directory: not a directory`},
 		{name: "device created as root", hdrs: []*tar.Header{
 			{Name: "null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}, reg("after", 3)},
 			want: map[string]copyWant{"t/null": {typ: "char", mode: 0o666}, "t/after": {typ: "file", content: "bin", uid: 7, gid: 8}}},
@@ -142,6 +144,9 @@ func TestAddArchiveHostile(t *testing.T) {
 			copyCheck(t, os.WriteFile(filepath.Join(ctxDir, "in.tar"), copyTarOf(t, tt.hdrs), 0o644))
 			err := copyRun(t, copyRequest{Add: true, Sources: []string{"in.tar"}, Dest: "/t", Chown: tt.chown}, ctxDir, rootfs)
 			copyCheckResult(t, err, tt.wantErr, rootfs, victim, tt.want)
+			if err != nil && strings.Contains(err.Error(), rootfs) {
+				t.Errorf("error names the host path of the root: %v", err)
+			}
 		})
 	}
 }

@@ -143,7 +143,7 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ...ApplyOption) (
 		_, err = io.Copy(io.Discard, in)
 	}
 	if err != nil {
-		return in.n, fmt.Errorf("apply layer to %s: %w", root, err)
+		return in.n, err // names the entry; callers name the layer or archive
 	}
 	return in.n, nil
 }
@@ -338,6 +338,10 @@ func axBareErr(err error) error {
 	var pe *os.PathError
 	for errors.As(err, &pe) {
 		err = pe.Err
+	}
+	var errno unix.Errno // pathrs' own errors carry host paths too
+	if errors.As(err, &errno) {
+		return errno
 	}
 	return err
 }
