@@ -28,7 +28,8 @@ func addIsArchive(host string) (bool, error) {
 // addExtract unpacks the local archive of s into the destination, the way
 // BuildKit's ADD does through moby's chrootarchive: the destination is the
 // root of the extraction, so entry names, hardlinks and symlinks in it
-// cannot reach outside it, and names that climb out are an error. Entries
+// cannot reach outside it, and a ".." past it stops there ("../up" is
+// "up"), as in the chroot BuildKit extracts in. Entries
 // keep the archive's ownership unless --chown is set, ".wh." names are
 // ordinary files, and device nodes that cannot be created (EPERM in a user
 // namespace) are recorded beside a stand-in (snapshot's override), so the
@@ -52,7 +53,7 @@ func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource,
 		return fmt.Errorf("extract %s: %w", s.written, err)
 	}
 	defer rc.Close()
-	opts := []snapshot.ApplyOption{snapshot.WithNoWhiteouts()}
+	opts := []snapshot.ApplyOption{snapshot.WithNoWhiteouts(), snapshot.WithChrootNames()}
 	if p.req.Warn != nil {
 		opts = append(opts, snapshot.WithWarn(p.req.Warn))
 	}

@@ -48,6 +48,7 @@ const (
 
 type applyOptions struct {
 	whiteouts  axWhiteouts
+	chroot     bool // names that climb out stop at the root
 	sameOwner  bool
 	chown      *[2]int
 	maxBytes   int64
@@ -70,6 +71,14 @@ func WithOverlayWhiteouts() ApplyOption {
 // start with ".wh." are ordinary files.
 func WithNoWhiteouts() ApplyOption {
 	return func(o *applyOptions) { o.whiteouts = axWhiteoutsNone }
+}
+
+// WithChrootNames resolves entry names and hardlink targets as an
+// extraction chrooted into root does (BuildKit's ADD, through moby's
+// chrootarchive): ".." stops at the root, so "../up" is "up". Without
+// it such a name is an error (ErrUnsafePath), as for an image layer.
+func WithChrootNames() ApplyOption {
+	return func(o *applyOptions) { o.chroot = true }
 }
 
 // WithNoSameOwner leaves every extracted entry owned by the caller instead
@@ -195,7 +204,7 @@ func (a *applier) entry(hdr *tar.Header, body io.Reader) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil
 	}
-	name, err := axCleanName(hdr.Name)
+	name, err := axCleanName(hdr.Name, a.opts.chroot)
 	if err != nil {
 		return err
 	}
@@ -247,8 +256,9 @@ func (a *applier) linkMetadata(t axTarget, hdr *tar.Header) error {
 }
 
 // axCleanName turns a tar entry name into a clean relative path ("." for
-// the root itself), rejecting names that climb above the root.
-func axCleanName(name string) (string, error) {
+// the root itself), rejecting names that climb above the root unless
+// chroot is set (then ".." stops at the root).
+func axCleanName(name string, chroot bool) (string, error) {
 	if name == "" {
 		return "", errors.New("empty entry name")
 	}
@@ -261,14 +271,19 @@ func axCleanName(name string) (string, error) {
 		case "", ".":
 		case "..":
 			depth--
-			if depth < 0 {
+			if depth < 0 && !chroot {
 				return "", ErrUnsafePath
 			}
+			depth = max(depth, 0)
 		default:
 			depth++
 		}
 	}
-	return path.Clean(strings.TrimLeft(name, "/") + "/"), nil
+	clean := path.Clean("/" + name) // a ".." past the root stops there
+	if clean == "/" {
+		return ".", nil
+	}
+	return clean[1:], nil
 }
 
 // axCheckHeader rejects entry types and numbers Apply cannot honour.
@@ -457,7 +472,7 @@ func (a *applier) regular(dirfd int, base string, size int64, body io.Reader) er
 // hardlink links base in dirfd to the entry linkname, resolved inside the
 // root like any entry name (its final component is not followed).
 func (a *applier) hardlink(dirfd int, base, linkname string) error {
-	target, err := axCleanName(linkname)
+	target, err := axCleanName(linkname, a.opts.chroot)
 	if err != nil {
 		return fmt.Errorf("hardlink target %s: %w", axQuote(linkname), err)
 	}
@@ -589,7 +604,7 @@ func (a *applier) opaqueChild(dirfd int, child, cname string) error {
 func (a *applier) finish() error {
 	for i := len(a.dirs) - 1; i >= 0; i-- {
 		hdr := a.dirs[i]
-		name, _ := axCleanName(hdr.Name)
+		name, _ := axCleanName(hdr.Name, a.opts.chroot)
 		if name == "." {
 			if err := axUtimes(axTarget{dir: int(a.rootDir.Fd())}, hdr); err != nil {
 				return fmt.Errorf("entry %s: %w", axQuote(hdr.Name), err)
