@@ -127,7 +127,13 @@ func TestAddArchiveHostile(t *testing.T) {
 		{name: "absolute symlink stays in dest", hdrs: []*tar.Header{
 			{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/"}, reg("l/inner", 3)},
 			want: map[string]copyWant{"t/l": {typ: "symlink", link: "/"}, "t/inner": {typ: "file", uid: 7, gid: 8, content: "bin"}, "inner": {typ: "absent"}}},
+		// The link leads to /victim of the destination, which does not
+		// exist: BuildKit's chrooted MkdirAll stops there.
 		{name: "symlink to host dir", hdrs: []*tar.Header{
+			{Name: "v", Typeflag: tar.TypeSymlink, Linkname: "../../victim"}, reg("v/secret", 3)},
+			wantErr: `entry "v/secret": create parent directory: "v" is a symlink that leads nowhere`},
+		{name: "symlink to a directory it made", hdrs: []*tar.Header{
+			{Name: "victim/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: copyMtime},
 			{Name: "v", Typeflag: tar.TypeSymlink, Linkname: "../../victim"}, reg("v/secret", 3)},
 			want: map[string]copyWant{"t/victim/secret": {typ: "file", content: "bin", uid: 7, gid: 8}}},
 		{name: "absolute names", hdrs: []*tar.Header{reg("/etc/passwd", 3)},

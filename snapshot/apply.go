@@ -329,6 +329,11 @@ func (a *applier) parent(dir string, create bool) (*os.File, error) {
 		return nil, fmt.Errorf("resolve parent directory: %w", err)
 	}
 	if create {
+		if a.opts.chroot {
+			if err := a.noDanglingLink(dir, resolved); err != nil {
+				return nil, fmt.Errorf("create parent directory: %w", err)
+			}
+		}
 		f, err := pathrs.MkdirAllHandle(a.rootDir, rel, 0o755)
 		if err != nil {
 			return nil, fmt.Errorf("create parent directory: %w", axBareErr(err))
@@ -345,6 +350,38 @@ func (a *applier) parent(dir string, create bool) (*os.File, error) {
 		return nil, fmt.Errorf("open parent directory: %w", unix.ENOTDIR)
 	}
 	return f, nil
+}
+
+// noDanglingLink fails when the parent directory dir (resolved inside the
+// root as resolved) does not exist and one of its components is a symlink
+// that leads nowhere: moby's chrootarchive (BuildKit's ADD) makes missing
+// directories with os.MkdirAll, which stops at such a link, where an image
+// layer's unpack (containerd's) makes the directory it points to.
+func (a *applier) noDanglingLink(dir, resolved string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(resolved, &st); err == nil || !errors.Is(err, unix.ENOENT) {
+		return nil // there, or a problem the directory's creation reports
+	}
+	cur := ""
+	for _, part := range strings.Split(dir, "/") {
+		cur = path.Join(cur, part)
+		res, err := securejoin.SecureJoin(a.root, cur)
+		if err != nil {
+			return axBareErr(err)
+		}
+		if unix.Lstat(res, &st) == nil {
+			continue
+		}
+		up, err := securejoin.SecureJoin(a.root, path.Dir(cur))
+		if err != nil {
+			return axBareErr(err)
+		}
+		if unix.Lstat(filepath.Join(up, part), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return fmt.Errorf("%s is a symlink that leads nowhere: %w", axQuote(cur), unix.ENOENT)
+		}
+		return nil // a missing directory: it and those below are made
+	}
+	return nil
 }
 
 // axBareErr drops the host paths that path errors carry: the entry name
