@@ -506,10 +506,11 @@ func (s *Store) storeAndUnpack(ctx context.Context, rc io.Reader, d v1.Descripto
 		_, err = io.Copy(io.Discard, pr)
 	}
 	pr.CloseWithError(fmt.Errorf("unpack layer %s: %w", diffID, errStopped(err)))
-	if berr := <-blobDone; berr != nil {
-		return berr
+	berr := <-blobDone
+	if err != nil {
+		return err // the cause; the blob writer's error only repeats it
 	}
-	return err
+	return berr
 }
 
 func errStopped(err error) error {
