@@ -68,16 +68,16 @@ func Resolve(rootfs, spec string) (Identity, error) {
 // ResolveChown resolves a COPY/ADD --chown spec with BuildKit's rules: a
 // numeric user needs no passwd file and, without a group, gets gid = uid; a
 // user name without a group gets the user's primary group; an empty group
-// ("user:", "1000:") is no group (llb.WithUser); names must exist in the
-// rootfs's passwd/group files.
+// ("user:", "1000:") is no group (llb.WithUser), an empty user (":50",
+// ":staff", ":") is root with gid 0 unless a group is named; names must
+// exist in the rootfs's passwd/group files.
 func ResolveChown(rootfs, spec string) (uid, gid int, err error) {
 	userPart, groupPart, hasGroup := strings.Cut(spec, ":")
-	if userPart == "" {
-		return 0, 0, fmt.Errorf("invalid chown %q: empty user", spec)
-	}
-	if n, ok := parseID(userPart); ok {
+	switch n, numeric := parseID(userPart); {
+	case userPart == "": // root with gid 0, as buildkitd makes it
+	case numeric:
 		uid, gid = int(n), int(n)
-	} else {
+	default:
 		id, err := lookupUserName(rootfs, userPart)
 		if err != nil {
 			return 0, 0, err

@@ -63,7 +63,11 @@ func TestResolveChown(t *testing.T) {
 		{spec: "1234:wheel", uid: 1234, gid: 10},
 		{spec: "nosuchuser", wantErr: "unable to find user nosuchuser: no matching entries in passwd file"},
 		{spec: "app:nosuchgroup", wantErr: "unable to find group nosuchgroup"},
-		{spec: ":app", wantErr: "empty user"},
+		// An empty user is root with gid 0, as buildkitd resolves it.
+		{spec: ":staff", uid: 0, gid: 50},
+		{spec: ":7", uid: 0, gid: 7},
+		{spec: ":", uid: 0, gid: 0},
+		{spec: ":nosuchgroup", wantErr: "unable to find group nosuchgroup"},
 		{spec: "app:", uid: 1000, gid: 1000},
 		{spec: "nohome:", uid: 1001, gid: 2000},
 		{spec: "1234:", uid: 1234, gid: 1234},
