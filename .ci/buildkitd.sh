@@ -92,7 +92,11 @@ start() {
 	# An empty config file: no /etc/buildkit/buildkitd.toml of the host.
 	: >"$state/buildkitd.toml"
 	say "starting buildkitd, log in $log"
-	nohup "$cache/buildkitd" \
+	# From its state directory: a daemon reused by later runs must not
+	# keep the caller's checkout as its working directory (git, which it
+	# runs for Git sources, fails once that is deleted). exec keeps $! the
+	# daemon's pid.
+	(cd "$state" && exec nohup "$cache/buildkitd" \
 		--config "$state/buildkitd.toml" \
 		--root "$state/root" \
 		--addr "$addr" \
@@ -102,7 +106,7 @@ start() {
 		--containerd-worker=false \
 		--allow-insecure-entitlement network.host \
 		--allow-insecure-entitlement security.insecure \
-		>"$log" 2>&1 </dev/null &
+		>"$log" 2>&1 </dev/null) &
 	echo $! >"$pidfile"
 	# A state kept from many earlier runs (tens of thousands of snapshots)
 	# takes buildkitd about a minute to load before it answers.
