@@ -8,6 +8,9 @@ import (
 	"github.com/builder-dev/builder/parser"
 	"github.com/builder-dev/builder/planner"
 	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -228,3 +231,33 @@ func TestArgHistory(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// TestImageStageGetsDefaultPath: a stage FROM an image whose config has no
+// PATH gets the default one in its image config, as BuildKit appends it
+// to every stage it dispatches; a PATH the image has is kept.
+func TestImageStageGetsDefaultPath(t *testing.T) {
+	for _, tt := range []struct {
+		env  []string
+		want []string
+	}{
+		{nil, []string{"PATH=" + planner.DefaultPath, "A=1"}},
+		{[]string{"HOME=/h"}, []string{"HOME=/h", "PATH=" + planner.DefaultPath, "A=1"}},
+		{[]string{"PATH=/only"}, []string{"PATH=/only", "A=1"}},
+	} {
+		img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{OS: "linux", Architecture: "amd64",
+			RootFS: v1.RootFS{Type: "layers"}, Config: v1.Config{Env: tt.env}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := newFakeBuild(t)
+		f.addImage("base-image", img)
+		res, _ := f.mustRun("FROM base-image\nENV A=1\n")
+		cfg, err := res.Image.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tt.want, cfg.Config.Env); diff != "" {
+			t.Errorf("base env %q: config Env (-want +got):\n%s", tt.env, diff)
+		}
+	}
+}

@@ -153,6 +153,11 @@ func (b *build) keyBase(ctx context.Context, st *planner.Stage) (*stageState, ca
 			return nil, in, fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
 		}
 		in.Fields = append(in.Fields, cache.Field{Name: "base.digest", Value: st.Base.Image.Digest})
+		// BuildKit gives every stage's image a PATH (the default) when its
+		// base image has none, Windows' aside.
+		if st.Platform.OS != "windows" && !isEnvKey(s.img.Config.Env, "PATH") {
+			s.img.Config.Env = append(s.img.Config.Env, "PATH="+planner.DefaultPath)
+		}
 	case st.Base.Context != nil:
 		s = contextImage(st)
 		in.Fields = append(in.Fields, cache.Field{Name: "base.context", Value: st.Base.Context.Name})
