@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // parseDigest validates "sha256:<64 lower-case hex>" and returns the hex.
@@ -313,18 +314,37 @@ func (s *Store) HasBlob(digest string) bool {
 
 // BlobSize returns the stored size of a blob, or ErrNotFound.
 func (s *Store) BlobSize(digest string) (int64, error) {
+	fi, err := s.statBlob(digest)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// BlobTime returns when a blob was stored, or ErrNotFound: a blob is
+// written once and never rewritten, so its file's modification time is
+// when this store first got it (pulled, imported or built it).
+func (s *Store) BlobTime(digest string) (time.Time, error) {
+	fi, err := s.statBlob(digest)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return fi.ModTime().UTC(), nil
+}
+
+func (s *Store) statBlob(digest string) (os.FileInfo, error) {
 	p, err := s.blobPath(digest)
 	if err != nil {
-		return 0, fmt.Errorf("stat blob: %w", err)
+		return nil, fmt.Errorf("stat blob: %w", err)
 	}
 	fi, err := os.Stat(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("stat blob %s: %w", digest, ErrNotFound)
+		return nil, fmt.Errorf("stat blob %s: %w", digest, ErrNotFound)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("stat blob %s: %w", digest, err)
+		return nil, fmt.Errorf("stat blob %s: %w", digest, err)
 	}
-	return fi.Size(), nil
+	return fi, nil
 }
 
 // RemoveBlob deletes a blob. Removing an absent blob is not an error.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func digestOf(b []byte) string {
@@ -22,9 +23,21 @@ func TestWriteReadBlob(t *testing.T) {
 	s := openStore(t)
 	ctx := t.Context()
 	data := []byte("hello blob")
+	before := time.Now().Add(-time.Second) // the file system's clock is coarser
 	d, n, err := s.WriteBlob(ctx, bytes.NewReader(data), "")
 	if err != nil {
 		t.Fatal(err)
+	}
+	stored, err := s.BlobTime(d)
+	if err != nil || stored.Before(before) || stored.After(time.Now()) {
+		t.Errorf("BlobTime = %s, %v; want the time it was written (after %s)", stored, err, before)
+	}
+	// Writing it again does not make it newer: the time is when the store got it.
+	if _, _, err := s.WriteBlob(ctx, bytes.NewReader(data), d); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.BlobTime(d); err != nil || !again.Equal(stored) {
+		t.Errorf("BlobTime after a second write = %s, %v; want %s", again, err, stored)
 	}
 	if d != digestOf(data) || n != int64(len(data)) {
 		t.Fatalf("WriteBlob = %s, %d; want %s, %d", d, n, digestOf(data), len(data))
@@ -51,6 +64,9 @@ func TestWriteReadBlob(t *testing.T) {
 	}
 	if _, err := s.ReadBlob(ctx, d); !errors.Is(err, ErrNotFound) {
 		t.Errorf("ReadBlob after remove: %v, want ErrNotFound", err)
+	}
+	if _, err := s.BlobTime(d); !errors.Is(err, ErrNotFound) {
+		t.Errorf("BlobTime after remove: %v, want ErrNotFound", err)
 	}
 	if err := s.RemoveBlob(ctx, d); err != nil {
 		t.Errorf("RemoveBlob of absent blob: %v", err)

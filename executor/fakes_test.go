@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/sandbox"
@@ -408,6 +409,11 @@ func (fakeImages) StoredLayer(diffID string, size int64) (v1.Layer, error) {
 	h, err := v1.NewHash(diffID)
 	return fakeLayer{diffID: h, size: size}, err
 }
+
+// storedAt is when fakeImages got every image.
+var storedAt = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+
+func (fakeImages) StoredAt(string) (time.Time, error) { return storedAt, nil }
 
 func (fakeImages) NewImage(raw []byte, layers []v1.Layer) (v1.Image, error) {
 	cfg, err := v1.ParseConfigFile(bytes.NewReader(raw))

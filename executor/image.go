@@ -39,7 +39,11 @@ func (b *build) finalImage(s *stageState) (v1.Image, error) {
 	if b.e.opts.SourceDateEpoch != nil {
 		created = *b.e.opts.SourceDateEpoch
 	}
-	img.History = fillHistoryTimes(historyForLayers(img.History, s.layers, b.e.opts.SourceDateEpoch))
+	hist := img.History
+	if b.e.opts.SourceDateEpoch == nil {
+		hist = datedByLayers(hist, s.hist, s.layers)
+	}
+	img.History = fillHistoryTimes(historyForLayers(hist, s.layers, b.e.opts.SourceDateEpoch))
 	// BuildKit's exporter dates the image by its last history entry with
 	// a time: under SOURCE_DATE_EPOCH a FROM-only image keeps its base's.
 	for _, h := range img.History {
@@ -77,6 +81,28 @@ func marshalConfig(img dockerspec.DockerOCIImage) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(m)
+}
+
+// datedByLayers dates history entries as BuildKit's image exporter does:
+// the n-th entry with a layer, if the build made it (refs[i].stage >= 0,
+// its frontend gives them no time) or it has no time, takes the time of
+// the image's n-th layer. That is the entry's own layer, unless the base
+// image's history lists fewer layers than it has: then a step's entry
+// takes the time of a layer below its own, as in BuildKit.
+func datedByLayers(hist []ocispec.History, refs []stepRef, layers []layerRef) []ocispec.History {
+	out := slices.Clone(hist)
+	n := 0
+	for i, h := range out {
+		if h.EmptyLayer {
+			continue
+		}
+		if n < len(layers) && !layers[n].created.IsZero() && (h.Created == nil || i < len(refs) && refs[i].stage >= 0) {
+			t := layers[n].created
+			out[i].Created = &t
+		}
+		n++
+	}
+	return out
 }
 
 // historyForLayers gives history entries to the layers that have none

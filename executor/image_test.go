@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/builder-dev/builder/planner"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -112,5 +113,35 @@ func TestStageHistoryTimes(t *testing.T) {
 				t.Errorf("created %v, want %v", g, tt.want)
 			}
 		})
+	}
+}
+
+// TestPulledName: the reference BuildKit describes a pulled base image
+// layer by ("pulled from ..."), for a FROM image and both kinds of named
+// image context.
+func TestPulledName(t *testing.T) {
+	const d, idx = "sha256:1111111111111111111111111111111111111111111111111111111111111111", "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	tests := []struct {
+		name string
+		st   planner.Stage
+		want string
+	}{
+		{"FROM a tag", planner.Stage{Base: planner.Source{Image: &planner.ImageInfo{Ref: "busybox", Digest: d}}},
+			"docker.io/library/busybox:latest@" + d},
+		{"FROM an index", planner.Stage{Base: planner.Source{Image: &planner.ImageInfo{Ref: "reg.io/x/app:1", Digest: d, Index: idx}}},
+			"reg.io/x/app:1@" + idx},
+		{"FROM a digest", planner.Stage{Base: planner.Source{Image: &planner.ImageInfo{Ref: "busybox@" + idx, Digest: d}}},
+			"docker.io/library/busybox@" + idx},
+		{"docker-image:// context", planner.Stage{Base: planner.Source{Image: &planner.ImageInfo{Ref: "alpine:3", Digest: d}},
+			ImageContext: &planner.NamedContext{Name: "base", Image: "alpine:3"}}, "docker.io/library/alpine:3"},
+		{"oci-layout:// context with a digest", planner.Stage{Base: planner.Source{Image: &planner.ImageInfo{Ref: d, Digest: d}},
+			ImageContext: &planner.NamedContext{Name: "base", Layout: "/l@" + idx, Image: d}}, "docker.io/library/base@" + idx},
+		{"oci-layout:// context with a tag", planner.Stage{Base: planner.Source{Image: &planner.ImageInfo{Ref: d, Digest: d}},
+			ImageContext: &planner.NamedContext{Name: "my/base", Layout: "/l:v1", Image: d}}, "docker.io/my/base@" + d},
+	}
+	for _, tt := range tests {
+		if got := pulledName(&tt.st); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }

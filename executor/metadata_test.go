@@ -11,6 +11,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -258,6 +260,67 @@ func TestImageStageGetsDefaultPath(t *testing.T) {
 		}
 		if diff := cmp.Diff(tt.want, cfg.Config.Env); diff != "" {
 			t.Errorf("base env %q: config Env (-want +got):\n%s", tt.env, diff)
+		}
+	}
+}
+
+// TestImageWithoutHistory: the layers of a base image whose history lists
+// none of them get BuildKit's exporter entries, "pulled from" the image
+// and dated when the store got it, and a step's entry takes the time of
+// the layer at its place (a base layer here), as BuildKit dates them.
+func TestImageWithoutHistory(t *testing.T) {
+	var layers []v1.Layer
+	var diffIDs []v1.Hash
+	for range 2 {
+		l, err := random.Layer(64, types.OCIUncompressedLayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers, diffIDs = append(layers, l), append(diffIDs, mustDiffID(t, l))
+	}
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img, err = mutate.ConfigFile(img, &v1.ConfigFile{OS: "linux", Architecture: "amd64",
+		RootFS: v1.RootFS{Type: "layers", DiffIDs: diffIDs}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pulled := "pulled from docker.io/library/base-image:latest@" + d.String()
+	type entry struct {
+		CreatedBy string
+		Stored    bool // dated when the store got the image
+	}
+	for _, tt := range []struct {
+		df   string
+		want []entry
+	}{
+		{"FROM base-image\nENV A=1\n", []entry{{"ENV A=1", true}, {pulled, true}, {pulled, true}}},
+		{"FROM base-image\nENV A=1\nRUN echo x > /x\n", []entry{{"ENV A=1", true}, {"RUN /bin/sh -c echo x > /x # buildkit", true}, {pulled, true}, {"mount / from exec /bin/sh -c echo x > /x", false}}},
+	} {
+		f := newFakeBuild(t)
+		f.addImage("base-image", img)
+		res, _ := f.mustRun(tt.df)
+		cfg, err := res.Image.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []entry
+		for _, h := range cfg.History {
+			if h.Created.IsZero() {
+				t.Errorf("%q: entry %q has no time", tt.df, h.CreatedBy)
+			}
+			got = append(got, entry{h.CreatedBy, h.Created.Time.Equal(storedAt)})
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%q: history (-want +got):\n%s", tt.df, diff)
+		}
+		if last := cfg.History[len(cfg.History)-1].Created; !cfg.Created.Equal(last.Time) {
+			t.Errorf("%q: created %s, want the last entry's %s", tt.df, cfg.Created, last)
 		}
 	}
 }

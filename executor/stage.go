@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/distribution/reference"
@@ -153,6 +154,9 @@ func (b *build) keyBase(ctx context.Context, st *planner.Stage) (*stageState, ca
 			return nil, in, fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
 		}
 		in.Fields = append(in.Fields, cache.Field{Name: "base.digest", Value: st.Base.Image.Digest})
+		if err := b.describePulled(st, s); err != nil {
+			return nil, in, fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
+		}
 		// BuildKit gives every stage's image a PATH (the default) when its
 		// base image has none, Windows' aside.
 		if st.Platform.OS != "windows" && !isEnvKey(s.img.Config.Env, "PATH") {
@@ -249,7 +253,11 @@ func resolvedName(ref, digest string) string {
 	if err != nil {
 		return ref + "@" + digest
 	}
-	named = reference.TagNameOnly(named)
+	return pinned(reference.TagNameOnly(named), digest)
+}
+
+// pinned is named pinned to digest, unless it is pinned already.
+func pinned(named reference.Named, digest string) string {
 	if _, ok := named.(reference.Digested); ok {
 		return named.String()
 	}
@@ -257,8 +265,8 @@ func resolvedName(ref, digest string) string {
 	if err != nil {
 		return named.String()
 	}
-	if pinned, err := reference.WithDigest(named, d); err == nil {
-		return pinned.String()
+	if p, err := reference.WithDigest(named, d); err == nil {
+		return p.String()
 	}
 	return named.String()
 }
@@ -315,6 +323,51 @@ func (b *build) imageState(ctx context.Context, ref string) (*stageState, error)
 		}
 	}
 	return s, nil
+}
+
+// describePulled gives the layers of stage st's base image the
+// description and time BuildKit's image exporter uses for a layer its
+// image's history leaves out (an image assembled without history): the
+// image it was pulled from, and when it was (this store got it).
+func (b *build) describePulled(st *planner.Stage, s *stageState) error {
+	when, err := b.e.opts.Images.StoredAt(st.Base.Image.Digest)
+	if err != nil {
+		return err
+	}
+	desc := "pulled from " + pulledName(st)
+	for i := range s.layers {
+		s.layers[i].desc, s.layers[i].created = desc, when
+	}
+	return nil
+}
+
+// pulledName is the reference BuildKit pulls a stage's base image by: a
+// FROM image normalized with its tag and pinned to the digest it resolved
+// (docker.io/library/busybox:latest@sha256:…); a docker-image:// named
+// context normalized with its tag but not pinned; an oci-layout:// one
+// named after the context, pinned to the layout's digest.
+func pulledName(st *planner.Stage) string {
+	ii, nc := st.Base.Image, st.ImageContext
+	switch {
+	case nc == nil:
+		return resolvedName(ii.Ref, ii.Resolved())
+	case nc.Layout != "":
+		d := ii.Resolved()
+		if i := strings.LastIndex(nc.Layout, "@"); i >= 0 {
+			d = nc.Layout[i+1:]
+		}
+		named, err := reference.ParseNormalizedNamed(nc.Name)
+		if err != nil {
+			return nc.Name + "@" + d
+		}
+		return pinned(named, d)
+	default:
+		named, err := reference.ParseNormalizedNamed(nc.Image)
+		if err != nil {
+			return nc.Image
+		}
+		return reference.TagNameOnly(named).String()
+	}
 }
 
 // remoteBacked is a layer whose bytes are still in a registry.

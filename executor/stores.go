@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"time"
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/sandbox"
@@ -61,6 +62,10 @@ type ImageStore interface {
 	// the image is exported, after Run returned: it is not bound to the
 	// build's context.
 	StoredLayer(diffID string, size int64) (v1.Layer, error)
+	// StoredAt returns when the store got the image whose manifest has
+	// digest: BuildKit dates a base image layer that has no history
+	// entry by when it pulled it.
+	StoredAt(digest string) (time.Time, error)
 	// NewImage assembles an image from its raw config and layers.
 	NewImage(rawConfig []byte, layers []v1.Layer) (v1.Image, error)
 }

@@ -25,6 +25,7 @@ type blobStore interface {
 	WriteBlob(ctx context.Context, r io.Reader, want string) (string, int64, error)
 	ReadBlob(ctx context.Context, digest string) ([]byte, error)
 	HasBlob(digest string) bool
+	BlobTime(digest string) (time.Time, error)
 	CopyBlob(ctx context.Context, digest string, w cache.RangeWriter) (int64, error)
 	SetTag(ctx context.Context, name, digest string) error
 	ResolveTag(ctx context.Context, name string) (string, error)
@@ -205,6 +206,12 @@ func (s *Store) putLayer(ctx context.Context, l v1.Layer) error {
 // a *DamagedError naming it and what to do.
 func (s *Store) Image(ctx context.Context, ref string) (v1.Image, error) {
 	return s.image(ctx, ref, true)
+}
+
+// StoredAt returns when this store got the image whose manifest has
+// digest: pulled, loaded or imported it, or built it.
+func (s *Store) StoredAt(digest string) (time.Time, error) {
+	return s.blobs.BlobTime(digest)
 }
 
 // Describe is Image for showing an image (history): layers that cannot be

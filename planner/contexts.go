@@ -124,7 +124,7 @@ func (p *planner) overrideStage(si *stageInfo) bool {
 	case nc.Image == emptyImage:
 		si.baseName, si.st.Base.Scratch = emptyImage, true
 	case nc.Image != "":
-		si.baseName = nc.Image
+		si.baseName, si.st.ImageContext = nc.Image, nc
 	default:
 		si.st.Base.Context = nc
 	}
@@ -151,6 +151,9 @@ func (p *planner) contextBase(si *stageInfo) bool {
 	}
 	si.baseName = nc.Image
 	si.st.Base.Scratch = nc.Image == emptyImage
+	if !si.st.Base.Scratch {
+		si.st.ImageContext = nc
+	}
 	return true
 }
 

@@ -105,9 +105,13 @@ type Stage struct {
 	// FromContext: the stage's base is a named context (FROM NAME with
 	// --build-context NAME=...), whichever Base it gives.
 	FromContext bool
-	Platform    v1.Platform
-	Steps       []*Step
-	DependsOn   []int // indexes (Stage.Index) of stages this one needs
+	// ImageContext is the named context (docker-image:// or oci-layout://)
+	// that gave the stage its base image, when one did (FromContext or
+	// Replaced): BuildKit names an oci-layout image after the context.
+	ImageContext *NamedContext
+	Platform     v1.Platform
+	Steps        []*Step
+	DependsOn    []int // indexes (Stage.Index) of stages this one needs
 }
 
 // Source is a source of files, resolved once by the planner: what a stage
