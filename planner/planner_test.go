@@ -166,6 +166,9 @@ func TestFromExpansion(t *testing.T) {
 		{"platform flag", "FROM --platform=linux/arm64 golang\n", nil, []string{"golang linux/arm64"}},
 		{"stage by name", "FROM busybox AS base\nARG X\nFROM base\n", nil, []string{"busybox linux/amd64"}},
 		{"stage by index", "FROM busybox\nFROM 0\n", nil, []string{"busybox linux/amd64"}},
+		// Both as Docker's classic builder; BuildKit takes them for images
+		// (moby/buildkit#2003).
+		{"stage by name in another case", "FROM busybox AS Base\nFROM BASE\n", nil, []string{"busybox linux/amd64"}},
 		{"scratch", "FROM scratch\n", nil, nil},
 	}
 	for _, tt := range tests {
