@@ -221,7 +221,11 @@ func (a *applier) entry(hdr *tar.Header, body io.Reader) error {
 		}
 	}
 	if name == "." {
-		return a.rootEntry(hdr)
+		// The root is the destination's, not the archive's: containerd's
+		// unpacker skips an entry that resolves to it and moby's (ADD)
+		// one named ".", whatever its type, so its owner, mode and times
+		// stay.
+		return nil
 	}
 	dir, err := a.parent(path.Dir(name), true)
 	if err != nil {
@@ -546,14 +550,6 @@ func (a *applier) device(dirfd int, base string, hdr *tar.Header) (bool, error) 
 	return true, nil
 }
 
-// rootEntry applies the metadata of a "." directory entry to the root.
-func (a *applier) rootEntry(hdr *tar.Header) error {
-	if hdr.Typeflag != tar.TypeDir {
-		return fmt.Errorf("root entry must be a directory, not type %q", hdr.Typeflag)
-	}
-	return a.metadata(axTarget{dir: int(a.rootDir.Fd())}, hdr)
-}
-
 // whiteout handles a ".wh."-prefixed non-directory entry.
 func (a *applier) whiteout(name, base string) error {
 	overlay := a.opts.whiteouts == axWhiteoutsOverlay
@@ -642,12 +638,6 @@ func (a *applier) finish() error {
 	for i := len(a.dirs) - 1; i >= 0; i-- {
 		hdr := a.dirs[i]
 		name, _ := axCleanName(hdr.Name, a.opts.chroot)
-		if name == "." {
-			if err := axUtimes(axTarget{dir: int(a.rootDir.Fd())}, hdr); err != nil {
-				return fmt.Errorf("entry %s: %w", axQuote(hdr.Name), err)
-			}
-			continue
-		}
 		if err := a.dirTimes(name, hdr); err != nil {
 			return fmt.Errorf("entry %s: %w", axQuote(hdr.Name), err)
 		}

@@ -748,22 +748,55 @@ func TestApplyDirTimesAfterContent(t *testing.T) {
 	dirTime := time.Unix(1_000_000_000, 0)
 	d := axDir("d/")
 	d.hdr.ModTime = dirTime
-	root := axDir("./")
-	root.hdr.ModTime, root.hdr.Mode = dirTime, 0o751
-	if err := w.apply(t, axTar(t, root, d, axReg("d/f", "x"), axDir("d/sub/"), axReg("d/sub/g", "y"))); err != nil {
+	if err := w.apply(t, axTar(t, d, axReg("d/f", "x"), axDir("d/sub/"), axReg("d/sub/g", "y"))); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	for _, p := range []string{w.root, filepath.Join(w.root, "d")} {
-		fi, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !fi.ModTime().Equal(dirTime) {
-			t.Errorf("%s mtime %v, want %v", p, fi.ModTime(), dirTime)
-		}
+	fi, err := os.Stat(filepath.Join(w.root, "d"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if fi, err := os.Stat(w.root); err != nil || fi.Mode().Perm() != 0o751 {
-		t.Errorf("root mode %v, %v; want 0751 from the ./ entry", fi, err)
+	if !fi.ModTime().Equal(dirTime) {
+		t.Errorf("d mtime %v, want %v", fi.ModTime(), dirTime)
+	}
+}
+
+// TestApplyRootEntryIgnored: an entry for the root itself ("./", ".", a
+// name that climbs back to it), of any type, leaves the root's owner, mode
+// and times as they were, as containerd's and moby's unpackers skip it.
+func TestApplyRootEntryIgnored(t *testing.T) {
+	testenv.RequireRoot(t)
+	old := time.Unix(1_000_000_000, 0)
+	for _, tc := range []struct {
+		name  string
+		entry axEnt
+		opts  []snapshot.ApplyOption
+	}{
+		{"./", axWithMeta(axDir("./"), 0o700, 5, 6, nil), nil},
+		{".", axWithMeta(axDir("."), 0o751, 0, 0, nil), nil},
+		{"d/..", axWithMeta(axDir("d/../"), 0o711, 7, 7, nil), nil},
+		{"a file", axReg(".", "x"), nil},
+		{"ADD: ./", axWithMeta(axDir("./"), 0o700, 5, 6, nil), []snapshot.ApplyOption{snapshot.WithChrootNames()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := axNewWorld(t)
+			if err := os.Chmod(w.root, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(w.root, old, old); err != nil {
+				t.Fatal(err)
+			}
+			tc.entry.hdr.ModTime = time.Unix(2_000_000_000, 0)
+			if err := w.apply(t, axTar(t, tc.entry), tc.opts...); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(w.root, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode != unix.S_IFDIR|0o755 || st.Uid != 0 || st.Gid != 0 || st.Mtim.Sec != old.Unix() {
+				t.Errorf("root mode %o, owner %d:%d, mtime %d; want it unchanged (%o, 0:0, %d)", st.Mode, st.Uid, st.Gid, st.Mtim.Sec, unix.S_IFDIR|0o755, old.Unix())
+			}
+		})
 	}
 }
 
