@@ -76,7 +76,7 @@ func cmdBuild(ctx context.Context, a *app, args []string) error {
 	fs.StringArrayVar(&f.buildArgs, "build-arg", nil, "build-time variable K=V (or K to take it from the environment)")
 	fs.StringArrayVar(&f.labels, "label", nil, "label K=V for the image")
 	fs.StringVar(&f.target, "target", "", "build stage to build")
-	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR | type=registry,name=REF | type=image,name=REF[,push=true]; oci, registry and image take compression=gzip|zstd|uncompressed, compression-level=N, force-compression=true")
+	fs.StringArrayVarP(&f.outputs, "output", "o", nil, "output: type=docker,dest=FILE | type=oci,dest=FILE | type=local,dest=DIR | type=tar,dest=FILE | type=registry,name=REF | type=image,name=REF[,push=true]; oci, registry and image take compression=gzip|zstd|uncompressed, compression-level=N, force-compression=true")
 	fs.StringVar(&f.iidfile, "iidfile", "", "write the image ID to FILE")
 	fs.StringVar(&f.metadataFile, "metadata-file", "", "write build metadata (digests, per-step cache results) as JSON to FILE")
 	fs.StringVar(&f.progress, "progress", "auto", "progress output: auto, plain, tty, quiet or rawjson")
