@@ -99,16 +99,17 @@ type chrooted struct {
 	sb      *sandbox // root and the stubs created for missing paths
 	shadows []shadow
 	// dirTimes are the times of the directories entries were placed in,
-	// before the first one: several entries of a directory all restore
-	// these, whatever the order.
-	dirTimes map[string][2]unix.Timespec
+	// before the first one, and placed their times once all were placed.
+	dirTimes, placed map[string][2]unix.Timespec
+	// stubbed are the directories that got a stub: BuildKit's runtime
+	// creates those mount points too, and its parent keeps the new time.
+	stubbed map[string]bool
 }
 
 // shadow is an existing entry of the root moved aside for the command's
 // life (to saved, in the same directory).
 type shadow struct {
-	rel, saved  string
-	parentTimes [2]unix.Timespec
+	rel, saved string
 }
 
 // runChroot is the init's work under isolation chroot.
@@ -117,7 +118,7 @@ func runChroot(cfg *config) result {
 	if err != nil {
 		return result{Error: err.Error()}
 	}
-	c := &chrooted{sb: &sandbox{root: root}, dirTimes: map[string][2]unix.Timespec{}}
+	c := &chrooted{sb: &sandbox{root: root}, dirTimes: map[string][2]unix.Timespec{}, placed: map[string][2]unix.Timespec{}, stubbed: map[string]bool{}}
 	res := result{}
 	if err := c.setup(cfg); err != nil {
 		res.Error = err.Error()
@@ -146,7 +147,17 @@ func (c *chrooted) setup(cfg *config) error {
 			return err
 		}
 	}
-	return c.devices()
+	if err := c.devices(); err != nil {
+		return err
+	}
+	for dir := range c.dirTimes {
+		var st unix.Stat_t
+		if err := unix.Lstat(dir, &st); err != nil {
+			return fmt.Errorf("stat %s: %w", dir, err)
+		}
+		c.placed[dir] = [2]unix.Timespec{st.Atim, st.Mtim}
+	}
+	return nil
 }
 
 // devices places the usual /dev nodes where mknod is allowed; without
@@ -186,14 +197,12 @@ func (c *chrooted) place(rel string, create func(p string) error) error {
 			return err
 		}
 	}
-	times, ok := c.dirTimes[filepath.Dir(full)]
-	if !ok {
+	if _, ok := c.dirTimes[filepath.Dir(full)]; !ok {
 		var parent unix.Stat_t
 		if err := unix.Lstat(filepath.Dir(full), &parent); err != nil {
 			return fmt.Errorf("stat parent of /%s: %w", resolved, err)
 		}
-		times = [2]unix.Timespec{parent.Atim, parent.Mtim}
-		c.dirTimes[filepath.Dir(full)] = times
+		c.dirTimes[filepath.Dir(full)] = [2]unix.Timespec{parent.Atim, parent.Mtim}
 	}
 	var st unix.Stat_t
 	switch err := unix.Lstat(full, &st); {
@@ -204,9 +213,10 @@ func (c *chrooted) place(rel string, create func(p string) error) error {
 		if err := os.Rename(full, saved); err != nil {
 			return fmt.Errorf("move /%s aside: %w", resolved, err)
 		}
-		c.shadows = append(c.shadows, shadow{rel: resolved, saved: saved, parentTimes: times})
+		c.shadows = append(c.shadows, shadow{rel: resolved, saved: saved})
 	case errors.Is(err, unix.ENOENT):
-		c.sb.stubs = append(c.sb.stubs, stub{rel: resolved, parentTimes: times})
+		c.sb.stubs = append(c.sb.stubs, stub{rel: resolved})
+		c.stubbed[filepath.Dir(full)] = true
 	default:
 		return fmt.Errorf("stat /%s: %w", resolved, err)
 	}
@@ -252,6 +262,23 @@ func modeBits(mode uint32) os.FileMode {
 // originals return, the parents get their times back.
 func (c *chrooted) teardown() error {
 	var errs []error
+	// What the command did to a directory stays; what placing the
+	// entries did to it is undone, as where the runtime mounts over an
+	// existing file: its times are those before the entries were placed
+	// unless the command changed it since, or a stub went in it.
+	after := map[string][2]unix.Timespec{}
+	for _, s := range c.shadows {
+		dir := filepath.Dir(filepath.Join(c.sb.root, s.rel))
+		if _, ok := after[dir]; ok {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(dir, &st); err != nil {
+			errs = append(errs, fmt.Errorf("stat %s: %w", dir, err))
+			continue
+		}
+		after[dir] = [2]unix.Timespec{st.Atim, st.Mtim}
+	}
 	for i := len(c.shadows) - 1; i >= 0; i-- {
 		s := c.shadows[i]
 		p := filepath.Join(c.sb.root, s.rel)
@@ -261,11 +288,14 @@ func (c *chrooted) teardown() error {
 		}
 		if err := os.Rename(s.saved, p); err != nil {
 			errs = append(errs, fmt.Errorf("restore /%s: %w", s.rel, err))
-			continue
 		}
-		ts := s.parentTimes[:]
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Dir(p), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			errs = append(errs, fmt.Errorf("restore times of %s: %w", filepath.Dir(p), err))
+	}
+	for dir, ts := range after {
+		if ts[1] == c.placed[dir][1] && !c.stubbed[dir] {
+			ts = c.dirTimes[dir]
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, dir, ts[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			errs = append(errs, fmt.Errorf("restore times of %s: %w", dir, err))
 		}
 	}
 	// A stub file the command replaced by a directory is its content now.

@@ -12,10 +12,9 @@ import (
 )
 
 // stub is a file or directory the init created in the root only to mount
-// on it, with the times its parent directory had before.
+// on it.
 type stub struct {
-	rel         string
-	parentTimes [2]unix.Timespec // atime, mtime
+	rel string
 }
 
 // ensure resolves rel inside the root (symlinks cannot leave it) and
@@ -56,10 +55,6 @@ func (sb *sandbox) ensureOne(rel string, dir bool) error {
 	case !errors.Is(err, os.ErrNotExist):
 		return err
 	}
-	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Dir(p), &st); err != nil {
-		return fmt.Errorf("stat parent of /%s: %w", rel, err)
-	}
 	if dir {
 		err = unix.Mkdir(p, 0o755)
 	} else {
@@ -80,7 +75,7 @@ func (sb *sandbox) ensureOne(rel string, dir bool) error {
 		// detach a parallel RUN's mount on it.
 		return nil
 	}
-	sb.stubs = append(sb.stubs, stub{rel: rel, parentTimes: [2]unix.Timespec{st.Atim, st.Mtim}})
+	sb.stubs = append(sb.stubs, stub{rel: rel})
 	return nil
 }
 
@@ -104,20 +99,28 @@ func createFile(p string) error {
 }
 
 // removeStubs removes the stubs newest first. A stub directory the command
-// filled is real content now: it stays, and so do its parent's times.
+// filled is real content now: it stays. Removing a stub leaves its parent
+// the times it had just before, as BuildKit's stub cleaner does: the
+// parent keeps what the command did to it, and the stub's creation (the
+// parent's times from then on are the RUN's, like everything it changed).
 func (sb *sandbox) removeStubs() error {
 	var errs []error
 	for i := len(sb.stubs) - 1; i >= 0; i-- {
 		s := sb.stubs[i]
 		p := filepath.Join(sb.root, s.rel)
+		parent := filepath.Dir(p)
+		var st unix.Stat_t
+		if err := unix.Lstat(parent, &st); err != nil {
+			errs = append(errs, fmt.Errorf("stat parent of stub /%s: %w", s.rel, err))
+			continue
+		}
 		if err := unix.Unlinkat(unix.AT_FDCWD, p, unlinkFlags(p)); err != nil {
 			if err != unix.ENOTEMPTY && err != unix.EEXIST && err != unix.ENOENT {
 				errs = append(errs, fmt.Errorf("remove stub /%s: %w", s.rel, err))
 			}
 			continue
 		}
-		parent := filepath.Dir(p)
-		ts := s.parentTimes[:]
+		ts := []unix.Timespec{st.Atim, st.Mtim}
 		if err := unix.UtimesNanoAt(unix.AT_FDCWD, parent, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			errs = append(errs, fmt.Errorf("restore times of %s: %w", parent, err))
 		}
