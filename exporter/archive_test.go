@@ -422,3 +422,58 @@ func TestArchiveCreatedAnnotation(t *testing.T) {
 		}
 	}
 }
+
+// TestArchivePlatform: a build's single image names its platform on each
+// of its index.json entries, as BuildKit's oci and docker exporters write
+// a single-platform build; one without a platform (builder save) has
+// none, and neither has an index (an image with attestations).
+func TestArchivePlatform(t *testing.T) {
+	arm := &v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}
+	for name, write := range map[string]func(ctx context.Context, path string, images []Tagged) error{
+		"docker": WriteDocker,
+		"oci": func(ctx context.Context, p string, images []Tagged) error {
+			return WriteOCI(ctx, p, images, Compression{})
+		},
+	} {
+		for _, tc := range []struct {
+			name     string
+			platform *v1.Platform
+			attest   bool
+			want     *v1.Platform
+		}{
+			{"build", arm, false, arm},
+			{"save", nil, false, nil},
+			{"attested", arm, true, nil},
+		} {
+			if tc.attest && name == "docker" {
+				continue // a docker archive holds no attestations
+			}
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				tagged := Tagged{Image: twoImages(t)[0].Image, Tags: []string{"app:v1", "app:v2"}, Platform: tc.platform}
+				if tc.attest {
+					tagged.Attest = testAttest(&v1.Descriptor{})
+				}
+				path := filepath.Join(t.TempDir(), "out.tar")
+				if err := write(t.Context(), path, []Tagged{tagged}); err != nil {
+					t.Fatal(err)
+				}
+				ix, err := indexTar(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var idx v1.IndexManifest
+				if err := readJSON(ix, "index.json", &idx); err != nil {
+					t.Fatal(err)
+				}
+				if len(idx.Manifests) != 2 {
+					t.Fatalf("%d index.json entries, want 2", len(idx.Manifests))
+				}
+				for _, d := range idx.Manifests {
+					if diff := cmp.Diff(tc.want, d.Platform); diff != "" {
+						t.Errorf("entry %s platform (-want +got):\n%s", d.Digest, diff)
+					}
+				}
+			})
+		}
+	}
+}

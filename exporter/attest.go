@@ -105,12 +105,20 @@ func platformDescriptor(img v1.Image) (v1.Descriptor, error) {
 	if err != nil {
 		return v1.Descriptor{}, err
 	}
+	p, err := ImagePlatform(img)
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	return v1.Descriptor{MediaType: d.MediaType, Size: d.Size, Digest: d.Digest, Platform: p}, nil
+}
+
+// ImagePlatform is the platform img's config names.
+func ImagePlatform(img v1.Image) (*v1.Platform, error) {
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return v1.Descriptor{}, fmt.Errorf("config: %w", err)
+		return nil, fmt.Errorf("config: %w", err)
 	}
-	p := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant, OSVersion: cfg.OSVersion}
-	return v1.Descriptor{MediaType: d.MediaType, Size: d.Size, Digest: d.Digest, Platform: &p}, nil
+	return &v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant, OSVersion: cfg.OSVersion}, nil
 }
 
 // AttestationManifest is the OCI artifact manifest BuildKit makes of an

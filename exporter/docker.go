@@ -141,8 +141,12 @@ func (a *dockerArchive) addRepo(n imageName, top string) {
 
 // indexEntries are index.json's entries for t's image (or index) desc:
 // one per tag, annotated with its name, or desc itself when t has none;
-// each with t's creation time when it has one.
+// each with t's creation time when it has one, and t's platform when desc
+// is an image.
 func indexEntries(desc v1.Descriptor, t Tagged, names []imageName) []v1.Descriptor {
+	if desc.MediaType.IsImage() && t.Platform != nil {
+		desc.Platform = t.Platform
+	}
 	entry := func(a map[string]string) v1.Descriptor {
 		d := desc
 		if !t.Created.IsZero() {

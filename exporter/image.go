@@ -37,6 +37,10 @@ type Tagged struct {
 	// UTC), as BuildKit's oci and docker exporters annotate them: the
 	// build's epoch, else the time of the export.
 	Created time.Time
+	// Platform, when set, is written on the index.json entries of Image
+	// when they name it alone (no Platforms, no Attest), as BuildKit's oci
+	// and docker exporters name a single-platform build's image.
+	Platform *v1.Platform
 }
 
 // NewImage returns a deterministic image with an OCI manifest and an OCI

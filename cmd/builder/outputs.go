@@ -334,7 +334,11 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 	if img, err = epoch.Apply(img); err != nil {
 		return rec, err
 	}
-	tagged := []exporter.Tagged{{Image: img, Tags: tags, Attest: r.attest.forOutput(o, tags, r.prog.Notice), Created: epoch.Created()}}
+	platform, err := exporter.ImagePlatform(img)
+	if err != nil {
+		return rec, err
+	}
+	tagged := []exporter.Tagged{{Image: img, Tags: tags, Attest: r.attest.forOutput(o, tags, r.prog.Notice), Created: epoch.Created(), Platform: platform}}
 	if o.dest != "" && o.dest != "-" {
 		r.prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 	}
