@@ -435,7 +435,7 @@ func (r *buildRun) report(ctx context.Context, res *executor.Result, out exporte
 		}
 	}
 	if f.metadataFile != "" {
-		if err := writeMetadata(f.metadataFile, res.Image, out, f.tags, rec); err != nil {
+		if err := writeMetadata(f.metadataFile, res.Image, out, f.tags, imageNames(f.tags, r.outputs()), rec); err != nil {
 			return err
 		}
 	}

@@ -63,7 +63,11 @@ func parseCacheSpec(v string, dir cacheDirection) (cacheSpec, error) {
 		return c, checkNames([]string{v})
 	}
 	typ, path := "", ""
-	for _, kv := range strings.Split(v, ",") {
+	fields, err := csvFields(v)
+	if err != nil {
+		return c, err
+	}
+	for _, kv := range fields {
 		k, val, _ := strings.Cut(kv, "=")
 		switch strings.TrimSpace(k) {
 		case "type":

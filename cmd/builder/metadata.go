@@ -26,13 +26,13 @@ type metadataStep struct {
 
 // writeMetadata writes the --metadata-file JSON for CI: buildx's keys
 // (containerimage.digest and .descriptor: the manifest where the image
-// went, see exported.manifest; containerimage.config.digest; image.name;
-// buildx.build.ref), then builder's own: the local store's digest (of a
+// went, see exported.manifest; containerimage.config.digest; image.name,
+// the names (imageNames); buildx.build.ref), then builder's own: the local store's digest (of a
 // multi-platform build: the index's, with each platform's image under
 // "platforms"), tags,
 // one entry per instruction of the stages built, in order (metadata-only
 // instructions have an empty key and layer), and the cache report.
-func writeMetadata(path string, img v1.Image, out exported, tags []string, rec *cache.BuildRecord) error {
+func writeMetadata(path string, img v1.Image, out exported, tags, names []string, rec *cache.BuildRecord) error {
 	cfgDigest, err := img.ConfigName()
 	if err != nil {
 		return err
@@ -60,8 +60,8 @@ func writeMetadata(path string, img v1.Image, out exported, tags []string, rec *
 		"steps":                        steps,
 		"cache":                        cacheMetadataOf(rec),
 	}
-	if len(tags) > 0 {
-		m["image.name"] = strings.Join(fullNames(tags), ",")
+	if len(names) > 0 {
+		m["image.name"] = strings.Join(fullNames(names), ",")
 	}
 	if len(out.platforms) > 0 {
 		m["platforms"] = out.platforms

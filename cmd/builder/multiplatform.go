@@ -278,10 +278,11 @@ func (r *exportRun) exportPlatformOutput(ctx context.Context, builds []*platform
 		if o.dest == "" {
 			return rec, errors.New("docker exporter does not currently support exporting manifest lists: the Docker engine's image store holds one platform per name; use -o type=oci, -o type=docker,dest=FILE (Docker 25+ loads its index), --push, or one --platform")
 		}
-		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: tags, Created: created}}
+		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: o.archiveNames(tags), Created: created}}
 		err = r.writeArchive(ctx, o, func(path string) error { return exporter.WriteDocker(ctx, path, tagged) }, nil)
 	case "oci":
-		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: tags, Attest: atts.forOutput(o, tags), Created: created}}
+		names := o.archiveNames(tags)
+		tagged := []exporter.Tagged{{Image: host, Platforms: out, Tags: names, Attest: atts.forOutput(o, names), Created: created}}
 		err = r.writeOCI(ctx, o, tagged, ex)
 	case "local":
 		if o.platformSplit(true) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -227,6 +228,39 @@ func TestHasLayers(t *testing.T) {
 	} {
 		if got, err := hasLayers(c.img); err != nil || got != c.want {
 			t.Errorf("%s: %v %v, want %v", c.name, got, err, c.want)
+		}
+	}
+}
+
+// TestOutputArchiveNames: an oci or docker output names its image by its
+// name= (a CSV field in quotes may list several, as buildx parses -o),
+// else by the build's tags; other outputs always take the tags.
+func TestOutputArchiveNames(t *testing.T) {
+	tags := []string{"app:v1"}
+	for _, c := range []struct {
+		in      string
+		want    []string
+		wantErr string
+	}{
+		{in: "type=oci,dest=o.tar", want: tags},
+		{in: "type=oci,dest=o.tar,name=reg.io/x:1", want: []string{"reg.io/x:1"}},
+		{in: `type=docker,dest=o.tar,"name=a:1,b:2"`, want: []string{"a:1", "b:2"}},
+		{in: "type=image,name=c:3", want: tags},
+		{in: "type=oci,dest=o.tar,name=UPPER:x", wantErr: "invalid tag"},
+		{in: `type=oci,"dest=o.tar`, wantErr: "parse"},
+	} {
+		got, err := parseOutputs([]string{c.in})
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%s: error %v, want %q", c.in, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%s: %+v, %v", c.in, got, err)
+		}
+		if diff := cmp.Diff(c.want, got[0].archiveNames(tags)); diff != "" {
+			t.Errorf("%s: names (-want +got):\n%s", c.in, diff)
 		}
 	}
 }

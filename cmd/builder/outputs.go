@@ -17,11 +17,13 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // output is one -o value, as buildx reads it. dest is the file or
 // directory of docker, oci, local and tar outputs ("-": standard output);
-// name and push belong to image and registry outputs.
+// name belongs to image and registry outputs (and names the image of oci
+// and docker ones), push to image and registry outputs.
 type output struct {
 	typ, dest, name string
 	push            bool
@@ -79,7 +81,11 @@ func parseOutput(v string) (output, error) {
 	}
 	var o output
 	compression := false
-	for _, kv := range strings.Split(v, ",") {
+	fields, err := csvFields(v)
+	if err != nil {
+		return o, err
+	}
+	for _, kv := range fields {
 		k, val, _ := strings.Cut(kv, "=")
 		k = strings.TrimSpace(k)
 		var err error
@@ -127,6 +133,32 @@ func parseOutput(v string) (output, error) {
 	return o, o.check(compression)
 }
 
+// imageNames are the names --metadata-file gives as image.name: the
+// tags, else those of the first oci or docker output with a name=, as
+// BuildKit's exporter of that output reports them.
+func imageNames(tags []string, outs []output) []string {
+	if len(tags) > 0 {
+		return tags
+	}
+	for _, o := range outs {
+		if names := o.archiveNames(nil); len(names) > 0 {
+			return names
+		}
+	}
+	return tags
+}
+
+// archiveNames are the names an oci or docker output gives its image (in
+// the archive's index.json and manifest.json, or in the Docker engine):
+// its name= (comma-separated), else the build's tags, as buildx gives an
+// exporter without a name the -t tags.
+func (o output) archiveNames(tags []string) []string {
+	if o.name == "" || (o.typ != "oci" && o.typ != "docker") {
+		return tags
+	}
+	return strings.Split(o.name, ",")
+}
+
 func (o *output) check(compression bool) error {
 	if err := o.comp.Validate(); err != nil {
 		return err
@@ -139,6 +171,11 @@ func (o *output) check(compression bool) error {
 	}
 	if o.split != nil && o.typ != "local" && o.typ != "tar" {
 		return fmt.Errorf("platform-split belongs to type=local and type=tar")
+	}
+	if o.name != "" && (o.typ == "oci" || o.typ == "docker") {
+		if err := checkNames(o.archiveNames(nil)); err != nil {
+			return err
+		}
 	}
 	switch o.typ {
 	case "docker":
@@ -317,8 +354,14 @@ func (r *exportRun) writeOCI(ctx context.Context, o output, tagged []exporter.Ta
 	return r.writeArchive(ctx, o, write, func(path string) error {
 		idx, err := exporter.OCIIndex(path)
 		if err == nil && len(idx.Manifests) > 0 {
+			// BuildKit's descriptor (containerimage.descriptor) has the
+			// creation time, not the names the archive adds.
 			ex.oci = idx.Manifests[0]
+			created, ok := ex.oci.Annotations[ocispec.AnnotationCreated]
 			ex.oci.Annotations = nil
+			if ok {
+				ex.oci.Annotations = map[string]string{ocispec.AnnotationCreated: created}
+			}
 		}
 		return err
 	})
@@ -338,7 +381,8 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 	if err != nil {
 		return rec, err
 	}
-	tagged := []exporter.Tagged{{Image: img, Tags: tags, Attest: r.attest.forOutput(o, tags, r.prog.Notice), Created: epoch.Created(), Platform: platform}}
+	names := o.archiveNames(tags)
+	tagged := []exporter.Tagged{{Image: img, Tags: names, Attest: r.attest.forOutput(o, names, r.prog.Notice), Created: epoch.Created(), Platform: platform}}
 	if o.dest != "" && o.dest != "-" {
 		r.prog.Notice(fmt.Sprintf("exporting to %s %s", o.typ, o.dest))
 	}

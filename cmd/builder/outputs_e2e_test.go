@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/builder-dev/builder/exporter"
+	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -162,4 +163,42 @@ func ociIndexOf(t *testing.T, path string) *v1.IndexManifest {
 		t.Fatal(err)
 	}
 	return idx
+}
+
+// An OCI output's name= (a quoted CSV field may list several, as buildx
+// reads -o) names its image in index.json instead of the -t tags, and is
+// --metadata-file's image.name when there is no -t; the descriptor there
+// has the creation time BuildKit's oci exporter gives it, and the
+// platform of a single-platform build.
+func TestE2EOCIOutputNames(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dir := e.context("FROM busybox:fixture\nRUN echo names > /f\n", nil)
+	oci, md := filepath.Join(e.dir, "oci.tar"), filepath.Join(e.dir, "md.json")
+	e.mustRun("build", "--metadata-file", md, "-o", `type=oci,dest=`+oci+`,"name=reg.io/x/app:v1,reg.io/x/app:v2"`, dir)
+	idx := ociIndexOf(t, oci)
+	var names []string
+	for _, d := range idx.Manifests {
+		names = append(names, d.Annotations["io.containerd.image.name"])
+		if d.Platform == nil || d.Platform.OS != "linux" || d.Platform.Architecture == "" {
+			t.Errorf("index.json entry %s: platform %v, want the image's", d.Digest, d.Platform)
+		}
+	}
+	if diff := cmp.Diff([]string{"reg.io/x/app:v1", "reg.io/x/app:v2"}, names); diff != "" {
+		t.Errorf("index.json names (-want +got):\n%s", diff)
+	}
+	var m struct {
+		Name string        `json:"image.name"`
+		Tags []string      `json:"tags"`
+		Desc v1.Descriptor `json:"containerimage.descriptor"`
+	}
+	if err := json.Unmarshal([]byte(readFileString(t, md)), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Name != "reg.io/x/app:v1,reg.io/x/app:v2" || len(m.Tags) != 0 {
+		t.Errorf("image.name %q, tags %q; want the output's names and no tag", m.Name, m.Tags)
+	}
+	if _, ok := m.Desc.Annotations["org.opencontainers.image.created"]; !ok || len(m.Desc.Annotations) != 1 || m.Desc.Platform == nil {
+		t.Errorf("containerimage.descriptor %+v: want the creation time alone and the platform", m.Desc)
+	}
 }

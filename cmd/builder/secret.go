@@ -26,7 +26,11 @@ func readSecrets(specs []string) (map[string][]byte, error) {
 
 func readSecret(spec string) (string, []byte, error) {
 	var id, typ, src, env string
-	for _, field := range strings.Split(spec, ",") {
+	fields, err := csvFields(spec)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, field := range fields {
 		k, v, ok := strings.Cut(field, "=")
 		if !ok {
 			return "", nil, fmt.Errorf("invalid field %q: want key=value", field)
@@ -85,7 +89,11 @@ func checkSecretSize(b []byte) error {
 
 // secretSpecName names a --secret value in errors by its id only.
 func secretSpecName(spec string) string {
-	for _, field := range strings.Split(spec, ",") {
+	fields, err := csvFields(spec)
+	if err != nil {
+		fields = strings.Split(spec, ",")
+	}
+	for _, field := range fields {
 		if k, v, ok := strings.Cut(field, "="); ok && k == "id" {
 			return "id=" + v
 		}
