@@ -14,17 +14,21 @@ import (
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/buildcontext"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/util/system"
 	"github.com/moby/patternmatcher"
 )
 
 // copyRequest is one expanded COPY or ADD instruction.
 type copyRequest struct {
-	Add        bool
-	Line       int
-	Sources    []string                     // expanded, as written (globs, URLs for ADD)
-	Heredocs   []instructions.SourceContent // inline files
-	Dest       string                       // expanded destination as written
-	Workdir    string                       // image WorkingDir for a relative Dest ("" = "/")
+	Add      bool
+	Line     int
+	Sources  []string                     // expanded, as written (globs, URLs for ADD)
+	Heredocs []instructions.SourceContent // inline files
+	Dest     string                       // expanded destination as written
+	Workdir  string                       // image WorkingDir for a relative Dest ("" = "/"), with slashes
+	// OS is the target's operating system: a Windows Dest may have the
+	// drive letter C: and backslashes (BuildKit's pathRelativeToWorkingDir).
+	OS         string
 	Chown      string
 	Chmod      string
 	Checksum   string // ADD --checksum
@@ -205,7 +209,15 @@ func (p *copyPlan) validate() error {
 	if _, err := patternmatcher.New(req.Exclude); err != nil {
 		return fmt.Errorf("invalid --exclude pattern: %w", err)
 	}
-	p.dest, p.destDir = copyDest(req.Workdir, req.Dest)
+	dest := req.Dest
+	if req.OS == "windows" {
+		d, err := system.CheckSystemDriveAndRemoveDriveLetter(dest, req.OS, true)
+		if err != nil {
+			return fmt.Errorf("destination %s: %w", dest, err)
+		}
+		dest = d
+	}
+	p.dest, p.destDir = copyDest(req.Workdir, dest)
 	return nil
 }
 

@@ -65,7 +65,8 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, req copyRequest) 
 		return fmt.Errorf("no build context: %s needs one", strings.ToUpper(sc.step.Cmd.Name()))
 	}
 	req.Line = sc.step.Line
-	req.Workdir = sc.s.img.Config.WorkingDir
+	req.Workdir = slashPath(sc.s.img.Config.WorkingDir, sc.st.Platform.OS)
+	req.OS = sc.st.Platform.OS
 	req.HTTPClient = b.e.opts.HTTPClient
 	req.URLMemo = storeURLMemo{b.e.opts.Cache}
 	req.Git = b.gitOptions(sc)

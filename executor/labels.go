@@ -62,8 +62,8 @@ func stageLabels(st *planner.Stage, named, multi bool) (from string, steps []str
 	for i, step := range st.Steps {
 		rootWorkdir := false
 		if c, ok := step.Cmd.(*instructions.WorkdirCommand); ok {
-			wd = resolveWorkdir(wd, c.Path)
-			rootWorkdir = wd == "/"
+			wd, _ = resolveWorkdirFor(wd, c.Path, st.Platform.OS)
+			rootWorkdir = slashPath(wd, st.Platform.OS) == "/"
 		}
 		switch {
 		case countedStep(step.Cmd) && !rootWorkdir:
@@ -127,7 +127,7 @@ func baseWorkdir(st *planner.Stage) string {
 		wd := baseWorkdir(st.Base.Stage)
 		for _, step := range st.Base.Stage.Steps {
 			if c, ok := step.Cmd.(*instructions.WorkdirCommand); ok {
-				wd = resolveWorkdir(wd, c.Path)
+				wd, _ = resolveWorkdirFor(wd, c.Path, st.Base.Stage.Platform.OS)
 			}
 		}
 		return wd

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/util/system"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/moby/sys/signal"
 )
@@ -108,13 +109,17 @@ func withShell(img *dockerspec.DockerOCIImage, c instructions.ShellDependantCmdL
 	if !c.PrependShell {
 		return append([]string(nil), c.CmdLine...)
 	}
-	return append(shellOf(img.Config.Shell), strings.Join(c.CmdLine, " "))
+	return append(shellOf(img.Config.Shell, img.OS), strings.Join(c.CmdLine, " "))
 }
 
-// shellOf returns a copy of the image's SHELL, or the default /bin/sh -c.
-func shellOf(shell []string) []string {
+// shellOf returns a copy of the image's SHELL, or the default of an image
+// of operating system os: /bin/sh -c, cmd /S /C on Windows (BuildKit's).
+func shellOf(shell []string, os string) []string {
 	if len(shell) > 0 {
 		return append([]string(nil), shell...)
+	}
+	if os == "windows" {
+		return []string{"cmd", "/S", "/C"}
 	}
 	return []string{"/bin/sh", "-c"}
 }
@@ -225,6 +230,27 @@ func resolveWorkdir(cur, p string) string {
 		cur = "/"
 	}
 	return path.Join(cur, p)
+}
+
+// resolveWorkdirFor is resolveWorkdir for an image of operating system
+// os: a Windows image's working directory is normalized as BuildKit's
+// system.NormalizeWorkdir does (the drive letter C: dropped, which must
+// be the system drive, and backslashes: "C:\app" is "\app").
+func resolveWorkdirFor(cur, p, os string) (string, error) {
+	if os != "windows" {
+		return resolveWorkdir(cur, p), nil
+	}
+	wd, err := system.NormalizeWorkdir(cur, p, os)
+	if err != nil {
+		return "", fmt.Errorf("WORKDIR %s: %w", p, err)
+	}
+	return wd, nil
+}
+
+// slashPath is a working directory of an image of os as a path in its
+// root filesystem: forward slashes (a Windows image's are backslashes).
+func slashPath(wd, os string) string {
+	return system.ToSlash(wd, os)
 }
 
 // applyMetadata applies a metadata instruction with the rules that depend on

@@ -324,3 +324,35 @@ func TestImageWithoutHistory(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowsPaths: a Windows image's WORKDIR and COPY destination are
+// normalized as BuildKit's util/system does: the system drive's letter
+// dropped (another drive is an error), backslashes as separators (the
+// config's working directory keeps them, the paths in the root do not).
+func TestWindowsPaths(t *testing.T) {
+	for _, tt := range []struct{ cur, p, os, want, err string }{
+		{`\`, `C:\app`, "windows", `\app`, ""},
+		{`\app`, `sub\dir`, "windows", `\app\sub\dir`, ""},
+		{`\app`, `c:/x/y`, "windows", `\x\y`, ""},
+		{`\`, `D:\x`, "windows", "", "system drive"},
+		{"/app", `C:\x`, "linux", `/app/C:\x`, ""},
+	} {
+		got, err := resolveWorkdirFor(tt.cur, tt.p, tt.os)
+		if got != tt.want || (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("resolveWorkdirFor(%q, %q, %s) = %q, %v; want %q, error %q", tt.cur, tt.p, tt.os, got, err, tt.want, tt.err)
+		}
+	}
+	for _, tt := range []struct {
+		workdir, dest, want string
+		dir                 bool
+	}{
+		{"/", `C:\dst\`, "/dst", true},
+		{"/app", `sub\`, "/app/sub", true},
+		{"/app", `c:/f`, "/f", false},
+	} {
+		p := &copyPlan{req: copyRequest{Sources: []string{"f"}, Dest: tt.dest, Workdir: tt.workdir, OS: "windows"}}
+		if err := p.validate(); err != nil || p.dest != tt.want || p.destDir != tt.dir {
+			t.Errorf("COPY f %s in %s: dest %q (dir %v), %v; want %q (dir %v)", tt.dest, tt.workdir, p.dest, p.destDir, err, tt.want, tt.dir)
+		}
+	}
+}

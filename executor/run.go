@@ -301,7 +301,7 @@ func runArgv(shell *[]string, c *instructions.RunCommand) ([]string, error) {
 	if !c.PrependShell {
 		return append([]string(nil), args...), nil
 	}
-	return append(shellOf(*shell), strings.Join(args, " ")), nil
+	return append(shellOf(*shell, ""), strings.Join(args, " ")), nil
 }
 
 // heredocBody is the content of a RUN heredoc, its leading tabs removed
@@ -388,8 +388,14 @@ func quoteAll(a []string) []string {
 // does, owned by the current USER.
 func (b *build) dispatchWorkdir(ctx context.Context, sc *stepCtx, c *instructions.WorkdirCommand) error {
 	s := sc.s
-	wd := resolveWorkdir(s.img.Config.WorkingDir, c.Path)
+	wd, err := resolveWorkdirFor(s.img.Config.WorkingDir, c.Path, sc.st.Platform.OS)
+	if err != nil {
+		return err
+	}
 	s.img.Config.WorkingDir = wd
+	// A Windows image's working directory is written with backslashes;
+	// the directory and the history name it with slashes, as BuildKit.
+	wd = slashPath(wd, sc.st.Platform.OS)
 	if wd == "/" {
 		s.history("WORKDIR "+wd, true, s.created)
 		return nil

@@ -158,9 +158,15 @@ func (b *build) keyBase(ctx context.Context, st *planner.Stage) (*stageState, ca
 			return nil, in, fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
 		}
 		// BuildKit gives every stage's image a PATH (the default) when its
-		// base image has none, Windows' aside.
+		// base image has none, Windows' aside, and normalizes a Windows
+		// image's working directory ("C:\\app" is "\\app").
 		if st.Platform.OS != "windows" && !isEnvKey(s.img.Config.Env, "PATH") {
 			s.img.Config.Env = append(s.img.Config.Env, "PATH="+planner.DefaultPath)
+		}
+		if wd := s.img.Config.WorkingDir; st.Platform.OS == "windows" && wd != "" {
+			if s.img.Config.WorkingDir, err = resolveWorkdirFor(wd, wd, "windows"); err != nil {
+				return nil, in, fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
+			}
 		}
 	case st.Base.Context != nil:
 		s = contextImage(st)
@@ -278,7 +284,13 @@ func emptyImage(p v1.Platform) dockerspec.DockerOCIImage {
 	img.Variant = p.Variant
 	img.RootFS.Type = "layers"
 	img.Config.WorkingDir = "/"
-	img.Config.Env = []string{"PATH=" + planner.DefaultPath}
+	// BuildKit sets no PATH for Windows (moby/buildkit#5445), and writes
+	// a Windows image's working directory with backslashes.
+	if p.OS == "windows" {
+		img.Config.WorkingDir = `\`
+	} else {
+		img.Config.Env = []string{"PATH=" + planner.DefaultPath}
+	}
 	return img
 }
 

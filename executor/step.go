@@ -52,7 +52,11 @@ func (b *build) runStep(ctx context.Context, st *planner.Stage, s *stageState, i
 		return b.configStep(ctx, sc)
 	}
 	if c, ok := step.Cmd.(*instructions.WorkdirCommand); ok {
-		s.img.Config.WorkingDir = resolveWorkdir(s.img.Config.WorkingDir, c.Path)
+		wd, err := resolveWorkdirFor(s.img.Config.WorkingDir, c.Path, st.Platform.OS)
+		if err != nil {
+			return err
+		}
+		s.img.Config.WorkingDir = wd
 	}
 	defer sp.release() // downloads and checkouts: nothing to report
 	return b.resolve(ctx, sc, sp)

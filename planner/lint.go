@@ -2,7 +2,6 @@ package planner
 
 import (
 	"maps"
-	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/util/suggest"
+	"github.com/moby/buildkit/util/system"
 	"github.com/moby/patternmatcher"
 )
 
@@ -192,7 +192,7 @@ type stageLint struct {
 
 // lintStep runs the rules buildkit evaluates when it dispatches the
 // (expanded) command c in scope sc, before c changes the scope.
-func (p *planner) lintStep(lint *linter.Linter, sc *scope, sl *stageLint, c instructions.Command) {
+func (p *planner) lintStep(lint *linter.Linter, sc *scope, sl *stageLint, c instructions.Command, os string) {
 	if lint == nil {
 		return
 	}
@@ -211,8 +211,7 @@ func (p *planner) lintStep(lint *linter.Linter, sc *scope, sl *stageLint, c inst
 			}
 		}
 	case *instructions.WorkdirCommand:
-		// buildkit's system.IsAbs, for Linux (builder builds no other)
-		if !sc.workdirSet && !path.IsAbs(c.Path) {
+		if !sc.workdirSet && !system.IsAbs(c.Path, os) {
 			lint.Run(&linter.RuleWorkdirRelativePath, c.Location(), linter.RuleWorkdirRelativePath.Format(c.Path))
 		}
 	case *instructions.CmdCommand:

@@ -85,6 +85,8 @@ type lintCase struct {
 	err       string // the plan's error, if it fails
 }
 
+var windows = v1.Platform{OS: "windows", Architecture: "amd64"}
+
 func runLintCases(t *testing.T, tests []lintCase) {
 	t.Helper()
 	for _, tt := range tests {
@@ -208,6 +210,8 @@ func TestLintInstructions(t *testing.T) {
 		{name: "workdir undefined", src: "FROM scratch\nWORKDIR $D\n",
 			want: []lintFinding{undefinedVar(2, "Usage of undefined variable '$D'"), relative(2, "")}},
 		{name: "workdir skipped", src: "FROM scratch\n# check=skip=WorkdirRelativePath\nWORKDIR app/\n"},
+		{name: "windows workdir with a drive", src: "FROM scratch\nWORKDIR C:\\\\app\n", opts: Options{Platform: windows}},
+		{name: "windows relative workdir", src: "FROM scratch\nWORKDIR app\n", opts: Options{Platform: windows}, want: []lintFinding{relative(2, "app")}},
 		{name: "multiple", src: "FROM scratch\nENTRYPOINT [\"/a\"]\nENTRYPOINT [\"/b\"]\nCMD [\"/a\"]\nCMD [\"/b\"]\nHEALTHCHECK CMD [\"/a\"]\nHEALTHCHECK CMD [\"/b\"]\n",
 			want: []lintFinding{multiple(2, "ENTRYPOINT"), multiple(4, "CMD"), multiple(6, "HEALTHCHECK")}},
 		{name: "multiple across other steps", src: "FROM scratch\nENTRYPOINT [\"/a\"]\nCOPY <<EOF /a.txt\nhi\nEOF\nENTRYPOINT [\"/b\"]\n",

@@ -185,7 +185,7 @@ func (p *planner) addStep(ctx context.Context, si *stageInfo, sc *scope, sl *sta
 	if err != nil {
 		return p.errAt(line, fmt.Errorf("expand %s: %w", c.Name(), err))
 	}
-	p.lintStep(lint, sc, sl, c)
+	p.lintStep(lint, sc, sl, c, si.st.Platform.OS)
 	step.Name = p.stepName(sc, orig, c, step.OnBuild)
 	if err := p.laterSource(si, orig, c); err != nil {
 		return p.errAt(line, err)

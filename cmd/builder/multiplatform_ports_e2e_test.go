@@ -13,11 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -211,29 +213,30 @@ func TestE2EMultiNilRefsOCIExporter(t *testing.T) {
 // a directory per platform (linux/arm normalized to linux_arm_v7), the
 // OCI output an index of the platforms in order, each image one layer
 // with its platform's file, its config's os/architecture and the
-// TARGETPLATFORM label. Adapted: upstream's windows/amd64 is left out of
-// both platform lists (builder builds Linux images); the rest is
-// upstream's, and both layouts are compared with buildkitd's.
+// TARGETPLATFORM label; windows/amd64 among them, as upstream (a Windows
+// image made by COPY alone); both layouts are compared with buildkitd's.
 func TestE2EExportMultiPlatform(t *testing.T) {
 	e := newEnv(t)
 	dir := e.context("\nFROM scratch\nARG TARGETARCH\nARG TARGETPLATFORM\nLABEL target=$TARGETPLATFORM\nCOPY arch-$TARGETARCH whoami\n",
 		map[string]string{"arch-arm": "i am arm", "arch-amd64": "i am amd64", "arch-s390x": "i am s390x", "arch-ppc64le": "i am ppc64le"})
 	dest := filepath.Join(e.dir, "local")
-	e.mustRun("build", "--platform", "linux/arm,linux/s390x", "-o", "type=local,dest="+dest, dir)
+	e.mustRun("build", "--platform", "windows/amd64,linux/arm,linux/s390x", "-o", "type=local,dest="+dest, dir)
+	wantFileContent(t, filepath.Join(dest, "windows_amd64/whoami"), "i am amd64")
 	wantFileContent(t, filepath.Join(dest, "linux_arm_v7/whoami"), "i am arm")
 	wantFileContent(t, filepath.Join(dest, "linux_s390x/whoami"), "i am s390x")
 	bkDest := filepath.Join(e.dir, "bk-local")
-	bkRun(t, dir, "--opt", "platform=linux/arm,linux/s390x", "--output", "type=local,dest="+bkDest)
+	bkRun(t, dir, "--opt", "platform=windows/amd64,linux/arm,linux/s390x", "--output", "type=local,dest="+bkDest)
 	sameList(t, "local output", tree(t, dest), tree(t, bkDest))
 
 	out := filepath.Join(e.dir, "out.tar")
-	e.mustRun("build", "--platform", "linux/arm/v6,linux/ppc64le", "-o", "type=oci,dest="+out, dir)
+	e.mustRun("build", "--platform", "windows/amd64,linux/arm/v6,linux/ppc64le", "-o", "type=oci,dest="+out, dir)
 	oci := readOCITar(t, out)
 	idx := oci.index(t)
-	if len(idx.Manifests) != 2 {
-		t.Fatalf("index of %d manifests, want 2", len(idx.Manifests))
+	if len(idx.Manifests) != 3 {
+		t.Fatalf("index of %d manifests, want 3", len(idx.Manifests))
 	}
 	for i, exp := range []struct{ p, os, arch, dt string }{
+		{"windows/amd64", "windows", "amd64", "i am amd64"},
 		{"linux/arm/v6", "linux", "arm", "i am arm"},
 		{"linux/ppc64le", "linux", "ppc64le", "i am ppc64le"},
 	} {
@@ -258,7 +261,7 @@ func TestE2EExportMultiPlatform(t *testing.T) {
 		})
 	}
 	bkOut := filepath.Join(e.dir, "bk.tar")
-	bkRun(t, dir, "--opt", "platform=linux/arm/v6,linux/ppc64le", "--output", "type=oci,dest="+bkOut)
+	bkRun(t, dir, "--opt", "platform=windows/amd64,linux/arm/v6,linux/ppc64le", "--output", "type=oci,dest="+bkOut)
 	sameList(t, "index entries", indexShape(idx), indexShape(readOCITar(t, bkOut).index(t)))
 }
 
@@ -688,5 +691,62 @@ func TestE2EBaseImagePlatformMismatch(t *testing.T) {
 	_, progress := fresh.mustRun("build", "--progress", "plain", "--platform", expected, dir)
 	if !strings.Contains(progress, "InvalidBaseImagePlatform: "+detail+" (line 2)") {
 		t.Errorf("build progress lacks the warning:\n%s", progress)
+	}
+}
+
+// testDefaultShellAndPath (dockerfile_cmd_test.go), the half the
+// conformance case default-shell-and-path cannot hold: one build for
+// windows/amd64,linux/amd64 into an OCI archive; the Windows image's
+// shell-form ENTRYPOINT runs cmd /S /C and it has no Env (BuildKit sets
+// no PATH for Windows, moby/buildkit#5445), the Linux one /bin/sh -c and
+// the default PATH; one layer each. The index is compared with
+// buildkitd's, and each config's entrypoint, env and working directory.
+func TestE2EDefaultShellAndPathWindows(t *testing.T) {
+	e := newEnv(t)
+	dir := e.context("\nFROM scratch\nENTRYPOINT foo bar\nCOPY Dockerfile .\n", nil)
+	out, bkOut := filepath.Join(e.dir, "out.tar"), filepath.Join(e.dir, "bk.tar")
+	e.mustRun("build", "--platform", "windows/amd64,linux/amd64", "-o", "type=oci,dest="+out, dir)
+	bkRun(t, dir, "--opt", "platform=windows/amd64,linux/amd64", "--output", "type=oci,dest="+bkOut)
+	oci, bk := readOCITar(t, out), readOCITar(t, bkOut)
+	idx, bkIdx := oci.index(t), bk.index(t)
+	sameList(t, "index entries", indexShape(idx), indexShape(bkIdx))
+	if len(idx.Manifests) != 2 || len(bkIdx.Manifests) != 2 {
+		t.Fatalf("indexes of %d and %d manifests (builder, buildkit), want 2", len(idx.Manifests), len(bkIdx.Manifests))
+	}
+	config := func(o ociTar, d v1.Descriptor) (v1.Config, int) {
+		var m v1.Manifest
+		o.blob(t, d.Digest, &m)
+		var cfg v1.ConfigFile
+		o.blob(t, m.Config.Digest, &cfg)
+		return cfg.Config, len(m.Layers)
+	}
+	for i, exp := range []struct {
+		p          string
+		entrypoint []string
+		env        []string
+		workdir    string
+	}{
+		{"windows/amd64", []string{"cmd", "/S", "/C", "foo bar"}, nil, `\`},
+		{"linux/amd64", []string{"/bin/sh", "-c", "foo bar"}, []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, "/"},
+	} {
+		t.Run(exp.p, func(t *testing.T) {
+			got, layers := config(oci, idx.Manifests[i])
+			want, _ := config(bk, bkIdx.Manifests[i])
+			if layers != 1 {
+				t.Errorf("%d layers, want 1", layers)
+			}
+			if diff := cmp.Diff(exp.entrypoint, got.Entrypoint); diff != "" {
+				t.Errorf("entrypoint (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(exp.env, got.Env); diff != "" {
+				t.Errorf("env (-want +got):\n%s", diff)
+			}
+			if got.WorkingDir != exp.workdir {
+				t.Errorf("working directory %q, want %q", got.WorkingDir, exp.workdir)
+			}
+			if diff := cmp.Diff(want.Entrypoint, got.Entrypoint); diff != "" || !slices.Equal(want.Env, got.Env) || want.WorkingDir != got.WorkingDir {
+				t.Errorf("config differs from buildkitd's: entrypoint %q env %q workdir %q, buildkitd's %q %q %q", got.Entrypoint, got.Env, got.WorkingDir, want.Entrypoint, want.Env, want.WorkingDir)
+			}
+		})
 	}
 }
