@@ -403,14 +403,7 @@ func TestArchiveCreatedAnnotation(t *testing.T) {
 				if err := write(t.Context(), path, []Tagged{{Image: img, Tags: tc.tags, Created: tc.created}}); err != nil {
 					t.Fatal(err)
 				}
-				ix, err := indexTar(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var idx v1.IndexManifest
-				if err := readJSON(ix, "index.json", &idx); err != nil {
-					t.Fatal(err)
-				}
+				idx := archiveIndexJSON(t, path)
 				var got []map[string]string
 				for _, d := range idx.Manifests {
 					got = append(got, d.Annotations)
@@ -457,14 +450,7 @@ func TestArchivePlatform(t *testing.T) {
 				if err := write(t.Context(), path, []Tagged{tagged}); err != nil {
 					t.Fatal(err)
 				}
-				ix, err := indexTar(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var idx v1.IndexManifest
-				if err := readJSON(ix, "index.json", &idx); err != nil {
-					t.Fatal(err)
-				}
+				idx := archiveIndexJSON(t, path)
 				if len(idx.Manifests) != 2 {
 					t.Fatalf("%d index.json entries, want 2", len(idx.Manifests))
 				}
@@ -476,4 +462,18 @@ func TestArchivePlatform(t *testing.T) {
 			})
 		}
 	}
+}
+
+// archiveIndexJSON is the index.json of the archive at path.
+func archiveIndexJSON(t *testing.T, path string) v1.IndexManifest {
+	t.Helper()
+	ix, err := indexTar(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx v1.IndexManifest
+	if err := readJSON(ix, "index.json", &idx); err != nil {
+		t.Fatal(err)
+	}
+	return idx
 }

@@ -33,20 +33,31 @@ func TestParseOutputPlatformSplit(t *testing.T) {
 		{in: "type=oci,dest=out.tar,platform-split=false", wantErr: "platform-split belongs to type=local and type=tar"},
 		{in: "type=local,dest=out,platform-split=maybe", wantErr: "not a boolean"},
 	} {
-		got, err := parseOutputs([]string{c.in})
-		if c.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-				t.Errorf("%s: error %v, want %q", c.in, err, c.wantErr)
-			}
+		o, ok := parsedOutput(t, c.in, c.wantErr)
+		if !ok {
 			continue
 		}
-		if err != nil || len(got) != 1 {
-			t.Fatalf("%s: %+v, %v", c.in, got, err)
-		}
-		if s := got[0].split; (s == nil) != (c.split == nil) || (s != nil && *s != *c.split) {
+		if s := o.split; (s == nil) != (c.split == nil) || (s != nil && *s != *c.split) {
 			t.Errorf("%s: split %v, want %v", c.in, s, c.split)
 		}
 	}
+}
+
+// parsedOutput parses the -o value in: ok is false when it failed, as
+// wantErr (a substring of the error) says it must.
+func parsedOutput(t *testing.T, in, wantErr string) (o output, ok bool) {
+	t.Helper()
+	got, err := parseOutputs([]string{in})
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%s: error %v, want %q", in, err, wantErr)
+		}
+		return output{}, false
+	}
+	if err != nil || len(got) != 1 {
+		t.Fatalf("%s: %+v, %v", in, got, err)
+	}
+	return got[0], true
 }
 
 // BuildKit splits the platforms of a multi-platform build by default, a
@@ -249,17 +260,11 @@ func TestOutputArchiveNames(t *testing.T) {
 		{in: "type=oci,dest=o.tar,name=UPPER:x", wantErr: "invalid tag"},
 		{in: `type=oci,"dest=o.tar`, wantErr: "parse"},
 	} {
-		got, err := parseOutputs([]string{c.in})
-		if c.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-				t.Errorf("%s: error %v, want %q", c.in, err, c.wantErr)
-			}
+		o, ok := parsedOutput(t, c.in, c.wantErr)
+		if !ok {
 			continue
 		}
-		if err != nil || len(got) != 1 {
-			t.Fatalf("%s: %+v, %v", c.in, got, err)
-		}
-		if diff := cmp.Diff(c.want, got[0].archiveNames(tags)); diff != "" {
+		if diff := cmp.Diff(c.want, o.archiveNames(tags)); diff != "" {
 			t.Errorf("%s: names (-want +got):\n%s", c.in, diff)
 		}
 	}
