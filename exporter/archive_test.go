@@ -375,12 +375,7 @@ func TestHeaderAtLargeBlob(t *testing.T) {
 // has none.
 func TestArchiveCreatedAnnotation(t *testing.T) {
 	created := time.Date(2024, 5, 6, 7, 8, 9, 500, time.FixedZone("x", 3600))
-	for name, write := range map[string]func(ctx context.Context, path string, images []Tagged) error{
-		"docker": WriteDocker,
-		"oci": func(ctx context.Context, p string, images []Tagged) error {
-			return WriteOCI(ctx, p, images, Compression{})
-		},
-	} {
+	for name, write := range archiveWriters {
 		for _, tc := range []struct {
 			name    string
 			tags    []string
@@ -422,12 +417,7 @@ func TestArchiveCreatedAnnotation(t *testing.T) {
 // none, and neither has an index (an image with attestations).
 func TestArchivePlatform(t *testing.T) {
 	arm := &v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}
-	for name, write := range map[string]func(ctx context.Context, path string, images []Tagged) error{
-		"docker": WriteDocker,
-		"oci": func(ctx context.Context, p string, images []Tagged) error {
-			return WriteOCI(ctx, p, images, Compression{})
-		},
-	} {
+	for name, write := range archiveWriters {
 		for _, tc := range []struct {
 			name     string
 			platform *v1.Platform
@@ -476,4 +466,12 @@ func archiveIndexJSON(t *testing.T, path string) v1.IndexManifest {
 		t.Fatal(err)
 	}
 	return idx
+}
+
+// archiveWriters write a docker and an (uncompressed) OCI archive.
+var archiveWriters = map[string]func(ctx context.Context, path string, images []Tagged) error{
+	"docker": WriteDocker,
+	"oci": func(ctx context.Context, p string, images []Tagged) error {
+		return WriteOCI(ctx, p, images, Compression{})
+	},
 }
