@@ -356,3 +356,31 @@ func TestWindowsPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowsBaseLayersRefused: a step that makes a layer on a Windows
+// base image, or copies from one, fails naming why (BuildKit writes such
+// layers in the Windows layer format, which builder does not yet);
+// metadata steps on it, and Windows images FROM scratch, are built.
+func TestWindowsBaseLayersRefused(t *testing.T) {
+	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{OS: "windows", Architecture: "amd64",
+		RootFS: v1.RootFS{Type: "layers"}, Config: v1.Config{WorkingDir: `C:\`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		df      string
+		refused bool
+	}{
+		{"FROM win-image\nCMD [\"x.exe\"]\n", false},
+		{"FROM win-image\nWORKDIR /app\n", true},
+		{"FROM win-image AS w\nFROM w\nCOPY --from=w /a /a\n", true},
+		{"FROM scratch\nCOPY --from=win-image /a /a\n", true},
+	} {
+		f := newFakeBuild(t)
+		f.addImage("win-image", img)
+		_, _, err := f.run(tt.df)
+		if refused := err != nil && strings.Contains(err.Error(), "Windows base image"); refused != tt.refused || (err != nil && !refused) {
+			t.Errorf("%q: error %v, want refused %v", tt.df, err, tt.refused)
+		}
+	}
+}

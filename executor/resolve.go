@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/cache"
+	"github.com/builder-dev/builder/planner"
 )
 
 // change is a step that produces a layer, prepared by the keys pass: its
@@ -81,6 +82,9 @@ func (sp *stepPlan) needSources(b *build) {
 // prepare keys a prepared change on the stage's key (the keys pass) and
 // makes it the step's plan.
 func (b *build) prepare(sc *stepCtx, ch change) error {
+	if windowsLayers(&sc.st.Base) {
+		return errWindowsLayers
+	}
 	ch.inputs = b.withEpoch(ch.inputs)
 	sp := &stepPlan{key: cache.KeyOf(sc.s.key, ch.inputs), ch: ch, release: func() error { return nil }}
 	if ch.close != nil {
@@ -327,4 +331,27 @@ func (b *build) lookup(ctx context.Context, key cache.Key, inputs cache.Inputs) 
 		return nil, "", fmt.Errorf("cache lookup: %w", err)
 	}
 	return b.remoteLookup(ctx, key, inputs)
+}
+
+// errWindowsLayers refuses what builder cannot do right yet: a layer on a
+// Windows base image, or a copy out of one. BuildKit (on Linux) unpacks a
+// Windows image's layers from their Files/ directory and writes the layers
+// it stacks on them in the Windows layer format (Files/ and Hives/, file
+// attributes, security descriptors); builder would make an image Windows
+// cannot use. A Windows image FROM scratch has ordinary layers, as in
+// BuildKit, and is built.
+var errWindowsLayers = errors.New("a layer on a Windows base image, or a copy from one, is not supported yet (BuildKit writes such layers in the Windows layer format, Files/ and Hives/); only Windows images FROM scratch are built")
+
+// windowsLayers reports whether src's files are the layers of a Windows
+// image (a stage's: of the image its chain of stages starts from).
+func windowsLayers(src *planner.Source) bool {
+	switch {
+	case src == nil:
+		return false
+	case src.Image != nil:
+		return src.Image.Config != nil && src.Image.Config.OS == "windows"
+	case src.Stage != nil:
+		return windowsLayers(&src.Stage.Base)
+	}
+	return false
 }
