@@ -457,6 +457,13 @@ func TestArchivePlatform(t *testing.T) {
 // archiveIndexJSON is the index.json of the archive at path.
 func archiveIndexJSON(t *testing.T, path string) v1.IndexManifest {
 	t.Helper()
+	idx, _ := archiveIndex(t, path)
+	return idx
+}
+
+// archiveIndex is the index.json of the archive at path, and the archive.
+func archiveIndex(t *testing.T, path string) (v1.IndexManifest, *tarIndex) {
+	t.Helper()
 	ix, err := indexTar(path)
 	if err != nil {
 		t.Fatal(err)
@@ -465,7 +472,7 @@ func archiveIndexJSON(t *testing.T, path string) v1.IndexManifest {
 	if err := readJSON(ix, "index.json", &idx); err != nil {
 		t.Fatal(err)
 	}
-	return idx
+	return idx, ix
 }
 
 // archiveWriters write a docker and an (uncompressed) OCI archive.

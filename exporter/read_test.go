@@ -188,14 +188,7 @@ func TestReadNestedIndex(t *testing.T) {
 	if err := WriteOCI(t.Context(), path, images, Compression{}); err != nil {
 		t.Fatal(err)
 	}
-	ix, err := indexTar(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var idx v1.IndexManifest
-	if err := readJSON(ix, "index.json", &idx); err != nil {
-		t.Fatal(err)
-	}
+	idx, ix := archiveIndex(t, path)
 	host := idx.Manifests[0]
 	host.Annotations = nil
 	host.Platform = &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
