@@ -132,7 +132,8 @@ func baseWorkdir(st *planner.Stage) string {
 		}
 		return wd
 	case st.Base.Image != nil && st.Base.Image.Config != nil:
-		return st.Base.Image.Config.Config.WorkingDir
+		wd, _ := baseImageWorkdir(st.Base.Image.Config.Config.WorkingDir, st.Platform.OS)
+		return wd
 	}
 	return ""
 }

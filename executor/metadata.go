@@ -247,6 +247,22 @@ func resolveWorkdirFor(cur, p, os string) (string, error) {
 	return wd, nil
 }
 
+// baseImageWorkdir is the working directory a stage FROM an image starts
+// with: BuildKit dispatches the image's as a WORKDIR onto itself
+// (system.NormalizeWorkdir), so a relative one is joined to itself made
+// absolute ("app" is "/app/app") and a Windows one loses its drive letter
+// ("C:\\app" is "\\app"); an absolute Linux one stays as it is.
+func baseImageWorkdir(wd, os string) (string, error) {
+	if wd == "" {
+		return "", nil
+	}
+	nwd, err := system.NormalizeWorkdir(wd, wd, os)
+	if err != nil {
+		return "", fmt.Errorf("working directory %s: %w", wd, err)
+	}
+	return nwd, nil
+}
+
 // slashPath is a working directory of an image of os as a path in its
 // root filesystem: forward slashes (a Windows image's are backslashes).
 func slashPath(wd, os string) string {

@@ -328,7 +328,9 @@ func TestImageWithoutHistory(t *testing.T) {
 // TestWindowsPaths: a Windows image's WORKDIR and COPY destination are
 // normalized as BuildKit's util/system does: the system drive's letter
 // dropped (another drive is an error), backslashes as separators (the
-// config's working directory keeps them, the paths in the root do not).
+// config's working directory keeps them, the paths in the root do not);
+// and a base image's working directory as BuildKit dispatches it (a
+// relative one joined to itself made absolute).
 func TestWindowsPaths(t *testing.T) {
 	for _, tt := range []struct{ cur, p, os, want, err string }{
 		{`\`, `C:\app`, "windows", `\app`, ""},
@@ -340,6 +342,18 @@ func TestWindowsPaths(t *testing.T) {
 		got, err := resolveWorkdirFor(tt.cur, tt.p, tt.os)
 		if got != tt.want || (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
 			t.Errorf("resolveWorkdirFor(%q, %q, %s) = %q, %v; want %q, error %q", tt.cur, tt.p, tt.os, got, err, tt.want, tt.err)
+		}
+	}
+	for _, tt := range []struct{ wd, os, want string }{
+		{"", "linux", ""},
+		{"/w", "linux", "/w"},
+		{"/x/../y/", "linux", "/x/../y/"},
+		{"app/x", "linux", "/app/x/app/x"},
+		{`C:\`, "windows", `\`},
+		{`C:\app`, "windows", `\app`},
+	} {
+		if got, err := baseImageWorkdir(tt.wd, tt.os); err != nil || got != tt.want {
+			t.Errorf("baseImageWorkdir(%q, %s) = %q, %v; want %q", tt.wd, tt.os, got, err, tt.want)
 		}
 	}
 	for _, tt := range []struct {

@@ -158,15 +158,12 @@ func (b *build) keyBase(ctx context.Context, st *planner.Stage) (*stageState, ca
 			return nil, in, fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
 		}
 		// BuildKit gives every stage's image a PATH (the default) when its
-		// base image has none, Windows' aside, and normalizes a Windows
-		// image's working directory ("C:\\app" is "\\app").
+		// base image has none, Windows' aside.
 		if st.Platform.OS != "windows" && !isEnvKey(s.img.Config.Env, "PATH") {
 			s.img.Config.Env = append(s.img.Config.Env, "PATH="+planner.DefaultPath)
 		}
-		if wd := s.img.Config.WorkingDir; st.Platform.OS == "windows" && wd != "" {
-			if s.img.Config.WorkingDir, err = resolveWorkdirFor(wd, wd, "windows"); err != nil {
-				return nil, in, fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
-			}
+		if s.img.Config.WorkingDir, err = baseImageWorkdir(s.img.Config.WorkingDir, st.Platform.OS); err != nil {
+			return nil, in, fmt.Errorf("base image %s: %w", st.Base.Image.Ref, err)
 		}
 	case st.Base.Context != nil:
 		s = contextImage(st)
