@@ -259,7 +259,8 @@ func modeBits(mode uint32) os.FileMode {
 }
 
 // teardown puts the root back as it was: the placed entries go, the
-// originals return, the parents get their times back.
+// originals return, and their parents get back the times they had before
+// unless the command changed them or a stub went in them.
 func (c *chrooted) teardown() error {
 	var errs []error
 	// What the command did to a directory stays; what placing the
