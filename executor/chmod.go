@@ -40,10 +40,10 @@ func copyUnixMode(bits uint32) fs.FileMode {
 }
 
 // copyChmodUmask is the file creation mask that symbolic --chmod clauses
-// without a "who" ("+x", "=rw") are relative to. BuildKit parses them
-// with its daemon's umask, 022 in practice; a constant keeps the result
-// independent of the builder's own umask.
-const copyChmodUmask = 0o022
+// without a "who" ("+x", "=rw") are relative to: none, as BuildKit's copy
+// (tonistiigi/fsutil) parses them with umask 0, so "+w" is "a+w"; a
+// constant keeps the result independent of the builder's own umask.
+const copyChmodUmask = 0
 
 // copyChmodWho returns the mode bits a "who" letter names (0 for none).
 func copyChmodWho(l byte) uint32 {
@@ -182,9 +182,10 @@ func (a copyChmodAction) apply(mode, orig uint32, isDir bool) uint32 {
 	return mode&^clear | set
 }
 
-// bits expands the permission letters against the entry: "X" only with
-// "+" and only for directories or entries that had an execute bit, a
-// class letter copies that class's current bits.
+// bits expands the permission letters against the entry, as BuildKit's
+// mode parser (tonistiigi/dchapes-mode, BSD setmode) does: "X" with "+"
+// or "=" is x for directories and entries that had an execute bit, with
+// "-" it is x; a class letter copies that class's current bits.
 func (a copyChmodAction) bits(mode, orig uint32, isDir bool) uint32 {
 	var perm uint32
 	for _, l := range []byte(a.perm) {
@@ -192,7 +193,7 @@ func (a copyChmodAction) bits(mode, orig uint32, isDir bool) uint32 {
 		case class >= 0: // copy that class's bits
 			perm |= (mode >> (3 * class) & 7) * 0o111
 		case l == 'X':
-			if a.op == '+' && (isDir || orig&0o111 != 0) {
+			if a.op == '-' || isDir || orig&0o111 != 0 {
 				perm |= 0o111
 			}
 		default:

@@ -60,6 +60,9 @@ func (p *copyPlan) Fields() []cache.Field {
 	}
 	add("flag.chown", p.req.Chown)
 	add("flag.chmod", p.req.Chmod)
+	if p.chmod != nil && p.chmod.actions != nil {
+		add("chmod.rules", "fsutil") // symbolic: not what older builders made of it (umask 022, X)
+	}
 	add("flag.checksum", p.req.Checksum)
 	add("flag.link", strconv.FormatBool(p.req.Link))
 	if p.req.linkLayer() {
