@@ -9,6 +9,7 @@ import (
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/buildcontext"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/util/system"
 )
 
 // copyRequestOf is a COPY's request: its flags and operands, once.
@@ -65,7 +66,7 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, req copyRequest) 
 		return fmt.Errorf("no build context: %s needs one", strings.ToUpper(sc.step.Cmd.Name()))
 	}
 	req.Line = sc.step.Line
-	req.Workdir = slashPath(sc.s.img.Config.WorkingDir, sc.st.Platform.OS)
+	req.Workdir = system.ToSlash(sc.s.img.Config.WorkingDir, sc.st.Platform.OS)
 	req.OS = sc.st.Platform.OS
 	req.HTTPClient = b.e.opts.HTTPClient
 	req.URLMemo = storeURLMemo{b.e.opts.Cache}

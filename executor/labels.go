@@ -8,6 +8,7 @@ import (
 
 	"github.com/builder-dev/builder/planner"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/util/system"
 )
 
 // stageLabels numbers a stage's steps as BuildKit's progress does: the FROM
@@ -63,7 +64,7 @@ func stageLabels(st *planner.Stage, named, multi bool) (from string, steps []str
 		rootWorkdir := false
 		if c, ok := step.Cmd.(*instructions.WorkdirCommand); ok {
 			wd, _ = resolveWorkdirFor(wd, c.Path, st.Platform.OS)
-			rootWorkdir = slashPath(wd, st.Platform.OS) == "/"
+			rootWorkdir = system.ToSlash(wd, st.Platform.OS) == "/"
 		}
 		switch {
 		case countedStep(step.Cmd) && !rootWorkdir:

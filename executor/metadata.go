@@ -263,12 +263,6 @@ func baseImageWorkdir(wd, os string) (string, error) {
 	return nwd, nil
 }
 
-// slashPath is a working directory of an image of os as a path in its
-// root filesystem: forward slashes (a Windows image's are backslashes).
-func slashPath(wd, os string) string {
-	return system.ToSlash(wd, os)
-}
-
 // applyMetadata applies a metadata instruction with the rules that depend on
 // the stage: ENTRYPOINT resets a CMD inherited from the base, but not one set
 // earlier in this stage.

@@ -18,6 +18,7 @@ import (
 	"github.com/builder-dev/builder/snapshot"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/util/system"
 )
 
 // dispatchRun runs a RUN step in a sandbox on a snapshot of the stage.
@@ -395,7 +396,7 @@ func (b *build) dispatchWorkdir(ctx context.Context, sc *stepCtx, c *instruction
 	s.img.Config.WorkingDir = wd
 	// A Windows image's working directory is written with backslashes;
 	// the directory and the history name it with slashes, as BuildKit.
-	wd = slashPath(wd, sc.st.Platform.OS)
+	wd = system.ToSlash(wd, sc.st.Platform.OS)
 	if wd == "/" {
 		s.history("WORKDIR "+wd, true, s.created)
 		return nil
