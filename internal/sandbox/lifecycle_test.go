@@ -87,10 +87,7 @@ func TestCancelKillsEverything(t *testing.T) {
 func TestNoStubsLeft(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	cases := map[string]struct {
-		prepare func(t *testing.T, root string)
-		stubbed []string
-	}{
+	cases := map[string]rootCase{
 		"bare root":     {func(t *testing.T, root string) { os.RemoveAll(filepath.Join(root, "etc")) }, []string{"."}},
 		"etc, no hosts": {func(t *testing.T, root string) {}, []string{".", "etc"}},
 		"hostile links": {func(t *testing.T, root string) {
@@ -113,18 +110,7 @@ func TestNoStubsLeft(t *testing.T) {
 			if want := "buildkitsandbox\n127.0.0.1\tlocalhost buildkitsandbox\n/dev/null\n/proc/1\n/sys/kernel\n"; got != want {
 				t.Errorf("got %q, want %q", got, want)
 			}
-			after := treeOf(t, root)
-			for _, d := range tc.stubbed {
-				if after[d] == before[d] {
-					t.Errorf("%s has the time it had before; want the stub's creation's", d)
-				}
-			}
-			if diff := cmp.Diff(withoutTimes(before, tc.stubbed...), withoutTimes(after, tc.stubbed...)); diff != "" {
-				t.Errorf("root changed (-before +after):\n%s", diff)
-			}
-			if entries, _ := os.ReadDir(victim); len(entries) != 0 {
-				t.Errorf("victim directory outside the root was written: %v", entries)
-			}
+			checkRootKept(t, before, treeOf(t, root), tc.stubbed, victim)
 		})
 	}
 }
@@ -158,6 +144,32 @@ func symlink(t *testing.T, target, p string) {
 	t.Helper()
 	if err := os.Symlink(target, p); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// rootCase prepares a root, and names the directories of it that get a
+// mount point stub in the run.
+type rootCase struct {
+	prepare func(t *testing.T, root string)
+	stubbed []string
+}
+
+// checkRootKept checks that a run left the root as before: the same tree,
+// but for the times of the stubbed directories, which must be new (the
+// stub's creation's, as BuildKit's stub cleaner leaves them), and nothing
+// written to the victim directory beside it.
+func checkRootKept(t *testing.T, before, after map[string]string, stubbed []string, victim string) {
+	t.Helper()
+	for _, d := range stubbed {
+		if after[d] == before[d] {
+			t.Errorf("%s has the time it had before; want the stub's creation's", d)
+		}
+	}
+	if diff := cmp.Diff(withoutTimes(before, stubbed...), withoutTimes(after, stubbed...)); diff != "" {
+		t.Errorf("root changed (-before +after):\n%s", diff)
+	}
+	if entries, _ := os.ReadDir(victim); len(entries) != 0 {
+		t.Errorf("victim directory outside the root was written: %v", entries)
 	}
 }
 
