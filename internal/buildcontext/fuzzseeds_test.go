@@ -33,6 +33,7 @@ func TestFuzzSeeds(t *testing.T) {
 		{"symlink-target-excluded", "ignored.txt\nsub\n", "to-ignored\ndirlink/f\nabsdirlink"},
 		{"deep-exceptions", "a\n!a/b\na/b/c\n!a/b/c/d/e.txt\n", "a/b/c/d/e.txt\na/b\na/**"},
 		{"dockerfile-and-dockerignore", "Dockerfile\n.dockerignore\n.git\n", "Dockerfile\n.dockerignore\n.git/HEAD"},
+		{"bad-pattern-reached-by-a-directory", "*y\n!\\\xe1\n", paths},
 		{"many-stars", strings.Repeat("*", 200) + "\n" + strings.Repeat("**/", 50) + "x\n", strings.Repeat("a/", 30) + "x"},
 	} {
 		seeds = append(seeds, fuzztest.Seed{Name: s.name, Args: []any{[]byte(s.ignore), s.paths, false}},
