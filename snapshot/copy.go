@@ -39,13 +39,13 @@ func NewCopy(layers *LayerStore, root string) (*Copy, error) {
 }
 
 // Prepare materialises parents into a new writable root.
-func (c *Copy) Prepare(ctx context.Context, key string, parents []string) ([]Mount, error) {
-	return c.prepare(ctx, activeMeta{Key: key, Parents: parents})
+func (c *Copy) Prepare(ctx context.Context, key string, parents []string, opts ...PrepareOption) ([]Mount, error) {
+	return c.prepare(ctx, newActiveMeta(key, parents, false, opts))
 }
 
 // View materialises parents into a new root mounted read-only.
-func (c *Copy) View(ctx context.Context, key string, parents []string) ([]Mount, error) {
-	return c.prepare(ctx, activeMeta{Key: key, Parents: parents, ReadOnly: true})
+func (c *Copy) View(ctx context.Context, key string, parents []string, opts ...PrepareOption) ([]Mount, error) {
+	return c.prepare(ctx, newActiveMeta(key, parents, true, opts))
 }
 
 func (c *Copy) prepare(ctx context.Context, meta activeMeta) ([]Mount, error) {
@@ -53,7 +53,7 @@ func (c *Copy) prepare(ctx context.Context, meta activeMeta) ([]Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.materialise(ctx, dir, meta.Parents); err != nil {
+	if err := c.materialise(ctx, dir, meta.lowerDirs(c.layers)); err != nil {
 		_ = removeAll(context.WithoutCancel(ctx), dir)
 		return nil, fmt.Errorf("prepare %s: %w", meta.Key, err)
 	}
@@ -64,14 +64,14 @@ func (c *Copy) prepare(ctx context.Context, meta activeMeta) ([]Mount, error) {
 	return []Mount{{Type: "bind", Source: filepath.Join(dir, "fs"), Options: []string{"rbind", mode}}}, nil
 }
 
-func (c *Copy) materialise(ctx context.Context, dir string, parents []string) error {
+func (c *Copy) materialise(ctx context.Context, dir string, layerDirs []string) error {
 	fs := filepath.Join(dir, "fs")
 	if err := os.Mkdir(fs, 0o755); err != nil {
 		return err
 	}
-	for _, p := range parents {
-		if err := mergeLayerDir(ctx, c.layers.Dir(p), fs); err != nil {
-			return fmt.Errorf("apply layer %s: %w", p, err)
+	for _, d := range layerDirs {
+		if err := mergeLayerDir(ctx, d, fs); err != nil {
+			return fmt.Errorf("apply layer %s: %w", d, err)
 		}
 	}
 	return nil
@@ -92,7 +92,7 @@ func (c *Copy) Commit(ctx context.Context, key string, opts ...DiffOption) (Laye
 	if err := os.Mkdir(d.upper, 0o755); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", key, err)
 	}
-	lower := rootLowerDir(layerDirs(c.layers, meta.Parents))
+	lower := rootLowerDir(meta.lowerDirs(c.layers))
 	if _, err := d.dir(ctx, "", lower); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", key, err)
 	}

@@ -54,6 +54,10 @@ const (
 //	<root>/<hex>/fs          the layer in overlay upper format (a lowerdir)
 //	<root>/<hex>/layer.json  size of the layer tar and how the layer was made
 //
+// fs holds the entries of the layer's tar as they are named there: a layer
+// in the Windows layer format has the image's files in fs/Files
+// (windows.go).
+//
 // A layer directory appears by an atomic rename of a complete temporary
 // directory, so a present layer is always whole.
 type LayerStore struct {
@@ -132,18 +136,32 @@ type layerMetadata struct {
 	// (security.capability alone, as BuildKit's layers). Layers committed
 	// before it was recorded ("") hold user.* ones too and serialize so.
 	Xattrs string `json:"xattrs,omitempty"`
+	// Windows, on a committed layer in the Windows layer format
+	// (windows.go), is the time of its tar's Hives and Files entries;
+	// the layer's files are in fs/Files.
+	Windows *time.Time `json:"windows,omitempty"`
 }
 
 // layerXattrsRule is layerMetadata.Xattrs of a layer whose tar holds the
 // xattrs keepXattr keeps.
 const layerXattrsRule = "security.capability"
 
-// keepXattr is the rule that selects the xattrs of the layer's tar.
-func (m layerMetadata) keepXattr() func(string) bool {
+// format is how the layer's tar is written.
+func (m layerMetadata) format() tarFormat {
+	f := tarFormat{keep: snapshotXattr, windows: m.Windows}
 	if m.Xattrs == layerXattrsRule {
-		return keepXattr
+		f.keep = keepXattr
 	}
-	return snapshotXattr
+	return f
+}
+
+// filesDir is the directory whose entries the committed layer's tar
+// holds.
+func (m layerMetadata) filesDir(layerDir string) string {
+	if m.Windows != nil {
+		return filepath.Join(layerDir, windowsFiles)
+	}
+	return layerDir
 }
 
 // OpenLayerStore opens (creating it if needed) the layer store at root.
@@ -318,14 +336,17 @@ func (s *LayerStore) Unpack(ctx context.Context, diffID string, r io.Reader) (La
 // writes it back), instead of an fsync per file: on a layer of thousands
 // of files that is several times faster, and as safe — the rename that
 // publishes the layer comes after both.
-func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing) (Layer, error) {
+//
+// With windows set the layer is written in the Windows layer format
+// (windows.go), its Hives and Files entries dated *windows.
+func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing, windows *time.Time) (Layer, error) {
 	synced := make(chan error, 1)
 	go func() { synced <- syncFS(dir) }()
 	h := sha256.New()
 	statAt, entries, err := collectSettled(ctx, dir, listed)
 	var size int64
 	if err == nil {
-		size, err = writeEntriesTar(ctx, dir, entries, h, keepXattr)
+		size, err = writeEntriesTar(ctx, dir, entries, h, tarFormat{keep: keepXattr, windows: windows})
 	}
 	serr := <-synced
 	if err != nil {
@@ -334,8 +355,13 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing)
 	diffID := "sha256:" + hex.EncodeToString(h.Sum(nil))
 	layer := Layer{DiffID: diffID, Size: size}
 	if s.Has(diffID) {
-		if err := s.adopt(ctx, diffID); err != nil {
-			return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
+		// An unpacked Windows layer of this diffID has the files this
+		// one would have, where it would have them; adopting it would
+		// need its leading entries' time.
+		if windows == nil {
+			if err := s.adopt(ctx, diffID); err != nil {
+				return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
+			}
 		}
 		return layer, removeAll(context.WithoutCancel(ctx), dir)
 	}
@@ -347,12 +373,24 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing)
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}
 	defer removeAll(context.WithoutCancel(ctx), tmp)
-	if err := os.Rename(dir, filepath.Join(tmp, layerFS)); err != nil {
+	meta := layerMetadata{DiffID: diffID, Size: size, Committed: true, Xattrs: layerXattrsRule, Windows: windows}
+	fs := filepath.Join(tmp, layerFS)
+	if windows != nil {
+		if err := windowsLayout(fs); err != nil {
+			return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
+		}
+	}
+	if err := os.Rename(dir, meta.filesDir(fs)); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: move into layer store (must be one file system): %w", dir, err)
+	}
+	if windows != nil {
+		if err := syncDir(fs); err != nil {
+			return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
+		}
 	}
 	// The rename keeps every entry's stat: the directory itself is no
 	// entry of its tar.
-	meta := layerMetadata{DiffID: diffID, Size: size, Committed: true, StatDigest: statDigest(entries, statAt), Xattrs: layerXattrsRule}
+	meta.StatDigest = statDigest(entries, statAt)
 	if err := s.install(ctx, tmp, diffID[len("sha256:"):], meta); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}
@@ -509,7 +547,7 @@ func (s *LayerStore) writeTar(ctx context.Context, diffID string, w io.Writer, t
 	if !meta.Committed {
 		return 0, fmt.Errorf("write tar of layer %s: %w", diffID, ErrNotReproducible)
 	}
-	dir := s.Dir(diffID)
+	dir := meta.filesDir(s.Dir(diffID))
 	statAt := time.Now()
 	entries, err := collectEntries(ctx, dir)
 	if err != nil {
@@ -517,7 +555,7 @@ func (s *LayerStore) writeTar(ctx context.Context, diffID string, w io.Writer, t
 	}
 	stat := statDigest(entries, statAt)
 	if trustStat && meta.StatDigest != "" && stat == meta.StatDigest {
-		n, err := writeEntriesTar(ctx, dir, entries, w, meta.keepXattr())
+		n, err := writeEntriesTar(ctx, dir, entries, w, meta.format())
 		if err != nil {
 			return n, fmt.Errorf("write tar of layer %s: %w", diffID, err)
 		}
@@ -527,7 +565,7 @@ func (s *LayerStore) writeTar(ctx context.Context, diffID string, w io.Writer, t
 	var got string
 	if fr, ok := w.(FileRangeWriter); ok {
 		hw := newHashingRangeWriter(fr)
-		n, err = writeEntriesTar(ctx, dir, entries, hw, meta.keepXattr())
+		n, err = writeEntriesTar(ctx, dir, entries, hw, meta.format())
 		var herr error
 		got, herr = hw.sum()
 		if err == nil {
@@ -535,7 +573,7 @@ func (s *LayerStore) writeTar(ctx context.Context, diffID string, w io.Writer, t
 		}
 	} else {
 		h := sha256.New()
-		n, err = writeEntriesTar(ctx, dir, entries, io.MultiWriter(w, h), meta.keepXattr())
+		n, err = writeEntriesTar(ctx, dir, entries, io.MultiWriter(w, h), meta.format())
 		got = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	}
 	if err != nil {

@@ -66,16 +66,31 @@ type activeMeta struct {
 	Key      string   `json:"key"`
 	Parents  []string `json:"parents"`
 	ReadOnly bool     `json:"readOnly,omitempty"`
+	// Windows[i]: Parents[i] is in the Windows layer format
+	// (WithWindowsLayers).
+	Windows []bool `json:"windows,omitempty"`
+}
+
+// newActiveMeta is the metadata of the active snapshot key Prepare or
+// View makes.
+func newActiveMeta(key string, parents []string, readOnly bool, opts []PrepareOption) activeMeta {
+	return activeMeta{Key: key, Parents: parents, ReadOnly: readOnly, Windows: prepareOptions(opts).Windows}
+}
+
+// lowerDirs are the directories of the active snapshot's parents, bottom
+// first.
+func (m activeMeta) lowerDirs(layers *LayerStore) []string {
+	return layerDirs(layers, m.Parents, m.Windows)
 }
 
 // Prepare creates the writable snapshot key over parents.
-func (o *Overlay) Prepare(ctx context.Context, key string, parents []string) ([]Mount, error) {
-	return o.prepare(ctx, activeMeta{Key: key, Parents: parents})
+func (o *Overlay) Prepare(ctx context.Context, key string, parents []string, opts ...PrepareOption) ([]Mount, error) {
+	return o.prepare(ctx, newActiveMeta(key, parents, false, opts))
 }
 
 // View creates the read-only snapshot key over parents.
-func (o *Overlay) View(ctx context.Context, key string, parents []string) ([]Mount, error) {
-	return o.prepare(ctx, activeMeta{Key: key, Parents: parents, ReadOnly: true})
+func (o *Overlay) View(ctx context.Context, key string, parents []string, opts ...PrepareOption) ([]Mount, error) {
+	return o.prepare(ctx, newActiveMeta(key, parents, true, opts))
 }
 
 func (o *Overlay) prepare(ctx context.Context, meta activeMeta) ([]Mount, error) {
@@ -94,7 +109,7 @@ func (o *Overlay) prepare(ctx context.Context, meta activeMeta) ([]Mount, error)
 
 func (o *Overlay) mounts(dir string, meta activeMeta) []Mount {
 	upper := filepath.Join(dir, "upper")
-	lowers := stackDirs(layerDirs(o.layers, meta.Parents))
+	lowers := stackDirs(meta.lowerDirs(o.layers))
 	switch {
 	case len(lowers) == 0 && meta.ReadOnly:
 		return []Mount{{Type: "bind", Source: upper, Options: []string{"rbind", "ro"}}}
@@ -125,7 +140,7 @@ func (o *Overlay) Commit(ctx context.Context, key string, opts ...DiffOption) (L
 		return Layer{}, fmt.Errorf("commit %s: is a read-only view", key)
 	}
 	upper := filepath.Join(dir, "upper")
-	lower := rootLowerDir(layerDirs(o.layers, meta.Parents))
+	lower := rootLowerDir(meta.lowerDirs(o.layers))
 	pr := pruner{upper: upper, listed: &listing{at: time.Now()}}
 	if _, err := pr.dir(ctx, "", lower, false); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", key, err)
@@ -339,7 +354,17 @@ func finishCommit(ctx context.Context, layers *LayerStore, dir, upper string, op
 		}
 		listed = nil // the clamp changed the times listed
 	}
-	layer, err := layers.commitDir(ctx, upper, listed)
+	var windows *time.Time
+	if o.Windows {
+		// Dated now, as BuildKit's Windows differ dates them; no later
+		// than SOURCE_DATE_EPOCH, as every time in the layer.
+		t := time.Now().UTC()
+		if o.SourceDateEpoch != nil && o.SourceDateEpoch.Before(t) {
+			t = *o.SourceDateEpoch
+		}
+		windows = &t
+	}
+	layer, err := layers.commitDir(ctx, upper, listed, windows)
 	if err != nil {
 		return Layer{}, err
 	}
@@ -368,10 +393,20 @@ func stackDirs(dirs []string) []string {
 	return top
 }
 
-func layerDirs(layers *LayerStore, parents []string) []string {
-	dirs := make([]string, len(parents))
+// layerDirs are the directories of the layers parents (bottom first): of
+// those in the Windows layer format (windows[i]), their Files directories,
+// those that have one.
+func layerDirs(layers *LayerStore, parents []string, windows []bool) []string {
+	dirs := make([]string, 0, len(parents))
 	for i, p := range parents {
-		dirs[i] = layers.Dir(p)
+		if i >= len(windows) || !windows[i] {
+			dirs = append(dirs, layers.Dir(p))
+			continue
+		}
+		d := layers.FilesDir(p)
+		if fi, err := os.Lstat(d); err == nil && fi.IsDir() {
+			dirs = append(dirs, d)
+		}
 	}
 	return dirs
 }

@@ -58,9 +58,9 @@ type Layer struct {
 type Snapshotter interface {
 	// Prepare creates the active snapshot key whose initial content is the
 	// union of parents (layer diffIDs in the LayerStore, bottom first).
-	Prepare(ctx context.Context, key string, parents []string) ([]Mount, error)
+	Prepare(ctx context.Context, key string, parents []string, opts ...PrepareOption) ([]Mount, error)
 	// View is Prepare for a read-only root; it must be Removed after use.
-	View(ctx context.Context, key string, parents []string) ([]Mount, error)
+	View(ctx context.Context, key string, parents []string, opts ...PrepareOption) ([]Mount, error)
 	// Commit diffs the active snapshot key against its parents, stores the
 	// result in the LayerStore and removes the active snapshot.
 	Commit(ctx context.Context, key string, opts ...DiffOption) (Layer, error)

@@ -48,16 +48,30 @@ func writeLayerTar(ctx context.Context, dir string, w io.Writer) (int64, error) 
 	if err != nil {
 		return 0, err
 	}
-	return writeEntriesTar(ctx, dir, entries, w, keepXattr)
+	return writeEntriesTar(ctx, dir, entries, w, tarFormat{keep: keepXattr})
+}
+
+// tarFormat is how a layer's entries are serialized.
+type tarFormat struct {
+	// keep selects the xattrs the tar holds: keepXattr, or the rule of
+	// the builder that committed the layer (layerMetadata.format).
+	keep func(string) bool
+	// windows, when set, makes the tar a Windows layer (windows.go)
+	// whose Hives and Files entries have this time.
+	windows *time.Time
 }
 
 // writeEntriesTar is writeLayerTar of the entries collectEntries found
-// in dir, with the xattrs keep selects (keepXattr, or the rule of the
-// builder that committed the layer: layerMetadata.keepXattr).
-func writeEntriesTar(ctx context.Context, dir string, entries []tarEntry, w io.Writer, keep func(string) bool) (int64, error) {
-	out := &tarOut{w: w}
+// in dir, in format f.
+func writeEntriesTar(ctx context.Context, dir string, entries []tarEntry, w io.Writer, f tarFormat) (int64, error) {
+	out := &tarOut{w: w, windows: f.windows != nil}
 	out.fr, _ = w.(FileRangeWriter)
-	pf := newTarPrefetcher(ctx, entries, out.fr != nil, keep)
+	if f.windows != nil {
+		if err := windowsLeaders(out, *f.windows); err != nil {
+			return out.n, err
+		}
+	}
+	pf := newTarPrefetcher(ctx, entries, out.fr != nil, f.keep)
 	defer pf.stop()
 	links := map[uint64]string{}
 	for i, e := range entries {
@@ -103,6 +117,8 @@ type tarOut struct {
 	fr  FileRangeWriter // w, when it takes file ranges
 	n   int64
 	buf []byte // copyContent's buffer, made on first use
+	// windows: every entry goes below Files/ of a Windows layer.
+	windows bool
 }
 
 func (o *tarOut) Write(p []byte) (int, error) {
@@ -114,6 +130,9 @@ func (o *tarOut) Write(p []byte) (int, error) {
 // header writes hdr's header blocks (PAX records included); the caller
 // then writes hdr.Size bytes of content and pads them.
 func (o *tarOut) header(hdr *tar.Header) error {
+	if o.windows {
+		windowsHeader(hdr)
+	}
 	return tar.NewWriter(o).WriteHeader(hdr)
 }
 

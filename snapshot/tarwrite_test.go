@@ -121,7 +121,7 @@ func TestLegacyLayerXattrs(t *testing.T) {
 		entries, err := collectEntries(ctx, dir)
 		check(t, err)
 		var buf bytes.Buffer
-		_, err = writeEntriesTar(ctx, dir, entries, &buf, keep)
+		_, err = writeEntriesTar(ctx, dir, entries, &buf, tarFormat{keep: keep})
 		check(t, err)
 		return buf.Bytes()
 	}
@@ -141,7 +141,7 @@ func TestLegacyLayerXattrs(t *testing.T) {
 	}
 
 	dir := filepath.Join(mkLayer(), layerFS)
-	l, err := s.commitDir(ctx, dir, nil)
+	l, err := s.commitDir(ctx, dir, nil, nil)
 	check(t, err)
 	out.Reset()
 	_, err = s.WriteTar(ctx, l.DiffID, &out)

@@ -160,6 +160,7 @@ func Run(t *testing.T, newFn NewFunc) {
 	t.Run("view", func(t *testing.T) { testView(t, newFn) })
 	t.Run("stacked", func(t *testing.T) { testStacked(t, newFn) })
 	t.Run("repeated layers", func(t *testing.T) { testRepeatedLayers(t, newFn) })
+	t.Run("windows", func(t *testing.T) { testWindows(t, newFn) })
 }
 
 // DiffIDs commits every case and returns case name → layer diffID, so two

@@ -78,21 +78,21 @@ func (e *Env) Commit(key string, parents []string, change func(t *testing.T, roo
 	return layer.DiffID
 }
 
-// Run prepares key over parents, mounts it, runs change and unmounts; it
-// returns key, ready to Commit.
-func (e *Env) Run(key string, parents []string, change func(t *testing.T, root string)) string {
+// Run prepares key over parents (with opts), mounts it, runs change and
+// unmounts; it returns key, ready to Commit.
+func (e *Env) Run(key string, parents []string, change func(t *testing.T, root string), opts ...snapshot.PrepareOption) string {
 	e.T.Helper()
-	target := e.MountKey(key, parents)
+	target := e.MountKey(key, parents, opts...)
 	change(e.T, target)
 	fixTimes(e.T, target)
 	e.Unmount(target)
 	return key
 }
 
-// MountKey prepares key and mounts it on a new directory.
-func (e *Env) MountKey(key string, parents []string) string {
+// MountKey prepares key (with opts) and mounts it on a new directory.
+func (e *Env) MountKey(key string, parents []string, opts ...snapshot.PrepareOption) string {
 	e.T.Helper()
-	mounts, err := e.Sn.Prepare(context.Background(), key, parents)
+	mounts, err := e.Sn.Prepare(context.Background(), key, parents, opts...)
 	if err != nil {
 		e.T.Fatalf("prepare %s: %v", key, err)
 	}
