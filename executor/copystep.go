@@ -95,9 +95,6 @@ func (b *build) dispatchCopy(ctx context.Context, sc *stepCtx, req copyRequest) 
 // hashed give the content key.
 func (b *build) copyFromLayers(ctx context.Context, sc *stepCtx, req copyRequest) error {
 	from := sc.step.From
-	if windowsLayers(from) {
-		return errWindowsLayers
-	}
 	id, err := b.sourceID(ctx, from)
 	if err != nil {
 		return err

@@ -148,6 +148,11 @@ type Result struct {
 	// History maps each entry of the image's config history to the index
 	// in Record.Steps of the step that made it, or -1 (base image entries).
 	History []int
+	// WindowsLayers[i] reports whether the image's layer i is in the
+	// Windows layer format, its files below Files/ (a Windows base
+	// image's layers, those of steps on it); nil when none is.
+	// exporter.WindowsFiles reads the image's files so.
+	WindowsLayers []bool
 }
 
 // Run executes the plan and returns the target stage's image: it keys
@@ -200,7 +205,7 @@ func (e *Executor) Run(ctx context.Context, plan *planner.Plan) (*Result, error)
 	if err != nil {
 		return &Result{Record: b.record}, err
 	}
-	return &Result{Image: img, Record: b.record, History: historyIndex(final.hist, refs)}, nil
+	return &Result{Image: img, Record: b.record, History: historyIndex(final.hist, refs), WindowsLayers: windowsLayers(final.layers)}, nil
 }
 
 // historyIndex maps history entries to step record indexes.

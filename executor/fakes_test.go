@@ -187,15 +187,26 @@ type fakeSnapshotter struct {
 	active map[string]map[string]string // key → the parents' files (path → content)
 	// views counts the read-only views made (a stage's files read).
 	views int
+	// windows lists, in order, "prepare KEY [WHICH]" and "commit KEY" of
+	// the snapshots made over Windows layers (snapshot.WithWindowsLayers:
+	// WHICH) and committed in the Windows format.
+	windows []string
 }
 
 func newFakeSnapshotter(t *testing.T, l *fakeLayers) *fakeSnapshotter {
 	return &fakeSnapshotter{layers: l, dir: t.TempDir(), active: map[string]map[string]string{}}
 }
 
-func (s *fakeSnapshotter) Prepare(_ context.Context, key string, parents []string) ([]snapshot.Mount, error) {
+func (s *fakeSnapshotter) Prepare(_ context.Context, key string, parents []string, opts ...snapshot.PrepareOption) ([]snapshot.Mount, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var o snapshot.PrepareOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.Windows != nil {
+		s.windows = append(s.windows, fmt.Sprintf("prepare %s %v", key, o.Windows))
+	}
 	if _, ok := s.active[key]; ok {
 		return nil, snapshot.ErrExists
 	}
@@ -220,11 +231,30 @@ func (s *fakeSnapshotter) Prepare(_ context.Context, key string, parents []strin
 	return []snapshot.Mount{{Type: "fake", Source: dir}}, nil
 }
 
-func (s *fakeSnapshotter) View(ctx context.Context, key string, parents []string) ([]snapshot.Mount, error) {
+func (s *fakeSnapshotter) View(ctx context.Context, key string, parents []string, opts ...snapshot.PrepareOption) ([]snapshot.Mount, error) {
 	s.mu.Lock()
 	s.views++
 	s.mu.Unlock()
-	return s.Prepare(ctx, key, parents)
+	return s.Prepare(ctx, key, parents, opts...)
+}
+
+// windowsUse returns and forgets the Windows snapshots listed, with the
+// keys' build-specific part left out: "prepare [WHICH]", "commit",
+// "prepare view [WHICH]".
+func (s *fakeSnapshotter) windowsUse() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, len(s.windows))
+	for i, w := range s.windows {
+		op, rest, _ := strings.Cut(w, " ")
+		key, which, _ := strings.Cut(rest, " ")
+		if strings.HasPrefix(key, "view-") {
+			op += " view"
+		}
+		out[i] = strings.TrimSpace(op + " " + which)
+	}
+	s.windows = nil
+	return out
 }
 
 func (s *fakeSnapshotter) viewCount() int {
@@ -233,8 +263,15 @@ func (s *fakeSnapshotter) viewCount() int {
 	return s.views
 }
 
-func (s *fakeSnapshotter) Commit(_ context.Context, key string, _ ...snapshot.DiffOption) (snapshot.Layer, error) {
+func (s *fakeSnapshotter) Commit(_ context.Context, key string, opts ...snapshot.DiffOption) (snapshot.Layer, error) {
 	s.mu.Lock()
+	var o snapshot.DiffOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.Windows {
+		s.windows = append(s.windows, "commit "+key)
+	}
 	before, ok := s.active[key]
 	delete(s.active, key)
 	s.mu.Unlock()

@@ -2,8 +2,11 @@ package executor
 
 import (
 	"bytes"
+	"io"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/builder-dev/builder/parser"
 	"github.com/builder-dev/builder/planner"
@@ -12,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -371,30 +375,52 @@ func TestWindowsPaths(t *testing.T) {
 	}
 }
 
-// TestWindowsBaseLayersRefused: a step that makes a layer on a Windows
-// base image, or copies from one, fails naming why (BuildKit writes such
-// layers in the Windows layer format, which builder does not yet);
-// metadata steps on it, and Windows images FROM scratch, are built.
-func TestWindowsBaseLayersRefused(t *testing.T) {
-	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{OS: "windows", Architecture: "amd64",
-		RootFS: v1.RootFS{Type: "layers"}, Config: v1.Config{WorkingDir: `C:\`}})
+// TestWindowsBaseLayers: a stage on a Windows base image reads its
+// layers' files from their Files/ directories and writes its layers in
+// the Windows layer format, as BuildKit does, but a COPY --link layer,
+// made on scratch, in the ordinary one; a COPY --from such an image or
+// stage reads its Files/ too. A Windows image FROM scratch has ordinary
+// layers. The result says which.
+func TestWindowsBaseLayers(t *testing.T) {
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(tarOf(t, false, map[string]time.Time{"a": time.Unix(1600000000, 0)}))), nil
+	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OS, cfg.Architecture, cfg.Config.WorkingDir = "windows", "amd64", `C:\`
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
 		df      string
-		refused bool
+		use     []string
+		windows []bool
 	}{
-		{"FROM win-image\nCMD [\"x.exe\"]\n", false},
-		{"FROM win-image\nWORKDIR /app\n", true},
-		{"FROM win-image AS w\nFROM w\nCOPY --from=w /a /a\n", true},
-		{"FROM scratch\nCOPY --from=win-image /a /a\n", true},
+		{"FROM win-image\nCMD [\"x.exe\"]\n", nil, []bool{true}},
+		{"FROM win-image\nCOPY f /f\n", []string{"prepare [true]", "commit"}, []bool{true, true}},
+		{"FROM win-image\nCOPY --link f /f\nCOPY f /g\n", []string{"prepare [true false]", "commit"}, []bool{true, false, true}},
+		{"FROM win-image AS w\nFROM w\nWORKDIR /app\n", []string{"prepare [true]", "commit"}, []bool{true, true}},
+		{"FROM scratch\nCOPY --from=win-image /a /a\n", []string{"prepare view [true]"}, nil},
+		{"FROM win-image AS w\nCOPY --link f /f\nFROM scratch\nCOPY --from=w /f /f\n", []string{"prepare view [true false]"}, nil},
 	} {
 		f := newFakeBuild(t)
+		f.write("f", "f")
 		f.addImage("win-image", img)
-		_, _, err := f.run(tt.df)
-		if refused := err != nil && strings.Contains(err.Error(), "Windows base image"); refused != tt.refused || (err != nil && !refused) {
-			t.Errorf("%q: error %v, want refused %v", tt.df, err, tt.refused)
+		res, _ := f.mustRun(tt.df)
+		if got := f.sn.windowsUse(); !slices.Equal(got, tt.use) {
+			t.Errorf("%q: Windows snapshots %q, want %q", tt.df, got, tt.use)
+		}
+		if !slices.Equal(res.WindowsLayers, tt.windows) {
+			t.Errorf("%q: WindowsLayers %v, want %v", tt.df, res.WindowsLayers, tt.windows)
 		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/builder-dev/builder/cache"
-	"github.com/builder-dev/builder/planner"
 )
 
 // change is a step that produces a layer, prepared by the keys pass: its
@@ -82,10 +81,7 @@ func (sp *stepPlan) needSources(b *build) {
 // prepare keys a prepared change on the stage's key (the keys pass) and
 // makes it the step's plan.
 func (b *build) prepare(sc *stepCtx, ch change) error {
-	if windowsLayers(&sc.st.Base) {
-		return errWindowsLayers
-	}
-	ch.inputs = b.withEpoch(ch.inputs)
+	ch.inputs = b.layerInputs(sc.s, ch)
 	sp := &stepPlan{key: cache.KeyOf(sc.s.key, ch.inputs), ch: ch, release: func() error { return nil }}
 	if ch.close != nil {
 		sp.release = sync.OnceValue(ch.close)
@@ -99,14 +95,26 @@ func (b *build) prepare(sc *stepCtx, ch change) error {
 	return nil
 }
 
-// withEpoch adds SOURCE_DATE_EPOCH, which every layer's times depend on,
-// to a step's inputs.
-func (b *build) withEpoch(in cache.Inputs) cache.Inputs {
-	if b.e.opts.SourceDateEpoch == nil {
-		return in
+// layerInputs returns the inputs of change ch of stage s with what its
+// layer depends on beyond them: SOURCE_DATE_EPOCH, which every layer's
+// times depend on, and the Windows layer format of a layer on a Windows
+// base image (windowsFormat).
+func (b *build) layerInputs(s *stageState, ch change) cache.Inputs {
+	in := ch.inputs
+	if b.e.opts.SourceDateEpoch != nil {
+		in.Fields = append(slices.Clip(in.Fields), cache.Field{Name: "epoch", Value: strconv.FormatInt(b.e.opts.SourceDateEpoch.Unix(), 10)})
 	}
-	in.Fields = append(slices.Clip(in.Fields), cache.Field{Name: "epoch", Value: strconv.FormatInt(b.e.opts.SourceDateEpoch.Unix(), 10)})
+	if windowsFormat(s, ch) {
+		in.Fields = append(slices.Clip(in.Fields), cache.Field{Name: "layer", Value: "windows"})
+	}
 	return in
+}
+
+// windowsFormat reports whether change ch of stage s makes a layer in
+// the Windows layer format: on a Windows base image, unless it is made
+// on scratch (COPY --link), as BuildKit writes them.
+func windowsFormat(s *stageState, ch change) bool {
+	return s.windows && !ch.onScratch
 }
 
 // onClose registers what to release when the build is over.
@@ -156,7 +164,7 @@ func (b *build) resolve(ctx context.Context, sc *stepCtx, sp *stepPlan) error {
 		return b.missed(ctx, sc, sp, sp.ch, nil)
 	}
 	return sp.ch.content(ctx, func(read change) error {
-		read.inputs = b.withEpoch(read.inputs)
+		read.inputs = b.layerInputs(sc.s, read)
 		return b.missed(ctx, sc, sp, read, &read.inputs)
 	})
 }
@@ -331,27 +339,4 @@ func (b *build) lookup(ctx context.Context, key cache.Key, inputs cache.Inputs) 
 		return nil, "", fmt.Errorf("cache lookup: %w", err)
 	}
 	return b.remoteLookup(ctx, key, inputs)
-}
-
-// errWindowsLayers refuses what builder cannot do right yet: a layer on a
-// Windows base image, or a copy out of one. BuildKit (on Linux) unpacks a
-// Windows image's layers from their Files/ directory and writes the layers
-// it stacks on them in the Windows layer format (Files/ and Hives/, file
-// attributes, security descriptors); builder would make an image Windows
-// cannot use. A Windows image FROM scratch has ordinary layers, as in
-// BuildKit, and is built.
-var errWindowsLayers = errors.New("a layer on a Windows base image, or a copy from one, is not supported yet (BuildKit writes such layers in the Windows layer format, Files/ and Hives/); only Windows images FROM scratch are built")
-
-// windowsLayers reports whether src's files are the layers of a Windows
-// image (a stage's: of the image its chain of stages starts from).
-func windowsLayers(src *planner.Source) bool {
-	switch {
-	case src == nil:
-		return false
-	case src.Image != nil:
-		return src.Image.Config != nil && src.Image.Config.OS == "windows"
-	case src.Stage != nil:
-		return windowsLayers(&src.Stage.Base)
-	}
-	return false
 }

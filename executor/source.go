@@ -118,7 +118,7 @@ func (b *build) withLayers(ctx context.Context, layers []layerRef, fn func(root 
 		ids[i] = l.diffID
 	}
 	key := "view-" + b.activeKey()
-	mounts, err := b.e.opts.Snapshotter.View(ctx, key, ids)
+	mounts, err := b.e.opts.Snapshotter.View(ctx, key, ids, layersOptions(layers)...)
 	if err != nil {
 		return fmt.Errorf("prepare view: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/planner"
+	"github.com/builder-dev/builder/snapshot"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -45,6 +46,10 @@ type stageState struct {
 	args []instructions.KeyValuePairOptional
 	// hist[i] is the step that made img.History[i] (stage -1: the base image).
 	hist []stepRef
+	// windows: the stage starts from a Windows base image, so that a
+	// step's layer is in the Windows layer format, as BuildKit writes it
+	// (windowsFormat).
+	windows bool
 	// cmdSet is true once the stage itself set CMD.
 	cmdSet bool
 	// cur is the step being dispatched.
@@ -74,6 +79,32 @@ type layerRef struct {
 	// image: a base image's layer, unpacked into the layer store only
 	// when a snapshot first needs it (ensureLayers).
 	image bool
+	// windows: the layer is in the Windows layer format, its files below
+	// Files/: a Windows base image's, or made by a step on one.
+	windows bool
+}
+
+// layersOptions are the options of a snapshot of layers: which of them
+// are in the Windows layer format, if any.
+func layersOptions(layers []layerRef) []snapshot.PrepareOption {
+	which := windowsLayers(layers)
+	if which == nil {
+		return nil
+	}
+	return []snapshot.PrepareOption{snapshot.WithWindowsLayers(which)}
+}
+
+// windowsLayers reports which of layers are in the Windows layer format;
+// nil when none is.
+func windowsLayers(layers []layerRef) []bool {
+	if !slices.ContainsFunc(layers, func(l layerRef) bool { return l.windows }) {
+		return nil
+	}
+	which := make([]bool, len(layers))
+	for i, l := range layers {
+		which[i] = l.windows
+	}
+	return which
 }
 
 func (s *stageState) parents() []string {
@@ -312,11 +343,13 @@ func (b *build) imageState(ctx context.Context, ref string) (*stageState, error)
 	if err != nil {
 		return nil, fmt.Errorf("read layers: %w", err)
 	}
+	s.windows = s.img.OS == "windows"
 	for _, l := range layers {
 		ref, err := imageLayer(l)
 		if err != nil {
 			return nil, err
 		}
+		ref.windows = s.windows
 		s.layers = append(s.layers, ref)
 	}
 	if s.img.Created != nil {

@@ -200,7 +200,7 @@ func (b *build) applyResult(sc *stepCtx, key cache.Key, r *cache.Record, ch chan
 		if desc == "" {
 			desc = sc.ev.Title()
 		}
-		s.layers = append(s.layers, layerRef{diffID: r.DiffID, size: r.Size, layer: l, desc: desc, created: r.Created})
+		s.layers = append(s.layers, layerRef{diffID: r.DiffID, size: r.Size, layer: l, desc: desc, created: r.Created, windows: windowsFormat(s, ch)})
 	}
 	s.key = key
 	if ch.noHistory {
@@ -217,15 +217,16 @@ func (b *build) applyResult(sc *stepCtx, key cache.Key, r *cache.Record, ch chan
 // a change onScratch) and commits it.
 func (b *build) execute(ctx context.Context, s *stageState, key cache.Key, ch change) (rec *cache.Record, err error) {
 	var parents []string
+	var prepOpts []snapshot.PrepareOption
 	if !ch.onScratch {
 		if err := b.ensureLayers(ctx, s.layers); err != nil {
 			return nil, err
 		}
-		parents = s.parents()
+		parents, prepOpts = s.parents(), layersOptions(s.layers)
 	}
 	sn := b.e.opts.Snapshotter
 	active := b.activeKey()
-	mounts, err := sn.Prepare(ctx, active, parents)
+	mounts, err := sn.Prepare(ctx, active, parents, prepOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("prepare snapshot: %w", err)
 	}
@@ -243,6 +244,9 @@ func (b *build) execute(ctx context.Context, s *stageState, key cache.Key, ch ch
 	var opts []snapshot.DiffOption
 	if b.e.opts.SourceDateEpoch != nil {
 		opts = append(opts, snapshot.WithSourceDateEpoch(*b.e.opts.SourceDateEpoch))
+	}
+	if windowsFormat(s, ch) {
+		opts = append(opts, snapshot.WithWindowsFormat())
 	}
 	layer, err := sn.Commit(ctx, active, opts...)
 	if err != nil {

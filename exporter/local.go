@@ -3,6 +3,7 @@ package exporter
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -39,8 +40,15 @@ func applyLayer(ctx context.Context, dir string, l v1.Layer) error {
 		return err
 	}
 	defer rc.Close()
-	vr := newVerifyReader(rc, diffID, -1, "layer "+diffID.String())
+	var vr io.Reader = rc
+	if _, ok := l.(interface{ verified() }); !ok {
+		vr = newVerifyReader(rc, diffID, -1, "layer "+diffID.String())
+	}
 	if _, err := snapshot.Apply(ctx, dir, vr); err != nil {
+		return err
+	}
+	// Read to the end, where the stream is checked.
+	if _, err := io.Copy(io.Discard, vr); err != nil {
 		return err
 	}
 	return rc.Close()

@@ -82,7 +82,7 @@ func scanSBOM(ctx context.Context, b attestBuild) ([]attest.Attestation, *layerF
 			return nil, nil, err
 		}
 	}
-	if err := exporter.WriteLocal(ctx, src, b.res.Image); err != nil {
+	if err := exporter.WriteLocal(ctx, src, filesImage(b.res.Image, b.res.WindowsLayers)); err != nil {
 		return nil, nil, fmt.Errorf("sbom: %w", err)
 	}
 	if err := b.scanExtras(ctx, extras); err != nil {

@@ -391,7 +391,7 @@ func (r *buildRun) export(ctx context.Context, plan *planner.Plan, res *executor
 	outs := r.outputs()
 	pushOpts, countPush := meteredPush(r.remoteOptions(), res.Image)
 	er := &exportRun{st: r.st, prog: prog, ro: pushOpts, stdout: r.a.stdout, epoch: plan.SourceDateEpoch,
-		base: baseConfig(plan.Target), platform: r.platform, done: &rec.Outputs, keeps: keptCompressions(outs, r.spec.cacheTo)}
+		base: baseConfig(plan.Target), platform: r.platform, windowsLayers: res.WindowsLayers, done: &rec.Outputs, keeps: keptCompressions(outs, r.spec.cacheTo)}
 	if res.Image, err = inlineCache(ctx, r.st, res, r.spec.cacheTo); err != nil {
 		return err
 	}

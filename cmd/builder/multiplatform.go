@@ -267,6 +267,9 @@ func (r *exportRun) exportPlatformOutput(ctx context.Context, builds []*platform
 		if out[i], err = e.Apply(img); err != nil {
 			return rec, err
 		}
+		if o.typ == "local" || o.typ == "tar" {
+			out[i] = filesImage(out[i], builds[i].res.WindowsLayers)
+		}
 		created = e.Created()
 	}
 	host := out[hostImage(builds)]

@@ -283,8 +283,11 @@ type exportRun struct {
 	base   *v1.ConfigFile // the final stage's base image's config, or nil
 	// platform is the image's platform (of a single-platform build).
 	platform v1.Platform
-	done     *[]cache.BuildOutput
-	attest   *attestRun // the build's attestations (attest.go); nil: none
+	// windowsLayers are executor.Result.WindowsLayers (of a
+	// single-platform build).
+	windowsLayers []bool
+	done          *[]cache.BuildOutput
+	attest        *attestRun // the build's attestations (attest.go); nil: none
 	// keeps are the compressions whose blobs the build keeps anyway (its
 	// pushes' and cache exports'): an OCI archive with one of them
 	// compresses its layers into the store for both.
@@ -400,11 +403,13 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 		if o.platformSplit(false) {
 			dest = filepath.Join(dest, platformDir(r.platform))
 		}
-		if err = exporter.WriteLocal(ctx, dest, img); err == nil {
+		if err = exporter.WriteLocal(ctx, dest, filesImage(img, r.windowsLayers)); err == nil {
 			err = r.attest.writeFiles(dest, r.epoch)
 		}
 	case "tar":
-		err = r.writeStream(o.dest, func(w io.Writer) error { return r.attest.writeFlattened(w, img, r.epoch) })
+		err = r.writeStream(o.dest, func(w io.Writer) error {
+			return r.attest.writeFlattened(w, filesImage(img, r.windowsLayers), r.epoch)
+		})
 	case "image", "registry":
 		if !o.push {
 			return rec, nil
@@ -465,6 +470,17 @@ func (r *exportRun) writeStream(dest string, fill func(io.Writer) error) error {
 		return fill(r.stdout)
 	}
 	return writeFileWith(dest, fill)
+}
+
+// filesImage is img as its files are read for a local or tar output or a
+// scan: those of its layers in the Windows layer format
+// (executor.Result.WindowsLayers) are below Files/
+// (exporter.WindowsFiles).
+func filesImage(img v1.Image, windowsLayers []bool) v1.Image {
+	if windowsLayers != nil {
+		return exporter.WindowsFiles(img, windowsLayers)
+	}
+	return img
 }
 
 // writeFlattened writes img's root filesystem as one tar (type=tar).
