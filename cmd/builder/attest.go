@@ -18,7 +18,6 @@ import (
 	"github.com/builder-dev/builder/exporter"
 	"github.com/builder-dev/builder/internal/attest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/spf13/pflag"
 )
 
@@ -235,7 +234,7 @@ func (r *attestRun) writeFlattened(w io.Writer, img v1.Image, epoch *time.Time) 
 // the directory dir ("": at the top), and returns its regular files as
 // statement subjects (names relative to dir) when hash is set.
 func copyRootfs(tw *tar.Writer, img v1.Image, dir string, hash bool) ([]attest.Subject, error) {
-	rc := mutate.Extract(img)
+	rc := exporter.Flatten(img)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	var subjects []attest.Subject

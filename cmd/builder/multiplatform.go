@@ -15,7 +15,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/builder-dev/builder/cache"
@@ -379,7 +378,7 @@ func (r *exportRun) writeLocalMerged(ctx context.Context, dest string, builds []
 // rootfsFiles lists the paths of img's root filesystem that are not
 // directories and, with hash, its regular files as statement subjects.
 func rootfsFiles(img v1.Image, hash bool) ([]string, []attest.Subject, error) {
-	rc := mutate.Extract(img)
+	rc := exporter.Flatten(img)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	var paths []string

@@ -485,7 +485,7 @@ func filesImage(img v1.Image, windowsLayers []bool) v1.Image {
 
 // writeFlattened writes img's root filesystem as one tar (type=tar).
 func writeFlattened(w io.Writer, img v1.Image) error {
-	rc := mutate.Extract(img)
+	rc := exporter.Flatten(img)
 	defer rc.Close()
 	_, err := io.Copy(w, rc)
 	return err
