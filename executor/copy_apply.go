@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/builder-dev/builder/internal/user"
 	"github.com/builder-dev/builder/snapshot"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
@@ -71,7 +70,7 @@ func (p *copyPlan) owner(rootfs string) (copyOwner, error) {
 	if p.req.Chown == "" {
 		return copyOwner{}, nil
 	}
-	uid, gid, err := user.ResolveChown(rootfs, p.req.Chown)
+	uid, gid, err := resolveChown(rootfs, p.req.Chown, p.req.OS)
 	if err != nil {
 		return copyOwner{}, fmt.Errorf("resolve --chown=%s: %w", p.req.Chown, err)
 	}

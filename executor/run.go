@@ -401,33 +401,44 @@ func (b *build) dispatchWorkdir(ctx context.Context, sc *stepCtx, c *instruction
 		s.history("WORKDIR "+wd, true, s.created)
 		return nil
 	}
-	userSpec := s.img.Config.User
+	userSpec, osName := s.img.Config.User, sc.st.Platform.OS
 	return b.prepare(sc, change{
 		inputs: cache.Inputs{Op: "WORKDIR", Fields: []cache.Field{
 			{Name: "path", Value: wd}, {Name: "user", Value: userSpec},
 		}},
 		createdBy: "WORKDIR " + wd,
 		apply: func(ctx context.Context, root string) error {
-			return workdirIn(root, wd, userSpec)
+			return workdirIn(root, wd, userSpec, osName)
 		},
 	})
 }
 
 // workdirIn creates the WORKDIR dir inside root, the new directories
-// owned by userSpec's uid/gid, as BuildKit's mkdir of a WORKDIR.
-func workdirIn(root, dir, userSpec string) error {
+// owned by userSpec's uid/gid, as BuildKit's mkdir of a WORKDIR in an
+// image for osName.
+func workdirIn(root, dir, userSpec, osName string) error {
 	var own copyOwner
 	if userSpec != "" {
 		// BuildKit makes the directory with a file operation owned by the
 		// USER, whose ids follow --chown's rules: a numeric user without
 		// a group gets gid = uid, whatever /etc/passwd says.
-		uid, gid, err := user.ResolveChown(root, userSpec)
+		uid, gid, err := resolveChown(root, userSpec, osName)
 		if err != nil {
 			return err
 		}
 		own = copyOwner{uid: uid, gid: gid}
 	}
 	return mkdirAllIn(root, dir, 0o755, own)
+}
+
+// resolveChown resolves a --chown (or a WORKDIR's USER) in root, the
+// files of an image for osName: a Windows image's users are no entries
+// of /etc/passwd (user.ResolveChownWindows).
+func resolveChown(root, spec, osName string) (uid, gid int, err error) {
+	if osName == "windows" {
+		return user.ResolveChownWindows(root, spec)
+	}
+	return user.ResolveChown(root, spec)
 }
 
 // RunError is a RUN command that exited non-zero or was killed.

@@ -39,7 +39,7 @@ func TestWorkdirOwner(t *testing.T) {
 		{bare, "1000", 1000, 1000},
 	} {
 		dir := "/w/" + filepath.Base(c.root) + "/" + c.user
-		if err := workdirIn(c.root, dir, c.user); err != nil {
+		if err := workdirIn(c.root, dir, c.user, "linux"); err != nil {
 			t.Fatalf("USER %s: %v", c.user, err)
 		}
 		fi, err := os.Stat(filepath.Join(c.root, dir))
@@ -51,7 +51,15 @@ func TestWorkdirOwner(t *testing.T) {
 			t.Errorf("USER %s: WORKDIR owned by %d:%d, want %d:%d", c.user, st.Uid, st.Gid, c.uid, c.gid)
 		}
 	}
-	if err := workdirIn(root, "/x", "nosuchuser"); err == nil {
+	if err := workdirIn(root, "/x", "nosuchuser", "linux"); err == nil {
 		t.Error("USER nosuchuser: WORKDIR made, want an error naming the user")
+	}
+	// A Windows image's USER is no passwd entry: root's ids, as BuildKit
+	// on Linux gives them.
+	if err := workdirIn(bare, "/win", "ContainerUser", "windows"); err != nil {
+		t.Fatalf("USER ContainerUser of a Windows image: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(bare, "win")); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("USER ContainerUser of a Windows image: WORKDIR %v, %v; want root's", fi, err)
 	}
 }

@@ -72,6 +72,20 @@ func Resolve(rootfs, spec string) (Identity, error) {
 // ":staff", ":") is root with gid 0 unless a group is named; names must
 // exist in the rootfs's passwd/group files.
 func ResolveChown(rootfs, spec string) (uid, gid int, err error) {
+	return resolveChown(rootfs, spec, false)
+}
+
+// ResolveChownWindows is ResolveChown for a Windows image, whose users
+// (ContainerUser, ContainerAdministrator) are no entries of /etc/passwd:
+// a name the passwd or group file lacks is not an error but no id (root's
+// for a user; a missing group leaves the user's), as BuildKit on Linux
+// resolves names for its file operations. Windows takes a file's access
+// from the security descriptor its layer gives it, not from these ids.
+func ResolveChownWindows(rootfs, spec string) (uid, gid int, err error) {
+	return resolveChown(rootfs, spec, true)
+}
+
+func resolveChown(rootfs, spec string, missingIsNone bool) (uid, gid int, err error) {
 	userPart, groupPart, hasGroup := strings.Cut(spec, ":")
 	switch n, numeric := parseID(userPart); {
 	case userPart == "": // root with gid 0, as buildkitd makes it
@@ -79,6 +93,9 @@ func ResolveChown(rootfs, spec string) (uid, gid int, err error) {
 		uid, gid = int(n), int(n)
 	default:
 		id, err := lookupUserName(rootfs, userPart)
+		if missingIsNone && errors.Is(err, errNoEntry) {
+			break
+		}
 		if err != nil {
 			return 0, 0, err
 		}
@@ -86,6 +103,9 @@ func ResolveChown(rootfs, spec string) (uid, gid int, err error) {
 	}
 	if hasGroup && groupPart != "" {
 		g, err := resolveGroup(rootfs, groupPart)
+		if missingIsNone && errors.Is(err, errNoEntry) {
+			return uid, gid, nil
+		}
 		if err != nil {
 			return 0, 0, err
 		}
@@ -93,6 +113,10 @@ func ResolveChown(rootfs, spec string) (uid, gid int, err error) {
 	}
 	return uid, gid, nil
 }
+
+// errNoEntry is matched by the error of a name the passwd or group file
+// lacks.
+var errNoEntry = errors.New("no matching entries")
 
 func resolveUser(rootfs, spec string) (Identity, error) {
 	uid, numeric := parseID(spec)
@@ -121,7 +145,7 @@ func lookupUserName(rootfs, name string) (Identity, error) {
 			return identityOf(path, e)
 		}
 	}
-	return Identity{}, fmt.Errorf("unable to find user %s: no matching entries in passwd file", name)
+	return Identity{}, fmt.Errorf("unable to find user %s: %w in passwd file", name, errNoEntry)
 }
 
 func identityOf(path string, e entry) (Identity, error) {
@@ -161,7 +185,7 @@ func resolveGroup(rootfs, spec string) (uint32, error) {
 		}
 		return gid, nil
 	}
-	return 0, fmt.Errorf("unable to find group %s: no matching entries in group file", spec)
+	return 0, fmt.Errorf("unable to find group %s: %w in group file", spec, errNoEntry)
 }
 
 // memberGroups returns the gids of the groups whose member list names user,

@@ -83,6 +83,32 @@ func TestResolveChown(t *testing.T) {
 	}
 }
 
+// TestResolveChownWindows: for a Windows image, a name passwd or group
+// lacks is no id (BuildKit's readUser), found names and broken files are
+// as ResolveChown has them.
+func TestResolveChownWindows(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		root, spec string
+		uid, gid   int
+		wantErr    string
+	}{
+		{root: testRoot, spec: "ContainerUser"},
+		{root: t.TempDir(), spec: "ContainerAdministrator"},
+		{root: testRoot, spec: "app", uid: 1000, gid: 1000},
+		{root: testRoot, spec: "app:nosuchgroup", uid: 1000, gid: 1000},
+		{root: testRoot, spec: "nosuchuser:staff", uid: 0, gid: 50},
+		{root: testRoot, spec: "1234:nosuchgroup", uid: 1234, gid: 1234},
+		{root: testRoot, spec: "broken", wantErr: "invalid uid or gid"},
+	} {
+		uid, gid, err := ResolveChownWindows(tt.root, tt.spec)
+		checkErr(t, err, tt.wantErr)
+		if uid != tt.uid || gid != tt.gid {
+			t.Errorf("ResolveChownWindows(%q) = %d:%d, want %d:%d", tt.spec, uid, gid, tt.uid, tt.gid)
+		}
+	}
+}
+
 // TestNoDatabase checks a rootfs without /etc: numeric ids work, names fail.
 func TestNoDatabase(t *testing.T) {
 	t.Parallel()
