@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/builder-dev/builder/exporter"
 	"github.com/builder-dev/builder/fixtures"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/builder-dev/builder/internal/testenv"
@@ -151,7 +151,7 @@ func readImage(t *testing.T, p string) *imageLayers {
 		out.diffIDs = append(out.diffIDs, d)
 		out.layers = append(out.layers, readLayer(t, l))
 	}
-	rc := mutate.Extract(img)
+	rc := exporter.Flatten(img)
 	defer rc.Close()
 	if out.tree, err = fixtures.ReadTree(rc); err != nil {
 		t.Fatalf("flatten %s: %v", p, err)
