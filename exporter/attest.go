@@ -254,10 +254,5 @@ func WriteLayers(ctx context.Context, dir string, layers []v1.Layer) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for i, l := range layers {
-		if err := applyLayer(ctx, dir, l); err != nil {
-			return fmt.Errorf("write %s: layer %d: %w", dir, i, err)
-		}
-	}
-	return nil
+	return applyLayers(ctx, dir, layers)
 }

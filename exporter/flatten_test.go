@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,5 +120,42 @@ func TestFlattenUnsafeName(t *testing.T) {
 	defer rc.Close()
 	if _, err := io.Copy(io.Discard, rc); err == nil || !strings.Contains(err.Error(), "climbs out") {
 		t.Errorf("flatten of ../evil: %v", err)
+	}
+}
+
+// TestWriteLocalOutput: a local output is owned by the caller, its
+// destination made 0700 and a platform's directory in it 0755, as
+// BuildKit's client receives one; modes are the image's.
+func TestWriteLocalOutput(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o750, Uid: 5, Gid: 6},
+		{Name: "d/s", Typeflag: tar.TypeReg, Mode: 0o4755, Uid: 7, Gid: 8},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	img := imageOfLayer(t, buf.Bytes())
+	dest := filepath.Join(t.TempDir(), "out", "here")
+	if err := WriteLocalOutput(t.Context(), dest, "linux_amd64", img); err != nil {
+		t.Fatal(err)
+	}
+	for p, mode := range map[string]os.FileMode{
+		dest: 0o700 | os.ModeDir, filepath.Dir(dest): 0o700 | os.ModeDir, filepath.Join(dest, "linux_amd64"): 0o755 | os.ModeDir,
+		filepath.Join(dest, "linux_amd64/d"): 0o750 | os.ModeDir, filepath.Join(dest, "linux_amd64/d/s"): 0o755 | os.ModeSetuid,
+	} {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode() != mode || int(st.Uid) != os.Getuid() || int(st.Gid) != os.Getgid() {
+			t.Errorf("%s: %v %d:%d, want %v owned by the caller (%d:%d)", p, fi.Mode(), st.Uid, st.Gid, mode, os.Getuid(), os.Getgid())
+		}
 	}
 }

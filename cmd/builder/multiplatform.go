@@ -330,11 +330,10 @@ func platformDir(p v1.Platform) string {
 func (r *exportRun) writeLocalSplit(ctx context.Context, dest string, builds []*platformBuild, imgs []v1.Image, atts platformAttests) error {
 	for i, img := range imgs {
 		p := builds[i].platform
-		dir := filepath.Join(dest, platformDir(p))
-		if err := exporter.WriteLocal(ctx, dir, img); err != nil {
+		if err := exporter.WriteLocalOutput(ctx, dest, platformDir(p), img); err != nil {
 			return err
 		}
-		if err := atts[planner.FormatPlatform(p)].writeFiles(dir, r.epoch); err != nil {
+		if err := atts[planner.FormatPlatform(p)].writeFiles(filepath.Join(dest, platformDir(p)), r.epoch); err != nil {
 			return err
 		}
 	}
@@ -363,7 +362,7 @@ func (r *exportRun) writeLocalMerged(ctx context.Context, dest string, builds []
 		subjects[i] = subj
 	}
 	for _, img := range imgs {
-		if err := exporter.WriteLocal(ctx, dest, img); err != nil {
+		if err := exporter.WriteLocalOutput(ctx, dest, "", img); err != nil {
 			return err
 		}
 	}

@@ -399,12 +399,12 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 	case "oci":
 		err = r.writeOCI(ctx, o, tagged, ex)
 	case "local":
-		dest := o.dest
+		var sub string
 		if o.platformSplit(false) {
-			dest = filepath.Join(dest, platformDir(r.platform))
+			sub = platformDir(r.platform)
 		}
-		if err = exporter.WriteLocal(ctx, dest, filesImage(img, r.windowsLayers)); err == nil {
-			err = r.attest.writeFiles(dest, r.epoch)
+		if err = exporter.WriteLocalOutput(ctx, o.dest, sub, filesImage(img, r.windowsLayers)); err == nil {
+			err = r.attest.writeFiles(filepath.Join(o.dest, sub), r.epoch)
 		}
 	case "tar":
 		err = r.writeStream(o.dest, func(w io.Writer) error {

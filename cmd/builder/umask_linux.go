@@ -31,8 +31,8 @@ import (
 // into place, as before; the writes whose mode comes from the umask run
 // under the user's: the CPU profile (created before fixUmask), a
 // --cache-to type=local layout (withUserUmask in exportCaches). The
-// directory a -o type=local export creates for its dest= should too
-// (withUserUmask around its MkdirAll in build.go's exportAll); the tree
+// directory a -o type=local export creates for its dest= is 0700, as
+// BuildKit's client makes it (exporter.WriteLocalOutput); the tree
 // inside it is the image's and keeps the image's modes.
 
 // fixedUmask is the umask of every builder command.
