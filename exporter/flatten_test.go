@@ -52,6 +52,30 @@ func flatLayer(t *testing.T, entries ...entry) v1.Layer {
 	return l
 }
 
+// tarLines describes each entry of the tar r with line (given the entry's
+// content), sorted.
+func tarLines(t *testing.T, r io.Reader, line func(h *tar.Header, body []byte) string) []string {
+	t.Helper()
+	var out []string
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, line(h, body))
+	}
+	slices.Sort(out)
+	return out
+}
+
 // TestFlatten: the flattened tar has the files an unpack of the layers
 // has (WriteLocal), each path once: whiteouts and opaque directories
 // applied, and a hardlink whose target an upper layer replaced or removed
@@ -70,23 +94,9 @@ func TestFlatten(t *testing.T) {
 	}
 	rc := Flatten(img)
 	defer rc.Close()
-	var got []string
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, h.Name+" "+string(h.Typeflag)+" "+string(body)+h.Linkname)
-	}
-	slices.Sort(got)
+	got := tarLines(t, rc, func(h *tar.Header, body []byte) string {
+		return h.Name + " " + string(h.Typeflag) + " " + string(body) + h.Linkname
+	})
 	want := []string{"o/ 5 ", "o/upper 0 u", "w/ 5 ", "x/ 5 ", "x/a 0 new", "x/b 0 old", "x/c 1 x/b", "x/d 0 d", "x/e 1 x/d"}
 	if !slices.Equal(got, want) {
 		t.Errorf("flattened %q, want %q", got, want)

@@ -3,7 +3,6 @@ package exporter
 import (
 	"archive/tar"
 	"bytes"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -68,27 +67,17 @@ func imageOfLayer(t *testing.T, data []byte) v1.Image {
 // directory itself are not files of the image.
 func TestWindowsFiles(t *testing.T) {
 	img := WindowsFiles(imageOfLayer(t, windowsLayerTar(t)), []bool{true})
-	rc := mutate.Extract(img)
+	rc := Flatten(img)
 	defer rc.Close()
-	var got []string
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	got := tarLines(t, rc, func(h *tar.Header, _ []byte) string {
 		for k := range h.PAXRecords {
 			if strings.HasPrefix(k, "MSWINDOWS.") || strings.HasPrefix(k, "LIBARCHIVE.") {
 				t.Errorf("%s keeps the record %s", h.Name, k)
 			}
 		}
-		got = append(got, h.Name+" "+string(h.Typeflag)+" "+strings.TrimPrefix(h.FileInfo().Mode().String(), "-")+" "+h.Linkname)
-	}
-	want := []string{"Windows 5 drwxr-xr-x ", "Windows/hard.ini 1 rw-r--r-- Windows/win.ini", "Windows/win.ini 0 rw-r--r-- "}
-	slices.Sort(got)
+		return h.Name + " " + string(h.Typeflag) + " " + strings.TrimPrefix(h.FileInfo().Mode().String(), "-") + " " + h.Linkname
+	})
+	want := []string{"Windows/ 5 drwxr-xr-x ", "Windows/hard.ini 1 rw-r--r-- Windows/win.ini", "Windows/win.ini 0 rw-r--r-- "}
 	if !slices.Equal(got, want) {
 		t.Errorf("files %q, want %q", got, want)
 	}
