@@ -232,8 +232,9 @@ func (a *ociArchive) storedLayer(l v1.Layer, diffID v1.Hash) (v1.Layer, error) {
 }
 
 // copyBlob writes the compressed layer c into the archive as its blob:
-// a blob of a.known by copy_file_range, checked on the way (CopyBlob), a
-// registry's as it is downloaded.
+// a blob of a.known by copy_file_range, checked on the way (CopyBlob; the
+// archive's fsync starts once the blob is copied, beside the rest of the
+// check), a registry's as it is downloaded.
 func (a *ociArchive) copyBlob(c v1.Layer, remote bool) error {
 	d, err := layerDescriptor(c)
 	if err != nil {
@@ -242,7 +243,7 @@ func (a *ociArchive) copyBlob(c v1.Layer, remote bool) error {
 	name := "blobs/sha256/" + d.Digest.Hex
 	if !remote {
 		return a.d.streamTo(name, d.Size, func(io.Writer) (int64, error) {
-			return a.known.blobs.CopyBlob(a.ctx, d.Digest.String(), a.d.out)
+			return a.known.blobs.CopyBlob(a.ctx, d.Digest.String(), syncBehindRanges{a.d.out})
 		})
 	}
 	rc, err := c.Compressed()

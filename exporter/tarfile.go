@@ -178,6 +178,9 @@ type archiveWriter struct {
 	// started is the offset up to which write-back was started: the
 	// final fsync then finds most of the archive on its way to disk.
 	started int64
+	// syncing is closed when the fsync syncBehind started returns (nil:
+	// none started).
+	syncing chan struct{}
 }
 
 // writeBackChunk is how much archive data may be dirty before its
@@ -228,6 +231,51 @@ func (a *archiveWriter) startWriteBack() {
 }
 
 func (a *archiveWriter) flush() error { return a.bw.Flush() }
+
+// syncBehind starts an fsync of the archive written so far on another
+// goroutine, unless one is running: a producer that goes on checking
+// what it copied (CopyBlob hashing a kept blob) then finds its bytes on
+// disk when it is done, instead of the final fsync beginning only then.
+// Writes may go on meanwhile; the final fsync still makes all of them
+// durable, after waitSync.
+func (a *archiveWriter) syncBehind() error {
+	if err := a.bw.Flush(); err != nil {
+		return err
+	}
+	if a.syncing != nil {
+		select {
+		case <-a.syncing:
+		default:
+			return nil
+		}
+	}
+	done := make(chan struct{})
+	a.syncing = done
+	go func() {
+		defer close(done)
+		_ = a.f.Sync() // only a head start: the final fsync reports errors
+	}()
+	return nil
+}
+
+// waitSync waits for the fsync syncBehind started, if any.
+func (a *archiveWriter) waitSync() {
+	if a.syncing != nil {
+		<-a.syncing
+	}
+}
+
+// syncBehindRanges is an archiveWriter whose file ranges, once copied,
+// start an fsync of the archive (syncBehind).
+type syncBehindRanges struct{ *archiveWriter }
+
+func (s syncBehindRanges) WriteFileRange(src *os.File, off, n int64) (int64, error) {
+	c, err := s.archiveWriter.WriteFileRange(src, off, n)
+	if err == nil {
+		err = s.syncBehind()
+	}
+	return c, err
+}
 
 // truncate drops what was written from off on: the archive goes on from
 // there.
@@ -323,13 +371,14 @@ func writeAtomic(ctx context.Context, path string, fill func(*detTar) error) (er
 	if err != nil {
 		return fmt.Errorf("create temp for %s: %w", path, err)
 	}
+	dt := &detTar{ctx: ctx, out: newArchiveWriter(f)}
 	defer func() {
 		if err != nil {
+			dt.out.waitSync()
 			f.Close()
 			os.Remove(f.Name())
 		}
 	}()
-	dt := &detTar{ctx: ctx, out: newArchiveWriter(f)}
 	if err := fill(dt); err != nil {
 		return err
 	}
@@ -339,6 +388,7 @@ func writeAtomic(ctx context.Context, path string, fill func(*detTar) error) (er
 	if err := dt.out.flush(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	dt.out.waitSync()
 	if err := finish(ctx, f, path); err != nil {
 		return err
 	}

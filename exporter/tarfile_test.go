@@ -78,3 +78,72 @@ func TestArchiveFileRanges(t *testing.T) {
 		t.Errorf("a failed archive was left: %v", err)
 	}
 }
+
+// TestArchiveSyncBehind: an fsync started behind a copied file range
+// (syncBehind, as a kept blob's copy starts one) while the archive goes
+// on — buffered writes, a truncation back over the range, more writes —
+// leaves exactly what was written last, and a second range while the
+// first fsync may still run starts no second one before it ends.
+func TestArchiveSyncBehind(t *testing.T) {
+	dir := t.TempDir()
+	content := bytes.Repeat([]byte("kept blob "), 500_000) // 5 MB
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	f, err := os.Create(filepath.Join(dir, "archive"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a := newArchiveWriter(f)
+	w := syncBehindRanges{a}
+	if _, err := a.Write([]byte("head ")); err != nil {
+		t.Fatal(err)
+	}
+	at := a.n
+	if n, err := w.WriteFileRange(in, 0, int64(len(content))); err != nil || n != int64(len(content)) {
+		t.Fatalf("WriteFileRange = %d, %v", n, err)
+	}
+	first := a.syncing
+	if first == nil {
+		t.Fatal("no fsync started behind the copied range")
+	}
+	if n, err := w.WriteFileRange(in, 0, 100); err != nil || n != 100 {
+		t.Fatalf("second WriteFileRange = %d, %v", n, err)
+	}
+	select {
+	case <-first:
+	default:
+		if a.syncing != first {
+			t.Error("a second fsync started while the first one ran")
+		}
+	}
+	if err := a.truncate(at); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Write([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.flush(); err != nil {
+		t.Fatal(err)
+	}
+	a.waitSync()
+	select {
+	case <-a.syncing:
+	default:
+		t.Fatal("waitSync returned before the fsync ended")
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "head tail"; string(got) != want || a.n != int64(len(want)) {
+		t.Errorf("archive %q (%d bytes counted), want %q", got, a.n, want)
+	}
+}
