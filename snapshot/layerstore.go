@@ -140,7 +140,15 @@ type layerMetadata struct {
 	// (windows.go), is the time of its tar's Hives and Files entries;
 	// the layer's files are in fs/Files.
 	Windows *time.Time `json:"windows,omitempty"`
+	// Order is the order of the tar's entries: layerOrderWalk (walkKey,
+	// BuildKit's); layers committed before it was recorded ("") list
+	// them by path (sortPathOrder) and serialize so.
+	Order string `json:"order,omitempty"`
 }
+
+// layerOrderWalk is layerMetadata.Order of a layer whose tar lists its
+// entries in walkKey order.
+const layerOrderWalk = "walk"
 
 // layerXattrsRule is layerMetadata.Xattrs of a layer whose tar holds the
 // xattrs keepXattr keeps.
@@ -373,7 +381,7 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing,
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}
 	defer removeAll(context.WithoutCancel(ctx), tmp)
-	meta := layerMetadata{DiffID: diffID, Size: size, Committed: true, Xattrs: layerXattrsRule, Windows: windows}
+	meta := layerMetadata{DiffID: diffID, Size: size, Committed: true, Xattrs: layerXattrsRule, Windows: windows, Order: layerOrderWalk}
 	fs := filepath.Join(tmp, layerFS)
 	if windows != nil {
 		if err := windowsLayout(fs); err != nil {
@@ -552,6 +560,9 @@ func (s *LayerStore) writeTar(ctx context.Context, diffID string, w io.Writer, t
 	entries, err := collectEntries(ctx, dir)
 	if err != nil {
 		return 0, fmt.Errorf("write tar of layer %s: %w", diffID, err)
+	}
+	if meta.Order != layerOrderWalk {
+		sortPathOrder(entries)
 	}
 	stat := statDigest(entries, statAt)
 	if trustStat && meta.StatDigest != "" && stat == meta.StatDigest {

@@ -20,6 +20,9 @@ import (
 // entries: the path, except that an opaque marker sorts first inside its
 // directory, so appliers see it before any new child.
 type tarEntry struct {
+	// key orders a layer's entries (walkKey): depth first, each
+	// directory's entries by name, a whiteout where the entry it deletes
+	// would be.
 	key  string
 	name string // name inside the tar; directories end in "/"
 	src  string // absolute path in the layer directory; "" for markers
@@ -215,17 +218,27 @@ func tarEntriesOf(rel, src string, st *unix.Stat_t, opaque bool) ([]tarEntry, bo
 	case isWhiteout(st):
 		d, base := path.Split(rel)
 		name := d + whiteoutPrefix + base
-		return []tarEntry{{key: name, name: name, kind: kindWhiteout, st: *st}}, true
+		return []tarEntry{{key: walkKey(rel), name: name, kind: kindWhiteout, st: *st}}, true
 	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return []tarEntry{{key: rel, name: rel, src: src, st: *st}}, true
+		return []tarEntry{{key: walkKey(rel), name: rel, src: src, st: *st}}, true
 	}
-	out := []tarEntry{{key: rel, name: rel + "/", src: src, st: *st}}
+	key := walkKey(rel)
+	out := []tarEntry{{key: key, name: rel + "/", src: src, st: *st}}
 	if opaque {
 		name := rel + "/" + opaqueMarker
-		out = append(out, tarEntry{key: rel + "/\x00", name: name, kind: kindOpaque})
+		out = append(out, tarEntry{key: key + "\x00", name: name, kind: kindOpaque})
 	}
 	return out, true
 }
+
+// walkKey is the sort key of the entry at rel: rel with '/' made the
+// lowest byte, so that sorting by it lists a directory's entries right
+// after it and before a sibling whose name extends the directory's
+// ("a", "a/f", "a-b", "a.b"), the order of a depth-first walk that takes
+// each directory's entries by name — the order of BuildKit's (and
+// containerd's) layer tars. An opaque marker's key is its directory's
+// plus a 0 byte: right after the directory.
+func walkKey(rel string) string { return strings.ReplaceAll(rel, "/", "\x00") }
 
 // A listing is the entries of a layer directory listed by a walk that
 // began at at (the commit's prune).
@@ -252,6 +265,25 @@ func (l *listing) sorted() []tarEntry {
 
 func sortEntries(entries []tarEntry) {
 	slices.SortFunc(entries, func(a, b tarEntry) int { return strings.Compare(a.key, b.key) })
+}
+
+// sortPathOrder sorts entries in the order of the layers builder
+// committed before walkKey (layerMetadata.Order ""): by the entry's path
+// as a string, a whiteout by its own name (".wh.x", before its siblings),
+// an opaque marker right after its directory.
+func sortPathOrder(entries []tarEntry) {
+	for i := range entries {
+		e := &entries[i]
+		switch e.kind {
+		case kindWhiteout:
+			e.key = e.name
+		case kindOpaque:
+			e.key = strings.TrimSuffix(e.name, opaqueMarker) + "\x00"
+		default:
+			e.key = strings.TrimSuffix(e.name, "/")
+		}
+	}
+	sortEntries(entries)
 }
 
 // writeEntry writes entry e, whose xattrs, link target and (a small

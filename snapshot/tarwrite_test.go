@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -65,19 +66,54 @@ func TestWriteLayerTar(t *testing.T) {
 	want := []string{
 		"a 0  SCHILY.xattr.security.capability=" + CapXattrForTest(), // first path of the inode is the regular entry
 		"b 1 a SCHILY.xattr.security.capability=" + CapXattrForTest(),
-		".wh.gone 0",
+		".wh.gone 0", // where "gone" would be, as BuildKit's differ writes it
 		"o/ 5",
 		"o/.wh..wh..opq 0", // before "o/-dash" although '-' < '.'
 		"o/-dash 0",
 	}
-	if diff := cmp.Diff(sortLike(want), got); diff != "" {
+	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("entries (-want +got):\n%s", diff)
 	}
 }
 
-// sortLike orders want as the writer does: ".wh.gone" sorts before "a".
-func sortLike(want []string) []string {
-	return []string{want[2], want[0], want[1], want[3], want[4], want[5]}
+// TestLayerEntryOrder: entries sort as BuildKit's differ walks a
+// directory (a directory's entries before a sibling whose name extends
+// its own, a whiteout at the deleted name's place), and sortPathOrder
+// gives back the order of layers committed before that (by path string,
+// whiteouts by their own names), which such layers still serialize in.
+func TestLayerEntryOrder(t *testing.T) {
+	testenv.RequireRoot(t) // whiteouts are device nodes
+	dir := t.TempDir()
+	for _, d := range []string{"a", "a/sub", "o"} {
+		check(t, os.Mkdir(filepath.Join(dir, d), 0o755))
+	}
+	check(t, unix.Lsetxattr(filepath.Join(dir, "o"), opaqueXattr, []byte("y"), 0))
+	for _, f := range []string{"a/f", "a/sub/g", "a-b", "a.c", "a0", "o/-dash", "o/x"} {
+		check(t, os.WriteFile(filepath.Join(dir, f), nil, 0o644))
+	}
+	for _, w := range []string{"a/gone", "a.b", "z"} {
+		check(t, unix.Mknod(filepath.Join(dir, w), unix.S_IFCHR, 0))
+	}
+	names := func(entries []tarEntry) []string {
+		var out []string
+		for _, e := range entries {
+			out = append(out, e.name)
+		}
+		return out
+	}
+	entries, err := collectEntries(t.Context(), dir)
+	check(t, err)
+	want := []string{"a/", "a/f", "a/.wh.gone", "a/sub/", "a/sub/g", "a-b", ".wh.a.b", "a.c", "a0",
+		"o/", "o/.wh..wh..opq", "o/-dash", "o/x", ".wh.z"}
+	if diff := cmp.Diff(want, names(entries)); diff != "" {
+		t.Errorf("walk order (-want +got):\n%s", diff)
+	}
+	sortPathOrder(entries)
+	wantPath := []string{".wh.a.b", ".wh.z", "a/", "a-b", "a.c", "a/.wh.gone", "a/f", "a/sub/", "a/sub/g", "a0",
+		"o/", "o/.wh..wh..opq", "o/-dash", "o/x"}
+	if diff := cmp.Diff(wantPath, names(entries)); diff != "" {
+		t.Errorf("path order (-want +got):\n%s", diff)
+	}
 }
 
 func TestWriteLayerTarEmpty(t *testing.T) {
@@ -148,5 +184,65 @@ func TestLegacyLayerXattrs(t *testing.T) {
 	check(t, err)
 	if l.DiffID == id || bytes.Contains(out.Bytes(), []byte("user.note")) {
 		t.Errorf("a new commit kept user.note (diffID %s, legacy %s)", l.DiffID, id)
+	}
+}
+
+// TestLegacyLayerOrder: a layer committed before its metadata recorded
+// the entry order lists its entries by path; it still serializes to its
+// diffID (also a second time, trusting the stat digest the first
+// recorded), while a new commit of the same directory lists them as
+// BuildKit's differ does.
+func TestLegacyLayerOrder(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctx := context.Background()
+	s, err := OpenLayerStore(filepath.Join(t.TempDir(), "layers"))
+	check(t, err)
+	mkLayer := func() string {
+		tmp, err := s.tempDir("commit")
+		check(t, err)
+		fs := filepath.Join(tmp, layerFS)
+		check(t, os.MkdirAll(filepath.Join(fs, "a"), 0o755))
+		check(t, os.WriteFile(filepath.Join(fs, "a", "f"), []byte("x"), 0o644))
+		check(t, os.WriteFile(filepath.Join(fs, "a-b"), []byte("y"), 0o644))
+		return tmp
+	}
+	tmp := mkLayer()
+	fs := filepath.Join(tmp, layerFS)
+	entries, err := collectEntries(ctx, fs)
+	check(t, err)
+	sortPathOrder(entries)
+	var buf bytes.Buffer
+	_, err = writeEntriesTar(ctx, fs, entries, &buf, tarFormat{keep: keepXattr})
+	check(t, err)
+	legacy := buf.Bytes()
+	id := digestOf(legacy)
+	check(t, s.install(ctx, tmp, strings.TrimPrefix(id, "sha256:"), layerMetadata{DiffID: id, Size: int64(len(legacy)), Committed: true, Xattrs: layerXattrsRule}))
+	for i := range 2 {
+		var out bytes.Buffer
+		if _, err := s.WriteTar(ctx, id, &out); err != nil {
+			t.Fatalf("WriteTar %d of a legacy layer: %v", i, err)
+		}
+		if !bytes.Equal(out.Bytes(), legacy) {
+			t.Errorf("WriteTar %d of a legacy layer differs from the tar it was committed as", i)
+		}
+	}
+
+	l, err := s.commitDir(ctx, filepath.Join(mkLayer(), layerFS), nil, nil)
+	check(t, err)
+	var out bytes.Buffer
+	_, err = s.WriteTar(ctx, l.DiffID, &out)
+	check(t, err)
+	var names []string
+	tr := tar.NewReader(&out)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		check(t, err)
+		names = append(names, hdr.Name)
+	}
+	if want := []string{"a/", "a/f", "a-b"}; l.DiffID == id || !slices.Equal(names, want) {
+		t.Errorf("a new commit lists %q (diffID %s, legacy %s), want %q", names, l.DiffID, id, want)
 	}
 }

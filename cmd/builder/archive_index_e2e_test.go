@@ -58,7 +58,9 @@ func topIndex(t *testing.T, path string) *v1.IndexManifest {
 func TestE2ESameDigestAsBuildKit(t *testing.T) {
 	e := newEnv(t)
 	dir := e.context("FROM scratch\nCOPY foo /foo\nCOPY dir/ /app/dir/\nENV A=b\nWORKDIR /app\nCMD [\"run\"]\n",
-		map[string]string{"foo": "foo\n", "dir/bar": "bar\n", "dir/sub/baz": "baz\n"})
+		// dir/sub before dir/sub-x and dir/sub.txt: layers list a
+		// directory's entries right after it, as BuildKit's walk does.
+		map[string]string{"foo": "foo\n", "dir/bar": "bar\n", "dir/sub/baz": "baz\n", "dir/sub-x": "x\n", "dir/sub.txt": "t\n"})
 	const epoch = "1700000000"
 	out := filepath.Join(e.dir, "builder.tar")
 	e.mustRun("build", "--build-arg", "SOURCE_DATE_EPOCH="+epoch,
