@@ -145,13 +145,10 @@ func TestLegacyLayerXattrs(t *testing.T) {
 	s, err := OpenLayerStore(filepath.Join(t.TempDir(), "layers"))
 	check(t, err)
 	mkLayer := func() string {
-		tmp, err := s.tempDir("commit")
-		check(t, err)
-		fs := filepath.Join(tmp, layerFS)
-		check(t, os.Mkdir(fs, 0o755))
-		check(t, os.WriteFile(filepath.Join(fs, "f"), []byte("x"), 0o644))
-		check(t, unix.Lsetxattr(filepath.Join(fs, "f"), "user.note", []byte("v"), 0))
-		return tmp
+		return tempLayer(t, s, func(fs string) {
+			check(t, os.WriteFile(filepath.Join(fs, "f"), []byte("x"), 0o644))
+			check(t, unix.Lsetxattr(filepath.Join(fs, "f"), "user.note", []byte("v"), 0))
+		})
 	}
 	tarOf := func(dir string, keep func(string) bool) []byte {
 		entries, err := collectEntries(ctx, dir)
@@ -198,13 +195,11 @@ func TestLegacyLayerOrder(t *testing.T) {
 	s, err := OpenLayerStore(filepath.Join(t.TempDir(), "layers"))
 	check(t, err)
 	mkLayer := func() string {
-		tmp, err := s.tempDir("commit")
-		check(t, err)
-		fs := filepath.Join(tmp, layerFS)
-		check(t, os.MkdirAll(filepath.Join(fs, "a"), 0o755))
-		check(t, os.WriteFile(filepath.Join(fs, "a", "f"), []byte("x"), 0o644))
-		check(t, os.WriteFile(filepath.Join(fs, "a-b"), []byte("y"), 0o644))
-		return tmp
+		return tempLayer(t, s, func(fs string) {
+			check(t, os.Mkdir(filepath.Join(fs, "a"), 0o755))
+			check(t, os.WriteFile(filepath.Join(fs, "a", "f"), []byte("x"), 0o644))
+			check(t, os.WriteFile(filepath.Join(fs, "a-b"), []byte("y"), 0o644))
+		})
 	}
 	tmp := mkLayer()
 	fs := filepath.Join(tmp, layerFS)
@@ -245,4 +240,16 @@ func TestLegacyLayerOrder(t *testing.T) {
 	if want := []string{"a/", "a/f", "a-b"}; l.DiffID == id || !slices.Equal(names, want) {
 		t.Errorf("a new commit lists %q (diffID %s, legacy %s), want %q", names, l.DiffID, id, want)
 	}
+}
+
+// tempLayer makes a commit directory of s whose layer directory fill
+// writes, and returns the commit directory.
+func tempLayer(t *testing.T, s *LayerStore, fill func(fs string)) string {
+	t.Helper()
+	tmp, err := s.tempDir("commit")
+	check(t, err)
+	fs := filepath.Join(tmp, layerFS)
+	check(t, os.Mkdir(fs, 0o755))
+	fill(fs)
+	return tmp
 }
