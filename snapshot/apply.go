@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
@@ -835,17 +837,29 @@ func axChmod(t axTarget, mode uint32) error {
 	return nil
 }
 
-// axUtimes sets access and modification times without following symlinks.
+// boundTime is t, or the Unix epoch for a time before it or after the
+// last one nanoseconds since it fit in an int64 (in 2262): an archive's
+// entry dated 1960, or 3000, is extracted dated 1970-01-01.
+func boundTime(t time.Time) time.Time {
+	if t.Before(time.Unix(0, 0)) || t.After(time.Unix(0, math.MaxInt64)) {
+		return time.Unix(0, 0)
+	}
+	return t
+}
+
+// axUtimes sets access and modification times without following
+// symlinks, each bounded as containerd's archive.Apply (BuildKit's ADD
+// and image unpacking) bounds them.
 func axUtimes(t axTarget, hdr *tar.Header) error {
 	atime := hdr.AccessTime
 	if atime.IsZero() {
 		atime = hdr.ModTime
 	}
-	at, err := unix.TimeToTimespec(atime)
+	at, err := unix.TimeToTimespec(boundTime(atime))
 	if err != nil {
 		return fmt.Errorf("set times: %w", err)
 	}
-	mt, err := unix.TimeToTimespec(hdr.ModTime)
+	mt, err := unix.TimeToTimespec(boundTime(hdr.ModTime))
 	if err != nil {
 		return fmt.Errorf("set times: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -757,6 +758,35 @@ func TestApplyDirTimesAfterContent(t *testing.T) {
 	}
 	if !fi.ModTime().Equal(dirTime) {
 		t.Errorf("d mtime %v, want %v", fi.ModTime(), dirTime)
+	}
+}
+
+// TestApplyTimesBounded: an entry dated before 1970 or after 2262 (what
+// nanoseconds since the epoch hold in an int64) is extracted dated
+// 1970-01-01, a file, a directory and a symlink alike, as containerd's
+// archive.Apply extracts it (BuildKit's ADD and image unpacking; checked
+// against buildkitd v0.34.2); the last representable second is kept.
+func TestApplyTimesBounded(t *testing.T) {
+	testenv.RequireRoot(t)
+	w := axNewWorld(t)
+	dated := func(e axEnt, sec int64) axEnt {
+		e.hdr.ModTime = time.Unix(sec, 0)
+		e.hdr.Format = tar.FormatPAX
+		return e
+	}
+	last := int64(math.MaxInt64 / int64(time.Second))
+	if err := w.apply(t, axTar(t, dated(axReg("neg", "n"), -100), dated(axReg("far", "f"), 32503680000),
+		dated(axDir("negdir/"), -5), dated(axSym("neglink", "neg"), -7), dated(axReg("last", "l"), last))); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	for name, want := range map[string]int64{"neg": 0, "far": 0, "negdir": 0, "neglink": 0, "last": last} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(w.root, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mtim.Sec != want {
+			t.Errorf("%s: mtime %d, want %d", name, st.Mtim.Sec, want)
+		}
 	}
 }
 
