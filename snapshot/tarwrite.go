@@ -16,13 +16,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tarEntry is one entry of a layer tar before it is written. key orders the
-// entries: the path, except that an opaque marker sorts first inside its
-// directory, so appliers see it before any new child.
+// tarEntry is one entry of a layer tar before it is written.
 type tarEntry struct {
 	// key orders a layer's entries (walkKey): depth first, each
 	// directory's entries by name, a whiteout where the entry it deletes
-	// would be.
+	// would be, an opaque marker first inside its directory (appliers see
+	// it before any new child).
 	key  string
 	name string // name inside the tar; directories end in "/"
 	src  string // absolute path in the layer directory; "" for markers
@@ -42,7 +41,7 @@ const (
 )
 
 // writeLayerTar serializes the upper-format directory dir as a layer tar:
-// PAX format, entries sorted by path, mtimes in whole seconds, no atime,
+// PAX format, entries in walkKey order, mtimes in whole seconds, no atime,
 // ctime, uname or gname. It returns the number of bytes written. When w is
 // a FileRangeWriter, the contents of files of rangeMin bytes or more go to
 // it as file ranges (no copy through user space).
