@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/builder-dev/builder/cache"
@@ -334,7 +336,83 @@ func writeLayoutCache(loc CacheLocation, img v1.Image) error {
 		return err
 	}
 	ann := map[string]string{refNameAnnotation: loc.tag()}
-	return p.ReplaceImage(img, match.Annotation(refNameAnnotation, loc.tag()), layout.WithAnnotations(ann))
+	if err := p.ReplaceImage(img, match.Annotation(refNameAnnotation, loc.tag()), layout.WithAnnotations(ann)); err != nil {
+		return err
+	}
+	return layoutModes(loc.Dir, img)
+}
+
+// layoutModes gives the files of img in the layout dir the modes
+// BuildKit's local cache has, under the process's umask: blobs 0444
+// (go-containerregistry writes a blob whose digest it learns while
+// writing it 0600, as its temporary file was), index.json and oci-layout
+// 0666 (it writes them 0777). A layer blob an earlier export wrote, and
+// another user owns, is left as it is.
+func layoutModes(dir string, img v1.Image) error {
+	mask := umask()
+	chmod := func(p string, mode os.FileMode) error {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm() == mode&^mask {
+			return nil
+		}
+		if err := os.Chmod(p, mode&^mask); err != nil && !errors.Is(err, os.ErrPermission) {
+			return err
+		}
+		return nil
+	}
+	digests, err := imageBlobDigests(img)
+	if err != nil {
+		return err
+	}
+	for _, h := range digests {
+		if err := chmod(filepath.Join(dir, blobPath(h)), 0o444); err != nil {
+			return err
+		}
+	}
+	for _, name := range []string{"index.json", "oci-layout"} {
+		if err := chmod(filepath.Join(dir, name), 0o666); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// imageBlobDigests lists the digests of img's manifest, config and
+// layers.
+func imageBlobDigests(img v1.Image) ([]v1.Hash, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return nil, err
+	}
+	out := []v1.Hash{d, m.Config.Digest}
+	for _, l := range m.Layers {
+		out = append(out, l.Digest)
+	}
+	return out, nil
+}
+
+// umask is the process's file mode creation mask (0o022 when
+// /proc/self/status does not say).
+func umask() os.FileMode {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0o022
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return os.FileMode(m) & os.ModePerm
+			}
+		}
+	}
+	return 0o022
 }
 
 // ImportedCache is a remote cache whose manifest was read: it answers

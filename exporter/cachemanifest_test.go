@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	bkcache "github.com/moby/buildkit/cache/remotecache/v1/types"
 	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 // committedLayers is a layer store whose layers all serialize (counted);
@@ -326,5 +328,46 @@ func TestImportInlineCacheIndex(t *testing.T) {
 	}
 	if len(ic.records) != 2 || len(ic.layers) != 2 {
 		t.Errorf("%d records, %d layers; want 2 of each", len(ic.records), len(ic.layers))
+	}
+}
+
+// TestExportCacheLayoutModes: a cache exported into an OCI layout has
+// the modes of BuildKit's local cache under the caller's umask — blobs
+// read-only (the compressed layers too, which go-containerregistry
+// writes 0600), index.json and oci-layout not executable — and a second
+// export into it keeps them.
+func TestExportCacheLayoutModes(t *testing.T) {
+	for _, mask := range []int{0o022, 0o077} {
+		t.Run(fmt.Sprintf("umask %03o", mask), func(t *testing.T) {
+			src, _, recs, _ := cacheSource(t)
+			old := unix.Umask(mask)
+			defer unix.Umask(old)
+			dir := filepath.Join(t.TempDir(), "layout")
+			for range 2 {
+				if _, err := src.ExportCache(t.Context(), recs, CacheLocation{Dir: dir, Tag: "v1"}, RemoteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				blobs, err := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(blobs) < 4 { // manifest, config, two layers
+					t.Fatalf("layout holds %d blobs", len(blobs))
+				}
+				want := map[string]os.FileMode{"index.json": 0o666, "oci-layout": 0o666}
+				for _, b := range blobs {
+					want[filepath.Join("blobs", "sha256", b.Name())] = 0o444
+				}
+				for name, mode := range want {
+					fi, err := os.Stat(filepath.Join(dir, name))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := fi.Mode().Perm(); got != mode&^os.FileMode(mask) {
+						t.Errorf("%s: mode %04o, want %04o", name, got, mode&^os.FileMode(mask))
+					}
+				}
+			}
+		})
 	}
 }
