@@ -219,7 +219,16 @@ func (c Compression) compress(ctx context.Context, w io.Writer, r io.Reader) err
 		head, _ := br.Peek(zstdSample) // shorter at the end of r; an error surfaces in the copy
 		r = br
 		opts := []zstd.EOption{zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(encoders())}
-		if !incompressible(head) {
+		switch {
+		case len(head) < zstdSample:
+			// The whole layer: one encoder in the stream mode, the
+			// same bytes on any number of cores, without the job
+			// mode's buffers (about 90 MB, which cost more than
+			// compressing a small layer; for a layer all text or all
+			// random bytes, the job mode's bytes too:
+			// TestZstdSmallLayerModes).
+			opts = []zstd.EOption{zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1)}
+		case !incompressible(head):
 			opts = append(opts, zstd.WithConcurrentBlocks(true))
 		}
 		ew, err := zstd.NewWriter(bw, opts...)

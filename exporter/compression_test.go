@@ -1,13 +1,16 @@
 package exporter
 
 import (
+	"bytes"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
 )
 
 func TestCompressionOptions(t *testing.T) {
@@ -153,5 +156,70 @@ func TestCompressedPerCodec(t *testing.T) {
 	// fsck accepts every record.
 	if probs, err := st.fsckCompressed(t.Context(), false); err != nil || len(probs) != 0 {
 		t.Errorf("fsck of the records: %v %v", probs, err)
+	}
+}
+
+// TestZstdSmallLayerModes: a layer smaller than zstd's sample is
+// compressed by one encoder in the stream mode: the same bytes on any
+// number of cores, which decompress to the layer, and for a layer all
+// text or all random bytes the bytes the job mode (random: the stream
+// mode on every core) gave it before, so such blobs of earlier builders
+// keep their digests; a layer that mixes both may now differ by a few
+// bytes.
+func TestZstdSmallLayerModes(t *testing.T) {
+	inputs := map[string][]byte{"empty": nil, "small": reproData(100 << 10), "text": reproData(zstdSample - 1),
+		"random": randomData(zstdSample - 1), "mixed": append(reproData(1<<20), randomData(2<<20)...)}
+	saved := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(saved) })
+	for _, c := range []Compression{{Codec: Zstd}, {Codec: Zstd, Level: 1, LevelSet: true}, {Codec: Zstd, Level: 19, LevelSet: true}} {
+		level := zstd.SpeedDefault
+		if c.LevelSet {
+			level = zstd.EncoderLevelFromZstd(c.Level)
+		}
+		for name, data := range inputs {
+			var ref []byte
+			for _, procs := range []int{1, 2, 8} {
+				runtime.GOMAXPROCS(procs)
+				var out bytes.Buffer
+				if err := c.compress(t.Context(), &out, bytes.NewReader(data)); err != nil {
+					t.Fatal(err)
+				}
+				if ref == nil {
+					ref = out.Bytes()
+				} else if !bytes.Equal(out.Bytes(), ref) {
+					t.Errorf("%s, %s, GOMAXPROCS=%d: %d bytes differ from GOMAXPROCS=1's %d", c, name, procs, out.Len(), len(ref))
+				}
+			}
+			zr, err := zstd.NewReader(bytes.NewReader(ref))
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := io.ReadAll(zr)
+			zr.Close()
+			if err != nil || !bytes.Equal(back, data) {
+				t.Errorf("%s, %s: decompressed %d bytes (%v), want the %d compressed", c, name, len(back), err, len(data))
+			}
+			if name == "mixed" {
+				continue
+			}
+			opts := []zstd.EOption{zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(2)}
+			if !incompressible(data) {
+				opts = append(opts, zstd.WithConcurrentBlocks(true))
+			}
+			var before bytes.Buffer
+			zw, err := zstd.NewWriter(&before, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := zw.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			if err := zw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(ref, before.Bytes()) {
+				t.Errorf("%s, %s (%d bytes): %d bytes, the earlier mode's %d", c, name, len(data), len(ref), before.Len())
+			}
+		}
 	}
 }
