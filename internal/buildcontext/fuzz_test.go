@@ -149,6 +149,12 @@ func fuzzContext(ctx context.Context, t *testing.T, root string, patterns, files
 	fuzzCheckWalk(t, c, patterns, entries, files, excluded)
 	for _, q := range queries {
 		if _, err := c.Excluded(q); err != nil {
+			// A pattern no file of the tree reached may fail on q
+			// (`*`, `!*o`, then a bad escape: only a name ending in
+			// "o" reaches the third).
+			if errors.Is(err, filepath.ErrBadPattern) {
+				continue
+			}
 			t.Fatalf("Excluded(%q) failed after the patterns matched: %v", q, err)
 		}
 		if rel, err := c.Resolve(q); err == nil {
