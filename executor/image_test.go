@@ -145,3 +145,24 @@ func TestPulledName(t *testing.T) {
 		}
 	}
 }
+
+// TestFromEventName: the progress line of a stage's FROM names the image
+// as BuildKit does: a FROM image resolved and pinned, an oci-layout://
+// context (stored by digest alone) after the context's name, pinned to
+// the layout's digest — not the digest read as a repository name.
+func TestFromEventName(t *testing.T) {
+	const d = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	b := &build{e: New(Options{})}
+	for _, tt := range []struct {
+		st   planner.Stage
+		want string
+	}{
+		{planner.Stage{Base: planner.Source{Image: &planner.ImageInfo{Ref: "busybox", Digest: d}}}, "FROM docker.io/library/busybox:latest@" + d},
+		{planner.Stage{Base: planner.Source{Image: &planner.ImageInfo{Ref: d, Digest: d}},
+			ImageContext: &planner.NamedContext{Name: "base", Layout: "/l@" + d, Image: d}}, "FROM docker.io/library/base@" + d},
+	} {
+		if got := b.fromEvent(&tt.st).Instruction; got != tt.want {
+			t.Errorf("%q, want %q", got, tt.want)
+		}
+	}
+}

@@ -276,7 +276,13 @@ func (b *build) fromEvent(st *planner.Stage) Event {
 	ev := Event{Stage: stageName(st), Line: st.Line, Instruction: st.Text}
 	if st.Base.Image != nil {
 		ev.Label, _ = stageLabels(st, b.namesStages, b.e.opts.MultiPlatform)
-		ev.Instruction = "FROM " + resolvedName(st.Base.Image.Ref, st.Base.Image.Resolved())
+		name := resolvedName(st.Base.Image.Ref, st.Base.Image.Resolved())
+		if nc := st.ImageContext; nc != nil && nc.Layout != "" {
+			// Stored by digest alone: named after the context, as
+			// BuildKit names it (docker.io/library/base@sha256:…).
+			name = pulledName(st)
+		}
+		ev.Instruction = "FROM " + name
 	}
 	return ev
 }
