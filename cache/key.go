@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -93,39 +94,70 @@ type Inputs struct {
 // order is significant only among fields with the same name; fields are sorted
 // by name (stably) and files by path before hashing, so callers need not sort.
 func KeyOf(parent Key, in Inputs) Key {
-	h := sha256.New()
-	writeString(h, keyVersion)
-	h.Write(parent[:])
-	writeString(h, in.Op)
-	fields := append([]Field(nil), in.Fields...)
-	sort.SliceStable(fields, func(i, j int) bool { return fields[i].Name < fields[j].Name })
-	writeInt(h, len(fields))
-	for _, f := range fields {
-		writeString(h, f.Name)
-		writeString(h, f.Value)
+	w := keyWriter{h: sha256.New()}
+	w.str(keyVersion)
+	w.write(parent[:])
+	w.str(in.Op)
+	fields := in.Fields
+	if !slices.IsSortedFunc(fields, func(a, b Field) int { return strings.Compare(a.Name, b.Name) }) {
+		fields = append([]Field(nil), fields...)
+		sort.SliceStable(fields, func(i, j int) bool { return fields[i].Name < fields[j].Name })
 	}
-	files := append([]FileInput(nil), in.Files...)
-	sort.SliceStable(files, func(i, j int) bool { return files[i].Path < files[j].Path })
-	writeInt(h, len(files))
+	w.int(len(fields))
+	for _, f := range fields {
+		w.str(f.Name)
+		w.str(f.Value)
+	}
+	files := in.Files
+	if !slices.IsSortedFunc(files, func(a, b FileInput) int { return strings.Compare(a.Path, b.Path) }) {
+		files = append([]FileInput(nil), files...)
+		sort.SliceStable(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+	}
+	w.int(len(files))
 	for _, f := range files {
-		writeString(h, f.Path)
-		writeString(h, f.Type)
-		writeInt(h, int(f.Mode))
-		writeString(h, f.Digest)
-		writeString(h, f.Link)
+		w.str(f.Path)
+		w.str(f.Type)
+		w.int(int(f.Mode))
+		w.str(f.Digest)
+		w.str(f.Link)
 	}
 	var k Key
-	h.Sum(k[:0])
+	w.h.Write(w.buf)
+	w.h.Sum(k[:0])
 	return k
 }
 
-func writeString(h hash.Hash, s string) {
-	writeInt(h, len(s))
-	h.Write([]byte(s))
+// keyWriter feeds a key's hash through one buffer: a string handed to the
+// hash on its own would be copied into a new byte slice each time.
+type keyWriter struct {
+	h   hash.Hash
+	buf []byte
 }
 
-func writeInt(h hash.Hash, n int) {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(n))
-	h.Write(b[:])
+func (w *keyWriter) write(p []byte) {
+	w.flush(len(p))
+	w.buf = append(w.buf, p...)
+}
+
+// str writes s's length, then s.
+func (w *keyWriter) str(s string) {
+	w.int(len(s))
+	w.flush(len(s))
+	w.buf = append(w.buf, s...)
+}
+
+func (w *keyWriter) int(n int) {
+	w.flush(8)
+	w.buf = binary.BigEndian.AppendUint64(w.buf, uint64(n))
+}
+
+// flush hashes the buffer when n more bytes would overflow it.
+func (w *keyWriter) flush(n int) {
+	if len(w.buf)+n > 32<<10 && len(w.buf) > 0 {
+		w.h.Write(w.buf)
+		w.buf = w.buf[:0]
+	}
+	if w.buf == nil {
+		w.buf = make([]byte, 0, 32<<10)
+	}
 }
