@@ -17,7 +17,11 @@ import (
 // collide; the parent directories that --parents recreates are listed at
 // their own paths, which are ancestors of the source's.
 func (p *copyPlan) Inputs() []cache.FileInput {
-	var out []cache.FileInput
+	n := 0
+	for _, s := range p.sources {
+		n += len(s.parents) + len(s.entries)
+	}
+	out := make([]cache.FileInput, 0, n)
 	seen := map[string]bool{}
 	for _, s := range p.sources {
 		prefix := fmt.Sprintf("%d/%s", s.index, buildcontext.Clean(s.written))

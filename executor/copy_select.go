@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -130,6 +131,7 @@ func (p *copyPlan) selectDir(ctx context.Context, tree *buildcontext.Context, s 
 		return err
 	}
 	seen := map[[2]uint64]string{}
+	s.entries = slices.Grow(s.entries, len(entries))
 	for _, e := range entries {
 		sub := e.Rel
 		if rel != "." {

@@ -253,6 +253,11 @@ func (l *listing) add(rel, src string, st *unix.Stat_t, opaque bool, xattrs []st
 		return
 	}
 	out[0].noXattrs = !slices.ContainsFunc(xattrs, keepXattr)
+	if len(l.entries)+len(out) > cap(l.entries) {
+		// double: append grows a long list by a quarter, copying it into
+		// a fresh array each time, whose new pages cost a fault each
+		l.entries = slices.Grow(l.entries, max(len(l.entries), 256))
+	}
 	l.entries = append(l.entries, out...)
 }
 

@@ -151,7 +151,11 @@ func (c *Context) openDir(rel string) (*os.File, []string, error) {
 // stat'ed in parallel (2×GOMAXPROCS at a time).
 func (c *Context) Walk(ctx context.Context, rel string) ([]Entry, error) {
 	w := &walker{c: c, ctx: ctx, slots: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}
-	return w.walk(Clean(rel))
+	out, err := w.walk(Clean(rel))
+	if len(out) == 0 {
+		return nil, err
+	}
+	return out[1:], err
 }
 
 // walkBatch is how many entries of one directory a walker goroutine stats.
@@ -191,6 +195,11 @@ func (w *walker) parallel(n int, fn func(i int) error) error {
 	return nil
 }
 
+// walk lists the entries below dir after a first element left for dir
+// itself (nil: nothing to list), so that a parent takes the list as it
+// is: each level's list is made once, at its final size, instead of
+// growing by appends into ever larger fresh arrays (whose new pages cost
+// a fault each, as much as a system call, and more under a hypervisor).
 func (w *walker) walk(dir string) ([]Entry, error) {
 	f, names, err := w.c.openDir(dir)
 	if err != nil || f == nil {
@@ -202,9 +211,11 @@ func (w *walker) walk(dir string) ([]Entry, error) {
 		return nil, err
 	}
 	lists := make([][]Entry, len(names))
+	rels := make([]string, len(names))
 	var dirs []int
 	for i, name := range names {
 		rel := path.Join(dir, name)
+		rels[i] = rel
 		ex, err := w.c.Excluded(rel)
 		if err != nil {
 			return nil, err
@@ -213,28 +224,44 @@ func (w *walker) walk(dir string) ([]Entry, error) {
 		case infos[i].IsDir() && (!ex || w.c.hasExclusions()):
 			dirs = append(dirs, i)
 		case !ex && !infos[i].IsDir():
-			lists[i] = []Entry{{Rel: rel, Info: infos[i]}}
+			lists[i] = []Entry{} // a file: listed from names and infos
 		}
 	}
 	err = w.parallel(len(dirs), func(j int) error {
 		i := dirs[j]
-		rel := path.Join(dir, names[i])
-		children, err := w.walk(rel)
+		rel := rels[i]
+		sub, err := w.walk(rel)
 		if err != nil {
 			return err
 		}
-		if ex, _ := w.c.Excluded(rel); ex && len(children) == 0 {
+		if ex, _ := w.c.Excluded(rel); ex && len(sub) <= 1 {
 			return nil
 		}
-		lists[i] = append([]Entry{{Rel: rel, Info: infos[i]}}, children...)
+		if sub == nil {
+			sub = make([]Entry, 1)
+		}
+		sub[0] = Entry{Rel: rel, Info: infos[i]}
+		lists[i] = sub
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	var out []Entry
+	n := 1
 	for _, l := range lists {
-		out = append(out, l...)
+		if l != nil {
+			n += max(len(l), 1)
+		}
+	}
+	out := make([]Entry, 1, n)
+	for i, l := range lists {
+		switch {
+		case l == nil: // excluded
+		case len(l) == 0: // a file
+			out = append(out, Entry{Rel: rels[i], Info: infos[i]})
+		default:
+			out = append(out, l...)
+		}
 	}
 	return out, nil
 }
