@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -271,7 +272,21 @@ func clampTimes(ctx context.Context, dir string, epoch time.Time) error {
 // walkTree calls fn for every entry below dir (not dir itself), children
 // before their directory.
 func walkTree(ctx context.Context, dir string, fn func(p string, st *unix.Stat_t) error) error {
+	return walkDir(ctx, dir, false, fn)
+}
+
+// walkLive is walkTree of a directory that other processes change
+// meanwhile (the store's): an entry removed before the walk reaches it is
+// skipped.
+func walkLive(ctx context.Context, dir string, fn func(p string, st *unix.Stat_t) error) error {
+	return walkDir(ctx, dir, true, fn)
+}
+
+func walkDir(ctx context.Context, dir string, live bool, fn func(p string, st *unix.Stat_t) error) error {
 	names, err := readDirNames(dir)
+	if live && errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -282,10 +297,13 @@ func walkTree(ctx context.Context, dir string, fn func(p string, st *unix.Stat_t
 		p := filepath.Join(dir, name)
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
+			if live && errors.Is(err, unix.ENOENT) {
+				continue
+			}
 			return fmt.Errorf("stat %s: %w", p, err)
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			if err := walkTree(ctx, p, fn); err != nil {
+			if err := walkDir(ctx, p, live, fn); err != nil {
 				return err
 			}
 		}

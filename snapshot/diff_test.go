@@ -191,3 +191,40 @@ func TestSameEntryTimes(t *testing.T) {
 		t.Error("directories differing in time alone: changed")
 	}
 }
+
+// TestWalkLiveSkipsRemoved: what another process removes from the store
+// while `builder du` walks it is skipped, where walkTree (a layer being
+// committed, which nothing else touches) reports it.
+func TestWalkLiveSkipsRemoved(t *testing.T) {
+	for _, live := range []bool{false, true} {
+		dir := t.TempDir()
+		for _, d := range []string{"a", "b/sub", "c/sub"} {
+			check(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
+			check(t, os.WriteFile(filepath.Join(dir, d, "f"), []byte("x"), 0o644))
+		}
+		var seen []string
+		err := walkDir(context.Background(), dir, live, func(p string, st *unix.Stat_t) error {
+			rel, _ := filepath.Rel(dir, p)
+			seen = append(seen, rel)
+			switch rel {
+			case "a/f": // b goes after it was listed, c/sub once c was read
+				check(t, os.RemoveAll(filepath.Join(dir, "b")))
+			case "c/sub/f":
+				check(t, os.RemoveAll(filepath.Join(dir, "c", "sub")))
+			}
+			return nil
+		})
+		if !live {
+			if err == nil {
+				t.Error("walkTree: no error for an entry removed during the walk")
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("walkLive: %v", err)
+		}
+		if want := []string{"a/f", "a", "c/sub/f", "c/sub", "c"}; !slices.Equal(seen, want) {
+			t.Errorf("walkLive saw %v, want %v", seen, want)
+		}
+	}
+}

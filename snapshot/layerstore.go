@@ -280,7 +280,7 @@ func (s *LayerStore) Remove(ctx context.Context, diffID string) error {
 func (s *LayerStore) DiskUsage(ctx context.Context) (int64, error) {
 	seen := map[uint64]bool{}
 	var total int64
-	err := walkTree(ctx, s.root, func(p string, st *unix.Stat_t) error {
+	err := walkLive(ctx, s.root, func(p string, st *unix.Stat_t) error {
 		if seen[st.Ino] {
 			return nil
 		}
