@@ -117,7 +117,7 @@ func TestPruneListsLikeCollect(t *testing.T) {
 		}
 	}
 
-	pr := newPruner(upper, &listing{at: time.Now()})
+	pr := pruner{upper: upper, listed: &listing{at: time.Now()}}
 	if _, err := pr.dir(context.Background(), "", rootLowerDir([]string{lower}), false); err != nil {
 		t.Fatal(err)
 	}

@@ -10,13 +10,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/builder-dev/builder/internal/fanout"
 	"github.com/builder-dev/builder/internal/userns"
 	"golang.org/x/sys/unix"
 )
@@ -144,7 +141,7 @@ func (o *Overlay) Commit(ctx context.Context, key string, opts ...DiffOption) (L
 	}
 	upper := filepath.Join(dir, "upper")
 	lower := rootLowerDir(meta.lowerDirs(o.layers))
-	pr := newPruner(upper, &listing{at: time.Now()})
+	pr := pruner{upper: upper, listed: &listing{at: time.Now()}}
 	if _, err := pr.dir(ctx, "", lower, false); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", key, err)
 	}
@@ -175,7 +172,8 @@ func (o *Overlay) Close() error { return nil }
 // copied up but that is identical to the lower one, and reports whether
 // anything is left in it.
 func pruneDir(ctx context.Context, upper, rel string, lower lowerDir) (bool, error) {
-	return newPruner(upper, nil).dir(ctx, rel, lower, false)
+	pr := pruner{upper: upper}
+	return pr.dir(ctx, rel, lower, false)
 }
 
 // A pruner drops unchanged copied-up entries from an upper directory and,
@@ -189,24 +187,9 @@ func pruneDir(ctx context.Context, upper, rel string, lower lowerDir) (bool, err
 // did not merge with the lower directory of its path in the live mount
 // (hidden); once its marker is gone it does, so the lower entries it
 // lacks are whited out in it, and those it has unchanged are dropped.
-//
-// A directory's entries are examined in batches on other goroutines (at
-// most 2×GOMAXPROCS at a time); what is dropped is removed afterwards, in
-// order. On a layer of many files the walk's system calls (a stat and an
-// xattr listing per entry) were the commit's one serial stretch besides
-// the tar's hash.
 type pruner struct {
 	upper  string
 	listed *listing
-	limit  *fanout.Limiter
-	mu     sync.Mutex // guards listed
-}
-
-// pruneBatch is how many entries of one directory a goroutine examines.
-const pruneBatch = 64
-
-func newPruner(upper string, listed *listing) *pruner {
-	return &pruner{upper: upper, listed: listed, limit: fanout.New(2 * runtime.GOMAXPROCS(0))}
 }
 
 // dir prunes the upper directory rel over lower; hidden says that it did
@@ -232,26 +215,16 @@ func (pr *pruner) dir(ctx context.Context, rel string, lower lowerDir, hidden bo
 			names = append(names, made...)
 		}
 	}
-	keeps := make([]bool, len(names))
-	err = pr.limit.Batches(len(names), pruneBatch, func(lo, hi int) error {
-		for i := lo; i < hi; i++ {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			keep, err := pr.entry(ctx, path.Join(rel, names[i]), lower, hidden)
-			if err != nil {
-				return err
-			}
-			keeps[i] = keep
-		}
-		return nil
-	})
-	if err != nil {
-		return false, err
-	}
 	kept := false
-	for i, name := range names {
-		if keeps[i] {
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		keep, err := pr.entry(ctx, path.Join(rel, name), lower, hidden)
+		if err != nil {
+			return false, err
+		}
+		if keep {
 			kept = true
 			continue
 		}
@@ -356,17 +329,15 @@ func (pr *pruner) dirEntry(ctx context.Context, rel string, st *unix.Stat_t, par
 		if err := unix.Lstat(p, &now); err != nil {
 			return false, fmt.Errorf("stat %s: %w", p, err)
 		}
-		pr.list(rel, p, &now, xattrs)
+		pr.listed.add(rel, p, &now, false, xattrs)
 	}
 	return keep, nil
 }
 
-// list adds the kept entry rel to the listing.
+// list adds the kept non-directory entry rel to the listing.
 func (pr *pruner) list(rel, p string, st *unix.Stat_t, xattrs []string) {
 	if pr.listed != nil {
-		pr.mu.Lock()
 		pr.listed.add(rel, p, st, false, xattrs)
-		pr.mu.Unlock()
 	}
 }
 

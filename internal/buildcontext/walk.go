@@ -10,12 +10,11 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/builder-dev/builder/internal/fanout"
 )
 
 // Entry is one visible entry below a walked directory.
@@ -151,7 +150,7 @@ func (c *Context) openDir(rel string) (*os.File, []string, error) {
 // when something below it is. Directories are read and their entries
 // stat'ed in parallel (2×GOMAXPROCS at a time).
 func (c *Context) Walk(ctx context.Context, rel string) ([]Entry, error) {
-	w := &walker{c: c, ctx: ctx, limit: fanout.New(2 * runtime.GOMAXPROCS(0))}
+	w := &walker{c: c, ctx: ctx, slots: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}
 	out, err := w.walk(Clean(rel))
 	if len(out) == 0 {
 		return nil, err
@@ -162,12 +161,38 @@ func (c *Context) Walk(ctx context.Context, rel string) ([]Entry, error) {
 // walkBatch is how many entries of one directory a walker goroutine stats.
 const walkBatch = 64
 
-// walker is one Walk; its directories and batches of entries run on at
-// most 2×GOMAXPROCS extra goroutines.
+// walker is one Walk. slots bounds its extra goroutines; work that finds
+// no free slot runs inline, so nested fan-outs never deadlock.
 type walker struct {
 	c     *Context
 	ctx   context.Context
-	limit *fanout.Limiter
+	slots chan struct{}
+}
+
+// parallel calls fn(0..n-1), each on a new goroutine while a slot is free
+// and inline otherwise, and returns the error of the lowest index.
+func (w *walker) parallel(n int, fn func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		select {
+		case w.slots <- struct{}{}:
+			wg.Add(1)
+			go func() {
+				defer func() { <-w.slots; wg.Done() }()
+				errs[i] = fn(i)
+			}()
+		default:
+			errs[i] = fn(i)
+		}
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // walk lists the entries below dir after a first element left for dir
@@ -202,7 +227,7 @@ func (w *walker) walk(dir string) ([]Entry, error) {
 			lists[i] = []Entry{} // a file: listed from names and infos
 		}
 	}
-	err = w.limit.Do(len(dirs), func(j int) error {
+	err = w.parallel(len(dirs), func(j int) error {
 		i := dirs[j]
 		rel := rels[i]
 		sub, err := w.walk(rel)
@@ -248,8 +273,8 @@ func (w *walker) lstatAll(d *os.File, dir string, names []string) ([]fs.FileInfo
 	infos := make([]fs.FileInfo, len(names))
 	stats := make([]statInfo, len(names))
 	fd := int(d.Fd())
-	err := w.limit.Batches(len(names), walkBatch, func(lo, hi int) error {
-		for i := lo; i < hi; i++ {
+	err := w.parallel((len(names)+walkBatch-1)/walkBatch, func(b int) error {
+		for i := b * walkBatch; i < min(len(names), (b+1)*walkBatch); i++ {
 			if err := w.ctx.Err(); err != nil {
 				return err
 			}
