@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash"
 	"slices"
-	"sort"
 	"strings"
 )
 
@@ -98,21 +97,13 @@ func KeyOf(parent Key, in Inputs) Key {
 	w.str(keyVersion)
 	w.write(parent[:])
 	w.str(in.Op)
-	fields := in.Fields
-	if !slices.IsSortedFunc(fields, func(a, b Field) int { return strings.Compare(a.Name, b.Name) }) {
-		fields = append([]Field(nil), fields...)
-		sort.SliceStable(fields, func(i, j int) bool { return fields[i].Name < fields[j].Name })
-	}
+	fields := sortedBy(in.Fields, func(f Field) string { return f.Name })
 	w.int(len(fields))
 	for _, f := range fields {
 		w.str(f.Name)
 		w.str(f.Value)
 	}
-	files := in.Files
-	if !slices.IsSortedFunc(files, func(a, b FileInput) int { return strings.Compare(a.Path, b.Path) }) {
-		files = append([]FileInput(nil), files...)
-		sort.SliceStable(files, func(i, j int) bool { return files[i].Path < files[j].Path })
-	}
+	files := sortedBy(in.Files, func(f FileInput) string { return f.Path })
 	w.int(len(files))
 	for _, f := range files {
 		w.str(f.Path)
@@ -125,6 +116,18 @@ func KeyOf(parent Key, in Inputs) Key {
 	w.h.Write(w.buf)
 	w.h.Sum(k[:0])
 	return k
+}
+
+// sortedBy returns s sorted stably by name: s itself when it already is
+// (a COPY's files come sorted), else a sorted copy.
+func sortedBy[T any](s []T, name func(T) string) []T {
+	cmp := func(a, b T) int { return strings.Compare(name(a), name(b)) }
+	if slices.IsSortedFunc(s, cmp) {
+		return s
+	}
+	s = slices.Clone(s)
+	slices.SortStableFunc(s, cmp)
+	return s
 }
 
 // keyWriter feeds a key's hash through one buffer: a string handed to the
