@@ -82,6 +82,12 @@ func (s *Store) FindBuild(ctx context.Context, ref string) (*BuildRecord, error)
 // RemoveBuild removes the build record id, its log and the build pointers
 // left naming no build.
 func (s *Store) RemoveBuild(ctx context.Context, id string) error {
+	if err := validBuildID(id); err != nil {
+		return fmt.Errorf("remove build: %w", err)
+	}
+	if err := s.unpoint(ctx, map[string]bool{id: true}); err != nil {
+		return fmt.Errorf("remove build %s: %w", id, err)
+	}
 	if err := s.removeBuild(ctx, id); err != nil {
 		return err
 	}
@@ -120,13 +126,16 @@ func (s *Store) TrimBuilds(ctx context.Context, keep int) (int, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	live := map[string]bool{}
+	gone := all[min(keep, len(all)):]
+	ids := map[string]bool{}
+	for _, b := range gone {
+		ids[b.ID] = true
+	}
+	if err := s.unpoint(ctx, ids); err != nil {
+		return 0, 0, err
+	}
 	removed, freed := 0, int64(0)
-	for i, b := range all {
-		if i < keep {
-			live[b.ID] = true
-			continue
-		}
+	for _, b := range gone {
 		freed += fileSize(filepath.Join(s.builds, b.ID+".json")) + fileSize(filepath.Join(s.builds, b.ID+logSuffix))
 		if err := s.removeBuild(ctx, b.ID); err != nil && !errors.Is(err, ErrNotFound) {
 			return removed, freed, err
@@ -135,6 +144,31 @@ func (s *Store) TrimBuilds(ctx context.Context, keep int) (int, int64, error) {
 	}
 	n, err := s.removeOrphans(ctx)
 	return removed, freed + n, err
+}
+
+// unpoint removes the build pointers naming the builds ids, before their
+// records go: a pointer that exists then names a build that exists, so
+// `builder fsck` running beside a removal sees no dangling pointer (one
+// left by a crash between the two is removed by removeOrphans).
+func (s *Store) unpoint(ctx context.Context, ids map[string]bool) error {
+	entries, err := os.ReadDir(s.builds)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !strings.HasSuffix(e.Name(), ".ref") {
+			continue
+		}
+		if p, ok := s.readPointer(e.Name()); ok && ids[p.ID] {
+			if err := os.Remove(filepath.Join(s.builds, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // removeOrphans removes the logs of builds whose record is gone, and the

@@ -226,24 +226,7 @@ func (s *Store) FsckBuilds(ctx context.Context, o FsckOptions) ([]Problem, error
 			return out, err
 		}
 		p := filepath.Join(s.builds, e.Name())
-		what := ""
-		switch {
-		case strings.HasSuffix(e.Name(), ".json"):
-			if b, err := decodeBuild(p); err != nil {
-				what = err.Error()
-			} else if b.ID+".json" != e.Name() {
-				what = "holds build " + b.ID
-			}
-		case strings.HasSuffix(e.Name(), ".ref"):
-			ptr, ok := s.readPointer(e.Name())
-			if !ok {
-				what = "damaged build pointer"
-			} else if _, err := os.Stat(filepath.Join(s.builds, ptr.ID+".json")); err != nil {
-				what = "points at build " + ptr.ID + ", which is gone"
-			}
-		default:
-			continue
-		}
+		what := s.buildProblem(e.Name())
 		if what == "" {
 			continue
 		}
@@ -254,6 +237,42 @@ func (s *Store) FsckBuilds(ctx context.Context, o FsckOptions) ([]Problem, error
 		out = append(out, pr)
 	}
 	return out, nil
+}
+
+// buildProblem says what is wrong with the entry name of the builds
+// directory, "" when nothing is. Builds, prunes and `builder builds rm`
+// change the directory meanwhile: an entry removed since it was listed is
+// no problem, and a pointer whose build is gone is read again (pointers go
+// before their builds: one still there, naming the same build, dangles).
+func (s *Store) buildProblem(name string) string {
+	p := filepath.Join(s.builds, name)
+	switch {
+	case strings.HasSuffix(name, ".json"):
+		b, err := decodeBuild(p)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return err.Error()
+		case b.ID+".json" != name:
+			return "holds build " + b.ID
+		}
+	case strings.HasSuffix(name, ".ref"):
+		ptr, ok := s.readPointer(name)
+		for ok {
+			if _, err := os.Stat(filepath.Join(s.builds, ptr.ID+".json")); err == nil {
+				return ""
+			}
+			again, still := s.readPointer(name)
+			if still && again.ID == ptr.ID {
+				return "points at build " + ptr.ID + ", which is gone"
+			}
+			ptr, ok = again, still
+		}
+		if _, err := os.Lstat(p); err == nil {
+			return "damaged build pointer"
+		}
+	}
+	return ""
 }
 
 // FsckHashes checks the shards of the file hash memo. A damaged shard is

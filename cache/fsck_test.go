@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -339,5 +340,56 @@ func TestSalvageIndex(t *testing.T) {
 	entries, lost := salvageIndex(data)
 	if len(entries) != 2 || entries[0].Digest != d('a') || entries[1].Digest != d('c') || lost != 2 {
 		t.Errorf("salvageIndex = %+v, lost %d; want a and c, 2 lost", entries, lost)
+	}
+}
+
+// TestFsckBuildsBesideRemovals: `builder fsck` run while `prune` trims
+// build records and `builds rm` removes one reports nothing: a record
+// removed after fsck listed it, a pointer removed with its build.
+func TestFsckBuildsBesideRemovals(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	start := time.Now()
+	n := 0
+	put := func(project string) string {
+		n++
+		id := fmt.Sprintf("b%04d", n)
+		at := start.Add(time.Duration(n) * time.Second)
+		b := &BuildRecord{ID: id, Project: project, ImageDigest: fmt.Sprintf("sha256:%064x", n), Started: at, Finished: at}
+		if err := s.PutBuild(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	for round := range 40 {
+		var ids []string
+		for p := range 6 {
+			ids = append(ids, put(fmt.Sprintf("r%d-p%d", round, p)))
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := s.TrimBuilds(ctx, 3)
+			if err == nil {
+				err = s.RemoveBuild(ctx, ids[5])
+			}
+			done <- err
+		}()
+		for finished := false; !finished; {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+				finished = true
+			default:
+			}
+			probs, err := s.FsckBuilds(ctx, FsckOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(probs) > 0 {
+				t.Fatalf("round %d: fsck beside removals reports %v", round, probs)
+			}
+		}
 	}
 }
