@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -481,4 +483,78 @@ var archiveWriters = map[string]func(ctx context.Context, path string, images []
 	"oci": func(ctx context.Context, p string, images []Tagged) error {
 		return WriteOCI(ctx, p, images, Compression{})
 	},
+}
+
+// TestWriteArchiveSpecialFiles: an archive written to a named pipe (as
+// /dev/stdout often is) or a device goes into it, the same bytes as into
+// a file, and leaves it what it was: renamed over, /dev/null would have
+// become a regular file for the whole machine. A symlink to a file gets
+// the file replaced, not the link.
+func TestWriteArchiveSpecialFiles(t *testing.T) {
+	for name, write := range map[string]func(t *testing.T, path string) error{
+		"docker": func(t *testing.T, p string) error { return WriteDocker(t.Context(), p, twoImages(t)) },
+		"oci":    func(t *testing.T, p string) error { return WriteOCI(t.Context(), p, twoImages(t), Compression{}) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			file := filepath.Join(dir, "file.tar")
+			if err := write(t, file); err != nil {
+				t.Fatal(err)
+			}
+			want := mustRead(t, file)
+
+			fifo := filepath.Join(dir, "fifo")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got := make(chan []byte, 1)
+			go func() {
+				f, err := os.Open(fifo)
+				if err != nil {
+					got <- nil
+					return
+				}
+				defer f.Close()
+				b, _ := io.ReadAll(f)
+				got <- b
+			}()
+			if err := write(t, fifo); err != nil {
+				t.Fatal(err)
+			}
+			if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 {
+				t.Fatalf("the pipe was replaced (%v, %v)", fi.Mode(), err) // its reader waits forever
+			}
+			if b := <-got; !bytes.Equal(b, want) {
+				t.Errorf("the pipe read %d bytes, not the archive's %d", len(b), len(want))
+			}
+
+			if err := write(t, os.DevNull); err != nil {
+				t.Fatal(err)
+			}
+			if fi, err := os.Lstat(os.DevNull); err != nil || fi.Mode()&fs.ModeCharDevice == 0 {
+				// put the machine's /dev/null back before failing
+				os.Remove(os.DevNull)
+				_ = syscall.Mknod(os.DevNull, syscall.S_IFCHR|0o666, 1<<8|3)
+				_ = os.Chmod(os.DevNull, 0o666)
+				t.Fatalf("%s was replaced (%v, %v)", os.DevNull, fi.Mode(), err)
+			}
+
+			link := filepath.Join(dir, "link.tar")
+			if err := os.Symlink("file.tar", link); err != nil {
+				t.Fatal(err)
+			}
+			if err := write(t, link); err != nil {
+				t.Fatal(err)
+			}
+			if fi, err := os.Lstat(link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+				t.Errorf("the symlink is now %v (%v)", fi.Mode(), err)
+			}
+			if !bytes.Equal(mustRead(t, file), want) {
+				t.Error("the symlink's target does not hold the archive")
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 3 {
+				t.Errorf("files left beside: %v", entries)
+			}
+		})
+	}
 }

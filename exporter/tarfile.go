@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/builder-dev/builder/internal/outfile"
 )
 
 // epoch is the modification time of every entry in archives we write, so
@@ -367,7 +369,17 @@ func (d *detTar) blobs(set blobSet) error {
 // replaced, not followed; on any error or cancellation path keeps its old
 // content and the temporary file is removed.
 func writeAtomic(ctx context.Context, path string, fill func(*detTar) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	path, inPlace, err := outfile.Target(path)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if inPlace {
+		// A device or pipe: the archive (which may seek back) is made
+		// in the temporary directory, then copied there.
+		dir = ""
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("create temp for %s: %w", path, err)
 	}
@@ -389,10 +401,35 @@ func writeAtomic(ctx context.Context, path string, fill func(*detTar) error) (er
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	dt.out.waitSync()
+	if inPlace {
+		return copyOut(ctx, f, path)
+	}
 	if err := finish(ctx, f, path); err != nil {
 		return err
 	}
 	return nil
+}
+
+// copyOut copies the archive f to path, which is written in place (a
+// device or a pipe), and removes f.
+func copyOut(ctx context.Context, f *os.File, path string) error {
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	out, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, f); err != nil {
+		out.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return out.Close()
 }
 
 func finish(ctx context.Context, f *os.File, path string) error {

@@ -19,6 +19,7 @@ import (
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/exporter"
 	"github.com/builder-dev/builder/internal/buildcontext"
+	"github.com/builder-dev/builder/internal/outfile"
 	"github.com/builder-dev/builder/planner"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -502,8 +503,24 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 // writeFileWith writes path with what fill writes, through a temporary
-// file renamed into place.
+// file renamed into place, mode 0644 as -o archives; a device or a pipe
+// (/dev/null, /dev/stdout) is written in place (outfile).
 func writeFileWith(path string, fill func(io.Writer) error) (err error) {
+	path, inPlace, err := outfile.Target(path)
+	if err != nil {
+		return err
+	}
+	if inPlace {
+		out, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		if err := fill(out); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
 	if err != nil {
 		return err
@@ -513,6 +530,10 @@ func writeFileWith(path string, fill func(io.Writer) error) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
+	if err = f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
 	if err = fill(f); err != nil {
 		f.Close()
 		return err

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -443,23 +441,7 @@ func cmdBuildsExport(ctx context.Context, a *app, args []string) error {
 	if *out == "-" {
 		return writeBuildBundle(a.stdout, b, log)
 	}
-	f, err := os.CreateTemp(filepath.Dir(*out), ".tmp-"+filepath.Base(*out)+"-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(0o644); err != nil { // as -o archives
-		f.Close()
-		return err
-	}
-	if err := writeBuildBundle(f, b, log); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), *out)
+	return writeFileWith(*out, func(w io.Writer) error { return writeBuildBundle(w, b, log) })
 }
 
 // writeBuildBundle writes a build as a tar: record.json (every step's

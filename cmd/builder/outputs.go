@@ -13,6 +13,7 @@ import (
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/exporter"
+	"github.com/builder-dev/builder/internal/outfile"
 	"github.com/builder-dev/builder/planner"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -427,17 +428,31 @@ func (r *exportRun) export(ctx context.Context, img v1.Image, tags []string, o o
 }
 
 // writeArchive writes an archive output: at dest, to standard output
-// (dest=-) through a temporary file, or as a layout directory (tar=false);
-// then calls written, if not nil, with the archive's path.
+// (dest=-) or into a device or pipe through a temporary file, or as a
+// layout directory (tar=false); then calls written, if not nil, with the
+// archive's path (which written may read back).
 func (r *exportRun) writeArchive(ctx context.Context, o output, write, written func(path string) error) error {
 	if written == nil {
 		written = func(string) error { return nil }
 	}
+	out := r.stdout
+	var dest *os.File // a device or pipe written in place
 	if o.dest != "-" && !o.dir {
-		if err := write(o.dest); err != nil {
+		_, inPlace, err := outfile.Target(o.dest)
+		if err != nil {
 			return err
 		}
-		return written(o.dest)
+		if !inPlace {
+			if err := write(o.dest); err != nil {
+				return err
+			}
+			return written(o.dest)
+		}
+		if dest, err = os.OpenFile(o.dest, os.O_WRONLY, 0); err != nil {
+			return err
+		}
+		defer dest.Close()
+		out = dest
 	}
 	dir, err := r.st.cache.ScratchDir()
 	if err != nil {
@@ -459,8 +474,13 @@ func (r *exportRun) writeArchive(ctx context.Context, o output, write, written f
 		return err
 	}
 	defer f.Close()
-	_, err = io.Copy(r.stdout, f)
-	return err
+	if _, err = io.Copy(out, f); err != nil {
+		return err
+	}
+	if dest != nil {
+		return dest.Close()
+	}
+	return nil
 }
 
 // writeStream writes a stream output to dest ("-": standard output),
