@@ -363,6 +363,19 @@ func (s *Store) newestBuild(ctx context.Context, keep func(*BuildRecord) bool) (
 
 // eachBuild calls fn for every decodable build record.
 func (s *Store) eachBuild(ctx context.Context, fn func(path string, b *BuildRecord) error) error {
+	return s.eachBuildFile(ctx, ".json", func(name string) error {
+		p := filepath.Join(s.builds, name)
+		b, err := readBuild(p)
+		if err != nil {
+			return nil
+		}
+		return fn(p, b)
+	})
+}
+
+// eachBuildFile calls fn with the name of every file of the builds
+// directory that ends in suffix.
+func (s *Store) eachBuildFile(ctx context.Context, suffix string, fn func(name string) error) error {
 	entries, err := os.ReadDir(s.builds)
 	if err != nil {
 		return err
@@ -371,15 +384,10 @@ func (s *Store) eachBuild(ctx context.Context, fn func(path string, b *BuildReco
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !strings.HasSuffix(e.Name(), ".json") {
+		if !strings.HasSuffix(e.Name(), suffix) {
 			continue
 		}
-		p := filepath.Join(s.builds, e.Name())
-		b, err := readBuild(p)
-		if err != nil {
-			continue
-		}
-		if err := fn(p, b); err != nil {
+		if err := fn(e.Name()); err != nil {
 			return err
 		}
 	}

@@ -151,24 +151,14 @@ func (s *Store) TrimBuilds(ctx context.Context, keep int) (int, int64, error) {
 // `builder fsck` running beside a removal sees no dangling pointer (one
 // left by a crash between the two is removed by removeOrphans).
 func (s *Store) unpoint(ctx context.Context, ids map[string]bool) error {
-	entries, err := os.ReadDir(s.builds)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if !strings.HasSuffix(e.Name(), ".ref") {
-			continue
-		}
-		if p, ok := s.readPointer(e.Name()); ok && ids[p.ID] {
-			if err := os.Remove(filepath.Join(s.builds, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+	return s.eachBuildFile(ctx, ".ref", func(name string) error {
+		if p, ok := s.readPointer(name); ok && ids[p.ID] {
+			if err := os.Remove(filepath.Join(s.builds, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // removeOrphans removes the logs of builds whose record is gone, and the

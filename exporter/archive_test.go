@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 func twoImages(t *testing.T) []Tagged {
@@ -104,17 +106,14 @@ func TestWriteDockerFormat(t *testing.T) {
 }
 
 func TestWriteDeterministic(t *testing.T) {
-	for name, write := range map[string]func(t *testing.T, path string) error{
-		"docker": func(t *testing.T, p string) error { return WriteDocker(t.Context(), p, twoImages(t)) },
-		"oci":    func(t *testing.T, p string) error { return WriteOCI(t.Context(), p, twoImages(t), Compression{}) },
-	} {
+	for name, write := range archiveWriters {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			a, b := filepath.Join(dir, "a.tar"), filepath.Join(dir, "b.tar")
-			if err := write(t, a); err != nil {
+			if err := write(t.Context(), a, twoImages(t)); err != nil {
 				t.Fatal(err)
 			}
-			if err := write(t, b); err != nil {
+			if err := write(t.Context(), b, twoImages(t)); err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(mustRead(t, a), mustRead(t, b)) {
@@ -491,44 +490,28 @@ var archiveWriters = map[string]func(ctx context.Context, path string, images []
 // become a regular file for the whole machine. A symlink to a file gets
 // the file replaced, not the link.
 func TestWriteArchiveSpecialFiles(t *testing.T) {
-	for name, write := range map[string]func(t *testing.T, path string) error{
-		"docker": func(t *testing.T, p string) error { return WriteDocker(t.Context(), p, twoImages(t)) },
-		"oci":    func(t *testing.T, p string) error { return WriteOCI(t.Context(), p, twoImages(t), Compression{}) },
-	} {
+	for name, write := range archiveWriters {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			file := filepath.Join(dir, "file.tar")
-			if err := write(t, file); err != nil {
+			if err := write(t.Context(), file, twoImages(t)); err != nil {
 				t.Fatal(err)
 			}
 			want := mustRead(t, file)
 
 			fifo := filepath.Join(dir, "fifo")
-			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			got := testenv.ReadFIFO(t, fifo)
+			if err := write(t.Context(), fifo, twoImages(t)); err != nil {
 				t.Fatal(err)
 			}
-			got := make(chan []byte, 1)
-			go func() {
-				f, err := os.Open(fifo)
-				if err != nil {
-					got <- nil
-					return
-				}
-				defer f.Close()
-				b, _ := io.ReadAll(f)
-				got <- b
-			}()
-			if err := write(t, fifo); err != nil {
-				t.Fatal(err)
-			}
-			if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 {
-				t.Fatalf("the pipe was replaced (%v, %v)", fi.Mode(), err) // its reader waits forever
+			if !testenv.IsFIFO(fifo) {
+				t.Fatal("the pipe was replaced")
 			}
 			if b := <-got; !bytes.Equal(b, want) {
 				t.Errorf("the pipe read %d bytes, not the archive's %d", len(b), len(want))
 			}
 
-			if err := write(t, os.DevNull); err != nil {
+			if err := write(t.Context(), os.DevNull, twoImages(t)); err != nil {
 				t.Fatal(err)
 			}
 			if fi, err := os.Lstat(os.DevNull); err != nil || fi.Mode()&fs.ModeCharDevice == 0 {
@@ -543,7 +526,7 @@ func TestWriteArchiveSpecialFiles(t *testing.T) {
 			if err := os.Symlink("file.tar", link); err != nil {
 				t.Fatal(err)
 			}
-			if err := write(t, link); err != nil {
+			if err := write(t.Context(), link, twoImages(t)); err != nil {
 				t.Fatal(err)
 			}
 			if fi, err := os.Lstat(link); err != nil || fi.Mode()&fs.ModeSymlink == 0 {

@@ -1,17 +1,16 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/builder-dev/builder/internal/testenv"
 )
 
 // TestE2EOutputsIntoPipes: every file a user names for builder to write
@@ -30,29 +29,13 @@ func TestE2EOutputsIntoPipes(t *testing.T) {
 		t.Helper()
 		n++
 		fifo := filepath.Join(e.dir, "pipe"+string(rune('a'+n)))
-		if err := syscall.Mkfifo(fifo, 0o666); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(fifo, 0o666); err != nil {
-			t.Fatal(err)
-		}
-		got := make(chan []byte, 1)
-		go func() {
-			f, err := os.Open(fifo)
-			if err != nil {
-				got <- nil
-				return
-			}
-			defer f.Close()
-			b, _ := io.ReadAll(f)
-			got <- b
-		}()
+		got := testenv.ReadFIFO(t, fifo)
 		for i, a := range args {
 			args[i] = strings.ReplaceAll(a, "PIPE", fifo)
 		}
 		e.mustRun(args...)
-		if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 {
-			t.Fatalf("builder %v replaced the pipe (%v, %v)", args, fi.Mode(), err) // its reader waits forever
+		if !testenv.IsFIFO(fifo) {
+			t.Fatalf("builder %v replaced the pipe", args)
 		}
 		return <-got
 	}
@@ -68,9 +51,8 @@ func TestE2EOutputsIntoPipes(t *testing.T) {
 		{"build", "--progress", "quiet", "-o", "type=oci,dest=PIPE", dir},
 		{"save", "-o", "PIPE", "pipe:1"},
 	} {
-		names := tarNamesOf(t, piped(args...))
-		if !names["index.json"] {
-			t.Errorf("builder %v into a pipe: the archive holds %v", args, names)
+		if !tarHas(t, piped(args...), "index.json", "") {
+			t.Errorf("builder %v into a pipe: no index.json in what it wrote", args)
 		}
 	}
 	out, _ := e.mustRun("builds", "ls", "--format", "json")
@@ -78,8 +60,8 @@ func TestE2EOutputsIntoPipes(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) == 0 {
 		t.Fatalf("builds ls: %v\n%s", err, out)
 	}
-	if names := tarNamesOf(t, piped("builds", "export", rows[0].ID, "-o", "PIPE")); !names["record.json"] {
-		t.Errorf("builds export into a pipe: %v", names)
+	if !tarHas(t, piped("builds", "export", rows[0].ID, "-o", "PIPE"), "record.json", "") {
+		t.Error("builds export into a pipe: no record.json in what it wrote")
 	}
 	e.mustRun("save", "-o", os.DevNull, "pipe:1")
 	if fi, err := os.Lstat(os.DevNull); err != nil || fi.Mode()&fs.ModeCharDevice == 0 {
@@ -87,22 +69,5 @@ func TestE2EOutputsIntoPipes(t *testing.T) {
 		_ = syscall.Mknod(os.DevNull, syscall.S_IFCHR|0o666, 1<<8|3)
 		_ = os.Chmod(os.DevNull, 0o666)
 		t.Fatalf("save -o %s replaced it (%v, %v)", os.DevNull, fi.Mode(), err)
-	}
-}
-
-// tarNamesOf lists the names in the tar b.
-func tarNamesOf(t *testing.T, b []byte) map[string]bool {
-	t.Helper()
-	names := map[string]bool{}
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return names
-		}
-		if err != nil {
-			t.Fatalf("read tar: %v", err)
-		}
-		names[hdr.Name] = true
 	}
 }
