@@ -369,7 +369,7 @@ func (d *detTar) blobs(set blobSet) error {
 // replaced, not followed; on any error or cancellation path keeps its old
 // content and the temporary file is removed.
 func writeAtomic(ctx context.Context, path string, fill func(*detTar) error) (err error) {
-	path, inPlace, err := outfile.Target(path)
+	inPlace, err := outfile.Target(path)
 	if err != nil {
 		return err
 	}

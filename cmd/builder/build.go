@@ -494,19 +494,20 @@ func checkNames(tags []string) error {
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same
-// directory, so readers see the old content or the new, never a mix.
+// directory, so readers see the old content or the new, never a mix; mode
+// 0600 (--iidfile, --metadata-file).
 func writeFileAtomic(path string, data []byte) error {
-	return writeFileWith(path, func(w io.Writer) error {
+	return writeFileWith(path, 0o600, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})
 }
 
 // writeFileWith writes path with what fill writes, through a temporary
-// file renamed into place, mode 0644 as -o archives; a device or a pipe
-// (/dev/null, /dev/stdout) is written in place (outfile).
-func writeFileWith(path string, fill func(io.Writer) error) (err error) {
-	path, inPlace, err := outfile.Target(path)
+// file of mode renamed into place; a device or a pipe (/dev/null,
+// /dev/stdout) is written in place (outfile).
+func writeFileWith(path string, mode os.FileMode, fill func(io.Writer) error) (err error) {
+	inPlace, err := outfile.Target(path)
 	if err != nil {
 		return err
 	}
@@ -530,7 +531,7 @@ func writeFileWith(path string, fill func(io.Writer) error) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if err = f.Chmod(0o644); err != nil {
+	if err = f.Chmod(mode); err != nil {
 		f.Close()
 		return err
 	}

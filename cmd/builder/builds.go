@@ -441,7 +441,7 @@ func cmdBuildsExport(ctx context.Context, a *app, args []string) error {
 	if *out == "-" {
 		return writeBuildBundle(a.stdout, b, log)
 	}
-	return writeFileWith(*out, func(w io.Writer) error { return writeBuildBundle(w, b, log) })
+	return writeFileWith(*out, 0o644, func(w io.Writer) error { return writeBuildBundle(w, b, log) }) // as -o archives
 }
 
 // writeBuildBundle writes a build as a tar: record.json (every step's

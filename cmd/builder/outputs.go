@@ -438,7 +438,7 @@ func (r *exportRun) writeArchive(ctx context.Context, o output, write, written f
 	out := r.stdout
 	var dest *os.File // a device or pipe written in place
 	if o.dest != "-" && !o.dir {
-		_, inPlace, err := outfile.Target(o.dest)
+		inPlace, err := outfile.Target(o.dest)
 		if err != nil {
 			return err
 		}
@@ -489,7 +489,7 @@ func (r *exportRun) writeStream(dest string, fill func(io.Writer) error) error {
 	if dest == "-" {
 		return fill(r.stdout)
 	}
-	return writeFileWith(dest, fill)
+	return writeFileWith(dest, 0o600, fill)
 }
 
 // filesImage is img as its files are read for a local or tar output or a
