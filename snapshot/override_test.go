@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,14 +183,9 @@ func TestRoundTripInUserNS(t *testing.T) {
 func tarListing(t *testing.T, b []byte) string {
 	t.Helper()
 	var lines []string
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			break
-		}
+	eachTarEntry(t, bytes.NewReader(b), func(h *tar.Header, _ io.Reader) {
 		lines = append(lines, fmt.Sprintf("%s %c mode %o uid %d gid %d dev %d:%d link %q pax %v", h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Devmajor, h.Devminor, h.Linkname, h.PAXRecords))
-	}
+	})
 	return "\n  " + strings.Join(lines, "\n  ")
 }
 

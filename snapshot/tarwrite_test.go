@@ -50,19 +50,13 @@ func TestWriteLayerTar(t *testing.T) {
 		t.Errorf("reported %d bytes, wrote %d", n, buf.Len())
 	}
 	var got []string
-	tr := tar.NewReader(&buf)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		check(t, err)
+	eachTarEntry(t, &buf, func(hdr *tar.Header, _ io.Reader) {
 		s := hdr.Name + " " + string(hdr.Typeflag) + " " + hdr.Linkname
 		for k, v := range hdr.PAXRecords {
 			s += " " + k + "=" + v
 		}
 		got = append(got, strings.TrimSpace(s))
-	}
+	})
 	want := []string{
 		"a 0  SCHILY.xattr.security.capability=" + CapXattrForTest(), // first path of the inode is the regular entry
 		"b 1 a SCHILY.xattr.security.capability=" + CapXattrForTest(),
@@ -228,15 +222,7 @@ func TestLegacyLayerOrder(t *testing.T) {
 	_, err = s.WriteTar(ctx, l.DiffID, &out)
 	check(t, err)
 	var names []string
-	tr := tar.NewReader(&out)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		check(t, err)
-		names = append(names, hdr.Name)
-	}
+	eachTarEntry(t, &out, func(hdr *tar.Header, _ io.Reader) { names = append(names, hdr.Name) })
 	if want := []string{"a/", "a/f", "a-b"}; l.DiffID == id || !slices.Equal(names, want) {
 		t.Errorf("a new commit lists %q (diffID %s, legacy %s), want %q", names, l.DiffID, id, want)
 	}
@@ -290,20 +276,14 @@ func TestWriteLayerTarContents(t *testing.T) {
 	if !bytes.Equal(plain.Bytes(), ranged.Bytes()) {
 		t.Error("the tar written with ranges differs from the one without")
 	}
-	tr := tar.NewReader(&plain)
 	got := map[string][]byte{}
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		check(t, err)
+	eachTarEntry(t, &plain, func(hdr *tar.Header, content io.Reader) {
 		if hdr.Typeflag == tar.TypeReg {
-			data, err := io.ReadAll(tr)
+			data, err := io.ReadAll(content)
 			check(t, err)
 			got[hdr.Name] = data
 		}
-	}
+	})
 	if len(got) != len(want) {
 		t.Errorf("%d files read back, want %d", len(got), len(want))
 	}
@@ -311,5 +291,19 @@ func TestWriteLayerTarContents(t *testing.T) {
 		if !bytes.Equal(got[name], data) {
 			t.Errorf("%s: %d bytes read back, want %d", name, len(got[name]), len(data))
 		}
+	}
+}
+
+// eachTarEntry calls fn with every header of the tar r and its content.
+func eachTarEntry(t *testing.T, r io.Reader, fn func(hdr *tar.Header, content io.Reader)) {
+	t.Helper()
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		check(t, err)
+		fn(hdr, tr)
 	}
 }
