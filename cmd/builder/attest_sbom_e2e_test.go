@@ -30,8 +30,10 @@ func useScanner(t *testing.T) {
 		return
 	}
 	scannerBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "builder-sbom-bin-")
-		if err != nil {
+		// Below TestMain's directory, which it removes; not beside the
+		// builder binary, where every build would find it.
+		dir := filepath.Join(filepath.Dir(builderBin), "sbom")
+		if err := os.Mkdir(dir, 0o755); err != nil {
 			scannerBin.err = err
 			return
 		}
