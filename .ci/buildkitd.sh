@@ -96,7 +96,10 @@ start() {
 	# keep the caller's checkout as its working directory (git, which it
 	# runs for Git sources, fails once that is deleted). exec keeps $! the
 	# daemon's pid.
-	(cd "$state" && exec nohup "$cache/buildkitd" \
+	# Its temporary mount points (buildkit-mount*, some left behind when a
+	# build fails) go below its state directory, not into /tmp.
+	mkdir -p "$state/tmp"
+	(cd "$state" && TMPDIR="$state/tmp" exec nohup "$cache/buildkitd" \
 		--config "$state/buildkitd.toml" \
 		--root "$state/root" \
 		--addr "$addr" \
