@@ -2,7 +2,10 @@ package executor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"syscall"
 
@@ -48,7 +51,11 @@ func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource,
 		return fmt.Errorf("open archive %s: %w", s.written, err)
 	}
 	defer f.Close()
-	rc, _, err := snapshot.Decompress(f)
+	// The bytes extracted are hashed on the way: they must be those the
+	// step's cache key was computed from (copyUnchanged).
+	h := sha256.New()
+	read := io.TeeReader(f, h)
+	rc, _, err := snapshot.Decompress(read)
 	if err != nil {
 		return fmt.Errorf("extract %s: %w", s.written, err)
 	}
@@ -62,6 +69,14 @@ func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource,
 	}
 	if _, err := snapshot.Apply(ctx, root, rc, opts...); err != nil {
 		return fmt.Errorf("extract %s: %w", s.written, err)
+	}
+	if want := s.entries[0].digest; want != "" {
+		if _, err := io.Copy(io.Discard, read); err != nil {
+			return fmt.Errorf("read archive %s: %w", s.written, err)
+		}
+		if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != want {
+			return fmt.Errorf("extract %s: %s changed during the build, after it was hashed for the cache key (%s, now %s): build again", s.written, s.entries[0].host, want, got)
+		}
 	}
 	return nil
 }

@@ -3,12 +3,16 @@ package executor
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/builder-dev/builder/snapshot"
@@ -421,7 +425,58 @@ func writeContent(cp *copier, out copyFD, s *copySource, e *copyEntry) error {
 	if e.info != nil {
 		size = e.info.Size()
 	}
-	return cp.copyData(out, f, size)
+	if err := cp.copyData(out, f, size); err != nil {
+		return err
+	}
+	return copyUnchanged(f, out, e)
+}
+
+// copyUnchanged checks that the source f of entry e, just copied to out,
+// is still the file its digest (and so the step's cache key) was computed
+// from: a file changed after it was hashed — while an earlier step ran,
+// say — would otherwise put content in the layer that its key does not
+// name, and a later build of the old content would get it from the cache.
+// The source's stat must be the one it had when it was selected (what the
+// hash was checked against); if not, the copy itself is hashed, and must
+// match.
+func copyUnchanged(f, out copyFD, e *copyEntry) error {
+	if e.digest == "" || e.info == nil {
+		return nil
+	}
+	was, ok := e.info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(f.fd, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: f.name, Err: err}
+	}
+	if st.Size == was.Size && st.Ino == was.Ino && uint64(st.Dev) == uint64(was.Dev) &&
+		st.Mtim.Nano() == was.Mtim.Nano() && st.Ctim.Nano() == was.Ctim.Nano() {
+		return nil
+	}
+	got, err := copyDigest(out.name)
+	if err != nil {
+		return err
+	}
+	if got != e.digest {
+		return fmt.Errorf("%s changed during the build, after it was hashed for the cache key (%s, now %s): build again", f.name, e.digest, got)
+	}
+	return nil
+}
+
+// copyDigest is the sha256 digest of the file at name.
+func copyDigest(name string) (string, error) {
+	in, err := copyOpen(name, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, in); err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // copyFinishFile is copyFinish for a regular file just created at dst

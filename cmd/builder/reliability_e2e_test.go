@@ -476,3 +476,53 @@ func TestE2ETamperedLayer(t *testing.T) {
 	}
 	checkStore(t, e.root)
 }
+
+// TestE2EContextChangedDuringBuild: a context file rewritten while an
+// earlier step runs — after the keys pass hashed it for the COPY's key,
+// before the COPY reads it — must not be committed under the old key: a
+// later build of the old content would get the new one from the cache.
+// The build fails naming the file and the line; the next build of the old
+// content runs the COPY and gets the old content.
+func TestE2EContextChangedDuringBuild(t *testing.T) {
+	e := newEnv(t)
+	dir := e.context("FROM busybox:fixture\nRUN sleep 3\nCOPY f /f\n", map[string]string{"f": "old content\n"})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := e.command(ctx, "--root", e.root, "build", "--progress", "plain", dir)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	sc := bufio.NewScanner(stderr)
+	changed := false
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		// The RUN runs: every key is known by now.
+		if !changed && strings.Contains(sc.Text(), "RUN sleep 3") {
+			e.write(dir, "f", "new content\n")
+			changed = true
+		}
+	}
+	err = cmd.Wait()
+	if !changed {
+		t.Fatalf("the RUN never started:\n%s", out.String())
+	}
+	if err == nil || !strings.Contains(out.String(), "Dockerfile:3") ||
+		!strings.Contains(out.String(), filepath.Join(dir, "f")+" changed during the build") {
+		t.Fatalf("build with f rewritten during its RUN: %v, want an error naming Dockerfile:3 and %s:\n%s", err, filepath.Join(dir, "f"), out.String())
+	}
+	checkStore(t, e.root)
+	checkNoTemporaries(t, e.root)
+
+	e.write(dir, "f", "old content\n")
+	dest := filepath.Join(e.dir, "out")
+	e.mustRun("build", "--progress", "plain", "-o", "type=local,dest="+dest, dir)
+	got, err := os.ReadFile(filepath.Join(dest, "f"))
+	if err != nil || string(got) != "old content\n" {
+		t.Errorf("/f after a build of the old content: %q, %v", got, err)
+	}
+}
