@@ -96,7 +96,7 @@ func (c *Copy) Commit(ctx context.Context, key string, opts ...DiffOption) (Laye
 	if _, err := d.dir(ctx, "", lower); err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", key, err)
 	}
-	return finishCommit(ctx, c.layers, dir, d.upper, opts, nil)
+	return finishCommit(ctx, c.layers, dir, d.upper, opts, nil, nil)
 }
 
 // Remove discards the active snapshot key.

@@ -343,11 +343,12 @@ func (s *LayerStore) Unpack(ctx context.Context, diffID string, r io.Reader) (La
 // run while the tar is hashed (the hash reads the page cache, the sync
 // writes it back), instead of an fsync per file: on a layer of thousands
 // of files that is several times faster, and as safe — the rename that
-// publishes the layer comes after both.
+// publishes the layer comes after both. early, when set, is the result of
+// a sync the caller started before it walked dir; its error counts too.
 //
 // With windows set the layer is written in the Windows layer format
 // (windows.go), its Hives and Files entries dated *windows.
-func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing, windows *time.Time) (Layer, error) {
+func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing, windows *time.Time, early <-chan error) (Layer, error) {
 	synced := make(chan error, 1)
 	go func() { synced <- syncFS(dir) }()
 	h := sha256.New()
@@ -357,6 +358,11 @@ func (s *LayerStore) commitDir(ctx context.Context, dir string, listed *listing,
 		size, err = writeEntriesTar(ctx, dir, entries, h, tarFormat{keep: keepXattr, windows: windows})
 	}
 	serr := <-synced
+	if early != nil {
+		// syncfs reports the write errors since its file was opened: one
+		// met by the early sync may predate this one's.
+		serr = errors.Join(<-early, serr)
+	}
 	if err != nil {
 		return Layer{}, fmt.Errorf("commit %s: %w", dir, err)
 	}

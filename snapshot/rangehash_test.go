@@ -149,7 +149,7 @@ func TestWriteTarFileRange(t *testing.T) {
 	upper := filepath.Join(tmp, "upper")
 	check(t, os.Mkdir(upper, 0o755))
 	layerTree(t, upper)
-	layer, err := s.commitDir(ctx, upper, nil, nil)
+	layer, err := s.commitDir(ctx, upper, nil, nil, nil)
 	check(t, err)
 
 	out, err := os.Create(filepath.Join(tmp, "out.tar"))
@@ -209,7 +209,7 @@ func TestCommitAdoptsUnpackedLayer(t *testing.T) {
 	if s.Committed(id) {
 		t.Fatal("an unpacked layer is committed")
 	}
-	layer, err := s.commitDir(ctx, upper, nil, nil)
+	layer, err := s.commitDir(ctx, upper, nil, nil, nil)
 	check(t, err)
 	if layer.DiffID != id || !s.Committed(id) {
 		t.Fatalf("commit of the same tree: %s, committed %v; want %s adopted", layer.DiffID, s.Committed(id), id)

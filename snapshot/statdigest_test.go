@@ -28,7 +28,7 @@ func commitStatLayer(t *testing.T, settle bool) (*LayerStore, string) {
 	if settle {
 		time.Sleep(statRacyWindow + 50*time.Millisecond)
 	}
-	layer, err := s.commitDir(context.Background(), up, nil, nil)
+	layer, err := s.commitDir(context.Background(), up, nil, nil, nil)
 	check(t, err)
 	return s, layer.DiffID
 }

@@ -168,7 +168,7 @@ func TestLegacyLayerXattrs(t *testing.T) {
 	}
 
 	dir := filepath.Join(mkLayer(), layerFS)
-	l, err := s.commitDir(ctx, dir, nil, nil)
+	l, err := s.commitDir(ctx, dir, nil, nil, nil)
 	check(t, err)
 	out.Reset()
 	_, err = s.WriteTar(ctx, l.DiffID, &out)
@@ -216,7 +216,7 @@ func TestLegacyLayerOrder(t *testing.T) {
 		}
 	}
 
-	l, err := s.commitDir(ctx, filepath.Join(mkLayer(), layerFS), nil, nil)
+	l, err := s.commitDir(ctx, filepath.Join(mkLayer(), layerFS), nil, nil, nil)
 	check(t, err)
 	var out bytes.Buffer
 	_, err = s.WriteTar(ctx, l.DiffID, &out)
