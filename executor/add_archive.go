@@ -75,7 +75,7 @@ func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource,
 			return fmt.Errorf("read archive %s: %w", s.written, err)
 		}
 		if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != want {
-			return fmt.Errorf("extract %s: %s changed during the build, after it was hashed for the cache key (%s, now %s): build again", s.written, s.entries[0].host, want, got)
+			return fmt.Errorf("extract %s: %w", s.written, changedSinceHash(s.entries[0].host, want, got))
 		}
 	}
 	return nil

@@ -460,9 +460,15 @@ func copyUnchanged(f, out copyFD, e *copyEntry) error {
 		return err
 	}
 	if got != e.digest {
-		return fmt.Errorf("%s changed during the build, after it was hashed for the cache key (%s, now %s): build again", f.name, e.digest, got)
+		return changedSinceHash(f.name, e.digest, got)
 	}
 	return nil
+}
+
+// changedSinceHash is the error for a source file whose content is no
+// longer what the step's cache key was computed from.
+func changedSinceHash(name, want, got string) error {
+	return fmt.Errorf("%s changed during the build, after it was hashed for the cache key (%s, now %s): build again", name, want, got)
 }
 
 // copyDigest is the sha256 digest of the file at name.
