@@ -233,7 +233,7 @@ func (f *addFetcher) fetch(ctx context.Context, dl *addDownload) error {
 	}
 	if dl.digest != want {
 		dl.remove()
-		return fmt.Errorf("fetch %s: content changed while its ETag did not (%s, was %s): build again", dl.url, dl.digest, want)
+		return sourceChanged(fmt.Errorf("fetch %s: content changed while its ETag did not (%s, was %s)", dl.url, dl.digest, want))
 	}
 	return nil
 }

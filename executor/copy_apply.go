@@ -468,7 +468,7 @@ func copyUnchanged(f, out copyFD, e *copyEntry) error {
 // changedSinceHash is the error for a source file whose content is no
 // longer what the step's cache key was computed from.
 func changedSinceHash(name, want, got string) error {
-	return fmt.Errorf("%s changed during the build, after it was hashed for the cache key (%s, now %s): build again", name, want, got)
+	return sourceChanged(fmt.Errorf("%s changed during the build, after it was hashed for the cache key (%s, now %s)", name, want, got))
 }
 
 // copyDigest is the sha256 digest of the file at name.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	"os"
@@ -318,7 +319,7 @@ func (r *buildRun) execute(ctx context.Context, plans []*planner.Plan) (err erro
 	if r.multi {
 		return r.executePlatforms(ctx, plans, opts, cacheUses, start)
 	}
-	res, runErr := executor.New(opts).Run(ctx, plan)
+	res, runErr := runPlan(ctx, opts, plan, r.prog.Notice)
 	if ferr := r.st.cache.FlushHashes(context.WithoutCancel(ctx)); ferr != nil && runErr == nil {
 		runErr = ferr
 	}
@@ -336,6 +337,31 @@ func (r *buildRun) execute(ctx context.Context, plans []*planner.Plan) (err erro
 		return runErr
 	}
 	return r.export(ctx, plan, res, start)
+}
+
+// sourceRetries is how many times a build whose sources changed while it
+// ran (executor.ErrSourceChanged) is run again.
+const sourceRetries = 2
+
+// runPlan runs plan with opts, and again when a source changed while it
+// ran: the next run keys the changed files afresh and takes what the
+// failed one committed from the cache. A source that keeps changing fails
+// the build after sourceRetries more runs.
+func runPlan(ctx context.Context, opts executor.Options, plan *planner.Plan, notice func(string)) (*executor.Result, error) {
+	return retrySourceChanged(ctx, func() (*executor.Result, error) { return executor.New(opts).Run(ctx, plan) }, notice)
+}
+
+// retrySourceChanged is runPlan's loop around run.
+func retrySourceChanged(ctx context.Context, run func() (*executor.Result, error), notice func(string)) (*executor.Result, error) {
+	res, err := run()
+	for range sourceRetries {
+		if !errors.Is(err, executor.ErrSourceChanged) || ctx.Err() != nil {
+			break
+		}
+		notice(fmt.Sprintf("%v; building again", err))
+		res, err = run()
+	}
+	return res, err
 }
 
 // executorOptions wires the executor to the store and the flags (all but

@@ -56,7 +56,7 @@ func (r *buildRun) executePlatforms(ctx context.Context, plans []*planner.Plan, 
 			o.TargetPlatform = &pb.platform
 		}
 		g.Go(func() error {
-			res, err := executor.New(o).Run(gctx, plan)
+			res, err := runPlan(gctx, o, plan, r.prog.Notice)
 			pb.res = res
 			return err
 		})

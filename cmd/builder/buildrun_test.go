@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/builder-dev/builder/executor"
+)
+
+// TestRetrySourceChanged: a build whose sources changed while it ran runs
+// again, at most sourceRetries more times, each time with a notice; any
+// other error, and a cancelled build, is returned at once.
+func TestRetrySourceChanged(t *testing.T) {
+	changed := &executor.StepError{Path: "Dockerfile", Line: 3, Instruction: "COPY f /f",
+		Err: fmt.Errorf("copy to /f: %w", executor.ErrSourceChanged)}
+	other := errors.New("exit code 1")
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	for _, c := range []struct {
+		name    string
+		ctx     context.Context
+		errs    []error // what each run returns; the last one repeats
+		runs    int
+		wantErr error
+	}{
+		{"succeeds", t.Context(), []error{nil}, 1, nil},
+		{"changed once", t.Context(), []error{changed, nil}, 2, nil},
+		{"keeps changing", t.Context(), []error{changed}, 1 + sourceRetries, executor.ErrSourceChanged},
+		{"other error", t.Context(), []error{other}, 1, other},
+		{"changed, then another error", t.Context(), []error{changed, other}, 2, other},
+		{"cancelled", cancelled, []error{changed}, 1, executor.ErrSourceChanged},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			runs := 0
+			var notices []string
+			_, err := retrySourceChanged(c.ctx, func() (*executor.Result, error) {
+				err := c.errs[min(runs, len(c.errs)-1)]
+				runs++
+				return &executor.Result{}, err
+			}, func(msg string) { notices = append(notices, msg) })
+			if runs != c.runs {
+				t.Errorf("%d runs, want %d", runs, c.runs)
+			}
+			if (c.wantErr == nil) != (err == nil) || (c.wantErr != nil && !errors.Is(err, c.wantErr)) {
+				t.Errorf("error %v, want %v", err, c.wantErr)
+			}
+			if len(notices) != runs-1 {
+				t.Errorf("%d notices for %d runs: %q", len(notices), runs, notices)
+			}
+			for _, n := range notices {
+				if !strings.Contains(n, "Dockerfile:3") || !strings.HasSuffix(n, "building again") {
+					t.Errorf("notice %q does not name the step and say it builds again", n)
+				}
+			}
+		})
+	}
+}
