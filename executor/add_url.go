@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	_ "crypto/sha512" // sha384 and sha512 checksums
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -233,7 +234,15 @@ func (f *addFetcher) fetch(ctx context.Context, dl *addDownload) error {
 	}
 	if dl.digest != want {
 		dl.remove()
-		return sourceChanged(fmt.Errorf("fetch %s: content changed while its ETag did not (%s, was %s)", dl.url, dl.digest, want))
+		err := sourceChanged(fmt.Errorf("fetch %s: content changed while its ETag did not (%s, was %s)", dl.url, dl.digest, want))
+		if f.memo != nil {
+			// Forget the ETag: the next build downloads the URL and keys
+			// the step with what it gets.
+			if perr := f.memo.Put(ctx, dl.url, addURLRecord{}); perr != nil {
+				return errors.Join(err, perr)
+			}
+		}
+		return err
 	}
 	return nil
 }

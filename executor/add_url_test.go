@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -205,10 +206,17 @@ func TestAddURLRevalidates(t *testing.T) {
 	third := prepare()
 	takeLog(`HEAD "e1"`)
 	_, rootfs, _ = copySetup(t)
-	if err := third.Apply(t.Context(), rootfs); err == nil || !strings.Contains(err.Error(), "content changed while its ETag did not") {
+	if err := third.Apply(t.Context(), rootfs); !errors.Is(err, ErrSourceChanged) || !strings.Contains(err.Error(), "content changed while its ETag did not") {
 		t.Errorf("apply with changed content: %v", err)
 	}
 	takeLog("GET ")
+	// The ETag is forgotten: the next build (the CLI's run again)
+	// downloads the URL and keys the step with what it got.
+	again := prepare()
+	takeLog("GET ")
+	if d := again.sources[0].url; d.file == "" || d.digest == first.sources[0].url.digest {
+		t.Errorf("download after the changed content %+v, want a new download", d)
+	}
 
 	// A new ETag: downloaded again.
 	mu.Lock()
