@@ -351,15 +351,20 @@ func runPlan(ctx context.Context, opts executor.Options, plan *planner.Plan, not
 	return retrySourceChanged(ctx, func() (*executor.Result, error) { return executor.New(opts).Run(ctx, plan) }, notice)
 }
 
-// retrySourceChanged is runPlan's loop around run.
+// retrySourceChanged is runPlan's loop around run. The build's record is
+// the last run's, started when the first one did.
 func retrySourceChanged(ctx context.Context, run func() (*executor.Result, error), notice func(string)) (*executor.Result, error) {
 	res, err := run()
+	first := res
 	for range sourceRetries {
 		if !errors.Is(err, executor.ErrSourceChanged) || ctx.Err() != nil {
 			break
 		}
 		notice(fmt.Sprintf("%v; building again", err))
 		res, err = run()
+	}
+	if res != first && res != nil && res.Record != nil && first != nil && first.Record != nil {
+		res.Record.Started = first.Record.Started
 	}
 	return res, err
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/executor"
 )
 
@@ -36,11 +38,15 @@ func TestRetrySourceChanged(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			runs := 0
 			var notices []string
-			_, err := retrySourceChanged(c.ctx, func() (*executor.Result, error) {
+			start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			res, err := retrySourceChanged(c.ctx, func() (*executor.Result, error) {
 				err := c.errs[min(runs, len(c.errs)-1)]
 				runs++
-				return &executor.Result{}, err
+				return &executor.Result{Record: &cache.BuildRecord{Started: start.Add(time.Duration(runs) * time.Minute)}}, err
 			}, func(msg string) { notices = append(notices, msg) })
+			if want := start.Add(time.Minute); !res.Record.Started.Equal(want) {
+				t.Errorf("record started %v, want the first run's %v", res.Record.Started, want)
+			}
 			if runs != c.runs {
 				t.Errorf("%d runs, want %d", runs, c.runs)
 			}
