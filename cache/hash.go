@@ -60,6 +60,10 @@ func (s *Store) HashFile(ctx context.Context, path string, fi os.FileInfo) (stri
 	return sum.Digest, err
 }
 
+// ErrFileReplaced is HashFileMeta's error when the file it read at a path
+// is not the one the caller's stat of that path described (another inode).
+var ErrFileReplaced = errors.New("replaced by another file since it was listed")
+
 // FileSum is what HashFileMeta learns about a regular file.
 type FileSum struct {
 	Digest     string // "sha256:<hex>" of the content
@@ -71,8 +75,9 @@ type FileSum struct {
 // (nil: HashFileMeta stats it). The result is memoized by (absolute path,
 // size, mtime, ctime, inode, device, mode), so an unchanged file is read
 // once, across processes once FlushHashes has saved the memo; any change of
-// content or xattrs changes the ctime and therefore forces a rehash. Safe
-// for concurrent use.
+// content or xattrs changes the ctime and therefore forces a rehash. A
+// file read at path that is another inode than fi's is ErrFileReplaced.
+// Safe for concurrent use.
 func (s *Store) HashFileMeta(ctx context.Context, path string, fi os.FileInfo) (FileSum, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -100,6 +105,13 @@ func (s *Store) HashFileMeta(ctx context.Context, path string, fi os.FileInfo) (
 	s.hashBufs.Put(bp)
 	if err != nil {
 		return FileSum{}, fmt.Errorf("hash %s: %w", path, err)
+	}
+	if ok && (e.st.Ino != st.Ino || e.st.Dev != st.Dev) {
+		// Not the file the caller listed: one renamed over it, or a path
+		// through a directory swapped for a symlink since — possibly to a
+		// file outside the caller's tree, whose content must not pass
+		// for the listed file's.
+		return FileSum{}, fmt.Errorf("hash %s: %w", path, ErrFileReplaced)
 	}
 	if e.st.Ctime < start.Add(-racyWindow).UnixNano() {
 		s.hashes.put(abs, e)

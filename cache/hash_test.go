@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -139,6 +140,46 @@ func TestHashFileModeAndInode(t *testing.T) {
 	}
 	if got, err := s.HashFile(ctx, p, nil); err != nil || got != digestOf([]byte("y")) {
 		t.Errorf("HashFile after rename-over = %s, %v", got, err)
+	}
+}
+
+// TestHashFileMetaReplaced: a file read at a path that is not the inode
+// the caller's stat described — renamed over since, or reached through a
+// directory swapped for a symlink to a file outside the tree — is
+// ErrFileReplaced, not that other file's digest.
+func TestHashFileMetaReplaced(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	dir := t.TempDir()
+	writeAged(t, dir, map[string]string{"f": "x", "g": "y", "sub/h": "h", "outside/h": "secret"})
+	p := filepath.Join(dir, "f")
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "g"), p); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := s.HashFileMeta(ctx, p, fi); !errors.Is(err, ErrFileReplaced) {
+		t.Errorf("hash of a file renamed over since its stat = %v, %v; want ErrFileReplaced", sum, err)
+	}
+
+	h := filepath.Join(dir, "sub", "h")
+	if fi, err = os.Lstat(h); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("outside", filepath.Join(dir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := s.HashFileMeta(ctx, h, fi); !errors.Is(err, ErrFileReplaced) {
+		t.Errorf("hash through a directory swapped for a symlink = %v, %v; want ErrFileReplaced", sum, err)
+	}
+	// Stated now, the same path is what it is.
+	if got, err := s.HashFile(ctx, h, nil); err != nil || got != digestOf([]byte("secret")) {
+		t.Errorf("HashFile without a stat = %s, %v", got, err)
 	}
 }
 

@@ -51,6 +51,9 @@ func (p *copyPlan) addExtract(ctx context.Context, rootfs string, s *copySource,
 		return fmt.Errorf("open archive %s: %w", s.written, err)
 	}
 	defer f.Close()
+	if err := copySameFile(copyFD{fd: int(f.Fd()), name: f.Name()}, &s.entries[0]); err != nil {
+		return fmt.Errorf("extract %s: %w", s.written, err)
+	}
 	// The bytes extracted are hashed on the way: they must be those the
 	// step's cache key was computed from (copyUnchanged).
 	h := sha256.New()

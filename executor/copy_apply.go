@@ -425,10 +425,43 @@ func writeContent(cp *copier, out copyFD, s *copySource, e *copyEntry) error {
 	if e.info != nil {
 		size = e.info.Size()
 	}
+	if err := copySameFile(f, e); err != nil {
+		return err
+	}
 	if err := cp.copyData(out, f, size); err != nil {
 		return err
 	}
 	return copyUnchanged(f, out, e)
+}
+
+// selectedStat is the stat of e's source when it was selected, which its
+// digest was checked against; nil when there is none to check.
+func selectedStat(e *copyEntry) *syscall.Stat_t {
+	if e.digest == "" || e.info == nil {
+		return nil
+	}
+	st, _ := e.info.Sys().(*syscall.Stat_t)
+	return st
+}
+
+// copySameFile checks, before anything is read, that the source f opened
+// for entry e is the file that was selected (same inode): not one renamed
+// over it, or reached through a directory swapped for a symlink since —
+// perhaps to a file outside the context, whose content must not even be
+// copied into the step's snapshot.
+func copySameFile(f copyFD, e *copyEntry) error {
+	was := selectedStat(e)
+	if was == nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(f.fd, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: f.name, Err: err}
+	}
+	if st.Ino != was.Ino || uint64(st.Dev) != uint64(was.Dev) {
+		return sourceChanged(fmt.Errorf("%s changed during the build: replaced by another file since it was selected", f.name))
+	}
+	return nil
 }
 
 // copyUnchanged checks that the source f of entry e, just copied to out,
@@ -437,22 +470,18 @@ func writeContent(cp *copier, out copyFD, s *copySource, e *copyEntry) error {
 // say — would otherwise put content in the layer that its key does not
 // name, and a later build of the old content would get it from the cache.
 // The source's stat must be the one it had when it was selected (what the
-// hash was checked against); if not, the copy itself is hashed, and must
-// match.
+// hash was checked against; copySameFile checked its inode before the
+// copy); if not, the copy itself is hashed, and must match.
 func copyUnchanged(f, out copyFD, e *copyEntry) error {
-	if e.digest == "" || e.info == nil {
-		return nil
-	}
-	was, ok := e.info.Sys().(*syscall.Stat_t)
-	if !ok {
+	was := selectedStat(e)
+	if was == nil {
 		return nil
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return &os.PathError{Op: "stat", Path: f.name, Err: err}
 	}
-	if st.Size == was.Size && st.Ino == was.Ino && uint64(st.Dev) == uint64(was.Dev) &&
-		st.Mtim.Nano() == was.Mtim.Nano() && st.Ctim.Nano() == was.Ctim.Nano() {
+	if st.Size == was.Size && st.Mtim.Nano() == was.Mtim.Nano() && st.Ctim.Nano() == was.Ctim.Nano() {
 		return nil
 	}
 	got, err := copyDigest(out.name)

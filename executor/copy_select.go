@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/internal/buildcontext"
 	"github.com/builder-dev/builder/snapshot"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -316,6 +317,9 @@ func (p *copyPlan) hashEntry(ctx context.Context, e *copyEntry) error {
 			}
 		}
 		sum, err := p.req.Hash(ctx, e.host, fi)
+		if errors.Is(err, cache.ErrFileReplaced) {
+			return sourceChanged(err) // the build runs again, and lists it anew
+		}
 		if err != nil {
 			return err
 		}

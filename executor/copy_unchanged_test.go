@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,5 +96,35 @@ func TestAddArchiveChangedAfterHash(t *testing.T) {
 	err := p.Apply(t.Context(), rootfs)
 	if err == nil || !strings.Contains(err.Error(), host+" changed during the build") {
 		t.Errorf("extract of an archive changed after its hash: %v", err)
+	}
+}
+
+// TestCopySourceSwappedForSymlink: a source directory swapped for a
+// symlink to a directory outside the context after the COPY was prepared
+// (hashed) must not make the copy read the outside file of the same name
+// into the layer: its inode is not the selected file's, and the step
+// fails as a source changed (the build runs again and lists the symlink
+// as a symlink).
+func TestCopySourceSwappedForSymlink(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, direct := range []bool{false, true} {
+		ctxDir, rootfs, victim := copySetup(t)
+		dest := "/existing/"
+		if direct {
+			dest = "/newdir/"
+		}
+		p := copyPrepareIn(t, copyRequest{Sources: []string{"sub/deep"}, Dest: dest}, ctxDir)
+		// victim/h: same name and size as sub/deep/h ("hhh").
+		copyCheck(t, os.WriteFile(filepath.Join(victim, "h"), []byte("SEC"), 0o600))
+		deep := filepath.Join(ctxDir, "sub", "deep")
+		copyCheck(t, os.RemoveAll(deep))
+		copyCheck(t, os.Symlink(victim, deep))
+		err := copyApplyAll(t, p, rootfs, direct)
+		if !errors.Is(err, ErrSourceChanged) || !strings.Contains(err.Error(), "replaced by another file") {
+			t.Errorf("direct=%v: copy through a swapped directory: %v, want a source changed", direct, err)
+		}
+		if got, err := os.ReadFile(filepath.Join(rootfs, dest, "h")); err == nil && string(got) == "SEC" {
+			t.Errorf("direct=%v: the outside file's content reached the layer", direct)
+		}
 	}
 }
