@@ -434,14 +434,20 @@ func writeContent(cp *copier, out copyFD, s *copySource, e *copyEntry) error {
 	return copyUnchanged(f, out, e)
 }
 
-// selectedStat is the stat of e's source when it was selected, which its
-// digest was checked against; nil when there is none to check.
-func selectedStat(e *copyEntry) *syscall.Stat_t {
+// sourceStats returns the stat e's source had when it was selected (which
+// its digest was checked against) and the stat of f, its open source now;
+// was is nil when there is nothing to check.
+func sourceStats(f copyFD, e *copyEntry) (was *syscall.Stat_t, now unix.Stat_t, err error) {
 	if e.digest == "" || e.info == nil {
-		return nil
+		return nil, now, nil
 	}
-	st, _ := e.info.Sys().(*syscall.Stat_t)
-	return st
+	if was, _ = e.info.Sys().(*syscall.Stat_t); was == nil {
+		return nil, now, nil
+	}
+	if err := unix.Fstat(f.fd, &now); err != nil {
+		return nil, now, &os.PathError{Op: "stat", Path: f.name, Err: err}
+	}
+	return was, now, nil
 }
 
 // copySameFile checks, before anything is read, that the source f opened
@@ -450,13 +456,9 @@ func selectedStat(e *copyEntry) *syscall.Stat_t {
 // perhaps to a file outside the context, whose content must not even be
 // copied into the step's snapshot.
 func copySameFile(f copyFD, e *copyEntry) error {
-	was := selectedStat(e)
+	was, st, err := sourceStats(f, e)
 	if was == nil {
-		return nil
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(f.fd, &st); err != nil {
-		return &os.PathError{Op: "stat", Path: f.name, Err: err}
+		return err
 	}
 	if st.Ino != was.Ino || uint64(st.Dev) != uint64(was.Dev) {
 		return sourceChanged(fmt.Errorf("%s changed during the build: replaced by another file since it was selected", f.name))
@@ -473,13 +475,9 @@ func copySameFile(f copyFD, e *copyEntry) error {
 // hash was checked against; copySameFile checked its inode before the
 // copy); if not, the copy itself is hashed, and must match.
 func copyUnchanged(f, out copyFD, e *copyEntry) error {
-	was := selectedStat(e)
+	was, st, err := sourceStats(f, e)
 	if was == nil {
-		return nil
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(f.fd, &st); err != nil {
-		return &os.PathError{Op: "stat", Path: f.name, Err: err}
+		return err
 	}
 	if st.Size == was.Size && st.Mtim.Nano() == was.Mtim.Nano() && st.Ctim.Nano() == was.Ctim.Nano() {
 		return nil
