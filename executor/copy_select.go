@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -332,16 +331,11 @@ func (p *copyPlan) hashEntry(ctx context.Context, e *copyEntry) error {
 	if err := e.readXattrs(); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(e.host, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	d, err := copyDigest(e.host)
 	if err != nil {
 		return fmt.Errorf("hash %s: %w", e.host, err)
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return fmt.Errorf("hash %s: %w", e.host, err)
-	}
-	e.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	e.digest = d
 	return nil
 }
 
