@@ -103,7 +103,7 @@ func (p *progress) Event(ev executor.Event) {
 	}
 	switch {
 	case ev.Err != nil:
-		fmt.Fprintf(p.w, "#%d ERROR: %v\n", n, rootCause(ev.Err))
+		fmt.Fprintf(p.w, "#%d %s: %v\n", n, failState(ev.Err), rootCause(ev.Err))
 	case ev.Metadata:
 		fmt.Fprintf(p.w, "#%d DONE 0.0s\n", n)
 	case ev.Cache == "miss":
@@ -239,6 +239,16 @@ func (w *lineWriter) emit(line []byte) {
 
 // rootCause strips the location wrapper for the one-line step status; the
 // full error is printed at the end.
+// failState is how a failed step's line starts: CHANGED when a source
+// changed during the build (the build then runs again; its last failure
+// is the build's ERROR), ERROR otherwise.
+func failState(err error) string {
+	if errors.Is(err, executor.ErrSourceChanged) {
+		return "CHANGED"
+	}
+	return "ERROR"
+}
+
 func rootCause(err error) error {
 	var se *executor.StepError
 	if errors.As(err, &se) {

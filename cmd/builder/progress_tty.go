@@ -47,7 +47,7 @@ type ttyRenderer struct {
 type ttyStep struct {
 	n          int
 	title      string
-	state      string // "", "DONE", "CACHED" or "ERROR"
+	state      string // "", "DONE", "CACHED", or failState's "ERROR" or "CHANGED"
 	detail     string // cache miss reason or error
 	start, end time.Time
 	tail       []string
@@ -115,7 +115,7 @@ func (r *ttyRenderer) Event(ev executor.Event, n int) {
 		s.end = r.now()
 		switch {
 		case ev.Err != nil:
-			s.state, s.detail = "ERROR", rootCause(ev.Err).Error()
+			s.state, s.detail = failState(ev.Err), rootCause(ev.Err).Error()
 		case ev.Metadata || ev.Cache == "miss":
 			s.state, s.detail = "DONE", ev.Reason
 			if ev.Reason != "" {
@@ -218,18 +218,19 @@ func (s *ttyStep) lines(now time.Time, width int) []string {
 	default:
 		state = s.state
 	}
-	if s.detail != "" && s.state != "ERROR" {
+	failed := s.state == "ERROR" || s.state == "CHANGED"
+	if s.detail != "" && !failed {
 		state += " (" + s.detail + ")"
 	}
 	head := fmt.Sprintf("#%d ", s.n)
 	room := width - 1 - utf8.RuneCountInString(head) - 2 - min(utf8.RuneCountInString(state), width/2)
 	out := []string{head + truncate(s.title, max(room, 8)) + "  " + state}
-	switch s.state {
-	case "":
+	switch {
+	case s.state == "":
 		out = append(out, indent(last(s.tail, ttyTailLines))...)
-	case "ERROR":
+	case failed:
 		out = append(out, indent(last(s.tail, 2*ttyTailLines))...)
-		out = append(out, "  ERROR: "+s.detail)
+		out = append(out, "  "+s.state+": "+s.detail)
 	}
 	return out
 }

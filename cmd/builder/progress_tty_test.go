@@ -277,3 +277,49 @@ func (l *lockedClock) advance(d time.Duration) {
 	defer l.mu.Unlock()
 	l.c.advance(d)
 }
+
+// TestProgressSourceChanged: a step that failed because a source changed
+// during the build (the CLI builds again) is marked CHANGED, not ERROR, in
+// the plain and the tty renderers; other failures stay ERROR.
+func TestProgressSourceChanged(t *testing.T) {
+	changed := &executor.StepError{Stage: "b", Line: 3, Instruction: "COPY f /f",
+		Err: fmt.Errorf("copy to /f: /ctx/f changed during the build: %w", executor.ErrSourceChanged)}
+	failed := &executor.StepError{Stage: "b", Line: 4, Instruction: "RUN false", Err: errors.New("exit code 1")}
+
+	var plain bytes.Buffer
+	pp, err := newProgress("plain", &plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range []error{changed, failed} {
+		s := ev(i+1, "STEP")
+		pp.Event(s)
+		d := done(s)
+		d.Err = e
+		pp.Event(d)
+	}
+	pp.Close()
+	for _, want := range []string{
+		"#1 CHANGED: copy to /f: /ctx/f changed during the build: " + executor.ErrSourceChanged.Error() + "\n",
+		"#2 ERROR: exit code 1\n",
+	} {
+		if !strings.Contains(plain.String(), want) {
+			t.Errorf("plain output lacks %q:\n%s", want, plain.String())
+		}
+	}
+
+	term := &fakeTerm{t: t, width: 200}
+	r := newTTYRenderer(term, term.width, newFakeClock().now, 0)
+	s := evIn("b", 1, 1, "COPY f /f")
+	r.Event(s, 1)
+	d := done(s)
+	d.Err = changed
+	r.Event(d, 1)
+	want := []string{
+		"#1 [b 1/1] COPY f /f  CHANGED",
+		"  CHANGED: copy to /f: /ctx/f changed during the build: " + executor.ErrSourceChanged.Error(),
+	}
+	if diff := cmp.Diff(want, term.lines()); diff != "" {
+		t.Errorf("tty (-want +got):\n%s", diff)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -514,6 +515,11 @@ func TestE2EContextChangedDuringBuild(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), filepath.Join(dir, "f")+" changed during the build") || !strings.Contains(out.String(), "building again") {
 		t.Errorf("the build did not say that %s changed and that it builds again:\n%s", filepath.Join(dir, "f"), out.String())
+	}
+	// The step that ran into the change is marked CHANGED: the build did
+	// not fail, so nothing in its output says ERROR.
+	if !regexp.MustCompile(`(?m)^#\d+ CHANGED: `).MatchString(out.String()) || strings.Contains(out.String(), "ERROR") {
+		t.Errorf("the step whose source changed is not marked CHANGED (and nothing ERROR):\n%s", out.String())
 	}
 	if got, err := os.ReadFile(filepath.Join(dest, "f")); err != nil || string(got) != "new content\n" {
 		t.Errorf("/f after the build that ran again: %q, %v", got, err)
