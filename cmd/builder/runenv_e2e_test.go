@@ -89,7 +89,7 @@ var runEnvAllowed = []struct {
 		func(b, bk string) (string, string) {
 			return dropMountOption(b, "nodev", "/", "/dev"), bk
 		}},
-	{"mounts", "nodev: builder's /dev is nodev, so its devices are bound from the host's /dev (mount points of type devtmpfs) where runc makes them with mknod; the masked files of /proc are binds of that /dev/null",
+	{"mounts", "nodev: builder's /dev is nodev, so each of its devices (made with mknod, as runc makes them; in a user namespace the host's) is a mount of its own, bound on itself before /dev became nodev; the masked files of /proc are binds of that /dev/null",
 		func(b, bk string) (string, string) {
 			b = devBind.ReplaceAllString(b, "")
 			b = maskedDevnull.ReplaceAllString(b, "$1 <dev/null>")
@@ -112,7 +112,7 @@ var runEnvGaps = map[string]string{
 }
 
 var (
-	devBind       = regexp.MustCompile(`(?m)^/dev/(null|zero|full|random|urandom|tty) rw,relatime devtmpfs .*\n`)
+	devBind       = regexp.MustCompile(`(?m)^/dev/(null|zero|full|random|urandom|tty) \S+ (devtmpfs|tmpfs) .*\n`)
 	maskedDevnull = regexp.MustCompile(`(?m)^(/proc/(interrupts|keys|timer_list|latency_stats|timer_stats|sched_debug|kcore|sysrq-trigger)) .*$`)
 	etcBind       = regexp.MustCompile(`(?m)^(/etc/(hosts|resolv\.conf) ro,nosuid,nodev,noexec,relatime) .*$`)
 	otelSock      = regexp.MustCompile(`(?m)^.*otel-grpc\.sock.*\n`)

@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/builder-dev/builder/internal/sandbox"
 )
@@ -38,5 +41,47 @@ func TestDeviceNodesUnusable(t *testing.T) {
 	spec.Insecure = true
 	if got := mustRun(t, spec); got != "opened\n" {
 		t.Errorf("insecure mode: %q, want the device usable", got)
+	}
+}
+
+// The /dev nodes of a RUN are its own, as runc makes them: a RUN that
+// changes one (touch, chmod, chown) changes its node, never the host's
+// (a RUN chmod 000 /dev/null would otherwise break /dev/null for the
+// whole host). The probe keeps the host safe if the test fails: the mode
+// and owner it sets are the ones the nodes have, and /dev/full's times
+// are put back.
+func TestDeviceNodesPrivate(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	root := newRootfs(t, rootfsOpts{})
+	before := map[string]unix.Stat_t{}
+	for _, n := range []string{"/dev/null", "/dev/full", "/dev/zero"} {
+		var st unix.Stat_t
+		if err := unix.Stat(n, &st); err != nil {
+			t.Fatal(err)
+		}
+		before[n] = st
+	}
+	t.Cleanup(func() {
+		st := before["/dev/full"]
+		ts := []unix.Timespec{st.Atim, st.Mtim}
+		if err := unix.UtimesNano("/dev/full", ts); err != nil {
+			t.Error(err)
+		}
+	})
+	script := `touch -d '2001-02-03 04:05:06' /dev/full && chmod 666 /dev/null && chown 0:0 /dev/zero &&
+ls -l --full-time /dev/full | grep -c 2001-02-03 && echo x > /dev/null && head -c 4 /dev/zero | wc -c`
+	if got := mustRun(t, shSpec(root, script)); got != "1\n4\n" {
+		t.Errorf("RUN's /dev: %q, want its /dev/full changed and the nodes working", got)
+	}
+	for n, was := range before {
+		var st unix.Stat_t
+		if err := unix.Stat(n, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mtim != was.Mtim || st.Ctim != was.Ctim || st.Mode != was.Mode || st.Uid != was.Uid {
+			t.Errorf("the host's %s changed under a RUN: mtime %v → %v, ctime %v → %v", n,
+				time.Unix(was.Mtim.Unix()), time.Unix(st.Mtim.Unix()), time.Unix(was.Ctim.Unix()), time.Unix(st.Ctim.Unix()))
+		}
 	}
 }

@@ -59,14 +59,44 @@ var devLinks = [][2]string{
 }
 
 // bindDevice binds the host's /dev/NAME of n on an empty file in dev, as
-// runc does in a user namespace, where mknod is refused.
-func bindDevice(dev string, n devNode) error {
+// runc does in a user namespace, where mknod is refused. There the
+// namespace's root cannot change the host node's owner or mode (it is
+// the host root's, unmapped); elsewhere ro makes the bind read-only, so
+// that no RUN can chmod, chown or touch the host's node (writes to the
+// device still work: a device is written through any mount).
+func bindDevice(dev string, n devNode, ro bool) error {
 	p := filepath.Join(dev, n.name)
 	if err := createFile(p); err != nil {
 		return fmt.Errorf("create device mount point %s: %w", p, err)
 	}
 	if err := unix.Mount(filepath.Join("/dev", n.name), p, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind device /dev/%s: %w", n.name, err)
+	}
+	if ro {
+		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NOEXEC)
+		if err := unix.Mount("", p, "", flags, ""); err != nil {
+			return fmt.Errorf("make device %s read-only: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// privateDevice makes n a node of the RUN's own in dev, usable once dev
+// is remounted nodev: made with mknod, as runc makes it, and bound on
+// itself, a mount of its own that keeps the device usable. A RUN that
+// changes it (chmod 000 /dev/null, touch /dev/null) changes its own node,
+// never the host's. Where mknod is refused (a container whose device
+// rules forbid it), the host's node is bound read-only.
+func privateDevice(dev string, n devNode) error {
+	if err := mknod(dev, n); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return bindDevice(dev, n, true)
+		}
+		return err
+	}
+	p := filepath.Join(dev, n.name)
+	if err := unix.Mount(p, p, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind device %s: %w", p, err)
 	}
 	return nil
 }
@@ -75,21 +105,23 @@ func bindDevice(dev string, n devNode) error {
 // devices, the fd symlinks and the mount points of /dev/pts, /dev/shm and
 // /dev/mqueue.
 //
-// Devices are bound from the host's /dev onto a nodev tmpfs: a RUN keeps
-// CAP_MKNOD (Docker's default set) but no node it makes, there or
-// anywhere (the root and every RUN mount are nodev too), can be opened,
-// so it cannot reach a host disk through a block device; the bound nodes
-// work, as a bind mount has its own flags. Insecure mode (every
+// The tmpfs is nodev: a RUN keeps CAP_MKNOD (Docker's default set) but no
+// node it makes, there or anywhere (the root and every RUN mount are
+// nodev too), can be opened, so it cannot reach a host disk through a
+// block device. The usual devices are the RUN's own nodes, each a mount
+// of its own without nodev, made before the tmpfs became nodev
+// (privateDevice); in a user namespace, where mknod is refused, the
+// host's nodes are bound, as runc does there. Insecure mode (every
 // capability anyway) makes them with mknod on a tmpfs without nodev, as
-// runc does, unless in a user namespace, where mknod is refused.
+// runc does, unless in a user namespace.
 func mountDev(dev string, insecure bool) error {
-	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_STRICTATIME)
-	makeNode := bindDevice
-	if insecure {
-		flags &^= unix.MS_NODEV
-		if !inUserNS() {
-			makeNode = mknod
-		}
+	flags := uintptr(unix.MS_NOSUID | unix.MS_STRICTATIME)
+	makeNode := privateDevice
+	switch {
+	case inUserNS():
+		makeNode = func(dev string, n devNode) error { return bindDevice(dev, n, false) }
+	case insecure:
+		makeNode = mknod
 	}
 	if err := unix.Mount("tmpfs", dev, "tmpfs", flags, "mode=755,size=65536k"); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", dev, err)
@@ -108,6 +140,13 @@ func mountDev(dev string, insecure bool) error {
 		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", filepath.Join(dev, d), err)
 		}
+	}
+	if insecure {
+		return nil
+	}
+	// Not setNodev: the devices' own mounts below it must keep working.
+	if err := remountWith(dev, unix.MS_NODEV); err != nil {
+		return fmt.Errorf("make %s nodev: %w", dev, err)
 	}
 	return nil
 }
