@@ -352,19 +352,38 @@ func runPlan(ctx context.Context, opts executor.Options, plan *planner.Plan, not
 }
 
 // retrySourceChanged is runPlan's loop around run. The build's record is
-// the last run's, started when the first one did.
+// the last run's, started when the first one did, with the steps an
+// earlier run ran (and committed) marked run, not reused: the later run
+// found them in the cache only because this build had made them.
 func retrySourceChanged(ctx context.Context, run func() (*executor.Result, error), notice func(string)) (*executor.Result, error) {
 	res, err := run()
 	first := res
+	ran := map[cache.Key]cache.StepRecord{}
 	for range sourceRetries {
 		if !errors.Is(err, executor.ErrSourceChanged) || ctx.Err() != nil {
 			break
 		}
+		if res != nil && res.Record != nil {
+			for _, s := range res.Record.Steps {
+				if _, seen := ran[s.Key]; !seen && s.Cache == "miss" && s.Layer != "" {
+					ran[s.Key] = s
+				}
+			}
+		}
 		notice(fmt.Sprintf("%v; building again", err))
 		res, err = run()
 	}
-	if res != first && res != nil && res.Record != nil && first != nil && first.Record != nil {
+	if res == first || res == nil || res.Record == nil {
+		return res, err
+	}
+	if first != nil && first.Record != nil {
 		res.Record.Started = first.Record.Started
+	}
+	for i, s := range res.Record.Steps {
+		if r, ok := ran[s.Key]; ok && s.Cache == "hit" {
+			s.Cache, s.Reason, s.DurationMS, s.SavedMS = r.Cache, r.Reason, r.DurationMS, 0
+			res.Record.Steps[i] = s
+		}
 	}
 	return res, err
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/builder-dev/builder/cache"
 	"github.com/builder-dev/builder/executor"
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestRetrySourceChanged: a build whose sources changed while it ran runs
@@ -62,5 +63,49 @@ func TestRetrySourceChanged(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRetrySourceChangedRecord: the record of a build that ran again
+// counts the steps an earlier run ran as run, not as reused from the
+// cache: the later run found them there because the earlier one made them.
+// A step the earlier run failed (nothing committed) is not among them.
+func TestRetrySourceChangedRecord(t *testing.T) {
+	changed := fmt.Errorf("copy to /f: %w", executor.ErrSourceChanged)
+	k := func(s string) cache.Key { return cache.KeyOf(cache.Key{}, cache.Inputs{Op: s}) }
+	runs := [][]cache.StepRecord{
+		{
+			{Instruction: "RUN sleep 3", Key: k("run"), Cache: "miss", Reason: "no earlier build", DurationMS: 3000, Layer: "sha256:r"},
+			{Instruction: "COPY f /f", Key: k("copy-old"), Cache: "miss", Reason: "no earlier build", DurationMS: 5},
+		},
+		{
+			{Instruction: "RUN sleep 3", Key: k("run"), Cache: "hit", DurationMS: 1, Layer: "sha256:r", SavedMS: 3000},
+			{Instruction: "COPY f /f", Key: k("copy-old"), Cache: "hit", DurationMS: 1, Layer: "sha256:o", SavedMS: 7},
+			{Instruction: "COPY g /g", Key: k("copy-new"), Cache: "miss", Reason: "no earlier build", DurationMS: 6, Layer: "sha256:n"},
+		},
+	}
+	n := 0
+	res, err := retrySourceChanged(t.Context(), func() (*executor.Result, error) {
+		steps := runs[n]
+		n++
+		if n == 1 {
+			return &executor.Result{Record: &cache.BuildRecord{Steps: steps}}, changed
+		}
+		return &executor.Result{Record: &cache.BuildRecord{Steps: steps}}, nil
+	}, func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []cache.StepRecord{
+		{Instruction: "RUN sleep 3", Key: k("run"), Cache: "miss", Reason: "no earlier build", DurationMS: 3000, Layer: "sha256:r"},
+		// The first run failed this one: the hit is an older build's.
+		{Instruction: "COPY f /f", Key: k("copy-old"), Cache: "hit", DurationMS: 1, Layer: "sha256:o", SavedMS: 7},
+		{Instruction: "COPY g /g", Key: k("copy-new"), Cache: "miss", Reason: "no earlier build", DurationMS: 6, Layer: "sha256:n"},
+	}
+	if diff := cmp.Diff(want, res.Record.Steps); diff != "" {
+		t.Errorf("record steps (-want +got):\n%s", diff)
+	}
+	if r := roiOf(res.Record); r.run != 2 || r.reused != 1 {
+		t.Errorf("summary counts %d run, %d reused; want 2 and 1", r.run, r.reused)
 	}
 }

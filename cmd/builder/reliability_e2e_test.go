@@ -521,6 +521,10 @@ func TestE2EContextChangedDuringBuild(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^#\d+ CHANGED: `).MatchString(out.String()) || strings.Contains(out.String(), "ERROR") {
 		t.Errorf("the step whose source changed is not marked CHANGED (and nothing ERROR):\n%s", out.String())
 	}
+	// The RUN ran in the first run: the build's summary counts it run.
+	if !strings.Contains(out.String(), "=> cache: 0 of 2 steps reused, 2 run") {
+		t.Errorf("the summary does not count the RUN of the first run as run:\n%s", out.String())
+	}
 	if got, err := os.ReadFile(filepath.Join(dest, "f")); err != nil || string(got) != "new content\n" {
 		t.Errorf("/f after the build that ran again: %q, %v", got, err)
 	}
