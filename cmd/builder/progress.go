@@ -237,8 +237,6 @@ func (w *lineWriter) emit(line []byte) {
 	fmt.Fprintf(w.p.w, "#%d %.3f %s\n", w.n, time.Since(w.start).Seconds(), line)
 }
 
-// rootCause strips the location wrapper for the one-line step status; the
-// full error is printed at the end.
 // failState is how a failed step's line starts: CHANGED when a source
 // changed during the build (the build then runs again; its last failure
 // is the build's ERROR), ERROR otherwise.
@@ -249,6 +247,8 @@ func failState(err error) string {
 	return "ERROR"
 }
 
+// rootCause strips the location wrapper for the one-line step status; the
+// full error is printed at the end.
 func rootCause(err error) error {
 	var se *executor.StepError
 	if errors.As(err, &se) {
