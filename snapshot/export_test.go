@@ -10,3 +10,11 @@ func CapXattrForTest() string {
 	binary.LittleEndian.PutUint32(b[4:], 1<<13)
 	return string(b)
 }
+
+// WithoutLowerdirAppend makes Mount take the path of a kernel before
+// Linux 6.8 (no fsconfig "lowerdir+") until the test ends.
+func WithoutLowerdirAppend(t interface{ Cleanup(func()) }) {
+	was := overlayFsconfig
+	overlayFsconfig = func([]string, string) error { return errNoLowerdirAppend }
+	t.Cleanup(func() { overlayFsconfig = was })
+}
