@@ -56,7 +56,7 @@ type sourceScratch struct {
 
 // newSourceScratch opens the store's scratch area for fetched sources.
 func newSourceScratch(a *app) (*sourceScratch, error) {
-	st, err := cache.Open(a.root)
+	st, err := a.openCache()
 	if err != nil {
 		return nil, err
 	}

@@ -148,6 +148,13 @@ func enterIsolation(flag string, mounts bool) (iso isolation, code int, reexeced
 		return iso, 1, true
 	}
 	env := []string{usernsEnv + "=wait", usernsLimitEnv + "=" + plan.Limit}
+	if _, ok := os.LookupEnv("HOME"); !ok {
+		// The child is root of its namespace: the user's default store
+		// (defaultRoot) is found by the home the user has here.
+		if u, err := user.Current(); err == nil && u.HomeDir != "" {
+			env = append(env, "HOME="+u.HomeDir)
+		}
+	}
 	code, err = reexec(unix.CLONE_NEWUSER|unix.CLONE_NEWNS, env, func(pid int) error { return plan.Write(pid, userns.Files{}) })
 	if err == nil || requested == sandbox.IsolationRootless || !errors.Is(err, unix.EPERM) {
 		return iso, reexecFailed(code, err, "start the build in a user namespace"), true

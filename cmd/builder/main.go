@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
@@ -203,7 +204,16 @@ func defaultRoot() string {
 	if h, err := os.UserHomeDir(); err == nil {
 		return filepath.Join(h, ".local", "share", "builder")
 	}
-	return filepath.Join(os.TempDir(), "builder")
+	// No HOME (a service, a CI job with a cleared environment). Never a
+	// shared directory such as /tmp: whoever made /tmp/builder first
+	// would own the store root builds from.
+	if os.Geteuid() == 0 {
+		return "/var/lib/builder"
+	}
+	if u, err := user.Current(); err == nil && u.HomeDir != "" && u.HomeDir != "/" {
+		return filepath.Join(u.HomeDir, ".local", "share", "builder")
+	}
+	return "" // stores.go asks for --root
 }
 
 // newFlags returns a subcommand's flag set with --help wired up.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -19,8 +20,16 @@ type stores struct {
 	unlock func() // set by lockShared, called by Close
 }
 
+// openCache opens the cache store at --root (defaultRoot when not given).
+func (a *app) openCache() (*cache.Store, error) {
+	if a.root == "" {
+		return nil, errors.New("no store directory: HOME and XDG_DATA_HOME are not set and the user has no home directory; pass --root DIR")
+	}
+	return cache.Open(a.root)
+}
+
 func (a *app) open() (*stores, error) {
-	c, err := cache.Open(a.root)
+	c, err := a.openCache()
 	if err != nil {
 		return nil, err
 	}
