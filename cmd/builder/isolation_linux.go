@@ -178,7 +178,7 @@ func insideUserNS(requested string) (isolation, int, bool) {
 		return isolation{}, 1, true
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		fmt.Fprintf(os.Stderr, "ERROR: make mounts private: %v\n", err)
+		fmt.Fprintf(os.Stderr, "ERROR: make mounts private in the user namespace: %v%s\n", err, usernsDeniedHint(err, apparmorUsernsSysctl))
 		return isolation{}, 1, true
 	}
 	if requested == sandbox.IsolationChroot {
@@ -196,6 +196,27 @@ func insideUserNS(requested string) (isolation, int, bool) {
 		note += "; single-id mapping: " + limit
 	}
 	return isolation{mode: sandbox.IsolationRootless, notice: note + ")"}, 0, false
+}
+
+// apparmorUsernsSysctl is the switch of Ubuntu's AppArmor (23.10 and
+// later, so GitHub's ubuntu-24.04 runners) that leaves a process of an
+// unconfined program no capability in the user namespaces it makes.
+const apparmorUsernsSysctl = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"
+
+// usernsDeniedHint explains err, a mount refused to root of the user
+// namespace, when the host's AppArmor is what refused it (sysctl, its
+// switch, reads 1): how to let builder have its namespace.
+func usernsDeniedHint(err error, sysctl string) string {
+	if !errors.Is(err, unix.EPERM) {
+		return ""
+	}
+	b, rerr := os.ReadFile(sysctl)
+	if rerr != nil || strings.TrimSpace(string(b)) != "1" {
+		return ""
+	}
+	return " (this host's AppArmor gives unprivileged user namespaces no capabilities: " +
+		"kernel.apparmor_restrict_unprivileged_userns=1; allow builder with an AppArmor profile " +
+		"granting it userns, as for rootless BuildKit or Podman, or set the sysctl to 0, or build as root)"
 }
 
 // chrootIsolation is the isolation of last resort, announced with why.

@@ -1,8 +1,14 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseIsolation(t *testing.T) {
@@ -41,5 +47,35 @@ func TestWithEnv(t *testing.T) {
 	want := []string{"A=1", "B=2", "_BUILDER_USERNS=1"}
 	if !slices.Equal(got, want) {
 		t.Errorf("withEnv = %q, want %q", got, want)
+	}
+}
+
+// TestUsernsDeniedHint: a mount refused in the user namespace on a host
+// whose AppArmor gives unprivileged user namespaces no capabilities
+// (Ubuntu 23.10+) says so and how to allow builder; otherwise no hint.
+func TestUsernsDeniedHint(t *testing.T) {
+	dir := t.TempDir()
+	on, off := filepath.Join(dir, "on"), filepath.Join(dir, "off")
+	if err := os.WriteFile(on, []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(off, []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eperm := fmt.Errorf("mount: %w", unix.EPERM)
+	if h := usernsDeniedHint(eperm, on); !strings.Contains(h, "apparmor_restrict_unprivileged_userns=1") || !strings.Contains(h, "AppArmor profile") {
+		t.Errorf("AppArmor restricting: hint %q", h)
+	}
+	for name, c := range map[string]struct {
+		err    error
+		sysctl string
+	}{
+		"switch off":      {eperm, off},
+		"no switch":       {eperm, filepath.Join(dir, "missing")},
+		"another refusal": {fmt.Errorf("mount: %w", unix.EINVAL), on},
+	} {
+		if h := usernsDeniedHint(c.err, c.sysctl); h != "" {
+			t.Errorf("%s: hint %q, want none", name, h)
+		}
 	}
 }
