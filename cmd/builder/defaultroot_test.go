@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,9 @@ func TestE2EDefaultRootWithoutHome(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, builderBin, "images")
 	u.apply(cmd)
-	cmd.Env = slicesWithout(cmd.Env, "HOME=", "USER=")
+	cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool {
+		return strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "USER=")
+	})
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("builder images without HOME: %v\n%s", err, out)
@@ -61,20 +64,4 @@ func TestE2EDefaultRootWithoutHome(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(os.TempDir(), "builder")); err == nil && tmpBefore != nil {
 		t.Errorf("a store was made in %s", filepath.Join(os.TempDir(), "builder"))
 	}
-}
-
-// slicesWithout returns env without the variables whose entries start
-// with one of prefixes.
-func slicesWithout(env []string, prefixes ...string) []string {
-	var out []string
-next:
-	for _, kv := range env {
-		for _, p := range prefixes {
-			if strings.HasPrefix(kv, p) {
-				continue next
-			}
-		}
-		out = append(out, kv)
-	}
-	return out
 }
