@@ -45,7 +45,16 @@ func TestE2EDefaultRootWithoutHome(t *testing.T) {
 	if _, err := os.Stat(store); err == nil {
 		t.Skipf("%s already has a store at %s", u.name, store)
 	}
-	t.Cleanup(func() { os.RemoveAll(store) })
+	// Remove what the build makes: the store, and the directories above
+	// it that were not there.
+	made := store
+	for d := filepath.Dir(store); d != u.home; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		made = d
+	}
+	t.Cleanup(func() { os.RemoveAll(made) })
 	_, tmpBefore := os.Lstat(filepath.Join(os.TempDir(), "builder"))
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
