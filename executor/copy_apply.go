@@ -126,8 +126,36 @@ func (p *copyPlan) applySource(ctx context.Context, rootfs string, s *copySource
 	dst := p.dest
 	if isDir {
 		dst = path.Join(p.dest, s.name)
+	} else if dst, err = p.followDest(rootfs, own); err != nil {
+		return err
 	}
 	return p.writeEntry(rootfs, dst, s, top, own)
+}
+
+// followDest is where a source that is not a directory goes when the
+// destination is not a directory: the destination with its symlinks
+// followed inside rootfs, the last one too, as BuildKit's copy resolves
+// it (fsutil's RootPath). So COPY onto /etc/localtime, a link to a
+// zoneinfo file, writes that file and leaves the link, and onto a link
+// to a missing file creates the file, with the missing directories
+// above it made like the destination's parents.
+func (p *copyPlan) followDest(rootfs string, own copyOwner) (string, error) {
+	host, err := securejoin.SecureJoin(rootfs, p.dest)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s in rootfs: %w", p.dest, err)
+	}
+	rel, err := filepath.Rel(filepath.Clean(rootfs), host)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s in rootfs: %w", p.dest, err)
+	}
+	dst := path.Clean("/" + filepath.ToSlash(rel))
+	if dst == path.Clean(p.dest) {
+		return p.dest, nil
+	}
+	if err := mkdirAllIn(rootfs, path.Dir(dst), p.dirMode(), own); err != nil {
+		return "", err
+	}
+	return dst, nil
 }
 
 // copySetDirTimes sets the mtime of directories, innermost last created

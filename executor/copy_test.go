@@ -108,8 +108,17 @@ func TestCopy(t *testing.T) {
 			want: map[string]copyWant{"victim/x": {typ: "file", content: "aaa"}}},
 		{name: "existing file replaced", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/oldfile"},
 			want: map[string]copyWant{"oldfile": {typ: "file", content: "aaa"}}},
-		{name: "existing symlink replaced not followed", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/oldlink"},
-			want: map[string]copyWant{"oldlink": {typ: "file", content: "aaa"}, "etc/passwd": {typ: "file", content: copyRootfs["etc/passwd"]}}},
+		// A file's destination that is a symlink is followed inside the
+		// root, as BuildKit's copy resolves it (fsutil's RootPath): the
+		// link stays and its target is written, made if missing with
+		// the directories above it.
+		{name: "existing symlink followed inside the root", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/oldlink"},
+			want: map[string]copyWant{"oldlink": {typ: "symlink", link: "/etc/passwd"}, "etc/passwd": {typ: "file", content: "aaa"}}},
+		{name: "symlink to a missing file followed", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/symdest"},
+			want: map[string]copyWant{"symdest": {typ: "symlink", link: "../nowhere/target"}, "nowhere": {typ: "dir", mode: 0o755},
+				"nowhere/target": {typ: "file", content: "aaa"}}},
+		{name: "escaping symlink followed inside the root", req: copyRequest{Sources: []string{"a.txt"}, Dest: "/evil"},
+			want: map[string]copyWant{"evil": {typ: "symlink", link: "../victim"}, "victim": {typ: "file", content: "aaa"}}},
 		{name: "exclude", req: copyRequest{Sources: []string{"globdir"}, Dest: "/ex/", Exclude: []string{"*.md"}},
 			want: map[string]copyWant{"ex/one.go": {typ: "file", content: "1"}, "ex/skip.md": {typ: "absent"}}},
 		{name: "heredoc", req: copyRequest{Heredocs: []instructions.SourceContent{{Path: "hello.sh", Data: "echo hi\n"}}, Dest: "/h/", Chmod: "755"},
