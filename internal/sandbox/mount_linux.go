@@ -73,8 +73,7 @@ func bindDevice(dev string, n devNode, ro bool) error {
 		return fmt.Errorf("bind device /dev/%s: %w", n.name, err)
 	}
 	if ro {
-		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NOEXEC)
-		if err := unix.Mount("", p, "", flags, ""); err != nil {
+		if err := remountWith(p, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC); err != nil {
 			return fmt.Errorf("make device %s read-only: %w", p, err)
 		}
 	}
